@@ -1,0 +1,329 @@
+"""The v1 routes (API.md)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Query, Request, Response, UploadFile
+from fastapi.responses import Response as RawResponse
+
+from chatd.api.deps import CurrentUser, Service
+from chatd.api.schemas import (
+    ChatIn,
+    ChatOut,
+    CustomPromptIn,
+    EditIn,
+    EditOut,
+    FileOut,
+    McpServerIn,
+    McpServerOut,
+    McpServerPatch,
+    McpTokenIn,
+    McpTokenOut,
+    MessageIn,
+    MessageOut,
+    MessagesOut,
+    ModelConfigIn,
+    ModelConfigOut,
+    ModelConfigPatch,
+    PromoteOut,
+    ProviderIn,
+    ProviderOut,
+    ProviderPatch,
+    QueuedMessageOut,
+    SendOut,
+    TokenIn,
+    TokenOut,
+    UsageLimitIn,
+    UsageStatusOut,
+    UserIn,
+    UserOut,
+    to_parts,
+)
+from chatd.domain.config import McpUserToken, ModelOptions, Pricing
+from chatd.errors import InvalidInput, PayloadTooLarge
+
+router = APIRouter(prefix="/api/v1")
+
+ALLOWED_UPLOADS = {"image/png", "image/jpeg", "image/gif", "image/webp", "text/plain", "application/pdf"}
+
+
+# --- identity ---------------------------------------------------------------------------------
+
+
+@router.get("/me", tags=["identity"])
+async def me(user: CurrentUser) -> UserOut:
+    return UserOut.of(user)
+
+
+@router.put("/me/custom-prompt", tags=["identity"])
+async def set_custom_prompt(body: CustomPromptIn, user: CurrentUser, svc: Service) -> dict[str, str]:
+    u = await svc.set_custom_prompt(user, body.custom_prompt)
+    return {"custom_prompt": u.custom_prompt}
+
+
+@router.post("/users", status_code=201, tags=["identity"])
+async def create_user(body: UserIn, user: CurrentUser, svc: Service) -> UserOut:
+    return UserOut.of(await svc.create_user(user, body.username, body.role))
+
+
+@router.post("/users/{user_id}/tokens", status_code=201, tags=["identity"])
+async def create_token(user_id: uuid.UUID, body: TokenIn, user: CurrentUser, svc: Service) -> TokenOut:
+    return TokenOut(token=await svc.create_token(user, user_id, body.name))
+
+
+# --- providers ----------------------------------------------------------------------------------
+
+
+@router.get("/providers", tags=["providers"])
+async def list_providers(user: CurrentUser, svc: Service) -> list[ProviderOut]:
+    return [ProviderOut.of(p) for p in await svc.list_providers(user)]
+
+
+@router.post("/providers", status_code=201, tags=["providers"])
+async def create_provider(body: ProviderIn, user: CurrentUser, svc: Service) -> ProviderOut:
+    p = await svc.create_provider(
+        user, provider=body.provider, display_name=body.display_name, api_key=body.api_key, base_url=body.base_url, enabled=body.enabled
+    )
+    return ProviderOut.of(p)
+
+
+@router.patch("/providers/{provider_id}", tags=["providers"])
+async def update_provider(provider_id: uuid.UUID, body: ProviderPatch, user: CurrentUser, svc: Service) -> ProviderOut:
+    return ProviderOut.of(await svc.update_provider(user, provider_id, body.model_dump(exclude_unset=True)))
+
+
+@router.delete("/providers/{provider_id}", status_code=204, tags=["providers"])
+async def delete_provider(provider_id: uuid.UUID, user: CurrentUser, svc: Service) -> Response:
+    await svc.delete_provider(user, provider_id)
+    return Response(status_code=204)
+
+
+@router.get("/model-configs", tags=["providers"])
+async def list_model_configs(user: CurrentUser, svc: Service) -> list[ModelConfigOut]:
+    return [ModelConfigOut.of(m) for m in await svc.list_model_configs(user)]
+
+
+@router.post("/model-configs", status_code=201, tags=["providers"])
+async def create_model_config(body: ModelConfigIn, user: CurrentUser, svc: Service) -> ModelConfigOut:
+    m = await svc.create_model_config(
+        user, provider=body.provider, model=body.model, display_name=body.display_name, context_limit=body.context_limit,
+        compression_threshold=body.compression_threshold, is_default=body.is_default,
+        options=ModelOptions(**body.options.model_dump()), pricing=Pricing(**body.pricing.model_dump()),
+    )
+    return ModelConfigOut.of(m)
+
+
+@router.patch("/model-configs/{config_id}", tags=["providers"])
+async def update_model_config(config_id: uuid.UUID, body: ModelConfigPatch, user: CurrentUser, svc: Service) -> ModelConfigOut:
+    changes = body.model_dump(exclude_unset=True)
+    if body.options is not None:
+        changes["options"] = body.options.model_dump(exclude_unset=True)
+    if body.pricing is not None:
+        changes["pricing"] = body.pricing.model_dump(exclude_unset=True)
+    return ModelConfigOut.of(await svc.update_model_config(user, config_id, changes))
+
+
+@router.delete("/model-configs/{config_id}", status_code=204, tags=["providers"])
+async def delete_model_config(config_id: uuid.UUID, user: CurrentUser, svc: Service) -> Response:
+    await svc.delete_model_config(user, config_id)
+    return Response(status_code=204)
+
+
+# --- MCP servers ---------------------------------------------------------------------------------
+
+
+@router.get("/mcp-servers", tags=["mcp"])
+async def list_mcp_servers(user: CurrentUser, svc: Service) -> list[McpServerOut]:
+    return [McpServerOut.of(s, admin=user.is_admin) for s in await svc.list_mcp_servers(user)]
+
+
+@router.post("/mcp-servers", status_code=201, tags=["mcp"])
+async def create_mcp_server(body: McpServerIn, user: CurrentUser, svc: Service) -> McpServerOut:
+    fields: dict[str, Any] = body.model_dump()
+    if body.oauth2 is None:
+        fields.pop("oauth2")
+    return McpServerOut.of(await svc.create_mcp_server(user, fields), admin=True)
+
+
+@router.get("/mcp-servers/{server_id}", tags=["mcp"])
+async def get_mcp_server(server_id: uuid.UUID, user: CurrentUser, svc: Service) -> McpServerOut:
+    return McpServerOut.of(await svc.get_mcp_server(user, server_id), admin=user.is_admin)
+
+
+@router.patch("/mcp-servers/{server_id}", tags=["mcp"])
+async def update_mcp_server(server_id: uuid.UUID, body: McpServerPatch, user: CurrentUser, svc: Service) -> McpServerOut:
+    fields = body.model_dump(exclude_unset=True)
+    if body.oauth2 is not None:
+        fields["oauth2"] = body.oauth2.model_dump(exclude_unset=True)
+    return McpServerOut.of(await svc.update_mcp_server(user, server_id, fields), admin=True)
+
+
+@router.delete("/mcp-servers/{server_id}", status_code=204, tags=["mcp"])
+async def delete_mcp_server(server_id: uuid.UUID, user: CurrentUser, svc: Service) -> Response:
+    await svc.delete_mcp_server(user, server_id)
+    return Response(status_code=204)
+
+
+@router.put("/mcp-servers/{server_id}/token", tags=["mcp"])
+async def put_mcp_token(server_id: uuid.UUID, body: McpTokenIn, user: CurrentUser, svc: Service) -> McpTokenOut:
+    await svc.put_mcp_token(
+        user, server_id,
+        McpUserToken(server_id, user.id, body.access_token, body.refresh_token, body.token_type, body.expires_at),
+    )
+    return McpTokenOut(connected=True, expires_at=body.expires_at)
+
+
+@router.get("/mcp-servers/{server_id}/token", tags=["mcp"])
+async def get_mcp_token(server_id: uuid.UUID, user: CurrentUser, svc: Service) -> McpTokenOut:
+    t = await svc.get_mcp_token(user, server_id)
+    return McpTokenOut(connected=t is not None, expires_at=t.expires_at if t else None)
+
+
+@router.delete("/mcp-servers/{server_id}/token", status_code=204, tags=["mcp"])
+async def delete_mcp_token(server_id: uuid.UUID, user: CurrentUser, svc: Service) -> Response:
+    await svc.delete_mcp_token(user, server_id)
+    return Response(status_code=204)
+
+
+# --- chats -----------------------------------------------------------------------------------------
+
+
+@router.post("/chats", status_code=201, tags=["chats"])
+async def create_chat(body: ChatIn, user: CurrentUser, svc: Service) -> ChatOut:
+    chat = await svc.create_chat(
+        user, content=to_parts(body.content), title=body.title, model_config_id=body.model_config_id,
+        system_prompt=body.system_prompt, mcp_server_ids=body.mcp_server_ids, workspace_id=body.workspace_id,
+    )
+    return ChatOut.of(chat)
+
+
+@router.get("/chats", tags=["chats"])
+async def list_chats(user: CurrentUser, svc: Service, archived: bool | None = False) -> list[ChatOut]:
+    return [ChatOut.of(c) for c in await svc.list_chats(user, archived)]
+
+
+@router.get("/chats/{chat_id}", tags=["chats"])
+async def get_chat(chat_id: uuid.UUID, user: CurrentUser, svc: Service) -> ChatOut:
+    return ChatOut.of(await svc.get_chat(user, chat_id))
+
+
+@router.get("/chats/{chat_id}/messages", tags=["chats"])
+async def list_messages(chat_id: uuid.UUID, user: CurrentUser, svc: Service, after_id: Annotated[int, Query(ge=0)] = 0) -> MessagesOut:
+    msgs, queue = await svc.list_messages(user, chat_id, after_id)
+    return MessagesOut(messages=[MessageOut.of(m) for m in msgs], queued_messages=[QueuedMessageOut.of(q) for q in queue])
+
+
+@router.post("/chats/{chat_id}/messages", tags=["chats"])
+async def send_message(chat_id: uuid.UUID, body: MessageIn, user: CurrentUser, svc: Service) -> SendOut:
+    out = await svc.send_message(
+        user, chat_id, content=to_parts(body.content), busy_behavior=body.busy_behavior,
+        model_config_id=body.model_config_id, mcp_server_ids=body.mcp_server_ids,
+    )
+    return SendOut(
+        queued=out.queued,
+        message=MessageOut.of(out.message) if out.message else None,
+        queued_message=QueuedMessageOut.of(out.queued_message) if out.queued_message else None,
+        chat=ChatOut.of(out.chat),
+    )
+
+
+@router.patch("/chats/{chat_id}/messages/{message_id}", tags=["chats"])
+async def edit_message(chat_id: uuid.UUID, message_id: int, body: EditIn, user: CurrentUser, svc: Service) -> EditOut:
+    if message_id < 1:
+        raise InvalidInput("message_id must be a positive integer.")
+    msg, chat = await svc.edit_message(user, chat_id, message_id, to_parts(body.content))
+    return EditOut(message=MessageOut.of(msg), chat=ChatOut.of(chat))
+
+
+@router.post("/chats/{chat_id}/interrupt", tags=["chats"])
+async def interrupt(chat_id: uuid.UUID, user: CurrentUser, svc: Service) -> ChatOut:
+    return ChatOut.of(await svc.interrupt(user, chat_id))
+
+
+@router.post("/chats/{chat_id}/archive", status_code=204, tags=["chats"])
+async def archive(chat_id: uuid.UUID, user: CurrentUser, svc: Service) -> Response:
+    await svc.set_archived(user, chat_id, True)
+    return Response(status_code=204)
+
+
+@router.post("/chats/{chat_id}/unarchive", status_code=204, tags=["chats"])
+async def unarchive(chat_id: uuid.UUID, user: CurrentUser, svc: Service) -> Response:
+    await svc.set_archived(user, chat_id, False)
+    return Response(status_code=204)
+
+
+@router.delete("/chats/{chat_id}/queue/{queued_id}", status_code=204, tags=["chats"])
+async def delete_queued(chat_id: uuid.UUID, queued_id: int, user: CurrentUser, svc: Service) -> Response:
+    await svc.delete_queued(user, chat_id, queued_id)
+    return Response(status_code=204)
+
+
+@router.post("/chats/{chat_id}/queue/{queued_id}/promote", tags=["chats"])
+async def promote_queued(chat_id: uuid.UUID, queued_id: int, user: CurrentUser, svc: Service) -> PromoteOut:
+    return PromoteOut(message=MessageOut.of(await svc.promote_queued(user, chat_id, queued_id)))
+
+
+# --- files and usage ---------------------------------------------------------------------------------
+
+
+@router.post("/files", status_code=201, tags=["files"])
+async def upload_file(request: Request, user: CurrentUser, svc: Service, file: Annotated[UploadFile, File()]) -> FileOut:
+    limit: int = request.app.state.chatd.settings.max_upload_bytes
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"Files are limited to {limit} bytes.")
+    media_type = (file.content_type or "application/octet-stream").split(";")[0].strip().lower()
+    if media_type not in ALLOWED_UPLOADS:
+        raise InvalidInput(f"Unsupported file type {media_type!r}; allowed: {', '.join(sorted(ALLOWED_UPLOADS))}.")
+    sniffed = sniff(data)
+    if sniffed is not None and sniffed != media_type:
+        raise InvalidInput(f"The file content is {sniffed}, not {media_type}.")
+    if media_type == "text/plain":
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInput("A text/plain file must be UTF-8 text.") from exc
+    if media_type.startswith("image/") and sniffed is None:
+        raise InvalidInput(f"The file content is not a {media_type} image.")
+    f = await svc.save_file(user, file.filename or "file", media_type, data)
+    return FileOut(id=f.id, media_type=f.media_type, size=f.size)
+
+
+@router.get("/files/{file_id}", tags=["files"], response_class=RawResponse)
+async def get_file(file_id: uuid.UUID, user: CurrentUser, svc: Service) -> RawResponse:
+    f = await svc.get_file(user, file_id)
+    safe = f.name.replace('"', "").replace("\\", "")
+    return RawResponse(
+        f.data,
+        media_type=f.media_type,
+        headers={"Content-Disposition": f'inline; filename="{safe}"', "Cache-Control": "private, max-age=31536000, immutable"},
+    )
+
+
+@router.get("/usage", tags=["usage"])
+async def usage(user: CurrentUser, svc: Service) -> UsageStatusOut:
+    s = await svc.usage(user)
+    return UsageStatusOut(period=s.period, period_end=s.period_end, spent_micros=s.spent_micros, limit_micros=s.limit_micros)
+
+
+@router.put("/usage-limits", status_code=204, tags=["usage"])
+async def set_usage_limit(body: UsageLimitIn, user: CurrentUser, svc: Service) -> Response:
+    await svc.set_usage_limit(user, scope=body.scope, user_id=body.user_id, period=body.period, limit_micros=body.limit_micros)
+    return Response(status_code=204)
+
+
+def sniff(data: bytes) -> str | None:
+    head = data[:512]
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "image/gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head.startswith(b"%PDF-"):
+        return "application/pdf"
+    return None

@@ -1,0 +1,453 @@
+"""Request and response bodies: the public contract (API.md), rendered into /openapi.json."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from chatd.domain.chat import BusyBehavior, Chat, ChatStatus, Message, QueuedMessage, UserRole
+from chatd.domain.config import (
+    McpServerRecord,
+    ModelConfigRecord,
+    ProviderRecord,
+    User,
+)
+from chatd.domain.parts import FilePart, Part, ReasoningPart, TextPart
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Out(BaseModel):
+    pass
+
+
+# --- parts -----------------------------------------------------------------------------------
+
+InputPart = Annotated[TextPart | FilePart, Field(discriminator="type")]
+Content = Annotated[
+    str | list[InputPart],
+    Field(description="A string, or a list of parts (`text`, `file`).", examples=["Hello!"]),
+]
+
+
+def to_parts(content: str | list[TextPart | FilePart]) -> list[Part]:
+    if isinstance(content, str):
+        return [TextPart(text=content)]
+    return list(content)
+
+
+def client_parts(parts: list[Part]) -> list[Part]:
+    """Strip internal fields before a part reaches a client."""
+    return [p.model_copy(update={"signature": None}) if isinstance(p, ReasoningPart) else p for p in parts]
+
+
+# --- identity ------------------------------------------------------------------------------------
+
+
+class UserOut(_Out):
+    id: uuid.UUID
+    username: str
+    role: UserRole
+    created_at: datetime
+
+    @classmethod
+    def of(cls, u: User) -> UserOut:
+        return cls(id=u.id, username=u.username, role=u.role, created_at=u.created_at)
+
+
+class UserIn(_In):
+    username: str = Field(min_length=1, max_length=64)
+    role: UserRole = UserRole.MEMBER
+
+
+class TokenIn(_In):
+    name: str = Field(default="token", max_length=128)
+
+
+class TokenOut(_Out):
+    token: str
+
+
+# --- providers and models ------------------------------------------------------------------------
+
+ProviderKind = Literal["anthropic", "openai", "openai-compatible", "google"]
+
+
+class ProviderIn(_In):
+    provider: str = Field(description="anthropic | openai | openai-compatible | google")
+    display_name: str | None = Field(default=None, max_length=128)
+    api_key: str | None = Field(default=None, max_length=4096, description="Write-only.")
+    base_url: str | None = Field(default=None, max_length=2048)
+    enabled: bool = True
+
+
+class ProviderPatch(_In):
+    display_name: str | None = Field(default=None, max_length=128)
+    api_key: str | None = Field(default=None, max_length=4096)
+    base_url: str | None = Field(default=None, max_length=2048)
+    enabled: bool | None = None
+
+
+class ProviderOut(_Out):
+    id: uuid.UUID
+    provider: str
+    display_name: str
+    api_key_set: bool
+    base_url: str | None
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, p: ProviderRecord) -> ProviderOut:
+        return cls(
+            id=p.id, provider=p.provider, display_name=p.display_name, api_key_set=bool(p.api_key),
+            base_url=p.base_url, enabled=p.enabled, created_at=p.created_at, updated_at=p.updated_at,
+        )
+
+
+class ModelOptionsIn(_In):
+    max_output_tokens: int | None = Field(default=None, gt=0, le=1_000_000)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    reasoning_effort: Literal["low", "medium", "high"] | None = None
+    web_search: bool = False
+
+
+class PricingIn(_In):
+    input: int | None = Field(default=None, ge=0)
+    output: int | None = Field(default=None, ge=0)
+    cache_read: int | None = Field(default=None, ge=0)
+    cache_write: int | None = Field(default=None, ge=0)
+    reasoning: int | None = Field(default=None, ge=0)
+
+
+class ModelConfigIn(_In):
+    provider: str
+    model: str = Field(min_length=1, max_length=256)
+    display_name: str | None = Field(default=None, max_length=256)
+    context_limit: int = Field(gt=0, le=100_000_000)
+    compression_threshold: int = Field(default=70, ge=0, le=100)
+    is_default: bool = False
+    options: ModelOptionsIn = Field(default_factory=ModelOptionsIn)
+    pricing: PricingIn = Field(default_factory=PricingIn)
+
+
+class ModelConfigPatch(_In):
+    provider: str | None = None
+    model: str | None = Field(default=None, min_length=1, max_length=256)
+    display_name: str | None = Field(default=None, max_length=256)
+    context_limit: int | None = Field(default=None, gt=0, le=100_000_000)
+    compression_threshold: int | None = Field(default=None, ge=0, le=100)
+    is_default: bool | None = None
+    enabled: bool | None = None
+    options: ModelOptionsIn | None = None
+    pricing: PricingIn | None = None
+
+
+class ModelConfigOut(_Out):
+    id: uuid.UUID
+    provider: str
+    model: str
+    display_name: str
+    context_limit: int
+    compression_threshold: int
+    is_default: bool
+    enabled: bool
+    options: ModelOptionsIn
+    pricing: PricingIn
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, m: ModelConfigRecord) -> ModelConfigOut:
+        o, p = m.options, m.pricing
+        return cls(
+            id=m.id, provider=m.provider, model=m.model, display_name=m.display_name, context_limit=m.context_limit,
+            compression_threshold=m.compression_threshold, is_default=m.is_default, enabled=m.enabled,
+            options=ModelOptionsIn(max_output_tokens=o.max_output_tokens, temperature=o.temperature, reasoning_effort=o.reasoning_effort, web_search=o.web_search),
+            pricing=PricingIn(input=p.input, output=p.output, cache_read=p.cache_read, cache_write=p.cache_write, reasoning=p.reasoning),
+            created_at=m.created_at, updated_at=m.updated_at,
+        )
+
+
+# --- MCP servers -----------------------------------------------------------------------------------
+
+
+class OAuth2In(_In):
+    client_id: str | None = Field(default=None, max_length=1024)
+    client_secret: str | None = Field(default=None, max_length=4096, description="Write-only.")
+    authorize_url: str | None = Field(default=None, max_length=2048)
+    token_url: str | None = Field(default=None, max_length=2048)
+    scopes: str | None = Field(default=None, max_length=2048)
+
+
+class McpServerIn(_In):
+    slug: str = Field(min_length=1, max_length=64)
+    display_name: str = Field(min_length=1, max_length=256)
+    description: str = Field(default="", max_length=4096)
+    url: str = Field(default="", max_length=2048)
+    transport: Literal["streamable_http", "sse", "stdio"] = "streamable_http"
+    command: str | None = Field(default=None, max_length=4096)
+    args: list[str] = Field(default_factory=list, max_length=256)
+    auth_type: Literal["none", "oauth2", "api_key", "custom_headers"] = "none"
+    api_key_header: str = Field(default="Authorization", max_length=256)
+    api_key_value: str | None = Field(default=None, max_length=8192, description="Write-only.")
+    custom_headers: dict[str, str] = Field(default_factory=dict, description="Write-only values.")
+    oauth2: OAuth2In | None = None
+    tool_allow_list: list[str] = Field(default_factory=list, max_length=1024)
+    tool_deny_list: list[str] = Field(default_factory=list, max_length=1024)
+    enabled: bool = False
+    availability: Literal["force_on", "default_on", "default_off"] = "default_off"
+
+
+class McpServerPatch(_In):
+    slug: str | None = Field(default=None, min_length=1, max_length=64)
+    display_name: str | None = Field(default=None, min_length=1, max_length=256)
+    description: str | None = Field(default=None, max_length=4096)
+    url: str | None = Field(default=None, max_length=2048)
+    transport: Literal["streamable_http", "sse", "stdio"] | None = None
+    command: str | None = Field(default=None, max_length=4096)
+    args: list[str] | None = None
+    auth_type: Literal["none", "oauth2", "api_key", "custom_headers"] | None = None
+    api_key_header: str | None = Field(default=None, max_length=256)
+    api_key_value: str | None = Field(default=None, max_length=8192)
+    custom_headers: dict[str, str] | None = None
+    oauth2: OAuth2In | None = None
+    tool_allow_list: list[str] | None = None
+    tool_deny_list: list[str] | None = None
+    enabled: bool | None = None
+    availability: Literal["force_on", "default_on", "default_off"] | None = None
+
+
+class OAuth2Out(_Out):
+    client_id: str | None
+    client_secret_set: bool
+    authorize_url: str | None
+    token_url: str | None
+    scopes: str | None
+
+
+class McpServerOut(_Out):
+    id: uuid.UUID
+    slug: str
+    display_name: str
+    description: str
+    url: str | None = Field(description="Shown to admins only.")
+    transport: str | None
+    command: str | None
+    args: list[str] | None
+    auth_type: str
+    api_key_header: str | None
+    api_key_set: bool
+    custom_header_names: list[str] | None
+    oauth2: OAuth2Out | None
+    tool_allow_list: list[str]
+    tool_deny_list: list[str]
+    enabled: bool
+    availability: str
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, s: McpServerRecord, *, admin: bool) -> McpServerOut:
+        return cls(
+            id=s.id, slug=s.slug, display_name=s.display_name, description=s.description,
+            url=s.url if admin else None, transport=s.transport.value if admin else None,
+            command=s.command if admin else None, args=s.args if admin else None,
+            auth_type=s.auth_type.value, api_key_header=s.api_key_header if admin else None,
+            api_key_set=bool(s.api_key_value), custom_header_names=sorted(s.custom_headers) if admin else None,
+            oauth2=OAuth2Out(
+                client_id=s.oauth2.client_id, client_secret_set=bool(s.oauth2.client_secret),
+                authorize_url=s.oauth2.authorize_url, token_url=s.oauth2.token_url, scopes=s.oauth2.scopes,
+            ) if admin else None,
+            tool_allow_list=s.tool_allow_list, tool_deny_list=s.tool_deny_list, enabled=s.enabled,
+            availability=s.availability.value, created_at=s.created_at, updated_at=s.updated_at,
+        )
+
+
+class McpTokenIn(_In):
+    access_token: str = Field(min_length=1, max_length=16384)
+    refresh_token: str | None = Field(default=None, max_length=16384)
+    token_type: str = Field(default="Bearer", max_length=32)
+    expires_at: datetime | None = None
+
+
+class McpTokenOut(_Out):
+    connected: bool
+    expires_at: datetime | None = None
+
+
+# --- chats ----------------------------------------------------------------------------------------------
+
+
+class ChatOut(_Out):
+    id: uuid.UUID
+    owner_id: uuid.UUID
+    title: str
+    status: ChatStatus
+    last_error: str | None
+    last_model_config_id: uuid.UUID | None
+    workspace_id: uuid.UUID | None
+    parent_chat_id: uuid.UUID | None
+    root_chat_id: uuid.UUID | None
+    mcp_server_ids: list[uuid.UUID]
+    archived: bool
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, c: Chat) -> ChatOut:
+        return cls(
+            id=c.id, owner_id=c.owner_id, title=c.title, status=c.status, last_error=c.last_error,
+            last_model_config_id=c.last_model_config_id, workspace_id=c.workspace_id, parent_chat_id=c.parent_chat_id,
+            root_chat_id=c.root_chat_id or c.id, mcp_server_ids=c.mcp_server_ids, archived=c.archived,
+            created_at=c.created_at, updated_at=c.updated_at,
+        )
+
+
+class UsageOut(_Out):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    reasoning_tokens: int = 0
+    cache_creation_tokens: int = 0
+    cache_read_tokens: int = 0
+
+
+class MessageOut(_Out):
+    id: int
+    chat_id: uuid.UUID
+    role: str
+    content: list[Part]
+    created_at: datetime
+    model_config_id: uuid.UUID | None
+    usage: UsageOut | None
+    context_limit: int | None
+    total_cost_micros: int | None
+    runtime_ms: int | None
+
+    @classmethod
+    def of(cls, m: Message) -> MessageOut:
+        u = m.usage
+        return cls(
+            id=m.id, chat_id=m.chat_id, role=m.role.value, content=client_parts(m.content), created_at=m.created_at,
+            model_config_id=m.model_config_id,
+            usage=UsageOut(
+                input_tokens=u.input_tokens, output_tokens=u.output_tokens, total_tokens=u.total_tokens,
+                reasoning_tokens=u.reasoning_tokens, cache_creation_tokens=u.cache_creation_tokens,
+                cache_read_tokens=u.cache_read_tokens,
+            ) if u else None,
+            context_limit=m.context_limit, total_cost_micros=m.total_cost_micros, runtime_ms=m.runtime_ms,
+        )
+
+
+class QueuedMessageOut(_Out):
+    id: int
+    chat_id: uuid.UUID
+    content: list[Part]
+    created_at: datetime
+
+    @classmethod
+    def of(cls, q: QueuedMessage) -> QueuedMessageOut:
+        return cls(id=q.id, chat_id=q.chat_id, content=client_parts(q.content), created_at=q.created_at)
+
+
+class ChatIn(_In):
+    content: Content
+    title: str | None = Field(default=None, max_length=256)
+    model_config_id: uuid.UUID | None = None
+    system_prompt: str | None = None
+    mcp_server_ids: list[uuid.UUID] | None = Field(default=None, max_length=64)
+    workspace_id: uuid.UUID | None = None
+
+
+class MessageIn(_In):
+    content: Content
+    busy_behavior: BusyBehavior = Field(
+        default=BusyBehavior.QUEUE,
+        description="While the chat is busy: queue it (default), interrupt the turn, steer the running turn at its next tool boundary, or reject with 409.",
+    )
+    model_config_id: uuid.UUID | None = None
+    mcp_server_ids: list[uuid.UUID] | None = Field(default=None, max_length=64, description="Replaces the chat's servers when given.")
+
+
+class MessagesOut(_Out):
+    messages: list[MessageOut]
+    queued_messages: list[QueuedMessageOut]
+
+
+class SendOut(_Out):
+    queued: bool
+    message: MessageOut | None = None
+    queued_message: QueuedMessageOut | None = None
+    chat: ChatOut
+
+
+class EditIn(_In):
+    content: Content
+
+
+class EditOut(_Out):
+    message: MessageOut
+    chat: ChatOut
+
+
+class PromoteOut(_Out):
+    message: MessageOut
+
+
+class FileOut(_Out):
+    id: uuid.UUID
+    media_type: str
+    size: int
+
+
+class UsageStatusOut(_Out):
+    period: str | None
+    period_end: datetime | None
+    spent_micros: int
+    limit_micros: int | None
+
+
+class UsageLimitIn(_In):
+    scope: Literal["global", "user"]
+    user_id: uuid.UUID | None = None
+    period: Literal["day", "week", "month"] = "month"
+    limit_micros: int = Field(ge=0)
+
+
+class CustomPromptIn(_In):
+    custom_prompt: str
+
+
+class HealthOut(_Out):
+    status: str
+    database: str
+    replica_id: uuid.UUID
+
+
+def event_json(ev: Any) -> dict[str, Any]:
+    """A stream event as the client sees it (API.md)."""
+    from chatd.domain import events as e
+
+    base: dict[str, Any] = {"type": ev.type, "chat_id": str(ev.chat_id)}
+    if isinstance(ev, e.MessagePartEvent):
+        base.update(role=ev.role.value, part=client_parts([ev.part])[0].model_dump(mode="json", exclude_none=True))
+    elif isinstance(ev, e.MessageEvent):
+        base["message"] = MessageOut.of(ev.message).model_dump(mode="json")
+    elif isinstance(ev, e.StatusEvent):
+        base["status"] = ev.status.value
+    elif isinstance(ev, e.QueueUpdateEvent):
+        base["queued_messages"] = [QueuedMessageOut.of(q).model_dump(mode="json") for q in ev.queued_messages]
+    elif isinstance(ev, e.RetryEvent):
+        base.update(attempt=ev.attempt, delay_ms=ev.delay_ms, error=ev.error, retrying_at=ev.retrying_at.isoformat())
+    elif isinstance(ev, e.ErrorEvent):
+        base["message"] = ev.message
+        if ev.detail:
+            base["detail"] = ev.detail
+    return base

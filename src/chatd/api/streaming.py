@@ -1,0 +1,133 @@
+"""Live streams over SSE (with `id:` cursors and Last-Event-ID) and WebSocket, and the chat watch."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, WebSocket, WebSocketDisconnect
+from sse_starlette.sse import EventSourceResponse
+
+from chatd.api.deps import CurrentUser, Service
+from chatd.api.schemas import ChatOut, event_json
+from chatd.domain.events import MessageEvent, StreamEvent
+from chatd.errors import ChatdError, InvalidInput, NotFound
+from chatd.pubsub.base import owner_channel
+
+router = APIRouter(prefix="/api/v1")
+
+
+def _cursor(after_id: int | None, last_event_id: str | None) -> int:
+    if last_event_id:
+        try:
+            return max(0, int(last_event_id))
+        except ValueError as exc:
+            raise InvalidInput("Last-Event-ID must be a message id.") from exc
+    return after_id or 0
+
+
+async def _framed(events: AsyncIterator[StreamEvent], start: int) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+    """Each event with the cursor a client resumes from: the highest message id delivered so far."""
+    cursor = start
+    async for ev in events:
+        if isinstance(ev, MessageEvent):
+            cursor = max(cursor, ev.message.id)
+        yield cursor, event_json(ev)
+
+
+@router.get(
+    "/chats/{chat_id}/stream",
+    tags=["chats"],
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events; `data` is one stream event."}},
+)
+async def stream(
+    chat_id: uuid.UUID,
+    request: Request,
+    user: CurrentUser,
+    svc: Service,
+    after_id: Annotated[int | None, Query(ge=0)] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> EventSourceResponse:
+    await svc.get_chat(user, chat_id)
+    start = _cursor(after_id, last_event_id)
+    hub = svc.hub
+    keepalive: float = request.app.state.chatd.settings.sse_keepalive
+
+    async def gen() -> AsyncIterator[dict[str, Any]]:
+        async with hub.subscribe(chat_id, start) as events:
+            async for cursor, data in _framed(events, start):
+                yield {"event": data["type"], "id": str(cursor), "data": json.dumps(data)}
+
+    return EventSourceResponse(gen(), ping=int(max(1, keepalive)), headers={"X-Accel-Buffering": "no"})
+
+
+@router.websocket("/chats/{chat_id}/stream")
+async def stream_ws(websocket: WebSocket, chat_id: uuid.UUID, after_id: int = 0) -> None:
+    """The same stream over a WebSocket: frames are `{"id": cursor, "event": {...}}`."""
+    state = websocket.app.state.chatd
+    token = _ws_token(websocket)
+    user = await state.service.authenticate(token) if token else None
+    if user is None:
+        await websocket.close(code=4401, reason="unauthenticated")
+        return
+    try:
+        await state.service.get_chat(user, chat_id)
+    except NotFound:
+        await websocket.close(code=4404, reason="not found")
+        return
+    await websocket.accept()
+    try:
+        async with state.service.hub.subscribe(chat_id, after_id) as events:
+            async for cursor, data in _framed(events, after_id):
+                await websocket.send_json({"id": cursor, "event": data})
+    except (WebSocketDisconnect, ChatdError):
+        pass
+
+
+def _ws_token(ws: WebSocket) -> str | None:
+    auth = ws.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    # Browsers cannot set headers on a WebSocket: accept the token as a subprotocol.
+    for proto in ws.headers.get("sec-websocket-protocol", "").split(","):
+        proto = proto.strip()
+        if proto.startswith("bearer."):
+            return proto[7:]
+    return None
+
+
+@router.get(
+    "/chats/watch",
+    tags=["chats"],
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "`{kind, chat}` for the caller's chats."}},
+)
+async def watch(request: Request, user: CurrentUser, svc: Service) -> EventSourceResponse:
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(256)
+
+    def on_event(payload: dict[str, Any]) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            queue.put_nowait(payload)
+
+    unsubscribe = await svc.pubsub.subscribe(owner_channel(user.id), on_event)
+
+    async def gen() -> AsyncIterator[dict[str, Any]]:
+        try:
+            while True:
+                payload = await queue.get()
+                kind = str(payload.get("k"))
+                try:
+                    chat = await svc.get_chat(user, uuid.UUID(str(payload.get("c"))))
+                except NotFound:
+                    continue
+                data = {"kind": kind, "chat": ChatOut.of(chat).model_dump(mode="json")}
+                yield {"event": kind, "data": json.dumps(data)}
+        finally:
+            await unsubscribe()
+
+    return EventSourceResponse(gen(), ping=int(max(1, request.app.state.chatd.settings.sse_keepalive)))

@@ -1,0 +1,85 @@
+"""Composition root: the only module that picks concrete adapters (URL scheme -> store, pubsub)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chatd.domain.chat import UserRole
+from chatd.domain.clock import Clock, SystemClock
+from chatd.pubsub.base import PubSub
+from chatd.pubsub.memory import MemoryPubSub
+from chatd.service import ChatService
+from chatd.settings import Settings
+from chatd.store import users as user_store
+from chatd.store.database import Database
+from chatd.store.migrate import migrate
+from chatd.store.secrets import SecretBox
+from chatd.streams.hub import StreamHub
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class App:
+    settings: Settings
+    db: Database
+    pubsub: PubSub
+    hub: StreamHub
+    service: ChatService
+    box: SecretBox
+    clock: Clock
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    async def close(self) -> None:
+        await self.pubsub.close()
+        await self.db.dispose()
+
+
+def make_pubsub(db: Database) -> PubSub:
+    if db.is_postgres:
+        from chatd.pubsub.postgres import PostgresPubSub
+
+        return PostgresPubSub(db.url)
+    return MemoryPubSub()
+
+
+async def build(settings: Settings, *, clock: Clock | None = None, run_migrations: bool = True) -> App:
+    clock = clock or SystemClock()
+    url = settings.resolved_database_url()
+    if url.startswith("sqlite"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(url)
+    if run_migrations:
+        await migrate(db)
+    box = SecretBox.from_settings(settings.secret_key, settings.data_dir)
+    pubsub = make_pubsub(db)
+    await pubsub.start()
+    hub = StreamHub(
+        db, pubsub, part_buffer=settings.stream_part_buffer, subscriber_queue=settings.stream_subscriber_queue,
+        message_cache=settings.stream_message_cache,
+    )
+    service = ChatService(db, hub, pubsub, box, clock, max_queued_messages=settings.max_queued_messages, replica_id=settings.replica_id)
+    return App(settings, db, pubsub, hub, service, box, clock)
+
+
+async def ensure_admin(app: App) -> str | None:
+    """On first start with an empty database: create an admin, write its token to
+    `data_dir/admin-token` (mode 0600) and return the token."""
+    if await user_store.count_users(app.db) > 0:
+        return None
+    admin = await user_store.create_user(app.db, app.clock.now(), "admin", UserRole.ADMIN)
+    token = await user_store.create_token(app.db, app.clock.now(), admin.id, "admin (first start)")
+    write_secret_file(app.settings.data_dir / "admin-token", token)
+    return token
+
+
+def write_secret_file(path: Path, content: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(content + "\n")
+    os.chmod(path, 0o600)

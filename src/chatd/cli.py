@@ -1,0 +1,140 @@
+"""The `chatd` command: serve, migrate, users, tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from chatd.domain.chat import UserRole
+from chatd.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, help="chatd: a self-hostable agent chat daemon.")
+users_app = typer.Typer(no_args_is_help=True, help="Manage users.")
+tokens_app = typer.Typer(no_args_is_help=True, help="Manage API tokens.")
+app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
+console = Console(stderr=True)
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", envvar="CHATD_DATA_DIR", help="Where the SQLite database and secrets live.")]
+DatabaseUrl = Annotated[str | None, typer.Option("--database-url", envvar="CHATD_DATABASE_URL", help="postgresql://… (default: SQLite in the data dir).")]
+
+
+def _settings(data_dir: Path | None, database_url: str | None, **more: Any) -> Settings:
+    values: dict[str, Any] = {k: v for k, v in more.items() if v is not None}
+    if data_dir is not None:
+        values["data_dir"] = data_dir
+    if database_url is not None:
+        values["database_url"] = database_url
+    return Settings(**values)
+
+
+@app.command()
+def serve(
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    host: Annotated[str | None, typer.Option(envvar="CHATD_HOST")] = None,
+    port: Annotated[int | None, typer.Option(envvar="CHATD_PORT")] = None,
+    no_api: Annotated[bool, typer.Option("--no-api", help="Run workers only (a worker replica).")] = False,
+    no_workers: Annotated[bool, typer.Option("--no-workers", help="Serve the API without running chats.")] = False,
+) -> None:
+    """Migrate, then serve the API and run the workers in one process."""
+    from chatd.server import run
+
+    settings = _settings(data_dir, database_url, host=host, port=port)
+    if no_workers:
+        settings.run_workers = False
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run(settings, api=not no_api))
+
+
+@app.command()
+def worker(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """Run workers only (no API): a worker replica."""
+    serve(data_dir=data_dir, database_url=database_url, host=None, port=None, no_api=True, no_workers=False)
+
+
+@app.command()
+def migrate(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """Upgrade the database schema to the latest version."""
+    from chatd.store.database import Database
+    from chatd.store.migrate import migrate as run_migrate
+
+    settings = _settings(data_dir, database_url)
+    if not settings.database_url:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+    async def go() -> None:
+        db = Database(settings.resolved_database_url())
+        try:
+            await run_migrate(db)
+        finally:
+            await db.dispose()
+
+    asyncio.run(go())
+    console.print("[green]migrated[/green]")
+
+
+@users_app.command("create")
+def users_create(
+    username: str,
+    role: Annotated[UserRole, typer.Option(help="admin or member")] = UserRole.MEMBER,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    token: Annotated[bool, typer.Option("--token/--no-token", help="Also create and print an API token.")] = True,
+) -> None:
+    """Create a user (and print an API token for them)."""
+    from chatd.bootstrap import build
+    from chatd.store import users as user_store
+
+    async def go() -> None:
+        a = await build(_settings(data_dir, database_url))
+        try:
+            u = await user_store.create_user(a.db, a.clock.now(), username, role)
+            console.print(f"created {u.role.value} [bold]{u.username}[/bold] ({u.id})")
+            if token:
+                print(await user_store.create_token(a.db, a.clock.now(), u.id, "cli"))
+        finally:
+            await a.close()
+
+    _run_cli(go())
+
+
+@tokens_app.command("create")
+def tokens_create(
+    username: str,
+    name: Annotated[str, typer.Option(help="A label for the token.")] = "cli",
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create an API token for a user and print it (shown once)."""
+    from chatd.bootstrap import build
+    from chatd.store import users as user_store
+
+    async def go() -> None:
+        a = await build(_settings(data_dir, database_url))
+        try:
+            u = await user_store.get_user_by_name(a.db, username)
+            print(await user_store.create_token(a.db, a.clock.now(), u.id, name))
+        finally:
+            await a.close()
+
+    _run_cli(go())
+
+
+def _run_cli(coro: Any) -> None:
+    from chatd.errors import ChatdError
+
+    try:
+        asyncio.run(coro)
+    except ChatdError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from exc
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,64 @@
+"""Stream events (SPEC §6) as they reach clients."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from chatd.domain.chat import ChatStatus, Message, QueuedMessage, Role
+from chatd.domain.parts import Part
+
+EventType = Literal["message_part", "message", "status", "queue_update", "retry", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePartEvent:
+    chat_id: uuid.UUID
+    role: Role
+    part: Part
+    type: Literal["message_part"] = "message_part"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageEvent:
+    chat_id: uuid.UUID
+    message: Message
+    type: Literal["message"] = "message"
+
+
+@dataclass(frozen=True, slots=True)
+class StatusEvent:
+    chat_id: uuid.UUID
+    status: ChatStatus
+    worker_id: uuid.UUID | None = None
+    type: Literal["status"] = "status"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueUpdateEvent:
+    chat_id: uuid.UUID
+    queued_messages: list[QueuedMessage]
+    type: Literal["queue_update"] = "queue_update"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryEvent:
+    chat_id: uuid.UUID
+    attempt: int
+    delay_ms: int
+    error: str
+    retrying_at: datetime
+    type: Literal["retry"] = "retry"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorEvent:
+    chat_id: uuid.UUID
+    message: str
+    detail: dict[str, Any] | None = None
+    type: Literal["error"] = "error"
+
+
+StreamEvent = MessagePartEvent | MessageEvent | StatusEvent | QueueUpdateEvent | RetryEvent | ErrorEvent

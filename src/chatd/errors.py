@@ -1,0 +1,77 @@
+"""The one exception tree. `api/errors.py` maps it to HTTP in one table."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+
+class ChatdError(Exception):
+    """Base of every error chatd raises on purpose."""
+
+    code: str = "error"
+
+    def __init__(self, message: str, detail: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+
+class InvalidInput(ChatdError):
+    code = "invalid_input"
+
+
+class Unauthenticated(ChatdError):
+    code = "unauthenticated"
+
+
+class Forbidden(ChatdError):
+    code = "forbidden"
+
+
+class NotFound(ChatdError):
+    code = "not_found"
+
+
+class Conflict(ChatdError):
+    code = "conflict"
+
+
+class QueueFull(Conflict):
+    code = "queue_full"
+
+
+class ChatBusy(Conflict):
+    code = "chat_busy"
+
+
+class DuplicateSlug(Conflict):
+    code = "duplicate"
+
+
+class UsageLimitExceeded(Conflict):
+    code = "usage_limit_exceeded"
+
+    def __init__(self, limit_micros: int, spent_micros: int, period_end: datetime) -> None:
+        super().__init__(
+            f"Usage limit exceeded: spent ${spent_micros / 1e6:.2f} of ${limit_micros / 1e6:.2f}, "
+            f"resets at {period_end.isoformat()}.",
+            {
+                "limit_micros": limit_micros,
+                "spent_micros": spent_micros,
+                "period_end": period_end.isoformat(),
+            },
+        )
+        self.limit_micros = limit_micros
+        self.spent_micros = spent_micros
+        self.period_end = period_end
+
+
+class PayloadTooLarge(ChatdError):
+    code = "payload_too_large"
+
+
+class Unavailable(ChatdError):
+    """A dependency (database, provider) is not reachable right now."""
+
+    code = "unavailable"

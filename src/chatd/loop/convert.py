@@ -1,0 +1,258 @@
+"""Domain parts <-> pydantic-ai messages (reference §6.3), including the repair passes providers need."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic_ai import messages as pm
+from pydantic_ai.messages import INVALID_JSON_KEY
+
+from chatd.domain.chat import Role
+from chatd.domain.parts import (
+    FilePart,
+    Part,
+    ReasoningPart,
+    SourcePart,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+)
+from chatd.loop.types import FileResolver, PromptMessage, ResolvedFile
+
+log = logging.getLogger(__name__)
+
+_UNSAFE_ID = re.compile(r"[^A-Za-z0-9_-]")
+MISSING_RESULT_TEXT = "tool call was interrupted and did not receive a result"
+
+
+def sanitize_tool_call_id(tool_call_id: str) -> str:
+    # Anthropic rejects ids outside [A-Za-z0-9_-]; ids from other providers may contain them.
+    return _UNSAFE_ID.sub("_", tool_call_id) or "call"
+
+
+def call_args(part: pm.BaseToolCallPart[Any]) -> tuple[dict[str, Any], str | None]:
+    """The call's arguments as a dict, and an error when the model sent invalid or non-object JSON."""
+    args = part.args_as_dict()
+    if INVALID_JSON_KEY in args and len(args) == 1:
+        return {}, f"invalid JSON arguments: {args[INVALID_JSON_KEY]!r}"
+    return args, None
+
+
+# ----------------------------------------------------------------------------- domain -> model
+
+
+async def to_model_messages(prompt: Sequence[PromptMessage], resolver: FileResolver | None = None) -> list[pm.ModelMessage]:
+    files = await _resolve_files(prompt, resolver)
+    out: list[pm.ModelMessage] = []
+    for message in prompt:
+        converted = _convert(message, files)
+        if converted is not None:
+            out.append(converted)
+    return repair(out)
+
+
+async def _resolve_files(prompt: Sequence[PromptMessage], resolver: FileResolver | None) -> dict[str, ResolvedFile]:
+    # Only user attachments are sent back to the model, as in the reference.
+    ids = [p.file_id for m in prompt if m.role is Role.USER for p in m.parts if isinstance(p, FilePart)]
+    if not ids or resolver is None:
+        return {}
+    found = dict(await resolver(ids))
+    for missing in set(ids) - found.keys():
+        log.warning("file %s is missing; left out of the prompt", missing)
+    return found
+
+
+def _convert(message: PromptMessage, files: dict[str, ResolvedFile]) -> pm.ModelMessage | None:
+    if message.role is Role.SYSTEM:
+        text = "\n\n".join(p.text for p in message.parts if isinstance(p, TextPart) and p.text.strip())
+        return pm.ModelRequest(parts=[pm.SystemPromptPart(text)]) if text else None
+    if message.role is Role.USER:
+        return _user(message.parts, files)
+    if message.role is Role.ASSISTANT:
+        parts = [p for part in message.parts if (p := _assistant_part(part)) is not None]
+        return pm.ModelResponse(parts=parts) if parts else None
+    returns = [
+        _tool_return(p) for p in message.parts if isinstance(p, ToolResultPart) and not p.provider_executed
+    ]
+    return pm.ModelRequest(parts=returns) if returns else None
+
+
+def _user(parts: Sequence[Part], files: dict[str, ResolvedFile]) -> pm.ModelRequest | None:
+    content: list[pm.UserContent] = []
+    for part in parts:
+        if isinstance(part, TextPart) and part.text.strip():
+            content.append(part.text)
+        elif isinstance(part, FilePart) and (f := files.get(part.file_id)) is not None:
+            content.append(pm.BinaryContent(f.data, media_type=f.media_type, identifier=part.file_id))
+    if not content:
+        return None
+    if len(content) == 1 and isinstance(content[0], str):
+        return pm.ModelRequest(parts=[pm.UserPromptPart(content[0])])
+    return pm.ModelRequest(parts=[pm.UserPromptPart(content)])
+
+
+def _assistant_part(part: Part) -> pm.ModelResponsePart | None:
+    if isinstance(part, TextPart):
+        return pm.TextPart(part.text) if part.text.strip() else None
+    if isinstance(part, ReasoningPart):
+        if part.signature and part.provider:
+            return pm.ThinkingPart(part.text, signature=part.signature, provider_name=part.provider)
+        return pm.ThinkingPart(part.text) if part.text.strip() else None
+    if isinstance(part, ToolCallPart):
+        # Provider-executed calls (web search) are not replayed: their opaque result blocks only
+        # round-trip to the same provider, and the answer text already carries what was found.
+        if part.provider_executed:
+            return None
+        return pm.ToolCallPart(part.tool_name, dict(part.args), sanitize_tool_call_id(part.tool_call_id))
+    # Sources are UI-only; provider-executed results are skipped with their calls.
+    if isinstance(part, SourcePart | ToolResultPart | FilePart):
+        return None
+    return None
+
+
+def _tool_return(part: ToolResultPart) -> pm.ToolReturnPart:
+    result = part.result if part.result is not None else {}
+    return pm.ToolReturnPart(
+        part.tool_name,
+        result,
+        sanitize_tool_call_id(part.tool_call_id),
+        outcome="failed" if part.is_error else "success",
+    )
+
+
+def repair(messages: list[pm.ModelMessage]) -> list[pm.ModelMessage]:
+    """Pair every tool call with a result and drop orphan results; providers reject either.
+
+    A missing result (the turn died between the call and its result) gets a synthetic error
+    result right after the call, so the conversation stays valid for any provider.
+    """
+    out: list[pm.ModelMessage] = []
+    pending: dict[str, str] = {}  # tool_call_id -> tool name, calls of the last response
+    for message in messages:
+        if isinstance(message, pm.ModelResponse):
+            _close_pending(out, pending)
+            pending = {p.tool_call_id: p.tool_name for p in message.parts if isinstance(p, pm.ToolCallPart)}
+            out.append(message)
+            continue
+        returns = [p for p in message.parts if isinstance(p, pm.ToolReturnPart)]
+        if not returns:
+            _close_pending(out, pending)
+            pending = {}
+            out.append(message)
+            continue
+        kept: list[pm.ModelRequestPart] = []
+        for part in message.parts:
+            if isinstance(part, pm.ToolReturnPart) and pending.pop(part.tool_call_id, None) is None:
+                log.warning("dropping tool result %s without a matching call", part.tool_call_id)
+                continue
+            kept.append(part)
+        if kept:
+            # Results of one call batch belong in one request; Anthropic wants them together.
+            last = out[-1] if out else None
+            if isinstance(last, pm.ModelRequest) and all(isinstance(p, pm.ToolReturnPart) for p in last.parts):
+                out[-1] = pm.ModelRequest(parts=[*last.parts, *kept])
+            else:
+                out.append(pm.ModelRequest(parts=kept))
+    _close_pending(out, pending)
+    return out
+
+
+def _close_pending(out: list[pm.ModelMessage], pending: dict[str, str]) -> None:
+    if not pending:
+        return
+    synthetic = [
+        pm.ToolReturnPart(name, {"error": MISSING_RESULT_TEXT}, call_id, outcome="failed")
+        for call_id, name in pending.items()
+    ]
+    last = out[-1] if out else None
+    if isinstance(last, pm.ModelRequest) and last.parts and all(isinstance(p, pm.ToolReturnPart) for p in last.parts):
+        out[-1] = pm.ModelRequest(parts=[*last.parts, *synthetic])
+    else:
+        out.append(pm.ModelRequest(parts=synthetic))
+    pending.clear()
+
+
+# ----------------------------------------------------------------------------- model -> domain
+
+
+def response_parts(response: pm.ModelResponse) -> list[Part]:
+    """The assistant message parts of a (possibly partial) model response."""
+    out: list[Part] = []
+    for part in response.parts:
+        if isinstance(part, pm.TextPart):
+            if part.content:
+                out.append(TextPart(text=part.content))
+            out.extend(_sources(part))
+        elif isinstance(part, pm.ThinkingPart):
+            if part.content or part.signature:
+                out.append(
+                    ReasoningPart(
+                        text=part.content,
+                        signature=part.signature,
+                        provider=part.provider_name if part.signature else None,
+                    )
+                )
+        elif isinstance(part, pm.NativeToolCallPart):
+            args, _ = call_args(part)
+            out.append(ToolCallPart(tool_call_id=part.tool_call_id, tool_name=part.tool_name, args=args, provider_executed=True))
+        elif isinstance(part, pm.ToolCallPart):
+            args, _ = call_args(part)
+            out.append(ToolCallPart(tool_call_id=part.tool_call_id, tool_name=part.tool_name, args=args))
+        elif isinstance(part, pm.NativeToolReturnPart):
+            out.append(
+                ToolResultPart(
+                    tool_call_id=part.tool_call_id,
+                    tool_name=part.tool_name,
+                    result=_jsonable(part.content),
+                    is_error=part.outcome != "success",
+                    provider_executed=True,
+                )
+            )
+    return out
+
+
+def _sources(part: pm.TextPart) -> list[SourcePart]:
+    seen: set[str] = set()
+    out: list[SourcePart] = []
+    for citation in part.citations or []:
+        for source in citation.sources:
+            url = getattr(source, "url", None)
+            if isinstance(url, str) and url not in seen:
+                seen.add(url)
+                title = getattr(source, "title", None)
+                out.append(SourcePart(url=url, title=title if isinstance(title, str) else None))
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+def estimate_tokens(messages: Sequence[pm.ModelMessage]) -> int:
+    """A cheap over-the-thumb count (4 characters a token) to compact before overflowing."""
+    chars = 0
+    for message in messages:
+        for part in message.parts:
+            if isinstance(part, pm.UserPromptPart):
+                if isinstance(part.content, str):
+                    chars += len(part.content)
+                else:
+                    for item in part.content:
+                        # An image costs roughly a thousand tokens whatever its byte size.
+                        chars += len(item) if isinstance(item, str) else 4000
+            elif isinstance(part, pm.SystemPromptPart | pm.TextPart | pm.ThinkingPart):
+                chars += len(part.content)
+            elif isinstance(part, pm.BaseToolCallPart):
+                chars += len(part.tool_name) + len(part.args_as_json_str())
+            elif isinstance(part, pm.BaseToolReturnPart):
+                chars += len(part.model_response_str())
+    return chars // 4

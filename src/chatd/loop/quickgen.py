@@ -1,0 +1,96 @@
+"""Short side calls: chat titles and push-notification summaries (reference §11)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+
+from pydantic_ai import messages as pm
+from pydantic_ai.direct import model_request
+from pydantic_ai.models import Model
+from pydantic_ai.settings import ModelSettings
+
+from chatd.loop.prompts import (
+    FALLBACK_PUSH_BODY,
+    FALLBACK_TITLE,
+    PUSH_SYSTEM_PROMPT,
+    TITLE_SYSTEM_PROMPT,
+)
+from chatd.providers.models import ResolvedModel
+
+log = logging.getLogger(__name__)
+
+TITLE_MAX_CHARS = 80
+TITLE_FALLBACK_WORDS = 6
+QUICK_TIMEOUT_S = 30.0
+QUICK_MAX_TOKENS = 256
+PUSH_MAX_CHARS = 160
+_WS = re.compile(r"\s+")
+
+
+def fallback_title(text: str) -> str:
+    """First 6 words (with an ellipsis when cut), at most 80 characters; "New Chat" when empty."""
+    words = text.split()
+    if not words:
+        return FALLBACK_TITLE
+    title = " ".join(words[:TITLE_FALLBACK_WORDS])
+    if len(words) > TITLE_FALLBACK_WORDS:
+        title += "…"
+    return _cap(title, TITLE_MAX_CHARS)
+
+
+def normalize_title(raw: str) -> str:
+    title = _WS.sub(" ", raw).strip().strip("\"'`“”‘’").strip()
+    title = title.rstrip(".!?:;,").strip()
+    return _cap(title, TITLE_MAX_CHARS)
+
+
+def _cap(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+async def _quick(model: ResolvedModel | Model, system: str, user: str, timeout_s: float) -> str:
+    settings = ModelSettings(max_tokens=QUICK_MAX_TOKENS)
+    target = model
+    if isinstance(model, ResolvedModel):
+        target = model.model
+        if "temperature" in model.settings:
+            settings["temperature"] = model.settings["temperature"]
+    assert isinstance(target, Model)
+    async with asyncio.timeout(timeout_s):
+        response = await model_request(
+            target,
+            [pm.ModelRequest(parts=[pm.SystemPromptPart(system), pm.UserPromptPart(user)])],
+            model_settings=settings,
+        )
+    return " ".join(p.content for p in response.parts if isinstance(p, pm.TextPart)).strip()
+
+
+async def generate_title(model: ResolvedModel | Model, first_user_text: str, *, timeout_s: float = QUICK_TIMEOUT_S) -> str:
+    """A 2-8 word title for the chat; the fallback title when the call fails or says nothing."""
+    fallback = fallback_title(first_user_text)
+    if not first_user_text.strip():
+        return fallback
+    try:
+        title = normalize_title(await _quick(model, TITLE_SYSTEM_PROMPT, first_user_text[:4000], timeout_s))
+    except Exception:
+        # Titles are cosmetic; a failure must never affect the turn.
+        log.warning("title generation failed", exc_info=True)
+        return fallback
+    return title or fallback
+
+
+async def generate_push_summary(
+    model: ResolvedModel | Model, chat_title: str, final_text: str, *, timeout_s: float = QUICK_TIMEOUT_S
+) -> str:
+    """One short sentence for the completion notification; a fixed text when that fails."""
+    if not final_text.strip():
+        return FALLBACK_PUSH_BODY
+    try:
+        body = await _quick(model, PUSH_SYSTEM_PROMPT, f"Chat title: {chat_title}\n\n{final_text[-4000:]}", timeout_s)
+    except Exception:
+        log.warning("push summary generation failed", exc_info=True)
+        return FALLBACK_PUSH_BODY
+    body = _WS.sub(" ", body).strip()
+    return _cap(body, PUSH_MAX_CHARS) if body else FALLBACK_PUSH_BODY

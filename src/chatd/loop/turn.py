@@ -1,0 +1,575 @@
+"""One turn of the agent loop: model call -> tools -> persist, until the model stops (reference §5)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic_ai import messages as pm
+from pydantic_ai.direct import model_request, model_request_stream
+from pydantic_ai.models import ModelRequestParameters, StreamedResponse
+from pydantic_ai.settings import ModelSettings
+from pydantic_ai.tools import ToolDefinition
+
+from chatd.domain.chat import Role, Usage
+from chatd.domain.parts import Part, ReasoningPart, TextPart, ToolCallPart, ToolResultPart, text_of
+from chatd.domain.tools import Tool, ToolContext, ToolResult
+from chatd.loop.convert import call_args, estimate_tokens, response_parts, to_model_messages
+from chatd.loop.prompts import SUMMARY_PREFIX, SUMMARY_PROMPT
+from chatd.loop.types import (
+    INTERRUPTED_TOOL_RESULT,
+    SUMMARY_TOOL_NAME,
+    Compaction,
+    Interrupted,
+    ModelCallFailed,
+    PromptMessage,
+    RetriesExhausted,
+    Step,
+    TurnControl,
+    TurnOptions,
+    TurnOutcome,
+    TurnSink,
+)
+from chatd.providers.cost import context_tokens, cost_micros, usage_from_pydantic
+from chatd.providers.models import ResolvedModel
+from chatd.providers.retry import (
+    RetryDecision,
+    StallTimeout,
+    TruncatedStream,
+    backoff_delay,
+    classify,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_KIND_TEXT = {
+    "rate_limit": "The model provider is rate limiting requests",
+    "overloaded": "The model provider is overloaded",
+    "unavailable": "The model provider is unavailable",
+    "server_error": "The model provider had a server error",
+    "connection": "The connection to the model provider failed",
+    "timeout": "The request to the model provider timed out",
+    "truncated": "The model's response stream ended early",
+    "stall": "The model's response stream stalled",
+    "auth": "The model provider rejected the credentials",
+    "quota": "The model provider account is out of quota or credit",
+    "context_length": "The conversation is too long for the model's context window",
+    "not_found": "The model provider does not know this model",
+    "invalid_request": "The model provider rejected the request",
+    "cancelled": "The model call was cancelled",
+    "unknown": "The model call failed",
+}
+
+
+def describe(decision: RetryDecision) -> str:
+    head = _KIND_TEXT.get(decision.kind, "The model call failed")
+    status = f" (HTTP {decision.status_code})" if decision.status_code else ""
+    detail = decision.message.strip()
+    if len(detail) > 500:
+        detail = detail[:500] + "..."
+    return f"{head}{status}: {detail}" if detail else f"{head}{status}"
+
+
+async def run_turn(
+    model: ResolvedModel,
+    prompt: Sequence[PromptMessage],
+    tools: Sequence[Tool],
+    options: TurnOptions,
+    sink: TurnSink,
+    control: TurnControl | None = None,
+) -> TurnOutcome:
+    """Run one turn from `prompt` until the model stops calling tools; see the package docstring."""
+    task = asyncio.current_task()
+    assert task is not None
+    turn = _Turn(model, tools, options, sink)
+    if control is not None:
+        control._attach(task)
+    try:
+        history = await to_model_messages(prompt, options.file_resolver)
+        return await turn.run(history)
+    except asyncio.CancelledError:
+        if control is None or not control.interrupted:
+            raise  # shutdown: write nothing more; the chat goes back to pending
+        if task.uncancel() > 0:
+            raise  # cancelled for another reason as well (shutdown wins)
+        await turn.persist_partial()
+        return turn.outcome("interrupted")
+
+
+async def _uncancellable(aw: Awaitable[T]) -> T:
+    """Finish `aw` even if we are cancelled meanwhile, then re-raise the cancellation.
+
+    A step write must land whole or not at all; cancelling it midway (an interrupt arriving
+    during the transaction) would leave the caller unsure what was stored.
+    """
+    inner = asyncio.ensure_future(aw)
+    cancelled = False
+    while not inner.done():
+        try:
+            await asyncio.shield(inner)
+        except asyncio.CancelledError:
+            if not inner.done():
+                cancelled = True
+        except BaseException:
+            break  # inner failed; its exception is raised below
+    if cancelled:
+        raise asyncio.CancelledError
+    return inner.result()
+
+
+@dataclass
+class _StepState:
+    """What a step has produced so far, kept so an interrupt can persist it."""
+
+    index: int
+    started: float
+    stream: StreamedResponse | None = None
+    response: pm.ModelResponse | None = None
+    calls: list[pm.ToolCallPart] = field(default_factory=list)
+    results: dict[str, ToolResultPart] = field(default_factory=dict)
+
+
+class _Turn:
+    def __init__(self, model: ResolvedModel, tools: Sequence[Tool], options: TurnOptions, sink: TurnSink) -> None:
+        self.model = model
+        self.options = options
+        self.sink = sink
+        offered = [t for t in tools if options.active_tools is None or t.name in options.active_tools]
+        self.tools = {t.name: t for t in offered}
+        self.tool_defs = [
+            ToolDefinition(name=t.name, description=t.description, parameters_json_schema=t.parameters) for t in offered
+        ]
+        self.steps = 0
+        self.usage = Usage()
+        self.cost: int | None = None
+        self.final_text = ""
+        self.compactions = 0
+        self.state: _StepState | None = None
+        # Provider-reported context size of the last request and the history length it covered,
+        # so the pre-step estimate only guesses the part added since.
+        self._known_context: tuple[int, int] | None = None
+        self._compacted_since_step = False
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # ------------------------------------------------------------------------------ the loop
+
+    async def run(self, history: list[pm.ModelMessage]) -> TurnOutcome:
+        max_steps = max(self.options.max_steps, 1)
+        for index in range(max_steps):
+            history = await self._compact_if_needed(history, self._estimate(history), before_step=True)
+            self.state = _StepState(index=index, started=self.options.clock())
+            response = await self._call_model(history)
+            self.state.response = response
+            calls = [p for p in response.parts if isinstance(p, pm.ToolCallPart)]
+            self.state.calls = calls
+            results = await self._run_tools(calls) if calls else []
+            step = self._build_step(response, results, interrupted=False)
+            # From here the step belongs to the sink: an interrupt must not persist it again.
+            self.state = None
+            try:
+                await _uncancellable(self.sink.persist_step(step))
+            except Interrupted:
+                return self.outcome("lost_ownership")
+            self._account(step)
+            history.append(response)
+            if results:
+                history.append(pm.ModelRequest(parts=[_tool_return(r) for r in results]))
+            self._known_context = (step.context_tokens + step.usage.output_tokens, len(history))
+            self._compacted_since_step = False
+            history = await self._compact_if_needed(history, step.context_tokens, before_step=False)
+            if not calls:
+                return self.outcome("completed")
+            steered = await self.sink.take_steered()
+            if steered:
+                history.extend(await to_model_messages(steered, self.options.file_resolver))
+        return self.outcome("max_steps")
+
+    def outcome(self, reason: Any) -> TurnOutcome:
+        return TurnOutcome(
+            reason=reason,
+            steps=self.steps,
+            usage=self.usage,
+            cost_micros=self.cost,
+            final_text=self.final_text,
+            compactions=self.compactions,
+        )
+
+    def _account(self, step: Step) -> None:
+        self.steps += 1
+        self.usage = self.usage + step.usage
+        if step.cost_micros is not None:
+            self.cost = (self.cost or 0) + step.cost_micros
+        text = text_of(step.assistant_parts)
+        if text.strip():
+            self.final_text = text
+
+    def _build_step(self, response: pm.ModelResponse, results: list[ToolResultPart], *, interrupted: bool) -> Step:
+        usage = usage_from_pydantic(response.usage)
+        started = self.state.started if self.state else self.options.clock()
+        return Step(
+            index=self.state.index if self.state else self.steps,
+            assistant_parts=response_parts(response),
+            tool_results=results,
+            usage=usage,
+            cost_micros=cost_micros(usage, self.model.spec.pricing),
+            context_tokens=context_tokens(usage),
+            context_limit=self.model.spec.context_limit,
+            runtime_ms=max(int((self.options.clock() - started) * 1000), 0),
+            model_name=response.model_name or self.model.spec.model,
+            provider_name=response.provider_name or self.model.provider_kind,
+            finish_reason=response.finish_reason,
+            interrupted=interrupted,
+        )
+
+    # ------------------------------------------------------------------------- interruption
+
+    async def persist_partial(self) -> None:
+        """Keep what the interrupted step produced: partial text, calls, and their results so far."""
+        state, self.state = self.state, None
+        if state is None:
+            return
+        response = state.response
+        if response is None and state.stream is not None:
+            response = state.stream.get()
+        if response is None:
+            return
+        calls = state.calls or [p for p in response.parts if isinstance(p, pm.ToolCallPart)]
+        results = [
+            state.results.get(c.tool_call_id)
+            or ToolResultPart(
+                tool_call_id=c.tool_call_id,
+                tool_name=c.tool_name,
+                result={"error": INTERRUPTED_TOOL_RESULT},
+                is_error=True,
+            )
+            for c in calls
+        ]
+        self.state = state  # index and start time for the step record
+        step = self._build_step(response, results, interrupted=True)
+        self.state = None
+        if not step.assistant_parts and not step.tool_results:
+            return
+        try:
+            await _uncancellable(self.sink.persist_step(step))
+        except Interrupted:
+            return
+        except Exception:
+            # The turn is over either way; the reference logs this (OnInterruptedPersistError).
+            log.exception("persisting the interrupted step failed")
+            return
+        self._account(step)
+
+    # ---------------------------------------------------------------------------- model call
+
+    def _params(self) -> ModelRequestParameters:
+        return ModelRequestParameters(function_tools=list(self.tool_defs), native_tools=list(self.model.native_tools))
+
+    async def _call_model(self, history: list[pm.ModelMessage]) -> pm.ModelResponse:
+        attempt = 0
+        while True:
+            try:
+                return await self._stream_once(history)
+            except Exception as exc:
+                if self.state is not None:
+                    # The retry starts the step over; the sink clears its part buffer in on_retry.
+                    self.state.stream = None
+                decision = classify(exc)
+                attempt += 1
+                if not decision.retryable:
+                    raise ModelCallFailed(describe(decision), decision, attempt) from exc
+                if attempt >= self.options.max_attempts:
+                    raise RetriesExhausted(
+                        f"{describe(decision)} (gave up after {attempt} attempts)", decision, attempt
+                    ) from exc
+                delay = backoff_delay(attempt - 1, decision.retry_after_s, self.options.jitter())
+                log.info("model call failed (%s), retry %d in %.1fs", decision.kind, attempt, delay)
+                await self.sink.on_retry(attempt, delay, decision)
+                await self.options.sleep(delay)
+
+    async def _stream_once(self, history: list[pm.ModelMessage]) -> pm.ModelResponse:
+        loop = asyncio.get_running_loop()
+        stall = self.options.stall_timeout
+        # One deadline pushed forward on every event: it covers connecting, the first byte and
+        # every gap between chunks, but never a long answer that keeps streaming.
+        deadline = asyncio.timeout(stall)
+        try:
+            async with deadline, model_request_stream(
+                self.model.model,
+                history,
+                model_settings=self.model.settings,
+                model_request_parameters=self._params(),
+            ) as stream:
+                if self.state is not None:
+                    self.state.stream = stream
+                publisher = _Publisher(self.sink)
+                async for event in stream:
+                    deadline.reschedule(loop.time() + stall)
+                    await publisher.publish(event)
+                response = stream.get()
+        except TimeoutError as exc:
+            if deadline.expired():
+                raise StallTimeout(stall) from exc
+            raise
+        if response.finish_reason is None:
+            # Both SDKs end quietly when the connection closes before the terminal event; a
+            # response without a finish reason is a cut-off answer, not a short one.
+            raise TruncatedStream("the model stream ended without a finish reason")
+        return response
+
+    # --------------------------------------------------------------------------------- tools
+
+    async def _run_tools(self, calls: list[pm.ToolCallPart]) -> list[ToolResultPart]:
+        assert self.state is not None
+        results = self.state.results
+
+        async def run_one(call: pm.ToolCallPart) -> None:
+            results[call.tool_call_id] = await self._execute(call)
+
+        async with asyncio.TaskGroup() as group:
+            for call in calls:
+                group.create_task(run_one(call), name=f"tool:{call.tool_name}:{call.tool_call_id}")
+        ordered = [results[c.tool_call_id] for c in calls]
+        # Published after the whole batch, in call order, as the reference does.
+        for result in ordered:
+            await self.sink.publish_part(Role.TOOL, result)
+        return ordered
+
+    async def _execute(self, call: pm.ToolCallPart) -> ToolResultPart:
+        def error(message: str) -> ToolResultPart:
+            return ToolResultPart(
+                tool_call_id=call.tool_call_id, tool_name=call.tool_name, result={"error": message}, is_error=True
+            )
+
+        tool = self.tools.get(call.tool_name)
+        if tool is None:
+            return error(f"Tool not found: {call.tool_name}")
+        args, invalid = call_args(call)
+        if invalid is not None:
+            return error(invalid)
+        ctx = ToolContext(
+            chat_id=self.options.chat_id,
+            owner_id=self.options.owner_id,
+            tool_call_id=call.tool_call_id,
+            emit=self._emit,
+        )
+        lock = self._lock_for(tool, args)
+        try:
+            async with lock if lock is not None else contextlib.nullcontext():
+                result: ToolResult = await tool.call(args, ctx)
+        except Exception as exc:
+            # One failing tool must not fail the turn: the model sees the error and can react.
+            log.warning("tool %s failed", call.tool_name, exc_info=True)
+            return error(str(exc) or type(exc).__name__)
+        return ToolResultPart(
+            tool_call_id=call.tool_call_id, tool_name=call.tool_name, result=result.result, is_error=result.is_error
+        )
+
+    async def _emit(self, part: Part) -> None:
+        await self.sink.publish_part(Role.TOOL, part)
+
+    def _lock_for(self, tool: Tool, args: dict[str, Any]) -> asyncio.Lock | None:
+        """Calls that touch the same key (e.g. a file path) run one at a time, in call order.
+
+        A tool opts in with a `concurrency_key(args) -> str | None` method; tasks are created in
+        call order and asyncio locks are FIFO, so same-key calls keep the model's order.
+        """
+        key_fn = getattr(tool, "concurrency_key", None)
+        if key_fn is None:
+            return None
+        key = key_fn(args)
+        if key is None:
+            return None
+        return self._locks.setdefault(f"{tool.name}\0{key}", asyncio.Lock())
+
+    # ---------------------------------------------------------------------------- compaction
+
+    def _estimate(self, history: list[pm.ModelMessage]) -> int:
+        if self._known_context is not None:
+            known, upto = self._known_context
+            return known + estimate_tokens(history[upto:])
+        tools = sum(len(d.name) + len(d.description or "") + len(str(d.parameters_json_schema)) for d in self.tool_defs)
+        return estimate_tokens(history) + tools // 4
+
+    def _should_compact(self, tokens: int) -> bool:
+        threshold = self.model.spec.compression_threshold
+        limit = self.model.spec.context_limit
+        return 0 < threshold <= 100 and limit > 0 and tokens * 100 >= threshold * limit
+
+    async def _compact_if_needed(
+        self, history: list[pm.ModelMessage], tokens: int, *, before_step: bool
+    ) -> list[pm.ModelMessage]:
+        if self._compacted_since_step or not self._should_compact(tokens):
+            return history
+        system = _leading_system(history)
+        if len(history) - len(system) < 2:
+            return history  # nothing worth summarising
+        self._compacted_since_step = True
+        return await self._compact(history, system, tokens)
+
+    async def _compact(
+        self, history: list[pm.ModelMessage], system: list[pm.ModelMessage], tokens: int
+    ) -> list[pm.ModelMessage]:
+        spec = self.model.spec
+        call_id = f"{SUMMARY_TOOL_NAME}_{uuid.uuid4().hex}"
+        threshold = spec.compression_threshold
+        call = ToolCallPart(
+            tool_call_id=call_id, tool_name=SUMMARY_TOOL_NAME, args={"source": "automatic", "threshold_percent": threshold}
+        )
+        await self.sink.publish_part(Role.ASSISTANT, call)
+        settings: ModelSettings = {**self.model.settings, "tool_choice": "none"}
+        try:
+            async with asyncio.timeout(self.options.compaction_timeout):
+                response = await model_request(
+                    self.model.model,
+                    [*history, pm.ModelRequest.user_text_prompt(SUMMARY_PROMPT)],
+                    model_settings=settings,
+                    # Tools stay declared: Anthropic rejects tool_use blocks in history without them.
+                    model_request_parameters=ModelRequestParameters(function_tools=list(self.tool_defs)),
+                )
+            summary = " ".join(
+                p.content.strip() for p in response.parts if isinstance(p, pm.TextPart) and p.content.strip()
+            )
+            if not summary:
+                raise ValueError("compaction produced an empty summary")
+        except Exception as exc:
+            # The turn goes on uncompacted; the next step may still fit, or fail readably.
+            log.warning("generate summary text failed", exc_info=True)
+            await self.sink.publish_part(
+                Role.TOOL,
+                ToolResultPart(
+                    tool_call_id=call_id,
+                    tool_name=SUMMARY_TOOL_NAME,
+                    result={"error": f"generate summary text: {exc}"},
+                    is_error=True,
+                ),
+            )
+            return history
+        limit = spec.context_limit
+        usage_percent = round(tokens * 100 / limit, 1) if limit else 0.0
+        result = ToolResultPart(
+            tool_call_id=call_id,
+            tool_name=SUMMARY_TOOL_NAME,
+            result={
+                "summary": summary,
+                "source": "automatic",
+                "threshold_percent": threshold,
+                "usage_percent": usage_percent,
+                "context_tokens": tokens,
+                "context_limit_tokens": limit,
+            },
+        )
+        summary_text = f"{SUMMARY_PREFIX}\n\n{summary}"
+        usage = usage_from_pydantic(response.usage)
+        compaction = Compaction(
+            summary=summary,
+            summary_prompt_text=summary_text,
+            tool_call_id=call_id,
+            call=call,
+            result=result,
+            threshold_percent=threshold,
+            usage_percent=usage_percent,
+            context_tokens=tokens,
+            context_limit=limit,
+            usage=usage,
+            cost_micros=cost_micros(usage, spec.pricing),
+        )
+        await _uncancellable(self.sink.persist_compaction(compaction))
+        await self.sink.publish_part(Role.TOOL, result)
+        self.compactions += 1
+        self._known_context = None
+        return [*system, pm.ModelRequest(parts=[pm.UserPromptPart(summary_text)])]
+
+
+def _leading_system(history: list[pm.ModelMessage]) -> list[pm.ModelMessage]:
+    out: list[pm.ModelMessage] = []
+    for message in history:
+        if isinstance(message, pm.ModelRequest) and message.parts and all(
+            isinstance(p, pm.SystemPromptPart) for p in message.parts
+        ):
+            out.append(message)
+        else:
+            break
+    return out
+
+
+def _tool_return(result: ToolResultPart) -> pm.ToolReturnPart:
+    return pm.ToolReturnPart(
+        result.tool_name,
+        result.result if result.result is not None else {},
+        result.tool_call_id,
+        outcome="failed" if result.is_error else "success",
+    )
+
+
+class _Publisher:
+    """Turns pydantic-ai stream events into domain parts for the sink."""
+
+    def __init__(self, sink: TurnSink) -> None:
+        self.sink = sink
+        self.calls: dict[int, ToolCallPart] = {}
+
+    async def publish(self, event: pm.ModelResponseStreamEvent) -> None:
+        if isinstance(event, pm.PartStartEvent):
+            await self._start(event.index, event.part)
+        elif isinstance(event, pm.PartDeltaEvent):
+            await self._delta(event.index, event.delta)
+        elif isinstance(event, pm.PartEndEvent) and isinstance(event.part, pm.BaseToolCallPart):
+            args, _ = call_args(event.part)
+            call = self.calls.get(event.index)
+            part = ToolCallPart(
+                tool_call_id=event.part.tool_call_id,
+                tool_name=event.part.tool_name,
+                args=args,
+                provider_executed=call.provider_executed if call else isinstance(event.part, pm.NativeToolCallPart),
+            )
+            await self.sink.publish_part(Role.ASSISTANT, part)
+
+    async def _start(self, index: int, part: pm.ModelResponsePart) -> None:
+        if isinstance(part, pm.TextPart):
+            if part.content:
+                await self.sink.publish_part(Role.ASSISTANT, TextPart(text=part.content))
+        elif isinstance(part, pm.ThinkingPart):
+            if part.content:
+                await self.sink.publish_part(Role.ASSISTANT, ReasoningPart(text=part.content))
+        elif isinstance(part, pm.BaseToolCallPart):
+            initial = part.args if isinstance(part.args, str) else ""
+            call = ToolCallPart(
+                tool_call_id=part.tool_call_id,
+                tool_name=part.tool_name,
+                args_delta=initial,
+                provider_executed=isinstance(part, pm.NativeToolCallPart),
+            )
+            self.calls[index] = call
+            await self.sink.publish_part(Role.ASSISTANT, call)
+        elif isinstance(part, pm.NativeToolReturnPart):
+            await self.sink.publish_part(
+                Role.TOOL,
+                ToolResultPart(
+                    tool_call_id=part.tool_call_id,
+                    tool_name=part.tool_name,
+                    result=part.model_response_object(),
+                    is_error=part.outcome != "success",
+                    provider_executed=True,
+                ),
+            )
+
+    async def _delta(self, index: int, delta: pm.ModelResponsePartDelta) -> None:
+        if isinstance(delta, pm.TextPartDelta):
+            if delta.content_delta:
+                await self.sink.publish_part(Role.ASSISTANT, TextPart(text=delta.content_delta))
+        elif isinstance(delta, pm.ThinkingPartDelta):
+            if delta.content_delta:
+                await self.sink.publish_part(Role.ASSISTANT, ReasoningPart(text=delta.content_delta))
+        elif isinstance(delta, pm.ToolCallPartDelta):
+            call = self.calls.get(index)
+            if call is None or not isinstance(delta.args_delta, str) or not delta.args_delta:
+                return
+            await self.sink.publish_part(
+                Role.ASSISTANT, call.model_copy(update={"args_delta": delta.args_delta})
+            )

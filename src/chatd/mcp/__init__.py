@@ -1,0 +1,46 @@
+"""The MCP client: per-turn connections to configured MCP servers (HTTP, SSE, stdio), tool
+namespacing and filtering, auth headers and OAuth2 tokens, and conversion of MCP results into
+chatd tool results."""
+
+from chatd.mcp.client import (
+    DEFAULT_CALL_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT,
+    McpConnections,
+    McpTool,
+    OnServerError,
+    ToolInfo,
+    connect_all,
+    list_tools_check,
+    system_prompt_section,
+)
+from chatd.mcp.config import (
+    McpServerConfig,
+    OAuth2ClientSettings,
+    OAuthToken,
+    redact_url,
+    validate_slug,
+)
+from chatd.mcp.errors import McpAuthError, McpCallError, McpConnectError, McpError
+from chatd.mcp.results import StoreFile
+
+__all__ = [
+    "DEFAULT_CALL_TIMEOUT",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "McpAuthError",
+    "McpCallError",
+    "McpConnectError",
+    "McpConnections",
+    "McpError",
+    "McpServerConfig",
+    "McpTool",
+    "OAuth2ClientSettings",
+    "OAuthToken",
+    "OnServerError",
+    "StoreFile",
+    "ToolInfo",
+    "connect_all",
+    "list_tools_check",
+    "redact_url",
+    "system_prompt_section",
+    "validate_slug",
+]

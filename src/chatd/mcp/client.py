@@ -1,0 +1,375 @@
+"""connect_all and the MCP tools it yields: what a turn (and the connection-check endpoint) calls."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import inspect
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import mcp_types as types
+from jsonschema import exceptions as jsonschema_exceptions  # type: ignore[import-untyped]
+from jsonschema import validators as jsonschema_validators
+from jsonschema.protocols import Validator  # type: ignore[import-untyped]
+
+from chatd.domain.parts import ToolProgressPart
+from chatd.domain.tools import Tool, ToolContext, ToolResult
+from chatd.mcp.config import McpServerConfig, OAuthToken, auth_headers, redact_url
+from chatd.mcp.connection import ServerConnection
+from chatd.mcp.errors import McpCallError, McpConnectError
+from chatd.mcp.naming import ToolNamer
+from chatd.mcp.results import DEFAULT_MAX_RESULT_CHARS, StoreFile, convert_result
+
+log = logging.getLogger(__name__)
+
+OnServerError = Callable[[McpServerConfig, str], Awaitable[None] | None]
+"""on_server_error(config, message): a server was skipped or lost; message is already redacted."""
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_CALL_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class ToolInfo:
+    """A discovered tool as the API shows it (`GET /mcp-servers/{id}/tools`)."""
+
+    name: str
+    original_name: str
+    description: str
+    input_schema: dict[str, Any]
+
+
+def _parameters(schema: dict[str, Any]) -> dict[str, Any]:
+    """The tool's input schema as a provider-ready object schema (copied; never shared)."""
+    params = copy.deepcopy(schema) if isinstance(schema, dict) else {}
+    params.setdefault("type", "object")
+    if params.get("type") == "object":
+        params.setdefault("properties", {})
+    return params
+
+
+class McpTool:
+    """One MCP tool exposed to the model as `slug__tool` (or its sanitised form)."""
+
+    def __init__(
+        self, owner: McpConnections, server: ServerConnection, tool: types.Tool, name: str
+    ) -> None:
+        self._owner = owner
+        self.server = server
+        self.original_name = tool.name
+        self._name = name
+        self._set_definition(tool)
+
+    def _set_definition(self, tool: types.Tool) -> None:
+        self._description = tool.description or tool.title or ""
+        self._parameters = _parameters(tool.input_schema)
+        self._validator: Validator | None = None
+        try:
+            cls = jsonschema_validators.validator_for(self._parameters)
+            cls.check_schema(self._parameters)
+            self._validator = cls(self._parameters)
+        except jsonschema_exceptions.SchemaError as exc:
+            # A broken schema from the server must not make the tool unusable; the server validates.
+            log.warning(
+                "MCP server %s: tool %r has an invalid input schema (%s); arguments are not checked",
+                self.server.config.slug,
+                tool.name,
+                exc.message,
+            )
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def description(self) -> str:
+        return self._description
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return self._parameters
+
+    @property
+    def server_slug(self) -> str:
+        return self.server.config.slug
+
+    def info(self) -> ToolInfo:
+        return ToolInfo(
+            self._name, self.original_name, self._description, copy.deepcopy(self._parameters)
+        )
+
+    async def call(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        if not isinstance(args, dict):
+            return ToolResult(
+                result="Invalid input: the arguments must be a JSON object.", is_error=True
+            )
+        if not self._owner.offers(self):
+            return ToolResult(
+                result=f"The tool {self._name} is no longer offered by its MCP server.",
+                is_error=True,
+            )
+        if (problem := self._check_arguments(args)) is not None:
+            return ToolResult(result=problem, is_error=True)
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            if ctx.emit is None:
+                return
+            part = ToolProgressPart(
+                tool_call_id=ctx.tool_call_id,
+                tool_name=self._name,
+                progress=progress,
+                total=total,
+                message=message,
+            )
+            try:
+                await ctx.emit(part)
+            except Exception:  # progress is decoration; losing one must not fail the call
+                log.warning("emitting MCP progress failed", exc_info=True)
+
+        try:
+            result = await self.server.call(
+                self.original_name,
+                args,
+                call_timeout=self._owner.call_timeout,
+                on_progress=on_progress,
+            )
+        except McpCallError as exc:
+            return ToolResult(result=f"The MCP tool call failed: {exc.message}", is_error=True)
+        return await convert_result(
+            result,
+            tool_name=self._name,
+            store_file=self._owner.store_file,
+            max_chars=self._owner.max_result_chars,
+        )
+
+    def _check_arguments(self, args: dict[str, Any]) -> str | None:
+        if self._validator is None:
+            return None
+        errors = sorted(self._validator.iter_errors(args), key=lambda e: list(e.absolute_path))
+        if not errors:
+            return None
+        lines = []
+        for error in errors[:5]:
+            where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+            lines.append(f"- {where}: {error.message}")
+        more = f"\n(and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        return (
+            f"Invalid arguments for {self._name}; nothing was called. Fix these and call again:\n"
+            + "\n".join(lines)
+            + more
+            + f"\nThe input schema is: {json.dumps(self._parameters, ensure_ascii=False)[:2000]}"
+        )
+
+
+class McpConnections:
+    """The connected servers of one turn. Awaiting the object itself closes them all."""
+
+    def __init__(
+        self,
+        *,
+        store_file: StoreFile | None,
+        call_timeout: float,
+        max_result_chars: int,
+        on_tools_changed: Callable[[], None] | None = None,
+    ) -> None:
+        self.store_file = store_file
+        self._on_tools_changed = on_tools_changed
+        self.call_timeout = call_timeout
+        self.max_result_chars = max_result_chars
+        self.servers: list[ServerConnection] = []
+        self._all: list[ServerConnection] = []
+        self._namer = ToolNamer()
+        self._tools: dict[uuid.UUID, list[McpTool]] = {}
+        self._closed = False
+
+    # -- tools -----------------------------------------------------------------------------
+
+    def tools(self) -> list[Tool]:
+        """The current MCP tools, server order then tool order (reflects tools/list_changed)."""
+        return [t for server in self.servers for t in self._tools.get(server.config.id, [])]
+
+    def offers(self, tool: McpTool) -> bool:
+        return any(t is tool for t in self._tools.get(tool.server.config.id, []))
+
+    def _build_tools(self, server: ServerConnection) -> None:
+        old = {t.original_name: t for t in self._tools.get(server.config.id, [])}
+        tools: list[McpTool] = []
+        for listed in server.listing.tools:
+            existing = old.get(listed.name)
+            if existing is not None:
+                # Same object, so a call the model already chose still resolves.
+                existing._set_definition(listed)
+                tools.append(existing)
+            else:
+                name = self._namer.assign(server.config.slug, listed.name)
+                tools.append(McpTool(self, server, listed, name))
+        self._tools[server.config.id] = tools
+
+    def _tools_changed(self, server: ServerConnection) -> None:
+        if server in self.servers:
+            self._build_tools(server)
+            log.info(
+                "MCP server %s: tool list changed (%d tools)",
+                server.config.slug,
+                len(server.listing.tools),
+            )
+            if self._on_tools_changed is not None:
+                self._on_tools_changed()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """End every session (also the failed ones); leaves no task, process or socket behind."""
+        self._closed = True
+        connections, self._all = self._all, []
+        self.servers = []
+        self._tools = {}
+        results = await asyncio.gather(*(c.aclose() for c in connections), return_exceptions=True)
+        for result in results:
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            if isinstance(result, BaseException):
+                log.warning("closing an MCP connection failed: %s", result, exc_info=result)
+
+    async def __call__(self) -> None:
+        await self.close()
+
+
+async def _report(
+    on_server_error: OnServerError | None, config: McpServerConfig, message: str
+) -> None:
+    log.warning("MCP server %s (%s) skipped: %s", config.slug, redact_url(config.url), message)
+    if on_server_error is None:
+        return
+    try:
+        outcome = on_server_error(config, message)
+        if inspect.isawaitable(outcome):
+            await outcome
+    except Exception:  # the reporter is advisory; it must not break the turn
+        log.warning("on_server_error callback failed", exc_info=True)
+
+
+async def connect_all(
+    configs: Sequence[McpServerConfig],
+    user_tokens: Mapping[uuid.UUID, OAuthToken],
+    *,
+    store_file: StoreFile | None = None,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    call_timeout: float = DEFAULT_CALL_TIMEOUT,
+    max_result_chars: int = DEFAULT_MAX_RESULT_CHARS,
+    on_server_error: OnServerError | None = None,
+    on_tools_changed: Callable[[], None] | None = None,
+) -> tuple[list[Tool], McpConnections]:
+    """Connect to every enabled server concurrently and return (tools, close).
+
+    `close` is the McpConnections object: `await close()` ends every session. A server that
+    fails, hangs past `connect_timeout` or answers garbage is reported and skipped; this
+    function itself only raises on cancellation (after closing whatever it opened).
+    """
+    connections = McpConnections(
+        store_file=store_file,
+        call_timeout=call_timeout,
+        max_result_chars=max_result_chars,
+        on_tools_changed=on_tools_changed,
+    )
+    pending: list[ServerConnection] = []
+    seen_slugs: set[str] = set()
+    for config in configs:
+        if not config.enabled:
+            continue
+        if config.slug in seen_slugs:
+            await _report(on_server_error, config, f"duplicate slug {config.slug!r}")
+            continue
+        seen_slugs.add(config.slug)
+        token = user_tokens.get(config.id)
+        if config.auth_type == "oauth2" and (token is None or not token.access_token):
+            # Connect anyway: some servers offer public tools; a 401 is reported below.
+            log.info("MCP server %s: no OAuth2 token for this user", config.slug)
+        conn = ServerConnection(
+            config,
+            auth_headers(config, token),
+            connect_timeout=connect_timeout,
+            on_tools_changed=connections._tools_changed,
+        )
+        connections._all.append(conn)
+        pending.append(conn)
+        conn.start()
+
+    try:
+        outcomes = await asyncio.gather(*(c.wait_ready() for c in pending), return_exceptions=True)
+    except asyncio.CancelledError:
+        await connections.close()
+        raise
+    try:
+        for conn, outcome in zip(pending, outcomes, strict=True):
+            if isinstance(outcome, asyncio.CancelledError):
+                raise outcome
+            if isinstance(outcome, BaseException):
+                message = outcome.message if isinstance(outcome, McpConnectError) else str(outcome)
+                await _report(on_server_error, conn.config, message)
+                continue
+            if not conn.listing.tools:
+                log.info(
+                    "MCP server %s offers no tools after filtering; closing it", conn.config.slug
+                )
+                continue
+            connections.servers.append(conn)
+            connections._build_tools(conn)
+        # Close what will not be used now, so a skipped server holds no socket for the turn.
+        unused = [c for c in pending if c not in connections.servers]
+        connections._all = list(connections.servers)
+        await asyncio.gather(*(c.aclose() for c in unused))
+    except BaseException:
+        connections._all = pending
+        await connections.close()
+        raise
+    return connections.tools(), connections
+
+
+async def list_tools_check(
+    config: McpServerConfig,
+    token: OAuthToken | None,
+    *,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+) -> list[ToolInfo]:
+    """Connect to one server now and return its filtered, namespaced tools (the connection check).
+
+    Raises McpConnectError (McpAuthError for 401/403) with a redacted reason.
+    """
+    conn = ServerConnection(config, auth_headers(config, token), connect_timeout=connect_timeout)
+    conn.start()
+    try:
+        await conn.wait_ready()
+        namer = ToolNamer()
+        return [
+            ToolInfo(
+                name=namer.assign(config.slug, t.name),
+                original_name=t.name,
+                description=t.description or t.title or "",
+                input_schema=_parameters(t.input_schema),
+            )
+            for t in conn.listing.tools
+        ]
+    finally:
+        await conn.aclose()
+
+
+def system_prompt_section(connected: McpConnections) -> str:
+    """A short system-prompt section naming the connected servers, their tools and instructions."""
+    if not connected.servers:
+        return ""
+    lines = ["## Connected MCP servers", "Tools from these servers are available this turn:"]
+    for server in connected.servers:
+        names = ", ".join(t.name for t in connected._tools.get(server.config.id, []))
+        lines.append(f"- {server.config.label} ({server.config.slug}): {names}")
+        if server.instructions and server.instructions.strip():
+            # Instructions come from the server and are untrusted; fence them so they read as data.
+            lines.append(f'  <server-instructions server="{server.config.slug}">')
+            lines.extend(f"  {line}" for line in server.instructions.strip()[:4000].splitlines())
+            lines.append("  </server-instructions>")
+    return "\n".join(lines)

@@ -1,0 +1,31 @@
+"""MCP failures, converted once here from SDK, transport and process errors."""
+
+from __future__ import annotations
+
+from chatd.errors import ChatdError
+
+
+class McpError(ChatdError):
+    code = "mcp_error"
+
+
+class McpConnectError(McpError):
+    """A server could not be connected, initialised or listed (network, timeout, protocol)."""
+
+    code = "mcp_connect_failed"
+
+
+class McpAuthError(McpConnectError):
+    """The server answered 401/403: the token or key is missing, expired or wrong."""
+
+    code = "mcp_unauthorized"
+
+    def __init__(self, message: str, status: int = 401) -> None:
+        super().__init__(message, {"status": status})
+        self.status = status
+
+
+class McpCallError(McpError):
+    """A tools/call failed below the tool: timeout, lost connection, protocol error."""
+
+    code = "mcp_call_failed"

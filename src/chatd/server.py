@@ -1,0 +1,54 @@
+"""Run chatd: migrate, build, serve the API and the workers until a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import uvicorn
+
+from chatd.api.app import create_app
+from chatd.bootstrap import build, ensure_admin
+from chatd.settings import Settings
+
+log = logging.getLogger("chatd")
+
+
+async def run(settings: Settings, *, api: bool = True) -> None:
+    app = await build(settings)
+    token = await ensure_admin(app)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            workers = app.extras.get("workers")
+            if workers is not None and settings.run_workers:
+                tg.create_task(workers.run(stop), name="workers")
+            if api:
+                server = uvicorn.Server(
+                    uvicorn.Config(create_app(app), host=settings.host, port=settings.port, log_level=settings.log_level.lower(), lifespan="off")
+                )
+                # uvicorn captures SIGINT/SIGTERM inside serve() and re-raises them afterwards; we
+                # own the signals instead, so that workers shut down gracefully first.
+                setattr(server, "capture_signals", contextlib.nullcontext)  # noqa: B010
+                tg.create_task(server.serve(), name="api")
+
+                async def announce() -> None:
+                    while not server.started:  # noqa: ASYNC110 - uvicorn exposes only a flag
+                        await asyncio.sleep(0.05)
+                    url = settings.resolved_public_url()
+                    print(f"chatd is listening on {url} (database: {app.db.dialect})", flush=True)
+                    if token:
+                        print(f"First start: an admin was created; its token is in {settings.data_dir / 'admin-token'}", flush=True)
+                        print(f"Open {url}/#token={token}", flush=True)
+
+                tg.create_task(announce(), name="announce")
+            await stop.wait()
+            if api:
+                server.should_exit = True
+    finally:
+        await app.close()

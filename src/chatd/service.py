@@ -1,0 +1,415 @@
+"""The use cases the API calls. Authorisation and validation here; each store call is one
+transaction; stream notifications are published after the commit, never before."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from chatd.domain.chat import BusyBehavior, Chat, ChatStatus, Message, QueuedMessage, UserRole
+from chatd.domain.clock import Clock
+from chatd.domain.config import (
+    PROVIDER_KINDS,
+    McpAuthType,
+    McpAvailability,
+    McpServerRecord,
+    McpTransport,
+    McpUserToken,
+    ModelConfigRecord,
+    ModelOptions,
+    Pricing,
+    ProviderRecord,
+    StoredFile,
+    UsageLimit,
+    UsageStatus,
+    User,
+)
+from chatd.domain.parts import Part, TextPart
+from chatd.domain.usage import PERIODS
+from chatd.errors import Forbidden, InvalidInput, NotFound
+from chatd.pubsub.base import PENDING_CHANNEL, PubSub, owner_channel
+from chatd.store import chats as chat_store
+from chatd.store import files as file_store
+from chatd.store import mcp_servers as mcp_store
+from chatd.store import models as model_store
+from chatd.store import usage as usage_store
+from chatd.store import users as user_store
+from chatd.store.database import Database
+from chatd.store.secrets import SecretBox
+from chatd.streams.hub import Notification, StreamHub
+
+_SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+FALLBACK_TITLE_WORDS = 6
+FALLBACK_TITLE_CHARS = 80
+
+
+def fallback_title(content: list[Part]) -> str:
+    """The first words of the first text (REFERENCE §11.1); replaced later by a generated title."""
+    text = " ".join(p.text for p in content if isinstance(p, TextPart)).split()
+    title = " ".join(text[:FALLBACK_TITLE_WORDS])
+    if len(title) > FALLBACK_TITLE_CHARS:
+        title = title[: FALLBACK_TITLE_CHARS - 1].rstrip() + "…"
+    return title or "New Chat"
+
+
+def validate_slug(slug: str) -> None:
+    if "__" in slug:
+        raise InvalidInput("A slug must not contain '__': tool names are '<slug>__<tool>'.")
+    if not (1 <= len(slug) <= 64) or not _SLUG.match(slug):
+        raise InvalidInput("A slug is 1–64 characters of lowercase letters, digits and single hyphens.")
+
+
+@dataclass(frozen=True, slots=True)
+class SendOutcome:
+    chat: Chat
+    queued: bool
+    message: Message | None
+    queued_message: QueuedMessage | None
+
+
+class ChatService:
+    def __init__(
+        self,
+        db: Database,
+        hub: StreamHub,
+        pubsub: PubSub,
+        box: SecretBox,
+        clock: Clock,
+        *,
+        max_queued_messages: int = 20,
+        replica_id: uuid.UUID | None = None,
+    ) -> None:
+        self.db = db
+        self.hub = hub
+        self.pubsub = pubsub
+        self.box = box
+        self.clock = clock
+        self.max_queued = max_queued_messages
+        self.replica_id = replica_id or uuid.uuid4()
+
+    # --- identity ---------------------------------------------------------------------------
+
+    async def authenticate(self, token: str) -> User | None:
+        return await user_store.user_by_token(self.db, token)
+
+    async def create_user(self, actor: User, username: str, role: UserRole) -> User:
+        _admin(actor)
+        username = username.strip()
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", username):
+            raise InvalidInput("A username is 1–64 letters, digits, '.', '_' or '-', starting with a letter or digit.")
+        return await user_store.create_user(self.db, self.clock.now(), username, role)
+
+    async def create_token(self, actor: User, user_id: uuid.UUID, name: str) -> str:
+        if not actor.is_admin and actor.id != user_id:
+            raise Forbidden("You can only create tokens for yourself.")
+        return await user_store.create_token(self.db, self.clock.now(), user_id, name.strip() or "token")
+
+    async def set_custom_prompt(self, actor: User, prompt: str) -> User:
+        if len(prompt.encode()) > 128 * 1024:
+            raise InvalidInput("The custom prompt is limited to 128 KiB.")
+        return await user_store.set_custom_prompt(self.db, actor.id, prompt)
+
+    # --- providers and models (admin) ---------------------------------------------------------
+
+    async def list_providers(self, actor: User) -> list[ProviderRecord]:
+        _admin(actor)
+        return await model_store.list_providers(self.db, self.box)
+
+    async def create_provider(self, actor: User, *, provider: str, display_name: str | None, api_key: str | None, base_url: str | None, enabled: bool) -> ProviderRecord:
+        _admin(actor)
+        kind = provider.strip().lower()
+        if kind not in PROVIDER_KINDS:
+            raise InvalidInput(f"Unknown provider {provider!r}; expected one of {', '.join(PROVIDER_KINDS)}.")
+        if kind == "openai-compatible" and not base_url:
+            raise InvalidInput("An openai-compatible provider needs a base_url.")
+        _check_url(base_url)
+        return await model_store.create_provider(
+            self.db, self.box, self.clock.now(), provider=kind, display_name=display_name or kind,
+            api_key=api_key or None, base_url=base_url or None, enabled=enabled,
+        )
+
+    async def update_provider(self, actor: User, provider_id: uuid.UUID, changes: dict[str, Any]) -> ProviderRecord:
+        _admin(actor)
+        _check_url(changes.get("base_url"))
+        return await model_store.update_provider(self.db, self.box, self.clock.now(), provider_id, changes)
+
+    async def delete_provider(self, actor: User, provider_id: uuid.UUID) -> None:
+        _admin(actor)
+        await model_store.delete_provider(self.db, provider_id)
+
+    async def list_model_configs(self, actor: User) -> list[ModelConfigRecord]:
+        return await model_store.list_model_configs(self.db)
+
+    async def create_model_config(self, actor: User, *, provider: str, model: str, display_name: str | None, context_limit: int, compression_threshold: int, is_default: bool, options: ModelOptions, pricing: Pricing) -> ModelConfigRecord:
+        _admin(actor)
+        return await model_store.create_model_config(
+            self.db, self.clock.now(), provider=provider.strip().lower(), model=model.strip(), display_name=(display_name or model).strip(),
+            context_limit=context_limit, compression_threshold=compression_threshold, is_default=is_default, options=options, pricing=pricing,
+        )
+
+    async def update_model_config(self, actor: User, config_id: uuid.UUID, changes: dict[str, Any]) -> ModelConfigRecord:
+        _admin(actor)
+        return await model_store.update_model_config(self.db, self.clock.now(), config_id, changes)
+
+    async def delete_model_config(self, actor: User, config_id: uuid.UUID) -> None:
+        _admin(actor)
+        await model_store.delete_model_config(self.db, self.clock.now(), config_id)
+
+    # --- MCP server configs ----------------------------------------------------------------------
+
+    async def list_mcp_servers(self, actor: User) -> list[McpServerRecord]:
+        return await mcp_store.list_servers(self.db, self.box, enabled_only=not actor.is_admin)
+
+    async def get_mcp_server(self, actor: User, server_id: uuid.UUID) -> McpServerRecord:
+        rec = await mcp_store.get_server(self.db, self.box, server_id)
+        if not rec.enabled and not actor.is_admin:
+            raise NotFound("MCP server not found.")
+        return rec
+
+    async def create_mcp_server(self, actor: User, fields: dict[str, Any]) -> McpServerRecord:
+        _admin(actor)
+        _validate_mcp_fields(fields, creating=True)
+        return await mcp_store.create_server(self.db, self.box, self.clock.now(), fields)
+
+    async def update_mcp_server(self, actor: User, server_id: uuid.UUID, fields: dict[str, Any]) -> McpServerRecord:
+        _admin(actor)
+        current = await mcp_store.get_server(self.db, self.box, server_id)
+        merged = {
+            "slug": current.slug, "transport": current.transport.value, "url": current.url, "command": current.command,
+            "auth_type": current.auth_type.value, **fields,
+        }
+        _validate_mcp_fields(merged, creating=False)
+        return await mcp_store.update_server(self.db, self.box, self.clock.now(), server_id, fields)
+
+    async def delete_mcp_server(self, actor: User, server_id: uuid.UUID) -> None:
+        _admin(actor)
+        await mcp_store.delete_server(self.db, self.clock.now(), server_id)
+
+    async def put_mcp_token(self, actor: User, server_id: uuid.UUID, token: McpUserToken) -> None:
+        await self.get_mcp_server(actor, server_id)
+        await mcp_store.put_token(self.db, self.box, self.clock.now(), token)
+
+    async def get_mcp_token(self, actor: User, server_id: uuid.UUID) -> McpUserToken | None:
+        await self.get_mcp_server(actor, server_id)
+        return await mcp_store.get_token(self.db, self.box, server_id, actor.id)
+
+    async def delete_mcp_token(self, actor: User, server_id: uuid.UUID) -> None:
+        await self.get_mcp_server(actor, server_id)
+        await mcp_store.delete_token(self.db, server_id, actor.id)
+
+    async def _resolve_mcp_ids(self, requested: list[uuid.UUID] | None, *, creating: bool) -> list[uuid.UUID] | None:
+        """Validate requested ids; add force_on servers always and default_on ones on create when
+        none were named. Enforced here, on the server, never only in a UI."""
+        forced, default = await mcp_store.forced_and_default(self.db)
+        if requested is None and not creating:
+            return None
+        ids = list(dict.fromkeys(requested or []))
+        missing = set(ids) - await mcp_store.existing_ids(self.db, ids)
+        if missing:
+            raise InvalidInput("One or more MCP server IDs are invalid.", {"invalid_ids": sorted(str(m) for m in missing)})
+        if creating and requested is None:
+            ids = list(default)
+        for f in forced:
+            if f not in ids:
+                ids.append(f)
+        return ids
+
+    # --- chats ----------------------------------------------------------------------------------
+
+    async def get_chat(self, actor: User, chat_id: uuid.UUID) -> Chat:
+        chat = await chat_store.get_chat(self.db, chat_id)
+        if chat.owner_id != actor.id:
+            # Never reveal that someone else's chat exists.
+            raise NotFound("Chat not found.")
+        return chat
+
+    async def list_chats(self, actor: User, archived: bool | None) -> list[Chat]:
+        return await chat_store.list_chats(self.db, actor.id, archived=archived)
+
+    async def create_chat(
+        self,
+        actor: User,
+        *,
+        content: list[Part],
+        title: str | None = None,
+        model_config_id: uuid.UUID | None = None,
+        system_prompt: str | None = None,
+        mcp_server_ids: list[uuid.UUID] | None = None,
+        workspace_id: uuid.UUID | None = None,
+        parent_chat_id: uuid.UUID | None = None,
+    ) -> Chat:
+        _check_content(content)
+        if title is not None and not title.strip():
+            raise InvalidInput("The title must not be blank.")
+        if system_prompt is not None and len(system_prompt.encode()) > 128 * 1024:
+            raise InvalidInput("The system prompt is limited to 128 KiB.")
+        ids = await self._resolve_mcp_ids(mcp_server_ids, creating=True)
+        created = await chat_store.create_chat(
+            self.db, self.clock.now(), owner_id=actor.id, title=(title or fallback_title(content)).strip()[:256],
+            content=content, model_config_id=model_config_id, workspace_id=workspace_id, parent_chat_id=parent_chat_id,
+            system_prompt=system_prompt, mcp_server_ids=ids,
+        )
+        await self._chat_event(created.chat, "created")
+        await self.hub.publish_messages(created.chat.id, created.messages)
+        await self._status(created.chat)
+        await self._wake_workers()
+        return created.chat
+
+    async def send_message(
+        self,
+        actor: User,
+        chat_id: uuid.UUID,
+        *,
+        content: list[Part],
+        busy_behavior: BusyBehavior = BusyBehavior.QUEUE,
+        model_config_id: uuid.UUID | None = None,
+        mcp_server_ids: list[uuid.UUID] | None = None,
+    ) -> SendOutcome:
+        _check_content(content)
+        await self.get_chat(actor, chat_id)
+        ids = await self._resolve_mcp_ids(mcp_server_ids, creating=False)
+        res = await chat_store.send_message(
+            self.db, self.clock.now(), chat_id=chat_id, sender_id=actor.id, content=content, busy_behavior=busy_behavior,
+            model_config_id=model_config_id, mcp_server_ids=ids, max_queued=self.max_queued,
+        )
+        await self.hub.publish_messages(chat_id, res.inserted)
+        note = Notification(
+            queue_update=res.queue_changed,
+            status=res.chat.status.value if res.status_changed else None,
+        )
+        if note.queue_update or note.status:
+            await self.hub.notify(chat_id, note)
+        if res.status_changed:
+            await self._chat_event(res.chat, "status_change")
+            if res.chat.status is ChatStatus.PENDING:
+                await self._wake_workers()
+        return SendOutcome(res.chat, res.queued, res.message, res.queued_message)
+
+    async def edit_message(self, actor: User, chat_id: uuid.UUID, message_id: int, content: list[Part]) -> tuple[Message, Chat]:
+        _check_content(content)
+        await self.get_chat(actor, chat_id)
+        res = await chat_store.edit_message(self.db, self.clock.now(), chat_id=chat_id, message_id=message_id, editor_id=actor.id, content=content)
+        # Clients drop their history after the edit point and re-read (full refresh).
+        await self.hub.notify(chat_id, Notification(full_refresh=True, queue_update=res.queue_cleared, status=res.chat.status.value))
+        await self._chat_event(res.chat, "status_change")
+        await self._wake_workers()
+        return res.message, res.chat
+
+    async def interrupt(self, actor: User, chat_id: uuid.UUID) -> Chat:
+        await self.get_chat(actor, chat_id)
+        res = await chat_store.interrupt_chat(self.db, self.clock.now(), chat_id)
+        if res.changed:
+            await self._status(res.chat)
+            await self._chat_event(res.chat, "status_change")
+        return res.chat
+
+    async def set_archived(self, actor: User, chat_id: uuid.UUID, archived: bool) -> None:
+        await self.get_chat(actor, chat_id)
+        for chat in await chat_store.set_archived(self.db, self.clock.now(), chat_id, archived):
+            await self._status(chat)
+            await self._chat_event(chat, "deleted" if archived else "created")
+
+    async def delete_queued(self, actor: User, chat_id: uuid.UUID, queued_id: int) -> None:
+        await self.get_chat(actor, chat_id)
+        await chat_store.delete_queued(self.db, self.clock.now(), chat_id, queued_id)
+        await self.hub.notify(chat_id, Notification(queue_update=True))
+
+    async def promote_queued(self, actor: User, chat_id: uuid.UUID, queued_id: int) -> Message:
+        await self.get_chat(actor, chat_id)
+        res = await chat_store.promote_queued(self.db, self.clock.now(), chat_id, queued_id)
+        assert res.message is not None
+        await self.hub.notify(
+            chat_id,
+            Notification(after_message_id=res.message.id - 1, queue_update=True, status=res.chat.status.value if res.status_changed else None),
+        )
+        if res.status_changed:
+            await self._chat_event(res.chat, "status_change")
+        await self._wake_workers()
+        return res.message
+
+    async def list_messages(self, actor: User, chat_id: uuid.UUID, after_id: int) -> tuple[list[Message], list[QueuedMessage]]:
+        await self.get_chat(actor, chat_id)
+        return await chat_store.list_messages(self.db, chat_id, after_id)
+
+    # --- files and usage --------------------------------------------------------------------
+
+    async def save_file(self, actor: User, name: str, media_type: str, data: bytes) -> StoredFile:
+        return await file_store.save_file(self.db, self.clock.now(), actor.id, name[:255] or "file", media_type, data)
+
+    async def get_file(self, actor: User, file_id: uuid.UUID) -> StoredFile:
+        f = await file_store.get_file(self.db, file_id)
+        if f.owner_id != actor.id:
+            raise NotFound("File not found.")
+        return f
+
+    async def usage(self, actor: User) -> UsageStatus:
+        return await usage_store.get_status(self.db, actor.id, self.clock.now())
+
+    async def set_usage_limit(self, actor: User, *, scope: str, user_id: uuid.UUID | None, period: str, limit_micros: int) -> None:
+        _admin(actor)
+        if scope not in ("global", "user"):
+            raise InvalidInput("scope is 'global' or 'user'.")
+        if period not in PERIODS:
+            raise InvalidInput(f"period is one of {', '.join(PERIODS)}.")
+        if limit_micros < 0:
+            raise InvalidInput("limit_micros must not be negative.")
+        if scope == "user":
+            if user_id is None:
+                raise InvalidInput("A user limit needs user_id.")
+            await user_store.get_user(self.db, user_id)
+        else:
+            user_id = None
+        await usage_store.set_limit(self.db, UsageLimit(scope, user_id, period, limit_micros), self.clock.now())
+
+    # --- publishing ---------------------------------------------------------------------------
+
+    async def _status(self, chat: Chat) -> None:
+        await self.hub.notify(
+            chat.id, Notification(status=chat.status.value, worker_id=str(chat.worker_id) if chat.worker_id else None)
+        )
+
+    async def _chat_event(self, chat: Chat, kind: str) -> None:
+        await self.pubsub.publish(owner_channel(chat.owner_id), {"k": kind, "c": str(chat.id)})
+
+    async def _wake_workers(self) -> None:
+        await self.pubsub.publish(PENDING_CHANNEL, {})
+
+
+def _admin(actor: User) -> None:
+    if not actor.is_admin:
+        raise Forbidden("This needs an admin.")
+
+
+def _check_content(content: list[Part]) -> None:
+    if not content:
+        raise InvalidInput("The message content must not be empty.")
+    if all(isinstance(p, TextPart) and not p.text.strip() for p in content):
+        raise InvalidInput("The message text must not be blank.")
+
+
+def _check_url(url: Any) -> None:
+    if url and not re.match(r"^https?://[^\s/$.?#][^\s]*$", str(url)):
+        raise InvalidInput(f"Not an http(s) URL: {url!r}.")
+
+
+def _validate_mcp_fields(f: dict[str, Any], *, creating: bool) -> None:
+    validate_slug(str(f.get("slug", "")))
+    try:
+        transport = McpTransport(f.get("transport") or "streamable_http")
+        McpAuthType(f.get("auth_type") or "none")
+        if "availability" in f and f["availability"] is not None:
+            McpAvailability(f["availability"])
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from exc
+    if transport is McpTransport.STDIO:
+        if not f.get("command"):
+            raise InvalidInput("A stdio MCP server needs a command.")
+    else:
+        url = f.get("url") or ""
+        if not url:
+            raise InvalidInput("An HTTP MCP server needs a url.")
+        _check_url(url)
+    if not (f.get("display_name") or not creating):
+        raise InvalidInput("display_name is required.")

@@ -1,0 +1,66 @@
+"""Settings: every number SPEC.md names, from flags or `CHATD_*` environment variables."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("chatd"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CHATD_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Empty means SQLite at data_dir/chatd.db.
+    database_url: str = ""
+    # Fernet key (urlsafe base64, 32 bytes); empty means data_dir/secret-key, created on first start.
+    secret_key: str = ""
+    # Public URL printed for the admin; defaults to http://host:port.
+    public_url: str = ""
+    replica_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+
+    # Workers (SPEC §4), in seconds.
+    run_workers: bool = True
+    acquire_interval: float = 1.0
+    acquire_batch: int = 10
+    heartbeat_interval: float = 30.0
+    stale_after: float = 300.0
+    max_steps: int = 1200
+    max_output_tokens: int = 32000
+    max_retry_attempts: int = 25
+    stall_timeout: float = 120.0
+
+    # Chats and streams (SPEC §3, §6).
+    max_queued_messages: int = 20
+    stream_part_buffer: int = 10000
+    stream_subscriber_queue: int = 128
+    stream_message_cache: int = 256
+    sse_keepalive: float = 15.0
+
+    # HTTP.
+    max_request_bytes: int = 2 * 1024 * 1024
+    max_upload_bytes: int = 10 * 1024 * 1024
+
+    # Deployment provider keys, merged with stored keys (the database wins).
+    anthropic_api_key: str = ""
+    openai_api_key: str = ""
+    google_api_key: str = ""
+
+    log_level: str = "info"
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'chatd.db'}"
+
+    def resolved_public_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"

@@ -1,0 +1,126 @@
+"""Engines and transactions for SQLite and PostgreSQL.
+
+SQLite: WAL, foreign keys on, and every write transaction is `BEGIN IMMEDIATE` so the write lock
+is taken up front (the database-wide lock plays the role of PostgreSQL's row lock, and two
+writers never deadlock upgrading a read lock). PostgreSQL: row locks with `FOR UPDATE`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import Select, Table, event, select
+from sqlalchemy.engine import Connection as SyncConnection
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from chatd.errors import Unavailable
+
+_IMMEDIATE = "chatd_immediate"
+
+
+def async_url(url: str) -> str:
+    """Accept plain `postgresql://` and `sqlite:///` URLs and pick the async drivers."""
+    u = make_url(url)
+    if u.drivername in ("postgresql", "postgres", "postgresql+psycopg2", "postgresql+psycopg"):
+        u = u.set(drivername="postgresql+asyncpg")
+    elif u.drivername in ("sqlite", "sqlite+pysqlite"):
+        u = u.set(drivername="sqlite+aiosqlite")
+    return u.render_as_string(hide_password=False)
+
+
+class Database:
+    """An engine plus the two kinds of transaction the store uses."""
+
+    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10) -> None:
+        self.url = async_url(url)
+        self.dialect = make_url(self.url).get_backend_name()
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.is_sqlite:
+            # A busy writer makes others wait (in their own thread) rather than fail at once.
+            kwargs["connect_args"] = {"timeout": 60, "isolation_level": None}
+        else:
+            kwargs["pool_size"] = pool_size
+            kwargs["max_overflow"] = pool_size * 2
+            kwargs["pool_pre_ping"] = True
+        self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        if self.is_sqlite:
+            _install_sqlite_hooks(self.engine)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction: commits on success, rolls back on error."""
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execution_options(**{_IMMEDIATE: True})
+                async with conn.begin():
+                    yield conn
+        except (OperationalError, DBAPIError) as exc:
+            if _is_connection_error(exc):
+                raise Unavailable("The database is not reachable.") from exc
+            raise
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read transaction (a consistent snapshot on PostgreSQL)."""
+        try:
+            async with self.engine.connect() as conn, conn.begin():
+                yield conn
+        except (OperationalError, DBAPIError) as exc:
+            if _is_connection_error(exc):
+                raise Unavailable("The database is not reachable.") from exc
+            raise
+
+    def for_update(self, query: Select[Any], *, skip_locked: bool = False) -> Select[Any]:
+        """Row locks on PostgreSQL; on SQLite the IMMEDIATE transaction already excludes writers."""
+        if self.is_postgres:
+            return query.with_for_update(skip_locked=skip_locked)
+        return query
+
+    async def lock_row(self, conn: AsyncConnection, table: Table, row_id: uuid.UUID) -> Any:
+        row = (await conn.execute(self.for_update(select(table).where(table.c.id == row_id)))).first()
+        return row
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def _is_connection_error(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return any(s in text for s in ("connection refused", "connection was closed", "could not connect", "connection is closed", "cannot connect"))
+
+
+def _install_sqlite_hooks(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
+        # The driver's own transaction handling is off (isolation_level=None): we BEGIN ourselves.
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: SyncConnection) -> None:
+        if conn.get_execution_options().get(_IMMEDIATE):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+
+__all__ = ["Database", "async_url", "sqlite3"]

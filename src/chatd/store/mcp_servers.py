@@ -1,0 +1,212 @@
+"""MCP server configs and per-user MCP tokens. Credentials are sealed at rest."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from chatd.domain.config import (
+    McpAuthType,
+    McpAvailability,
+    McpServerRecord,
+    McpTransport,
+    McpUserToken,
+    OAuth2Settings,
+)
+from chatd.errors import DuplicateSlug, NotFound
+from chatd.store.chats import remove_mcp_server_from_chats
+from chatd.store.database import Database
+from chatd.store.secrets import SecretBox
+from chatd.store.tables import mcp_servers, mcp_user_tokens
+
+# Fields stored as-is; the secrets and JSON-ish ones are handled explicitly.
+_PLAIN = (
+    "slug", "display_name", "description", "url", "transport", "command", "auth_type", "api_key_header",
+    "enabled", "availability",
+)
+
+
+def _record(r: Any, box: SecretBox) -> McpServerRecord:
+    headers = box.open(r.custom_headers_enc)
+    return McpServerRecord(
+        id=r.id,
+        slug=r.slug,
+        display_name=r.display_name,
+        description=r.description,
+        url=r.url,
+        transport=McpTransport(r.transport),
+        command=r.command,
+        args=list(r.args or []),
+        auth_type=McpAuthType(r.auth_type),
+        api_key_header=r.api_key_header,
+        api_key_value=box.open(r.api_key_value_enc),
+        custom_headers=json.loads(headers) if headers else {},
+        oauth2=OAuth2Settings(
+            client_id=r.oauth2_client_id,
+            client_secret=box.open(r.oauth2_client_secret_enc),
+            authorize_url=r.oauth2_authorize_url,
+            token_url=r.oauth2_token_url,
+            scopes=r.oauth2_scopes,
+        ),
+        tool_allow_list=list(r.tool_allow_list or []),
+        tool_deny_list=list(r.tool_deny_list or []),
+        enabled=r.enabled,
+        availability=McpAvailability(r.availability),
+        created_at=r.created_at,
+        updated_at=r.updated_at,
+    )
+
+
+def _values(fields: dict[str, Any], box: SecretBox) -> dict[str, Any]:
+    """Map API-level fields onto columns, sealing the secrets."""
+    v: dict[str, Any] = {k: fields[k] for k in _PLAIN if k in fields}
+    for k in ("args", "tool_allow_list", "tool_deny_list"):
+        if k in fields:
+            v[k] = list(fields[k] or [])
+    if "api_key_value" in fields:
+        v["api_key_value_enc"] = box.seal(fields["api_key_value"])
+    if "custom_headers" in fields:
+        v["custom_headers_enc"] = box.seal(json.dumps(fields["custom_headers"] or {}))
+    if "oauth2" in fields and fields["oauth2"] is not None:
+        o = fields["oauth2"]
+        for k in ("client_id", "authorize_url", "token_url", "scopes"):
+            if k in o:
+                v[f"oauth2_{k}"] = o[k]
+        if "client_secret" in o:
+            v["oauth2_client_secret_enc"] = box.seal(o["client_secret"])
+    return v
+
+
+async def list_servers(db: Database, box: SecretBox, *, enabled_only: bool = False) -> list[McpServerRecord]:
+    q = select(mcp_servers).order_by(mcp_servers.c.display_name, mcp_servers.c.slug)
+    if enabled_only:
+        q = q.where(mcp_servers.c.enabled.is_(True))
+    async with db.read() as conn:
+        return [_record(r, box) for r in (await conn.execute(q)).all()]
+
+
+async def get_servers(db: Database, box: SecretBox, ids: list[uuid.UUID]) -> list[McpServerRecord]:
+    if not ids:
+        return []
+    async with db.read() as conn:
+        rows = (await conn.execute(select(mcp_servers).where(mcp_servers.c.id.in_(ids)))).all()
+    return [_record(r, box) for r in rows]
+
+
+async def get_server(db: Database, box: SecretBox, server_id: uuid.UUID) -> McpServerRecord:
+    async with db.read() as conn:
+        r = (await conn.execute(select(mcp_servers).where(mcp_servers.c.id == server_id))).first()
+    if r is None:
+        raise NotFound("MCP server not found.")
+    return _record(r, box)
+
+
+async def create_server(db: Database, box: SecretBox, now: datetime, fields: dict[str, Any]) -> McpServerRecord:
+    sid = uuid.uuid4()
+    values = {
+        "args": [], "tool_allow_list": [], "tool_deny_list": [], "custom_headers_enc": box.seal("{}"),
+        **_values(fields, box),
+    }
+    try:
+        async with db.write() as conn:
+            await conn.execute(insert(mcp_servers).values(id=sid, created_at=now, updated_at=now, **values))
+    except IntegrityError as exc:
+        raise DuplicateSlug("An MCP server with this slug already exists.", {"slug": fields.get("slug")}) from exc
+    return await get_server(db, box, sid)
+
+
+async def update_server(db: Database, box: SecretBox, now: datetime, server_id: uuid.UUID, fields: dict[str, Any]) -> McpServerRecord:
+    try:
+        async with db.write() as conn:
+            n = (
+                await conn.execute(
+                    update(mcp_servers).where(mcp_servers.c.id == server_id).values(updated_at=now, **_values(fields, box))
+                )
+            ).rowcount
+    except IntegrityError as exc:
+        raise DuplicateSlug("An MCP server with this slug already exists.", {"slug": fields.get("slug")}) from exc
+    if not n:
+        raise NotFound("MCP server not found.")
+    return await get_server(db, box, server_id)
+
+
+async def delete_server(db: Database, now: datetime, server_id: uuid.UUID) -> None:
+    async with db.write() as conn:
+        n = (await conn.execute(delete(mcp_servers).where(mcp_servers.c.id == server_id))).rowcount
+        if not n:
+            raise NotFound("MCP server not found.")
+        await remove_mcp_server_from_chats(conn, db, server_id, now)
+
+
+async def existing_ids(db: Database, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    if not ids:
+        return set()
+    async with db.read() as conn:
+        rows = (await conn.execute(select(mcp_servers.c.id).where(mcp_servers.c.id.in_(ids)))).all()
+    return {r.id for r in rows}
+
+
+async def forced_and_default(db: Database) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+    """Ids of enabled servers that are force_on, and of those that are default_on."""
+    async with db.read() as conn:
+        rows = (await conn.execute(select(mcp_servers.c.id, mcp_servers.c.availability).where(mcp_servers.c.enabled.is_(True)))).all()
+    forced = [r.id for r in rows if r.availability == McpAvailability.FORCE_ON.value]
+    default = [r.id for r in rows if r.availability == McpAvailability.DEFAULT_ON.value]
+    return forced, default
+
+
+def _token(r: Any, box: SecretBox) -> McpUserToken:
+    return McpUserToken(
+        server_id=r.server_id,
+        user_id=r.user_id,
+        access_token=box.open(r.access_token_enc) or "",
+        refresh_token=box.open(r.refresh_token_enc),
+        token_type=r.token_type,
+        expires_at=r.expires_at,
+    )
+
+
+async def put_token(db: Database, box: SecretBox, now: datetime, token: McpUserToken) -> None:
+    async with db.write() as conn:
+        cond = and_(mcp_user_tokens.c.server_id == token.server_id, mcp_user_tokens.c.user_id == token.user_id)
+        values = {
+            "access_token_enc": box.seal(token.access_token),
+            "refresh_token_enc": box.seal(token.refresh_token),
+            "token_type": token.token_type,
+            "expires_at": token.expires_at,
+            "updated_at": now,
+        }
+        if (await conn.execute(update(mcp_user_tokens).where(cond).values(**values))).rowcount == 0:
+            await conn.execute(
+                insert(mcp_user_tokens).values(
+                    id=uuid.uuid4(), server_id=token.server_id, user_id=token.user_id, created_at=now, **values
+                )
+            )
+
+
+async def get_token(db: Database, box: SecretBox, server_id: uuid.UUID, user_id: uuid.UUID) -> McpUserToken | None:
+    async with db.read() as conn:
+        r = (
+            await conn.execute(
+                select(mcp_user_tokens).where(and_(mcp_user_tokens.c.server_id == server_id, mcp_user_tokens.c.user_id == user_id))
+            )
+        ).first()
+    return _token(r, box) if r else None
+
+
+async def user_tokens(db: Database, box: SecretBox, user_id: uuid.UUID) -> dict[uuid.UUID, McpUserToken]:
+    async with db.read() as conn:
+        rows = (await conn.execute(select(mcp_user_tokens).where(mcp_user_tokens.c.user_id == user_id))).all()
+    return {r.server_id: _token(r, box) for r in rows}
+
+
+async def delete_token(db: Database, server_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    async with db.write() as conn:
+        await conn.execute(
+            delete(mcp_user_tokens).where(and_(mcp_user_tokens.c.server_id == server_id, mcp_user_tokens.c.user_id == user_id))
+        )

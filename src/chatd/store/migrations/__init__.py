@@ -1,0 +1,1 @@
+"""Alembic migrations (run on both SQLite and PostgreSQL)."""

@@ -1,0 +1,70 @@
+"""Row -> domain conversion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Row
+
+from chatd.domain.chat import Chat, ChatStatus, Message, QueuedMessage, Role, Usage, Visibility
+from chatd.domain.parts import parts_from_json
+
+
+def chat_from_row(r: Row[Any]) -> Chat:
+    return Chat(
+        id=r.id,
+        owner_id=r.owner_id,
+        title=r.title,
+        status=ChatStatus(r.status),
+        worker_id=r.worker_id,
+        started_at=r.started_at,
+        heartbeat_at=r.heartbeat_at,
+        last_error=r.last_error,
+        last_model_config_id=r.last_model_config_id,
+        workspace_id=r.workspace_id,
+        parent_chat_id=r.parent_chat_id,
+        root_chat_id=r.root_chat_id,
+        mode=r.mode,
+        mcp_server_ids=[_uuid(x) for x in (r.mcp_server_ids or [])],
+        archived=r.archived,
+        created_at=r.created_at,
+        updated_at=r.updated_at,
+    )
+
+
+def _uuid(x: Any) -> Any:
+    import uuid
+
+    return x if isinstance(x, uuid.UUID) else uuid.UUID(str(x))
+
+
+def message_from_row(r: Row[Any]) -> Message:
+    usage = None
+    if r.input_tokens is not None or r.output_tokens is not None or r.total_tokens is not None:
+        usage = Usage(
+            input_tokens=r.input_tokens or 0,
+            output_tokens=r.output_tokens or 0,
+            total_tokens=r.total_tokens or 0,
+            reasoning_tokens=r.reasoning_tokens or 0,
+            cache_creation_tokens=r.cache_creation_tokens or 0,
+            cache_read_tokens=r.cache_read_tokens or 0,
+        )
+    return Message(
+        id=r.id,
+        chat_id=r.chat_id,
+        role=Role(r.role),
+        content=parts_from_json(r.content),
+        visibility=Visibility(r.visibility),
+        created_at=r.created_at,
+        created_by=r.created_by,
+        model_config_id=r.model_config_id,
+        usage=usage,
+        context_limit=r.context_limit,
+        total_cost_micros=r.total_cost_micros,
+        runtime_ms=r.runtime_ms,
+        compressed=r.compressed,
+    )
+
+
+def queued_from_row(r: Row[Any]) -> QueuedMessage:
+    return QueuedMessage(id=r.id, chat_id=r.chat_id, content=parts_from_json(r.content), created_at=r.created_at)

@@ -1,0 +1,39 @@
+"""Encryption at rest for secrets (provider keys, MCP credentials, user tokens)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+
+
+class SecretBox:
+    def __init__(self, key: str | bytes) -> None:
+        self._fernet = Fernet(key)
+
+    @classmethod
+    def from_settings(cls, key: str, data_dir: Path) -> SecretBox:
+        """Use the configured key, else `data_dir/secret-key`, created (mode 0600) on first use."""
+        if key:
+            return cls(key)
+        path = data_dir / "secret-key"
+        if not path.exists():
+            data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(Fernet.generate_key())
+        return cls(path.read_bytes().strip())
+
+    def seal(self, plaintext: str | None) -> str | None:
+        if plaintext is None:
+            return None
+        return self._fernet.encrypt(plaintext.encode()).decode()
+
+    def open(self, ciphertext: str | None) -> str | None:
+        if ciphertext is None:
+            return None
+        try:
+            return self._fernet.decrypt(ciphertext.encode()).decode()
+        except InvalidToken as exc:
+            raise ValueError("a stored secret cannot be decrypted with this secret key") from exc

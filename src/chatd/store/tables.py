@@ -1,0 +1,250 @@
+"""The schema (SPEC §1). Alembic migrations are written by hand against this metadata."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    text,
+)
+
+from chatd.store.types import BigId, Json, UTCDateTime
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),
+    # The user's own instructions, sent in <user-instructions> tags.
+    Column("custom_prompt", Text, nullable=False, server_default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+    CheckConstraint("role in ('admin', 'member')", name="role"),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("user_id", Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("name", String(128), nullable=False),
+    # sha256 of the token; the token itself is shown once and never stored.
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime, nullable=True),
+)
+
+providers = Table(
+    "providers",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("provider", String(32), nullable=False, unique=True),
+    Column("display_name", String(128), nullable=False, server_default=""),
+    Column("api_key_enc", Text, nullable=True),
+    Column("base_url", Text, nullable=True),
+    Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint(
+        "provider in ('anthropic', 'openai', 'openai-compatible', 'google')", name="provider"
+    ),
+)
+
+model_configs = Table(
+    "model_configs",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("provider", String(32), ForeignKey("providers.provider", ondelete="CASCADE"), nullable=False),
+    Column("model", String(256), nullable=False),
+    Column("display_name", String(256), nullable=False),
+    Column("context_limit", Integer, nullable=False),
+    Column("compression_threshold", Integer, nullable=False, server_default="70"),
+    Column("is_default", Boolean, nullable=False, server_default=text("false")),
+    Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    Column("deleted", Boolean, nullable=False, server_default=text("false")),
+    Column("options", Json, nullable=False),
+    Column("pricing", Json, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("context_limit > 0", name="context_limit"),
+    CheckConstraint("compression_threshold between 0 and 100", name="compression_threshold"),
+)
+# At most one live default.
+Index(
+    "uq_model_configs_default",
+    model_configs.c.is_default,
+    unique=True,
+    postgresql_where=text("is_default and not deleted"),
+    sqlite_where=text("is_default and not deleted"),
+)
+
+chats = Table(
+    "chats",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("owner_id", Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("title", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("worker_id", Uuid, nullable=True),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("heartbeat_at", UTCDateTime, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("last_model_config_id", Uuid, ForeignKey("model_configs.id", ondelete="SET NULL"), nullable=True),
+    Column("workspace_id", Uuid, nullable=True, index=True),
+    Column("parent_chat_id", Uuid, ForeignKey("chats.id", ondelete="SET NULL"), nullable=True, index=True),
+    Column("root_chat_id", Uuid, ForeignKey("chats.id", ondelete="SET NULL"), nullable=True, index=True),
+    Column("mode", String(32), nullable=True),
+    # A JSON list of MCP server config ids; never null.
+    Column("mcp_server_ids", Json, nullable=False),
+    Column("archived", Boolean, nullable=False, server_default=text("false")),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("status in ('pending', 'running', 'waiting', 'error')", name="status"),
+)
+# Drives acquisition: only pending chats, oldest first.
+Index(
+    "ix_chats_pending",
+    chats.c.updated_at,
+    postgresql_where=text("status = 'pending'"),
+    sqlite_where=text("status = 'pending'"),
+)
+Index("ix_chats_running_heartbeat", chats.c.status, chats.c.heartbeat_at)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("chat_id", Uuid, ForeignKey("chats.id", ondelete="CASCADE"), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("content", Json, nullable=False),
+    Column("content_version", Integer, nullable=False, server_default="1"),
+    Column("visibility", String(8), nullable=False, server_default="both"),
+    Column("created_by", Uuid, nullable=True),
+    Column("model_config_id", Uuid, ForeignKey("model_configs.id", ondelete="SET NULL"), nullable=True),
+    Column("input_tokens", BigId, nullable=True),
+    Column("output_tokens", BigId, nullable=True),
+    Column("total_tokens", BigId, nullable=True),
+    Column("reasoning_tokens", BigId, nullable=True),
+    Column("cache_creation_tokens", BigId, nullable=True),
+    Column("cache_read_tokens", BigId, nullable=True),
+    Column("context_limit", BigId, nullable=True),
+    Column("total_cost_micros", BigId, nullable=True),
+    Column("runtime_ms", BigId, nullable=True),
+    Column("compressed", Boolean, nullable=False, server_default=text("false")),
+    Column("deleted", Boolean, nullable=False, server_default=text("false")),
+    Column("created_at", UTCDateTime, nullable=False),
+    CheckConstraint("role in ('system', 'user', 'assistant', 'tool')", name="role"),
+    CheckConstraint("visibility in ('model', 'user', 'both')", name="visibility"),
+    # Message ids are stream cursors: never reuse one, even after a delete.
+    sqlite_autoincrement=True,
+)
+Index("ix_messages_chat_id_id", messages.c.chat_id, messages.c.id)
+
+queued_messages = Table(
+    "queued_messages",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("chat_id", Uuid, ForeignKey("chats.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("content", Json, nullable=False),
+    Column("created_by", Uuid, nullable=True),
+    # Steered messages join the running turn at its next tool boundary instead of waiting for it to end.
+    Column("steer", Boolean, nullable=False, server_default=text("false")),
+    Column("created_at", UTCDateTime, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+files = Table(
+    "files",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("owner_id", Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("name", String(255), nullable=False),
+    Column("media_type", String(128), nullable=False),
+    Column("size", BigId, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+mcp_servers = Table(
+    "mcp_servers",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("slug", String(64), nullable=False, unique=True),
+    Column("display_name", String(256), nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("url", Text, nullable=False, server_default=""),
+    Column("transport", String(32), nullable=False, server_default="streamable_http"),
+    Column("command", Text, nullable=True),
+    Column("args", Json, nullable=False),
+    Column("auth_type", String(32), nullable=False, server_default="none"),
+    Column("api_key_header", String(256), nullable=False, server_default="Authorization"),
+    Column("api_key_value_enc", Text, nullable=True),
+    # A JSON object of header -> value, encrypted as one blob (values are often secrets).
+    Column("custom_headers_enc", Text, nullable=True),
+    Column("oauth2_client_id", Text, nullable=True),
+    Column("oauth2_client_secret_enc", Text, nullable=True),
+    Column("oauth2_authorize_url", Text, nullable=True),
+    Column("oauth2_token_url", Text, nullable=True),
+    Column("oauth2_scopes", Text, nullable=True),
+    Column("tool_allow_list", Json, nullable=False),
+    Column("tool_deny_list", Json, nullable=False),
+    Column("enabled", Boolean, nullable=False, server_default=text("false")),
+    Column("availability", String(16), nullable=False, server_default="default_off"),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("transport in ('streamable_http', 'sse', 'stdio')", name="transport"),
+    CheckConstraint("auth_type in ('none', 'oauth2', 'api_key', 'custom_headers')", name="auth_type"),
+    CheckConstraint("availability in ('force_on', 'default_on', 'default_off')", name="availability"),
+)
+
+mcp_user_tokens = Table(
+    "mcp_user_tokens",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("server_id", Uuid, ForeignKey("mcp_servers.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("access_token_enc", Text, nullable=False),
+    Column("refresh_token_enc", Text, nullable=True),
+    Column("token_type", String(32), nullable=False, server_default="Bearer"),
+    Column("expires_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("server_id", "user_id", name="uq_mcp_user_tokens_server_user"),
+)
+
+usage_limits = Table(
+    "usage_limits",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("scope", String(16), nullable=False),
+    # Null for the global limit.
+    Column("user_id", Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=True),
+    Column("period", String(8), nullable=False),
+    Column("limit_micros", BigId, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("scope in ('global', 'user')", name="scope"),
+    CheckConstraint("period in ('day', 'week', 'month')", name="period"),
+    CheckConstraint("limit_micros >= 0", name="limit_micros"),
+    UniqueConstraint("scope", "user_id", name="uq_usage_limits_scope_user"),
+)

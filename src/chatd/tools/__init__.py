@@ -1,0 +1,1 @@
+"""Built-in tools: workspace files, commands and processes, sub-agents."""

@@ -1,0 +1,409 @@
+"""A scripted LLM server on 127.0.0.1 speaking the real OpenAI Chat Completions and Anthropic
+Messages streaming wire formats, so tests drive the real SDKs and pydantic-ai adapters over HTTP.
+
+    async with FakeLLMServer() as server:
+        server.script(Reply(tool_calls=[ToolCall("call_1", "echo", {"x": 1})]), Reply(text="done"))
+        provider = ProviderConfig("openai", "k", server.openai_base_url)
+
+Each request pops the next scripted `Reply` (OpenAI at /v1/chat/completions, Anthropic at
+/v1/messages); `server.requests` records what the client sent. Faults: `Fault.status(429,
+retry_after=7)`, `Fault.overloaded()` (Anthropic 529), `Fault.drop(after=n)` (connection cut
+mid-stream), `Fault.truncate(after=n)` (clean end without the terminal event), `Fault.stall(after=n)`
+(hang until the client gives up or the server closes). `RawReply` serves recorded bytes verbatim.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+Wire = Literal["openai", "anthropic"]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+    # How many pieces the JSON arguments are streamed in.
+    pieces: int = 3
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    input: int = 10
+    output: int = 5
+    cache_read: int = 0
+    cache_write: int = 0
+    reasoning: int = 0
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: Literal["status", "drop", "truncate", "stall"]
+    status_code: int = 500
+    retry_after: float | None = None
+    error_type: str | None = None
+    message: str = "fault injected"
+    # Number of stream events sent before the fault strikes.
+    after: int = 0
+
+    @classmethod
+    def status(cls, code: int, *, retry_after: float | None = None, error_type: str | None = None, message: str = "fault injected") -> Fault:
+        return cls("status", status_code=code, retry_after=retry_after, error_type=error_type, message=message)
+
+    @classmethod
+    def overloaded(cls) -> Fault:
+        return cls("status", status_code=529, error_type="overloaded_error", message="Overloaded")
+
+    @classmethod
+    def drop(cls, after: int = 2) -> Fault:
+        return cls("drop", after=after)
+
+    @classmethod
+    def truncate(cls, after: int = 2) -> Fault:
+        return cls("truncate", after=after)
+
+    @classmethod
+    def stall(cls, after: int = 1) -> Fault:
+        return cls("stall", after=after)
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str | None = None
+    thinking: str | None = None
+    thinking_signature: str = "sig-1"
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    usage: TokenUsage = field(default_factory=TokenUsage)
+    fault: Fault | None = None
+    # Text is streamed in chunks of this many characters.
+    chunk_chars: int = 4
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class RawReply:
+    """Recorded response bytes served as they are (cassette replay)."""
+
+    body: bytes
+    content_type: str = "text/event-stream"
+    status_code: int = 200
+
+
+@dataclass
+class RecordedRequest:
+    wire: Wire
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+class ScriptExhausted(AssertionError):
+    pass
+
+
+def _chunks(text: str, size: int) -> Iterator[str]:
+    for i in range(0, len(text), max(size, 1)):
+        yield text[i : i + size]
+
+
+def _pieces(s: str, n: int) -> list[str]:
+    size = max(1, -(-len(s) // max(n, 1)))
+    return [s[i : i + size] for i in range(0, len(s), size)] or [""]
+
+
+# ---------------------------------------------------------------------------- OpenAI wire format
+
+
+def _openai_events(reply: Reply, model: str) -> Iterator[str]:
+    base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000, "model": model}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+        return json.dumps({**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]})
+
+    yield chunk({"role": "assistant", "content": ""})
+    if reply.thinking:
+        # The field OpenAI-compatible servers (vLLM, DeepSeek, llama.cpp) use for reasoning.
+        for piece in _chunks(reply.thinking, reply.chunk_chars):
+            yield chunk({"reasoning_content": piece})
+    if reply.text:
+        for piece in _chunks(reply.text, reply.chunk_chars):
+            yield chunk({"content": piece})
+    for index, call in enumerate(reply.tool_calls):
+        yield chunk({"tool_calls": [{"index": index, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}]})
+        for piece in _pieces(json.dumps(call.args), call.pieces):
+            yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+    yield chunk({}, "tool_calls" if reply.tool_calls else "stop")
+    u = reply.usage
+    prompt = u.input + u.cache_read + u.cache_write
+    usage = {
+        "prompt_tokens": prompt,
+        "completion_tokens": u.output,
+        "total_tokens": prompt + u.output,
+        "prompt_tokens_details": {"cached_tokens": u.cache_read},
+        "completion_tokens_details": {"reasoning_tokens": u.reasoning},
+    }
+    yield json.dumps({**base, "choices": [], "usage": usage})
+    yield "[DONE]"
+
+
+def _openai_frame(data: str) -> bytes:
+    return f"data: {data}\n\n".encode()
+
+
+def _openai_error(fault: Fault) -> Response:
+    types = {429: ("rate_limit_exceeded", "requests"), 401: ("invalid_api_key", "invalid_request_error"), 400: ("invalid_request", "invalid_request_error")}
+    code, etype = types.get(fault.status_code, ("server_error", "server_error"))
+    body = {"error": {"message": fault.message, "type": fault.error_type or etype, "param": None, "code": code}}
+    headers = {"retry-after": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
+    # The SDKs retry on their own when told so; the loop owns retries.
+    headers["x-should-retry"] = "false"
+    return JSONResponse(body, status_code=fault.status_code, headers=headers)
+
+
+# ------------------------------------------------------------------------- Anthropic wire format
+
+
+def _anthropic_events(reply: Reply, model: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    u = reply.usage
+    yield "message_start", {
+        "type": "message_start",
+        "message": {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": u.input,
+                "output_tokens": 1,
+                "cache_creation_input_tokens": u.cache_write,
+                "cache_read_input_tokens": u.cache_read,
+            },
+        },
+    }
+    index = 0
+    if reply.thinking:
+        yield "content_block_start", {"type": "content_block_start", "index": index, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}
+        for piece in _chunks(reply.thinking, reply.chunk_chars):
+            yield "content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": "thinking_delta", "thinking": piece}}
+        yield "content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": "signature_delta", "signature": reply.thinking_signature}}
+        yield "content_block_stop", {"type": "content_block_stop", "index": index}
+        index += 1
+    if reply.text:
+        yield "content_block_start", {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}
+        for piece in _chunks(reply.text, reply.chunk_chars):
+            yield "content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}}
+        yield "content_block_stop", {"type": "content_block_stop", "index": index}
+        index += 1
+    for call in reply.tool_calls:
+        yield "content_block_start", {"type": "content_block_start", "index": index, "content_block": {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}}
+        for piece in _pieces(json.dumps(call.args), call.pieces):
+            yield "content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": piece}}
+        yield "content_block_stop", {"type": "content_block_stop", "index": index}
+        index += 1
+    stop = "tool_use" if reply.tool_calls else "end_turn"
+    yield "message_delta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None}, "usage": {"output_tokens": u.output}}
+    yield "message_stop", {"type": "message_stop"}
+
+
+def _anthropic_frame(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def _anthropic_error(fault: Fault) -> Response:
+    types = {429: "rate_limit_error", 529: "overloaded_error", 401: "authentication_error", 400: "invalid_request_error", 404: "not_found_error"}
+    etype = fault.error_type or types.get(fault.status_code, "api_error")
+    body = {"type": "error", "error": {"type": etype, "message": fault.message}, "request_id": "req_fake"}
+    headers = {"retry-after": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
+    headers["x-should-retry"] = "false"
+    return JSONResponse(body, status_code=fault.status_code, headers=headers)
+
+
+# ---------------------------------------------------------------------------------- the server
+
+
+class _DropConnection(Exception):
+    """Raised inside a streaming body: uvicorn then aborts the connection mid-response."""
+
+
+class FakeLLMServer:
+    def __init__(self, *, token_delay: float = 0.0) -> None:
+        self.token_delay = token_delay
+        self.requests: list[RecordedRequest] = []
+        self._replies: deque[Reply | RawReply] = deque()
+        self._release = asyncio.Event()
+        # Set each time a stream starts stalling, so tests can wait for it without sleeping.
+        self.stalled = asyncio.Event()
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._sock: socket.socket | None = None
+        self.port = 0
+
+    # -- script -------------------------------------------------------------------------------
+
+    def script(self, *replies: Reply | RawReply) -> None:
+        self._replies.extend(replies)
+
+    @property
+    def pending(self) -> int:
+        return len(self._replies)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        return f"{self.base_url}/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        return self.base_url
+
+    def release_stalls(self) -> None:
+        self._release.set()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> FakeLLMServer:
+        app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._openai, methods=["POST"]),
+                Route("/v1/messages", self._anthropic, methods=["POST"]),
+            ]
+        )
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        # Listening before uvicorn starts means clients can connect at once: the kernel queues
+        # them until the server accepts, so no start-up wait is needed.
+        sock.listen(128)
+        sock.setblocking(False)
+        self._sock = sock
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(app, log_level="critical", lifespan="off", timeout_graceful_shutdown=1, access_log=False)
+        self._server = uvicorn.Server(config)
+        self._task = asyncio.create_task(self._server._serve([sock]), name="fake-llm-server")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._release.set()
+        if self._server is not None:
+            self._server.should_exit = True
+            self._server.force_exit = True
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                try:
+                    await asyncio.wait_for(self._task, 5)
+                except TimeoutError:
+                    self._task.cancel()
+                    await self._task
+        if self._sock is not None:
+            self._sock.close()
+
+    # -- handlers -----------------------------------------------------------------------------
+
+    async def _record(self, wire: Wire, request: Request) -> dict[str, Any]:
+        body = await request.json()
+        self.requests.append(RecordedRequest(wire, request.url.path, dict(request.headers), body))
+        return body  # type: ignore[no-any-return]
+
+    def _next(self) -> Reply | RawReply:
+        if not self._replies:
+            raise ScriptExhausted("the fake LLM server received more requests than were scripted")
+        return self._replies.popleft()
+
+    async def _openai(self, request: Request) -> Response:
+        body = await self._record("openai", request)
+        reply = self._next()
+        if isinstance(reply, RawReply):
+            return Response(reply.body, status_code=reply.status_code, media_type=reply.content_type)
+        if reply.fault and reply.fault.kind == "status":
+            return _openai_error(reply.fault)
+        model = reply.model or body.get("model", "gpt-fake")
+        if not body.get("stream"):
+            return JSONResponse(_openai_completion(reply, model))
+        frames = (_openai_frame(data) for data in _openai_events(reply, model))
+        return StreamingResponse(self._stream(frames, reply.fault), media_type="text/event-stream")
+
+    async def _anthropic(self, request: Request) -> Response:
+        body = await self._record("anthropic", request)
+        reply = self._next()
+        if isinstance(reply, RawReply):
+            return Response(reply.body, status_code=reply.status_code, media_type=reply.content_type)
+        if reply.fault and reply.fault.kind == "status":
+            return _anthropic_error(reply.fault)
+        model = reply.model or body.get("model", "claude-fake")
+        if not body.get("stream"):
+            return JSONResponse(_anthropic_message(reply, model))
+        frames = (_anthropic_frame(event, data) for event, data in _anthropic_events(reply, model))
+        return StreamingResponse(self._stream(frames, reply.fault), media_type="text/event-stream")
+
+    async def _stream(self, frames: Iterator[bytes], fault: Fault | None) -> AsyncIterator[bytes]:
+        for sent, frame in enumerate(frames):
+            if fault is not None and sent == fault.after:
+                if fault.kind == "drop":
+                    raise _DropConnection("connection dropped by the fake server")
+                if fault.kind == "truncate":
+                    return
+                if fault.kind == "stall":
+                    self.stalled.set()
+                    await self._release.wait()
+                    return
+            if self.token_delay:
+                await asyncio.sleep(self.token_delay)
+            yield frame
+
+
+def _openai_completion(reply: Reply, model: str) -> dict[str, Any]:
+    u = reply.usage
+    prompt = u.input + u.cache_read + u.cache_write
+    message: dict[str, Any] = {"role": "assistant", "content": reply.text}
+    if reply.tool_calls:
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": json.dumps(c.args)}} for c in reply.tool_calls
+        ]
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if reply.tool_calls else "stop"}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": u.output, "total_tokens": prompt + u.output, "prompt_tokens_details": {"cached_tokens": u.cache_read}},
+    }
+
+
+def _anthropic_message(reply: Reply, model: str) -> dict[str, Any]:
+    u = reply.usage
+    content: list[dict[str, Any]] = []
+    if reply.thinking:
+        content.append({"type": "thinking", "thinking": reply.thinking, "signature": reply.thinking_signature})
+    if reply.text:
+        content.append({"type": "text", "text": reply.text})
+    content.extend({"type": "tool_use", "id": c.id, "name": c.name, "input": c.args} for c in reply.tool_calls)
+    return {
+        "id": "msg_fake",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": "tool_use" if reply.tool_calls else "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": u.input, "output_tokens": u.output, "cache_creation_input_tokens": u.cache_write, "cache_read_input_tokens": u.cache_read},
+    }

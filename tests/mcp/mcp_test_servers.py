@@ -1,0 +1,315 @@
+"""Real MCP servers for the client tests: the Python SDK's MCPServer and a few broken servers.
+
+Every server listens on 127.0.0.1 only, on a port the kernel picks.
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import mcp_types as types
+import uvicorn
+from mcp.server.lowlevel import Server
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.utilities.types import Image
+from pydantic import BaseModel
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+# A 1x1 transparent PNG.
+PNG_BYTES = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
+)
+INSTRUCTIONS = "Use echo to repeat things back."
+
+
+class Weather(BaseModel):
+    city: str
+    celsius: float
+
+
+@dataclass
+class ServerState:
+    """What the test server saw; written from the server's thread, read by the test."""
+
+    calls: list[str] = field(default_factory=list)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    slow_started: threading.Event = field(default_factory=threading.Event)
+
+
+def build_server(
+    state: ServerState | None = None, *, instructions: str = INSTRUCTIONS
+) -> MCPServer:
+    state = state if state is not None else ServerState()
+    srv = MCPServer("test-server", instructions=instructions)
+
+    @srv.tool()
+    def echo(text: str) -> str:
+        """Echo the text back."""
+        state.calls.append("echo")
+        return text
+
+    @srv.tool()
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        state.calls.append("add")
+        return a + b
+
+    @srv.tool()
+    def fail(message: str) -> str:
+        """Always fails with the message."""
+        state.calls.append("fail")
+        raise ToolError(message)
+
+    @srv.tool()
+    def image() -> Image:
+        """Return a tiny PNG."""
+        return Image(data=PNG_BYTES, format="png")
+
+    @srv.tool()
+    def weather(city: str) -> Weather:
+        """Structured weather."""
+        return Weather(city=city, celsius=21.5)
+
+    @srv.tool()
+    def resources() -> list[types.ContentBlock]:
+        """Return an embedded text resource, an embedded blob and a resource link."""
+        return [
+            types.TextContent(text="see attached"),
+            types.EmbeddedResource(
+                resource=types.TextResourceContents(
+                    uri="file:///notes.txt", mime_type="text/plain", text="hello notes"
+                )
+            ),
+            types.EmbeddedResource(
+                resource=types.BlobResourceContents(
+                    uri="file:///pixel.png",
+                    mime_type="image/png",
+                    blob=base64.b64encode(PNG_BYTES).decode(),
+                )
+            ),
+            types.ResourceLink(uri="https://example.com/doc", name="doc", description="A document"),
+        ]
+
+    @srv.tool()
+    async def slow(seconds: float) -> str:
+        """Sleep, to exercise call timeouts."""
+        state.calls.append("slow")
+        state.slow_started.set()
+        try:
+            await anyio.sleep(seconds)
+        except anyio.get_cancelled_exc_class():
+            state.cancelled.set()
+            raise
+        return "done"
+
+    @srv.tool()
+    async def progress(steps: int, delay: float, ctx: Context) -> str:
+        """Report progress `steps` times, `delay` seconds apart."""
+        for i in range(steps):
+            await anyio.sleep(delay)
+            await ctx.report_progress(i + 1, steps, f"step {i + 1}")
+        return "finished"
+
+    @srv.tool()
+    def big(n: int) -> str:
+        """Return n characters."""
+        return "x" * n
+
+    @srv.tool()
+    async def grow(ctx: Context) -> str:
+        """Add the tool `late` and announce the change."""
+
+        def late() -> str:
+            """Added at run time."""
+            return "late"
+
+        srv.add_tool(late, name="late")
+        # Modern (2026-07-28) clients hear it on their listen stream, handshake-era ones as a
+        # notification on the session.
+        await ctx.notify_tools_changed()
+        if ctx.session is not None:
+            # A 2026-07-28 session has no standing stream for this; only the listen path applies.
+            with suppress(Exception):
+                await ctx.session.send_tool_list_changed()
+        return "grown"
+
+    @srv.tool()
+    def header(name: str, ctx: Context) -> str:
+        """Return the value of a request header."""
+        headers = ctx.headers or {}
+        return str(headers.get(name.lower(), ""))
+
+    return srv
+
+
+def paginated_server(pages: int = 3, per_page: int = 2) -> Server[Any]:
+    """A low-level server whose tools/list needs `pages` requests."""
+    all_tools = [
+        types.Tool(
+            name=f"t{i}", description=f"tool {i}", input_schema={"type": "object", "properties": {}}
+        )
+        for i in range(pages * per_page)
+    ]
+
+    async def list_tools(
+        ctx: Any, params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        start = int(params.cursor) if params is not None and params.cursor else 0
+        end = start + per_page
+        return types.ListToolsResult(
+            tools=all_tools[start:end], next_cursor=str(end) if end < len(all_tools) else None
+        )
+
+    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        return types.CallToolResult(content=[types.TextContent(text=f"called {params.name}")])
+
+    return Server("paged", on_list_tools=list_tools, on_call_tool=call_tool)
+
+
+class RequireHeader:
+    """ASGI middleware: 401 unless the request carries `header: value` (checked by the server)."""
+
+    def __init__(self, app: ASGIApp, header: str, value: str) -> None:
+        self.app = app
+        self.header = header.lower().encode()
+        self.value = value.encode()
+        self.seen: list[bytes | None] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        got = dict(scope["headers"]).get(self.header)
+        self.seen.append(got)
+        if got != self.value:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 401,
+                    "headers": [(b"content-type", b"text/plain")],
+                }
+            )
+            await send({"type": "http.response.body", "body": b"unauthorized"})
+            return
+        await self.app(scope, receive, send)
+
+
+async def garbage_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answers every request with 200 and a body that is not JSON-RPC."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"<html>this is not json</html>"})
+
+
+@dataclass
+class RunningServer:
+    url: str
+    port: int
+
+
+@contextmanager
+def serve(app: ASGIApp, path: str = "/mcp") -> Iterator[RunningServer]:
+    """Run an ASGI app with uvicorn on 127.0.0.1 in a background thread (own event loop)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
+    started = threading.Event()
+
+    def run() -> None:
+        # uvicorn's `started` flag is set inside its loop; signal through an event, not polling.
+        original = server.startup
+
+        async def startup(sockets: list[socket.socket] | None = None) -> None:
+            await original(sockets=sockets)
+            started.set()
+
+        server.startup = startup  # type: ignore[method-assign]
+        server.run(sockets=[sock])
+
+    thread = threading.Thread(target=run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    if not started.wait(10):
+        raise RuntimeError("test server did not start")
+    try:
+        yield RunningServer(url=f"http://127.0.0.1:{port}{path}", port=port)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@dataclass
+class SilentListener:
+    port: int
+    accepted: threading.Event
+
+
+@contextmanager
+def silent_listener() -> Iterator[SilentListener]:
+    """A TCP port that accepts connections but never answers: a hanging server."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    accepted = threading.Event()
+    held: list[socket.socket] = []
+
+    def accept_forever() -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return  # the listener was closed
+            held.append(conn)
+            accepted.set()
+
+    thread = threading.Thread(target=accept_forever, daemon=True)
+    thread.start()
+    try:
+        yield SilentListener(sock.getsockname()[1], accepted)
+    finally:
+        sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound then released), for connection-refused tests."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+if __name__ == "__main__":  # stdio mode: `python mcp_test_servers.py [pidfile]`
+    if len(sys.argv) > 1:
+        import os
+
+        with open(sys.argv[1], "w") as f:
+            f.write(str(os.getpid()))
+    build_server().run("stdio")

@@ -1,0 +1,3 @@
+from tests.fakes.fixtures import llm, sink, sleep, wire
+
+__all__ = ["llm", "sink", "sleep", "wire"]
