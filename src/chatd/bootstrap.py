@@ -19,6 +19,7 @@ from chatd.store.database import Database
 from chatd.store.migrate import migrate
 from chatd.store.secrets import SecretBox
 from chatd.streams.hub import StreamHub
+from chatd.worker import TurnDeps, Workers
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,17 @@ async def build(settings: Settings, *, clock: Clock | None = None, run_migration
         message_cache=settings.stream_message_cache,
     )
     service = ChatService(db, hub, pubsub, box, clock, max_queued_messages=settings.max_queued_messages, replica_id=settings.replica_id)
-    return App(settings, db, pubsub, hub, service, box, clock)
+    app = App(settings, db, pubsub, hub, service, box, clock)
+    app.extras["workers"] = make_workers(app)
+    return app
+
+
+def turn_deps(app: App) -> TurnDeps:
+    return TurnDeps(db=app.db, hub=app.hub, pubsub=app.pubsub, box=app.box, clock=app.clock, settings=app.settings)
+
+
+def make_workers(app: App, deps: TurnDeps | None = None) -> Workers:
+    return Workers(deps or turn_deps(app), worker_id=app.settings.replica_id)
 
 
 async def ensure_admin(app: App) -> str | None:

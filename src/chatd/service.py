@@ -26,9 +26,11 @@ from chatd.domain.config import (
     UsageStatus,
     User,
 )
-from chatd.domain.parts import Part, TextPart
+from chatd.domain.parts import Part, TextPart, text_of
+from chatd.domain.titles import fallback_title
 from chatd.domain.usage import PERIODS
 from chatd.errors import Forbidden, InvalidInput, NotFound
+from chatd.mcp.config import validate_slug
 from chatd.pubsub.base import PENDING_CHANNEL, PubSub, owner_channel
 from chatd.store import chats as chat_store
 from chatd.store import files as file_store
@@ -39,26 +41,6 @@ from chatd.store import users as user_store
 from chatd.store.database import Database
 from chatd.store.secrets import SecretBox
 from chatd.streams.hub import Notification, StreamHub
-
-_SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-FALLBACK_TITLE_WORDS = 6
-FALLBACK_TITLE_CHARS = 80
-
-
-def fallback_title(content: list[Part]) -> str:
-    """The first words of the first text (REFERENCE §11.1); replaced later by a generated title."""
-    text = " ".join(p.text for p in content if isinstance(p, TextPart)).split()
-    title = " ".join(text[:FALLBACK_TITLE_WORDS])
-    if len(title) > FALLBACK_TITLE_CHARS:
-        title = title[: FALLBACK_TITLE_CHARS - 1].rstrip() + "…"
-    return title or "New Chat"
-
-
-def validate_slug(slug: str) -> None:
-    if "__" in slug:
-        raise InvalidInput("A slug must not contain '__': tool names are '<slug>__<tool>'.")
-    if not (1 <= len(slug) <= 64) or not _SLUG.match(slug):
-        raise InvalidInput("A slug is 1–64 characters of lowercase letters, digits and single hyphens.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +229,7 @@ class ChatService:
             raise InvalidInput("The system prompt is limited to 128 KiB.")
         ids = await self._resolve_mcp_ids(mcp_server_ids, creating=True)
         created = await chat_store.create_chat(
-            self.db, self.clock.now(), owner_id=actor.id, title=(title or fallback_title(content)).strip()[:256],
+            self.db, self.clock.now(), owner_id=actor.id, title=(title or fallback_title(text_of(content))).strip()[:256],
             content=content, model_config_id=model_config_id, workspace_id=workspace_id, parent_chat_id=parent_chat_id,
             system_prompt=system_prompt, mcp_server_ids=ids,
         )

@@ -38,6 +38,14 @@ class Settings(BaseSettings):
     max_output_tokens: int = 32000
     max_retry_attempts: int = 25
     stall_timeout: float = 120.0
+    # Replicas that stop heartbeating (SPEC §6 beyond): their chats are recovered after this.
+    replica_stale_after: float = 30.0
+    generate_titles: bool = True
+
+    # MCP (SPEC §7), in seconds / characters.
+    mcp_connect_timeout: float = 10.0
+    mcp_call_timeout: float = 60.0
+    mcp_max_result_chars: int = 100_000
 
     # Chats and streams (SPEC §3, §6).
     max_queued_messages: int = 20

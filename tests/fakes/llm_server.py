@@ -247,6 +247,8 @@ class FakeLLMServer:
         self.token_delay = token_delay
         self.requests: list[RecordedRequest] = []
         self._replies: deque[Reply | RawReply] = deque()
+        # Non-streaming side calls (titles, push summaries) take these first when scripted.
+        self._side: deque[Reply | RawReply] = deque()
         self._release = asyncio.Event()
         # Set each time a stream starts stalling, so tests can wait for it without sleeping.
         self.stalled = asyncio.Event()
@@ -259,6 +261,10 @@ class FakeLLMServer:
 
     def script(self, *replies: Reply | RawReply) -> None:
         self._replies.extend(replies)
+
+    def script_side(self, *replies: Reply | RawReply) -> None:
+        """Replies for non-streaming requests (side calls), kept apart from the turn's script."""
+        self._side.extend(replies)
 
     @property
     def pending(self) -> int:
@@ -324,14 +330,16 @@ class FakeLLMServer:
         self.requests.append(RecordedRequest(wire, request.url.path, dict(request.headers), body))
         return body  # type: ignore[no-any-return]
 
-    def _next(self) -> Reply | RawReply:
+    def _next(self, body: dict[str, Any] | None = None) -> Reply | RawReply:
+        if body is not None and not body.get("stream") and self._side:
+            return self._side.popleft()
         if not self._replies:
             raise ScriptExhausted("the fake LLM server received more requests than were scripted")
         return self._replies.popleft()
 
     async def _openai(self, request: Request) -> Response:
         body = await self._record("openai", request)
-        reply = self._next()
+        reply = self._next(body)
         if isinstance(reply, RawReply):
             return Response(reply.body, status_code=reply.status_code, media_type=reply.content_type)
         if reply.fault and reply.fault.kind == "status":
@@ -344,7 +352,7 @@ class FakeLLMServer:
 
     async def _anthropic(self, request: Request) -> Response:
         body = await self._record("anthropic", request)
-        reply = self._next()
+        reply = self._next(body)
         if isinstance(reply, RawReply):
             return Response(reply.body, status_code=reply.status_code, media_type=reply.content_type)
         if reply.fault and reply.fault.kind == "status":

@@ -63,6 +63,16 @@ class ToolProgressPart(_Part):
     message: str | None = None
 
 
+class NoticePart(_Part):
+    """Something the user should know about the turn that is not the model's output (an MCP
+    server that could not be reached, ...); streamed only, never stored or sent to the model."""
+
+    type: Literal["notice"] = "notice"
+    level: Literal["info", "warning", "error"] = "warning"
+    text: str
+    source: str | None = None
+
+
 class SourcePart(_Part):
     type: Literal["source"] = "source"
     url: str
@@ -70,7 +80,7 @@ class SourcePart(_Part):
 
 
 Part = Annotated[
-    TextPart | ReasoningPart | ToolCallPart | ToolResultPart | FilePart | SourcePart | ToolProgressPart,
+    TextPart | ReasoningPart | ToolCallPart | ToolResultPart | FilePart | SourcePart | ToolProgressPart | NoticePart,
     Field(discriminator="type"),
 ]
 

@@ -21,8 +21,8 @@ Returns a `TurnOutcome` ("completed" | "interrupted" | "lost_ownership" | "max_s
 `generate_title` / `generate_push_summary` / `fallback_title` are the short side calls (§11).
 """
 
+from chatd.domain.titles import fallback_title
 from chatd.loop.quickgen import (
-    fallback_title,
     generate_push_summary,
     generate_title,
     normalize_title,

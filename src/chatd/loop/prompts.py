@@ -32,4 +32,3 @@ summarising what an AI agent just did, for a notification. No markdown, no quote
 Reply with the sentence only."""
 
 FALLBACK_PUSH_BODY = "Agent has finished running."
-FALLBACK_TITLE = "New Chat"

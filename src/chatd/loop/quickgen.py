@@ -11,9 +11,9 @@ from pydantic_ai.direct import model_request
 from pydantic_ai.models import Model
 from pydantic_ai.settings import ModelSettings
 
+from chatd.domain.titles import TITLE_MAX_CHARS, fallback_title
 from chatd.loop.prompts import (
     FALLBACK_PUSH_BODY,
-    FALLBACK_TITLE,
     PUSH_SYSTEM_PROMPT,
     TITLE_SYSTEM_PROMPT,
 )
@@ -21,23 +21,10 @@ from chatd.providers.models import ResolvedModel
 
 log = logging.getLogger(__name__)
 
-TITLE_MAX_CHARS = 80
-TITLE_FALLBACK_WORDS = 6
 QUICK_TIMEOUT_S = 30.0
 QUICK_MAX_TOKENS = 256
 PUSH_MAX_CHARS = 160
 _WS = re.compile(r"\s+")
-
-
-def fallback_title(text: str) -> str:
-    """First 6 words (with an ellipsis when cut), at most 80 characters; "New Chat" when empty."""
-    words = text.split()
-    if not words:
-        return FALLBACK_TITLE
-    title = " ".join(words[:TITLE_FALLBACK_WORDS])
-    if len(words) > TITLE_FALLBACK_WORDS:
-        title += "…"
-    return _cap(title, TITLE_MAX_CHARS)
 
 
 def normalize_title(raw: str) -> str:

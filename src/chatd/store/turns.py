@@ -10,15 +10,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 
-from chatd.domain.chat import Chat, ChatStatus, Message, NewMessage, QueuedMessage, Role
+from chatd.domain.chat import Chat, ChatStatus, Message, NewMessage, QueuedMessage, Role, Visibility
 from chatd.domain.parts import parts_from_json
 from chatd.errors import ChatdError, UsageLimitExceeded
 from chatd.store.chats import _pop_queued, _queue, _set_chat, insert_messages, lock_chat
 from chatd.store.database import Database
-from chatd.store.rows import chat_from_row
-from chatd.store.tables import chats
+from chatd.store.rows import chat_from_row, message_from_row
+from chatd.store.tables import chats, messages
 from chatd.store.usage import check_spend
 
 _RELEASE = {"worker_id": None, "started_at": None, "heartbeat_at": None}
@@ -207,3 +207,59 @@ async def finish_turn(
 
 
 
+
+
+async def prompt_messages(db: Database, chat_id: uuid.UUID) -> list[Message]:
+    """The prompt window: model-visible, not deleted; original system rows always; everything
+    after the newest compaction summary, and the summary itself."""
+    async with db.read() as conn:
+        summary_id = (
+            await conn.execute(
+                select(messages.c.id)
+                .where(
+                    and_(
+                        messages.c.chat_id == chat_id,
+                        messages.c.compressed.is_(True),
+                        messages.c.visibility == Visibility.MODEL.value,
+                        messages.c.deleted.is_(False),
+                    )
+                )
+                .order_by(messages.c.id.desc())
+                .limit(1)
+            )
+        ).scalar()
+        after: ColumnElement[bool] = messages.c.compressed.is_(False)
+        if summary_id is not None:
+            after = and_(after, messages.c.id > summary_id)
+        keep = or_(
+            and_(messages.c.role == Role.SYSTEM.value, messages.c.compressed.is_(False)),
+            after,
+            messages.c.id == (summary_id if summary_id is not None else -1),
+        )
+        q = (
+            select(messages)
+            .where(
+                and_(
+                    messages.c.chat_id == chat_id,
+                    messages.c.deleted.is_(False),
+                    messages.c.visibility.in_([Visibility.MODEL.value, Visibility.BOTH.value]),
+                    keep,
+                )
+            )
+            .order_by(messages.c.id)
+        )
+        return [message_from_row(r) for r in (await conn.execute(q)).all()]
+
+
+async def has_model_turns(db: Database, chat_id: uuid.UUID) -> tuple[int, bool]:
+    """(visible user messages, whether any assistant/tool message exists) — the title condition."""
+    async with db.read() as conn:
+        rows = (
+            await conn.execute(
+                select(messages.c.role, func.count())
+                .where(and_(messages.c.chat_id == chat_id, messages.c.deleted.is_(False)))
+                .group_by(messages.c.role)
+            )
+        ).all()
+    counts = {r[0]: int(r[1]) for r in rows}
+    return counts.get(Role.USER.value, 0), bool(counts.get(Role.ASSISTANT.value) or counts.get(Role.TOOL.value))

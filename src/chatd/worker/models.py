@@ -1,0 +1,88 @@
+"""Model resolution for a turn: the chat's model config (or the default when it is gone), its
+provider's key (stored keys win over deployment keys), as plain values for `chatd.providers`."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from chatd.domain.config import ModelConfigRecord
+from chatd.errors import InvalidInput, NotFound
+from chatd.providers import (
+    ModelSpec,
+    Pricing,
+    ProviderConfig,
+    ResolvedModel,
+    quick_model_name,
+    resolve_model,
+)
+from chatd.providers.config import DEFAULT_MAX_OUTPUT_TOKENS, ProviderKind
+from chatd.settings import Settings
+from chatd.store import models as model_store
+from chatd.store.database import Database
+from chatd.store.secrets import SecretBox
+
+_KINDS: tuple[ProviderKind, ...] = ("anthropic", "openai", "openai-compatible", "google")
+
+
+class NoModelConfigured(InvalidInput):
+    code = "no_model_configured"
+
+
+@dataclass(frozen=True, slots=True)
+class TurnModel:
+    config: ModelConfigRecord
+    provider: ProviderConfig
+    resolved: ResolvedModel
+
+    def quick(self) -> ResolvedModel:
+        """The cheap model for titles and push summaries on the same provider, else the chat's own."""
+        name = quick_model_name(self.provider.kind)
+        if name is None or name == self.resolved.spec.model:
+            return self.resolved
+        spec = ModelSpec(model=name, context_limit=self.resolved.spec.context_limit, max_output_tokens=256, compression_threshold=0)
+        return resolve_model(self.provider, spec)
+
+
+async def load_model_config(db: Database, config_id: uuid.UUID | None) -> ModelConfigRecord:
+    if config_id is not None:
+        try:
+            cfg = await model_store.get_model_config(db, config_id)
+            if cfg.enabled:
+                return cfg
+        except NotFound:
+            pass
+    default = await model_store.get_default_model_config(db)
+    if default is None:
+        raise NoModelConfigured("No model is configured: an admin must add a model config (POST /api/v1/model-configs).")
+    return default
+
+
+async def resolve_turn_model(db: Database, box: SecretBox, settings: Settings, config_id: uuid.UUID | None) -> TurnModel:
+    cfg = await load_model_config(db, config_id)
+    if cfg.provider not in _KINDS:
+        raise NoModelConfigured(f"Unknown provider {cfg.provider!r} in model config {cfg.display_name or cfg.model!r}.")
+    kind: ProviderKind = cfg.provider
+    stored = await model_store.get_provider_by_kind(db, box, kind)
+    deployment = {
+        "anthropic": settings.anthropic_api_key,
+        "openai": settings.openai_api_key,
+        "google": settings.google_api_key,
+    }.get(kind, "")
+    api_key = (stored.api_key if stored and stored.api_key else None) or deployment or None
+    base_url = stored.base_url if stored else None
+    if stored is not None and not stored.enabled:
+        raise NoModelConfigured(f"The {kind} provider is disabled.")
+    provider = ProviderConfig(kind=kind, api_key=api_key, base_url=base_url)
+    o, p = cfg.options, cfg.pricing
+    spec = ModelSpec(
+        model=cfg.model,
+        context_limit=cfg.context_limit,
+        compression_threshold=cfg.compression_threshold,
+        max_output_tokens=o.max_output_tokens or min(DEFAULT_MAX_OUTPUT_TOKENS, settings.max_output_tokens),
+        temperature=o.temperature,
+        reasoning_effort=o.reasoning_effort,
+        web_search=o.web_search,
+        pricing=Pricing(input=p.input, output=p.output, cache_read=p.cache_read, cache_write=p.cache_write, reasoning=p.reasoning),
+    )
+    return TurnModel(cfg, provider, resolve_model(provider, spec))

@@ -1,0 +1,182 @@
+"""The worker pool of one replica (SPEC §4): acquire pending chats in batches, run each in its
+own task, heartbeat them, recover stale chats, and give everything back on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from chatd.domain.chat import Chat, ChatStatus
+from chatd.pubsub.base import PENDING_CHANNEL, chat_channel, owner_channel
+from chatd.store import chats as chat_store
+from chatd.store import turns
+from chatd.streams.hub import Notification
+from chatd.worker.turn import ChatTurn, TurnDeps
+
+log = logging.getLogger(__name__)
+
+_STOPS = {ChatStatus.WAITING.value, ChatStatus.PENDING.value, ChatStatus.ERROR.value}
+
+
+@dataclass
+class _Running:
+    turn: ChatTurn
+    task: asyncio.Task[None]
+    unsubscribe: Callable[[], Awaitable[None]] | None = None
+
+
+class Workers:
+    def __init__(self, deps: TurnDeps, worker_id: uuid.UUID | None = None) -> None:
+        self.deps = deps
+        self.settings = deps.settings
+        self.worker_id = worker_id or uuid.uuid4()
+        self.running: dict[uuid.UUID, _Running] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._acquire_lock = asyncio.Lock()
+        # Tests hook in here to see a turn start (e.g. to race it).
+        self.on_started: Callable[[ChatTurn], None] | None = None
+
+    # --- the loops ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s, pubsub = self.settings, self.deps.pubsub
+        unsubscribe = await pubsub.subscribe(PENDING_CHANNEL, lambda _p: self._wake.set())
+        try:
+            await self.recover_once()
+            async with asyncio.TaskGroup() as tg:
+                loops = [
+                    tg.create_task(self._every(s.acquire_interval, self.acquire_once, wake=self._wake), name="acquire"),
+                    tg.create_task(self._every(s.heartbeat_interval, self.heartbeat_once), name="heartbeat"),
+                    tg.create_task(self._every(max(s.stale_after / 5, 0.05), self.recover_once), name="recover"),
+                ]
+                await stop.wait()
+                for t in loops:
+                    t.cancel()
+        finally:
+            with contextlib.suppress(Exception):
+                await unsubscribe()
+            await self.shutdown()
+
+    async def _every(self, interval: float, step: Callable[[], Awaitable[Any]], wake: asyncio.Event | None = None) -> None:
+        while True:
+            try:
+                await step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A database blip must not kill the worker; the next round retries.
+                log.warning("worker step %s failed", getattr(step, "__name__", step), exc_info=True)
+            if wake is None:
+                await asyncio.sleep(interval)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), interval)
+            wake.clear()
+
+    async def acquire_once(self) -> list[ChatTurn]:
+        if self._stopping:
+            return []
+        d = self.deps
+        async with self._acquire_lock:
+            chats = await turns.acquire_chats(d.db, d.clock.now(), self.worker_id, self.settings.acquire_batch)
+            if self._stopping and chats:
+                await self._give_back([c.id for c in chats])
+                return []
+            return [await self._start(chat) for chat in chats]
+
+    async def heartbeat_once(self) -> None:
+        ids = list(self.running)
+        if not ids:
+            return
+        alive = await turns.heartbeat_many(self.deps.db, self.deps.clock.now(), ids, self.worker_id)
+        for chat_id in ids:
+            if chat_id not in alive and (r := self.running.get(chat_id)) is not None:
+                log.info("chat %s is no longer ours (heartbeat matched nothing); stopping its turn", chat_id)
+                r.turn.control.interrupt()
+
+    async def recover_once(self, dead_workers: list[uuid.UUID] | None = None) -> list[Chat]:
+        d = self.deps
+        recovered = await turns.recover_stale(d.db, d.clock.now(), self.settings.stale_after, dead_workers=dead_workers or ())
+        for chat in recovered:
+            log.warning("recovered stale chat %s (worker stopped heartbeating)", chat.id)
+            await d.hub.notify(chat.id, Notification(status=chat.status.value))
+            await d.pubsub.publish(owner_channel(chat.owner_id), {"k": "status_change", "c": str(chat.id)})
+        if recovered:
+            self._wake.set()
+            await d.pubsub.publish(PENDING_CHANNEL, {})
+        return recovered
+
+    # --- one chat ----------------------------------------------------------------------------
+
+    async def _start(self, chat: Chat) -> ChatTurn:
+        d = self.deps
+        # Buffer before `running` is published: a subscriber who sees it never misses parts.
+        d.hub.start_buffering(chat.id)
+        turn = ChatTurn(d, chat, self.worker_id)
+        running = _Running(turn, asyncio.create_task(self._run(turn, chat), name=f"turn-{chat.id}"))
+        self.running[chat.id] = running
+        return turn
+
+    async def _run(self, turn: ChatTurn, chat: Chat) -> None:
+        d = self.deps
+        running = self.running[chat.id]
+        try:
+            running.unsubscribe = await d.pubsub.subscribe(chat_channel(chat.id), lambda p: self._on_chat_note(turn, p))
+            # An interrupt or edit that landed between the acquire and the subscription.
+            current = await chat_store.get_chat(d.db, chat.id)
+            if current.status is not ChatStatus.RUNNING or current.worker_id != self.worker_id:
+                turn.control.interrupt()
+            await d.hub.notify(chat.id, Notification(status=ChatStatus.RUNNING.value, worker_id=str(self.worker_id)))
+            await d.pubsub.publish(owner_channel(chat.owner_id), {"k": "status_change", "c": str(chat.id)})
+            if self.on_started is not None:
+                self.on_started(turn)
+            await turn.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("worker task for chat %s failed", chat.id)
+        finally:
+            if running.unsubscribe is not None:
+                with contextlib.suppress(Exception):
+                    await running.unsubscribe()
+            self.running.pop(chat.id, None)
+
+    def _on_chat_note(self, turn: ChatTurn, payload: dict[str, Any]) -> None:
+        note = Notification.from_payload(payload)
+        if note.status in _STOPS or (note.status == ChatStatus.RUNNING.value and note.worker_id not in (None, str(self.worker_id))):
+            turn.control.interrupt()
+
+    # --- shutdown ----------------------------------------------------------------------------
+
+    async def drain(self) -> None:
+        """Wait until every running turn has ended (tests)."""
+        while self.running:
+            await asyncio.gather(*(r.task for r in list(self.running.values())), return_exceptions=True)
+
+    async def shutdown(self) -> None:
+        """Cancel every turn; each gives its chat back as pending (nothing half-written)."""
+        self._stopping = True
+        runs = list(self.running.values())
+        for r in runs:
+            r.task.cancel()
+        await asyncio.gather(*(r.task for r in runs), return_exceptions=True)
+        for r in runs:
+            for t in list(r.turn.background):
+                t.cancel()
+        await self._give_back([r.turn.chat.id for r in runs])
+
+    async def _give_back(self, ids: list[uuid.UUID]) -> None:
+        if not ids:
+            return
+        d = self.deps
+        released = await turns.release_chats(d.db, d.clock.now(), ids, self.worker_id)
+        for chat in released:
+            await d.hub.notify(chat.id, Notification(status=chat.status.value))
+        if released:
+            await d.pubsub.publish(PENDING_CHANNEL, {})

@@ -1,0 +1,91 @@
+"""The worker's `TurnSink`: streamed parts go to the stream hub; steps, steered messages and
+compaction rows go to the store under the ownership check, and are announced after commit."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from chatd.domain.chat import NewMessage, Role, Visibility
+from chatd.domain.clock import Clock
+from chatd.domain.parts import Part
+from chatd.loop import Compaction, Interrupted, PromptMessage, Step
+from chatd.providers import RetryDecision
+from chatd.store import turns
+from chatd.store.database import Database
+from chatd.store.turns import LostOwnership
+from chatd.streams.hub import Notification, StreamHub
+
+
+class StoreSink:
+    def __init__(
+        self, db: Database, hub: StreamHub, clock: Clock, chat_id: uuid.UUID, worker_id: uuid.UUID, model_config_id: uuid.UUID
+    ) -> None:
+        self.db = db
+        self.hub = hub
+        self.clock = clock
+        self.chat_id = chat_id
+        self.worker_id = worker_id
+        self.model_config_id = model_config_id
+        self.persisted_steps = 0
+
+    async def publish_part(self, role: Role, part: Part) -> None:
+        self.hub.publish_part(self.chat_id, role, part)
+
+    async def _write(self, new: list[NewMessage]) -> None:
+        try:
+            msgs = await turns.persist_step(self.db, self.clock.now(), self.chat_id, self.worker_id, new)
+        except LostOwnership as exc:
+            raise Interrupted(str(exc)) from exc
+        # The parts of this step are a message now; a late subscriber must not get both.
+        self.hub.clear_parts(self.chat_id)
+        await self.hub.publish_messages(self.chat_id, msgs)
+
+    async def persist_step(self, step: Step) -> None:
+        new = [
+            NewMessage(
+                Role.ASSISTANT,
+                list(step.assistant_parts),
+                model_config_id=self.model_config_id,
+                usage=step.usage,
+                context_limit=step.context_limit,
+                total_cost_micros=step.cost_micros,
+                runtime_ms=step.runtime_ms,
+            )
+        ]
+        new += [NewMessage(Role.TOOL, [r], model_config_id=self.model_config_id) for r in step.tool_results]
+        await self._write(new)
+        self.persisted_steps += 1
+
+    async def on_retry(self, attempt: int, delay_s: float, error: RetryDecision) -> None:
+        from chatd.loop import describe
+
+        self.hub.clear_parts(self.chat_id)
+        at = self.clock.now() + timedelta(seconds=delay_s)
+        await self.hub.notify(
+            self.chat_id,
+            Notification(retry={"attempt": attempt, "delay_ms": int(delay_s * 1000), "error": describe(error)[:1000], "retrying_at": at.isoformat()}),
+        )
+
+    async def take_steered(self) -> list[PromptMessage]:
+        msgs, _queue = await turns.take_steered(self.db, self.clock.now(), self.chat_id, self.worker_id)
+        if not msgs:
+            return []
+        await self.hub.publish_messages(self.chat_id, msgs)
+        await self.hub.notify(self.chat_id, Notification(queue_update=True))
+        return [PromptMessage(m.role, list(m.content)) for m in msgs]
+
+    async def persist_compaction(self, compaction: Compaction) -> None:
+        from chatd.domain.parts import TextPart
+
+        await self._write(
+            [
+                NewMessage(Role.USER, [TextPart(text=compaction.summary_prompt_text)], Visibility.MODEL, compressed=True),
+                NewMessage(
+                    Role.ASSISTANT, [compaction.call], Visibility.USER, model_config_id=self.model_config_id,
+                    usage=compaction.usage, total_cost_micros=compaction.cost_micros, context_limit=compaction.context_limit,
+                    compressed=True,
+                ),
+                NewMessage(Role.TOOL, [compaction.result], Visibility.USER, compressed=True),
+            ]
+        )

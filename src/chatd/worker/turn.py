@@ -1,0 +1,273 @@
+"""One chat's turn on this worker (SPEC §5): load and connect in parallel, build the prompt and
+the tool list, run the agent loop, then settle the chat's status and announce it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatd.domain.chat import Chat, ChatStatus, Role
+from chatd.domain.clock import Clock
+from chatd.domain.config import McpServerRecord, User
+from chatd.domain.parts import NoticePart, text_of
+from chatd.domain.tools import Tool
+from chatd.errors import ChatdError
+from chatd.loop import (
+    ResolvedFile,
+    TurnControl,
+    TurnError,
+    TurnOptions,
+    TurnOutcome,
+    fallback_title,
+    generate_title,
+    run_turn,
+)
+from chatd.mcp import McpServerConfig, OAuthToken, connect_all, system_prompt_section
+from chatd.pubsub.base import PENDING_CHANNEL, PubSub, owner_channel
+from chatd.settings import Settings
+from chatd.store import chats as chat_store
+from chatd.store import files as file_store
+from chatd.store import mcp_servers as mcp_store
+from chatd.store import turns
+from chatd.store import users as user_store
+from chatd.store.database import Database
+from chatd.store.secrets import SecretBox
+from chatd.store.turns import FinishResult, TurnEnd
+from chatd.streams.hub import Notification, StreamHub
+from chatd.worker.models import TurnModel, resolve_turn_model
+from chatd.worker.prompt import SUBAGENT_INSTRUCTION, build_prompt, user_instructions
+from chatd.worker.sink import StoreSink
+
+log = logging.getLogger(__name__)
+
+# Extra tools and prompt sections for a turn (workspace tools, sub-agents); MCP tools follow them.
+ToolProvider = Callable[["TurnContext"], Awaitable[tuple[list[Tool], list[str]]]]
+# Called after a root chat's turn ends (web push).
+TokenSource = Callable[[uuid.UUID, list[McpServerRecord]], Awaitable[Mapping[uuid.UUID, OAuthToken]]]
+TurnEndHook = Callable[["TurnContext", FinishResult, TurnOutcome | None, str | None], Awaitable[None]]
+
+
+@dataclass
+class TurnContext:
+    chat: Chat
+    owner: User
+    model: TurnModel
+    worker_id: uuid.UUID
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TurnDeps:
+    db: Database
+    hub: StreamHub
+    pubsub: PubSub
+    box: SecretBox
+    clock: Clock
+    settings: Settings
+    tool_providers: list[ToolProvider] = field(default_factory=list)
+    end_hooks: list[TurnEndHook] = field(default_factory=list)
+    # The owner's OAuth2 tokens for these servers, refreshed when due (default: as stored).
+    token_source: TokenSource | None = None
+    # Injected by tests to control retry waits.
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+
+class ChatTurn:
+    """Runs one acquired chat to the end of its turn. `control.interrupt()` stops it keeping the
+    partial answer; cancelling the task (shutdown) gives the chat back as pending."""
+
+    def __init__(self, deps: TurnDeps, chat: Chat, worker_id: uuid.UUID) -> None:
+        self.deps = deps
+        self.chat = chat
+        self.worker_id = worker_id
+        self.control = TurnControl()
+        self.background: set[asyncio.Task[Any]] = set()
+
+    async def run(self) -> None:
+        chat = self.chat
+        outcome: TurnOutcome | None = None
+        error: str | None = None
+        end = TurnEnd.COMPLETED
+        ctx: TurnContext | None = None
+        try:
+            outcome, ctx = await self._run_turn()
+            end = TurnEnd.INTERRUPTED if outcome.reason == "interrupted" else TurnEnd.COMPLETED
+        except asyncio.CancelledError:
+            if self.control.interrupted:
+                end = TurnEnd.INTERRUPTED  # interrupted before the loop started
+            else:
+                await self._finish(TurnEnd.SHUTDOWN, None, None, None)
+                raise
+        except TurnError as exc:
+            end, error = TurnEnd.ERROR, exc.message
+        except ChatdError as exc:
+            end, error = TurnEnd.ERROR, exc.message
+        except Exception as exc:
+            log.exception("turn of chat %s failed", chat.id)
+            end, error = TurnEnd.ERROR, f"Internal error: {type(exc).__name__}: {exc}"[:1000]
+        await self._finish(end, outcome, error, ctx)
+
+    async def _finish(self, end: TurnEnd, outcome: TurnOutcome | None, error: str | None, ctx: TurnContext | None) -> None:
+        d, chat_id = self.deps, self.chat.id
+        # The end of a turn must be written even when a shutdown cancels us meanwhile.
+        res = await asyncio.shield(turns.finish_turn(d.db, d.clock.now(), chat_id, self.worker_id, end, error))
+        d.hub.stop_buffering(chat_id)
+        if not res.applied:
+            return
+        if error is not None and res.chat.status is ChatStatus.ERROR:
+            await d.hub.notify(chat_id, Notification(error=error))
+        if res.promoted is not None:
+            await d.hub.publish_messages(chat_id, [res.promoted])
+        if res.usage_limited is not None:
+            await d.hub.notify(chat_id, Notification(error=res.usage_limited.message))
+        await d.hub.notify(
+            chat_id,
+            Notification(status=res.chat.status.value, queue_update=res.queue_changed),
+        )
+        await d.pubsub.publish(owner_channel(res.chat.owner_id), {"k": "status_change", "c": str(chat_id)})
+        if res.chat.status is ChatStatus.PENDING:
+            await d.pubsub.publish(PENDING_CHANNEL, {})
+        if ctx is not None and end is not TurnEnd.SHUTDOWN:
+            for hook in d.end_hooks:
+                try:
+                    await hook(ctx, res, outcome, error)
+                except Exception:
+                    log.warning("turn-end hook failed for chat %s", chat_id, exc_info=True)
+
+    async def _run_turn(self) -> tuple[TurnOutcome, TurnContext]:
+        d, chat = self.deps, self.chat
+        mcp_tools: list[Tool] = []
+        close_mcp: Callable[[], Awaitable[None]] | None = None
+
+        async def mcp() -> tuple[list[Tool], str, Callable[[], Awaitable[None]] | None]:
+            configs, tokens = await self._mcp_configs()
+            if not configs:
+                return [], "", None
+            tools, conns = await connect_all(
+                configs, tokens, store_file=self._store_file, on_server_error=self._mcp_failed,
+                connect_timeout=d.settings.mcp_connect_timeout, call_timeout=d.settings.mcp_call_timeout,
+                max_result_chars=d.settings.mcp_max_result_chars,
+            )
+            return tools, system_prompt_section(conns), conns.close
+
+        mcp_task = asyncio.create_task(mcp(), name=f"mcp-{chat.id}")
+        try:
+            model, rows, owner = await asyncio.gather(
+                resolve_turn_model(d.db, d.box, d.settings, chat.last_model_config_id),
+                turns.prompt_messages(d.db, chat.id),
+                user_store.get_user(d.db, chat.owner_id),
+            )
+            ctx = TurnContext(chat, owner, model, self.worker_id)
+            self._maybe_title(ctx)
+            sections: list[str] = []
+            tools: list[Tool] = []
+            if chat.parent_chat_id is not None:
+                sections.append(SUBAGENT_INSTRUCTION)
+            for provide in d.tool_providers:
+                more_tools, more_sections = await provide(ctx)
+                tools += more_tools
+                sections += more_sections
+            sections.append(user_instructions(owner.custom_prompt))
+            try:
+                mcp_tools, mcp_section, close_mcp = await mcp_task
+            except Exception:
+                log.warning("MCP connections for chat %s failed", chat.id, exc_info=True)
+                mcp_section = ""
+            sections.append(mcp_section)
+            prompt = build_prompt(rows, sections)
+            sink = StoreSink(d.db, d.hub, d.clock, chat.id, self.worker_id, model.config.id)
+            options = TurnOptions(
+                chat_id=chat.id,
+                owner_id=chat.owner_id,
+                max_steps=d.settings.max_steps,
+                max_attempts=d.settings.max_retry_attempts,
+                stall_timeout=d.settings.stall_timeout,
+                file_resolver=self._resolve_files,
+                sleep=d.sleep,
+            )
+            outcome = await run_turn(model.resolved, prompt, [*tools, *mcp_tools], options, sink, self.control)
+            return outcome, ctx
+        finally:
+            if not mcp_task.done():
+                mcp_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await mcp_task
+            elif close_mcp is None and not mcp_task.cancelled() and mcp_task.exception() is None:
+                close_mcp = mcp_task.result()[2]
+            if close_mcp is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(close_mcp())
+
+    # --- MCP -------------------------------------------------------------------------------
+
+    async def _mcp_configs(self) -> tuple[list[McpServerConfig], dict[uuid.UUID, OAuthToken]]:
+        d, chat = self.deps, self.chat
+        forced, _default = await mcp_store.forced_and_default(d.db)
+        ids = list(dict.fromkeys([*chat.mcp_server_ids, *forced]))
+        if not ids:
+            return [], {}
+        records = [r for r in await mcp_store.get_servers(d.db, d.box, ids) if r.enabled]
+        tokens: dict[uuid.UUID, OAuthToken] = {}
+        try:
+            if d.token_source is not None:
+                tokens = dict(await d.token_source(chat.owner_id, records))
+            else:
+                stored = await mcp_store.user_tokens(d.db, d.box, chat.owner_id)
+                tokens = {sid: OAuthToken.from_record(tok) for sid, tok in stored.items()}
+        except Exception:
+            log.warning("could not load MCP tokens of user %s", chat.owner_id, exc_info=True)
+        return [McpServerConfig.from_record(r) for r in records], tokens
+
+    async def _mcp_failed(self, config: McpServerConfig, message: str) -> None:
+        part = NoticePart(level="warning", text=f"MCP server {config.label} is unavailable this turn: {message}", source=config.slug)
+        self.deps.hub.publish_part(self.chat.id, Role.ASSISTANT, part)
+
+    async def _store_file(self, data: bytes, media_type: str, name: str) -> str:
+        f = await file_store.save_file(self.deps.db, self.deps.clock.now(), self.chat.owner_id, name, media_type, data)
+        return str(f.id)
+
+    async def _resolve_files(self, ids: Sequence[str]) -> Mapping[str, ResolvedFile]:
+        out: dict[str, ResolvedFile] = {}
+        for fid in ids:
+            try:
+                f = await file_store.get_file(self.deps.db, uuid.UUID(fid))
+            except (ChatdError, ValueError):
+                continue
+            if f.owner_id == self.chat.owner_id:
+                out[fid] = ResolvedFile(f.data, f.media_type)
+        return out
+
+    # --- title -----------------------------------------------------------------------------
+
+    def _maybe_title(self, ctx: TurnContext) -> None:
+        if not self.deps.settings.generate_titles:
+            return
+        task = asyncio.create_task(self._title(ctx), name=f"title-{self.chat.id}")
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def _title(self, ctx: TurnContext) -> None:
+        d, chat = self.deps, self.chat
+        try:
+            users, has_answers = await turns.has_model_turns(d.db, chat.id)
+            if users != 1 or has_answers:
+                return
+            rows = await turns.prompt_messages(d.db, chat.id)
+            first = next((text_of(m.content) for m in rows if m.role is Role.USER), "").strip()
+            if not first or (chat.title and chat.title != fallback_title(first)):
+                return
+            title = await generate_title(ctx.model.quick(), first)
+            if not title:
+                return
+            await chat_store.update_title(d.db, d.clock.now(), chat.id, title)
+            await d.pubsub.publish(owner_channel(chat.owner_id), {"k": "title_change", "c": str(chat.id)})
+        except Exception:
+            log.info("title generation for chat %s failed", chat.id, exc_info=True)
+
+
+__all__ = ["ChatTurn", "TurnContext", "TurnDeps"]

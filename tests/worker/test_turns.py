@@ -1,0 +1,251 @@
+"""Workers running real turns: the real OpenAI SDK (through pydantic-ai) against the scripted
+server, persisted on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+
+from chatd.domain.chat import BusyBehavior, ChatStatus, Role, Visibility
+from chatd.domain.config import UsageLimit
+from chatd.domain.events import ErrorEvent, MessageEvent, MessagePartEvent, RetryEvent, StatusEvent
+from chatd.domain.parts import TextPart, ToolCallPart, ToolResultPart
+from chatd.errors import UsageLimitExceeded
+from chatd.store import usage as usage_store
+from tests.fakes.llm_server import Fault, Reply, TokenUsage, ToolCall
+from tests.fakes.turn_doubles import echo_tool
+from tests.worker.conftest import Gate, Rig, collect
+
+
+async def test_a_turn_with_a_tool_call_persists_every_step_with_usage_and_cost(rig: Rig) -> None:
+    rig.tools = [echo_tool()]
+    rig.llm.script(
+        Reply(text="Checking.", tool_calls=[ToolCall("call_1", "echo", {"x": 7})], usage=TokenUsage(input=100, output=10)),
+        Reply(text="The answer is 7.", usage=TokenUsage(input=150, output=20)),
+    )
+    chat = await rig.chat("what is x?")
+    await rig.run()
+
+    done = await rig.get(chat.id)
+    assert done.status is ChatStatus.WAITING and done.worker_id is None and done.last_error is None
+    msgs = [m for m in await rig.messages(chat.id) if m.role is not Role.SYSTEM]
+    assert [m.role for m in msgs] == [Role.USER, Role.ASSISTANT, Role.TOOL, Role.ASSISTANT]
+    first, tool, last = msgs[1], msgs[2], msgs[3]
+    assert any(isinstance(p, ToolCallPart) and p.tool_name == "echo" for p in first.content)
+    result = tool.content[0]
+    assert isinstance(result, ToolResultPart) and result.result == {"echo": {"x": 7}}
+    assert last.content == [TextPart(text="The answer is 7.")]
+    assert first.usage is not None and first.usage.input_tokens == 100 and first.usage.output_tokens == 10
+    # input 1 $/Mtok, output 2 $/Mtok, in micro-dollars: 100*1 + 10*2.
+    assert first.total_cost_micros == 120 and last.total_cost_micros == 190
+    assert first.model_config_id == rig.model_config_id and first.context_limit == 100_000
+    # The tool result reached the model on the second request.
+    second = rig.llm.requests[1].body["messages"]
+    assert any(m["role"] == "tool" and "7" in m["content"] for m in second)
+
+
+async def test_subscriber_sees_running_parts_messages_then_waiting(rig: Rig) -> None:
+    rig.llm.script(Reply(text="Hello there, friend."))
+    chat = await rig.chat()
+    task = asyncio.create_task(collect(rig.app, chat.id, lambda e: isinstance(e, StatusEvent) and e.status is ChatStatus.WAITING))
+    await asyncio.sleep(0.05)
+    await rig.run()
+    events = await task
+    kinds = [e.type for e in events]
+    assert kinds[0] == "status" and events[0].status is ChatStatus.PENDING  # type: ignore[union-attr]
+    running = kinds.index("status", 1)
+    assert events[running].status is ChatStatus.RUNNING  # type: ignore[union-attr]
+    parts = [e for e in events if isinstance(e, MessagePartEvent)]
+    assert "".join(p.part.text for p in parts if isinstance(p.part, TextPart)) == "Hello there, friend."
+    assert running < kinds.index("message_part")
+    assistant = [e for e in events if isinstance(e, MessageEvent) and e.message.role is Role.ASSISTANT]
+    assert len(assistant) == 1 and kinds.index("message_part") < events.index(assistant[0])
+    assert isinstance(events[-1], StatusEvent) and events[-1].status is ChatStatus.WAITING
+
+
+async def test_429_with_retry_after_is_retried_and_announced(rig: Rig) -> None:
+    rig.llm.script(Reply(fault=Fault.status(429, retry_after=7)), Reply(text="ok"))
+    chat = await rig.chat()
+    task = asyncio.create_task(collect(rig.app, chat.id, lambda e: isinstance(e, StatusEvent) and e.status is ChatStatus.WAITING))
+    await asyncio.sleep(0.05)
+    await rig.run()
+    events = await task
+    retries = [e for e in events if isinstance(e, RetryEvent)]
+    assert len(retries) == 1 and retries[0].attempt == 1 and retries[0].delay_ms >= 7000
+    assert "429" in retries[0].error
+    assert rig.sleep.delays and rig.sleep.delays[0] >= 7
+    assert (await rig.get(chat.id)).status is ChatStatus.WAITING
+
+
+async def test_overloaded_500_and_dropped_streams_are_retried_until_an_answer(rig: Rig) -> None:
+    rig.llm.script(
+        Reply(fault=Fault.status(500)),
+        Reply(text="partial answer that is cut", fault=Fault.drop(after=2)),
+        Reply(text="never finished", fault=Fault.truncate(after=2)),
+        Reply(text="complete"),
+    )
+    chat = await rig.chat()
+    await rig.run()
+    done = await rig.get(chat.id)
+    assert done.status is ChatStatus.WAITING
+    answers = [m for m in await rig.messages(chat.id) if m.role is Role.ASSISTANT]
+    assert [m.content for m in answers] == [[TextPart(text="complete")]]
+
+
+async def test_retries_exhausted_end_in_error_never_running(rig: Rig) -> None:
+    rig.llm.script(*[Reply(fault=Fault.truncate(after=1), text="abc") for _ in range(rig.app.settings.max_retry_attempts)])
+    chat = await rig.chat()
+    task = asyncio.create_task(collect(rig.app, chat.id, lambda e: isinstance(e, StatusEvent) and e.status is ChatStatus.ERROR))
+    await asyncio.sleep(0.05)
+    await rig.run()
+    events = await task
+    done = await rig.get(chat.id)
+    assert done.status is ChatStatus.ERROR and done.worker_id is None
+    assert done.last_error and "stream" in done.last_error.lower()
+    assert any(isinstance(e, ErrorEvent) for e in events)
+    assert not [m for m in await rig.messages(chat.id) if m.role is Role.ASSISTANT]
+
+
+async def test_auth_failure_is_not_retried_and_reads_well(rig: Rig) -> None:
+    rig.llm.script(Reply(fault=Fault.status(401, message="Incorrect API key provided")))
+    chat = await rig.chat()
+    await rig.run()
+    done = await rig.get(chat.id)
+    assert done.status is ChatStatus.ERROR
+    assert done.last_error is not None and "credentials" in done.last_error and "401" in done.last_error
+    assert rig.sleep.delays == [] and len(rig.llm.requests) == 1
+
+
+async def test_no_model_configured_is_a_readable_error(rig: Rig) -> None:
+    await rig.app.service.delete_model_config(rig.people.admin.user, rig.model_config_id)
+    chat = await rig.chat()
+    await rig.run()
+    done = await rig.get(chat.id)
+    assert done.status is ChatStatus.ERROR and done.last_error is not None and "No model is configured" in done.last_error
+
+
+async def test_interrupt_mid_step_keeps_the_partial_answer_and_promotes_the_queue_after_it(rig: Rig) -> None:
+    gate = Gate()
+    rig.tools = [gate.tool()]
+    rig.llm.script(Reply(text="Working on it.", tool_calls=[ToolCall("c1", "wait", {})]), Reply(text="second turn"))
+    chat = await rig.chat("first")
+    await rig.workers.acquire_once()
+    await asyncio.wait_for(gate.entered.wait(), 10)
+    alice = rig.people.alice.user
+    queued = await rig.app.service.send_message(alice, chat.id, content=[TextPart(text="next please")])
+    assert queued.queued
+    await rig.app.service.interrupt(alice, chat.id)
+    await rig.workers.drain()
+    msgs = [m for m in await rig.messages(chat.id) if m.role is not Role.SYSTEM]
+    roles = [m.role for m in msgs]
+    # first, partial assistant (text + call), synthetic interrupted tool result, then the promoted message.
+    assert roles == [Role.USER, Role.ASSISTANT, Role.TOOL, Role.USER]
+    assert any(isinstance(p, TextPart) and p.text == "Working on it." for p in msgs[1].content)
+    assert msgs[3].content == [TextPart(text="next please")]
+    assert (await rig.get(chat.id)).status is ChatStatus.PENDING
+    gate.release.set()
+    await rig.run()
+    assert (await rig.get(chat.id)).status is ChatStatus.WAITING
+    assert [m.role for m in await rig.messages(chat.id) if m.role is not Role.SYSTEM][-1] is Role.ASSISTANT
+
+
+async def test_edit_while_a_step_runs_writes_nothing_after_the_edit(rig: Rig) -> None:
+    gate = Gate()
+    rig.tools = [gate.tool()]
+    rig.llm.script(Reply(text="Old answer.", tool_calls=[ToolCall("c1", "wait", {})]), Reply(text="answer to the edit"))
+    chat = await rig.chat("original")
+    await rig.workers.acquire_once()
+    await asyncio.wait_for(gate.entered.wait(), 10)
+    alice = rig.people.alice.user
+    user_msg = next(m for m in await rig.messages(chat.id) if m.role is Role.USER)
+    await rig.app.service.edit_message(alice, chat.id, user_msg.id, [TextPart(text="edited")])
+    gate.release.set()
+    await rig.workers.drain()
+    msgs = [m for m in await rig.messages(chat.id) if m.role is not Role.SYSTEM]
+    assert [m.role for m in msgs] == [Role.USER]
+    assert msgs[0].content == [TextPart(text="edited")]
+    await rig.run()
+    msgs = [m for m in await rig.messages(chat.id) if m.role is not Role.SYSTEM]
+    assert [m.content for m in msgs] == [[TextPart(text="edited")], [TextPart(text="answer to the edit")]]
+
+
+async def test_steer_lands_after_the_tool_batch_before_the_next_model_call(rig: Rig) -> None:
+    gate = Gate()
+    rig.tools = [gate.tool()]
+    rig.llm.script(Reply(tool_calls=[ToolCall("c1", "wait", {})]), Reply(text="steered answer"))
+    chat = await rig.chat("start")
+    await rig.workers.acquire_once()
+    await asyncio.wait_for(gate.entered.wait(), 10)
+    sent = await rig.app.service.send_message(rig.people.alice.user, chat.id, content=[TextPart(text="also do Y")], busy_behavior=BusyBehavior.STEER)
+    assert sent.queued
+    gate.release.set()
+    await rig.workers.drain()
+    msgs = [m for m in await rig.messages(chat.id) if m.role is not Role.SYSTEM]
+    assert [m.role for m in msgs] == [Role.USER, Role.ASSISTANT, Role.TOOL, Role.USER, Role.ASSISTANT]
+    assert msgs[3].content == [TextPart(text="also do Y")]
+    second = rig.llm.requests[1].body["messages"]
+    assert second[-1]["role"] == "user" and "also do Y" in str(second[-1]["content"])
+    assert (await rig.get(chat.id)).status is ChatStatus.WAITING
+    assert (await rig.app.service.list_messages(rig.people.alice.user, chat.id, 0))[1] == []
+
+
+async def test_reject_while_busy_is_a_conflict_and_stores_nothing(rig: Rig) -> None:
+    gate = Gate()
+    rig.tools = [gate.tool()]
+    rig.llm.script(Reply(tool_calls=[ToolCall("c1", "wait", {})]), Reply(text="done"))
+    chat = await rig.chat()
+    await rig.workers.acquire_once()
+    await asyncio.wait_for(gate.entered.wait(), 10)
+    from chatd.errors import ChatBusy
+
+    before = len(await rig.messages(chat.id))
+    try:
+        await rig.app.service.send_message(rig.people.alice.user, chat.id, content=[TextPart(text="x")], busy_behavior=BusyBehavior.REJECT)
+        raise AssertionError("reject while busy must raise")
+    except ChatBusy:
+        pass
+    gate.release.set()
+    await rig.workers.drain()
+    assert len(await rig.messages(chat.id)) == before + 3
+
+
+async def test_spend_limit_blocks_sends_after_a_priced_turn(rig: Rig) -> None:
+    rig.llm.script(Reply(text="priced", usage=TokenUsage(input=1000, output=0)))
+    alice = rig.people.alice.user
+    now = rig.app.clock.now()
+    await usage_store.set_limit(rig.app.db, UsageLimit("user", alice.id, "month", 500), now)
+    chat = await rig.chat()
+    await rig.run()
+    try:
+        await rig.app.service.send_message(alice, chat.id, content=[TextPart(text="more")])
+        raise AssertionError("over the limit must be refused")
+    except UsageLimitExceeded as exc:
+        assert exc.detail is not None and exc.detail["spent_micros"] == 1000 and exc.detail["limit_micros"] == 500
+    assert [m.role for m in await rig.messages(chat.id)][-1] is Role.ASSISTANT
+
+
+async def test_title_is_generated_after_the_first_turn(rig: Rig) -> None:
+    rig.app.settings.generate_titles = True
+    rig.llm.script(Reply(text="Sure."))
+    rig.llm.script_side(Reply(text='"Plan a trip to Lisbon"'))
+    chat = await rig.chat("can you help me plan a trip to lisbon next month")
+    await rig.run()
+    for _ in range(200):
+        if (await rig.get(chat.id)).title == "Plan a trip to Lisbon":
+            break
+        await asyncio.sleep(0.01)
+    assert (await rig.get(chat.id)).title == "Plan a trip to Lisbon"
+
+
+async def test_hidden_system_rows_and_custom_prompt_reach_the_model(rig: Rig) -> None:
+    from chatd.store import users as user_store
+
+    await user_store.set_custom_prompt(rig.app.db, rig.people.alice.user.id, "Answer in French.")
+    rig.llm.script(Reply(text="Bonjour"))
+    chat = await rig.chat("hi", system_prompt="You are terse.")
+    await rig.run()
+    sent = rig.llm.requests[0].body["messages"]
+    system_text = " ".join(str(m["content"]) for m in sent if m["role"] == "system")
+    assert "You are terse." in system_text and "<user-instructions>\nAnswer in French.\n</user-instructions>" in system_text
+    assert sent[-1]["role"] == "user"
+    visible = (await rig.app.service.list_messages(rig.people.alice.user, chat.id, 0))[0]
+    assert all(m.visibility is not Visibility.MODEL for m in visible)
