@@ -87,6 +87,16 @@ async def _drop_pg_database(admin_url: str, name: str) -> None:
         await conn.close()
 
 
+@pytest.fixture
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database (multi-replica tests need one shared server)."""
+    name, url = asyncio.run(_create_pg_database(pg_admin_url))
+    try:
+        yield url
+    finally:
+        asyncio.run(_drop_pg_database(pg_admin_url, name))
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, migrated database URL of each kind."""
@@ -192,6 +202,8 @@ async def serve_http(app_state: App) -> AsyncIterator[str]:
     from chatd.api.app import create_app
 
     sock = socket.socket()
+    # Accepted connections inherit this; without it every response waits ~40 ms on delayed ACKs.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(create_app(app_state), log_level="warning", lifespan="off", ws="websockets-sansio")

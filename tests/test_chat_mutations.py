@@ -32,7 +32,7 @@ async def test_create_chat_is_pending_with_awareness_and_user_message(chatd: App
     chat = await chatd.service.create_chat(people.alice.user, content=text("Hello there, how are you today my friend?"), system_prompt="Be brief.")
     assert chat.status is ChatStatus.PENDING
     assert chat.root_chat_id == chat.id
-    assert chat.title == "Hello there, how are you today"
+    assert chat.title == "Hello there, how are you today…"
     msgs = await chat_store.all_messages(chatd.db, chat.id)
     assert [(m.role, m.visibility) for m in msgs] == [
         (Role.SYSTEM, Visibility.MODEL),

@@ -19,6 +19,7 @@ from chatd.store.database import Database
 from chatd.store.migrate import migrate
 from chatd.store.secrets import SecretBox
 from chatd.streams.hub import StreamHub
+from chatd.streams.relay import RelayClient, internal_token
 from chatd.worker import TurnDeps, Workers
 
 log = logging.getLogger(__name__)
@@ -33,9 +34,13 @@ class App:
     service: ChatService
     box: SecretBox
     clock: Clock
+    internal_token: str = ""
+    relay: RelayClient | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def close(self) -> None:
+        if self.relay is not None:
+            await self.relay.close()
         await self.pubsub.close()
         await self.db.dispose()
 
@@ -59,22 +64,28 @@ async def build(settings: Settings, *, clock: Clock | None = None, run_migration
     box = SecretBox.from_settings(settings.secret_key, settings.data_dir)
     pubsub = make_pubsub(db)
     await pubsub.start()
+    token = internal_token(box.derive("replicas"))
+    relay = RelayClient(db, token) if db.is_postgres else None
     hub = StreamHub(
         db, pubsub, part_buffer=settings.stream_part_buffer, subscriber_queue=settings.stream_subscriber_queue,
-        message_cache=settings.stream_message_cache,
+        message_cache=settings.stream_message_cache, replica_id=settings.replica_id, relay_client=relay,
     )
     service = ChatService(db, hub, pubsub, box, clock, max_queued_messages=settings.max_queued_messages, replica_id=settings.replica_id)
-    app = App(settings, db, pubsub, hub, service, box, clock)
+    app = App(settings, db, pubsub, hub, service, box, clock, internal_token=token, relay=relay)
     app.extras["workers"] = make_workers(app)
     return app
 
 
 def turn_deps(app: App) -> TurnDeps:
-    return TurnDeps(db=app.db, hub=app.hub, pubsub=app.pubsub, box=app.box, clock=app.clock, settings=app.settings)
+    return TurnDeps(
+        db=app.db, hub=app.hub, pubsub=app.pubsub, box=app.box, clock=app.clock, settings=app.settings,
+        # OAuth2 tokens refreshed when due, single-flight per (user, server).
+        token_source=app.service.mcp_auth.tokens_for,
+    )
 
 
 def make_workers(app: App, deps: TurnDeps | None = None) -> Workers:
-    return Workers(deps or turn_deps(app), worker_id=app.settings.replica_id)
+    return Workers(deps or turn_deps(app), worker_id=app.settings.replica_id, address=app.settings.resolved_internal_url())
 
 
 async def ensure_admin(app: App) -> str | None:

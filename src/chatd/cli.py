@@ -136,5 +136,24 @@ def _run_cli(coro: Any) -> None:
         raise typer.Exit(1) from exc
 
 
+@app.command("workspace-agent")
+def workspace_agent(
+    directory: Annotated[Path, typer.Option("--dir", help="The workspace directory the agent serves.")],
+    token_file: Annotated[Path, typer.Option("--token-file", help="A file holding the bearer token (mode 0600).")],
+    listen: Annotated[str, typer.Option("--listen", help="HOST:PORT; port 0 picks a free one (printed on stdout).")] = "127.0.0.1:0",
+    allow_outside: Annotated[bool, typer.Option("--allow-outside", help="Let file requests reach paths outside --dir.")] = False,
+    allow_remote: Annotated[bool, typer.Option("--allow-remote", help="Allow a non-loopback --listen address.")] = False,
+) -> None:
+    """Run the workspace agent: files, processes and instructions of one directory, over HTTP."""
+    from chatd.workspace.agent import run
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        run(directory.resolve(), listen, token_file, allow_outside=allow_outside, allow_remote=allow_remote)
+    except (ValueError, OSError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
 if __name__ == "__main__":
     app()

@@ -71,6 +71,13 @@ class PayloadTooLarge(ChatdError):
     code = "payload_too_large"
 
 
+class Upstream(ChatdError):
+    """A server chatd talks to on the caller's behalf (an OAuth authorization server, an MCP
+    server) failed or refused; the request itself was fine."""
+
+    code = "upstream_failed"
+
+
 class Unavailable(ChatdError):
     """A dependency (database, provider) is not reachable right now."""
 

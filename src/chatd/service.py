@@ -26,14 +26,18 @@ from chatd.domain.config import (
     UsageStatus,
     User,
 )
-from chatd.domain.parts import Part, TextPart, text_of
+from chatd.domain.parts import FilePart, Part, TextPart, text_of
 from chatd.domain.titles import fallback_title
 from chatd.domain.usage import PERIODS
 from chatd.errors import Forbidden, InvalidInput, NotFound
+from chatd.mcp import McpServerConfig, ToolInfo, list_tools_check
+from chatd.mcp.authorization import McpAuthorization
 from chatd.mcp.config import validate_slug
+from chatd.mcp.errors import McpAuthError, McpConnectError
 from chatd.pubsub.base import PENDING_CHANNEL, PubSub, owner_channel
 from chatd.store import chats as chat_store
 from chatd.store import files as file_store
+from chatd.store import mcp_oauth as mcp_oauth_store
 from chatd.store import mcp_servers as mcp_store
 from chatd.store import models as model_store
 from chatd.store import usage as usage_store
@@ -41,6 +45,16 @@ from chatd.store import users as user_store
 from chatd.store.database import Database
 from chatd.store.secrets import SecretBox
 from chatd.streams.hub import Notification, StreamHub
+
+
+@dataclass(frozen=True, slots=True)
+class McpToolsCheck:
+    """A live connection check: the tools a server offers now, or why it could not be reached."""
+
+    tools: list[ToolInfo]
+    error: McpConnectError | None = None
+    # An OAuth2 server that needs the caller to connect (authorize) first.
+    needs_authorization: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +84,9 @@ class ChatService:
         self.clock = clock
         self.max_queued = max_queued_messages
         self.replica_id = replica_id or uuid.uuid4()
+        # OAuth2 of MCP servers: browser flow, single-flight refresh, client credentials. Its
+        # `tokens_for` is the turn's token source.
+        self.mcp_auth = McpAuthorization(mcp_oauth_store.SqlOAuthVault(db, box), clock)
 
     # --- identity ---------------------------------------------------------------------------
 
@@ -96,7 +113,7 @@ class ChatService:
     # --- providers and models (admin) ---------------------------------------------------------
 
     async def list_providers(self, actor: User) -> list[ProviderRecord]:
-        _admin(actor)
+        # Members read providers too (API.md); the API leaves out what only admins see.
         return await model_store.list_providers(self.db, self.box)
 
     async def create_provider(self, actor: User, *, provider: str, display_name: str | None, api_key: str | None, base_url: str | None, enabled: bool) -> ProviderRecord:
@@ -161,6 +178,10 @@ class ChatService:
         merged = {
             "slug": current.slug, "transport": current.transport.value, "url": current.url, "command": current.command,
             "auth_type": current.auth_type.value, **fields,
+            "oauth2": {
+                "client_id": current.oauth2.client_id, "client_secret": current.oauth2.client_secret,
+                "grant_type": current.oauth2.grant_type, **(fields.get("oauth2") or {}),
+            },
         }
         _validate_mcp_fields(merged, creating=False)
         return await mcp_store.update_server(self.db, self.box, self.clock.now(), server_id, fields)
@@ -180,6 +201,35 @@ class ChatService:
     async def delete_mcp_token(self, actor: User, server_id: uuid.UUID) -> None:
         await self.get_mcp_server(actor, server_id)
         await mcp_store.delete_token(self.db, server_id, actor.id)
+
+    async def check_mcp_tools(self, actor: User, server_id: uuid.UUID, *, connect_timeout: float = 10.0) -> McpToolsCheck:
+        """Connect now, as the caller (their OAuth2 token, refreshed when due and after a 401)."""
+        config = McpServerConfig.from_record(await self.get_mcp_server(actor, server_id))
+        token = await self.mcp_auth.token_for(config, actor.id)
+        try:
+            try:
+                tools = await list_tools_check(config, token, connect_timeout=connect_timeout)
+            except McpAuthError:
+                newer = await self.mcp_auth.refresh_after_unauthorized(actor.id, config, token) if token else None
+                if newer is None:
+                    raise
+                tools = await list_tools_check(config, newer, connect_timeout=connect_timeout)
+        except McpAuthError as exc:
+            user_flow = config.auth_type == "oauth2" and config.oauth2.grant_type == "authorization_code"
+            return McpToolsCheck([], exc, needs_authorization=user_flow)
+        except McpConnectError as exc:
+            return McpToolsCheck([], exc)
+        return McpToolsCheck(tools)
+
+    async def start_mcp_oauth(self, actor: User, server_id: uuid.UUID, redirect_uri: str) -> str:
+        """Begin the caller's browser authorization; returns the URL to open."""
+        config = McpServerConfig.from_record(await self.get_mcp_server(actor, server_id))
+        return await self.mcp_auth.start(config, actor.id, redirect_uri)
+
+    async def finish_mcp_oauth(self, *, state: str, code: str | None, error: str | None) -> McpServerRecord:
+        """The authorization server's redirect: the state names (and authenticates) the user."""
+        done = await self.mcp_auth.finish(state, code, error)
+        return await mcp_store.get_server(self.db, self.box, done.server_id)
 
     async def _resolve_mcp_ids(self, requested: list[uuid.UUID] | None, *, creating: bool) -> list[uuid.UUID] | None:
         """Validate requested ids; add force_on servers always and default_on ones on create when
@@ -223,6 +273,7 @@ class ChatService:
         parent_chat_id: uuid.UUID | None = None,
     ) -> Chat:
         _check_content(content)
+        await self._check_files(actor, content)
         if title is not None and not title.strip():
             raise InvalidInput("The title must not be blank.")
         if system_prompt is not None and len(system_prompt.encode()) > 128 * 1024:
@@ -251,6 +302,7 @@ class ChatService:
     ) -> SendOutcome:
         _check_content(content)
         await self.get_chat(actor, chat_id)
+        await self._check_files(actor, content)
         ids = await self._resolve_mcp_ids(mcp_server_ids, creating=False)
         res = await chat_store.send_message(
             self.db, self.clock.now(), chat_id=chat_id, sender_id=actor.id, content=content, busy_behavior=busy_behavior,
@@ -272,6 +324,7 @@ class ChatService:
     async def edit_message(self, actor: User, chat_id: uuid.UUID, message_id: int, content: list[Part]) -> tuple[Message, Chat]:
         _check_content(content)
         await self.get_chat(actor, chat_id)
+        await self._check_files(actor, content)
         res = await chat_store.edit_message(self.db, self.clock.now(), chat_id=chat_id, message_id=message_id, editor_id=actor.id, content=content)
         # Clients drop their history after the edit point and re-read (full refresh).
         await self.hub.notify(chat_id, Notification(full_refresh=True, queue_update=res.queue_cleared, status=res.chat.status.value))
@@ -319,6 +372,19 @@ class ChatService:
 
     async def save_file(self, actor: User, name: str, media_type: str, data: bytes) -> StoredFile:
         return await file_store.save_file(self.db, self.clock.now(), actor.id, name[:255] or "file", media_type, data)
+
+    async def _check_files(self, actor: User, content: list[Part]) -> None:
+        """A file part must name one of the sender's own uploads. Another user's file is as unknown
+        as one that does not exist: the answer never reveals that it exists."""
+        for p in content:
+            if not isinstance(p, FilePart):
+                continue
+            try:
+                f: StoredFile | None = await file_store.get_file(self.db, uuid.UUID(p.file_id), with_data=False)
+            except (ValueError, NotFound):
+                f = None
+            if f is None or f.owner_id != actor.id:
+                raise InvalidInput("The message refers to a file that does not exist.")
 
     async def get_file(self, actor: User, file_id: uuid.UUID) -> StoredFile:
         f = await file_store.get_file(self.db, file_id)
@@ -395,3 +461,9 @@ def _validate_mcp_fields(f: dict[str, Any], *, creating: bool) -> None:
         _check_url(url)
     if not (f.get("display_name") or not creating):
         raise InvalidInput("display_name is required.")
+    oauth2 = f.get("oauth2") or {}
+    if (f.get("auth_type") or "none") == McpAuthType.OAUTH2 and oauth2.get("grant_type") == "client_credentials":
+        if transport is McpTransport.STDIO:
+            raise InvalidInput("OAuth2 needs an HTTP MCP server.")
+        if not oauth2.get("client_id") or not oauth2.get("client_secret"):
+            raise InvalidInput("The client_credentials grant needs oauth2.client_id and oauth2.client_secret.")

@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     # Public URL printed for the admin; defaults to http://host:port.
     public_url: str = ""
     replica_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    # Where other replicas reach this one (part relay); defaults to http://host:port.
+    internal_url: str = ""
 
     # Workers (SPEC §4), in seconds.
     run_workers: bool = True
@@ -69,6 +71,12 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'chatd.db'}"
+
+    def resolved_internal_url(self) -> str:
+        if self.internal_url:
+            return self.internal_url
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
 
     def resolved_public_url(self) -> str:
         return self.public_url or f"http://{self.host}:{self.port}"

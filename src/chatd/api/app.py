@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
 from chatd import __version__
-from chatd.api import errors, routes, streaming
+from chatd.api import errors, internal, routes, streaming
 from chatd.api.limits import BodyLimit
 from chatd.api.schemas import HealthOut
 
@@ -26,6 +26,7 @@ def create_app(state: Any) -> FastAPI:
     # The watch route must come before /chats/{chat_id}.
     app.include_router(streaming.router)
     app.include_router(routes.router)
+    app.include_router(internal.router)
 
     @app.get("/healthz", tags=["operations"], response_model=HealthOut)
     async def healthz() -> JSONResponse:
@@ -53,4 +54,18 @@ def create_app(state: Any) -> FastAPI:
         mount(app)
     except ImportError:
         pass
+    return app
+
+
+def create_internal_app(state: Any) -> FastAPI:
+    """A worker-only replica (`--no-api`) still serves /healthz and the replica relay."""
+    app = FastAPI(title="chatd (worker replica)", version=__version__, openapi_url=None, docs_url=None, redoc_url=None)
+    app.state.chatd = state
+    errors.install(app)
+    app.include_router(internal.router)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "replica_id": str(state.settings.replica_id)}
+
     return app

@@ -21,6 +21,7 @@ STATUS: list[tuple[type[errors.ChatdError], int]] = [
     (errors.NotFound, 404),
     (errors.Conflict, 409),
     (errors.PayloadTooLarge, 413),
+    (errors.Upstream, 502),
     (errors.Unavailable, 503),
 ]
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import html
+import json
 import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile
+from fastapi.responses import HTMLResponse
 from fastapi.responses import Response as RawResponse
 
 from chatd.api.deps import CurrentUser, Service
+from chatd.api.errors import status_of
 from chatd.api.schemas import (
     ChatIn,
     ChatOut,
@@ -16,11 +20,15 @@ from chatd.api.schemas import (
     EditIn,
     EditOut,
     FileOut,
+    McpCheckErrorOut,
+    McpOAuthStartOut,
     McpServerIn,
     McpServerOut,
     McpServerPatch,
     McpTokenIn,
     McpTokenOut,
+    McpToolOut,
+    McpToolsOut,
     MessageIn,
     MessageOut,
     MessagesOut,
@@ -42,7 +50,7 @@ from chatd.api.schemas import (
     to_parts,
 )
 from chatd.domain.config import McpUserToken, ModelOptions, Pricing
-from chatd.errors import InvalidInput, PayloadTooLarge
+from chatd.errors import ChatdError, InvalidInput, PayloadTooLarge
 
 router = APIRouter(prefix="/api/v1")
 
@@ -78,7 +86,7 @@ async def create_token(user_id: uuid.UUID, body: TokenIn, user: CurrentUser, svc
 
 @router.get("/providers", tags=["providers"])
 async def list_providers(user: CurrentUser, svc: Service) -> list[ProviderOut]:
-    return [ProviderOut.of(p) for p in await svc.list_providers(user)]
+    return [ProviderOut.of(p, admin=user.is_admin) for p in await svc.list_providers(user)]
 
 
 @router.post("/providers", status_code=201, tags=["providers"])
@@ -86,12 +94,12 @@ async def create_provider(body: ProviderIn, user: CurrentUser, svc: Service) -> 
     p = await svc.create_provider(
         user, provider=body.provider, display_name=body.display_name, api_key=body.api_key, base_url=body.base_url, enabled=body.enabled
     )
-    return ProviderOut.of(p)
+    return ProviderOut.of(p, admin=True)
 
 
 @router.patch("/providers/{provider_id}", tags=["providers"])
 async def update_provider(provider_id: uuid.UUID, body: ProviderPatch, user: CurrentUser, svc: Service) -> ProviderOut:
-    return ProviderOut.of(await svc.update_provider(user, provider_id, body.model_dump(exclude_unset=True)))
+    return ProviderOut.of(await svc.update_provider(user, provider_id, body.model_dump(exclude_unset=True)), admin=True)
 
 
 @router.delete("/providers/{provider_id}", status_code=204, tags=["providers"])
@@ -185,6 +193,93 @@ async def get_mcp_token(server_id: uuid.UUID, user: CurrentUser, svc: Service) -
 async def delete_mcp_token(server_id: uuid.UUID, user: CurrentUser, svc: Service) -> Response:
     await svc.delete_mcp_token(user, server_id)
     return Response(status_code=204)
+
+
+@router.get(
+    "/mcp-servers/{server_id}/tools",
+    tags=["mcp"],
+    responses={404: {"description": "No such server (or, for members, a disabled one)."}},
+)
+async def check_mcp_tools(server_id: uuid.UUID, request: Request, user: CurrentUser, svc: Service) -> McpToolsOut:
+    """Connect to the server now, as the caller (their OAuth2 token, refreshed when due), and list
+    its tools after the allow/deny lists, named as the model sees them. A server that cannot be
+    reached or refuses the credentials is a 200 with `ok: false` and the reason: the check worked,
+    its finding is the error. 404 for an unknown (or, for members, disabled) server."""
+    timeout = float(getattr(request.app.state.chatd.settings, "mcp_connect_timeout", 10.0))
+    check = await svc.check_mcp_tools(user, server_id, connect_timeout=timeout)
+    error = None
+    if check.error is not None:
+        status = check.error.detail.get("status") if isinstance(check.error.detail, dict) else None
+        code = "mcp_oauth_required" if check.needs_authorization else check.error.code
+        error = McpCheckErrorOut(code=code, message=check.error.message, status=status)
+    return McpToolsOut(
+        ok=check.error is None,
+        tools=[McpToolOut(name=t.name, original_name=t.original_name, description=t.description, input_schema=t.input_schema) for t in check.tools],
+        error=error,
+    )
+
+
+@router.post(
+    "/mcp-servers/{server_id}/oauth/start",
+    tags=["mcp"],
+    responses={
+        400: {"description": "The server does not use OAuth2, uses client credentials, or has no HTTP URL."},
+        404: {"description": "No such server (or, for members, a disabled one)."},
+        502: {"description": "The authorization server could not be discovered or refused the client registration."},
+    },
+)
+async def start_mcp_oauth(server_id: uuid.UUID, request: Request, user: CurrentUser, svc: Service) -> McpOAuthStartOut:
+    """Start the caller's OAuth2 authorization (code flow with PKCE) for an `oauth2` server.
+    400 if the server does not use OAuth2 or uses client credentials; 502 if its authorization
+    server cannot be discovered or refuses registration."""
+    url = await svc.start_mcp_oauth(user, server_id, _callback_url(request))
+    return McpOAuthStartOut(authorize_url=url)
+
+
+@router.get(
+    "/mcp-servers/oauth/callback",
+    tags=["mcp"],
+    response_class=HTMLResponse,
+    responses={400: {"description": "Unknown, used or expired state; or the user denied access.", "content": {"text/html": {}}},
+               502: {"description": "The token exchange failed.", "content": {"text/html": {}}}},
+)
+async def mcp_oauth_callback(
+    svc: Service,
+    state: Annotated[str, Query(max_length=512)] = "",
+    code: Annotated[str | None, Query(max_length=4096)] = None,
+    error: Annotated[str | None, Query(max_length=512)] = None,
+) -> HTMLResponse:
+    """Where the authorization server sends the browser back. No bearer token: the single-use,
+    short-lived state names the user and the server. Stores the user's token (encrypted) and
+    answers a small page that tells the opener and can be closed."""
+    try:
+        server = await svc.finish_mcp_oauth(state=state, code=code, error=error)
+    except ChatdError as exc:
+        return HTMLResponse(_oauth_page("Not connected", exc.message, ok=False), status_code=status_of(exc))
+    name = server.display_name or server.slug
+    return HTMLResponse(_oauth_page(f"Connected to {name}", "You can close this tab.", ok=True, server_id=str(server.id)))
+
+
+def _callback_url(request: Request) -> str:
+    # The public URL wins (chatd behind a proxy); else the URL this request came in on.
+    public: str = getattr(request.app.state.chatd.settings, "public_url", "") or ""
+    if public:
+        return public.rstrip("/") + "/api/v1/mcp-servers/oauth/callback"
+    return str(request.url_for("mcp_oauth_callback"))
+
+
+def _oauth_page(title: str, text: str, *, ok: bool, server_id: str | None = None) -> str:
+    message = {"type": "mcp-oauth2-complete", "ok": ok, "serverId": server_id}
+    # Tell the page that opened this tab (same origin only), then let the user close it.
+    script = (
+        "<script>if (window.opener) { window.opener.postMessage("
+        + json.dumps(message).replace("<", "\\u003c")
+        + ", window.location.origin); }</script>"
+    )
+    return (
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>chatd</title></head>"
+        f"<body><h1>{html.escape(title)}</h1><p>{html.escape(text)}</p>{script}</body></html>"
+    )
 
 
 # --- chats -----------------------------------------------------------------------------------------

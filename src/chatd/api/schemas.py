@@ -98,16 +98,16 @@ class ProviderOut(_Out):
     provider: str
     display_name: str
     api_key_set: bool
-    base_url: str | None
+    base_url: str | None = Field(description="Shown to admins only.")
     enabled: bool
     created_at: datetime
     updated_at: datetime
 
     @classmethod
-    def of(cls, p: ProviderRecord) -> ProviderOut:
+    def of(cls, p: ProviderRecord, *, admin: bool) -> ProviderOut:
         return cls(
             id=p.id, provider=p.provider, display_name=p.display_name, api_key_set=bool(p.api_key),
-            base_url=p.base_url, enabled=p.enabled, created_at=p.created_at, updated_at=p.updated_at,
+            base_url=p.base_url if admin else None, enabled=p.enabled, created_at=p.created_at, updated_at=p.updated_at,
         )
 
 
@@ -184,6 +184,12 @@ class OAuth2In(_In):
     authorize_url: str | None = Field(default=None, max_length=2048)
     token_url: str | None = Field(default=None, max_length=2048)
     scopes: str | None = Field(default=None, max_length=2048)
+    grant_type: Literal["authorization_code", "client_credentials"] | None = Field(
+        default=None,
+        description="`authorization_code` (default): each user connects in a browser "
+        "(`POST /mcp-servers/{id}/oauth/start`). `client_credentials`: server-to-server, chatd "
+        "authorizes itself with client_id and client_secret; no user sign-in.",
+    )
 
 
 class McpServerIn(_In):
@@ -230,6 +236,7 @@ class OAuth2Out(_Out):
     authorize_url: str | None
     token_url: str | None
     scopes: str | None
+    grant_type: str
 
 
 class McpServerOut(_Out):
@@ -264,6 +271,7 @@ class McpServerOut(_Out):
             oauth2=OAuth2Out(
                 client_id=s.oauth2.client_id, client_secret_set=bool(s.oauth2.client_secret),
                 authorize_url=s.oauth2.authorize_url, token_url=s.oauth2.token_url, scopes=s.oauth2.scopes,
+                grant_type=s.oauth2.grant_type,
             ) if admin else None,
             tool_allow_list=s.tool_allow_list, tool_deny_list=s.tool_deny_list, enabled=s.enabled,
             availability=s.availability.value, created_at=s.created_at, updated_at=s.updated_at,
@@ -280,6 +288,39 @@ class McpTokenIn(_In):
 class McpTokenOut(_Out):
     connected: bool
     expires_at: datetime | None = None
+
+
+class McpToolOut(_Out):
+    name: str = Field(description="The name the model sees: `<slug>__<tool>`, sanitised to `^[a-zA-Z0-9_-]{1,64}$`.")
+    original_name: str = Field(description="The tool's name on the MCP server.")
+    description: str
+    input_schema: dict[str, Any]
+
+
+class McpCheckErrorOut(_Out):
+    code: str = Field(
+        description="`mcp_connect_failed` (network, timeout, protocol), `mcp_unauthorized` (HTTP 401/403), "
+        "or `mcp_oauth_required` (an OAuth2 server the caller has not connected yet, or whose grant "
+        "was revoked: start `POST /mcp-servers/{id}/oauth/start`)."
+    )
+    message: str = Field(description="Why, for a person; URLs are redacted and secrets never included.")
+    status: int | None = Field(default=None, description="The server's HTTP status, when it answered 401/403.")
+
+
+class McpToolsOut(_Out):
+    """The result of a live connection check. The check itself succeeding or failing is data, so
+    the endpoint answers 200 either way: `ok` with the tools, or `ok: false` with the error."""
+
+    ok: bool
+    tools: list[McpToolOut]
+    error: McpCheckErrorOut | None = None
+
+
+class McpOAuthStartOut(_Out):
+    authorize_url: str = Field(
+        description="Open this in the user's browser. The authorization server redirects back to "
+        "`GET /api/v1/mcp-servers/oauth/callback`, which stores the token. Valid for 10 minutes, once."
+    )
 
 
 # --- chats ----------------------------------------------------------------------------------------------

@@ -70,7 +70,7 @@ async def stream(
 async def stream_ws(websocket: WebSocket, chat_id: uuid.UUID, after_id: int = 0) -> None:
     """The same stream over a WebSocket: frames are `{"id": cursor, "event": {...}}`."""
     state = websocket.app.state.chatd
-    token = _ws_token(websocket)
+    token, subprotocol = _ws_token(websocket)
     user = await state.service.authenticate(token) if token else None
     if user is None:
         await websocket.close(code=4401, reason="unauthenticated")
@@ -80,25 +80,44 @@ async def stream_ws(websocket: WebSocket, chat_id: uuid.UUID, after_id: int = 0)
     except NotFound:
         await websocket.close(code=4404, reason="not found")
         return
-    await websocket.accept()
-    try:
+    # A browser drops the connection unless the server selects the subprotocol it offered.
+    await websocket.accept(subprotocol=subprotocol)
+
+    async def send_events() -> None:
         async with state.service.hub.subscribe(chat_id, after_id) as events:
             async for cursor, data in _framed(events, after_id):
                 await websocket.send_json({"id": cursor, "event": data})
-    except (WebSocketDisconnect, ChatdError):
-        pass
+
+    async def until_closed() -> None:
+        # Clients send nothing; reading is how a closed connection is noticed while the chat is
+        # quiet (else the subscription lives on until the next event fails to send).
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass
+
+    sender = asyncio.create_task(send_events(), name=f"ws-stream-{chat_id}")
+    reader = asyncio.create_task(until_closed(), name=f"ws-closed-{chat_id}")
+    try:
+        await asyncio.wait({sender, reader}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sender, reader):
+            task.cancel()
+        outcomes = await asyncio.gather(sender, reader, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, Exception) and not isinstance(outcome, (WebSocketDisconnect, ChatdError)):
+            raise outcome
 
 
-def _ws_token(ws: WebSocket) -> str | None:
+def _ws_token(ws: WebSocket) -> tuple[str | None, str | None]:
+    """The bearer token, and the subprotocol that carried it (to be selected on accept)."""
     auth = ws.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
-        return auth[7:].strip()
+        return auth[7:].strip(), None
     # Browsers cannot set headers on a WebSocket: accept the token as a subprotocol.
     for proto in ws.headers.get("sec-websocket-protocol", "").split(","):
         proto = proto.strip()
         if proto.startswith("bearer."):
-            return proto[7:]
-    return None
+            return proto[7:], proto
+    return None, None
 
 
 @router.get(

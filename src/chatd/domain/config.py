@@ -92,6 +92,9 @@ class McpAvailability(enum.StrEnum):
     DEFAULT_OFF = "default_off"
 
 
+OAUTH2_GRANT_TYPES = ("authorization_code", "client_credentials")
+
+
 @dataclass(frozen=True, slots=True)
 class OAuth2Settings:
     client_id: str | None = None
@@ -99,6 +102,9 @@ class OAuth2Settings:
     authorize_url: str | None = None
     token_url: str | None = None
     scopes: str | None = None
+    # "authorization_code": each user connects in a browser; "client_credentials": chatd itself
+    # holds one server-to-server token (no user involved).
+    grant_type: str = "authorization_code"
 
 
 @dataclass(frozen=True, slots=True)

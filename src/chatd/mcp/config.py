@@ -17,10 +17,12 @@ if TYPE_CHECKING:
 Transport = Literal["streamable_http", "sse", "stdio"]
 AuthType = Literal["none", "oauth2", "api_key", "custom_headers"]
 Availability = Literal["force_on", "default_on", "default_off"]
+GrantType = Literal["authorization_code", "client_credentials"]
 
 TRANSPORTS: tuple[Transport, ...] = ("streamable_http", "sse", "stdio")
 AUTH_TYPES: tuple[AuthType, ...] = ("none", "oauth2", "api_key", "custom_headers")
 AVAILABILITIES: tuple[Availability, ...] = ("force_on", "default_on", "default_off")
+GRANT_TYPES: tuple[GrantType, ...] = ("authorization_code", "client_credentials")
 
 # Slugs prefix tool names (`slug__tool`), so they must be short, safe for every provider's
 # tool-name rule, and free of `__`, which would make the prefix ambiguous to a reader.
@@ -55,6 +57,7 @@ class OAuth2ClientSettings:
     authorize_url: str | None = None
     token_url: str | None = None
     scopes: str | None = None
+    grant_type: GrantType = "authorization_code"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,7 @@ class McpServerConfig:
                 authorize_url=o.authorize_url,
                 token_url=o.token_url,
                 scopes=o.scopes,
+                grant_type=_literal(str(o.grant_type), GRANT_TYPES, "authorization_code"),
             ),
             tool_allow_list=tuple(record.tool_allow_list),
             tool_deny_list=tuple(record.tool_deny_list),

@@ -52,6 +52,7 @@ def _record(r: Any, box: SecretBox) -> McpServerRecord:
             authorize_url=r.oauth2_authorize_url,
             token_url=r.oauth2_token_url,
             scopes=r.oauth2_scopes,
+            grant_type=r.oauth2_grant_type,
         ),
         tool_allow_list=list(r.tool_allow_list or []),
         tool_deny_list=list(r.tool_deny_list or []),
@@ -77,6 +78,8 @@ def _values(fields: dict[str, Any], box: SecretBox) -> dict[str, Any]:
         for k in ("client_id", "authorize_url", "token_url", "scopes"):
             if k in o:
                 v[f"oauth2_{k}"] = o[k]
+        if o.get("grant_type"):
+            v["oauth2_grant_type"] = o["grant_type"]
         if "client_secret" in o:
             v["oauth2_client_secret_enc"] = box.seal(o["client_secret"])
     return v

@@ -11,6 +11,14 @@ from cryptography.fernet import Fernet, InvalidToken
 class SecretBox:
     def __init__(self, key: str | bytes) -> None:
         self._fernet = Fernet(key)
+        self._key = key.encode() if isinstance(key, str) else key
+
+    def derive(self, label: str) -> bytes:
+        """A key for another purpose (e.g. replica-to-replica auth), bound to this secret key."""
+        import hashlib
+        import hmac
+
+        return hmac.new(self._key, label.encode(), hashlib.sha256).digest()
 
     @classmethod
     def from_settings(cls, key: str, data_dir: Path) -> SecretBox:

@@ -207,6 +207,8 @@ mcp_servers = Table(
     Column("oauth2_authorize_url", Text, nullable=True),
     Column("oauth2_token_url", Text, nullable=True),
     Column("oauth2_scopes", Text, nullable=True),
+    # authorization_code (users connect in a browser) | client_credentials (server-to-server).
+    Column("oauth2_grant_type", String(32), nullable=False, server_default="authorization_code"),
     Column("tool_allow_list", Json, nullable=False),
     Column("tool_deny_list", Json, nullable=False),
     Column("enabled", Boolean, nullable=False, server_default=text("false")),
@@ -233,6 +235,43 @@ mcp_user_tokens = Table(
     UniqueConstraint("server_id", "user_id", name="uq_mcp_user_tokens_server_user"),
 )
 
+# The authorization server discovered for an OAuth2 MCP server, and the client chatd registered
+# there (RFC 7591) when no client_id is configured. One row per server, shared by its users.
+mcp_oauth_clients = Table(
+    "mcp_oauth_clients",
+    metadata,
+    Column("server_id", Uuid, ForeignKey("mcp_servers.id", ondelete="CASCADE"), primary_key=True),
+    Column("server_url", Text, nullable=False),
+    Column("redirect_uri", Text, nullable=False),
+    Column("issuer", Text, nullable=True),
+    Column("authorization_endpoint", Text, nullable=True),
+    Column("token_endpoint", Text, nullable=False),
+    Column("resource", Text, nullable=True),
+    Column("client_id", Text, nullable=False),
+    Column("client_secret_enc", Text, nullable=True),
+    Column("auth_method", String(32), nullable=False),
+    Column("dynamic", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Browser authorizations in flight: keyed by the sha256 of the state, taken (deleted) by the
+# callback, so a state works once; expired rows are purged when new flows start.
+mcp_oauth_states = Table(
+    "mcp_oauth_states",
+    metadata,
+    Column("state_hash", String(64), primary_key=True),
+    Column("server_id", Uuid, ForeignKey("mcp_servers.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("code_verifier_enc", Text, nullable=False),
+    Column("redirect_uri", Text, nullable=False),
+    Column("client_id", Text, nullable=False),
+    Column("auth_method", String(32), nullable=False),
+    Column("token_endpoint", Text, nullable=False),
+    Column("resource", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False, index=True),
+)
+
 usage_limits = Table(
     "usage_limits",
     metadata,
@@ -247,4 +286,84 @@ usage_limits = Table(
     CheckConstraint("period in ('day', 'week', 'month')", name="period"),
     CheckConstraint("limit_micros >= 0", name="limit_micros"),
     UniqueConstraint("scope", "user_id", name="uq_usage_limits_scope_user"),
+)
+
+# How to make a workspace (admin-managed). Soft-deleted so workspaces keep their template id.
+templates = Table(
+    "templates",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("display_name", String(256), nullable=False, server_default=""),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("provisioner", String(32), nullable=False, server_default="local"),
+    # Where the files come from: a git URL, or a local path to copy, or neither (empty directory).
+    Column("git_url", Text, nullable=True),
+    Column("git_ref", Text, nullable=True),
+    Column("source_path", Text, nullable=True),
+    Column("init_script", Text, nullable=False, server_default=""),
+    # A JSON list of {name, description, default, required}.
+    Column("parameters", Json, nullable=False),
+    Column("allow_outside", Boolean, nullable=False, server_default=text("false")),
+    Column("deprecated", Boolean, nullable=False, server_default=text("false")),
+    Column("deleted", Boolean, nullable=False, server_default=text("false")),
+    Column("created_by", Uuid, ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("provisioner in ('local')", name="provisioner"),
+)
+# Names are unique among live templates.
+Index(
+    "uq_templates_name",
+    templates.c.name,
+    unique=True,
+    postgresql_where=text("not deleted"),
+    sqlite_where=text("not deleted"),
+)
+
+# A made workspace: a directory plus, while running, an agent. `chats.workspace_id` points here
+# (no foreign key: adding one to chats would need a table rebuild on SQLite; rows are only ever
+# soft-deleted, so the reference cannot dangle).
+workspaces = Table(
+    "workspaces",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("owner_id", Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("template_id", Uuid, ForeignKey("templates.id", ondelete="SET NULL"), nullable=True),
+    Column("name", String(64), nullable=False),
+    Column("provisioner", String(32), nullable=False),
+    Column("directory", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    # A JSON object of the template parameter values it was made with.
+    Column("parameters", Json, nullable=False),
+    Column("allow_outside", Boolean, nullable=False, server_default=text("false")),
+    # Where the agent listened when last started (informational: the agent belongs to a process).
+    Column("agent_url", Text, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint(
+        "status in ('provisioning', 'running', 'stopped', 'failed', 'deleted')", name="status"
+    ),
+)
+# A name is unique among an owner's live workspaces.
+Index(
+    "uq_workspaces_owner_name",
+    workspaces.c.owner_id,
+    workspaces.c.name,
+    unique=True,
+    postgresql_where=text("status <> 'deleted'"),
+    sqlite_where=text("status <> 'deleted'"),
+)
+
+# Server replicas (SPEC §6 beyond): each registers its internal address and heartbeats, so a
+# subscriber can relay a chat's parts from the replica running it, and a replica that stops
+# heartbeating has its chats recovered quickly.
+replicas = Table(
+    "replicas",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("address", Text, nullable=True),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
 )

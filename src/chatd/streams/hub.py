@@ -27,6 +27,7 @@ from chatd.domain.parts import Part
 from chatd.pubsub.base import PubSub, chat_channel
 from chatd.store import chats as chat_store
 from chatd.store.database import Database
+from chatd.streams.relay import FollowItem, RelayClient
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +99,27 @@ class _Subscriber:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+# What a local follower (another replica relaying this chat) receives: ("part", seq, event),
+# ("clear", seq) after a step persisted or before a retry, ("end", 0) when the turn is over.
+
+
+@dataclass(eq=False)
+class _Follower:
+    queue: asyncio.Queue[FollowItem]
+    overflowed: bool = False
+
+
 @dataclass(eq=False)
 class _ChatState:
     buffering: bool = False
     parts: deque[MessagePartEvent] = field(default_factory=deque)
+    # Sequence number of parts[0]; every published part gets the next number.
+    first_seq: int = 1
+    next_seq: int = 1
+    followers: set[_Follower] = field(default_factory=set)
+    # Mirror of a chat running on another replica: parts relayed from it.
+    relay: asyncio.Task[None] | None = None
+    relay_owner: uuid.UUID | None = None
     subscribers: set[_Subscriber] = field(default_factory=set)
     # Persisted messages fetched for notifications, shared by this replica's subscribers.
     fetch_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -121,6 +139,8 @@ class StreamHub:
         part_buffer: int = 10000,
         subscriber_queue: int = 128,
         message_cache: int = 256,
+        replica_id: uuid.UUID | None = None,
+        relay_client: RelayClient | None = None,
     ) -> None:
         self.db = db
         self.pubsub = pubsub
@@ -128,6 +148,8 @@ class StreamHub:
         self.subscriber_queue = subscriber_queue
         self.message_cache = message_cache
         self._chats: dict[uuid.UUID, _ChatState] = {}
+        self.replica_id = replica_id
+        self.relay_client = relay_client
         self._buffer_warning = _RateLimitedWarning()
         self._slow_warning = _RateLimitedWarning()
         self._pubsub_lock = asyncio.Lock()
@@ -137,8 +159,10 @@ class StreamHub:
     def start_buffering(self, chat_id: uuid.UUID) -> None:
         """Called before `running` is published, so a subscriber who sees it never misses parts."""
         st = self._chats.setdefault(chat_id, _ChatState())
+        self._stop_relay(st)
         st.buffering = True
         st.parts.clear()
+        st.first_seq = st.next_seq
 
     def stop_buffering(self, chat_id: uuid.UUID) -> None:
         st = self._chats.get(chat_id)
@@ -146,6 +170,8 @@ class StreamHub:
             return
         st.buffering = False
         st.parts.clear()
+        st.first_seq = st.next_seq
+        self._to_followers(st, ("end", 0, None))
         self._maybe_forget(chat_id, st)
 
     def clear_parts(self, chat_id: uuid.UUID) -> None:
@@ -153,22 +179,117 @@ class StreamHub:
         st = self._chats.get(chat_id)
         if st is not None:
             st.parts.clear()
+            st.first_seq = st.next_seq
+            self._to_followers(st, ("clear", st.next_seq - 1, None))
 
     def publish_part(self, chat_id: uuid.UUID, role: Role, part: Part) -> None:
         ev = MessagePartEvent(chat_id=chat_id, role=role, part=part)
         st = self._chats.get(chat_id)
         if st is None:
             return
+        seq = st.next_seq
+        st.next_seq += 1
         if st.buffering:
-            if len(st.parts) >= self.part_buffer:
-                st.parts.popleft()
-                self._buffer_warning.warn("chat %s: part buffer full, dropping the oldest part", chat_id)
-            st.parts.append(ev)
+            self._buffer(chat_id, st, ev)
+        else:
+            st.first_seq = st.next_seq
+        self._fanout(chat_id, st, ev)
+        self._to_followers(st, ("part", seq, ev))
+
+    def _buffer(self, chat_id: uuid.UUID, st: _ChatState, ev: MessagePartEvent) -> None:
+        if len(st.parts) >= self.part_buffer:
+            st.parts.popleft()
+            st.first_seq += 1
+            self._buffer_warning.warn("chat %s: part buffer full, dropping the oldest part", chat_id)
+        st.parts.append(ev)
+
+    def _fanout(self, chat_id: uuid.UUID, st: _ChatState, ev: MessagePartEvent) -> None:
         for sub in st.subscribers:
             try:
                 sub.queue.put_nowait(ev)
             except asyncio.QueueFull:
                 self._slow_warning.warn("chat %s: slow subscriber, dropping a message part", chat_id)
+
+    def _to_followers(self, st: _ChatState, item: FollowItem) -> None:
+        for f in list(st.followers):
+            try:
+                f.queue.put_nowait(item)
+            except asyncio.QueueFull:
+                # The relaying replica reconnects and resumes from its last sequence number.
+                f.overflowed = True
+                st.followers.discard(f)
+                self._slow_warning.warn("a relaying replica is too slow; disconnecting it")
+
+    # --- the internal relay: serving this replica's parts to other replicas -----------------
+
+    async def follow(self, chat_id: uuid.UUID) -> AsyncIterator[FollowItem]:
+        """The buffered parts of a chat running here (with sequence numbers), then live parts,
+        clears and the end. Ends at once when the chat is not running on this replica."""
+        st = self._chats.get(chat_id)
+        if st is None or not st.buffering:
+            yield ("end", 0, None)
+            return
+        f = _Follower(asyncio.Queue(self.part_buffer + 64))
+        st.followers.add(f)
+        try:
+            yield ("clear", st.first_seq - 1, None)
+            for i, ev in enumerate(list(st.parts)):
+                yield ("part", st.first_seq + i, ev)
+            while True:
+                if f.overflowed and f.queue.empty():
+                    return
+                item = await f.queue.get()
+                yield item
+                if item[0] == "end":
+                    return
+        finally:
+            st.followers.discard(f)
+            self._maybe_forget(chat_id, st)
+
+    # --- mirroring a chat that runs on another replica ---------------------------------------
+
+    def _want_relay(self, chat_id: uuid.UUID, st: _ChatState, owner: uuid.UUID | None) -> None:
+        if self.relay_client is None or owner is None or owner == self.replica_id or st.buffering or not st.subscribers:
+            return
+        if st.relay is not None and not st.relay.done() and st.relay_owner == owner:
+            return
+        self._stop_relay(st)
+        st.relay_owner = owner
+        st.relay = asyncio.create_task(self._relay(chat_id, st, owner), name=f"relay-{chat_id}")
+
+    def _stop_relay(self, st: _ChatState) -> None:
+        if st.relay is not None and not st.relay.done():
+            st.relay.cancel()
+        st.relay, st.relay_owner = None, None
+
+    async def _relay(self, chat_id: uuid.UUID, st: _ChatState, owner: uuid.UUID) -> None:
+        """Mirror the owner's part buffer and fan its live parts out to local subscribers.
+        Reconnects resume by sequence number: a part is delivered once, never twice."""
+        assert self.relay_client is not None
+        last, failures = 0, 0
+        while st.subscribers and not st.buffering:
+            try:
+                async for kind, seq, ev in self.relay_client.follow(owner, chat_id):
+                    failures = 0
+                    if kind == "clear":
+                        st.parts.clear()
+                    elif kind == "part" and ev is not None:
+                        self._buffer(chat_id, st, ev)
+                        if seq > last:
+                            last = seq
+                            self._fanout(chat_id, st, ev)
+                    elif kind == "end":
+                        st.parts.clear()
+                        return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.info("relay of chat %s from replica %s interrupted: %s", chat_id, owner, exc)
+            failures += 1
+            if failures > 5:
+                log.warning("giving up relaying chat %s from replica %s", chat_id, owner)
+                return
+            await asyncio.sleep(min(0.1 * 2**failures, 3.0))
 
     def buffered_parts(self, chat_id: uuid.UUID) -> list[MessagePartEvent]:
         st = self._chats.get(chat_id)
@@ -202,6 +323,10 @@ class StreamHub:
                 sub.wake.set()
             return
         note = Notification.from_payload(payload)
+        if note.status == ChatStatus.RUNNING.value and note.worker_id:
+            self._want_relay(chat_id, st, uuid.UUID(note.worker_id))
+        elif note.status and not st.buffering:
+            self._stop_relay(st)
         for sub in st.subscribers:
             try:
                 sub.queue.put_nowait((st.notes_seen, note))
@@ -211,7 +336,9 @@ class StreamHub:
                 sub.wake.set()
 
     def _maybe_forget(self, chat_id: uuid.UUID, st: _ChatState) -> None:
-        if not st.buffering and not st.subscribers and st.unsubscribe is None:
+        if not st.subscribers and st.relay is not None:
+            self._stop_relay(st)
+        if not st.buffering and not st.subscribers and st.unsubscribe is None and not st.followers:
             self._chats.pop(chat_id, None)
 
     @contextlib.asynccontextmanager
@@ -245,6 +372,8 @@ class StreamHub:
             msgs = await chat_store.visible_messages(conn, chat_id, after_id)
             queue = await chat_store.queue_in(conn, chat_id)
         last_status = chat.status
+        if chat.status is ChatStatus.RUNNING:
+            self._want_relay(chat_id, st, chat.worker_id)
         yield StatusEvent(chat_id=chat_id, status=chat.status, worker_id=chat.worker_id)
         for p in parts:
             yield p

@@ -14,7 +14,7 @@ from typing import Any
 from chatd.domain.chat import Chat, ChatStatus
 from chatd.pubsub.base import PENDING_CHANNEL, chat_channel, owner_channel
 from chatd.store import chats as chat_store
-from chatd.store import turns
+from chatd.store import replicas, turns
 from chatd.streams.hub import Notification
 from chatd.worker.turn import ChatTurn, TurnDeps
 
@@ -31,8 +31,10 @@ class _Running:
 
 
 class Workers:
-    def __init__(self, deps: TurnDeps, worker_id: uuid.UUID | None = None) -> None:
+    def __init__(self, deps: TurnDeps, worker_id: uuid.UUID | None = None, address: str | None = None) -> None:
         self.deps = deps
+        # This replica's internal address, registered with its heartbeat (part relay).
+        self.address = address
         self.settings = deps.settings
         self.worker_id = worker_id or uuid.uuid4()
         self.running: dict[uuid.UUID, _Running] = {}
@@ -48,12 +50,14 @@ class Workers:
         s, pubsub = self.settings, self.deps.pubsub
         unsubscribe = await pubsub.subscribe(PENDING_CHANNEL, lambda _p: self._wake.set())
         try:
+            await self.replica_heartbeat_once()
             await self.recover_once()
             async with asyncio.TaskGroup() as tg:
                 loops = [
                     tg.create_task(self._every(s.acquire_interval, self.acquire_once, wake=self._wake), name="acquire"),
                     tg.create_task(self._every(s.heartbeat_interval, self.heartbeat_once), name="heartbeat"),
-                    tg.create_task(self._every(max(s.stale_after / 5, 0.05), self.recover_once), name="recover"),
+                    tg.create_task(self._every(self.recovery_interval, self.recover_once), name="recover"),
+                    tg.create_task(self._every(max(s.replica_stale_after / 3, 0.05), self.replica_heartbeat_once), name="replica"),
                 ]
                 await stop.wait()
                 for t in loops:
@@ -100,9 +104,24 @@ class Workers:
                 log.info("chat %s is no longer ours (heartbeat matched nothing); stopping its turn", chat_id)
                 r.turn.control.interrupt()
 
-    async def recover_once(self, dead_workers: list[uuid.UUID] | None = None) -> list[Chat]:
+    @property
+    def recovery_interval(self) -> float:
+        s = self.settings
+        return max(min(s.stale_after / 5, s.replica_stale_after / 3), 0.05)
+
+    async def replica_heartbeat_once(self) -> None:
         d = self.deps
-        recovered = await turns.recover_stale(d.db, d.clock.now(), self.settings.stale_after, dead_workers=dead_workers or ())
+        await replicas.heartbeat(d.db, d.clock.now(), self.worker_id, self.address)
+
+    async def recover_once(self, dead_workers: list[uuid.UUID] | None = None) -> list[Chat]:
+        """Per-chat staleness (the safety net) and, faster, chats of replicas that stopped
+        heartbeating; each re-checked under its row lock."""
+        d = self.deps
+        dead = [r for r in await replicas.dead_replicas(d.db, d.clock.now(), self.settings.replica_stale_after) if r != self.worker_id]
+        dead += dead_workers or []
+        recovered = await turns.recover_stale(d.db, d.clock.now(), self.settings.stale_after, dead_workers=dead)
+        if dead:
+            await replicas.forget(d.db, dead)
         for chat in recovered:
             log.warning("recovered stale chat %s (worker stopped heartbeating)", chat.id)
             await d.hub.notify(chat.id, Notification(status=chat.status.value))
@@ -148,6 +167,12 @@ class Workers:
             self.running.pop(chat.id, None)
 
     def _on_chat_note(self, turn: ChatTurn, payload: dict[str, Any]) -> None:
+        if payload.get("reconnected"):
+            # Notifications were lost while the pubsub reconnected: ask the database instead.
+            task = asyncio.ensure_future(self.heartbeat_once())
+            turn.background.add(task)
+            task.add_done_callback(turn.background.discard)
+            return
         note = Notification.from_payload(payload)
         if note.status in _STOPS or (note.status == ChatStatus.RUNNING.value and note.worker_id not in (None, str(self.worker_id))):
             turn.control.interrupt()
@@ -170,6 +195,8 @@ class Workers:
             for t in list(r.turn.background):
                 t.cancel()
         await self._give_back([r.turn.chat.id for r in runs])
+        with contextlib.suppress(Exception):
+            await replicas.forget(self.deps.db, [self.worker_id])
 
     async def _give_back(self, ids: list[uuid.UUID]) -> None:
         if not ids:

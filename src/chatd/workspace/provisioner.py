@@ -1,0 +1,416 @@
+"""Provisioners make workspaces and run their agents. `local` is the first; `ssh` or container
+provisioners implement the same `Provisioner` protocol.
+
+The `local` provisioner
+-----------------------
+A workspace is a directory `<data dir>/workspaces/<id>`, made empty, cloned from a git URL or
+copied from a path, then prepared by the template's init script (`sh -c`, in the directory,
+parameters as `CHATD_PARAM_<NAME>`). Its agent is a child process
+(`python -m chatd.cli workspace-agent`) on a free loopback port with a fresh random token in a
+0600 file under `<data dir>/workspace-agents/<id>/`; the agent announces its address on stdout.
+
+What it isolates, and what it does not:
+- Always: the file tools stay inside the workspace directory (unless the template allows more);
+  the agent only listens on loopback and needs the token; commands get a scrubbed environment
+  (no provider keys, database URL or chatd secrets from the server's environment); every process
+  an agent started is stopped with it.
+- With bubblewrap (`bwrap` on PATH, `sandbox="auto"` or `"bwrap"`): the agent and its commands
+  see the host read-only, the workspace directory read-write, a private /tmp, /dev and /proc, and
+  their own PID namespace; chatd's data directory (database, secret key, other workspaces) is
+  hidden. They die with the server.
+- Not isolated, even with bubblewrap: the network (commands can reach anything the host can,
+  including other loopback services), CPU/memory/disk use, and the user id (commands run as the
+  chatd user). Without bubblewrap, commands can read and write everything the chatd user can,
+  including the database and the secret key: use `local` only for trusted users, or install bwrap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import sys
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from chatd.domain.workspace import Template, Workspace
+from chatd.errors import ChatdError
+from chatd.workspace.agent import NON_INTERACTIVE_ENV
+
+log = logging.getLogger(__name__)
+
+Sandbox = Literal["auto", "bwrap", "none"]
+
+# Variables of the server's environment an agent (and so every command) inherits; everything else
+# (API keys, CHATD_*, database URLs) stays out.
+_INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "PYTHONPATH")
+_LOG_TAIL = 4000
+_PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+class ProvisionFailed(ChatdError):
+    """A workspace could not be made or its agent could not be started."""
+
+    code = "workspace_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentEndpoint:
+    url: str
+    token: str
+    pid: int | None = None
+
+
+class Provisioner(Protocol):
+    """Makes workspaces of one kind and runs their agents."""
+
+    @property
+    def kind(self) -> str: ...
+
+    def directory_for(self, workspace_id: uuid.UUID) -> str: ...
+
+    async def provision(self, workspace: Workspace, template: Template) -> None:
+        """Make the workspace's files (clone/copy, init script). Raises `ProvisionFailed`."""
+        ...
+
+    async def start(self, workspace: Workspace) -> AgentEndpoint:
+        """Start the agent (or return the running one). Raises `ProvisionFailed`."""
+        ...
+
+    def is_running(self, workspace_id: uuid.UUID) -> bool: ...
+
+    async def stop(self, workspace_id: uuid.UUID) -> None: ...
+
+    async def close(self) -> None:
+        """Stop every agent this provisioner started."""
+        ...
+
+
+def _tail(text: str) -> str:
+    text = text.strip()
+    return text if len(text) <= _LOG_TAIL else "…" + text[-_LOG_TAIL:]
+
+
+def base_environment() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k in _INHERITED_ENV or k.startswith("LC_")}
+    env.setdefault("PATH", os.defpath)
+    return env
+
+
+def bwrap_argv(
+    bwrap: str, *, data_dir: Path, workspace_dir: Path, read_only: Sequence[Path] = (), chdir: Path | None = None
+) -> list[str]:
+    """The bubblewrap prefix: host read-only, workspace read-write, data dir hidden."""
+    argv = [
+        bwrap,
+        "--die-with-parent",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--ro-bind", "/", "/",
+        "--dev", "/dev",
+        "--proc", "/proc",
+        "--tmpfs", "/tmp",
+        # Mounted after /tmp so a data dir under /tmp is hidden too.
+        "--tmpfs", str(data_dir),
+        "--bind", str(workspace_dir), str(workspace_dir),
+    ]  # fmt: skip
+    for p in read_only:
+        argv += ["--ro-bind", str(p), str(p)]
+    argv += ["--chdir", str(chdir or workspace_dir), "--"]
+    return argv
+
+
+def _kill_session(sid: int) -> None:
+    """SIGKILL every process still in session `sid` (Linux /proc; a no-op elsewhere).
+
+    The agent leads its own session and its commands stay in it (each in its own process group),
+    so this reaches what a killed agent could not clean up itself: a command whose shell ignored
+    SIGTERM, or children left behind by a background job.
+    """
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return
+    me = os.getpid()
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # The command name may contain spaces and parentheses: fields start after the last ')'.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 3 and int(fields[3]) == sid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry), signal.SIGKILL)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+@dataclass
+class _Agent:
+    proc: asyncio.subprocess.Process
+    endpoint: AgentEndpoint
+
+
+class LocalProvisioner:
+    """Workspaces as directories under the data dir; agents as child processes."""
+
+    kind = "local"
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        sandbox: Sandbox = "auto",
+        python: str = sys.executable,
+        init_timeout: float = 600.0,
+        start_timeout: float = 30.0,
+        stop_timeout: float = 5.0,
+    ) -> None:
+        self.data_dir = data_dir.resolve()
+        self.root = self.data_dir / "workspaces"
+        self.state_root = self.data_dir / "workspace-agents"
+        self.python = python
+        self.init_timeout = init_timeout
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        bwrap = shutil.which("bwrap")
+        if sandbox == "bwrap" and bwrap is None:
+            raise ValueError("sandbox='bwrap' but bubblewrap (bwrap) is not installed")
+        self.bwrap = bwrap if sandbox != "none" else None
+        if self.bwrap is None and sandbox == "auto":
+            log.warning(
+                "bubblewrap is not installed: local workspaces run commands without isolation "
+                "(they can read chatd's data directory)"
+            )
+        self._agents: dict[uuid.UUID, _Agent] = {}
+        self._locks: dict[uuid.UUID, asyncio.Lock] = {}
+
+    @property
+    def sandboxed(self) -> bool:
+        return self.bwrap is not None
+
+    def directory_for(self, workspace_id: uuid.UUID) -> str:
+        return str(self.root / str(workspace_id))
+
+    def _state_dir(self, workspace_id: uuid.UUID) -> Path:
+        d = self.state_root / str(workspace_id)
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return d
+
+    def _wrap(self, argv: list[str], workspace_dir: Path, read_only: Sequence[Path] = ()) -> list[str]:
+        if self.bwrap is None:
+            return argv
+        return bwrap_argv(self.bwrap, data_dir=self.data_dir, workspace_dir=workspace_dir, read_only=read_only) + argv
+
+    # --- provisioning -----------------------------------------------------------------------------
+
+    async def provision(self, workspace: Workspace, template: Template) -> None:
+        directory = Path(workspace.directory)
+        await asyncio.to_thread(self._prepare_directory, directory, template)
+        if template.git_url:
+            await self._clone(template.git_url, template.git_ref, directory)
+        if template.init_script.strip():
+            await self._init(workspace, template.init_script, directory)
+
+    def _prepare_directory(self, directory: Path, template: Template) -> None:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        if directory.exists() and any(directory.iterdir()):
+            raise ProvisionFailed(f"The workspace directory {directory} already exists and is not empty.")
+        if template.git_url:
+            return  # git clone makes it
+        if template.source_path:
+            source = Path(template.source_path)
+            if not source.is_dir():
+                raise ProvisionFailed(f"The template's source path {source} is not a directory.")
+            shutil.copytree(source, directory, symlinks=True, dirs_exist_ok=True)
+        else:
+            directory.mkdir(parents=True, exist_ok=True)
+
+    async def _clone(self, url: str, ref: str | None, directory: Path) -> None:
+        argv = ["git", "clone", "--quiet"]
+        if ref:
+            argv += ["--branch", ref]
+        argv += ["--", url, str(directory)]
+        env = {
+            **base_environment(),
+            "GIT_TERMINAL_PROMPT": "0",
+            # No `ext::` (runs commands) or other exotic transports from a template's URL.
+            "GIT_ALLOW_PROTOCOL": "file:git:http:https:ssh",
+        }
+        code, output = await self._run(argv, cwd=self.root, env=env, timeout=self.init_timeout)
+        if code != 0:
+            raise ProvisionFailed(f"git clone of {url} failed (exit code {code}): {_tail(output)}")
+
+    async def _init(self, workspace: Workspace, script: str, directory: Path) -> None:
+        env = {
+            **base_environment(),
+            **NON_INTERACTIVE_ENV,
+            "CHATD_WORKSPACE_ID": str(workspace.id),
+            "CHATD_WORKSPACE_NAME": workspace.name,
+            "CHATD_WORKSPACE_DIR": str(directory),
+        }
+        for name, value in workspace.parameters.items():
+            if _PARAM_NAME.match(name):
+                env[f"CHATD_PARAM_{name.upper()}"] = value
+        argv = self._wrap(["sh", "-c", script], directory)
+        code, output = await self._run(argv, cwd=directory, env=env, timeout=self.init_timeout)
+        await asyncio.to_thread(self._write_log, workspace.id, "init.log", output)
+        if code != 0:
+            raise ProvisionFailed(f"The init script failed (exit code {code}): {_tail(output)}")
+
+    def _write_log(self, workspace_id: uuid.UUID, name: str, text: str) -> None:
+        (self._state_dir(workspace_id) / name).write_text(text)
+
+    async def _run(self, argv: list[str], *, cwd: Path, env: Mapping[str, str], timeout: float) -> tuple[int, str]:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=cwd,
+                env=dict(env),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise ProvisionFailed(f"Cannot run {argv[0]}: {exc.strerror}") from exc
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        except TimeoutError:
+            _kill_session(proc.pid)
+            await proc.wait()
+            raise ProvisionFailed(f"{argv[0]} did not finish within {timeout:.0f} s and was killed.") from None
+        except asyncio.CancelledError:
+            _kill_session(proc.pid)
+            await proc.wait()
+            raise
+        return proc.returncode or 0, out.decode("utf-8", errors="replace")
+
+    # --- agents -----------------------------------------------------------------------------------
+
+    def _lock(self, workspace_id: uuid.UUID) -> asyncio.Lock:
+        return self._locks.setdefault(workspace_id, asyncio.Lock())
+
+    def is_running(self, workspace_id: uuid.UUID) -> bool:
+        agent = self._agents.get(workspace_id)
+        return agent is not None and agent.proc.returncode is None
+
+    async def start(self, workspace: Workspace) -> AgentEndpoint:
+        async with self._lock(workspace.id):
+            agent = self._agents.get(workspace.id)
+            if agent is not None and agent.proc.returncode is None:
+                return agent.endpoint
+            if agent is not None:
+                await self._reap(workspace.id, agent)
+            return await self._start(workspace)
+
+    def _prepare_start(self, workspace: Workspace) -> tuple[str, Path, Path]:
+        """A fresh token every start, in a file readable by this user only; the log path."""
+        if not Path(workspace.directory).is_dir():
+            raise ProvisionFailed(f"The workspace directory {workspace.directory} does not exist.")
+        state = self._state_dir(workspace.id)
+        token = secrets.token_urlsafe(32)
+        token_file = state / "token"
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, token.encode())
+        finally:
+            os.close(fd)
+        return token, token_file, state / "agent.log"
+
+    async def _start(self, workspace: Workspace) -> AgentEndpoint:
+        directory = Path(workspace.directory)
+        token, token_file, log_path = await asyncio.to_thread(self._prepare_start, workspace)
+        argv = [
+            self.python, "-m", "chatd.cli", "workspace-agent",
+            "--dir", str(directory),
+            "--listen", "127.0.0.1:0",
+            "--token-file", str(token_file),
+        ]  # fmt: skip
+        if workspace.allow_outside:
+            argv.append("--allow-outside")
+        argv = self._wrap(argv, directory, read_only=[token_file])
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    cwd=directory,
+                    env=base_environment(),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=log_fd,
+                    # Its own session: the agent and everything it runs can be found and stopped as one.
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise ProvisionFailed(f"Cannot start the workspace agent: {exc.strerror}") from exc
+        finally:
+            os.close(log_fd)
+        assert proc.stdout is not None
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), self.start_timeout)
+        except TimeoutError:
+            await self._reap(workspace.id, _Agent(proc, AgentEndpoint("", "")))
+            raise ProvisionFailed(f"The workspace agent did not start within {self.start_timeout:.0f} s.") from None
+        except asyncio.CancelledError:
+            await self._reap(workspace.id, _Agent(proc, AgentEndpoint("", "")))
+            raise
+        try:
+            ready = json.loads(line)
+            endpoint = AgentEndpoint(url=str(ready["url"]), token=token, pid=proc.pid)
+        except (ValueError, KeyError, TypeError):
+            await self._reap(workspace.id, _Agent(proc, AgentEndpoint("", "")))
+            log_text = await asyncio.to_thread(_read_text, log_path)
+            raise ProvisionFailed(f"The workspace agent did not start: {_tail(log_text) or 'no output'}") from None
+        self._agents[workspace.id] = _Agent(proc, endpoint)
+        return endpoint
+
+    async def stop(self, workspace_id: uuid.UUID) -> None:
+        async with self._lock(workspace_id):
+            agent = self._agents.get(workspace_id)
+            if agent is not None:
+                await self._reap(workspace_id, agent)
+
+    async def _reap(self, workspace_id: uuid.UUID, agent: _Agent) -> None:
+        """SIGTERM (the agent stops its processes), then SIGKILL whatever is left of its session."""
+        proc = agent.proc
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.shield(proc.wait()), self.stop_timeout)
+            except TimeoutError:
+                log.warning("workspace agent %s did not stop on SIGTERM; killing it", workspace_id)
+        _kill_session(proc.pid)
+        await proc.wait()
+        if self._agents.get(workspace_id) is agent:
+            del self._agents[workspace_id]
+
+    async def close(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            for workspace_id in list(self._agents):
+                group.create_task(self.stop(workspace_id), name=f"stop-workspace:{workspace_id}")
+
+    @property
+    def running(self) -> list[uuid.UUID]:
+        return [wid for wid in self._agents if self.is_running(wid)]

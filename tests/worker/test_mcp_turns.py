@@ -1,0 +1,77 @@
+"""MCP tools inside real turns: the worker connects the chat's servers (and force_on ones),
+offers `slug__tool` to the model, calls the real MCP server, and reports a broken server in the
+chat's stream while the turn goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from chatd.domain.chat import ChatStatus, Role
+from chatd.domain.events import MessagePartEvent, StatusEvent
+from chatd.domain.parts import NoticePart, ToolResultPart
+from tests.fakes.llm_server import Reply, ToolCall
+from tests.mcp.mcp_test_servers import ServerState, build_server, free_port, serve
+from tests.worker.conftest import Rig, collect
+
+
+@pytest.fixture
+def mcp_server() -> Iterator[tuple[str, ServerState]]:
+    state = ServerState()
+    with serve(build_server(state).streamable_http_app()) as running:
+        yield running.url, state
+
+
+async def add_server(rig: Rig, slug: str, url: str, **fields: Any) -> Any:
+    return await rig.app.service.create_mcp_server(
+        rig.people.admin.user, {"slug": slug, "display_name": slug.title(), "url": url, "enabled": True, **fields}
+    )
+
+
+def offered_tools(rig: Rig, request: int = 0) -> list[str]:
+    return [t["function"]["name"] for t in rig.llm.requests[request].body.get("tools", [])]
+
+
+async def test_a_chat_calls_a_tool_of_its_mcp_server(rig: Rig, mcp_server: tuple[str, ServerState]) -> None:
+    url, state = mcp_server
+    server = await add_server(rig, "calc", url)
+    rig.llm.script(Reply(tool_calls=[ToolCall("c1", "calc__add", {"a": 2, "b": 3})]), Reply(text="It is 5."))
+    chat = await rig.chat("add 2 and 3", mcp_server_ids=[server.id])
+    await rig.run()
+    assert (await rig.get(chat.id)).status is ChatStatus.WAITING
+    assert "calc__add" in offered_tools(rig) and "calc__echo" in offered_tools(rig)
+    assert state.calls == ["add"]
+    tool_msgs = [m for m in await rig.messages(chat.id) if m.role is Role.TOOL]
+    result = tool_msgs[0].content[0]
+    assert isinstance(result, ToolResultPart) and not result.is_error and "5" in json.dumps(result.result)
+    system = " ".join(str(m["content"]) for m in rig.llm.requests[0].body["messages"] if m["role"] == "system")
+    assert "Connected MCP servers" in system and "calc__add" in system
+
+
+async def test_force_on_servers_connect_even_when_the_chat_did_not_choose_them(rig: Rig, mcp_server: tuple[str, ServerState]) -> None:
+    url, _state = mcp_server
+    await add_server(rig, "forced", url, availability="force_on", tool_allow_list=["echo"])
+    rig.llm.script(Reply(text="ok"))
+    await rig.chat("hi")
+    await rig.run()
+    assert offered_tools(rig) == ["forced__echo"]
+
+
+async def test_a_broken_server_is_reported_in_the_stream_and_the_turn_goes_on(rig: Rig, mcp_server: tuple[str, ServerState]) -> None:
+    url, _state = mcp_server
+    good = await add_server(rig, "good", url)
+    bad = await add_server(rig, "bad", f"http://127.0.0.1:{free_port()}/mcp")
+    rig.llm.script(Reply(text="fine without it"))
+    chat = await rig.chat("hi", mcp_server_ids=[good.id, bad.id])
+    task = asyncio.create_task(collect(rig.app, chat.id, lambda e: isinstance(e, StatusEvent) and e.status is ChatStatus.WAITING))
+    await asyncio.sleep(0.05)
+    await rig.run()
+    events = await task
+    notices = [e.part for e in events if isinstance(e, MessagePartEvent) and isinstance(e.part, NoticePart)]
+    assert len(notices) == 1 and notices[0].source == "bad" and "Bad" in notices[0].text
+    assert "good__echo" in offered_tools(rig) and not any(t.startswith("bad__") for t in offered_tools(rig))
+    assert (await rig.get(chat.id)).status is ChatStatus.WAITING
