@@ -26,6 +26,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.typing import Subprotocol
 
 from chatd.bootstrap import App
+from chatd.store import workspaces as workspace_store
 from chatd.store.tables import api_tokens, users
 from tests.conftest import People, Person
 
@@ -132,6 +133,11 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/files"): Rule("member", 201, _upload()),
     ("GET", "/api/v1/files/{file_id}"): Rule("owner", 200),
     ("GET", "/api/v1/usage"): Rule("member", 200),
+    # templates: members read, admins write; workspaces: the owner's alone
+    ("GET", "/api/v1/templates"): Rule("member", 200),
+    ("POST", "/api/v1/templates"): Rule("admin", 201, _json({"name": "empty"})),
+    ("GET", "/api/v1/workspaces"): Rule("member", 200),
+    ("GET", "/api/v1/workspaces/{workspace_id}"): Rule("owner", 200),
     ("PUT", "/api/v1/usage-limits"): Rule("admin", 204, _json({"scope": "global", "period": "month", "limit_micros": 10**9})),
 }
 
@@ -169,6 +175,15 @@ async def call(client: httpx.AsyncClient, method: str, path: str, headers: dict[
     return Reply(r.status_code, r.headers, r.json() if is_json else r.content)
 
 
+_APP: App | None = None
+
+
+@pytest.fixture(autouse=True)
+def _remember_app(chatd: App) -> None:
+    global _APP
+    _APP = chatd
+
+
 async def make_world(client: httpx.AsyncClient, people: People) -> World:
     admin, alice = people.admin.headers, people.alice.headers
 
@@ -198,6 +213,11 @@ async def make_world(client: httpx.AsyncClient, people: People) -> World:
     sent = await post(f"/api/v1/chats/{chat['id']}/messages", alice, json={"content": "queued while pending"})
     assert sent["queued"] is True
     file = await post("/api/v1/files", alice, files={"file": ("a.png", PNG, "image/png")})
+    # Workspaces are made by the create_workspace tool (an agent process); a row is enough here.
+    assert _APP is not None
+    workspace = await workspace_store.create_workspace(
+        _APP.db, _APP.clock.now(), owner_id=people.alice.user.id, name="ws", provisioner="local", directory="/nonexistent"
+    )
     return World(
         {
             "user_id": str(people.alice.user.id),
@@ -208,6 +228,7 @@ async def make_world(client: httpx.AsyncClient, people: People) -> World:
             "message_id": str(message["id"]),
             "queued_id": str(sent["queued_message"]["id"]),
             "file_id": file["id"],
+            "workspace_id": str(workspace.id),
         }
     )
 

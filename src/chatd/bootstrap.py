@@ -18,9 +18,13 @@ from chatd.store import users as user_store
 from chatd.store.database import Database
 from chatd.store.migrate import migrate
 from chatd.store.secrets import SecretBox
+from chatd.store.workspaces import SqlWorkspaceRecords
 from chatd.streams.hub import StreamHub
 from chatd.streams.relay import RelayClient, internal_token
 from chatd.worker import TurnDeps, Workers
+from chatd.worker.workspaces import workspace_provider
+from chatd.workspace.manager import WorkspaceManager
+from chatd.workspace.provisioner import LocalProvisioner
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,9 @@ class App:
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def close(self) -> None:
+        manager = self.extras.get("workspaces")
+        if manager is not None:
+            await manager.close()
         if self.relay is not None:
             await self.relay.close()
         await self.pubsub.close()
@@ -72,16 +79,24 @@ async def build(settings: Settings, *, clock: Clock | None = None, run_migration
     )
     service = ChatService(db, hub, pubsub, box, clock, max_queued_messages=settings.max_queued_messages, replica_id=settings.replica_id)
     app = App(settings, db, pubsub, hub, service, box, clock, internal_token=token, relay=relay)
+    app.extras["workspaces"] = WorkspaceManager(
+        SqlWorkspaceRecords(db, clock), {"local": LocalProvisioner(settings.data_dir, sandbox=settings.workspace_sandbox)}
+    )
     app.extras["workers"] = make_workers(app)
     return app
 
 
 def turn_deps(app: App) -> TurnDeps:
-    return TurnDeps(
+    deps = TurnDeps(
         db=app.db, hub=app.hub, pubsub=app.pubsub, box=app.box, clock=app.clock, settings=app.settings,
         # OAuth2 tokens refreshed when due, single-flight per (user, server).
         token_source=app.service.mcp_auth.tokens_for,
     )
+    manager = app.extras.get("workspaces")
+    if manager is not None:
+        deps.tool_providers.append(workspace_provider(manager))
+        deps.workspace_aware = True
+    return deps
 
 
 def make_workers(app: App, deps: TurnDeps | None = None) -> Workers:

@@ -29,6 +29,7 @@ from chatd.domain.config import (
 from chatd.domain.parts import FilePart, Part, TextPart, text_of
 from chatd.domain.titles import fallback_title
 from chatd.domain.usage import PERIODS
+from chatd.domain.workspace import Template, TemplateParameter, Workspace
 from chatd.errors import Forbidden, InvalidInput, NotFound
 from chatd.mcp import McpServerConfig, ToolInfo, list_tools_check
 from chatd.mcp.authorization import McpAuthorization
@@ -42,6 +43,7 @@ from chatd.store import mcp_servers as mcp_store
 from chatd.store import models as model_store
 from chatd.store import usage as usage_store
 from chatd.store import users as user_store
+from chatd.store import workspaces as workspace_store
 from chatd.store.database import Database
 from chatd.store.secrets import SecretBox
 from chatd.streams.hub import Notification, StreamHub
@@ -274,6 +276,11 @@ class ChatService:
     ) -> Chat:
         _check_content(content)
         await self._check_files(actor, content)
+        if workspace_id is not None:
+            try:
+                await workspace_store.get_workspace(self.db, workspace_id, owner_id=actor.id)
+            except NotFound as exc:
+                raise InvalidInput("Invalid workspace ID.") from exc
         if title is not None and not title.strip():
             raise InvalidInput("The title must not be blank.")
         if system_prompt is not None and len(system_prompt.encode()) > 128 * 1024:
@@ -423,6 +430,24 @@ class ChatService:
 
     async def _wake_workers(self) -> None:
         await self.pubsub.publish(PENDING_CHANNEL, {})
+
+    # --- templates and workspaces ---------------------------------------------------------------
+
+    async def list_templates(self, actor: User) -> list[Template]:
+        return await workspace_store.list_templates(self.db)
+
+    async def create_template(self, actor: User, fields: dict[str, Any]) -> Template:
+        _admin(actor)
+        if fields.get("provisioner", "local") != "local":
+            raise InvalidInput("The only provisioner on this server is 'local'.")
+        params = [TemplateParameter(**p) for p in fields.pop("parameters", None) or []]
+        return await workspace_store.create_template(self.db, self.clock.now(), parameters=params, created_by=actor.id, **fields)
+
+    async def list_workspaces(self, actor: User) -> list[Workspace]:
+        return await workspace_store.list_workspaces(self.db, owner_id=actor.id)
+
+    async def get_workspace(self, actor: User, workspace_id: uuid.UUID) -> Workspace:
+        return await workspace_store.get_workspace(self.db, workspace_id, owner_id=actor.id)
 
 
 def _admin(actor: User) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import Field
@@ -43,6 +44,10 @@ class Settings(BaseSettings):
     # Replicas that stop heartbeating (SPEC §6 beyond): their chats are recovered after this.
     replica_stale_after: float = 30.0
     generate_titles: bool = True
+
+    # Workspaces: "auto" isolates commands with bubblewrap when it is installed, "bwrap" requires
+    # it, "none" never isolates.
+    workspace_sandbox: Literal["auto", "bwrap", "none"] = "auto"
 
     # MCP (SPEC §7), in seconds / characters.
     mcp_connect_timeout: float = 10.0

@@ -73,6 +73,8 @@ class TurnDeps:
     end_hooks: list[TurnEndHook] = field(default_factory=list)
     # The owner's OAuth2 tokens for these servers, refreshed when due (default: as stored).
     token_source: TokenSource | None = None
+    # True when a tool provider states the chat's current workspace each turn.
+    workspace_aware: bool = False
     # Injected by tests to control retry waits.
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
@@ -179,7 +181,7 @@ class ChatTurn:
                 log.warning("MCP connections for chat %s failed", chat.id, exc_info=True)
                 mcp_section = ""
             sections.append(mcp_section)
-            prompt = build_prompt(rows, sections)
+            prompt = build_prompt(rows, sections, replace_workspace_note=d.workspace_aware)
             sink = StoreSink(d.db, d.hub, d.clock, chat.id, self.worker_id, model.config.id)
             options = TurnOptions(
                 chat_id=chat.id,

@@ -106,6 +106,13 @@ def base_environment() -> dict[str, str]:
     return env
 
 
+def _runtime_paths() -> list[Path]:
+    import chatd
+
+    paths = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), Path(chatd.__file__).resolve().parents[1]}
+    return sorted(p.resolve() for p in paths)
+
+
 def bwrap_argv(
     bwrap: str, *, data_dir: Path, workspace_dir: Path, read_only: Sequence[Path] = (), chdir: Path | None = None
 ) -> list[str]:
@@ -119,6 +126,12 @@ def bwrap_argv(
         "--dev", "/dev",
         "--proc", "/proc",
         "--tmpfs", "/tmp",
+    ]  # fmt: skip
+    # The agent's own Python must stay visible when it lives under /tmp (a CI checkout's venv).
+    for p in _runtime_paths():
+        if p.is_relative_to("/tmp") and not p.is_relative_to(data_dir):
+            argv += ["--ro-bind", str(p), str(p)]
+    argv += [
         # Mounted after /tmp so a data dir under /tmp is hidden too.
         "--tmpfs", str(data_dir),
         "--bind", str(workspace_dir), str(workspace_dir),

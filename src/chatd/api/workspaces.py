@@ -1,0 +1,102 @@
+"""Templates and workspaces (issue 6): admins define templates; a member sees their workspaces."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from chatd.api.deps import CurrentUser, Service
+from chatd.domain.workspace import Template, Workspace
+
+router = APIRouter(prefix="/api/v1")
+
+
+class TemplateParameterIO(BaseModel):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    description: str = Field(default="", max_length=1024)
+    default: str | None = Field(default=None, max_length=4096)
+    required: bool = False
+
+
+class TemplateIn(BaseModel):
+    model_config = {"extra": "forbid"}
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    display_name: str = Field(default="", max_length=256)
+    description: str = Field(default="", max_length=4096)
+    provisioner: str = "local"
+    git_url: str | None = Field(default=None, max_length=2048)
+    git_ref: str | None = Field(default=None, max_length=256)
+    source_path: str | None = Field(default=None, max_length=4096)
+    init_script: str = Field(default="", max_length=64 * 1024)
+    parameters: list[TemplateParameterIO] = Field(default_factory=list, max_length=64)
+    allow_outside: bool = False
+
+
+class TemplateOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    display_name: str
+    description: str
+    provisioner: str
+    git_url: str | None
+    git_ref: str | None
+    source_path: str | None
+    init_script: str
+    parameters: list[TemplateParameterIO]
+    allow_outside: bool
+    deprecated: bool
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, t: Template) -> TemplateOut:
+        return cls(
+            id=t.id, name=t.name, display_name=t.display_name, description=t.description, provisioner=t.provisioner,
+            git_url=t.git_url, git_ref=t.git_ref, source_path=t.source_path, init_script=t.init_script,
+            parameters=[TemplateParameterIO(name=p.name, description=p.description, default=p.default, required=p.required) for p in t.parameters],
+            allow_outside=t.allow_outside, deprecated=t.deprecated, created_at=t.created_at, updated_at=t.updated_at,
+        )
+
+
+class WorkspaceOut(BaseModel):
+    id: uuid.UUID
+    owner_id: uuid.UUID
+    template_id: uuid.UUID | None
+    name: str
+    provisioner: str
+    directory: str
+    status: str
+    parameters: dict[str, str]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, w: Workspace) -> WorkspaceOut:
+        return cls(
+            id=w.id, owner_id=w.owner_id, template_id=w.template_id, name=w.name, provisioner=w.provisioner,
+            directory=w.directory, status=w.status.value, parameters=dict(w.parameters),
+            created_at=w.created_at, updated_at=w.updated_at,
+        )
+
+
+@router.get("/templates", tags=["workspaces"])
+async def list_templates(user: CurrentUser, svc: Service) -> list[TemplateOut]:
+    return [TemplateOut.of(t) for t in await svc.list_templates(user)]
+
+
+@router.post("/templates", status_code=201, tags=["workspaces"])
+async def create_template(body: TemplateIn, user: CurrentUser, svc: Service) -> TemplateOut:
+    return TemplateOut.of(await svc.create_template(user, body.model_dump()))
+
+
+@router.get("/workspaces", tags=["workspaces"])
+async def list_workspaces(user: CurrentUser, svc: Service) -> list[WorkspaceOut]:
+    return [WorkspaceOut.of(w) for w in await svc.list_workspaces(user)]
+
+
+@router.get("/workspaces/{workspace_id}", tags=["workspaces"])
+async def get_workspace(workspace_id: uuid.UUID, user: CurrentUser, svc: Service) -> WorkspaceOut:
+    return WorkspaceOut.of(await svc.get_workspace(user, workspace_id))
