@@ -36,7 +36,7 @@ async def test_deployment_key_is_used_when_no_key_is_stored(rig: Rig) -> None:
     assert req.wire == "anthropic", req.headers
     assert key_of(req) == "sk-ant-deployment"
     assert req.body["max_tokens"] == 1234
-    answer = [m for m in await rig.messages(chat.id) if m.role is Role.ASSISTANT][0]
+    answer = next(m for m in await rig.messages(chat.id) if m.role is Role.ASSISTANT)
     assert answer.content == [TextPart(text="hi from claude")]
 
 
