@@ -22,7 +22,8 @@ from sqlalchemy.engine import make_url
 from chatd.store.database import Database, async_url
 from chatd.store.migrate import migrate
 
-TEMPLATE = "chatd_test_template"
+# One migrated template per test session: concurrent sessions on one server never share it.
+TEMPLATE = f"chatd_tpl_{uuid.uuid4().hex[:10]}"
 
 
 def _admin_url() -> str:
@@ -65,8 +66,18 @@ def pg_admin_url() -> Iterator[str]:
         finally:
             await db.dispose()
 
+    async def drop_template() -> None:
+        conn = await asyncpg.connect(_dsn(url))
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
     asyncio.run(make_template())
-    yield url
+    try:
+        yield url
+    finally:
+        asyncio.run(drop_template())
 
 
 async def _create_pg_database(admin_url: str) -> tuple[str, str]:
