@@ -34,6 +34,7 @@ from chatd.store import users as user_store
 from chatd.store.database import Database
 from chatd.store.mcp_oauth import SqlOAuthVault
 from chatd.store.secrets import SecretBox
+from conftest import make_ctx
 
 CALLBACK = "/api/v1/mcp-servers/oauth/callback"
 
@@ -423,3 +424,37 @@ def test_a_refresh_response_without_refresh_token_keeps_the_old_one() -> None:
     now = ManualClock().now()
     token = grant.to_token(now, previous_refresh_token="kept")
     assert token == OAuthToken(access_token="a", refresh_token="kept", token_type="Bearer", expires_at=now + timedelta(seconds=60))
+
+
+async def test_a_token_revoked_mid_turn_is_refreshed_and_the_call_retried(
+    people: People, world: OAuthWorld, connected: str, chatd: App
+) -> None:
+    """The server forgets the access token between two tool calls of one turn: the client
+    refreshes once (single-flight), reconnects and the call succeeds; the turn never sees a 401."""
+    from chatd.mcp import connect_all
+
+    sid = uuid.UUID(connected)
+    alice = people.alice.user.id
+    auth = chatd.service.mcp_auth
+    record = await mcp_store.get_server(chatd.db, chatd.box, sid)
+    config = McpServerConfig.from_record(record)
+    token = await auth.fresh_token(alice, sid)
+    assert token is not None
+
+    async def reauthorize(cfg: McpServerConfig, rejected: Any) -> Any:
+        return await auth.refresh_after_unauthorized(alice, cfg, rejected)
+
+    tools, conns = await connect_all([config], {sid: token}, reauthorize=reauthorize)
+    try:
+        echo = next(t for t in tools if t.name == "secure__echo")
+        first = await echo.call({"text": "one"}, make_ctx())
+        assert not first.is_error, first.result
+        world.auth.invalidate_access_tokens()
+        results = await asyncio.gather(*(echo.call({"text": f"after {i}"}, make_ctx()) for i in range(3)))
+        assert all(not r.is_error for r in results), [r.result for r in results]
+        assert "after 0" in str(results[0].result)
+        assert world.auth.refreshes == 1
+        stored = await mcp_store.get_token(chatd.db, chatd.box, sid, alice)
+        assert stored is not None and world.auth.live(stored.access_token)
+    finally:
+        await conns.close()

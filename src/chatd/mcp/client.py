@@ -27,6 +27,9 @@ from chatd.mcp.results import DEFAULT_MAX_RESULT_CHARS, StoreFile, convert_resul
 
 log = logging.getLogger(__name__)
 
+Reauthorize = Callable[[McpServerConfig, OAuthToken | None], Awaitable[OAuthToken | None]]
+"""reauthorize(config, rejected_token) -> a fresh token after a 401/403 mid-turn, or None."""
+
 OnServerError = Callable[[McpServerConfig, str], Awaitable[None] | None]
 """on_server_error(config, message): a server was skipped or lost; message is already redacted."""
 
@@ -132,12 +135,17 @@ class McpTool:
                 log.warning("emitting MCP progress failed", exc_info=True)
 
         try:
-            result = await self.server.call(
-                self.original_name,
-                args,
-                call_timeout=self._owner.call_timeout,
-                on_progress=on_progress,
-            )
+            try:
+                result = await self.server.call(
+                    self.original_name, args, call_timeout=self._owner.call_timeout, on_progress=on_progress
+                )
+            except McpCallError:
+                # A token revoked or expired mid-chat: refresh it once, reconnect, call again.
+                if not await self._owner.reauthorize(self.server):
+                    raise
+                result = await self.server.call(
+                    self.original_name, args, call_timeout=self._owner.call_timeout, on_progress=on_progress
+                )
         except McpCallError as exc:
             return ToolResult(result=f"The MCP tool call failed: {exc.message}", is_error=True)
         return await convert_result(
@@ -176,8 +184,14 @@ class McpConnections:
         call_timeout: float,
         max_result_chars: int,
         on_tools_changed: Callable[[], None] | None = None,
+        reauthorize: Reauthorize | None = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     ) -> None:
         self.store_file = store_file
+        self._reauthorize = reauthorize
+        self._connect_timeout = connect_timeout
+        self._tokens: dict[uuid.UUID, OAuthToken | None] = {}
+        self._reauth_locks: dict[uuid.UUID, asyncio.Lock] = {}
         self._on_tools_changed = on_tools_changed
         self.call_timeout = call_timeout
         self.max_result_chars = max_result_chars
@@ -220,6 +234,41 @@ class McpConnections:
             )
             if self._on_tools_changed is not None:
                 self._on_tools_changed()
+
+    async def reauthorize(self, server: ServerConnection) -> bool:
+        """After a call failed on a 401/403 from an OAuth2 server: get a fresh token, reconnect
+        and move the server's tools to the new connection. False when nothing changed."""
+        config = server.config
+        if self._reauthorize is None or config.auth_type != "oauth2" or server.http_error_status not in (401, 403):
+            return False
+        lock = self._reauth_locks.setdefault(config.id, asyncio.Lock())
+        async with lock:
+            current = next((c for c in self.servers if c.config.id == config.id), None)
+            if current is not None and current is not server:
+                return True  # another call already reconnected
+            rejected = self._tokens.get(config.id)
+            token = await self._reauthorize(config, rejected)
+            if token is None or (rejected is not None and token.access_token == rejected.access_token):
+                return False
+            fresh = ServerConnection(
+                config, auth_headers(config, token), connect_timeout=self._connect_timeout, on_tools_changed=self._tools_changed
+            )
+            fresh.start()
+            try:
+                await fresh.wait_ready()
+            except Exception:
+                await fresh.aclose()
+                log.warning("MCP server %s: reconnecting with a refreshed token failed", config.slug)
+                return False
+            self._tokens[config.id] = token
+            self.servers = [fresh if c is server else c for c in self.servers]
+            self._all = [fresh if c is server else c for c in self._all]
+            for tool in self._tools.get(config.id, []):
+                tool.server = fresh
+            self._build_tools(fresh)
+        await server.aclose()
+        log.info("MCP server %s: reconnected with a refreshed token", config.slug)
+        return True
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -264,6 +313,7 @@ async def connect_all(
     max_result_chars: int = DEFAULT_MAX_RESULT_CHARS,
     on_server_error: OnServerError | None = None,
     on_tools_changed: Callable[[], None] | None = None,
+    reauthorize: Reauthorize | None = None,
 ) -> tuple[list[Tool], McpConnections]:
     """Connect to every enabled server concurrently and return (tools, close).
 
@@ -276,6 +326,8 @@ async def connect_all(
         call_timeout=call_timeout,
         max_result_chars=max_result_chars,
         on_tools_changed=on_tools_changed,
+        reauthorize=reauthorize,
+        connect_timeout=connect_timeout,
     )
     pending: list[ServerConnection] = []
     seen_slugs: set[str] = set()
@@ -287,6 +339,7 @@ async def connect_all(
             continue
         seen_slugs.add(config.slug)
         token = user_tokens.get(config.id)
+        connections._tokens[config.id] = token
         if config.auth_type == "oauth2" and (token is None or not token.access_token):
             # Connect anyway: some servers offer public tools; a 401 is reported below.
             log.info("MCP server %s: no OAuth2 token for this user", config.slug)
