@@ -228,3 +228,13 @@ async def test_stream_resumes_after_the_last_event_id(client: httpx.AsyncClient,
     async with client.stream("GET", f"/api/v1/chats/{chat['id']}/stream", headers={**h, "Last-Event-ID": str(msgs[-1]["id"])}) as resp:
         events = await read_sse(resp, 1)
         assert [e["type"] for e in events] == ["status"]
+
+
+async def test_mcp_forward_identity_round_trips(client: httpx.AsyncClient, people: People) -> None:
+    a = people.admin.headers
+    body = {"slug": "ident", "display_name": "Ident", "url": "http://127.0.0.1:9/mcp", "enabled": True}
+    created = (await client.post("/api/v1/mcp-servers", headers=a, json=body)).json()
+    assert created["forward_identity"] is False
+    patched = await client.patch(f"/api/v1/mcp-servers/{created['id']}", headers=a, json={"forward_identity": True})
+    assert patched.status_code == 200 and patched.json()["forward_identity"] is True
+    assert (await client.get(f"/api/v1/mcp-servers/{created['id']}", headers=people.alice.headers)).json()["forward_identity"] is True

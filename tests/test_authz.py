@@ -40,6 +40,12 @@ MCP_HEADER_VALUE = "mcp-header-secret-3"
 MCP_CLIENT_SECRET = "mcp-oauth-client-secret-4"
 MCP_USER_TOKEN = "mcp-user-token-secret-5"
 SECRETS = (PROVIDER_KEY, MCP_KEY, MCP_HEADER_VALUE, MCP_CLIENT_SECRET, MCP_USER_TOKEN)
+PUSH_ENDPOINT = "https://push.example.net/wpush/v2/browser-1"
+# A browser's subscription keys: a P-256 public point and a 16-byte secret, base64url.
+PUSH_KEYS = {
+    "p256dh": "BD8LrAeMhlmNEl8m45NySLP9ma2cvaxFSBPtj2toGcB7DwoBPKmgoJNKkD6P2jzvnhQR8hLsYeRT1Q5Xi_K73Kc",
+    "auth": "r7TcDDJj0FE5bAvUtrR1zA",
+}
 
 # Who may call an endpoint:
 #   member: any authenticated user (the answer is about the caller only)
@@ -139,6 +145,10 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/workspaces"): Rule("member", 200),
     ("GET", "/api/v1/workspaces/{workspace_id}"): Rule("owner", 200),
     ("PUT", "/api/v1/usage-limits"): Rule("admin", 204, _json({"scope": "global", "period": "month", "limit_micros": 10**9})),
+    # web push: the caller's own browser subscriptions
+    ("GET", "/api/v1/push/vapid-public-key"): Rule("member", 200),
+    ("POST", "/api/v1/push/subscriptions"): Rule("member", 201, _json({"endpoint": PUSH_ENDPOINT, "keys": PUSH_KEYS})),
+    ("DELETE", "/api/v1/push/subscriptions"): Rule("member", 204, _json({"endpoint": PUSH_ENDPOINT})),
 }
 
 # Not part of the matrix: /healthz and / need no token; /metrics is for a scraper; the OAuth

@@ -10,8 +10,10 @@ from typing import Any
 
 from chatd.domain.chat import UserRole
 from chatd.domain.clock import Clock, SystemClock
+from chatd.errors import Conflict
 from chatd.pubsub.base import PubSub
 from chatd.pubsub.memory import MemoryPubSub
+from chatd.push_service import PushService
 from chatd.service import ChatService
 from chatd.settings import Settings
 from chatd.store import users as user_store
@@ -22,6 +24,8 @@ from chatd.store.workspaces import SqlWorkspaceRecords
 from chatd.streams.hub import StreamHub
 from chatd.streams.relay import RelayClient, internal_token
 from chatd.worker import TurnDeps, Workers
+from chatd.worker.push import WebPush, load_vapid
+from chatd.worker.subagents import subagent_provider
 from chatd.worker.workspaces import workspace_provider
 from chatd.workspace.manager import WorkspaceManager
 from chatd.workspace.provisioner import LocalProvisioner
@@ -43,6 +47,9 @@ class App:
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def close(self) -> None:
+        push = self.extras.get("push")
+        if push is not None:
+            await push.web_push.close()
         manager = self.extras.get("workspaces")
         if manager is not None:
             await manager.close()
@@ -82,6 +89,7 @@ async def build(settings: Settings, *, clock: Clock | None = None, run_migration
     app.extras["workspaces"] = WorkspaceManager(
         SqlWorkspaceRecords(db, clock), {"local": LocalProvisioner(settings.data_dir, sandbox=settings.workspace_sandbox)}
     )
+    app.extras["push"] = make_push(app)
     app.extras["workers"] = make_workers(app)
     return app
 
@@ -91,12 +99,21 @@ def turn_deps(app: App) -> TurnDeps:
         db=app.db, hub=app.hub, pubsub=app.pubsub, box=app.box, clock=app.clock, settings=app.settings,
         # OAuth2 tokens refreshed when due, single-flight per (user, server).
         token_source=app.service.mcp_auth.tokens_for,
+        reauthorize=app.service.mcp_auth.refresh_after_unauthorized,
     )
     manager = app.extras.get("workspaces")
     if manager is not None:
         deps.tool_providers.append(workspace_provider(manager))
         deps.workspace_aware = True
+    deps.end_hooks.append(app.extras["push"].web_push.on_turn_end)
+    deps.tool_providers.append(subagent_provider(app.db, app.hub, app.pubsub, app.clock, max_queued=app.settings.max_queued_messages))
     return deps
+
+
+def make_push(app: App) -> PushService:
+    """Web push: VAPID keys from the settings, or `<data dir>/vapid-private.pem` (made once)."""
+    s = app.settings
+    return PushService(app.db, app.box, app.clock, WebPush(app.db, app.box, load_vapid(s)), allow_http=s.push_allow_http)
 
 
 def make_workers(app: App, deps: TurnDeps | None = None) -> Workers:
@@ -108,7 +125,11 @@ async def ensure_admin(app: App) -> str | None:
     `data_dir/admin-token` (mode 0600) and return the token."""
     if await user_store.count_users(app.db) > 0:
         return None
-    admin = await user_store.create_user(app.db, app.clock.now(), "admin", UserRole.ADMIN)
+    try:
+        admin = await user_store.create_user(app.db, app.clock.now(), "admin", UserRole.ADMIN)
+    except Conflict:
+        # Replicas started together on an empty database: another one made the first admin.
+        return None
     token = await user_store.create_token(app.db, app.clock.now(), admin.id, "admin (first start)")
     write_secret_file(app.settings.data_dir / "admin-token", token)
     return token

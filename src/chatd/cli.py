@@ -155,5 +155,60 @@ def workspace_agent(
         raise typer.Exit(2) from exc
 
 
+@app.command("chat")
+def chat(
+    message: Annotated[str, typer.Argument(help="What to ask the agent.")],
+    url: Annotated[str | None, typer.Option("--url", envvar="CHATD_URL", help="The chatd server (default: http://HOST:PORT of the settings).")] = None,
+    token: Annotated[str | None, typer.Option("--token", envvar="CHATD_TOKEN", help="An API token (default: the admin token in the data dir).")] = None,
+    data_dir: DataDir = None,
+    chat_id: Annotated[str | None, typer.Option("--chat", help="Send to this chat instead of starting a new one.")] = None,
+    title: Annotated[str | None, typer.Option("--title", help="The new chat's title.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="A model config id (default: the server's default).")] = None,
+    reasoning: Annotated[bool, typer.Option("--reasoning/--no-reasoning", help="Show the model's reasoning.")] = True,
+) -> None:
+    """Chat with a running server: start a chat (or send to --chat) and show its stream live until
+    the agent is done. Exit status 1 when the turn ends in an error."""
+    from rich.console import Console as StdoutConsole
+
+    from chatd.client import ChatdClient, ChatView, ClientError
+
+    settings = _settings(data_dir, None)
+    if not token:
+        path = settings.data_dir / "admin-token"
+        try:
+            token = path.read_text().strip()
+        except OSError:
+            console.print(f"[red]error:[/red] no token: pass --token or set CHATD_TOKEN (no {path}).")
+            raise typer.Exit(2) from None
+    out = StdoutConsole()
+    following: dict[str, str] = {}
+
+    async def go() -> str:
+        async with ChatdClient(url or settings.resolved_public_url(), token) as client:
+            if chat_id:
+                sent = await client.send_message(chat_id, message)
+                following["id"] = chat_id
+                # Everything before the message just sent is history: follow from there.
+                after = sent["message"]["id"] - 1 if sent.get("message") else max((m["id"] for m in await client.messages(chat_id)), default=0)
+            else:
+                created = await client.create_chat(message, title=title, model_config_id=model)
+                following["id"], after = created["id"], 0
+                console.print(f"[dim]chat {created['id']}: {created['title']}[/dim]")
+            done = await client.follow(following["id"], ChatView(out, reasoning=reasoning), after)
+            return str(done["status"])
+
+    try:
+        status = asyncio.run(go())
+    except ClientError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(2) from exc
+    except KeyboardInterrupt:
+        if "id" in following:
+            console.print(f"\n[dim]stopped following; chat {following['id']} goes on on the server[/dim]")
+        raise typer.Exit(130) from None
+    if status == "error":
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":
     app()

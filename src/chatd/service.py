@@ -259,8 +259,8 @@ class ChatService:
             raise NotFound("Chat not found.")
         return chat
 
-    async def list_chats(self, actor: User, archived: bool | None) -> list[Chat]:
-        return await chat_store.list_chats(self.db, actor.id, archived=archived)
+    async def list_chats(self, actor: User, archived: bool | None, parent_chat_id: uuid.UUID | None = None) -> list[Chat]:
+        return await chat_store.list_chats(self.db, actor.id, archived=archived, parent_chat_id=parent_chat_id)
 
     async def create_chat(
         self,

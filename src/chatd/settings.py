@@ -45,6 +45,15 @@ class Settings(BaseSettings):
     replica_stale_after: float = 30.0
     generate_titles: bool = True
 
+    # Web push (SPEC §5.10). VAPID keys as base64url (the private key may also be PEM); empty
+    # means data_dir/vapid-private.pem, generated on first start. Replicas must share the keys.
+    vapid_private_key: str = ""
+    vapid_public_key: str = ""
+    # The contact push services see: a mailto: or https: URL (default: the public URL if https).
+    vapid_subject: str = ""
+    # Push services are https; allow http endpoints only for a local push service (tests).
+    push_allow_http: bool = False
+
     # Workspaces: "auto" isolates commands with bubblewrap when it is installed, "bwrap" requires
     # it, "none" never isolates.
     workspace_sandbox: Literal["auto", "bwrap", "none"] = "auto"

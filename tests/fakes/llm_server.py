@@ -266,6 +266,10 @@ class FakeLLMServer:
         """Replies for non-streaming requests (side calls), kept apart from the turn's script."""
         self._side.extend(replies)
 
+    def clear_script(self) -> None:
+        """Drop the replies no request has taken yet."""
+        self._replies.clear()
+
     @property
     def pending(self) -> int:
         return len(self._replies)

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
 from chatd import __version__
-from chatd.api import errors, internal, routes, streaming, workspaces
+from chatd.api import errors, internal, push, routes, streaming, workspaces
 from chatd.api.limits import BodyLimit
 from chatd.api.schemas import HealthOut
 
@@ -28,6 +28,7 @@ def create_app(state: Any) -> FastAPI:
     app.include_router(routes.router)
     app.include_router(internal.router)
     app.include_router(workspaces.router)
+    app.include_router(push.router)
 
     @app.get("/healthz", tags=["operations"], response_model=HealthOut)
     async def healthz() -> JSONResponse:

@@ -5,6 +5,7 @@ Authenticated with a token derived from the secret key every replica of a deploy
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import uuid
 from collections.abc import AsyncIterator
@@ -45,6 +46,10 @@ async def relay_parts(chat_id: uuid.UUID, request: Request) -> StreamingResponse
         finally:
             if nxt is not None and not nxt.done():
                 nxt.cancel()
+                # Let the cancellation land before closing the generator that task is inside;
+                # else the task later resumes a closed generator and dies unobserved.
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await nxt
             await items.aclose()
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")

@@ -295,8 +295,11 @@ async def create_chat(body: ChatIn, user: CurrentUser, svc: Service) -> ChatOut:
 
 
 @router.get("/chats", tags=["chats"])
-async def list_chats(user: CurrentUser, svc: Service, archived: bool | None = False) -> list[ChatOut]:
-    return [ChatOut.of(c) for c in await svc.list_chats(user, archived)]
+async def list_chats(
+    user: CurrentUser, svc: Service, archived: bool | None = False, parent_chat_id: uuid.UUID | None = None
+) -> list[ChatOut]:
+    """`parent_chat_id` lists that chat's sub-agents (the caller's own chats only, like the rest)."""
+    return [ChatOut.of(c) for c in await svc.list_chats(user, archived, parent_chat_id)]
 
 
 @router.get("/chats/{chat_id}", tags=["chats"])

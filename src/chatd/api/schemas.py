@@ -209,6 +209,7 @@ class McpServerIn(_In):
     tool_deny_list: list[str] = Field(default_factory=list, max_length=1024)
     enabled: bool = False
     availability: Literal["force_on", "default_on", "default_off"] = "default_off"
+    forward_identity: bool = Field(default=False, description="Send X-Chatd-User-Id and X-Chatd-Chat-Id headers to the server.")
 
 
 class McpServerPatch(_In):
@@ -228,6 +229,7 @@ class McpServerPatch(_In):
     tool_deny_list: list[str] | None = None
     enabled: bool | None = None
     availability: Literal["force_on", "default_on", "default_off"] | None = None
+    forward_identity: bool | None = None
 
 
 class OAuth2Out(_Out):
@@ -257,6 +259,7 @@ class McpServerOut(_Out):
     tool_deny_list: list[str]
     enabled: bool
     availability: str
+    forward_identity: bool
     created_at: datetime
     updated_at: datetime
 
@@ -274,7 +277,8 @@ class McpServerOut(_Out):
                 grant_type=s.oauth2.grant_type,
             ) if admin else None,
             tool_allow_list=s.tool_allow_list, tool_deny_list=s.tool_deny_list, enabled=s.enabled,
-            availability=s.availability.value, created_at=s.created_at, updated_at=s.updated_at,
+            availability=s.availability.value, forward_identity=s.forward_identity,
+            created_at=s.created_at, updated_at=s.updated_at,
         )
 
 

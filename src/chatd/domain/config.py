@@ -128,6 +128,7 @@ class McpServerRecord:
     availability: McpAvailability
     created_at: datetime
     updated_at: datetime
+    forward_identity: bool = False
 
 
 @dataclass(frozen=True, slots=True)

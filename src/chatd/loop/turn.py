@@ -100,6 +100,9 @@ async def run_turn(
             raise  # cancelled for another reason as well (shutdown wins)
         await turn.persist_partial()
         return turn.outcome("interrupted")
+    finally:
+        if control is not None:
+            control._detach()
 
 
 async def _uncancellable(aw: Awaitable[T]) -> T:
@@ -160,6 +163,14 @@ class _Turn:
     # ------------------------------------------------------------------------------ the loop
 
     async def run(self, history: list[pm.ModelMessage]) -> TurnOutcome:
+        try:
+            return await self._steps(history)
+        except Interrupted:
+            # The sink refused a write (a step or the summary rows): the chat was edited or taken
+            # over meanwhile. Stop and write nothing more; it is not a failure of the turn.
+            return self.outcome("lost_ownership")
+
+    async def _steps(self, history: list[pm.ModelMessage]) -> TurnOutcome:
         max_steps = max(self.options.max_steps, 1)
         for index in range(max_steps):
             history = await self._compact_if_needed(history, self._estimate(history), before_step=True)
@@ -172,10 +183,7 @@ class _Turn:
             step = self._build_step(response, results, interrupted=False)
             # From here the step belongs to the sink: an interrupt must not persist it again.
             self.state = None
-            try:
-                await _uncancellable(self.sink.persist_step(step))
-            except Interrupted:
-                return self.outcome("lost_ownership")
+            await _uncancellable(self.sink.persist_step(step))
             self._account(step)
             history.append(response)
             if results:

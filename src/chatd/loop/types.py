@@ -130,6 +130,11 @@ class TurnControl:
         if self.interrupted:
             task.cancel()
 
+    def _detach(self) -> None:
+        """The loop is over: a later interrupt (e.g. the worker hearing its own final `waiting`
+        status) must not cancel the task while it settles and announces the chat's status."""
+        self._task = None
+
     def interrupt(self) -> None:
         if self.interrupted:
             return

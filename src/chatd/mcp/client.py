@@ -19,7 +19,7 @@ from jsonschema.protocols import Validator  # type: ignore[import-untyped]
 
 from chatd.domain.parts import ToolProgressPart
 from chatd.domain.tools import Tool, ToolContext, ToolResult
-from chatd.mcp.config import McpServerConfig, OAuthToken, auth_headers, redact_url
+from chatd.mcp.config import McpServerConfig, OAuthToken, connection_headers, redact_url
 from chatd.mcp.connection import ServerConnection
 from chatd.mcp.errors import McpCallError, McpConnectError
 from chatd.mcp.naming import ToolNamer
@@ -186,7 +186,9 @@ class McpConnections:
         on_tools_changed: Callable[[], None] | None = None,
         reauthorize: Reauthorize | None = None,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        identity: tuple[uuid.UUID, uuid.UUID] | None = None,
     ) -> None:
+        self._identity = identity
         self.store_file = store_file
         self._reauthorize = reauthorize
         self._connect_timeout = connect_timeout
@@ -251,7 +253,8 @@ class McpConnections:
             if token is None or (rejected is not None and token.access_token == rejected.access_token):
                 return False
             fresh = ServerConnection(
-                config, auth_headers(config, token), connect_timeout=self._connect_timeout, on_tools_changed=self._tools_changed
+                config, connection_headers(config, token, self._identity), connect_timeout=self._connect_timeout,
+                on_tools_changed=self._tools_changed,
             )
             fresh.start()
             try:
@@ -314,6 +317,7 @@ async def connect_all(
     on_server_error: OnServerError | None = None,
     on_tools_changed: Callable[[], None] | None = None,
     reauthorize: Reauthorize | None = None,
+    identity: tuple[uuid.UUID, uuid.UUID] | None = None,
 ) -> tuple[list[Tool], McpConnections]:
     """Connect to every enabled server concurrently and return (tools, close).
 
@@ -328,6 +332,7 @@ async def connect_all(
         on_tools_changed=on_tools_changed,
         reauthorize=reauthorize,
         connect_timeout=connect_timeout,
+        identity=identity,
     )
     pending: list[ServerConnection] = []
     seen_slugs: set[str] = set()
@@ -345,7 +350,7 @@ async def connect_all(
             log.info("MCP server %s: no OAuth2 token for this user", config.slug)
         conn = ServerConnection(
             config,
-            auth_headers(config, token),
+            connection_headers(config, token, identity),
             connect_timeout=connect_timeout,
             on_tools_changed=connections._tools_changed,
         )
@@ -394,7 +399,7 @@ async def list_tools_check(
 
     Raises McpConnectError (McpAuthError for 401/403) with a redacted reason.
     """
-    conn = ServerConnection(config, auth_headers(config, token), connect_timeout=connect_timeout)
+    conn = ServerConnection(config, connection_headers(config, token, None), connect_timeout=connect_timeout)
     conn.start()
     try:
         await conn.wait_ready()

@@ -82,6 +82,8 @@ class McpServerConfig:
     tool_deny_list: tuple[str, ...] = ()
     enabled: bool = True
     availability: Availability = "default_off"
+    # Send X-Chatd-User-Id / X-Chatd-Chat-Id (an auth header of the same name wins).
+    forward_identity: bool = False
 
     @property
     def label(self) -> str:
@@ -115,6 +117,7 @@ class McpServerConfig:
             tool_deny_list=tuple(record.tool_deny_list),
             enabled=record.enabled,
             availability=_literal(str(record.availability), AVAILABILITIES, "default_off"),
+            forward_identity=record.forward_identity,
         )
 
 
@@ -148,6 +151,21 @@ class OAuthToken:
             token_type=record.token_type or "Bearer",
             expires_at=record.expires_at,
         )
+
+
+def connection_headers(
+    config: McpServerConfig, token: OAuthToken | None, identity: tuple[uuid.UUID, uuid.UUID] | None
+) -> dict[str, str]:
+    """Auth headers, plus the caller's identity when the server is configured to receive it;
+    on a name collision (case-insensitive) the auth header wins."""
+    headers = auth_headers(config, token)
+    if config.forward_identity and identity is not None:
+        taken = {k.lower() for k in headers}
+        user_id, chat_id = identity
+        for name, value in (("X-Chatd-User-Id", str(user_id)), ("X-Chatd-Chat-Id", str(chat_id))):
+            if name.lower() not in taken:
+                headers[name] = value
+    return headers
 
 
 def auth_headers(config: McpServerConfig, token: OAuthToken | None) -> dict[str, str]:

@@ -63,9 +63,15 @@ class PostgresPubSub:
     async def _connect(self) -> None:
         async with self._lock:
             conn = await asyncpg.connect(self._dsn)
-            conn.add_termination_listener(lambda _c: self._lost.set())
-            for channel in list(self._subs):
-                await conn.add_listener(channel, self._dispatch)
+            # Only the current connection's end counts: terminating the one this replaces (below)
+            # fires its listener too, and must not start another reconnect.
+            conn.add_termination_listener(lambda c: self._lost.set() if c is self._listen else None)
+            try:
+                for channel in list(self._subs):
+                    await conn.add_listener(channel, self._dispatch)
+            except BaseException:
+                conn.terminate()
+                raise
             old, self._listen = self._listen, conn
             self._healthy = True
             self._lost.clear()
@@ -81,7 +87,10 @@ class PostgresPubSub:
                 assert self._listen is not None
                 if self._lost.is_set() or self._listen.is_closed():
                     raise ConnectionError("listen connection lost")
-                await asyncio.wait_for(self._listen.fetchval("SELECT 1"), self._probe_interval)
+                # Under the lock: asyncpg allows one operation at a time per connection, and
+                # subscribe/unsubscribe LISTEN and UNLISTEN on this one.
+                async with self._lock:
+                    await asyncio.wait_for(self._listen.fetchval("SELECT 1"), self._probe_interval)
             except Exception as exc:
                 self._healthy = False
                 log.warning("pubsub: connection lost (%s); reconnecting", exc)

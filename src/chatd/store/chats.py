@@ -446,8 +446,18 @@ async def queue_in(conn: AsyncConnection, chat_id: uuid.UUID) -> list[QueuedMess
     return await _queue(conn, chat_id)
 
 
-async def list_chats(db: Database, owner_id: uuid.UUID, *, archived: bool | None = False, limit: int = 50, offset: int = 0) -> list[Chat]:
+async def list_chats(
+    db: Database,
+    owner_id: uuid.UUID,
+    *,
+    archived: bool | None = False,
+    parent_chat_id: uuid.UUID | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[Chat]:
     q = select(chats).where(chats.c.owner_id == owner_id)
+    if parent_chat_id is not None:
+        q = q.where(chats.c.parent_chat_id == parent_chat_id)
     if archived is not None:
         q = q.where(chats.c.archived.is_(archived))
     q = q.order_by(chats.c.updated_at.desc(), chats.c.id.desc()).limit(limit).offset(offset)

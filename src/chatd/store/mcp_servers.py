@@ -27,7 +27,7 @@ from chatd.store.tables import mcp_servers, mcp_user_tokens
 # Fields stored as-is; the secrets and JSON-ish ones are handled explicitly.
 _PLAIN = (
     "slug", "display_name", "description", "url", "transport", "command", "auth_type", "api_key_header",
-    "enabled", "availability",
+    "enabled", "availability", "forward_identity",
 )
 
 
@@ -58,6 +58,7 @@ def _record(r: Any, box: SecretBox) -> McpServerRecord:
         tool_deny_list=list(r.tool_deny_list or []),
         enabled=r.enabled,
         availability=McpAvailability(r.availability),
+        forward_identity=bool(r.forward_identity),
         created_at=r.created_at,
         updated_at=r.updated_at,
     )

@@ -213,6 +213,8 @@ mcp_servers = Table(
     Column("tool_deny_list", Json, nullable=False),
     Column("enabled", Boolean, nullable=False, server_default=text("false")),
     Column("availability", String(16), nullable=False, server_default="default_off"),
+    # Send X-Chatd-User-Id / X-Chatd-Chat-Id to the server (off by default).
+    Column("forward_identity", Boolean, nullable=False, server_default=text("false")),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     CheckConstraint("transport in ('streamable_http', 'sse', 'stdio')", name="transport"),
@@ -366,4 +368,39 @@ replicas = Table(
     Column("address", Text, nullable=True),
     Column("started_at", UTCDateTime, nullable=False),
     Column("heartbeat_at", UTCDateTime, nullable=False),
+)
+
+# At-most-once tool effects (issue 6, beyond the reference): a non-idempotent tool call is
+# recorded here, durably, before it runs, and the row is deleted in the transaction that persists
+# its step. A row that outlives its run therefore marks a call whose effects may have happened
+# but whose result was never saved; a re-run of the turn at the same point in the history
+# (`after_message_id` = the chat's newest message id when it started) gets an "interrupted, not
+# re-run" result for the same call instead of running it again.
+tool_calls_started = Table(
+    "tool_calls_started",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("chat_id", Uuid, ForeignKey("chats.id", ondelete="CASCADE"), nullable=False, index=True),
+    # One run of a turn on one worker (a ChatTurn); a recovered turn is a new run.
+    Column("run_id", Uuid, nullable=False),
+    Column("worker_id", Uuid, nullable=False),
+    Column("tool_call_id", Text, nullable=False),
+    Column("tool_name", Text, nullable=False),
+    # sha256 of the canonical JSON arguments: a re-asked model may repeat the call under a new id.
+    Column("args_sha256", String(64), nullable=False),
+    Column("after_message_id", BigId, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+)
+
+# Web push (SPEC §5.10): each browser a user enabled notifications in. The endpoint identifies
+# the browser install (unique: re-subscribing replaces the row); `auth` is a secret, sealed.
+push_subscriptions = Table(
+    "push_subscriptions",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("user_id", Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("endpoint", Text, nullable=False, unique=True),
+    Column("p256dh", Text, nullable=False),
+    Column("auth_enc", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
 )

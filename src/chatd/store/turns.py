@@ -19,6 +19,7 @@ from chatd.store.chats import _pop_queued, _queue, _set_chat, insert_messages, l
 from chatd.store.database import Database
 from chatd.store.rows import chat_from_row, message_from_row
 from chatd.store.tables import chats, messages
+from chatd.store.tool_calls import forget_started
 from chatd.store.usage import check_spend
 
 _RELEASE = {"worker_id": None, "started_at": None, "heartbeat_at": None}
@@ -135,17 +136,28 @@ async def release_chats(db: Database, now: datetime, chat_ids: Sequence[uuid.UUI
 
 
 async def persist_step(
-    db: Database, now: datetime, chat_id: uuid.UUID, worker_id: uuid.UUID, new: Sequence[NewMessage]
+    db: Database,
+    now: datetime,
+    chat_id: uuid.UUID,
+    worker_id: uuid.UUID,
+    new: Sequence[NewMessage],
+    *,
+    ends_tool_calls: bool = True,
 ) -> list[Message]:
     """Write one step's messages in one transaction, only while we own the chat. A chat
     interrupted to `waiting` still takes its partial answer; an edited (pending) or re-acquired
-    one does not."""
+    one does not. A step ends the journal of started tool calls (`ends_tool_calls`); compaction
+    rows, written between steps, do not."""
     async with db.write() as conn:
         chat = await lock_chat(db, conn, chat_id)
         ours = chat.status is ChatStatus.RUNNING and chat.worker_id == worker_id
         if not ours and chat.status is not ChatStatus.WAITING:
             raise LostOwnership("The chat is no longer owned by this worker.")
-        return await insert_messages(conn, chat_id, new, now)
+        inserted = await insert_messages(conn, chat_id, new, now)
+        if ends_tool_calls:
+            # The step's tool calls have results now (and earlier orphans are behind this point).
+            await forget_started(conn, chat_id)
+        return inserted
 
 
 async def take_steered(db: Database, now: datetime, chat_id: uuid.UUID, worker_id: uuid.UUID) -> tuple[list[Message], list[QueuedMessage]]:
@@ -185,7 +197,8 @@ async def finish_turn(
             return FinishResult(chat, applied=True)
         # Completed, or interrupted (waiting): promote the oldest queued message, FIFO.
         limited: UsageLimitExceeded | None = None
-        has_queue = bool(await _queue(conn, chat_id))
+        # An archived chat (a closed sub-agent) stays stopped: its queue waits for an unarchive.
+        has_queue = not chat.archived and bool(await _queue(conn, chat_id))
         if has_queue:
             try:
                 await check_spend(db, conn, chat.owner_id, now)

@@ -153,6 +153,8 @@ class StreamHub:
         self._buffer_warning = _RateLimitedWarning()
         self._slow_warning = _RateLimitedWarning()
         self._pubsub_lock = asyncio.Lock()
+        # Database checks behind relay decisions (see `_check_relay`); each ends on its own.
+        self._checks: set[asyncio.Task[None]] = set()
 
     # --- worker side ---------------------------------------------------------------------
 
@@ -257,6 +259,31 @@ class StreamHub:
         st.relay_owner = owner
         st.relay = asyncio.create_task(self._relay(chat_id, st, owner), name=f"relay-{chat_id}")
 
+    def _check_relay(self, chat_id: uuid.UUID, st: _ChatState) -> None:
+        """Relay what the database says: stop only once the chat stopped running there. Status
+        notifications are published after commit from different connections, so their order is
+        not the commit order: the `pending` of a recovery (or a send) can arrive after the
+        `running` of the worker that acquired the chat next, and must not cut that turn's parts."""
+
+        relay = st.relay
+
+        async def check() -> None:
+            try:
+                chat = await chat_store.get_chat(self.db, chat_id)
+            except Exception:
+                log.warning("could not re-read chat %s; keeping its relay", chat_id, exc_info=True)
+                return
+            if st.buffering or st.relay is not relay:
+                return  # decided meanwhile: a later `running` started another relay
+            if chat.status is ChatStatus.RUNNING and chat.worker_id is not None:
+                self._want_relay(chat_id, st, chat.worker_id)
+            else:
+                self._stop_relay(st)
+
+        task = asyncio.create_task(check(), name=f"relay-check-{chat_id}")
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
     def _stop_relay(self, st: _ChatState) -> None:
         if st.relay is not None and not st.relay.done():
             st.relay.cancel()
@@ -317,7 +344,10 @@ class StreamHub:
             return
         st.notes_seen += 1
         if payload.get("reconnected"):
-            # Notifications may have been lost while the connection was down.
+            # Notifications may have been lost while the connection was down (a `running` among
+            # them would have started the relay).
+            if not st.buffering and st.subscribers:
+                self._check_relay(chat_id, st)
             for sub in st.subscribers:
                 sub.resync = True
                 sub.wake.set()
@@ -325,8 +355,8 @@ class StreamHub:
         note = Notification.from_payload(payload)
         if note.status == ChatStatus.RUNNING.value and note.worker_id:
             self._want_relay(chat_id, st, uuid.UUID(note.worker_id))
-        elif note.status and not st.buffering:
-            self._stop_relay(st)
+        elif note.status and not st.buffering and st.relay is not None:
+            self._check_relay(chat_id, st)
         for sub in st.subscribers:
             try:
                 sub.queue.put_nowait((st.notes_seen, note))

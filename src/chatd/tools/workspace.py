@@ -189,6 +189,8 @@ class _WorkspaceTool:
     name: str
     description: str
     parameters: dict[str, Any]
+    # Reads are safe to run again after a crash; the rest run at most once (chatd.worker.journal).
+    idempotent: bool = False
 
     async def call(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
         try:
@@ -220,6 +222,7 @@ class _ReadArgs(_Args):
 
 class ReadFile(_WorkspaceTool):
     name = "read_file"
+    idempotent = True
     description = (
         "Read a text file in the workspace. Returns the content with line numbers, the file size, "
         "the total number of lines and how many were read. Reads at most 2000 lines per call by "
@@ -465,6 +468,7 @@ class _OutputArgs(_Args):
 
 class ProcessOutput(_WorkspaceTool):
     name = "process_output"
+    idempotent = True
     description = (
         "Read the output of a process started by execute (background or timed out). Waits up to "
         "wait_timeout (default 10s; '0s' for a snapshot) for it to finish. Output is capped at 32 KB."
@@ -503,6 +507,7 @@ class ProcessOutput(_WorkspaceTool):
 
 class ProcessList(_WorkspaceTool):
     name = "process_list"
+    idempotent = True
     description = "List the processes started with execute in this workspace: id, command, whether it runs, exit code."
     parameters = _schema({})
 
@@ -565,6 +570,7 @@ class _ListTemplatesArgs(_Args):
 
 class ListTemplates(_WorkspaceTool):
     name = "list_templates"
+    idempotent = True
     description = (
         "List the workspace templates you can create a workspace from (10 per page), optionally "
         "filtered by name. Use read_template for its parameters, then create_workspace."
@@ -602,6 +608,7 @@ class _TemplateIdArgs(_Args):
 
 class ReadTemplate(_WorkspaceTool):
     name = "read_template"
+    idempotent = True
     description = "Show a workspace template and the parameters create_workspace accepts for it."
     parameters = _schema({"template_id": {"type": "string", "description": "The template's id."}}, ["template_id"])
 

@@ -161,21 +161,42 @@ class Workers:
         except Exception:
             log.exception("worker task for chat %s failed", chat.id)
         finally:
+            # Forgotten before the last await: a cancellation arriving during the unsubscribe
+            # must not leave a finished turn in `running` (drain and heartbeats would see it forever).
+            self.running.pop(chat.id, None)
             if running.unsubscribe is not None:
                 with contextlib.suppress(Exception):
                     await running.unsubscribe()
-            self.running.pop(chat.id, None)
 
     def _on_chat_note(self, turn: ChatTurn, payload: dict[str, Any]) -> None:
         if payload.get("reconnected"):
             # Notifications were lost while the pubsub reconnected: ask the database instead.
-            task = asyncio.ensure_future(self.heartbeat_once())
-            turn.background.add(task)
-            task.add_done_callback(turn.background.discard)
+            self._check_ownership(turn)
             return
         note = Notification.from_payload(payload)
         if note.status in _STOPS or (note.status == ChatStatus.RUNNING.value and note.worker_id not in (None, str(self.worker_id))):
-            turn.control.interrupt()
+            # A hint, not the truth: the `pending` that a send or a recovery publishes after its
+            # commit can arrive after this worker acquired the chat (another replica's poll won
+            # the race), and must not stop the turn it started. Interrupt and edit change the row
+            # before they notify, so the database read below always sees them.
+            self._check_ownership(turn)
+
+    def _check_ownership(self, turn: ChatTurn) -> None:
+        async def check() -> None:
+            try:
+                now = await chat_store.get_chat(self.deps.db, turn.chat.id)
+            except Exception:
+                # The heartbeat loop asks again within an interval and stops the turn if needed.
+                log.warning("could not check the ownership of chat %s", turn.chat.id, exc_info=True)
+                return
+            # `started_at` tells this run from a later acquire of the same chat by this replica.
+            ours = now.status is ChatStatus.RUNNING and now.worker_id == self.worker_id and now.started_at == turn.chat.started_at
+            if not ours:
+                turn.control.interrupt()
+
+        task = asyncio.ensure_future(check())
+        turn.background.add(task)
+        task.add_done_callback(turn.background.discard)
 
     # --- shutdown ----------------------------------------------------------------------------
 

@@ -32,9 +32,11 @@ class StoreSink:
     async def publish_part(self, role: Role, part: Part) -> None:
         self.hub.publish_part(self.chat_id, role, part)
 
-    async def _write(self, new: list[NewMessage]) -> None:
+    async def _write(self, new: list[NewMessage], *, ends_tool_calls: bool = True) -> None:
         try:
-            msgs = await turns.persist_step(self.db, self.clock.now(), self.chat_id, self.worker_id, new)
+            msgs = await turns.persist_step(
+                self.db, self.clock.now(), self.chat_id, self.worker_id, new, ends_tool_calls=ends_tool_calls
+            )
         except LostOwnership as exc:
             raise Interrupted(str(exc)) from exc
         # The parts of this step are a message now; a late subscriber must not get both.
@@ -87,5 +89,7 @@ class StoreSink:
                     compressed=True,
                 ),
                 NewMessage(Role.TOOL, [compaction.result], Visibility.USER, compressed=True),
-            ]
+            ],
+            # A re-run that compacts before re-issuing a crashed call must still meet its record.
+            ends_tool_calls=False,
         )

@@ -39,6 +39,7 @@ from chatd.store.database import Database
 from chatd.store.secrets import SecretBox
 from chatd.store.turns import FinishResult, TurnEnd
 from chatd.streams.hub import Notification, StreamHub
+from chatd.worker.journal import ToolJournal
 from chatd.worker.models import TurnModel, resolve_turn_model
 from chatd.worker.prompt import SUBAGENT_INSTRUCTION, build_prompt, user_instructions
 from chatd.worker.sink import StoreSink
@@ -47,8 +48,10 @@ log = logging.getLogger(__name__)
 
 # Extra tools and prompt sections for a turn (workspace tools, sub-agents); MCP tools follow them.
 ToolProvider = Callable[["TurnContext"], Awaitable[tuple[list[Tool], list[str]]]]
-# Called after a root chat's turn ends (web push).
 TokenSource = Callable[[uuid.UUID, list[McpServerRecord]], Awaitable[Mapping[uuid.UUID, OAuthToken]]]
+# Called after a turn ends, whatever the chat (web push filters): with the outcome, or the error
+# text of a failed turn (once the model and owner were loaded); not on shutdown or lost ownership
+# to another worker. A hook must return quickly (the next turn of the chat may be waiting).
 TurnEndHook = Callable[["TurnContext", FinishResult, TurnOutcome | None, str | None], Awaitable[None]]
 
 
@@ -73,6 +76,8 @@ class TurnDeps:
     end_hooks: list[TurnEndHook] = field(default_factory=list)
     # The owner's OAuth2 tokens for these servers, refreshed when due (default: as stored).
     token_source: TokenSource | None = None
+    # A fresh OAuth2 token after an MCP server answered 401 mid-turn (single-flight refresh).
+    reauthorize: Callable[[uuid.UUID, McpServerConfig, OAuthToken], Awaitable[OAuthToken | None]] | None = None
     # True when a tool provider states the chat's current workspace each turn.
     workspace_aware: bool = False
     # Injected by tests to control retry waits.
@@ -89,6 +94,8 @@ class ChatTurn:
         self.worker_id = worker_id
         self.control = TurnControl()
         self.background: set[asyncio.Task[Any]] = set()
+        # Set once the model and owner are loaded, so turn-end hooks also run after an error.
+        self.ctx: TurnContext | None = None
 
     async def run(self) -> None:
         chat = self.chat
@@ -112,7 +119,7 @@ class ChatTurn:
         except Exception as exc:
             log.exception("turn of chat %s failed", chat.id)
             end, error = TurnEnd.ERROR, f"Internal error: {type(exc).__name__}: {exc}"[:1000]
-        await self._finish(end, outcome, error, ctx)
+        await self._finish(end, outcome, error, ctx or self.ctx)
 
     async def _finish(self, end: TurnEnd, outcome: TurnOutcome | None, error: str | None, ctx: TurnContext | None) -> None:
         d, chat_id = self.deps, self.chat.id
@@ -154,6 +161,8 @@ class ChatTurn:
                 configs, tokens, store_file=self._store_file, on_server_error=self._mcp_failed,
                 connect_timeout=d.settings.mcp_connect_timeout, call_timeout=d.settings.mcp_call_timeout,
                 max_result_chars=d.settings.mcp_max_result_chars,
+                reauthorize=self._reauthorize if d.reauthorize is not None else None,
+                identity=(chat.owner_id, chat.id),
             )
             return tools, system_prompt_section(conns), conns.close
 
@@ -164,7 +173,7 @@ class ChatTurn:
                 turns.prompt_messages(d.db, chat.id),
                 user_store.get_user(d.db, chat.owner_id),
             )
-            ctx = TurnContext(chat, owner, model, self.worker_id)
+            ctx = self.ctx = TurnContext(chat, owner, model, self.worker_id)
             self._maybe_title(ctx)
             sections: list[str] = []
             tools: list[Tool] = []
@@ -192,7 +201,9 @@ class ChatTurn:
                 file_resolver=self._resolve_files,
                 sleep=d.sleep,
             )
-            outcome = await run_turn(model.resolved, prompt, [*tools, *mcp_tools], options, sink, self.control)
+            # Non-idempotent calls are recorded before they run: at most once across crashes.
+            journal = ToolJournal(d.db, d.clock, chat.id, self.worker_id)
+            outcome = await run_turn(model.resolved, prompt, journal.wrap([*tools, *mcp_tools]), options, sink, self.control)
             return outcome, ctx
         finally:
             if not mcp_task.done():
@@ -224,6 +235,12 @@ class ChatTurn:
         except Exception:
             log.warning("could not load MCP tokens of user %s", chat.owner_id, exc_info=True)
         return [McpServerConfig.from_record(r) for r in records], tokens
+
+    async def _reauthorize(self, config: McpServerConfig, rejected: OAuthToken | None) -> OAuthToken | None:
+        assert self.deps.reauthorize is not None
+        if rejected is None:
+            return None
+        return await self.deps.reauthorize(self.chat.owner_id, config, rejected)
 
     async def _mcp_failed(self, config: McpServerConfig, message: str) -> None:
         part = NoticePart(level="warning", text=f"MCP server {config.label} is unavailable this turn: {message}", source=config.slug)

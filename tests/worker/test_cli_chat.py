@@ -1,0 +1,156 @@
+"""`chatd chat "…"` end to end: a real `chatd` process talks to the app served by uvicorn, whose
+workers run the turn against the scripted LLM server, and renders the stream as it comes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from rich.console import Console
+
+from chatd.client import ChatView
+from chatd.domain.chat import ChatStatus, Role
+from chatd.domain.parts import TextPart
+from tests.conftest import serve_http
+from tests.fakes.llm_server import Fault, Reply, ToolCall
+from tests.fakes.turn_doubles import echo_tool
+from tests.worker.conftest import Gate, Rig
+
+
+@contextlib.asynccontextmanager
+async def running(rig: Rig) -> AsyncIterator[str]:
+    """The API on a loopback port and the rig's workers polling, as `chatd serve` runs them."""
+    stop = asyncio.Event()
+    workers = asyncio.create_task(rig.workers.run(stop), name="workers")
+    try:
+        async with serve_http(rig.app) as url:
+            yield url
+    finally:
+        stop.set()
+        await asyncio.wait_for(workers, 10)
+
+
+async def chatd_chat(*args: str, token: str | None = None) -> asyncio.subprocess.Process:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATD_")}
+    # Wide lines and no colours: the output is read as text.
+    env.update({"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"})
+    if token is not None:
+        env["CHATD_TOKEN"] = token
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "chatd.cli", "chat", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+
+
+async def finish(proc: asyncio.subprocess.Process) -> tuple[int, str, str]:
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def read_until(stream: asyncio.StreamReader, marker: str, timeout: float = 30) -> str:
+    seen = ""
+    async with asyncio.timeout(timeout):
+        while marker not in seen:
+            line = await stream.readline()
+            if not line:
+                raise AssertionError(f"output ended before {marker!r}: {seen!r}")
+            seen += line.decode()
+    return seen
+
+
+async def test_chat_command_renders_the_turn_live_until_waiting(rig: Rig) -> None:
+    gate = Gate()
+    rig.tools = [gate.tool(), echo_tool()]
+    rig.llm.script(
+        Reply(thinking="Look it up first.", text="Let me check.", tool_calls=[ToolCall("call_1", "echo", {"x": 7}), ToolCall("call_2", "wait", {})]),
+        Reply(text="The answer is 7."),
+    )
+    async with running(rig) as url:
+        proc = await chatd_chat("what is x?", "--url", url, "--title", "Find x", token=rig.people.alice.token)
+        assert proc.stdout is not None
+        # The tool call shows while the turn is still running (the tool will block until released).
+        early = await read_until(proc.stdout, "⏺ wait")
+        await asyncio.wait_for(gate.entered.wait(), 10)
+        assert proc.returncode is None
+        chats = await rig.app.service.list_chats(rig.people.alice.user, archived=None)
+        assert [c.status for c in chats] == [ChatStatus.RUNNING]
+        gate.release.set()
+        code, rest, err = await finish(proc)
+
+    assert code == 0, (rest, err)
+    out = early + rest
+    lines = [line.rstrip() for line in out.splitlines() if line.strip()]
+    assert lines == [
+        "you › what is x?",
+        "Look it up first.",
+        "Let me check.",
+        '⏺ echo({"x": 7})',
+        "⏺ wait({})",
+        '  ⎿ {"echo": {"x": 7}}',
+        '  ⎿ {"waited": true}',
+        "The answer is 7.",
+    ]
+    (chat,) = chats
+    assert f"chat {chat.id}: Find x" in err
+    assert (await rig.get(chat.id)).status is ChatStatus.WAITING
+
+
+async def test_chat_command_exits_1_with_the_error_of_a_failed_turn(rig: Rig) -> None:
+    rig.llm.script(Reply(fault=Fault.status(401, message="Incorrect API key provided")))
+    async with running(rig) as url:
+        code, out, err = await finish(await chatd_chat("hello", "--url", url, token=rig.people.alice.token))
+    assert code == 1, (out, err)
+    (chat,) = await rig.app.service.list_chats(rig.people.alice.user, archived=None)
+    failed = await rig.get(chat.id)
+    assert failed.status is ChatStatus.ERROR and failed.last_error
+    assert out.splitlines()[0] == "you › hello"
+    assert f"✗ {failed.last_error}" in " ".join(out.split())
+
+
+async def test_chat_command_uses_the_data_dir_token_and_continues_a_chat(rig: Rig, tmp_path: Path) -> None:
+    data_dir = tmp_path / "client"
+    data_dir.mkdir()
+    (data_dir / "admin-token").write_text(rig.people.alice.token + "\n")
+    rig.llm.script(Reply(text="First answer."), Reply(text="Second answer."))
+    async with running(rig) as url:
+        code, out, err = await finish(await chatd_chat("first", "--url", url, "--data-dir", str(data_dir)))
+        assert code == 0, (out, err)
+        (chat,) = await rig.app.service.list_chats(rig.people.alice.user, archived=None)
+        code, out2, err2 = await finish(await chatd_chat("second", "--url", url, "--data-dir", str(data_dir), "--chat", str(chat.id)))
+    assert code == 0, (out2, err2)
+    assert [line for line in out.splitlines() if line] == ["you › first", "First answer."]
+    # Only what follows the new message: the first exchange is not shown again.
+    assert [line for line in out2.splitlines() if line] == ["you › second", "Second answer."]
+    msgs = [m for m in await rig.messages(chat.id) if m.role is not Role.SYSTEM]
+    assert [m.content for m in msgs] == [[TextPart(text=t)] for t in ("first", "First answer.", "second", "Second answer.")]
+
+
+async def test_chat_command_refuses_a_bad_token_readably(rig: Rig) -> None:
+    async with running(rig) as url:
+        code, out, err = await finish(await chatd_chat("hello", "--url", url, token="chatd_not-a-real-token"))
+    assert code == 2 and out == ""
+    assert "Invalid token" in err and "401" in err
+    assert await rig.app.service.list_chats(rig.people.alice.user, archived=None) == []
+
+
+def test_streamed_text_is_not_shown_again_when_its_message_arrives() -> None:
+    console = Console(record=True, width=200, color_system=None)
+    view = ChatView(console)
+    part = {"type": "message_part", "role": "assistant"}
+    view.event({**part, "part": {"type": "text", "text": "Hel"}})
+    view.event({**part, "part": {"type": "text", "text": "lo. "}})
+    # The next step's text starts streaming before the previous step's message event lands.
+    view.event({**part, "part": {"type": "tool-call", "tool_call_id": "c1", "tool_name": "echo", "args": {"x": 1}}})
+    view.event({**part, "part": {"type": "text", "text": "More"}})
+    view.message({"id": 2, "role": "assistant", "content": [{"type": "text", "text": "Hello. "}, {"type": "tool-call", "tool_call_id": "c1", "tool_name": "echo", "args": {"x": 1}}]})
+    view.message({"id": 3, "role": "assistant", "content": [{"type": "text", "text": "More"}]})
+    # A message nobody streamed (e.g. persisted before the stream opened) is shown whole.
+    view.message({"id": 4, "role": "assistant", "content": [{"type": "text", "text": "Unseen."}]})
+    view.event({"type": "retry", "attempt": 1, "delay_ms": 2000, "error": "overloaded"})
+    view.finished({"status": "waiting"})
+    assert console.export_text().splitlines() == ["Hello. ", '⏺ echo({"x": 1})', "More", "Unseen.", "↻ retry 1 in 2s: overloaded"]
