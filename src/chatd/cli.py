@@ -210,5 +210,28 @@ def chat(
         raise typer.Exit(1)
 
 
+mcp_app = typer.Typer(no_args_is_help=True, help="MCP client tools.")
+app.add_typer(mcp_app, name="mcp")
+
+
+@mcp_app.command("conformance-client")
+def mcp_conformance_client(
+    url: Annotated[str, typer.Argument(help="The MCP server URL (the conformance suite appends it).")],
+    scenario: Annotated[str | None, typer.Option("--scenario", envvar="MCP_CONFORMANCE_SCENARIO", help="The conformance scenario.")] = None,
+    context: Annotated[str | None, typer.Option("--context", envvar="MCP_CONFORMANCE_CONTEXT", help="Scenario context (JSON).")] = None,
+) -> None:
+    """Run chatd's MCP client against URL the way the official conformance suite expects
+    (`npx @modelcontextprotocol/conformance client --command "chatd mcp conformance-client"`)."""
+    from chatd.errors import ChatdError
+    from chatd.mcp.conformance import Scenario, run_scenario
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(run_scenario(url, Scenario.parse(scenario, context)))
+    except ChatdError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from exc
+
+
 if __name__ == "__main__":
     app()

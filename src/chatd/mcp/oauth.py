@@ -22,6 +22,9 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 import httpx2
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from mcp.client.auth.utils import (
     build_oauth_authorization_server_metadata_discovery_urls,
     build_protected_resource_metadata_discovery_urls,
@@ -130,7 +133,11 @@ def new_http_client() -> httpx2.AsyncClient:
 
 
 async def discover(
-    http: httpx2.AsyncClient, server_url: str, settings: OAuth2ClientSettings
+    http: httpx2.AsyncClient,
+    server_url: str,
+    settings: OAuth2ClientSettings,
+    *,
+    legacy_fallback: bool = False,
 ) -> AuthServer:
     """The authorization server for `server_url`; explicit authorize/token URLs from the config win.
 
@@ -156,6 +163,16 @@ async def discover(
 
     authorize = settings.authorize_url or (str(asm.authorization_endpoint) if asm else None)
     token = settings.token_url or (str(asm.token_endpoint) if asm else None)
+    registration = str(asm.registration_endpoint) if asm and asm.registration_endpoint else None
+    if legacy_fallback and prm is None and asm is None:
+        # 2025-03-26 fallback (opt-in: for a configured server a clear "configure the URLs"
+        # beats guessing): no metadata at all means the default endpoints at the MCP
+        # server's origin (/authorize, /token, /register).
+        parts = urlsplit(server_url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        authorize = authorize or f"{origin}/authorize"
+        token = token or f"{origin}/token"
+        registration = f"{origin}/register"
     if token is None:
         raise OAuthError(
             f"No OAuth authorization server was found for {redact_url(server_url)}; "
@@ -165,7 +182,7 @@ async def discover(
         issuer=str(asm.issuer) if asm else None,
         authorization_endpoint=authorize,
         token_endpoint=token,
-        registration_endpoint=str(asm.registration_endpoint) if asm and asm.registration_endpoint else None,
+        registration_endpoint=registration,
         token_auth_methods=tuple(asm.token_endpoint_auth_methods_supported or ()) if asm else (),
         resource=resource,
         default_scopes=default_scopes,
@@ -367,11 +384,48 @@ async def client_credentials(
     *,
     scopes: str | None,
     resource: str | None,
+    client_assertion: str | None = None,
 ) -> TokenGrant:
+    """The client-credentials grant; `client_assertion` is a signed JWT (RFC 7523, SEP-1046)
+    that authenticates the client instead of a secret."""
     data = {"grant_type": "client_credentials"}
     if scopes:
         data["scope"] = scopes
+    if client_assertion is not None:
+        data["client_assertion_type"] = JWT_BEARER_ASSERTION
+        data["client_assertion"] = client_assertion
     return await _token_request(http, token_endpoint, client, data, resource)
+
+
+JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+# RFC 7523 §3: an assertion is single-use and short-lived.
+_ASSERTION_LIFETIME = timedelta(minutes=5)
+
+
+def jwt_client_assertion(
+    client_id: str, private_key_pem: str, audience: str, now: datetime
+) -> str:
+    """An ES256-signed client assertion (RFC 7523 §2.2): iss = sub = client_id, aud = the
+    authorization server's issuer."""
+    key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise OAuthError("The client assertion key must be a P-256 EC key (ES256).")
+    claims = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": audience,
+        "iat": int(now.timestamp()),
+        "exp": int((now + _ASSERTION_LIFETIME).timestamp()),
+        "jti": secrets.token_urlsafe(16),
+    }
+    signing_input = _b64url(json.dumps({"alg": "ES256", "typ": "JWT"}).encode()) + "." + _b64url(json.dumps(claims).encode())
+    r, s = decode_dss_signature(key.sign(signing_input.encode("ascii"), ec.ECDSA(hashes.SHA256())))
+    # JWS (RFC 7518 §3.4) wants the raw r || s, not DER.
+    return signing_input + "." + _b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 
 async def _token_request(
@@ -384,7 +438,9 @@ async def _token_request(
     if resource:
         data["resource"] = resource
     headers = {"Accept": "application/json"}
-    if client.auth_method == "client_secret_basic" and client.client_secret:
+    if "client_assertion" in data:
+        data["client_id"] = client.client_id
+    elif client.auth_method == "client_secret_basic" and client.client_secret:
         creds = f"{quote(client.client_id, safe='')}:{quote(client.client_secret, safe='')}"
         headers["Authorization"] = "Basic " + base64.b64encode(creds.encode()).decode()
     else:
