@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -395,7 +396,10 @@ async def main(args: argparse.Namespace) -> None:
     for r in results:
         if r.latencies_ms:
             print(f"  {r.run} {r.replica}: mean {statistics.fmean(r.latencies_ms):.1f} ms over {len(r.latencies_ms)} deliveries")
-    print(f"\nreplica logs: {root}")
+    if args.keep_logs:
+        print(f"\nreplica logs: {root}")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def cli() -> None:
@@ -409,6 +413,7 @@ def cli() -> None:
     p.add_argument("--subscribers", type=int, default=100)
     p.add_argument("--tokens", type=int, default=1000)
     p.add_argument("--rates", default="50,200", help="tokens per second of the paced runs (comma-separated)")
+    p.add_argument("--keep-logs", action="store_true", help="keep the replicas' data directories and logs")
     asyncio.run(main(p.parse_args()))
 
 

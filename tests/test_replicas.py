@@ -23,6 +23,7 @@ from chatd.domain.parts import TextPart
 from chatd.settings import Settings
 from chatd.store import chats as chat_store
 from chatd.store import users as user_store
+from chatd.streams.hub import Notification
 from chatd.worker import Workers
 from tests.conftest import serve_http
 from tests.fakes.llm_server import FakeLLMServer, Reply
@@ -148,3 +149,66 @@ async def test_a_replica_that_stops_heartbeating_has_its_chats_recovered_fast(tw
     await wb.drain()
     msgs = [m for m in await chat_store.all_messages(b.db, chat.id) if m.role is Role.ASSISTANT]
     assert [m.content for m in msgs] == [[TextPart(text="resumed on B")]]
+
+
+async def test_a_late_pending_note_neither_stops_the_turn_nor_cuts_the_relay(two: tuple[App, Workers, App, Workers, FakeLLMServer]) -> None:
+    # Notes are published after commit from different connections, so a `pending` (of the send or
+    # recovery that made the chat pending) can arrive after the worker that acquired the chat
+    # started its turn. The worker and the relaying replica check the database instead.
+    a, wa, b, _wb, llm = two
+    text = "tick " * 60
+    llm.token_delay = 0.01
+    llm.script(Reply(text=text, chunk_chars=5))
+    owner = await user_store.create_user(a.db, a.clock.now(), "alice", UserRole.MEMBER)
+    chat = await a.service.create_chat(owner, content=[TextPart(text="go")])
+    seen: list[StreamEvent] = []
+    flowing = asyncio.Event()
+
+    async def watch() -> None:
+        async with b.hub.subscribe(chat.id) as events:
+            async for ev in events:
+                seen.append(ev)
+                if isinstance(ev, MessagePartEvent):
+                    flowing.set()
+                if isinstance(ev, StatusEvent) and ev.status is ChatStatus.WAITING:
+                    return
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.sleep(0.2)
+    await wa.acquire_once()
+    await asyncio.wait_for(flowing.wait(), 20)
+    await a.hub.notify(chat.id, Notification(status=ChatStatus.PENDING.value))
+    await asyncio.wait_for(wa.drain(), 20)
+    await asyncio.wait_for(watcher, 20)
+    msgs = [m for m in await chat_store.all_messages(a.db, chat.id) if m.role is Role.ASSISTANT]
+    assert [m.content for m in msgs] == [[TextPart(text=text)]]
+    assert "".join(e.part.text for e in seen if isinstance(e, MessagePartEvent) and isinstance(e.part, TextPart)) == text
+
+
+async def test_after_a_database_outage_no_replica_is_judged_dead_before_it_could_heartbeat_again(
+    two: tuple[App, Workers, App, Workers, FakeLLMServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, wa, b, wb, _llm = two
+    from chatd.store import replicas, turns
+
+    owner = await user_store.create_user(a.db, a.clock.now(), "alice", UserRole.MEMBER)
+    chat = await a.service.create_chat(owner, content=[TextPart(text="hi")])
+    await turns.acquire_chats(a.db, a.clock.now(), wa.worker_id, 10)
+    stale = b.settings.replica_stale_after
+
+    async def unreachable(*_args: object) -> None:
+        raise OSError("connection refused")
+
+    # The database is away for longer than the replica stale period: every heartbeat fails.
+    monkeypatch.setattr(replicas, "heartbeat", unreachable)
+    with pytest.raises(OSError):
+        await wb.replica_heartbeat_once()
+    a.clock.advance(stale + 1)  # type: ignore[attr-defined]
+    monkeypatch.undo()
+    # Back: B's heartbeat goes through before A's. A is alive, only late: nothing is recovered.
+    await wb.replica_heartbeat_once()
+    assert await wb.recover_once() == []
+    # A full period later A has still not written one: now it is dead.
+    a.clock.advance(stale + 1)  # type: ignore[attr-defined]
+    await wb.replica_heartbeat_once()
+    assert [c.id for c in await wb.recover_once()] == [chat.id]

@@ -10,6 +10,8 @@ Each request pops the next scripted `Reply` (OpenAI at /v1/chat/completions, Ant
 retry_after=7)`, `Fault.overloaded()` (Anthropic 529), `Fault.drop(after=n)` (connection cut
 mid-stream), `Fault.truncate(after=n)` (clean end without the terminal event), `Fault.stall(after=n)`
 (hang until the client gives up or the server closes). `RawReply` serves recorded bytes verbatim.
+`FakeLLMServer(responder=fn)` answers streaming requests with `fn(request_body)` once the script is
+empty, so many concurrent chats can each get the reply their own conversation calls for (bench).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import contextlib
 import json
 import socket
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -243,8 +245,9 @@ class _DropConnection(Exception):
 
 
 class FakeLLMServer:
-    def __init__(self, *, token_delay: float = 0.0) -> None:
+    def __init__(self, *, token_delay: float = 0.0, responder: Callable[[dict[str, Any]], Reply] | None = None) -> None:
         self.token_delay = token_delay
+        self.responder = responder
         self.requests: list[RecordedRequest] = []
         self._replies: deque[Reply | RawReply] = deque()
         # Non-streaming side calls (titles, push summaries) take these first when scripted.
@@ -337,6 +340,8 @@ class FakeLLMServer:
     def _next(self, body: dict[str, Any] | None = None) -> Reply | RawReply:
         if body is not None and not body.get("stream") and self._side:
             return self._side.popleft()
+        if not self._replies and self.responder is not None and body is not None:
+            return self.responder(body)
         if not self._replies:
             raise ScriptExhausted("the fake LLM server received more requests than were scripted")
         return self._replies.popleft()

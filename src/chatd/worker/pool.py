@@ -9,6 +9,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from chatd.domain.chat import Chat, ChatStatus
@@ -43,6 +44,13 @@ class Workers:
         self._acquire_lock = asyncio.Lock()
         # Tests hook in here to see a turn start (e.g. to race it).
         self.on_started: Callable[[ChatTurn], None] | None = None
+        # Chats whose turn ended without settling their status (the final write failed because the
+        # database was away): given back at the next heartbeat that reaches it, not minutes later
+        # by the per-chat staleness.
+        self._unsettled: set[uuid.UUID] = set()
+        # Our own replica heartbeat failed (the database was away), and when it went through again.
+        self._heartbeat_failing = False
+        self._heartbeat_back_at: datetime | None = None
 
     # --- the loops ---------------------------------------------------------------------------
 
@@ -95,6 +103,12 @@ class Workers:
             return [await self._start(chat) for chat in chats]
 
     async def heartbeat_once(self) -> None:
+        if self._unsettled:
+            # A chat acquired again since is settled by its new turn.
+            self._unsettled.difference_update(self.running)
+            unsettled = list(self._unsettled)
+            await self._give_back(unsettled)  # raises while the database is away: next round
+            self._unsettled.difference_update(unsettled)
         ids = list(self.running)
         if not ids:
             return
@@ -111,13 +125,29 @@ class Workers:
 
     async def replica_heartbeat_once(self) -> None:
         d = self.deps
-        await replicas.heartbeat(d.db, d.clock.now(), self.worker_id, self.address)
+        try:
+            await replicas.heartbeat(d.db, d.clock.now(), self.worker_id, self.address)
+        except Exception:
+            self._heartbeat_failing = True
+            raise
+        if self._heartbeat_failing:
+            self._heartbeat_failing, self._heartbeat_back_at = False, d.clock.now()
+
+    def _may_judge_replicas(self) -> bool:
+        """After a database outage every replica's heartbeat is old at once, live ones included:
+        judge the others only once they had a full stale period to write theirs again, as we did."""
+        if self._heartbeat_failing:
+            return False
+        back = self._heartbeat_back_at
+        return back is None or (self.deps.clock.now() - back).total_seconds() >= self.settings.replica_stale_after
 
     async def recover_once(self, dead_workers: list[uuid.UUID] | None = None) -> list[Chat]:
         """Per-chat staleness (the safety net) and, faster, chats of replicas that stopped
         heartbeating; each re-checked under its row lock."""
         d = self.deps
-        dead = [r for r in await replicas.dead_replicas(d.db, d.clock.now(), self.settings.replica_stale_after) if r != self.worker_id]
+        dead: list[uuid.UUID] = []
+        if self._may_judge_replicas():
+            dead = [r for r in await replicas.dead_replicas(d.db, d.clock.now(), self.settings.replica_stale_after) if r != self.worker_id]
         dead += dead_workers or []
         recovered = await turns.recover_stale(d.db, d.clock.now(), self.settings.stale_after, dead_workers=dead)
         if dead:
@@ -160,6 +190,7 @@ class Workers:
             raise
         except Exception:
             log.exception("worker task for chat %s failed", chat.id)
+            self._unsettled.add(chat.id)
         finally:
             # Forgotten before the last await: a cancellation arriving during the unsubscribe
             # must not leave a finished turn in `running` (drain and heartbeats would see it forever).
@@ -215,7 +246,7 @@ class Workers:
         for r in runs:
             for t in list(r.turn.background):
                 t.cancel()
-        await self._give_back([r.turn.chat.id for r in runs])
+        await self._give_back([r.turn.chat.id for r in runs] + list(self._unsettled))
         with contextlib.suppress(Exception):
             await replicas.forget(self.deps.db, [self.worker_id])
 
