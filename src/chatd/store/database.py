@@ -7,6 +7,8 @@ writers never deadlock upgrading a read lock). PostgreSQL: row locks with `FOR U
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator
@@ -45,11 +47,17 @@ class Database:
         if self.is_sqlite:
             # A busy writer makes others wait (in their own thread) rather than fail at once.
             kwargs["connect_args"] = {"timeout": 60, "isolation_level": None}
+            # Writers queue on `_writer` below, so connections are held by readers and the one
+            # writer; a larger pool keeps hundreds of concurrent turns from timing out on it.
+            kwargs["pool_size"] = 20
+            kwargs["max_overflow"] = 40
+            kwargs["pool_timeout"] = 120
         else:
             kwargs["pool_size"] = pool_size
             kwargs["max_overflow"] = pool_size * 2
             kwargs["pool_pre_ping"] = True
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        self._writer: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
         if self.is_sqlite:
             _install_sqlite_hooks(self.engine)
 
@@ -64,6 +72,13 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction: commits on success, rolls back on error."""
+        # SQLite has one writer at a time anyway: wait for it here, in-process, instead of
+        # holding a pooled connection while blocked on the database lock.
+        async with self._writer if self._writer is not None else contextlib.nullcontext(), self._write() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
         try:
             async with self.engine.connect() as conn:
                 await conn.execution_options(**{_IMMEDIATE: True})
