@@ -21,7 +21,7 @@ from cryptography.fernet import Fernet
 from mcp_test_servers import free_port
 from oauth_test_server import OAuthWorld, oauth_world
 from sqlalchemy import text
-from tests.conftest import People, _create_pg_database, _drop_pg_database
+from tests.conftest import People
 
 from chatd.bootstrap import App
 from chatd.domain.chat import UserRole
@@ -379,15 +379,6 @@ async def test_tokens_for_a_turn_cover_only_oauth_servers(
 
 
 # --- two replicas on one PostgreSQL ------------------------------------------------------------
-
-
-@pytest.fixture
-def pg_url(pg_admin_url: str) -> Iterator[str]:
-    name, url = asyncio.run(_create_pg_database(pg_admin_url))
-    try:
-        yield url
-    finally:
-        asyncio.run(_drop_pg_database(pg_admin_url, name))
 
 
 async def test_two_replicas_on_postgres_share_one_refresh(pg_url: str, world: OAuthWorld) -> None:
