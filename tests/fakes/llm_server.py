@@ -17,19 +17,18 @@ empty, so many concurrent chats can each get the reply their own conversation ca
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import socket
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.fakes.loopback import LoopbackServer
 
 Wire = Literal["openai", "anthropic"]
 
@@ -255,9 +254,7 @@ class FakeLLMServer:
         self._release = asyncio.Event()
         # Set each time a stream starts stalling, so tests can wait for it without sleeping.
         self.stalled = asyncio.Event()
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._sock: socket.socket | None = None
+        self._http: LoopbackServer | None = None
         self.port = 0
 
     # -- script -------------------------------------------------------------------------------
@@ -301,34 +298,15 @@ class FakeLLMServer:
                 Route("/v1/messages", self._anthropic, methods=["POST"]),
             ]
         )
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        # Listening before uvicorn starts means clients can connect at once: the kernel queues
-        # them until the server accepts, so no start-up wait is needed.
-        sock.listen(128)
-        sock.setblocking(False)
-        self._sock = sock
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="critical", lifespan="off", timeout_graceful_shutdown=1, access_log=False)
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server._serve([sock]), name="fake-llm-server")
+        self._http = LoopbackServer(app, "fake-llm-server", timeout_graceful_shutdown=1)
+        self._http.start()
+        self.port = self._http.port
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self._release.set()
-        if self._server is not None:
-            self._server.should_exit = True
-            self._server.force_exit = True
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                try:
-                    await asyncio.wait_for(self._task, 5)
-                except TimeoutError:
-                    self._task.cancel()
-                    await self._task
-        if self._sock is not None:
-            self._sock.close()
+        if self._http is not None:
+            await self._http.stop()
 
     # -- handlers -----------------------------------------------------------------------------
 

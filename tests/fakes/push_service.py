@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import os
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import http_ece
-import uvicorn
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -35,6 +32,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from tests.fakes.loopback import LoopbackServer
 
 
 def b64url(data: bytes) -> str:
@@ -73,9 +72,7 @@ class FakePushService:
     def __post_init__(self) -> None:
         self._subs: dict[str, _Subscriber] = {}
         self._changed = asyncio.Condition()
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._sock: socket.socket | None = None
+        self._http: LoopbackServer | None = None
         self.port = 0
 
     @property
@@ -179,28 +176,11 @@ class FakePushService:
 
     async def __aenter__(self) -> FakePushService:
         app = Starlette(routes=[Route("/push/{token}", self._push, methods=["POST"])])
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(64)
-        sock.setblocking(False)
-        self._sock = sock
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="critical", lifespan="off", access_log=False)
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server._serve([sock]), name="fake-push-service")
+        self._http = LoopbackServer(app, "fake-push-service")
+        self._http.start()
+        self.port = self._http.port
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-            self._server.force_exit = True
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                try:
-                    await asyncio.wait_for(self._task, 5)
-                except TimeoutError:
-                    self._task.cancel()
-                    await self._task
-        if self._sock is not None:
-            self._sock.close()
+        if self._http is not None:
+            await self._http.stop()
