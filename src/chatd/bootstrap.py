@@ -11,6 +11,7 @@ from typing import Any
 from chatd.domain.chat import UserRole
 from chatd.domain.clock import Clock, SystemClock
 from chatd.errors import Conflict
+from chatd.providers import ProviderClients
 from chatd.pubsub.base import PubSub
 from chatd.pubsub.memory import MemoryPubSub
 from chatd.push_service import PushService
@@ -47,6 +48,9 @@ class App:
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def close(self) -> None:
+        providers = self.extras.get("providers")
+        if providers is not None:
+            await providers.close()
         push = self.extras.get("push")
         if push is not None:
             await push.web_push.close()
@@ -86,6 +90,7 @@ async def build(settings: Settings, *, clock: Clock | None = None, run_migration
     )
     service = ChatService(db, hub, pubsub, box, clock, max_queued_messages=settings.max_queued_messages, replica_id=settings.replica_id)
     app = App(settings, db, pubsub, hub, service, box, clock, internal_token=token, relay=relay)
+    app.extras["providers"] = ProviderClients(max_connections=settings.provider_max_connections)
     app.extras["workspaces"] = WorkspaceManager(
         SqlWorkspaceRecords(db, clock), {"local": LocalProvisioner(settings.data_dir, sandbox=settings.workspace_sandbox)}
     )
@@ -97,6 +102,7 @@ async def build(settings: Settings, *, clock: Clock | None = None, run_migration
 def turn_deps(app: App) -> TurnDeps:
     deps = TurnDeps(
         db=app.db, hub=app.hub, pubsub=app.pubsub, box=app.box, clock=app.clock, settings=app.settings,
+        providers=app.extras["providers"],
         # OAuth2 tokens refreshed when due, single-flight per (user, server).
         token_source=app.service.mcp_auth.tokens_for,
         reauthorize=app.service.mcp_auth.refresh_after_unauthorized,

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     # Replicas that stop heartbeating (SPEC §6 beyond): their chats are recovered after this.
     replica_stale_after: float = 30.0
     generate_titles: bool = True
+    # Connections per model provider, shared by the replica's turns: each streaming turn holds
+    # one, so this bounds the turns that stream at once (more wait for a free connection).
+    provider_max_connections: int = 1000
 
     # Web push (SPEC §5.10). VAPID keys as base64url (the private key may also be PEM); empty
     # means data_dir/vapid-private.pem, generated on first start. Replicas must share the keys.

@@ -110,6 +110,8 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    # The client's (address, port): one per TCP connection, so tests can count connections.
+    peer: tuple[str, int] | None = None
 
 
 class ScriptExhausted(AssertionError):
@@ -312,7 +314,8 @@ class FakeLLMServer:
 
     async def _record(self, wire: Wire, request: Request) -> dict[str, Any]:
         body = await request.json()
-        self.requests.append(RecordedRequest(wire, request.url.path, dict(request.headers), body))
+        peer = (request.client.host, request.client.port) if request.client else None
+        self.requests.append(RecordedRequest(wire, request.url.path, dict(request.headers), body, peer))
         return body  # type: ignore[no-any-return]
 
     def _next(self, body: dict[str, Any] | None = None) -> Reply | RawReply:

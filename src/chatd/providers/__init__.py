@@ -3,11 +3,15 @@
 Independent of the database: callers hand in plain `ProviderConfig` / `ModelSpec` values.
 """
 
+from chatd.providers.clients import ProviderClients, ProviderLease
 from chatd.providers.config import ModelSpec, Pricing, ProviderConfig, ProviderKind
 from chatd.providers.cost import context_tokens, cost_micros, usage_from_pydantic
 from chatd.providers.models import (
+    ProviderNotConfigured,
     ResolvedModel,
     build_model,
+    build_provider,
+    check_provider,
     model_settings,
     native_tools,
     quick_model_name,
@@ -25,8 +29,11 @@ from chatd.providers.retry import (
 __all__ = [
     "ModelSpec",
     "Pricing",
+    "ProviderClients",
     "ProviderConfig",
     "ProviderKind",
+    "ProviderLease",
+    "ProviderNotConfigured",
     "ResolvedModel",
     "RetryDecision",
     "RetryKind",
@@ -34,6 +41,8 @@ __all__ = [
     "TruncatedStream",
     "backoff_delay",
     "build_model",
+    "build_provider",
+    "check_provider",
     "classify",
     "context_tokens",
     "cost_micros",

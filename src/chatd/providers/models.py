@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import httpx2
 from pydantic_ai.models import Model
@@ -13,6 +13,7 @@ from pydantic_ai.models.google import GoogleModel
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.native_tools import AbstractNativeTool, WebSearchTool
 from pydantic_ai.profiles.openai import OpenAIModelProfile
+from pydantic_ai.providers import Provider
 from pydantic_ai.providers.anthropic import AnthropicProvider
 from pydantic_ai.providers.google import GoogleProvider
 from pydantic_ai.providers.openai import OpenAIProvider
@@ -89,43 +90,49 @@ def native_tools(provider: ProviderConfig, spec: ModelSpec) -> tuple[AbstractNat
     return ()
 
 
-def build_model(provider: ProviderConfig, spec: ModelSpec, *, http_client: httpx2.AsyncClient | None = None) -> Model:
-    """A pydantic-ai model for `spec` on `provider`; raises ProviderNotConfigured without a key."""
+def check_provider(provider: ProviderConfig) -> None:
+    """Raises ProviderNotConfigured when calls through `provider` cannot work (no key, no URL)."""
     kind = provider.kind
     if kind in _KEY_ENV and not provider.api_key:
         raise ProviderNotConfigured(f"{_KEY_ENV[kind]} is not set")
+    if kind == "openai-compatible" and not provider.base_url:
+        raise ProviderNotConfigured("an openai-compatible provider needs a base URL")
+    if kind not in _QUICK_MODELS:
+        raise ProviderNotConfigured(f"unknown provider kind {kind!r}")
+
+
+def build_provider(provider: ProviderConfig, http_client: httpx2.AsyncClient | None = None) -> Provider[Any]:
+    """The SDK client for `provider` (pydantic-ai `Provider`); it uses `http_client` when given."""
+    check_provider(provider)
+    kind = provider.kind
     if kind == "anthropic":
-        return AnthropicModel(
-            spec.model,
-            provider=AnthropicProvider(api_key=provider.api_key, base_url=provider.base_url, http_client=http_client),
-        )
-    if kind in ("openai", "openai-compatible"):
-        if kind == "openai-compatible" and not provider.base_url:
-            raise ProviderNotConfigured("an openai-compatible provider needs a base URL")
-        # Without this, a stream cut before its finish_reason reads as a complete "stop" answer.
-        profile = OpenAIModelProfile(openai_chat_streaming_requires_finish_reason=True)
-        return OpenAIChatModel(
-            spec.model,
-            provider=OpenAIProvider(
-                base_url=provider.base_url,
-                api_key=provider.api_key or "not-needed",
-                http_client=http_client,
-            ),
-            profile=profile,
-        )
+        return AnthropicProvider(api_key=provider.api_key, base_url=provider.base_url, http_client=http_client)
     if kind == "google":
-        return GoogleModel(
-            spec.model,
-            provider=GoogleProvider(api_key=provider.api_key, base_url=provider.base_url, http_client=http_client),
-        )
-    raise ProviderNotConfigured(f"unknown provider kind {kind!r}")
+        return GoogleProvider(api_key=provider.api_key, base_url=provider.base_url, http_client=http_client)
+    return OpenAIProvider(base_url=provider.base_url, api_key=provider.api_key or "not-needed", http_client=http_client)
+
+
+def build_model(provider: ProviderConfig, model_name: str, sdk: Provider[Any]) -> Model:
+    """A pydantic-ai model called `model_name` through the SDK client `sdk` built for `provider`."""
+    kind = provider.kind
+    if kind == "anthropic":
+        return AnthropicModel(model_name, provider=cast(AnthropicProvider, sdk))
+    if kind == "google":
+        return GoogleModel(model_name, provider=cast(GoogleProvider, sdk))
+    # Without this, a stream cut before its finish_reason reads as a complete "stop" answer.
+    profile = OpenAIModelProfile(openai_chat_streaming_requires_finish_reason=True)
+    return OpenAIChatModel(model_name, provider=cast(OpenAIProvider, sdk), profile=profile)
 
 
 def resolve_model(
-    provider: ProviderConfig, spec: ModelSpec, *, http_client: httpx2.AsyncClient | None = None
+    provider: ProviderConfig, spec: ModelSpec, *, model: Model | None = None, http_client: httpx2.AsyncClient | None = None
 ) -> ResolvedModel:
+    """Everything a turn needs for `spec`; `model` is a shared one (see `ProviderClients`), else
+    one is built with its own SDK client (tests, one-off calls)."""
+    if model is None:
+        model = build_model(provider, spec.model, build_provider(provider, http_client))
     return ResolvedModel(
-        model=build_model(provider, spec, http_client=http_client),
+        model=model,
         spec=spec,
         provider_kind=provider.kind,
         settings=model_settings(spec),

@@ -11,7 +11,9 @@ from chatd.errors import InvalidInput, NotFound
 from chatd.providers import (
     ModelSpec,
     Pricing,
+    ProviderClients,
     ProviderConfig,
+    ProviderLease,
     ResolvedModel,
     quick_model_name,
     resolve_model,
@@ -34,6 +36,8 @@ class TurnModel:
     config: ModelConfigRecord
     provider: ProviderConfig
     resolved: ResolvedModel
+    # The turn's hold on the shared SDK client; released when the turn is over.
+    lease: ProviderLease
 
     def quick(self) -> ResolvedModel:
         """The cheap model for titles and push summaries on the same provider, else the chat's own."""
@@ -41,7 +45,7 @@ class TurnModel:
         if name is None or name == self.resolved.spec.model:
             return self.resolved
         spec = ModelSpec(model=name, context_limit=self.resolved.spec.context_limit, max_output_tokens=256, compression_threshold=0)
-        return resolve_model(self.provider, spec)
+        return resolve_model(self.provider, spec, model=self.lease.model(name))
 
 
 async def load_model_config(db: Database, config_id: uuid.UUID | None) -> ModelConfigRecord:
@@ -58,7 +62,9 @@ async def load_model_config(db: Database, config_id: uuid.UUID | None) -> ModelC
     return default
 
 
-async def resolve_turn_model(db: Database, box: SecretBox, settings: Settings, config_id: uuid.UUID | None) -> TurnModel:
+async def resolve_turn_model(
+    db: Database, box: SecretBox, settings: Settings, clients: ProviderClients, config_id: uuid.UUID | None
+) -> TurnModel:
     cfg = await load_model_config(db, config_id)
     if cfg.provider not in _KINDS:
         raise NoModelConfigured(f"Unknown provider {cfg.provider!r} in model config {cfg.display_name or cfg.model!r}.")
@@ -85,4 +91,10 @@ async def resolve_turn_model(db: Database, box: SecretBox, settings: Settings, c
         web_search=o.web_search,
         pricing=Pricing(input=p.input, output=p.output, cache_read=p.cache_read, cache_write=p.cache_write, reasoning=p.reasoning),
     )
-    return TurnModel(cfg, provider, resolve_model(provider, spec))
+    lease = await clients.lease(provider)
+    try:
+        resolved = resolve_model(provider, spec, model=lease.model(spec.model))
+    except BaseException:
+        await lease.release()
+        raise
+    return TurnModel(cfg, provider, resolved, lease)

@@ -28,6 +28,7 @@ from chatd.loop import (
     run_turn,
 )
 from chatd.mcp import McpServerConfig, OAuthToken, connect_all, system_prompt_section
+from chatd.providers import ProviderClients, ProviderLease
 from chatd.pubsub.base import PENDING_CHANNEL, PubSub, owner_channel
 from chatd.settings import Settings
 from chatd.store import chats as chat_store
@@ -72,6 +73,8 @@ class TurnDeps:
     box: SecretBox
     clock: Clock
     settings: Settings
+    # Provider SDK clients shared by the replica's turns (owned and closed by the app).
+    providers: ProviderClients
     tool_providers: list[ToolProvider] = field(default_factory=list)
     end_hooks: list[TurnEndHook] = field(default_factory=list)
     # The owner's OAuth2 tokens for these servers, refreshed when due (default: as stored).
@@ -96,8 +99,18 @@ class ChatTurn:
         self.background: set[asyncio.Task[Any]] = set()
         # Set once the model and owner are loaded, so turn-end hooks also run after an error.
         self.ctx: TurnContext | None = None
+        # The turn's hold on the shared provider client, from the moment the model is resolved.
+        self._lease: ProviderLease | None = None
 
     async def run(self) -> None:
+        try:
+            await self._run_and_finish()
+        finally:
+            # After the end hooks, which may still call the model (push summaries).
+            if self._lease is not None:
+                await self._lease.release()
+
+    async def _run_and_finish(self) -> None:
         chat = self.chat
         outcome: TurnOutcome | None = None
         error: str | None = None
@@ -169,7 +182,7 @@ class ChatTurn:
         mcp_task = asyncio.create_task(mcp(), name=f"mcp-{chat.id}")
         try:
             model, rows, owner = await asyncio.gather(
-                resolve_turn_model(d.db, d.box, d.settings, chat.last_model_config_id),
+                self._resolve_model(),
                 turns.prompt_messages(d.db, chat.id),
                 user_store.get_user(d.db, chat.owner_id),
             )
@@ -215,6 +228,12 @@ class ChatTurn:
             if close_mcp is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(close_mcp())
+
+    async def _resolve_model(self) -> TurnModel:
+        d = self.deps
+        model = await resolve_turn_model(d.db, d.box, d.settings, d.providers, self.chat.last_model_config_id)
+        self._lease = model.lease
+        return model
 
     # --- MCP -------------------------------------------------------------------------------
 
@@ -266,11 +285,18 @@ class ChatTurn:
     def _maybe_title(self, ctx: TurnContext) -> None:
         if not self.deps.settings.generate_titles:
             return
-        task = asyncio.create_task(self._title(ctx), name=f"title-{self.chat.id}")
+        # The title may outlive the turn: it holds the provider client on its own.
+        task = asyncio.create_task(self._title(ctx, ctx.model.lease.retain()), name=f"title-{self.chat.id}")
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 
-    async def _title(self, ctx: TurnContext) -> None:
+    async def _title(self, ctx: TurnContext, lease: ProviderLease) -> None:
+        try:
+            await self._make_title(ctx)
+        finally:
+            await lease.release()
+
+    async def _make_title(self, ctx: TurnContext) -> None:
         d, chat = self.deps, self.chat
         try:
             users, has_answers = await turns.has_model_turns(d.db, chat.id)

@@ -1,0 +1,147 @@
+"""Provider SDK clients shared by every turn of a replica, one per (kind, key, base URL).
+
+Building an HTTP client costs ~25 ms of CPU (a TLS context with the CA bundle loaded) and a
+pydantic-ai model ~1 ms (a price-table lookup); per turn that was a quarter of the daemon's CPU
+at 100 concurrent chats. Each turn takes a lease on the shared entry instead. When a provider's
+key or URL changes the old entry is retired: new turns get a new one, and the old client is
+closed once the last turn using it lets go (closing it earlier would cut their streams).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx2
+from pydantic_ai.models import Model, get_user_agent
+from pydantic_ai.providers import Provider
+
+from chatd.providers.config import ProviderConfig
+from chatd.providers.models import build_model, build_provider, check_provider
+
+log = logging.getLogger(__name__)
+
+_tls: ssl.SSLContext | None = None
+
+
+def _verified_tls() -> ssl.SSLContext:
+    """One verifying TLS context for the process (loading the CA bundle is the costly part)."""
+    global _tls
+    if _tls is None:
+        _tls = httpx2.create_ssl_context()
+    return _tls
+
+
+def _tls_for(base_url: str | None) -> ssl.SSLContext:
+    if base_url is not None and urlsplit(base_url).scheme == "http":
+        # A plain-http base URL never needs TLS. The context trusts no CA, so a request that did
+        # end up on https (it cannot through the SDKs, which only extend the base URL) would fail
+        # verification rather than go unverified.
+        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    return _verified_tls()
+
+
+@dataclass(eq=False)
+class _Entry:
+    config: ProviderConfig
+    client: httpx2.AsyncClient
+    provider: Provider[Any]
+    models: dict[str, Model] = field(default_factory=dict)
+    leases: int = 0
+    retired: bool = False
+
+
+class ProviderLease:
+    """A turn's hold on a shared provider; `release()` once the turn (or side call) is done."""
+
+    def __init__(self, owner: ProviderClients, entry: _Entry) -> None:
+        self._owner = owner
+        self._entry = entry
+        self._held = True
+        entry.leases += 1
+
+    def model(self, name: str) -> Model:
+        entry = self._entry
+        model = entry.models.get(name)
+        if model is None:
+            model = entry.models[name] = build_model(entry.config, name, entry.provider)
+        return model
+
+    def retain(self) -> ProviderLease:
+        """Another hold on the same provider, for work that may outlive this one (a title)."""
+        return ProviderLease(self._owner, self._entry)
+
+    async def release(self) -> None:
+        if not self._held:
+            return
+        self._held = False
+        self._entry.leases -= 1
+        await self._owner._close_if_done(self._entry)
+
+
+class ProviderClients:
+    """The replica's provider clients. `lease(config)` returns the shared one for that config."""
+
+    def __init__(self, *, max_connections: int = 1000, timeout: float = 600.0, connect_timeout: float = 5.0) -> None:
+        # Streams hold their connection for the whole answer: keep as many alive as may run at
+        # once, or every turn beyond the keep-alive limit pays a new connection (and handshake).
+        self._limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._timeout = httpx2.Timeout(timeout, connect=connect_timeout)
+        self._current: dict[ProviderConfig, _Entry] = {}
+        self._retired: list[_Entry] = []
+        # HTTP clients built so far (exposed for tests and metrics).
+        self.clients_built = 0
+
+    @property
+    def open_clients(self) -> int:
+        """Clients not closed yet: the current ones and retired ones still used by a turn."""
+        return len(self._current) + len(self._retired)
+
+    async def lease(self, config: ProviderConfig) -> ProviderLease:
+        """Raises ProviderNotConfigured (before building anything) when the config cannot work."""
+        entry = self._current.get(config)
+        if entry is None:
+            check_provider(config)
+            client = httpx2.AsyncClient(
+                timeout=self._timeout, limits=self._limits, verify=_tls_for(config.base_url),
+                headers={"User-Agent": get_user_agent()},
+            )
+            self.clients_built += 1
+            entry = _Entry(config, client, build_provider(config, client))
+            # One provider row per kind: a new key or URL for a kind replaces the old entry.
+            stale = [e for c, e in self._current.items() if c.kind == config.kind]
+            self._current[config] = entry
+            for old in stale:
+                await self._retire(old)
+        return ProviderLease(self, entry)
+
+    async def retire_all(self) -> None:
+        """Forget every current client (a provider changed): later leases build fresh ones."""
+        for entry in list(self._current.values()):
+            await self._retire(entry)
+
+    async def _retire(self, entry: _Entry) -> None:
+        if self._current.get(entry.config) is entry:
+            del self._current[entry.config]
+        entry.retired = True
+        self._retired.append(entry)
+        await self._close_if_done(entry)
+
+    async def _close_if_done(self, entry: _Entry) -> None:
+        if entry.retired and entry.leases == 0 and entry in self._retired:
+            self._retired.remove(entry)
+            await entry.client.aclose()
+
+    async def close(self) -> None:
+        """Close every client (shutdown: no turn runs any more)."""
+        entries = [*self._current.values(), *self._retired]
+        self._current.clear()
+        self._retired.clear()
+        for entry in entries:
+            try:
+                await entry.client.aclose()
+            except Exception:
+                log.warning("closing the %s client failed", entry.config.kind, exc_info=True)

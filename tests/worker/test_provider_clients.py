@@ -1,0 +1,84 @@
+"""Provider clients are shared across turns: one HTTP client (and connection) per provider key,
+rebuilt when the key changes, closed once the last turn using the old one ends, and on shutdown."""
+
+from __future__ import annotations
+
+import ssl
+
+from chatd.domain.chat import ChatStatus
+from chatd.providers import ProviderClients, ProviderConfig
+from chatd.providers.clients import _tls_for
+from chatd.store import models as model_store
+from tests.fakes.llm_server import Reply
+from tests.worker.conftest import Rig
+
+
+def clients_of(rig: Rig) -> ProviderClients:
+    providers = rig.app.extras["providers"]
+    assert isinstance(providers, ProviderClients)
+    return providers
+
+
+async def test_two_turns_share_one_client_and_one_connection(rig: Rig) -> None:
+    rig.llm.script(Reply(text="one"), Reply(text="two"))
+    first = await rig.chat("first")
+    await rig.run()
+    second = await rig.chat("second")
+    await rig.run()
+    assert [(await rig.get(c.id)).status for c in (first, second)] == [ChatStatus.WAITING, ChatStatus.WAITING]
+    assert clients_of(rig).clients_built == 1
+    # The second turn reused the first one's kept-alive connection (a new client would open its own).
+    peers = {r.peer for r in rig.llm.requests}
+    assert len(rig.llm.requests) == 2 and len(peers) == 1, peers
+
+
+async def test_a_changed_key_takes_effect_on_the_next_turn_and_the_old_client_is_closed(rig: Rig) -> None:
+    rig.llm.script(Reply(text="one"), Reply(text="two"))
+    await rig.chat("first")
+    await rig.run()
+    provider = next(p for p in await model_store.list_providers(rig.app.db, rig.app.box) if p.provider == "openai-compatible")
+    await rig.app.service.update_provider(rig.people.admin.user, provider.id, {"api_key": "sk-rotated"})
+    await rig.chat("second")
+    await rig.run()
+    assert [r.headers["authorization"] for r in rig.llm.requests] == ["Bearer sk-test", "Bearer sk-rotated"]
+    clients = clients_of(rig)
+    assert (clients.clients_built, clients.open_clients) == (2, 1)
+
+
+async def test_a_retired_client_stays_open_until_its_last_lease_is_released() -> None:
+    clients = ProviderClients(max_connections=4)
+    old = ProviderConfig("openai-compatible", "sk-old", "http://127.0.0.1:9/v1")
+    new = ProviderConfig("openai-compatible", "sk-new", "http://127.0.0.1:9/v1")
+    try:
+        turn_a = await clients.lease(old)
+        title_a = turn_a.retain()
+        turn_b = await clients.lease(new)  # the key changed: `old` is retired, still in use by A
+        assert clients.open_clients == 2
+        await turn_a.release()
+        await turn_a.release()  # a second release of the same lease changes nothing
+        assert clients.open_clients == 2
+        await title_a.release()
+        assert clients.open_clients == 1
+        assert (await clients.lease(new)).model("m") is turn_b.model("m")  # models are shared too
+    finally:
+        await clients.close()
+    assert clients.open_clients == 0
+
+
+async def test_closing_the_app_closes_the_provider_clients(rig: Rig) -> None:
+    rig.llm.script(Reply(text="one"))
+    await rig.chat("first")
+    await rig.run()
+    clients = clients_of(rig)
+    assert clients.open_clients == 1
+    await rig.workers.shutdown()
+    await rig.app.close()
+    assert clients.open_clients == 0
+
+
+def test_a_plain_http_provider_loads_no_ca_bundle_and_fails_closed_on_tls() -> None:
+    plain = _tls_for("http://127.0.0.1:8000/v1")
+    assert plain.cert_store_stats()["x509_ca"] == 0
+    assert (plain.verify_mode, plain.check_hostname) == (ssl.CERT_REQUIRED, True)
+    assert _tls_for("https://api.openai.com/v1") is _tls_for(None)
+    assert _tls_for(None).verify_mode is ssl.CERT_REQUIRED
