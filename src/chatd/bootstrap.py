@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chatd import logs
 from chatd.domain.chat import UserRole
 from chatd.domain.clock import Clock, SystemClock
 from chatd.errors import Conflict
@@ -73,6 +74,10 @@ def make_pubsub(db: Database) -> PubSub:
 
 async def build(settings: Settings, *, clock: Clock | None = None, run_migrations: bool = True) -> App:
     clock = clock or SystemClock()
+    # Secrets never reach a log line, whoever configured logging (SPEC: safe by default).
+    logs.install_redaction()
+    for secret in (settings.secret_key, settings.anthropic_api_key, settings.openai_api_key, settings.google_api_key, settings.vapid_private_key):
+        logs.register_secret(secret)
     url = settings.resolved_database_url()
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -83,6 +88,7 @@ async def build(settings: Settings, *, clock: Clock | None = None, run_migration
     pubsub = make_pubsub(db)
     await pubsub.start()
     token = internal_token(box.derive("replicas"))
+    logs.register_secret(token)
     relay = RelayClient(db, token) if db.is_postgres else None
     hub = StreamHub(
         db, pubsub, part_buffer=settings.stream_part_buffer, subscriber_queue=settings.stream_subscriber_queue,

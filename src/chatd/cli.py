@@ -48,7 +48,9 @@ def serve(
     settings = _settings(data_dir, database_url, host=host, port=port)
     if no_workers:
         settings.run_workers = False
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from chatd import logs
+
+    logs.configure(settings.log_level, replica=settings.replica_id)
     asyncio.run(run(settings, api=not no_api))
 
 

@@ -9,6 +9,7 @@ import signal
 
 import uvicorn
 
+from chatd import logs
 from chatd.api.app import create_app, create_internal_app
 from chatd.bootstrap import build, ensure_admin
 from chatd.settings import Settings
@@ -17,8 +18,10 @@ log = logging.getLogger("chatd")
 
 
 async def run(settings: Settings, *, api: bool = True) -> None:
+    logs.replica_var.set(str(settings.replica_id))
     app = await build(settings)
     token = await ensure_admin(app) if api else None
+    logs.register_secret(token)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -31,7 +34,11 @@ async def run(settings: Settings, *, api: bool = True) -> None:
             # A worker-only replica still listens: /healthz and the part relay for other replicas.
             asgi = create_app(app) if api else create_internal_app(app)
             server = uvicorn.Server(
-                uvicorn.Config(asgi, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), lifespan="off")
+                uvicorn.Config(
+                    asgi, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), lifespan="off",
+                    # Our root handler formats and redacts uvicorn's records too (chatd.logs).
+                    log_config=None,
+                )
             )
             # uvicorn captures SIGINT/SIGTERM inside serve() and re-raises them afterwards; we
             # own the signals instead, so that workers shut down gracefully first.

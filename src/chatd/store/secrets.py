@@ -7,11 +7,14 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from chatd import logs
+
 
 class SecretBox:
     def __init__(self, key: str | bytes) -> None:
         self._fernet = Fernet(key)
         self._key = key.encode() if isinstance(key, str) else key
+        logs.register_secret(self._key)
 
     def derive(self, label: str) -> bytes:
         """A key for another purpose (e.g. replica-to-replica auth), bound to this secret key."""
@@ -42,6 +45,10 @@ class SecretBox:
         if ciphertext is None:
             return None
         try:
-            return self._fernet.decrypt(ciphertext.encode()).decode()
+            plaintext = self._fernet.decrypt(ciphertext.encode()).decode()
         except InvalidToken as exc:
             raise ValueError("a stored secret cannot be decrypted with this secret key") from exc
+        # Whatever was sealed is a secret: it never appears in a log line (provider keys, MCP
+        # credentials, users' OAuth tokens), whichever library would log it.
+        logs.register_secret(plaintext)
+        return plaintext

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from chatd import logs
 from chatd.domain.chat import Chat, ChatStatus
 from chatd.pubsub.base import PENDING_CHANNEL, chat_channel, owner_channel
 from chatd.store import chats as chat_store
@@ -175,6 +176,10 @@ class Workers:
     async def _run(self, turn: ChatTurn, chat: Chat) -> None:
         d = self.deps
         running = self.running[chat.id]
+        # This task's own context (and the tasks it starts): its log lines name the chat and turn.
+        logs.chat_id_var.set(str(chat.id))
+        logs.turn_var.set(chat.started_at.isoformat() if chat.started_at else None)
+        logs.replica_var.set(str(self.worker_id))
         try:
             running.unsubscribe = await d.pubsub.subscribe(chat_channel(chat.id), lambda p: self._on_chat_note(turn, p))
             # An interrupt or edit that landed between the acquire and the subscription.
