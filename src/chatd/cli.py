@@ -145,13 +145,18 @@ def workspace_agent(
     listen: Annotated[str, typer.Option("--listen", help="HOST:PORT; port 0 picks a free one (printed on stdout).")] = "127.0.0.1:0",
     allow_outside: Annotated[bool, typer.Option("--allow-outside", help="Let file requests reach paths outside --dir.")] = False,
     allow_remote: Annotated[bool, typer.Option("--allow-remote", help="Allow a non-loopback --listen address.")] = False,
+    commands: Annotated[bool, typer.Option("--commands/--no-commands", help="Serve the process endpoints (execute).")] = True,
+    run_as: Annotated[str | None, typer.Option("--run-as", help="UID[:GID] commands run as (the agent must be root).")] = None,
 ) -> None:
     """Run the workspace agent: files, processes and instructions of one directory, over HTTP."""
-    from chatd.workspace.agent import run
+    from chatd.workspace.agent import parse_run_as, run
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        run(directory.resolve(), listen, token_file, allow_outside=allow_outside, allow_remote=allow_remote)
+        run(
+            directory.resolve(), listen, token_file, allow_outside=allow_outside, allow_remote=allow_remote,
+            commands=commands, run_as=parse_run_as(run_as),
+        )  # fmt: skip
     except (ValueError, OSError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc

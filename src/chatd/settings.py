@@ -57,8 +57,8 @@ class Settings(BaseSettings):
     # Push services are https; allow http endpoints only for a local push service (tests).
     push_allow_http: bool = False
 
-    # Workspaces: "auto" isolates commands with bubblewrap when it is installed, "bwrap" requires
-    # it, "none" never isolates.
+    # Workspaces: "auto" runs commands in bubblewrap when it works and refuses them otherwise;
+    # "bwrap" requires it; "none" is the admin's opt-in to unsandboxed commands (docs/security.md).
     workspace_sandbox: Literal["auto", "bwrap", "none"] = "auto"
 
     # MCP (SPEC §7), in seconds / characters.

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from chatd.domain.chat import ChatStatus
+from chatd.workspace.provisioner import LocalProvisioner
 from tests.fakes.llm_server import Reply, ToolCall
 from tests.worker.conftest import Rig
 
@@ -52,6 +53,8 @@ async def test_through_the_api_a_chat_builds_in_a_workspace_and_a_sub_agent_help
     template_id = r.json()["id"]
     assert [t["name"] for t in (await client.get("/api/v1/templates", headers=alice)).json()] == ["py-app"]
 
+    # This test runs commands: it opts in to unsandboxed ones, as an admin would without bubblewrap.
+    rig.app.extras["workspaces"].provisioners["local"] = LocalProvisioner(rig.app.settings.data_dir, sandbox="none")
     rig.llm.responder = script(template_id)
     from chatd.bootstrap import make_workers, turn_deps
 

@@ -13,6 +13,7 @@ from chatd.bootstrap import turn_deps
 from chatd.domain.chat import ChatStatus, Role
 from chatd.domain.parts import TextPart, ToolResultPart
 from chatd.worker import Workers
+from chatd.workspace.provisioner import LocalProvisioner
 from tests.fakes.llm_server import Reply, ToolCall
 from tests.worker.conftest import Rig
 
@@ -32,6 +33,8 @@ async def test_a_chat_creates_a_workspace_and_works_in_it(rig: Rig, tmp_path: Pa
     (src / "README.md").write_text("hello from the template\n")
     (src / "AGENTS.md").write_text("Always run the tests.\n")
     template = await rig.app.service.create_template(rig.people.admin.user, {"name": "proj", "source_path": str(src)})
+    # This test runs commands: it opts in to unsandboxed ones, as an admin would without bubblewrap.
+    rig.app.extras["workspaces"].provisioners["local"] = LocalProvisioner(rig.app.settings.data_dir, sandbox="none")
     deps = turn_deps(rig.app)
     deps.sleep = rig.sleep
     workers = Workers(deps, worker_id=uuid.uuid4())

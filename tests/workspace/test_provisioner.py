@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -62,11 +64,17 @@ def workspace(p: LocalProvisioner, *, parameters: dict[str, str] | None = None) 
 
 @pytest.fixture
 async def provisioner(tmp_path: Path) -> AsyncIterator[LocalProvisioner]:
-    p = LocalProvisioner(tmp_path / "data", sandbox="none")
+    # As root, unsandboxed commands run under the workspace's uid, which must be able to reach the
+    # workspace by its absolute path (git does): pytest's own directories are 0700, so the data
+    # directory lives in a directory of its own that others may enter (docs/security.md).
+    parent = Path(tempfile.mkdtemp(prefix="chatd-ws-"))
+    os.chmod(parent, 0o711)
+    p = LocalProvisioner(parent / "data", sandbox="none")
     try:
         yield p
     finally:
         await p.close()
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 def git_repo(path: Path) -> Path:
@@ -178,7 +186,8 @@ async def test_close_stops_every_agent(tmp_path: Path) -> None:
 async def test_agent_environment_leaves_server_secrets_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-secret")
     monkeypatch.setenv("CHATD_SECRET_KEY", "also-secret")
-    p = LocalProvisioner(tmp_path / "data", sandbox="auto")  # bubblewrap when installed, else none
+    # Unsandboxed (opted in): the case where the environment is all that stands between them.
+    p = LocalProvisioner(tmp_path / "data", sandbox="none")
     try:
         ws = workspace(p)
         await p.provision(ws, template(init_script="env > init-env"))

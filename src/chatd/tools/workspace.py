@@ -433,6 +433,8 @@ class Execute(_WorkspaceTool):
         except NoWorkspace:
             raise
         except ChatdError as exc:
+            if getattr(exc, "agent_code", None) == "commands_disabled":
+                raise  # the server's policy, not this command's failure: a tool error
             # Start failures are results, not tool errors (REFERENCE §7.3).
             return ToolResult({"success": False, "error": exc.message})
         if background:

@@ -81,6 +81,59 @@ MAX_FINISHED = 200  # finished processes remembered for process_output/process_l
 STOP_GRACE = 3.0  # SIGTERM -> SIGKILL on shutdown
 BINARY_SNIFF = 8192
 
+# Variables of the agent's own environment a command inherits. The provisioner already starts the
+# agent with a scrubbed environment; this second filter keeps chatd's settings (CHATD_*), keys and
+# database URLs out of commands even when the agent is started some other way.
+COMMAND_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "PYTHONPATH")
+
+COMMANDS_DISABLED = (
+    "Commands are disabled on this server: no working sandbox (bubblewrap) is available, and running "
+    "a chat's commands unsandboxed would let them read the server's data. An admin can install "
+    "bubblewrap, or allow unsandboxed commands with CHATD_WORKSPACE_SANDBOX=none. The file tools "
+    "(read_file, write_file, edit_files) still work."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RunAs:
+    """The unprivileged user and group commands run as (the agent itself stays who it is)."""
+
+    uid: int
+    gid: int
+
+
+def command_environment(extra: dict[str, str], *, home: Path | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k in COMMAND_ENV or k.startswith("LC_")}
+    env.setdefault("PATH", os.defpath)
+    if home is not None:
+        # The agent's HOME is not the command user's to read or write.
+        env["HOME"] = str(home)
+        env.pop("USER", None)
+        env.pop("LOGNAME", None)
+    return {**env, **NON_INTERACTIVE_ENV, **extra}
+
+
+def forbid_new_privileges() -> bool:
+    """`prctl(PR_SET_NO_NEW_PRIVS)`: nothing this process or its children exec can gain privileges
+    (setuid binaries, file capabilities). Inherited across fork and exec; Linux only."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(38, 1, 0, 0, 0)) == 0  # PR_SET_NO_NEW_PRIVS
+    except (OSError, AttributeError):
+        return False
+
+
+def give_to(path: Path, owner: RunAs | None) -> None:
+    """Files the agent (running as chatd's user) writes belong to the command user, so commands
+    can change them too."""
+    if owner is not None:
+        with contextlib.suppress(OSError):
+            os.chown(path, owner.uid, owner.gid, follow_symlinks=False)
+
 
 class AgentError(Exception):
     """A request the agent refuses; becomes `{"error", "code"}` with an HTTP status."""
@@ -203,12 +256,21 @@ def _write_temp(path: Path, data: bytes) -> Path:
     return Path(tmp)
 
 
-def write_file(path: Path, display: str, content: str) -> None:
+def _make_parents(path: Path, owner: RunAs | None) -> None:
+    missing = [p for p in reversed(path.parents) if not p.exists()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for p in missing:
+        give_to(p, owner)
+
+
+def write_file(path: Path, display: str, content: str, owner: RunAs | None = None) -> None:
     if path.is_dir():
         raise _bad(f"{display} is a directory", "is_directory")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(_write_temp(path, content.encode("utf-8")), path)
+        _make_parents(path, owner)
+        tmp = _write_temp(path, content.encode("utf-8"))
+        give_to(tmp, owner)
+        os.replace(tmp, path)
     except OSError as exc:
         raise _bad(f"cannot write {display}: {exc.strerror}") from exc
 
@@ -232,7 +294,7 @@ def _apply(text: str, display: str, index: int, search: str, replace: str) -> st
     return text.replace(search, replace, 1)
 
 
-def edit_files(confine: Confinement, files: list[dict[str, Any]]) -> None:
+def edit_files(confine: Confinement, files: list[dict[str, Any]], owner: RunAs | None = None) -> None:
     """Apply every edit in memory first; write only if all of them apply (all or nothing)."""
     originals: dict[Path, bytes] = {}
     updated: dict[Path, str] = {}
@@ -264,6 +326,7 @@ def edit_files(confine: Confinement, files: list[dict[str, Any]]) -> None:
         for path, display in order:
             try:
                 temps[path] = _write_temp(path, updated[path].encode("utf-8"))
+                give_to(temps[path], owner)
             except OSError as exc:
                 raise _bad(f"cannot write {display}: {exc.strerror}") from exc
         done: list[Path] = []
@@ -372,8 +435,9 @@ class ProcessTable:
     (`sh -c "a | b"`), and the agent can clean up everything it started on shutdown.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, run_as: RunAs | None = None) -> None:
         self.root = root
+        self.run_as = run_as
         self._procs: dict[str, _Process] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -391,7 +455,15 @@ class ProcessTable:
             raise _bad("command is required")
         if not await asyncio.to_thread(workdir.is_dir):
             raise _bad(f"working directory does not exist: {workdir}")
-        full_env = {**os.environ, **NON_INTERACTIVE_ENV, **env}
+        run_as = self.run_as
+        full_env = command_environment(env, home=self.root if run_as is not None else None)
+        # Without a sandbox, a command under chatd's own uid could read the server's files and
+        # /proc/<pid>/environ; as root, chatd runs it under the workspace's own unprivileged uid
+        # (cwd is entered before the uid changes). close_fds (the default) keeps the agent's
+        # sockets and files out of it.
+        identity: dict[str, Any] = (
+            {"user": run_as.uid, "group": run_as.gid, "extra_groups": []} if run_as is not None else {}
+        )
         try:
             proc = await asyncio.create_subprocess_exec(
                 "sh",
@@ -403,6 +475,8 @@ class ProcessTable:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 process_group=0,
+                close_fds=True,
+                **identity,
             )
         except FileNotFoundError:
             raise _bad(
@@ -660,11 +734,15 @@ def _endpoint(fn: Handler) -> Callable[[Request], Awaitable[Response]]:
     return wrapped
 
 
-def create_app(root: Path, token: str, *, allow_outside: bool = False) -> ASGIApp:
+def create_app(
+    root: Path, token: str, *, allow_outside: bool = False, commands: bool = True, run_as: RunAs | None = None
+) -> ASGIApp:
+    """`commands=False` refuses every process request (403 `commands_disabled`); `run_as` runs
+    commands under that uid/gid and gives files the agent writes to it."""
     if len(token) < 16:
         raise ValueError("the agent token must be at least 16 characters")
     confine = Confinement(root, allow_outside=allow_outside)
-    processes = ProcessTable(confine.root)
+    processes = ProcessTable(confine.root, run_as=run_as)
     instructions = InstructionFiles(confine.root)
     # File mutations run in worker threads; one lock makes each write/edit atomic with respect to
     # the others, so two edits of one file never interleave their read-modify-write.
@@ -681,7 +759,10 @@ def create_app(root: Path, token: str, *, allow_outside: bool = False) -> ASGIAp
         return {"ok": True}
 
     async def info(_: Request) -> Any:
-        return {"os": os_description(), "directory": str(confine.root), "allow_outside": allow_outside, "pid": os.getpid()}
+        return {
+            "os": os_description(), "directory": str(confine.root), "allow_outside": allow_outside, "pid": os.getpid(),
+            "commands": commands,
+        }  # fmt: skip
 
     async def read(request: Request) -> Any:
         body: ReadBody = await _json(request, ReadBody)
@@ -691,16 +772,21 @@ def create_app(root: Path, token: str, *, allow_outside: bool = False) -> ASGIAp
     async def write(request: Request) -> Any:
         body: WriteBody = await _json(request, WriteBody)
         path = confine.resolve(body.path)
-        await asyncio.to_thread(locked(lambda: write_file(path, body.path, body.content)))
+        await asyncio.to_thread(locked(lambda: write_file(path, body.path, body.content, run_as)))
         return {"ok": True}
 
     async def edit(request: Request) -> Any:
         body: EditBody = await _json(request, EditBody)
         files = body.model_dump()["files"]
-        await asyncio.to_thread(locked(lambda: edit_files(confine, files)))
+        await asyncio.to_thread(locked(lambda: edit_files(confine, files, run_as)))
         return {"ok": True}
 
+    def commands_allowed() -> None:
+        if not commands:
+            raise AgentError(403, "commands_disabled", COMMANDS_DISABLED)
+
     async def start(request: Request) -> Any:
+        commands_allowed()
         body: StartBody = await _json(request, StartBody)
         workdir = confine.resolve(body.workdir) if body.workdir else confine.root
         p = await processes.start(body.command, workdir, body.env, body.background)
@@ -708,15 +794,18 @@ def create_app(root: Path, token: str, *, allow_outside: bool = False) -> ASGIAp
         return p.state(body.max_output_bytes)
 
     async def list_all(_: Request) -> Any:
+        commands_allowed()
         return {"processes": [p.state(with_output=False) for p in processes.list()]}
 
     async def output(request: Request) -> Any:
+        commands_allowed()
         p = processes.get(request.path_params["process_id"])
         await processes.wait(p, _query_float(request, "wait", 0.0))
         raw_max = request.query_params.get("max_bytes")
         return p.state(int(raw_max) if raw_max and raw_max.isdigit() else None)
 
     async def send_signal(request: Request) -> Any:
+        commands_allowed()
         body: SignalBody = await _json(request, SignalBody)
         p = processes.get(request.path_params["process_id"])
         message = processes.signal(p, body.signal)
@@ -773,14 +862,37 @@ def read_token(token_file: Path) -> str:
     return token
 
 
-def run(directory: Path, listen: str, token_file: Path, *, allow_outside: bool = False, allow_remote: bool = False) -> None:
+def parse_run_as(value: str | None) -> RunAs | None:
+    if not value:
+        return None
+    uid, sep, gid = value.partition(":")
+    if not uid.isdigit() or (sep and not gid.isdigit()):
+        raise ValueError(f"--run-as must be UID or UID:GID, got {value!r}")
+    return RunAs(int(uid), int(gid or uid))
+
+
+def run(
+    directory: Path,
+    listen: str,
+    token_file: Path,
+    *,
+    allow_outside: bool = False,
+    allow_remote: bool = False,
+    commands: bool = True,
+    run_as: RunAs | None = None,
+) -> None:
     """Serve until SIGTERM/SIGINT; then stop every process this agent started."""
     import uvicorn
 
     if not directory.is_dir():
         raise ValueError(f"workspace directory does not exist: {directory}")
+    if run_as is not None and os.geteuid() != 0:
+        raise ValueError("--run-as needs the agent to run as root")
     host, port = parse_listen(listen, allow_remote=allow_remote)
-    app = create_app(directory, read_token(token_file), allow_outside=allow_outside)
+    # Before any command exists, so every one of them inherits it.
+    if commands and not forbid_new_privileges():
+        log.warning("could not set no_new_privs: commands may gain privileges through setuid programs")
+    app = create_app(directory, read_token(token_file), allow_outside=allow_outside, commands=commands, run_as=run_as)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

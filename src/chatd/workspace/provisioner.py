@@ -9,19 +9,29 @@ parameters as `CHATD_PARAM_<NAME>`). Its agent is a child process
 (`python -m chatd.cli workspace-agent`) on a free loopback port with a fresh random token in a
 0600 file under `<data dir>/workspace-agents/<id>/`; the agent announces its address on stdout.
 
+Commands (`execute`, process tools) run only where chatd can keep them from its own secrets
+(docs/security.md):
+- `sandbox="auto"` (default): with a working bubblewrap, commands run in it. Without one,
+  commands are refused (the agent runs with `--no-commands`); the file tools still work.
+- `sandbox="bwrap"`: bubblewrap is required; chatd does not start without a working one.
+- `sandbox="none"`: the admin's explicit opt-in to unsandboxed commands (a loud warning at start).
+
 What it isolates, and what it does not:
 - Always: the file tools stay inside the workspace directory (unless the template allows more);
   the agent only listens on loopback and needs the token; commands get a scrubbed environment
-  (no provider keys, database URL or chatd secrets from the server's environment); every process
-  an agent started is stopped with it.
-- With bubblewrap (`bwrap` on PATH, `sandbox="auto"` or `"bwrap"`): the agent and its commands
-  see the host read-only, the workspace directory read-write, a private /tmp, /dev and /proc, and
-  their own PID namespace; chatd's data directory (database, secret key, other workspaces) is
-  hidden. They die with the server.
-- Not isolated, even with bubblewrap: the network (commands can reach anything the host can,
-  including other loopback services), CPU/memory/disk use, and the user id (commands run as the
-  chatd user). Without bubblewrap, commands can read and write everything the chatd user can,
-  including the database and the secret key: use `local` only for trusted users, or install bwrap.
+  (no provider keys, database URL or CHATD_* settings), no inherited file descriptors, and
+  `no_new_privs`; every process an agent started is stopped with it.
+- With bubblewrap: the agent and its commands see the host read-only, the workspace directory
+  read-write, a private /tmp, /dev and /proc, and their own PID namespace; chatd's data directory
+  (database, secret key, other workspaces) is hidden. They die with the server.
+- Unsandboxed (`none`) with chatd running as root: commands run under the workspace's own
+  unprivileged uid (`workspace_uid`), which owns the workspace directory (mode 0700); the data
+  directory is only traversable (0711) and chatd's files in it are 0600, so commands cannot read
+  the database, the keys, the admin token, other workspaces or chatd's /proc environment.
+- Unsandboxed with chatd running as an ordinary user: commands run as that user and can read
+  everything it can, including the database and the secret key: only for trusted users.
+- Never isolated: the network (commands can reach anything the host can, including loopback
+  services), CPU/memory/disk use.
 """
 
 from __future__ import annotations
@@ -40,7 +50,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from chatd.domain.workspace import Template, Workspace
 from chatd.errors import ChatdError
@@ -54,6 +64,10 @@ Sandbox = Literal["auto", "bwrap", "none"]
 # (API keys, CHATD_*, database URLs) stays out.
 _INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "PYTHONPATH")
 _LOG_TAIL = 4000
+# Unsandboxed workspaces of a root chatd run under uid/gid UID_BASE + (id mod UID_SPAN): a range no
+# distribution hands out to users, one uid per workspace so workspaces cannot read each other.
+UID_BASE = 1_000_000_000
+UID_SPAN = 1_000_000_000
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
@@ -104,6 +118,52 @@ def base_environment() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k in _INHERITED_ENV or k.startswith("LC_")}
     env.setdefault("PATH", os.defpath)
     return env
+
+
+def workspace_uid(workspace_id: uuid.UUID) -> int:
+    return UID_BASE + workspace_id.int % UID_SPAN
+
+
+def sandbox_works(bwrap: str | None) -> bool:
+    """Whether bubblewrap can make a sandbox here: it may be installed but refused (no user
+    namespaces in a container, a restrictive AppArmor profile)."""
+    if bwrap is None:
+        return False
+    import subprocess
+
+    argv = [bwrap, "--die-with-parent", "--unshare-pid", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--", "true"]
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    os.lchown(root, uid, gid)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, name), uid, gid)
+
+
+def _private(path: Path, mode: int) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        st = path.lstat()
+        if not path.is_symlink() and st.st_mode & 0o777 != mode:
+            os.chmod(path, mode)
+
+
+def _set_not_dumpable() -> None:
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
+
+
+def _reachable_by_others(path: Path) -> bool:
+    """Every directory from / down to `path` lets other users enter it (o+x)."""
+    return all(os.stat(p).st_mode & 0o001 for p in [path, *path.parents])
 
 
 def _runtime_paths() -> list[Path]:
@@ -192,6 +252,7 @@ class LocalProvisioner:
         data_dir: Path,
         *,
         sandbox: Sandbox = "auto",
+        bwrap: str | Literal["detect"] | None = "detect",
         python: str = sys.executable,
         init_timeout: float = 600.0,
         start_timeout: float = 30.0,
@@ -204,14 +265,43 @@ class LocalProvisioner:
         self.init_timeout = init_timeout
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
-        bwrap = shutil.which("bwrap")
-        if sandbox == "bwrap" and bwrap is None:
-            raise ValueError("sandbox='bwrap' but bubblewrap (bwrap) is not installed")
-        self.bwrap = bwrap if sandbox != "none" else None
-        if self.bwrap is None and sandbox == "auto":
+        found = shutil.which("bwrap") if bwrap == "detect" else bwrap
+        working = sandbox != "none" and sandbox_works(found)
+        if sandbox == "bwrap" and not working:
+            raise ValueError(
+                "CHATD_WORKSPACE_SANDBOX=bwrap but bubblewrap (bwrap) is "
+                + ("not installed" if found is None else f"not working here ({found} cannot create a sandbox)")
+            )
+        self.bwrap = found if working else None
+        # Unsandboxed commands only on the admin's explicit word.
+        self.commands = working or sandbox == "none"
+        # As root, unsandboxed commands run under a per-workspace uid instead of root.
+        self.run_as_workspace_user = self.bwrap is None and self.commands and hasattr(os, "geteuid") and os.geteuid() == 0
+        if sandbox == "none":
             log.warning(
-                "bubblewrap is not installed: local workspaces run commands without isolation "
-                "(they can read chatd's data directory)"
+                "CHATD_WORKSPACE_SANDBOX=none: workspace commands run WITHOUT a sandbox. %s "
+                "Install bubblewrap and use 'auto' unless every user is trusted.",
+                "They run under a separate uid per workspace, but see the host's files and network."
+                if self.run_as_workspace_user
+                else "They run as chatd's own user and can read chatd's database, secret key and admin token.",
+            )
+        elif not working:
+            log.warning(
+                "bubblewrap is %s: workspace commands (execute) are disabled. Install bubblewrap, or set "
+                "CHATD_WORKSPACE_SANDBOX=none to allow unsandboxed commands (unsafe with untrusted users).",
+                "not installed" if found is None else f"not working here ({found})",
+            )
+        self._secure_data_dir()
+        if self.commands and self.bwrap is None and not self.run_as_workspace_user:
+            # Commands share chatd's uid: at least its /proc/<pid>/environ and memory are closed
+            # to them (a non-dumpable process's /proc files belong to root).
+            _set_not_dumpable()
+        if self.run_as_workspace_user and not _reachable_by_others(self.root):
+            log.warning(
+                "workspace commands run under their own uid but cannot reach %s by its path (a parent "
+                "directory is closed to other users): tools that use absolute paths (git, venvs) will "
+                "fail. Put the data directory where others may enter, e.g. CHATD_DATA_DIR=/var/lib/chatd.",
+                self.root,
             )
         self._agents: dict[uuid.UUID, _Agent] = {}
         self._locks: dict[uuid.UUID, asyncio.Lock] = {}
@@ -219,6 +309,37 @@ class LocalProvisioner:
     @property
     def sandboxed(self) -> bool:
         return self.bwrap is not None
+
+    def _secure_data_dir(self) -> None:
+        """The data directory is chatd's alone: 0700, or 0711 (enter, not list) when commands run
+        under workspace uids that must reach their own directory below it; then everything in it
+        except `workspaces/` is closed to other users, whatever umask made it."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(exist_ok=True)
+        self.state_root.mkdir(exist_ok=True)
+        traversable = 0o711 if self.run_as_workspace_user else 0o700
+        _private(self.data_dir, traversable)
+        _private(self.root, traversable)
+        for entry in self.data_dir.iterdir():
+            if entry == self.root or entry.is_symlink():
+                continue
+            _private(entry, 0o700 if entry.is_dir() else 0o600)
+
+    def _owner(self, workspace_id: uuid.UUID) -> tuple[int, int] | None:
+        if not self.run_as_workspace_user:
+            return None
+        uid = workspace_uid(workspace_id)
+        return uid, uid
+
+    def _give_directory(self, workspace_id: uuid.UUID, directory: Path) -> None:
+        """The workspace directory (0700) and everything in it belong to the workspace's uid."""
+        owner = self._owner(workspace_id)
+        if owner is None:
+            return
+        st = directory.stat()
+        if (st.st_uid, st.st_gid) != owner:
+            _chown_tree(directory, *owner)
+        _private(directory, 0o700)
 
     def directory_for(self, workspace_id: uuid.UUID) -> str:
         return str(self.root / str(workspace_id))
@@ -239,9 +360,13 @@ class LocalProvisioner:
         directory = Path(workspace.directory)
         await asyncio.to_thread(self._prepare_directory, directory, template)
         if template.git_url:
+            # As chatd's user: the admin's URL may be a local path only it can read. Cloning runs
+            # no code from the repository (no hooks; `ext::` is not an allowed transport).
             await self._clone(template.git_url, template.git_ref, directory)
+        await asyncio.to_thread(self._give_directory, workspace.id, directory)
+        owner = self._owner(workspace.id)
         if template.init_script.strip():
-            await self._init(workspace, template.init_script, directory)
+            await self._init(workspace, template.init_script, directory, owner)
 
     def _prepare_directory(self, directory: Path, template: Template) -> None:
         directory.parent.mkdir(parents=True, exist_ok=True)
@@ -258,7 +383,9 @@ class LocalProvisioner:
             directory.mkdir(parents=True, exist_ok=True)
 
     async def _clone(self, url: str, ref: str | None, directory: Path) -> None:
-        argv = ["git", "clone", "--quiet"]
+        # --no-hardlinks: the tree is then chowned to the workspace's uid, which must not change
+        # the owner of a local source repository's objects through shared inodes.
+        argv = ["git", "clone", "--quiet", "--no-hardlinks"]
         if ref:
             argv += ["--branch", ref]
         argv += ["--", url, str(directory)]
@@ -272,9 +399,10 @@ class LocalProvisioner:
         if code != 0:
             raise ProvisionFailed(f"git clone of {url} failed (exit code {code}): {_tail(output)}")
 
-    async def _init(self, workspace: Workspace, script: str, directory: Path) -> None:
+    async def _init(self, workspace: Workspace, script: str, directory: Path, owner: tuple[int, int] | None) -> None:
         env = {
             **base_environment(),
+            **({"HOME": str(directory)} if owner else {}),
             **NON_INTERACTIVE_ENV,
             "CHATD_WORKSPACE_ID": str(workspace.id),
             "CHATD_WORKSPACE_NAME": workspace.name,
@@ -284,7 +412,7 @@ class LocalProvisioner:
             if _PARAM_NAME.match(name):
                 env[f"CHATD_PARAM_{name.upper()}"] = value
         argv = self._wrap(["sh", "-c", script], directory)
-        code, output = await self._run(argv, cwd=directory, env=env, timeout=self.init_timeout)
+        code, output = await self._run(argv, cwd=directory, env=env, timeout=self.init_timeout, owner=owner)
         await asyncio.to_thread(self._write_log, workspace.id, "init.log", output)
         if code != 0:
             raise ProvisionFailed(f"The init script failed (exit code {code}): {_tail(output)}")
@@ -292,7 +420,10 @@ class LocalProvisioner:
     def _write_log(self, workspace_id: uuid.UUID, name: str, text: str) -> None:
         (self._state_dir(workspace_id) / name).write_text(text)
 
-    async def _run(self, argv: list[str], *, cwd: Path, env: Mapping[str, str], timeout: float) -> tuple[int, str]:
+    async def _run(
+        self, argv: list[str], *, cwd: Path, env: Mapping[str, str], timeout: float, owner: tuple[int, int] | None = None
+    ) -> tuple[int, str]:
+        identity: dict[str, Any] = {"user": owner[0], "group": owner[1], "extra_groups": []} if owner else {}
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -302,6 +433,7 @@ class LocalProvisioner:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
+                **identity,
             )
         except OSError as exc:
             raise ProvisionFailed(f"Cannot run {argv[0]}: {exc.strerror}") from exc
@@ -339,6 +471,7 @@ class LocalProvisioner:
         """A fresh token every start, in a file readable by this user only; the log path."""
         if not Path(workspace.directory).is_dir():
             raise ProvisionFailed(f"The workspace directory {workspace.directory} does not exist.")
+        self._give_directory(workspace.id, Path(workspace.directory))
         state = self._state_dir(workspace.id)
         token = secrets.token_urlsafe(32)
         token_file = state / "token"
@@ -361,6 +494,11 @@ class LocalProvisioner:
         ]  # fmt: skip
         if workspace.allow_outside:
             argv.append("--allow-outside")
+        if not self.commands:
+            argv.append("--no-commands")
+        owner = self._owner(workspace.id)
+        if owner is not None:
+            argv += ["--run-as", f"{owner[0]}:{owner[1]}"]
         argv = self._wrap(argv, directory, read_only=[token_file])
         log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
