@@ -46,6 +46,13 @@ class BodyLimit:
 
         async def tracking_send(msg: Message) -> None:
             nonlocal started
+            if rejected:
+                # The app saw the body reading fail and answers for it (FastAPI says 400, "error
+                # parsing the body"); the client's mistake is the size: answer 413 instead.
+                if msg["type"] == "http.response.start" and not started:
+                    started = True
+                    await _too_large(send, limit)
+                return
             if msg["type"] == "http.response.start":
                 started = True
             await send(msg)

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
 from chatd.api.deps import CurrentUser
+from chatd.api.schemas import TextChecked
 from chatd.push_service import PushService
 
 router = APIRouter(prefix="/api/v1/push", tags=["push"])
@@ -30,18 +31,18 @@ class VapidKeyOut(BaseModel):
     public_key: str = Field(description="The application server key for PushManager.subscribe(), base64url.")
 
 
-class SubscriptionKeys(BaseModel):
+class SubscriptionKeys(TextChecked):
     p256dh: str = Field(min_length=1, max_length=256)
     auth: str = Field(min_length=1, max_length=64)
 
 
-class SubscriptionIn(BaseModel):
+class SubscriptionIn(TextChecked):
     # Browsers add `expirationTime` to the JSON; anything else is ignored too.
     endpoint: str = Field(min_length=1, max_length=2048)
     keys: SubscriptionKeys
 
 
-class UnsubscribeIn(BaseModel):
+class UnsubscribeIn(TextChecked):
     endpoint: str = Field(min_length=1, max_length=2048)
 
 

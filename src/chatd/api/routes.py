@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import html
 import json
+import unicodedata
 import uuid
 from typing import Annotated, Any
+from urllib.parse import quote
 
-from fastapi import APIRouter, File, Query, Request, Response, UploadFile
+from fastapi import APIRouter, File, Path, Query, Request, Response, UploadFile
 from fastapi.responses import HTMLResponse
 from fastapi.responses import Response as RawResponse
 
 from chatd.api.deps import CurrentUser, Service
 from chatd.api.errors import status_of
 from chatd.api.schemas import (
+    MAX_INT64,
     ChatIn,
     ChatOut,
     CustomPromptIn,
@@ -53,6 +56,11 @@ from chatd.domain.config import McpUserToken, ModelOptions, Pricing
 from chatd.errors import ChatdError, InvalidInput, PayloadTooLarge
 
 router = APIRouter(prefix="/api/v1")
+
+# Message and queued-message ids are 64-bit; a larger number is a 400 here, not a driver overflow.
+MessageId = Annotated[int, Path(ge=1, le=MAX_INT64)]
+QueuedId = Annotated[int, Path(ge=1, le=MAX_INT64)]
+AfterId = Annotated[int, Query(ge=0, le=MAX_INT64, description="Only messages with a larger id.")]
 
 ALLOWED_UPLOADS = {"image/png", "image/jpeg", "image/gif", "image/webp", "text/plain", "application/pdf"}
 
@@ -308,7 +316,7 @@ async def get_chat(chat_id: uuid.UUID, user: CurrentUser, svc: Service) -> ChatO
 
 
 @router.get("/chats/{chat_id}/messages", tags=["chats"])
-async def list_messages(chat_id: uuid.UUID, user: CurrentUser, svc: Service, after_id: Annotated[int, Query(ge=0)] = 0) -> MessagesOut:
+async def list_messages(chat_id: uuid.UUID, user: CurrentUser, svc: Service, after_id: AfterId = 0) -> MessagesOut:
     msgs, queue = await svc.list_messages(user, chat_id, after_id)
     return MessagesOut(messages=[MessageOut.of(m) for m in msgs], queued_messages=[QueuedMessageOut.of(q) for q in queue])
 
@@ -328,9 +336,7 @@ async def send_message(chat_id: uuid.UUID, body: MessageIn, user: CurrentUser, s
 
 
 @router.patch("/chats/{chat_id}/messages/{message_id}", tags=["chats"])
-async def edit_message(chat_id: uuid.UUID, message_id: int, body: EditIn, user: CurrentUser, svc: Service) -> EditOut:
-    if message_id < 1:
-        raise InvalidInput("message_id must be a positive integer.")
+async def edit_message(chat_id: uuid.UUID, message_id: MessageId, body: EditIn, user: CurrentUser, svc: Service) -> EditOut:
     msg, chat = await svc.edit_message(user, chat_id, message_id, to_parts(body.content))
     return EditOut(message=MessageOut.of(msg), chat=ChatOut.of(chat))
 
@@ -353,13 +359,13 @@ async def unarchive(chat_id: uuid.UUID, user: CurrentUser, svc: Service) -> Resp
 
 
 @router.delete("/chats/{chat_id}/queue/{queued_id}", status_code=204, tags=["chats"])
-async def delete_queued(chat_id: uuid.UUID, queued_id: int, user: CurrentUser, svc: Service) -> Response:
+async def delete_queued(chat_id: uuid.UUID, queued_id: QueuedId, user: CurrentUser, svc: Service) -> Response:
     await svc.delete_queued(user, chat_id, queued_id)
     return Response(status_code=204)
 
 
 @router.post("/chats/{chat_id}/queue/{queued_id}/promote", tags=["chats"])
-async def promote_queued(chat_id: uuid.UUID, queued_id: int, user: CurrentUser, svc: Service) -> PromoteOut:
+async def promote_queued(chat_id: uuid.UUID, queued_id: QueuedId, user: CurrentUser, svc: Service) -> PromoteOut:
     return PromoteOut(message=MessageOut.of(await svc.promote_queued(user, chat_id, queued_id)))
 
 
@@ -385,18 +391,17 @@ async def upload_file(request: Request, user: CurrentUser, svc: Service, file: A
             raise InvalidInput("A text/plain file must be UTF-8 text.") from exc
     if media_type.startswith("image/") and sniffed is None:
         raise InvalidInput(f"The file content is not a {media_type} image.")
-    f = await svc.save_file(user, file.filename or "file", media_type, data)
+    f = await svc.save_file(user, clean_file_name(file.filename), media_type, data)
     return FileOut(id=f.id, media_type=f.media_type, size=f.size)
 
 
 @router.get("/files/{file_id}", tags=["files"], response_class=RawResponse)
 async def get_file(file_id: uuid.UUID, user: CurrentUser, svc: Service) -> RawResponse:
     f = await svc.get_file(user, file_id)
-    safe = f.name.replace('"', "").replace("\\", "")
     return RawResponse(
         f.data,
         media_type=f.media_type,
-        headers={"Content-Disposition": f'inline; filename="{safe}"', "Cache-Control": "private, max-age=31536000, immutable"},
+        headers={"Content-Disposition": content_disposition(f.name), "Cache-Control": "private, max-age=31536000, immutable"},
     )
 
 
@@ -410,6 +415,21 @@ async def usage(user: CurrentUser, svc: Service) -> UsageStatusOut:
 async def set_usage_limit(body: UsageLimitIn, user: CurrentUser, svc: Service) -> Response:
     await svc.set_usage_limit(user, scope=body.scope, user_id=body.user_id, period=body.period, limit_micros=body.limit_micros)
     return Response(status_code=204)
+
+
+def clean_file_name(name: str | None) -> str:
+    """The name as uploaded, minus what no file name needs and a database cannot store: control
+    characters (NUL among them) and unpaired surrogates."""
+    text = (name or "").encode("utf-8", "replace").decode("utf-8")
+    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cc").strip()
+    return text[:255] or "file"
+
+
+def content_disposition(name: str) -> str:
+    """RFC 6266 with RFC 5987's `filename*`: headers are Latin-1 on the wire, so a name such as
+    `файл.txt` goes in UTF-8 percent-encoding, with an ASCII fallback for old clients."""
+    fallback = name.encode("ascii", "replace").decode("ascii").replace('"', "").replace("\\", "") or "file"
+    return f"inline; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 def sniff(data: bytes) -> str | None:

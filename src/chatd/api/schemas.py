@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
 from chatd.domain.chat import BusyBehavior, Chat, ChatStatus, Message, QueuedMessage, UserRole
 from chatd.domain.config import (
@@ -17,9 +17,89 @@ from chatd.domain.config import (
 )
 from chatd.domain.parts import FilePart, Part, ReasoningPart, TextPart
 
+# The largest id PostgreSQL's bigint and SQLite's integer hold; a larger one is a 400, not a
+# driver overflow.
+MAX_INT64 = 2**63 - 1
+# Prices are micro-dollars per million tokens; $1,000,000 per million tokens is far past any real
+# price and keeps tokens x price well inside 64 bits (a 1e30 price made every turn fail).
+MAX_PRICE = 10**12
 
-class _In(BaseModel):
+# JSON numbers and booleans are taken as they are: `0` is not `false` and `false` is not `0`.
+Int = Annotated[int, Strict()]
+Bool = Annotated[bool, Strict()]
+Price = Annotated[int, Strict(), Field(ge=0, le=MAX_PRICE)]
+
+
+def _bad_text(value: Any, path: str) -> str | None:
+    """The path of the first string holding NUL or an unpaired surrogate. Neither database stores
+    NUL in text, and a lone surrogate cannot be encoded as UTF-8: both used to be a 500."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return path
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            where = _bad_text(k, path) or _bad_text(v, f"{path}.{k}" if path else str(k))
+            if where is not None:
+                return where
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            where = _bad_text(v, f"{path}[{i}]")
+            if where is not None:
+                return where
+    return None
+
+
+class TextChecked(BaseModel):
+    """Every request body: strings anywhere in it are text a database can store."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable_text(cls, data: Any) -> Any:
+        where = _bad_text(data, "")
+        if where is not None:
+            raise ValueError(f"{where or 'a string'} contains a NUL character or an unpaired surrogate")
+        return data
+
+
+class _In(TextChecked):
     model_config = ConfigDict(extra="forbid")
+
+
+def _drop_null(schema: dict[str, Any], cls: type[BaseModel]) -> None:
+    """Document that a PATCH field may be left out but not set to null (unless it may be empty)."""
+    nullable: frozenset[str] = getattr(cls, "nullable", frozenset())
+    for name, prop in schema.get("properties", {}).items():
+        options = prop.get("anyOf")
+        if name in nullable or not options:
+            continue
+        kept = [o for o in options if o.get("type") != "null"]
+        if len(kept) == 1:
+            prop.pop("anyOf")
+            prop.update(kept[0])
+        else:
+            prop["anyOf"] = kept
+        if prop.get("default", 0) is None:
+            prop.pop("default")
+
+
+class _Patch(_In):
+    """A partial update: a field left out keeps its value. null is refused except for the fields
+    in `nullable` (where it clears the value): it used to reach NOT NULL columns as a 500."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_drop_null)
+    nullable: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="after")
+    def _no_null(self) -> Any:
+        for name in sorted(self.model_fields_set - self.nullable):
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} must not be null (leave it out to keep the current value)")
+        return self
 
 
 class _Out(BaseModel):
@@ -79,18 +159,19 @@ ProviderKind = Literal["anthropic", "openai", "openai-compatible", "google"]
 
 
 class ProviderIn(_In):
-    provider: str = Field(description="anthropic | openai | openai-compatible | google")
+    provider: str = Field(max_length=32, description="anthropic | openai | openai-compatible | google")
     display_name: str | None = Field(default=None, max_length=128)
     api_key: str | None = Field(default=None, max_length=4096, description="Write-only.")
     base_url: str | None = Field(default=None, max_length=2048)
-    enabled: bool = True
+    enabled: Bool = True
 
 
-class ProviderPatch(_In):
+class ProviderPatch(_Patch):
+    nullable = frozenset({"api_key", "base_url"})
     display_name: str | None = Field(default=None, max_length=128)
-    api_key: str | None = Field(default=None, max_length=4096)
-    base_url: str | None = Field(default=None, max_length=2048)
-    enabled: bool | None = None
+    api_key: str | None = Field(default=None, max_length=4096, description="Write-only; null removes the key.")
+    base_url: str | None = Field(default=None, max_length=2048, description="null removes it.")
+    enabled: Bool | None = None
 
 
 class ProviderOut(_Out):
@@ -112,39 +193,41 @@ class ProviderOut(_Out):
 
 
 class ModelOptionsIn(_In):
-    max_output_tokens: int | None = Field(default=None, gt=0, le=1_000_000)
+    max_output_tokens: Int | None = Field(default=None, gt=0, le=1_000_000)
     temperature: float | None = Field(default=None, ge=0, le=2)
     reasoning_effort: Literal["low", "medium", "high"] | None = None
-    web_search: bool = False
+    web_search: Bool = False
 
 
 class PricingIn(_In):
-    input: int | None = Field(default=None, ge=0)
-    output: int | None = Field(default=None, ge=0)
-    cache_read: int | None = Field(default=None, ge=0)
-    cache_write: int | None = Field(default=None, ge=0)
-    reasoning: int | None = Field(default=None, ge=0)
+    """Micro-dollars per million tokens (at most 10^12); null means no price."""
+
+    input: Price | None = None
+    output: Price | None = None
+    cache_read: Price | None = None
+    cache_write: Price | None = None
+    reasoning: Price | None = None
 
 
 class ModelConfigIn(_In):
-    provider: str
+    provider: str = Field(max_length=32)
     model: str = Field(min_length=1, max_length=256)
     display_name: str | None = Field(default=None, max_length=256)
-    context_limit: int = Field(gt=0, le=100_000_000)
-    compression_threshold: int = Field(default=70, ge=0, le=100)
-    is_default: bool = False
+    context_limit: Int = Field(gt=0, le=100_000_000)
+    compression_threshold: Int = Field(default=70, ge=0, le=100)
+    is_default: Bool = False
     options: ModelOptionsIn = Field(default_factory=ModelOptionsIn)
     pricing: PricingIn = Field(default_factory=PricingIn)
 
 
-class ModelConfigPatch(_In):
-    provider: str | None = None
+class ModelConfigPatch(_Patch):
+    provider: str | None = Field(default=None, max_length=32)
     model: str | None = Field(default=None, min_length=1, max_length=256)
     display_name: str | None = Field(default=None, max_length=256)
-    context_limit: int | None = Field(default=None, gt=0, le=100_000_000)
-    compression_threshold: int | None = Field(default=None, ge=0, le=100)
-    is_default: bool | None = None
-    enabled: bool | None = None
+    context_limit: Int | None = Field(default=None, gt=0, le=100_000_000)
+    compression_threshold: Int | None = Field(default=None, ge=0, le=100)
+    is_default: Bool | None = None
+    enabled: Bool | None = None
     options: ModelOptionsIn | None = None
     pricing: PricingIn | None = None
 
@@ -207,29 +290,30 @@ class McpServerIn(_In):
     oauth2: OAuth2In | None = None
     tool_allow_list: list[str] = Field(default_factory=list, max_length=1024)
     tool_deny_list: list[str] = Field(default_factory=list, max_length=1024)
-    enabled: bool = False
+    enabled: Bool = False
     availability: Literal["force_on", "default_on", "default_off"] = "default_off"
-    forward_identity: bool = Field(default=False, description="Send X-Chatd-User-Id and X-Chatd-Chat-Id headers to the server.")
+    forward_identity: Bool = Field(default=False, description="Send X-Chatd-User-Id and X-Chatd-Chat-Id headers to the server.")
 
 
-class McpServerPatch(_In):
+class McpServerPatch(_Patch):
+    nullable = frozenset({"command", "api_key_value", "custom_headers", "oauth2"})
     slug: str | None = Field(default=None, min_length=1, max_length=64)
     display_name: str | None = Field(default=None, min_length=1, max_length=256)
     description: str | None = Field(default=None, max_length=4096)
     url: str | None = Field(default=None, max_length=2048)
     transport: Literal["streamable_http", "sse", "stdio"] | None = None
     command: str | None = Field(default=None, max_length=4096)
-    args: list[str] | None = None
+    args: list[str] | None = Field(default=None, max_length=256)
     auth_type: Literal["none", "oauth2", "api_key", "custom_headers"] | None = None
     api_key_header: str | None = Field(default=None, max_length=256)
     api_key_value: str | None = Field(default=None, max_length=8192)
     custom_headers: dict[str, str] | None = None
     oauth2: OAuth2In | None = None
-    tool_allow_list: list[str] | None = None
-    tool_deny_list: list[str] | None = None
-    enabled: bool | None = None
+    tool_allow_list: list[str] | None = Field(default=None, max_length=1024)
+    tool_deny_list: list[str] | None = Field(default=None, max_length=1024)
+    enabled: Bool | None = None
     availability: Literal["force_on", "default_on", "default_off"] | None = None
-    forward_identity: bool | None = None
+    forward_identity: Bool | None = None
 
 
 class OAuth2Out(_Out):
@@ -463,7 +547,7 @@ class UsageLimitIn(_In):
     scope: Literal["global", "user"]
     user_id: uuid.UUID | None = None
     period: Literal["day", "week", "month"] = "month"
-    limit_micros: int = Field(ge=0)
+    limit_micros: Int = Field(ge=0, le=MAX_INT64)
 
 
 class CustomPromptIn(_In):

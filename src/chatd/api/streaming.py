@@ -13,7 +13,7 @@ from fastapi import APIRouter, Header, Query, Request, WebSocket, WebSocketDisco
 from sse_starlette.sse import EventSourceResponse
 
 from chatd.api.deps import CurrentUser, Service
-from chatd.api.schemas import ChatOut, event_json
+from chatd.api.schemas import MAX_INT64, ChatOut, event_json
 from chatd.domain.events import MessageEvent, StreamEvent
 from chatd.errors import ChatdError, InvalidInput, NotFound
 from chatd.pubsub.base import owner_channel
@@ -24,9 +24,12 @@ router = APIRouter(prefix="/api/v1")
 def _cursor(after_id: int | None, last_event_id: str | None) -> int:
     if last_event_id:
         try:
-            return max(0, int(last_event_id))
+            cursor = int(last_event_id)
         except ValueError as exc:
             raise InvalidInput("Last-Event-ID must be a message id.") from exc
+        if cursor > MAX_INT64:
+            raise InvalidInput("Last-Event-ID is larger than any message id.")
+        return max(0, cursor)
     return after_id or 0
 
 
@@ -50,7 +53,7 @@ async def stream(
     request: Request,
     user: CurrentUser,
     svc: Service,
-    after_id: Annotated[int | None, Query(ge=0)] = None,
+    after_id: Annotated[int | None, Query(ge=0, le=MAX_INT64)] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventSourceResponse:
     await svc.get_chat(user, chat_id)
@@ -71,17 +74,22 @@ async def stream_ws(websocket: WebSocket, chat_id: uuid.UUID, after_id: int = 0)
     """The same stream over a WebSocket: frames are `{"id": cursor, "event": {...}}`."""
     state = websocket.app.state.chatd
     token, subprotocol = _ws_token(websocket)
+    # Refusals are close codes after the handshake (4400 bad input, 4401 no or bad token, 4404
+    # unknown chat): a close before accept reaches the client as a bare HTTP 403 it cannot tell
+    # apart. A browser drops the connection unless the server selects the subprotocol it offered.
+    await websocket.accept(subprotocol=subprotocol)
     user = await state.service.authenticate(token) if token else None
     if user is None:
         await websocket.close(code=4401, reason="unauthenticated")
+        return
+    if not 0 <= after_id <= MAX_INT64:
+        await websocket.close(code=4400, reason="after_id is not a message id")
         return
     try:
         await state.service.get_chat(user, chat_id)
     except NotFound:
         await websocket.close(code=4404, reason="not found")
         return
-    # A browser drops the connection unless the server selects the subprotocol it offered.
-    await websocket.accept(subprotocol=subprotocol)
 
     async def send_events() -> None:
         async with state.service.hub.subscribe(chat_id, after_id) as events:

@@ -6,23 +6,24 @@ import uuid
 from datetime import datetime
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from chatd.api.deps import CurrentUser, Service
+from chatd.api.schemas import Bool, TextChecked
 from chatd.domain.workspace import Template, Workspace
 
 router = APIRouter(prefix="/api/v1")
 
 
-class TemplateParameterIO(BaseModel):
+class TemplateParameterIO(TextChecked):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     description: str = Field(default="", max_length=1024)
     default: str | None = Field(default=None, max_length=4096)
-    required: bool = False
+    required: Bool = False
 
 
-class TemplateIn(BaseModel):
-    model_config = {"extra": "forbid"}
+class TemplateIn(TextChecked):
+    model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")
     display_name: str = Field(default="", max_length=256)
     description: str = Field(default="", max_length=4096)
@@ -32,7 +33,7 @@ class TemplateIn(BaseModel):
     source_path: str | None = Field(default=None, max_length=4096)
     init_script: str = Field(default="", max_length=64 * 1024)
     parameters: list[TemplateParameterIO] = Field(default_factory=list, max_length=64)
-    allow_outside: bool = False
+    allow_outside: Bool = False
 
 
 class TemplateOut(BaseModel):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator
@@ -18,13 +19,14 @@ from typing import Any
 from sqlalchemy import Select, Table, event, select
 from sqlalchemy.engine import Connection as SyncConnection
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from chatd.errors import Unavailable
+from chatd.errors import InvalidInput, Unavailable
 
 _IMMEDIATE = "chatd_immediate"
+log = logging.getLogger(__name__)
 
 
 def async_url(url: str) -> str:
@@ -84,6 +86,8 @@ class Database:
                 await conn.execution_options(**{_IMMEDIATE: True})
                 async with conn.begin():
                     yield conn
+        except DataError as exc:
+            raise _refused_value(exc) from exc
         except (OperationalError, DBAPIError) as exc:
             if _is_connection_error(exc):
                 raise Unavailable("The database is not reachable.") from exc
@@ -95,6 +99,8 @@ class Database:
         try:
             async with self.engine.connect() as conn, conn.begin():
                 yield conn
+        except DataError as exc:
+            raise _refused_value(exc) from exc
         except (OperationalError, DBAPIError) as exc:
             if _is_connection_error(exc):
                 raise Unavailable("The database is not reachable.") from exc
@@ -112,6 +118,13 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def _refused_value(exc: DataError) -> InvalidInput:
+    """A value the database refuses (a number out of range, text it cannot store) is bad input.
+    The driver's text carries the SQL and the parameters: it goes to the log, never to a client."""
+    log.info("the database refused a value: %s", exc)
+    return InvalidInput("A value is out of range or is not text the database can store.")
 
 
 def _is_connection_error(exc: Exception) -> bool:

@@ -86,6 +86,14 @@ def _values(fields: dict[str, Any], box: SecretBox) -> dict[str, Any]:
     return v
 
 
+def _conflict(exc: IntegrityError, fields: dict[str, Any]) -> Exception:
+    # Only the slug is unique; any other constraint failing is a bug upstream, not a duplicate
+    # (a null `enabled` used to be answered "slug already exists").
+    if "slug" in str(exc.orig):
+        return DuplicateSlug("An MCP server with this slug already exists.", {"slug": fields.get("slug")})
+    return exc
+
+
 async def list_servers(db: Database, box: SecretBox, *, enabled_only: bool = False) -> list[McpServerRecord]:
     q = select(mcp_servers).order_by(mcp_servers.c.display_name, mcp_servers.c.slug)
     if enabled_only:
@@ -120,7 +128,7 @@ async def create_server(db: Database, box: SecretBox, now: datetime, fields: dic
         async with db.write() as conn:
             await conn.execute(insert(mcp_servers).values(id=sid, created_at=now, updated_at=now, **values))
     except IntegrityError as exc:
-        raise DuplicateSlug("An MCP server with this slug already exists.", {"slug": fields.get("slug")}) from exc
+        raise _conflict(exc, fields) from exc
     return await get_server(db, box, sid)
 
 
@@ -133,7 +141,7 @@ async def update_server(db: Database, box: SecretBox, now: datetime, server_id: 
                 )
             ).rowcount
     except IntegrityError as exc:
-        raise DuplicateSlug("An MCP server with this slug already exists.", {"slug": fields.get("slug")}) from exc
+        raise _conflict(exc, fields) from exc
     if not n:
         raise NotFound("MCP server not found.")
     return await get_server(db, box, server_id)

@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from chatd.domain.chat import Chat, ChatStatus, Role
 from chatd.domain.clock import Clock
 from chatd.domain.config import McpServerRecord, User
@@ -87,6 +89,14 @@ class TurnDeps:
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
 
+def internal_error_text(exc: Exception) -> str:
+    """What the chat's owner reads for an unexpected failure. A database error's text holds the
+    SQL and its parameters: that goes to the log (with the traceback), never to the chat."""
+    if isinstance(exc, SQLAlchemyError):
+        return "Internal error: a database operation failed (the server log has the details)."
+    return f"Internal error: {type(exc).__name__}: {exc}"[:1000]
+
+
 class ChatTurn:
     """Runs one acquired chat to the end of its turn. `control.interrupt()` stops it keeping the
     partial answer; cancelling the task (shutdown) gives the chat back as pending."""
@@ -131,7 +141,7 @@ class ChatTurn:
             end, error = TurnEnd.ERROR, exc.message
         except Exception as exc:
             log.exception("turn of chat %s failed", chat.id)
-            end, error = TurnEnd.ERROR, f"Internal error: {type(exc).__name__}: {exc}"[:1000]
+            end, error = TurnEnd.ERROR, internal_error_text(exc)
         await self._finish(end, outcome, error, ctx or self.ctx)
 
     async def _finish(self, end: TurnEnd, outcome: TurnOutcome | None, error: str | None, ctx: TurnContext | None) -> None:
