@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from chatd.domain.chat import BusyBehavior, Chat, ChatStatus, Message, QueuedMessage, UserRole
@@ -259,8 +260,20 @@ class ChatService:
             raise NotFound("Chat not found.")
         return chat
 
-    async def list_chats(self, actor: User, archived: bool | None, parent_chat_id: uuid.UUID | None = None) -> list[Chat]:
-        return await chat_store.list_chats(self.db, actor.id, archived=archived, parent_chat_id=parent_chat_id)
+    async def list_chats(
+        self,
+        actor: User,
+        archived: bool | None,
+        parent_chat_id: uuid.UUID | None = None,
+        *,
+        limit: int = 50,
+        before: tuple[datetime, uuid.UUID] | None = None,
+    ) -> list[Chat]:
+        return await chat_store.list_chats(self.db, actor.id, archived=archived, parent_chat_id=parent_chat_id, limit=limit, before=before)
+
+    async def chats_changed_since(self, actor: User, since: datetime) -> list[Chat]:
+        """The caller's chats changed at or after `since` (a watch re-syncing after lost notifications)."""
+        return await chat_store.chats_updated_since(self.db, actor.id, since)
 
     async def create_chat(
         self,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, WebSocket, WebSocketDisconnect
@@ -14,6 +15,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from chatd.api.deps import CurrentUser, Service
 from chatd.api.schemas import MAX_INT64, ChatOut, event_json
+from chatd.domain.chat import Chat
 from chatd.domain.events import MessageEvent, StreamEvent
 from chatd.errors import ChatdError, InvalidInput, NotFound
 from chatd.pubsub.base import owner_channel
@@ -128,6 +130,37 @@ def _ws_token(ws: WebSocket) -> tuple[str | None, str | None]:
     return None, None
 
 
+# A watch re-reads chats changed since its last sync point minus this margin: replicas' clocks
+# differ a little, and an event sent twice costs a client one re-render, a lost one a stale list.
+RESYNC_MARGIN = timedelta(seconds=5)
+WATCH_KINDS = ("created", "status_change", "title_change", "deleted")
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    status: str
+    title: str
+    archived: bool
+
+    @classmethod
+    def of(cls, chat: Chat) -> _Seen:
+        return cls(chat.status.value, chat.title, chat.archived)
+
+
+def _resync_kind(chat: Chat, seen: _Seen | None, since: datetime) -> str | None:
+    """The event a re-read chat is reported as; None when the client already has this state."""
+    now = _Seen.of(chat)
+    if seen is None:
+        if chat.archived:
+            return "deleted"
+        return "created" if chat.created_at >= since else "status_change"
+    if now == seen:
+        return None
+    if now.archived != seen.archived:
+        return "deleted" if now.archived else "created"
+    return "status_change" if now.status != seen.status else "title_change"
+
+
 @router.get(
     "/chats/watch",
     tags=["chats"],
@@ -135,25 +168,53 @@ def _ws_token(ws: WebSocket) -> tuple[str | None, str | None]:
     responses={200: {"content": {"text/event-stream": {}}, "description": "`{kind, chat}` for the caller's chats."}},
 )
 async def watch(request: Request, user: CurrentUser, svc: Service) -> EventSourceResponse:
+    """Notifications are hints: when some may have been lost (the pubsub reconnected, or this
+    watch fell 256 behind) the watch re-reads the caller's chats changed since its last sync and
+    reports each difference, like the chat stream's resync."""
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(256)
+    lost = False
 
     def on_event(payload: dict[str, Any]) -> None:
-        with contextlib.suppress(asyncio.QueueFull):
+        nonlocal lost
+        try:
             queue.put_nowait(payload)
+        except asyncio.QueueFull:
+            lost = True  # the consumer has a full queue to work through and resyncs after it
 
     unsubscribe = await svc.pubsub.subscribe(owner_channel(user.id), on_event)
+    since = svc.clock.now() - RESYNC_MARGIN
+    seen: dict[uuid.UUID, _Seen] = {}
+
+    def event(kind: str, chat: Chat) -> dict[str, Any]:
+        seen[chat.id] = _Seen.of(chat)
+        data = {"kind": kind, "chat": ChatOut.of(chat).model_dump(mode="json")}
+        return {"event": kind, "data": json.dumps(data)}
 
     async def gen() -> AsyncIterator[dict[str, Any]]:
+        nonlocal lost, since
         try:
             while True:
                 payload = await queue.get()
-                kind = str(payload.get("k"))
+                if payload.get("reconnected") or lost:
+                    lost = False
+                    mark = svc.clock.now()
+                    for chat in await svc.chats_changed_since(user, since):
+                        kind = _resync_kind(chat, seen.get(chat.id), since)
+                        if kind is not None:
+                            yield event(kind, chat)
+                    since = mark - RESYNC_MARGIN
+                kind = payload.get("k")
                 try:
-                    chat = await svc.get_chat(user, uuid.UUID(str(payload.get("c"))))
+                    chat_id = uuid.UUID(str(payload.get("c")))
+                except ValueError:
+                    continue  # the reconnect notice, or a payload of some other kind
+                if kind not in WATCH_KINDS:
+                    continue
+                try:
+                    chat = await svc.get_chat(user, chat_id)
                 except NotFound:
                     continue
-                data = {"kind": kind, "chat": ChatOut.of(chat).model_dump(mode="json")}
-                yield {"event": kind, "data": json.dumps(data)}
+                yield event(str(kind), chat)
         finally:
             await unsubscribe()
 

@@ -453,14 +453,32 @@ async def list_chats(
     archived: bool | None = False,
     parent_chat_id: uuid.UUID | None = None,
     limit: int = 50,
-    offset: int = 0,
+    before: tuple[datetime, uuid.UUID] | None = None,
 ) -> list[Chat]:
+    """Newest first (by `updated_at`, then id). `before` is the (updated_at, id) of the last chat of
+    the previous page: keyset paging, so rows added meanwhile never shift a page."""
     q = select(chats).where(chats.c.owner_id == owner_id)
     if parent_chat_id is not None:
         q = q.where(chats.c.parent_chat_id == parent_chat_id)
     if archived is not None:
         q = q.where(chats.c.archived.is_(archived))
-    q = q.order_by(chats.c.updated_at.desc(), chats.c.id.desc()).limit(limit).offset(offset)
+    if before is not None:
+        at, last_id = before
+        q = q.where(or_(chats.c.updated_at < at, and_(chats.c.updated_at == at, chats.c.id < last_id)))
+    q = q.order_by(chats.c.updated_at.desc(), chats.c.id.desc()).limit(limit)
+    async with db.read() as conn:
+        return [chat_from_row(r) for r in (await conn.execute(q)).all()]
+
+
+async def chats_updated_since(db: Database, owner_id: uuid.UUID, since: datetime, limit: int = 1000) -> list[Chat]:
+    """The owner's chats (archived ones too) changed at or after `since`, oldest change first:
+    what a chat watch re-reads after its notifications may have been lost."""
+    q = (
+        select(chats)
+        .where(and_(chats.c.owner_id == owner_id, chats.c.updated_at >= since))
+        .order_by(chats.c.updated_at, chats.c.id)
+        .limit(limit)
+    )
     async with db.read() as conn:
         return [chat_from_row(r) for r in (await conn.execute(q)).all()]
 
