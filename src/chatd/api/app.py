@@ -8,10 +8,13 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
-from chatd import __version__
+from chatd import __version__, metrics
 from chatd.api import errors, internal, push, routes, streaming, workspaces
 from chatd.api.limits import BodyLimit
 from chatd.api.schemas import HealthOut
+from chatd.domain.chat import ChatStatus
+from chatd.errors import Unavailable
+from chatd.store.stats import database_stats
 
 
 def create_app(state: Any) -> FastAPI:
@@ -45,6 +48,7 @@ def create_app(state: Any) -> FastAPI:
     async def metrics() -> PlainTextResponse:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+        await observe_database(state.db)
         return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
 
     settings = state.settings
@@ -57,6 +61,20 @@ def create_app(state: Any) -> FastAPI:
     except ImportError:
         pass
     return app
+
+
+async def observe_database(db: Any) -> None:
+    """The gauges that are facts of the database, read at scrape time (docs/metrics.md)."""
+    try:
+        stats = await database_stats(db)
+    except Unavailable:
+        # The database is away: /healthz says so; the process metrics are still worth serving.
+        return
+    for status in ChatStatus:
+        metrics.CHATS.labels(status.value).set(stats.chats_by_status.get(status.value, 0))
+    metrics.QUEUE_DEPTH.set(stats.queued_messages)
+    metrics.DB_POOL_IN_USE.set(stats.pool_in_use)
+    metrics.DB_POOL_SIZE.set(stats.pool_size)
 
 
 def create_internal_app(state: Any) -> FastAPI:

@@ -16,6 +16,7 @@ from pydantic_ai.models import ModelRequestParameters, StreamedResponse
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.tools import ToolDefinition
 
+from chatd import metrics
 from chatd.domain.chat import Role, Usage
 from chatd.domain.parts import Part, ReasoningPart, TextPart, ToolCallPart, ToolResultPart, text_of
 from chatd.domain.tools import Tool, ToolContext, ToolResult
@@ -185,6 +186,7 @@ class _Turn:
             self.state = None
             await _uncancellable(self.sink.persist_step(step))
             self._account(step)
+            metrics.STEP_SECONDS.labels(self.model.provider_kind, self.model.spec.model).observe(step.runtime_ms / 1000)
             history.append(response)
             if results:
                 history.append(pm.ModelRequest(parts=[_tool_return(r) for r in results]))
@@ -213,6 +215,10 @@ class _Turn:
         self.usage = self.usage + step.usage
         if step.cost_micros is not None:
             self.cost = (self.cost or 0) + step.cost_micros
+        u, model = step.usage, self.model.spec.model
+        metrics.count_tokens(model, u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_creation_tokens, u.reasoning_tokens)
+        if step.cost_micros:
+            metrics.COST_MICROS.labels(model).inc(step.cost_micros)
         text = text_of(step.assistant_parts)
         if text.strip():
             self.final_text = text
@@ -289,6 +295,7 @@ class _Turn:
                     self.state.stream = None
                 decision = classify(exc)
                 attempt += 1
+                metrics.PROVIDER_ERRORS.labels(decision.kind).inc()
                 if not decision.retryable:
                     raise ModelCallFailed(describe(decision), decision, attempt) from exc
                 if attempt >= self.options.max_attempts:
@@ -296,6 +303,7 @@ class _Turn:
                         f"{describe(decision)} (gave up after {attempt} attempts)", decision, attempt
                     ) from exc
                 delay = backoff_delay(attempt - 1, decision.retry_after_s, self.options.jitter())
+                metrics.PROVIDER_RETRIES.labels(decision.kind).inc()
                 log.info("model call failed (%s), retry %d in %.1fs", decision.kind, attempt, delay)
                 await self.sink.on_retry(attempt, delay, decision)
                 await self.options.sleep(delay)
@@ -306,6 +314,7 @@ class _Turn:
         # One deadline pushed forward on every event: it covers connecting, the first byte and
         # every gap between chunks, but never a long answer that keeps streaming.
         deadline = asyncio.timeout(stall)
+        sent = loop.time()
         try:
             async with deadline, model_request_stream(
                 self.model.model,
@@ -316,8 +325,13 @@ class _Turn:
                 if self.state is not None:
                     self.state.stream = stream
                 publisher = _Publisher(self.sink)
+                first = True
                 async for event in stream:
                     deadline.reschedule(loop.time() + stall)
+                    if first:
+                        first = False
+                        ttft = metrics.TIME_TO_FIRST_TOKEN.labels(self.model.provider_kind, self.model.spec.model)
+                        ttft.observe(loop.time() - sent)
                     await publisher.publish(event)
                 response = stream.get()
         except TimeoutError as exc:

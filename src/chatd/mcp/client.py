@@ -7,6 +7,7 @@ import copy
 import inspect
 import json
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from jsonschema import exceptions as jsonschema_exceptions  # type: ignore[impor
 from jsonschema import validators as jsonschema_validators
 from jsonschema.protocols import Validator  # type: ignore[import-untyped]
 
+from chatd import metrics
 from chatd.domain.parts import ToolProgressPart
 from chatd.domain.tools import Tool, ToolContext, ToolResult
 from chatd.mcp.config import McpServerConfig, OAuthToken, connection_headers, redact_url
@@ -134,6 +136,7 @@ class McpTool:
             except Exception:  # progress is decoration; losing one must not fail the call
                 log.warning("emitting MCP progress failed", exc_info=True)
 
+        started = time.monotonic()
         try:
             try:
                 result = await self.server.call(
@@ -148,6 +151,8 @@ class McpTool:
                 )
         except McpCallError as exc:
             return ToolResult(result=f"The MCP tool call failed: {exc.message}", is_error=True)
+        finally:
+            metrics.MCP_CALL_SECONDS.labels(self.server.config.slug).observe(time.monotonic() - started)
         return await convert_result(
             result,
             tool_name=self._name,
@@ -296,6 +301,7 @@ async def _report(
     on_server_error: OnServerError | None, config: McpServerConfig, message: str
 ) -> None:
     log.warning("MCP server %s (%s) skipped: %s", config.slug, redact_url(config.url), message)
+    metrics.MCP_CONNECT_FAILURES.labels(config.slug).inc()
     if on_server_error is None:
         return
     try:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from chatd import metrics
 from chatd.domain.chat import ChatStatus, Message, Role
 from chatd.domain.events import (
     ErrorEvent,
@@ -210,6 +211,7 @@ class StreamHub:
             try:
                 sub.queue.put_nowait(ev)
             except asyncio.QueueFull:
+                metrics.STREAM_DROPPED.inc()
                 self._slow_warning.warn("chat %s: slow subscriber, dropping a message part", chat_id)
 
     def _to_followers(self, st: _ChatState, item: FollowItem) -> None:
@@ -233,6 +235,8 @@ class StreamHub:
             return
         f = _Follower(asyncio.Queue(self.part_buffer + 64))
         st.followers.add(f)
+        relays_out = metrics.RELAY_CONNECTIONS.labels("out")
+        relays_out.inc()
         try:
             yield ("clear", st.first_seq - 1, None)
             for i, ev in enumerate(list(st.parts)):
@@ -245,6 +249,7 @@ class StreamHub:
                 if item[0] == "end":
                     return
         finally:
+            relays_out.dec()
             st.followers.discard(f)
             self._maybe_forget(chat_id, st)
 
@@ -295,6 +300,8 @@ class StreamHub:
         assert self.relay_client is not None
         last, failures = 0, 0
         while st.subscribers and not st.buffering:
+            relays_in = metrics.RELAY_CONNECTIONS.labels("in")
+            relays_in.inc()
             try:
                 async for kind, seq, ev in self.relay_client.follow(owner, chat_id):
                     failures = 0
@@ -312,6 +319,8 @@ class StreamHub:
                 raise
             except Exception as exc:
                 log.info("relay of chat %s from replica %s interrupted: %s", chat_id, owner, exc)
+            finally:
+                relays_in.dec()
             failures += 1
             if failures > 5:
                 log.warning("giving up relaying chat %s from replica %s", chat_id, owner)
@@ -380,12 +389,14 @@ class StreamHub:
         st = self._chats.setdefault(chat_id, _ChatState())
         sub = _Subscriber(asyncio.Queue(self.subscriber_queue))
         st.subscribers.add(sub)
+        metrics.STREAM_SUBSCRIBERS.inc()
         try:
             await self._ensure_channel(chat_id, st)
             # Captured after registering: later parts reach sub.queue, earlier ones are here.
             parts = list(st.parts)
             yield self._events(chat_id, st, sub, after_id, parts)
         finally:
+            metrics.STREAM_SUBSCRIBERS.dec()
             st.subscribers.discard(sub)
             if not st.subscribers and st.unsubscribe is not None:
                 unsub, st.unsubscribe = st.unsubscribe, None
@@ -416,6 +427,7 @@ class StreamHub:
         while True:
             if sub.resync:
                 sub.resync = False
+                metrics.STREAM_RESYNCS.inc()
                 async for ev in self._resync(chat_id, last_id):
                     if isinstance(ev, MessageEvent):
                         last_id = max(last_id, ev.message.id)

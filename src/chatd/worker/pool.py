@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from chatd import logs
+from chatd import logs, metrics
 from chatd.domain.chat import Chat, ChatStatus
 from chatd.pubsub.base import PENDING_CHANNEL, chat_channel, owner_channel
 from chatd.store import chats as chat_store
@@ -97,7 +97,9 @@ class Workers:
             return []
         d = self.deps
         async with self._acquire_lock:
-            chats = await turns.acquire_chats(d.db, d.clock.now(), self.worker_id, self.settings.acquire_batch)
+            with metrics.ACQUIRE_SECONDS.time():
+                chats = await turns.acquire_chats(d.db, d.clock.now(), self.worker_id, self.settings.acquire_batch)
+            metrics.ACQUIRED.inc(len(chats))
             if self._stopping and chats:
                 await self._give_back([c.id for c in chats])
                 return []
@@ -171,6 +173,7 @@ class Workers:
         turn = ChatTurn(d, chat, self.worker_id)
         running = _Running(turn, asyncio.create_task(self._run(turn, chat), name=f"turn-{chat.id}"))
         self.running[chat.id] = running
+        metrics.TURNS_RUNNING.inc()
         return turn
 
     async def _run(self, turn: ChatTurn, chat: Chat) -> None:
@@ -199,7 +202,8 @@ class Workers:
         finally:
             # Forgotten before the last await: a cancellation arriving during the unsubscribe
             # must not leave a finished turn in `running` (drain and heartbeats would see it forever).
-            self.running.pop(chat.id, None)
+            if self.running.pop(chat.id, None) is not None:
+                metrics.TURNS_RUNNING.dec()
             if running.unsubscribe is not None:
                 with contextlib.suppress(Exception):
                     await running.unsubscribe()

@@ -19,6 +19,7 @@ import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
+from chatd import metrics
 from chatd.domain.workspace import (
     Template,
     Workspace,
@@ -203,6 +204,8 @@ class WorkspaceManager:
             if cached is not None:
                 await cached[1].aclose()
             client = AgentClient(endpoint.url, endpoint.token)
+            if cached is None:
+                metrics.WORKSPACE_AGENTS.inc()
             self._clients[workspace_id] = (endpoint, client)
             return client
 
@@ -221,6 +224,7 @@ class WorkspaceManager:
             await self._provisioner(ws.provisioner).stop(workspace_id)
             cached = self._clients.pop(workspace_id, None)
             if cached is not None:
+                metrics.WORKSPACE_AGENTS.dec()
                 await cached[1].aclose()
             if ws.status is WorkspaceStatus.RUNNING:
                 ws = await self.records.set_status(workspace_id, WorkspaceStatus.STOPPED, agent_url=None)
@@ -278,6 +282,7 @@ class WorkspaceManager:
         running = [wid for wid, _ in self._clients.items()]
         for _, client in self._clients.values():
             await client.aclose()
+        metrics.WORKSPACE_AGENTS.dec(len(self._clients))
         self._clients.clear()
         async with asyncio.TaskGroup() as group:
             for kind, provisioner in self.provisioners.items():
