@@ -1,19 +1,33 @@
-"""The bundled web UI: one static page that talks to the public API with the user's token."""
+"""The bundled web UI: a single-page app built from `ui/` (TypeScript, Preact, Vite) into
+`static/`, which talks to the public API with the user's token. Serving it needs no Node."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
+from starlette.types import Scope
 
 STATIC = Path(__file__).parent / "static"
+# The bundle has fixed file names (so a rebuild can be compared with the commit): browsers must
+# revalidate (ETag) on every load, or an upgraded server would run yesterday's script.
+NO_CACHE = {"Cache-Control": "no-cache"}
+
+
+class _Revalidated(StaticFiles):
+    def file_response(self, full_path: str | os.PathLike[str], stat_result: os.stat_result, scope: Scope, status_code: int = 200) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        response.headers.update(NO_CACHE)
+        return response
 
 
 def mount(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
-        return FileResponse(STATIC / "index.html", media_type="text/html")
+        return FileResponse(STATIC / "index.html", media_type="text/html", headers=NO_CACHE)
 
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/static", _Revalidated(directory=STATIC), name="static")

@@ -1,0 +1,260 @@
+// One chat: its live stream, the history as turns, the queue, the composer and per-chat choices.
+
+import { useEffect, useRef, useState } from "preact/hooks";
+import { API, authHeaders, describe } from "../api/client";
+import * as api from "../api/chats";
+import type { BusyBehavior, InputPart, Message, StreamEvent } from "../api/types";
+import { followSse } from "../lib/sse";
+import type { RouteProps } from "../shell/router";
+import { chatCache, useChatCache } from "./chats";
+import { Composer } from "./Composer";
+import { defaultModel, useConfig } from "./config";
+import { Messages, textOf } from "./Messages";
+import { ModelPicker, ServerPicker } from "./Pickers";
+import { emptyChat, formatCost, reconnected, reduce, totals, withHistory, type ChatState } from "./state";
+import { StatusBadge } from "./StatusBadge";
+
+export function ChatPage({ params }: RouteProps) {
+  const id = params.id;
+  const cache = useChatCache();
+  const chat = cache.get(id);
+  const config = useConfig();
+  const [s, setS] = useState<ChatState>(emptyChat);
+  const [loadError, setLoadError] = useState<string | null>(null);
+  const [connection, setConnection] = useState<"connecting" | "live" | "lost">("connecting");
+  const [editing, setEditing] = useState<number | null>(null);
+  const [confirmEdit, setConfirmEdit] = useState<{ id: number; text: string } | null>(null);
+  const [editText, setEditText] = useState("");
+  const [actionError, setActionError] = useState<string | null>(null);
+  const [modelId, setModelId] = useState<string | null>(null);
+  const [serverIds, setServerIds] = useState<string[] | null>(null);
+  const durations = useRef(new Map<string, number>());
+  const started = useRef(new Map<string, number>());
+  const bottom = useRef<HTMLDivElement>(null);
+  const follow = useRef(true);
+
+  // The chat row (title, status, last_error); the watch keeps it current afterwards.
+  useEffect(() => {
+    setS(emptyChat);
+    setEditing(null);
+    setModelId(null);
+    setServerIds(null);
+    setLoadError(null);
+    durations.current = new Map();
+    started.current = new Map();
+    api.getChat(id).then((c) => chatCache.put(c)).catch((e) => setLoadError(describe(e)));
+  }, [id]);
+
+  // The stream: snapshot (status, parts in flight, every message, the queue), then live events.
+  useEffect(() => {
+    const ctl = new AbortController();
+    setConnection("connecting");
+    void followSse(`${API}/chats/${id}/stream`, {
+      onOpen: (again) => {
+        setConnection("live");
+        if (again) setS(reconnected);
+      },
+      onDisconnect: () => setConnection("lost"),
+      onFatal: (status) => setLoadError(status === 404 ? "This chat does not exist, or it is not yours." : `The chat's stream was refused (${status}).`),
+      onMessage: (msg) => {
+        let ev: StreamEvent;
+        try {
+          ev = JSON.parse(msg.data) as StreamEvent;
+        } catch {
+          return;
+        }
+        if (ev.type === "message_part") {
+          const p = ev.part;
+          if (p.type === "tool-call" && p.args_delta == null && !started.current.has(p.tool_call_id)) started.current.set(p.tool_call_id, performance.now());
+          if (p.type === "tool-result" && started.current.has(p.tool_call_id) && !durations.current.has(p.tool_call_id)) {
+            durations.current.set(p.tool_call_id, Math.round(performance.now() - started.current.get(p.tool_call_id)!));
+          }
+        }
+        if (ev.type === "status") {
+          const c = chatCache.get(id);
+          if (c && c.status !== ev.status) chatCache.put({ ...c, status: ev.status });
+        }
+        setS((prev) => reduce(prev, ev));
+      },
+    }, { headers: authHeaders(), signal: ctl.signal });
+    return () => ctl.abort();
+  }, [id]);
+
+  // An edit (here or elsewhere) re-sent older messages: take the history from the API.
+  useEffect(() => {
+    if (!s.needsReload) return;
+    api.listMessages(id).then((page) => setS((prev) => withHistory(prev, page.messages, page.queued_messages))).catch(() => undefined);
+  }, [s.needsReload, id]);
+
+  // Keep the newest message in view while it streams, unless the user scrolled up.
+  useEffect(() => {
+    if (follow.current) bottom.current?.scrollIntoView({ block: "end" });
+  }, [s.messages.length, s.live, s.queue.length]);
+  useEffect(() => {
+    const main = document.getElementById("main");
+    if (!main) return;
+    const on = () => { follow.current = main.scrollHeight - main.scrollTop - main.clientHeight < 80; };
+    main.addEventListener("scroll", on, { passive: true });
+    return () => main.removeEventListener("scroll", on);
+  }, []);
+
+  const status = s.status ?? chat?.status ?? null;
+  const busy = status === "running" || status === "pending";
+  const lastError = chat?.last_error ?? s.error;
+  const chosenModel = modelId ?? chat?.last_model_config_id ?? defaultModel(config.models);
+  const chosenServers = serverIds ?? chat?.mcp_server_ids ?? [];
+
+  const act = async (fn: () => Promise<unknown>) => {
+    setActionError(null);
+    try {
+      await fn();
+    } catch (e) {
+      setActionError(describe(e));
+    }
+  };
+
+  const reloadHistory = async () => {
+    const page = await api.listMessages(id);
+    setS((prev) => withHistory(prev, page.messages, page.queued_messages));
+  };
+
+  const send = async (content: InputPart[], behavior: BusyBehavior) => {
+    const out = await api.sendMessage(id, {
+      content,
+      busy_behavior: behavior,
+      model_config_id: modelId ?? undefined,
+      mcp_server_ids: serverIds ?? undefined,
+    });
+    chatCache.put(out.chat);
+  };
+
+  const saveEdit = async (messageId: number, text: string) => {
+    const later = s.messages.some((m) => m.id > messageId);
+    if (later && !confirmEdit) {
+      setConfirmEdit({ id: messageId, text });
+      return;
+    }
+    await act(async () => {
+      const out = await api.editMessage(id, messageId, text);
+      chatCache.put(out.chat);
+      setEditing(null);
+      setConfirmEdit(null);
+      await reloadHistory();
+    });
+  };
+
+  const retry = () => act(async () => {
+    const lastUser = [...s.messages].reverse().find((m) => m.role === "user");
+    if (!lastUser) throw new Error("There is no message to retry.");
+    const out = await api.editMessage(id, lastUser.id, lastUser.content.filter((p) => p.type === "text" || p.type === "file") as InputPart[]);
+    chatCache.put(out.chat);
+    await reloadHistory();
+  });
+
+  const editor = (m: Message) => (
+    <form
+      class="editor"
+      aria-label="Edit"
+      onSubmit={(e) => {
+        e.preventDefault();
+        void saveEdit(m.id, editText);
+      }}
+    >
+      <label for={`edit-${m.id}`} class="visually-hidden">Edited text</label>
+      <textarea id={`edit-${m.id}`} rows={3} value={editText} onInput={(e) => setEditText((e.target as HTMLTextAreaElement).value)} autoFocus />
+      {confirmEdit?.id === m.id ? (
+        <div role="alertdialog" aria-labelledby={`confirm-${m.id}`} class="confirm">
+          <p id={`confirm-${m.id}`}>Everything after this message will be replaced by a new answer.</p>
+          <button type="submit" class="danger">Replace</button>
+          <button type="button" onClick={() => setConfirmEdit(null)}>Keep it</button>
+        </div>
+      ) : (
+        <div class="editor-actions">
+          <button type="submit" class="primary" disabled={!editText.trim()}>Save and resend</button>
+          <button type="button" onClick={() => { setEditing(null); setConfirmEdit(null); }}>Cancel</button>
+        </div>
+      )}
+    </form>
+  );
+
+  if (loadError) {
+    return <section class="page"><h1>Chat unavailable</h1><p role="alert">{loadError}</p><p><a href="#/">Start a new chat</a></p></section>;
+  }
+
+  const chatTotals = totals(s.messages);
+  return (
+    <div class="chat">
+      <header class="chat-header">
+        <div class="chat-heading">
+          {chat?.parent_chat_id && <a class="parent" href={`#/chats/${chat.parent_chat_id}`}>← Parent chat</a>}
+          <h1>{chat?.title || "New chat"}</h1>
+          <span aria-live="polite" class="chat-status">
+            {status && <StatusBadge status={status} />}
+            {connection === "lost" && <span class="badge">reconnecting…</span>}
+          </span>
+        </div>
+        <div class="chat-tools">
+          <ModelPicker models={config.models} value={chosenModel} onChange={setModelId} />
+          <ServerPicker servers={config.servers} value={chosenServers} onChange={setServerIds} />
+          {chat && (
+            <button type="button" onClick={() => act(async () => { await api.archive(id, !chat.archived); chatCache.put({ ...chat, archived: !chat.archived }); })}>
+              {chat.archived ? "Unarchive" : "Archive"}
+            </button>
+          )}
+          {(chatTotals.tokens > 0 || chatTotals.priced) && (
+            <span class="muted" aria-label="Tokens and cost of this chat">
+              Chat: {chatTotals.tokens.toLocaleString()} tokens{chatTotals.priced ? ` · ${formatCost(chatTotals.costMicros)}` : ""}
+            </span>
+          )}
+        </div>
+      </header>
+      {chat?.archived && <p class="notice notice-info">This chat is archived. Unarchive it to continue.</p>}
+      <Messages
+        messages={s.messages}
+        live={s.live}
+        running={status === "running"}
+        durations={durations.current}
+        onEdit={(m) => { setEditing(m.id); setEditText(textOf(m.content)); setConfirmEdit(null); }}
+        editing={editing}
+        renderEditor={editor}
+        canEdit={!chat?.archived}
+      />
+      {s.notices.map((n, i) => <p key={i} class={`notice notice-${n.level}`} role="note">{n.text}</p>)}
+      {s.retry && status === "running" && (
+        <p class="notice notice-warning" role="status">
+          The model provider failed ({s.retry.error}). Retrying (attempt {s.retry.attempt}) at {new Date(s.retry.retryingAt).toLocaleTimeString()}.
+        </p>
+      )}
+      {status === "error" && (
+        <div class="failed" role="alert">
+          <p><strong>This answer failed.</strong> {lastError || "The server gave no reason."}</p>
+          <button type="button" onClick={retry}>Retry</button>
+        </div>
+      )}
+      {status === "pending" && s.live.length === 0 && <p class="muted" role="status">Waiting for a worker…</p>}
+      {s.queue.length > 0 && (
+        <section class="queue" aria-labelledby="queue-h">
+          <h2 id="queue-h">Queued ({s.queue.length})</h2>
+          <ol>
+            {s.queue.map((q) => (
+              <li key={q.id}>
+                <span class="queued-text">{textOf(q.content) || "(attachment)"}</span>
+                <button type="button" class="small" onClick={() => act(() => api.promoteQueued(id, q.id))}>Send now</button>
+                <button type="button" class="small" onClick={() => act(() => api.deleteQueued(id, q.id))}>Delete</button>
+              </li>
+            ))}
+          </ol>
+        </section>
+      )}
+      {actionError && <p class="error" role="alert">{actionError}</p>}
+      <div ref={bottom} />
+      <Composer
+        busy={busy}
+        disabled={!!chat?.archived}
+        disabledReason="This chat is archived."
+        onSend={send}
+        onStop={() => act(async () => chatCache.put(await api.interrupt(id)))}
+      />
+    </div>
+  );
+}

@@ -1,0 +1,143 @@
+// The history as turns (a user message and its answer) plus the parts streaming right now.
+
+import type { Message, Part, ToolCallPart, ToolProgressPart, ToolResultPart } from "../api/types";
+import { FileView } from "./FileView";
+import { Markdown } from "./Markdown";
+import { formatCost, totals, turns, type Totals } from "./state";
+import { ToolCard } from "./ToolCard";
+
+export function textOf(parts: Part[]): string {
+  return parts.map((p) => (p.type === "text" ? p.text : "")).join("");
+}
+
+function TotalsLine({ t, label }: { t: Totals; label: string }) {
+  if (!t.tokens && !t.priced && !t.runtimeMs) return null;
+  const bits = [`${t.tokens.toLocaleString()} tokens`];
+  if (t.priced) bits.push(formatCost(t.costMicros));
+  if (t.runtimeMs) bits.push(`${(t.runtimeMs / 1000).toFixed(1)} s`);
+  return <p class="totals muted" aria-label={label}>{bits.join(" · ")}</p>;
+}
+
+interface PartsProps {
+  parts: Part[];
+  results: Map<string, ToolResultPart>;
+  progress?: Map<string, ToolProgressPart>;
+  durations?: Map<string, number>;
+  live: boolean;
+}
+
+/** An assistant message's parts in order; tool calls as cards with their results. */
+export function Parts({ parts, results, progress, durations, live }: PartsProps) {
+  return (
+    <>
+      {parts.map((p, i) => {
+        switch (p.type) {
+          case "text":
+            return p.text ? <Markdown key={i} text={p.text} /> : null;
+          case "reasoning":
+            return (
+              <details key={i} class="reasoning">
+                <summary>Reasoning</summary>
+                <Markdown text={p.text} />
+              </details>
+            );
+          case "tool-call": {
+            const r = results.get(p.tool_call_id) ?? null;
+            const d = durations?.get(p.tool_call_id) ?? (r as { duration_ms?: number } | null)?.duration_ms ?? null;
+            return <ToolCard key={p.tool_call_id} call={p} result={r} progress={progress?.get(p.tool_call_id)} durationMs={d} live={live} />;
+          }
+          case "file":
+            return <FileView key={i} fileId={p.file_id} mediaType={p.media_type} name={p.name} />;
+          case "source":
+            return (
+              <p key={i} class="source">
+                Source: <a href={p.url} target="_blank" rel="noopener noreferrer nofollow">{p.title || p.url}</a>
+              </p>
+            );
+          case "notice":
+            return <p key={i} class={`notice notice-${p.level}`} role="note">{p.text}</p>;
+          default:
+            return null;
+        }
+      })}
+    </>
+  );
+}
+
+interface Props {
+  messages: Message[];
+  live: Part[];
+  running: boolean;
+  durations: Map<string, number>;
+  onEdit: (m: Message) => void;
+  editing: number | null;
+  renderEditor: (m: Message) => preact.ComponentChildren;
+  canEdit: boolean;
+}
+
+export function Messages({ messages, live, running, durations, onEdit, editing, renderEditor, canEdit }: Props) {
+  const results = new Map<string, ToolResultPart>();
+  const calls = new Set<string>();
+  for (const m of messages) {
+    for (const p of m.content) {
+      if (p.type === "tool-result") results.set(p.tool_call_id, p);
+      if (p.type === "tool-call") calls.add(p.tool_call_id);
+    }
+  }
+  const progress = new Map<string, ToolProgressPart>();
+  const liveCalls: ToolCallPart[] = [];
+  for (const p of live) {
+    if (p.type === "tool-result") results.set(p.tool_call_id, p);
+    if (p.type === "tool-progress") progress.set(p.tool_call_id, p);
+    if (p.type === "tool-call") liveCalls.push(p);
+  }
+  const ts = turns(messages);
+  const lastIndex = ts.length - 1;
+  return (
+    <ol class="messages" aria-label="Messages">
+      {ts.map((t, i) => {
+        const orphanResults = t.replies.flatMap((m) =>
+          m.content.filter((p): p is ToolResultPart => p.type === "tool-result" && !calls.has(p.tool_call_id)),
+        );
+        const last = i === lastIndex;
+        return (
+          <li key={t.user?.id ?? `t${i}`} class="turn">
+            {t.user && (
+              <div class="msg user" aria-label="You">
+                {editing === t.user.id ? (
+                  renderEditor(t.user)
+                ) : (
+                  <>
+                    <div class="bubble">
+                      <Markdown text={textOf(t.user.content)} />
+                      {t.user.content.filter((p) => p.type === "file").map((p) =>
+                        p.type === "file" ? <FileView key={p.file_id} fileId={p.file_id} mediaType={p.media_type} name={p.name} /> : null,
+                      )}
+                    </div>
+                    {canEdit && (
+                      <button type="button" class="link" onClick={() => onEdit(t.user!)} aria-label="Edit this message">Edit</button>
+                    )}
+                  </>
+                )}
+              </div>
+            )}
+            {(t.replies.length > 0 || (last && live.length > 0)) && (
+              <div class="msg assistant" aria-label="Answer">
+                {t.replies.filter((m) => m.role === "assistant").map((m) => (
+                  <Parts key={m.id} parts={m.content} results={results} durations={durations} live={false} />
+                ))}
+                {orphanResults.map((r) => <ToolCard key={r.tool_call_id} call={null} result={r} live={false} />)}
+                {last && live.length > 0 && (
+                  <div class="live" aria-busy={running}>
+                    <Parts parts={live.filter((p) => p.type !== "tool-result" && p.type !== "tool-progress")} results={results} progress={progress} durations={durations} live={running} />
+                  </div>
+                )}
+                {t.replies.length > 0 && <TotalsLine t={totals(t.replies)} label="Tokens and cost of this answer" />}
+              </div>
+            )}
+          </li>
+        );
+      })}
+    </ol>
+  );
+}

@@ -1,0 +1,18 @@
+import type { Chat, ChatStatus } from "../api/types";
+
+const LABEL: Record<ChatStatus, string> = { pending: "pending", running: "running", waiting: "waiting", error: "error" };
+
+/** The chat's status in words (colour is only a second cue). */
+export function StatusBadge({ status }: { status: ChatStatus }) {
+  return <span class={`badge status-${status}`}>{LABEL[status] ?? status}</span>;
+}
+
+export function ChatBadges({ chat }: { chat: Chat }) {
+  return (
+    <span class="badges">
+      <StatusBadge status={chat.status} />
+      {chat.requires_action && <span class="badge status-action">requires action</span>}
+      {!!chat.queued_count && <span class="badge">{chat.queued_count} queued</span>}
+    </span>
+  );
+}

@@ -1,0 +1,96 @@
+// One tool call as a card: tool and server (from `slug__tool`), arguments, result or error,
+// duration, files the tool returned, and a link to the chat a `spawn_agent` call created.
+
+import type { ToolCallPart, ToolProgressPart, ToolResultPart } from "../api/types";
+import { FileView } from "./FileView";
+import { Markdown } from "./Markdown";
+import { splitToolName } from "./state";
+
+interface Props {
+  call: ToolCallPart | null;
+  result: ToolResultPart | null;
+  progress?: ToolProgressPart | null;
+  durationMs?: number | null;
+  /** The turn is still running (a call without a result is then in progress, else it never ended). */
+  live: boolean;
+}
+
+function argsText(call: ToolCallPart | null): string {
+  if (!call) return "";
+  if (call.args_delta != null && (!call.args || Object.keys(call.args).length === 0)) return call.args_delta;
+  return JSON.stringify(call.args ?? {}, null, 2);
+}
+
+interface Attachment { type?: string; file_id?: string; media_type?: string; name?: string }
+
+function ResultBody({ result }: { result: unknown }) {
+  if (result == null) return <p class="muted">No output.</p>;
+  if (typeof result === "string") return <Markdown text={result} />;
+  if (typeof result === "object" && !Array.isArray(result)) {
+    const r = result as { text?: unknown; error?: unknown; attachments?: Attachment[]; structured_content?: unknown };
+    const files = (r.attachments ?? []).filter((a) => a && a.file_id && a.media_type);
+    const rest = { ...r } as Record<string, unknown>;
+    delete rest.text;
+    delete rest.attachments;
+    return (
+      <>
+        {typeof r.text === "string" && <Markdown text={r.text} />}
+        {files.map((a) => <FileView key={a.file_id} fileId={a.file_id!} mediaType={a.media_type!} name={a.name} />)}
+        {Object.keys(rest).length > 0 && <pre class="json">{JSON.stringify(rest, null, 2)}</pre>}
+      </>
+    );
+  }
+  return <pre class="json">{JSON.stringify(result, null, 2)}</pre>;
+}
+
+function errorText(result: unknown): string {
+  if (typeof result === "string") return result;
+  if (result && typeof result === "object" && "error" in result) return String((result as { error: unknown }).error);
+  return JSON.stringify(result);
+}
+
+function childChatId(call: ToolCallPart | null, result: ToolResultPart | null): string | null {
+  const name = call?.tool_name ?? result?.tool_name;
+  if (!name || !/(^|__)(spawn_agent|message_agent|wait_agent)$/.test(name)) return null;
+  const r = result?.result as { chat_id?: unknown } | undefined;
+  if (r && typeof r.chat_id === "string") return r.chat_id;
+  const a = call?.args as { chat_id?: unknown } | undefined;
+  return a && typeof a.chat_id === "string" ? a.chat_id : null;
+}
+
+export function ToolCard({ call, result, progress, durationMs, live }: Props) {
+  const name = call?.tool_name ?? result?.tool_name ?? "tool";
+  const { server, tool } = splitToolName(name);
+  const state = result ? (result.is_error ? "failed" : "done") : live ? "running" : "no result";
+  const child = childChatId(call, result);
+  const args = argsText(call);
+  return (
+    <article class={`tool-card tool-${state.replace(" ", "-")}`} aria-label={`Tool ${tool}${server ? ` on ${server}` : ""}`}>
+      <header>
+        <span class="tool-name">{tool}</span>
+        {server && <span class="tool-server">on {server}</span>}
+        <span class={`badge tool-state-${state.replace(" ", "-")}`}>{state}</span>
+        {durationMs != null && <span class="muted">{durationMs < 1000 ? `${durationMs} ms` : `${(durationMs / 1000).toFixed(1)} s`}</span>}
+      </header>
+      {args && args !== "{}" && (
+        <details>
+          <summary>Arguments</summary>
+          <pre class="json">{args}</pre>
+        </details>
+      )}
+      {progress && !result && (
+        <p class="muted" role="status">
+          {progress.message ?? "Working"} {progress.total ? `${Math.round((progress.progress / progress.total) * 100)}%` : ""}
+        </p>
+      )}
+      {result && result.is_error && <p class="error">Error: {errorText(result.result)}</p>}
+      {result && !result.is_error && (
+        <details open={typeof result.result === "string" ? result.result.length < 600 : false}>
+          <summary>Result</summary>
+          <ResultBody result={result.result} />
+        </details>
+      )}
+      {child && <p><a href={`#/chats/${child}`}>Open the sub-agent's chat</a></p>}
+    </article>
+  );
+}

@@ -1,0 +1,155 @@
+// A chat's live state, folded from its stream events (pure, unit-tested). The stream's snapshot
+// (status, buffered parts, messages after the cursor, queue) and its live events go through the
+// same reducer, so a reload, a reconnect and a live turn all end in the same state.
+
+import type { ChatStatus, Message, NoticePart, Part, QueuedMessage, StreamEvent } from "../api/types";
+
+export interface Retry { attempt: number; error: string; retryingAt: string }
+
+export interface ChatState {
+  status: ChatStatus | null;
+  /** Persisted messages, by ascending id. */
+  messages: Message[];
+  /** Parts of the step being streamed (not persisted yet), merged from deltas. */
+  live: Part[];
+  queue: QueuedMessage[];
+  /** Streamed-only notices of the current turn (an MCP server unavailable, ...). */
+  notices: NoticePart[];
+  retry: Retry | null;
+  error: string | null;
+  /** A message re-sent below the newest one known: the history changed (an edit), reload it. */
+  needsReload: boolean;
+}
+
+export const emptyChat: ChatState = {
+  status: null, messages: [], live: [], queue: [], notices: [], retry: null, error: null, needsReload: false,
+};
+
+/** Appends one streamed part to the parts in flight: text and reasoning deltas join the previous
+ * part of their kind, a tool call's argument deltas join the call, a result replaces none. */
+export function mergePart(live: Part[], part: Part): Part[] {
+  const last = live[live.length - 1];
+  switch (part.type) {
+    case "text":
+    case "reasoning":
+      if (last && last.type === part.type) {
+        return [...live.slice(0, -1), { ...last, text: last.text + part.text }];
+      }
+      return [...live, part];
+    case "tool-call": {
+      const i = live.findIndex((p) => p.type === "tool-call" && p.tool_call_id === part.tool_call_id);
+      if (i < 0) return [...live, { ...part, args_delta: part.args_delta ?? null }];
+      const prev = live[i] as typeof part;
+      const next = part.args_delta != null
+        ? { ...prev, args_delta: (prev.args_delta ?? "") + part.args_delta }
+        : { ...prev, ...part, args_delta: null };
+      return live.map((p, j) => (j === i ? next : p));
+    }
+    case "tool-result":
+    case "tool-progress": {
+      const i = live.findIndex((p) => p.type === part.type && p.tool_call_id === part.tool_call_id);
+      return i < 0 ? [...live, part] : live.map((p, j) => (j === i ? part : p));
+    }
+    default:
+      return [...live, part];
+  }
+}
+
+function insertMessage(messages: Message[], m: Message): Message[] {
+  const i = messages.findIndex((x) => x.id >= m.id);
+  if (i < 0) return [...messages, m];
+  if (messages[i].id === m.id) return messages.map((x, j) => (j === i ? m : x));
+  return [...messages.slice(0, i), m, ...messages.slice(i)];
+}
+
+export function reduce(s: ChatState, ev: StreamEvent): ChatState {
+  switch (ev.type) {
+    case "status": {
+      const idle = ev.status === "waiting" || ev.status === "error";
+      return {
+        ...s,
+        status: ev.status,
+        live: idle ? [] : s.live,
+        retry: ev.status === "running" ? s.retry : null,
+        error: ev.status === "error" ? s.error : null,
+      };
+    }
+    case "message_part":
+      if (ev.part.type === "notice") return { ...s, notices: [...s.notices, ev.part] };
+      return { ...s, live: mergePart(s.live, ev.part) };
+    case "message": {
+      const m = ev.message;
+      const newest = s.messages.length ? s.messages[s.messages.length - 1].id : 0;
+      const known = s.messages.some((x) => x.id === m.id);
+      const next: ChatState = { ...s, messages: insertMessage(s.messages, m), retry: null };
+      if (!known && m.id < newest) next.needsReload = true;
+      // A persisted step replaces the parts that streamed it; a new user message starts a turn.
+      if (m.role === "assistant" || m.role === "tool") next.live = [];
+      if (m.role === "user" && m.id > newest) next.notices = [];
+      return next;
+    }
+    case "queue_update":
+      return { ...s, queue: ev.queued_messages };
+    case "retry":
+      return { ...s, live: [], retry: { attempt: ev.attempt, error: ev.error, retryingAt: ev.retrying_at } };
+    case "error":
+      return { ...s, error: ev.message };
+    default:
+      return s;
+  }
+}
+
+/** A (re)connection: the server re-sends the status, the buffered parts and the queue. */
+export function reconnected(s: ChatState): ChatState {
+  return { ...s, live: [] };
+}
+
+/** Replace the history (after an edit) with what the API lists. */
+export function withHistory(s: ChatState, messages: Message[], queue: QueuedMessage[]): ChatState {
+  return { ...s, messages: [...messages].sort((a, b) => a.id - b.id), queue, needsReload: false };
+}
+
+export interface Turn {
+  /** The user message that started it (absent for a chat whose history starts elsewhere). */
+  user: Message | null;
+  /** Assistant and tool messages of the answer. */
+  replies: Message[];
+}
+
+/** Messages grouped as the user reads them: each user message and the answer that follows. */
+export function turns(messages: Message[]): Turn[] {
+  const out: Turn[] = [];
+  for (const m of messages) {
+    if (m.role === "system") continue;
+    if (m.role === "user") out.push({ user: m, replies: [] });
+    else if (out.length) out[out.length - 1].replies.push(m);
+    else out.push({ user: null, replies: [m] });
+  }
+  return out;
+}
+
+export interface Totals { tokens: number; costMicros: number; runtimeMs: number; priced: boolean }
+
+export function totals(messages: Message[]): Totals {
+  let tokens = 0, costMicros = 0, runtimeMs = 0, priced = false;
+  for (const m of messages) {
+    if (m.usage) tokens += m.usage.total_tokens || m.usage.input_tokens + m.usage.output_tokens;
+    if (m.total_cost_micros != null) { costMicros += m.total_cost_micros; priced = true; }
+    if (m.runtime_ms != null) runtimeMs += m.runtime_ms;
+  }
+  return { tokens, costMicros, runtimeMs, priced };
+}
+
+export function formatCost(micros: number): string {
+  if (micros > 0 && micros < 100) return "<$0.0001";
+  const dollars = micros / 1_000_000;
+  if (dollars === 0) return "$0";
+  if (dollars < 0.01) return `$${dollars.toFixed(4)}`;
+  return `$${dollars.toFixed(2)}`;
+}
+
+/** `slug__tool` (MCP) → server slug and tool; built-in tools have no server. */
+export function splitToolName(name: string): { server: string | null; tool: string } {
+  const i = name.indexOf("__");
+  return i > 0 ? { server: name.slice(0, i), tool: name.slice(i + 2) } : { server: null, tool: name };
+}

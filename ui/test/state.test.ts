@@ -1,0 +1,47 @@
+import { describe, expect, it } from "vitest";
+import type { Message } from "../src/api/types";
+import { emptyChat, mergePart, reduce, splitToolName, turns } from "../src/chat/state";
+
+const msg = (id: number, role: Message["role"], text: string): Message => ({
+  id, chat_id: "c", role, content: [{ type: "text", text }], created_at: "", model_config_id: null, usage: null,
+  context_limit: null, total_cost_micros: null, runtime_ms: null,
+});
+
+describe("chat state", () => {
+  it("joins text deltas and a tool call's argument deltas", () => {
+    let live = mergePart([], { type: "text", text: "Hel" });
+    live = mergePart(live, { type: "text", text: "lo" });
+    live = mergePart(live, { type: "tool-call", tool_call_id: "1", tool_name: "s__echo", args_delta: "{\"te" });
+    live = mergePart(live, { type: "tool-call", tool_call_id: "1", tool_name: "s__echo", args_delta: "xt\":1}" });
+    expect(live).toEqual([
+      { type: "text", text: "Hello" },
+      { type: "tool-call", tool_call_id: "1", tool_name: "s__echo", args_delta: "{\"text\":1}" },
+    ]);
+    live = mergePart(live, { type: "tool-call", tool_call_id: "1", tool_name: "s__echo", args: { text: 1 } });
+    expect(live[1]).toMatchObject({ args: { text: 1 }, args_delta: null });
+  });
+
+  it("drops the streamed parts once their step is persisted", () => {
+    let s = reduce(emptyChat, { type: "message", chat_id: "c", message: msg(1, "user", "hi") });
+    s = reduce(s, { type: "message_part", chat_id: "c", role: "assistant", part: { type: "text", text: "he" } });
+    expect(s.live.length).toBe(1);
+    s = reduce(s, { type: "message", chat_id: "c", message: msg(2, "assistant", "hello") });
+    expect(s.live).toEqual([]);
+    expect(s.messages.map((m) => m.id)).toEqual([1, 2]);
+  });
+
+  it("asks for a reload when an older message arrives (an edit replaced the history)", () => {
+    let s = reduce(emptyChat, { type: "message", chat_id: "c", message: msg(3, "user", "a") });
+    s = reduce(s, { type: "message", chat_id: "c", message: msg(3, "user", "a") });
+    expect(s.needsReload).toBe(false);
+    s = reduce(s, { type: "message", chat_id: "c", message: msg(1, "user", "old") });
+    expect(s.needsReload).toBe(true);
+  });
+
+  it("groups messages into turns and splits MCP tool names", () => {
+    const t = turns([msg(1, "user", "q"), msg(2, "assistant", "a"), msg(3, "tool", "r"), msg(4, "user", "q2")]);
+    expect(t.map((x) => [x.user?.id, x.replies.map((r) => r.id)])).toEqual([[1, [2, 3]], [4, []]]);
+    expect(splitToolName("tests__echo")).toEqual({ server: "tests", tool: "echo" });
+    expect(splitToolName("spawn_agent")).toEqual({ server: null, tool: "spawn_agent" });
+  });
+});
