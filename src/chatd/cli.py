@@ -240,5 +240,13 @@ def mcp_conformance_client(
         raise typer.Exit(1) from exc
 
 
+def _install_remote() -> None:
+    from chatd.remote import install
+
+    install(app, users_app, tokens_app, mcp_app)
+
+
+_install_remote()
+
 if __name__ == "__main__":
     app()

@@ -81,6 +81,10 @@ class ChatdClient:
         _raise_for(r)
         return r.json() if r.content else None
 
+    async def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Any API call: the decoded JSON body (None when empty), or ClientError."""
+        return await self._call(method, path, **kwargs)
+
     async def create_chat(self, content: str, *, title: str | None = None, model_config_id: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"content": content}
         if title:

@@ -1,0 +1,351 @@
+"""The CLI commands that talk to a running chatd over its public API: chats, users, tokens, MCP
+servers, providers and models. Human output (rich tables) by default, `--json` for scripts.
+
+The server and the token come from `--url`/`CHATD_URL` and `--token`/`CHATD_TOKEN`, or else the
+settings' address and the admin token file in the data dir (a local install)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from chatd.client import ChatdClient, ChatView, ClientError
+from chatd.settings import Settings
+
+T = TypeVar("T")
+
+err = Console(stderr=True)
+
+Url = Annotated[str | None, typer.Option("--url", envvar="CHATD_URL", help="The chatd server (default: http://HOST:PORT of the settings).")]
+Token = Annotated[str | None, typer.Option("--token", envvar="CHATD_TOKEN", help="An API token (default: the admin token in the data dir).")]
+DataDir = Annotated[Path | None, typer.Option("--data-dir", envvar="CHATD_DATA_DIR", help="Where the admin token file is (local installs).")]
+Json = Annotated[bool, typer.Option("--json", help="Print the API's JSON (for scripts).")]
+
+chats_app = typer.Typer(no_args_is_help=True, help="List, show, interrupt and archive chats (over the API).")
+providers_app = typer.Typer(no_args_is_help=True, help="Model providers (over the API).")
+models_app = typer.Typer(no_args_is_help=True, help="Model configurations (over the API).")
+
+
+def target(url: str | None, token: str | None, data_dir: Path | None) -> tuple[str, str]:
+    """The server URL and the token to use, or exit 2 with what to set."""
+    settings = Settings(data_dir=data_dir) if data_dir is not None else Settings()
+    if not token:
+        path = settings.data_dir / "admin-token"
+        try:
+            token = path.read_text().strip()
+        except OSError:
+            err.print(f"[red]error:[/red] no token: pass --token or set CHATD_TOKEN (no {path}).")
+            raise typer.Exit(2) from None
+    return url or settings.resolved_public_url(), token
+
+
+def call(url: str | None, token: str | None, data_dir: Path | None, work: Callable[[ChatdClient], Awaitable[T]]) -> T:
+    """Run `work` with a client; a refused or failed request is one red line and exit status 2."""
+    base, tok = target(url, token, data_dir)
+
+    async def go() -> T:
+        async with ChatdClient(base, tok) as client:
+            return await work(client)
+
+    try:
+        return asyncio.run(go())
+    except ClientError as exc:
+        err.print(f"[red]error:[/red] {escape(exc.message)}")
+        raise typer.Exit(2) from exc
+
+
+def out() -> Console:
+    return Console(soft_wrap=False)
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str | Callable[[dict[str, Any]], Any]]], *, empty: str) -> None:
+    if not rows:
+        err.print(f"[dim]{empty}[/dim]")
+        return
+    t = Table(show_edge=False, header_style="bold", pad_edge=False)
+    for title, _ in columns:
+        t.add_column(title, overflow="fold")
+    for row in rows:
+        t.add_row(*(escape(_cell(get(row) if callable(get) else row.get(get))) for _, get in columns))
+    out().print(t)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, str) and len(value) >= 19 and value[4] == "-" and value[10] == "T":
+        return value[:16].replace("T", " ")  # an ISO timestamp: minutes are enough in a table
+    return str(value)
+
+
+def items(body: Any, key: str) -> list[dict[str, Any]]:
+    """A list endpoint's rows, whether it answers a bare list or a page (`{key: [...], ...}`)."""
+    if isinstance(body, list):
+        return body
+    if isinstance(body, dict):
+        for k in (key, "items", "data"):
+            if isinstance(body.get(k), list):
+                rows: list[dict[str, Any]] = body[k]
+                return rows
+    return []
+
+
+async def all_pages(client: ChatdClient, path: str, key: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every row of a list endpoint, following `next_cursor` when the endpoint pages."""
+    params = dict(params or {})
+    rows: list[dict[str, Any]] = []
+    for _ in range(1000):
+        body = await client.request("GET", path, params=params)
+        rows += items(body, key)
+        cursor = body.get("next_cursor") if isinstance(body, dict) else None
+        if not cursor:
+            return rows
+        params["cursor"] = cursor
+    return rows
+
+
+# --- chats -------------------------------------------------------------------------------------
+
+
+@chats_app.command("list")
+def chats_list(
+    archived: Annotated[bool, typer.Option("--archived", help="List archived chats instead.")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Archived and not archived.")] = False,
+    url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False,
+) -> None:
+    """Your chats, most recently updated first."""
+    params: dict[str, Any] = {} if all_ else {"archived": str(archived).lower()}
+    rows = call(url, token, data_dir, lambda c: all_pages(c, "/api/v1/chats", "chats", params))
+    if as_json:
+        print_json(rows)
+        return
+    rows = sorted(rows, key=lambda r: str(r.get("updated_at", "")), reverse=True)
+    table(
+        rows,
+        [("ID", "id"), ("TITLE", "title"), ("STATUS", _status), ("UPDATED", "updated_at"), ("ERROR", lambda r: _short(r.get("last_error"), 60))],
+        empty="no chats",
+    )
+
+
+def _status(chat: dict[str, Any]) -> str:
+    status = str(chat.get("status", ""))
+    return f"{status} (archived)" if chat.get("archived") else status
+
+
+def _short(value: Any, limit: int) -> str | None:
+    if value is None:
+        return None
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@chats_app.command("show")
+def chats_show(
+    chat_id: Annotated[str, typer.Argument(help="The chat's id.")],
+    reasoning: Annotated[bool, typer.Option("--reasoning/--no-reasoning", help="Show the model's reasoning.")] = False,
+    url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False,
+) -> None:
+    """A chat: its status, then the conversation (tool calls and results as lines)."""
+
+    async def work(c: ChatdClient) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        return await c.get_chat(chat_id), await c.messages(chat_id)
+
+    chat, messages = call(url, token, data_dir, work)
+    if as_json:
+        print_json({"chat": chat, "messages": messages})
+        return
+    console = out()
+    console.print(f"[bold]{escape(chat.get('title') or '')}[/bold]  [dim]{escape(chat['id'])}[/dim]  {escape(_status(chat))}", highlight=False)
+    view = ChatView(console, reasoning=reasoning)
+    for m in messages:
+        if m.get("role") != "system":
+            view.message(m)
+    view.finished(chat)
+
+
+@chats_app.command("interrupt")
+def chats_interrupt(chat_id: Annotated[str, typer.Argument(help="The chat's id.")], url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False) -> None:
+    """Stop the chat's running turn (the partial answer is kept)."""
+    chat = call(url, token, data_dir, lambda c: c.request("POST", f"/api/v1/chats/{chat_id}/interrupt"))
+    if as_json:
+        print_json(chat)
+        return
+    status = chat.get("status") if isinstance(chat, dict) else None
+    out().print(f"interrupted {escape(chat_id)}" + (f" (now {escape(str(status))})" if status else ""), highlight=False)
+
+
+@chats_app.command("archive")
+def chats_archive(
+    chat_id: Annotated[str, typer.Argument(help="The chat's id.")],
+    undo: Annotated[bool, typer.Option("--undo", help="Unarchive instead.")] = False,
+    url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False,
+) -> None:
+    """Archive a chat (and its sub-agents); a running turn stops."""
+    action = "unarchive" if undo else "archive"
+
+    async def work(c: ChatdClient) -> dict[str, Any]:
+        await c.request("POST", f"/api/v1/chats/{chat_id}/{action}")
+        return await c.get_chat(chat_id)
+
+    chat = call(url, token, data_dir, work)
+    if as_json:
+        print_json(chat)
+        return
+    out().print(f"{action}d {escape(chat_id)}", highlight=False)
+
+
+# --- users and tokens --------------------------------------------------------------------------
+
+
+def users_list(url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False) -> None:
+    """Every user (admins only)."""
+    rows = call(url, token, data_dir, lambda c: all_pages(c, "/api/v1/users", "users"))
+    if as_json:
+        print_json(rows)
+        return
+    table(rows, [("ID", "id"), ("USERNAME", "username"), ("ROLE", "role"), ("CREATED", "created_at")], empty="no users")
+
+
+def tokens_list(url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False) -> None:
+    """Your API tokens (never their values: those are shown once, at creation)."""
+    rows = call(url, token, data_dir, lambda c: all_pages(c, "/api/v1/me/tokens", "tokens"))
+    if as_json:
+        print_json(rows)
+        return
+    table(
+        rows,
+        [("ID", "id"), ("NAME", "name"), ("CREATED", "created_at"), ("LAST USED", "last_used_at")],
+        empty="no tokens",
+    )
+
+
+def tokens_revoke(
+    token_id: Annotated[str, typer.Argument(help="The token's id (see `chatd tokens list`).")],
+    url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False,
+) -> None:
+    """Revoke a token: requests with it are refused from now on."""
+    call(url, token, data_dir, lambda c: c.request("DELETE", f"/api/v1/tokens/{token_id}"))
+    if as_json:
+        print_json({"revoked": token_id})
+        return
+    out().print(f"revoked {escape(token_id)}", highlight=False)
+
+
+# --- MCP servers -------------------------------------------------------------------------------
+
+
+def mcp_list(url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False) -> None:
+    """The MCP servers (members see the enabled ones)."""
+    rows = call(url, token, data_dir, lambda c: all_pages(c, "/api/v1/mcp-servers", "mcp_servers"))
+    if as_json:
+        print_json(rows)
+        return
+    table(
+        rows,
+        [
+            ("ID", "id"), ("SLUG", "slug"), ("NAME", "display_name"), ("URL", lambda r: r.get("url") or r.get("command")),
+            ("AUTH", "auth_type"), ("ENABLED", "enabled"), ("AVAILABILITY", "availability"),
+        ],
+        empty="no MCP servers",
+    )
+
+
+def mcp_test(
+    server: Annotated[str, typer.Argument(help="The server's id or slug.")],
+    url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False,
+) -> None:
+    """Connect to the server now, as you, and list its tools. Exit status 1 if it fails."""
+
+    async def work(c: ChatdClient) -> dict[str, Any]:
+        server_id = server
+        if not _looks_like_uuid(server):
+            found = [s for s in await all_pages(c, "/api/v1/mcp-servers", "mcp_servers") if s.get("slug") == server]
+            if not found:
+                raise ClientError(f"No MCP server with the slug {server!r}.", 404)
+            server_id = found[0]["id"]
+        result: dict[str, Any] = await c.request("GET", f"/api/v1/mcp-servers/{server_id}/tools")
+        return result
+
+    result = call(url, token, data_dir, work)
+    if as_json:
+        print_json(result)
+    elif result.get("ok"):
+        console = out()
+        console.print(f"[green]ok[/green]: {len(result.get('tools') or [])} tool(s)", highlight=False)
+        table(result.get("tools") or [], [("TOOL", "name"), ("DESCRIPTION", lambda t: _short(t.get("description"), 80))], empty="no tools")
+    else:
+        error = result.get("error") or {}
+        err.print(f"[red]failed[/red] ({escape(str(error.get('code', '')))}): {escape(str(error.get('message', '')))}")
+    if not result.get("ok"):
+        raise typer.Exit(1)
+
+
+def _looks_like_uuid(value: str) -> bool:
+    import uuid
+
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+# --- providers and models ----------------------------------------------------------------------
+
+
+@providers_app.command("list")
+def providers_list(url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False) -> None:
+    """The configured model providers."""
+    rows = call(url, token, data_dir, lambda c: all_pages(c, "/api/v1/providers", "providers"))
+    if as_json:
+        print_json(rows)
+        return
+    table(
+        rows,
+        [("ID", "id"), ("PROVIDER", "provider"), ("NAME", "display_name"), ("BASE URL", "base_url"), ("KEY SET", "api_key_set"), ("ENABLED", "enabled")],
+        empty="no providers",
+    )
+
+
+@models_app.command("list")
+def models_list(url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False) -> None:
+    """The model configurations chats can use (the default is marked)."""
+    rows = call(url, token, data_dir, lambda c: all_pages(c, "/api/v1/model-configs", "model_configs"))
+    if as_json:
+        print_json(rows)
+        return
+    table(
+        rows,
+        [
+            ("ID", "id"), ("PROVIDER", "provider"), ("MODEL", "model"), ("NAME", "display_name"),
+            ("CONTEXT", "context_limit"), ("DEFAULT", "is_default"), ("ENABLED", "enabled"),
+        ],
+        empty="no model configurations",
+    )
+
+
+def install(app: typer.Typer, users_app: typer.Typer, tokens_app: typer.Typer, mcp_app: typer.Typer) -> None:
+    """Add the API commands to the `chatd` command (the groups it already has get more verbs)."""
+    app.add_typer(chats_app, name="chats")
+    app.add_typer(providers_app, name="providers")
+    app.add_typer(models_app, name="models")
+    users_app.command("list")(users_list)
+    tokens_app.command("list")(tokens_list)
+    tokens_app.command("revoke")(tokens_revoke)
+    mcp_app.command("list")(mcp_list)
+    mcp_app.command("test")(mcp_test)

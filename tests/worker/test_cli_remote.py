@@ -1,0 +1,117 @@
+"""`chatd chats|users|tokens|mcp|providers|models` against a real server: the API on a loopback
+port with workers running turns against the scripted LLM server. Each command runs as its user
+runs it: one as a real `chatd` process (CHATD_URL / CHATD_TOKEN), the rest through typer's runner
+on a thread of their own (the CLI runs its own event loop), over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+from typer.testing import CliRunner, Result
+
+from chatd.cli import app
+from chatd.domain.chat import ChatStatus
+from tests.fakes.llm_server import Reply, ToolCall
+from tests.mcp.mcp_test_servers import ServerState, build_server, free_port, serve
+from tests.worker.conftest import Gate, Rig
+from tests.worker.test_cli_chat import running
+
+
+async def chatd(url: str, token: str, *args: str) -> Result:
+    """`chatd ARGS` with CHATD_URL and CHATD_TOKEN set, on its own thread and event loop."""
+    runner = CliRunner()
+    env = {"CHATD_URL": url, "CHATD_TOKEN": token, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
+    return await asyncio.to_thread(runner.invoke, app, list(args), env=env)
+
+
+def as_json(result: Result) -> Any:
+    assert result.exit_code == 0, (result.output, result.stderr)
+    return json.loads(result.stdout)
+
+
+async def test_chats_list_show_interrupt_and_archive(rig: Rig) -> None:
+    gate = Gate()
+    rig.tools = [gate.tool()]
+    rig.llm.script(Reply(text="Checking.", tool_calls=[ToolCall("call_1", "wait", {})]))
+    alice = rig.people.alice.token
+    async with running(rig) as url:
+        chat = await rig.chat("find the answer")
+        await asyncio.wait_for(gate.entered.wait(), 10)
+
+        # A real process, as an operator types it.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHATD_")}
+        env.update(CHATD_URL=url, CHATD_TOKEN=alice, COLUMNS="200", NO_COLOR="1", TERM="dumb")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "chatd.cli", "chats", "list", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+        (header, _rule, row) = [line.split() for line in out.decode().splitlines() if line.strip()]
+        assert header[:3] == ["ID", "┃", "TITLE"]
+        assert row[0] == str(chat.id) and "running" in row
+
+        listed = as_json(await chatd(url, alice, "chats", "list", "--json"))
+        assert [(c["id"], c["status"]) for c in listed] == [(str(chat.id), "running")]
+
+        interrupted = await chatd(url, alice, "chats", "interrupt", str(chat.id))
+        assert interrupted.exit_code == 0, interrupted.output
+        assert interrupted.stdout.startswith(f"interrupted {chat.id}")
+        gate.release.set()
+        await rig.wait_status(chat.id, ChatStatus.WAITING)
+
+        shown = await chatd(url, alice, "chats", "show", str(chat.id))
+        assert shown.exit_code == 0, shown.output
+        lines = [line.rstrip() for line in shown.stdout.splitlines() if line.strip()]
+        assert lines[0] == f"find the answer  {chat.id}  waiting"
+        assert lines[1:4] == ["you › find the answer", "Checking.", "⏺ wait({})"]
+        body = as_json(await chatd(url, alice, "chats", "show", str(chat.id), "--json"))
+        assert body["chat"]["status"] == "waiting" and body["messages"][0]["role"] in ("system", "user")
+
+        archived = await chatd(url, alice, "chats", "archive", str(chat.id))
+        assert archived.exit_code == 0 and archived.stdout.strip() == f"archived {chat.id}"
+        assert as_json(await chatd(url, alice, "chats", "list", "--json")) == []
+        assert [c["id"] for c in as_json(await chatd(url, alice, "chats", "list", "--archived", "--json"))] == [str(chat.id)]
+
+        # Someone else's chat does not exist for bob: the API's 404, one line, exit status 2.
+        refused = await chatd(url, rig.people.bob.token, "chats", "show", str(chat.id))
+        assert refused.exit_code == 2 and "404" in refused.stderr and refused.stdout == ""
+
+
+async def test_providers_models_and_mcp_servers(rig: Rig) -> None:
+    admin = rig.people.admin
+    state = ServerState()
+    with serve(build_server(state).streamable_http_app()) as live:
+        await rig.app.service.create_mcp_server(admin.user, {"slug": "live", "display_name": "Live", "url": live.url, "enabled": True})
+        await rig.app.service.create_mcp_server(
+            admin.user, {"slug": "gone", "display_name": "Gone", "url": f"http://127.0.0.1:{free_port()}/mcp", "enabled": True}
+        )
+        async with running(rig) as url:
+            providers = as_json(await chatd(url, admin.token, "providers", "list", "--json"))
+            assert [(p["provider"], p["api_key_set"]) for p in providers] == [("openai-compatible", True)]
+            models = await chatd(url, admin.token, "models", "list")
+            assert models.exit_code == 0, models.output
+            (row,) = [line for line in models.stdout.splitlines() if "fake-model" in line]
+            assert str(rig.model_config_id) in row and "yes" in row
+
+            servers = as_json(await chatd(url, admin.token, "mcp", "list", "--json"))
+            assert sorted(s["slug"] for s in servers) == ["gone", "live"]
+            ok = await chatd(url, admin.token, "mcp", "test", "live")
+            assert ok.exit_code == 0, ok.output
+            assert ok.stdout.splitlines()[0].startswith("ok: ") and "live__echo" in ok.stdout
+            failed = await chatd(url, admin.token, "mcp", "test", "gone")
+            assert failed.exit_code == 1 and failed.stderr.startswith("failed (")
+            body = as_json(await chatd(url, admin.token, "mcp", "test", "live", "--json"))
+            assert body["ok"] is True and "live__echo" in [t["name"] for t in body["tools"]]
+            missing = await chatd(url, admin.token, "mcp", "test", "nope")
+            assert missing.exit_code == 2 and "No MCP server with the slug 'nope'" in missing.stderr
+
+
+async def test_a_bad_token_is_one_line_and_exit_status_2(rig: Rig) -> None:
+    async with running(rig) as url:
+        result = await chatd(url, "chatd_not-a-real-token", "providers", "list")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.strip() == "error: Invalid token. (HTTP 401)"
