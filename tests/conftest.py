@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from sqlalchemy.engine import make_url
 
 from chatd.store.database import Database, async_url
 from chatd.store.migrate import migrate
+from tests import private_postgres
 
 # One migrated template per test session: concurrent sessions on one server never share it.
 TEMPLATE = f"chatd_tpl_{uuid.uuid4().hex[:10]}"
@@ -30,15 +30,7 @@ def _admin_url() -> str:
     url = os.environ.get("CHATD_TEST_DATABASE_URL")
     if url:
         return url
-    import pgserver
-
-    root = Path(tempfile.gettempdir()) / "chatd-pgserver"
-    root.mkdir(parents=True, exist_ok=True)
-    # pgserver drops to an unprivileged user when run as root; it needs to reach the directory.
-    os.chmod(root, 0o777)
-    srv = pgserver.get_server(str(root), cleanup_mode=None)
-    info = srv.get_postmaster_info()
-    return f"postgresql://postgres@/postgres?host={info.socket_dir}&port={info.port}"
+    return private_postgres.start(private_postgres.pgdata_for())
 
 
 def _dsn(url: str) -> str:

@@ -1,6 +1,7 @@
 """`chatd serve` as an operator runs it: a real process on a loopback port, on SQLite (the default,
 in the data dir) and on PostgreSQL (`--database-url`). First start makes an admin and prints a
-login URL; a second start makes none; SIGTERM stops the process cleanly."""
+login URL; later starts make none but print the link again while the token file is there; a taken
+port is one line; SIGTERM stops the process cleanly."""
 
 from __future__ import annotations
 
@@ -114,7 +115,9 @@ def count_users(url: str) -> int:
     return asyncio.run(go())
 
 
-def test_serve_first_start_prints_a_login_url_and_stops_on_sigterm(db_url: str, tmp_path: Path) -> None:
+# Three starts of a real process: minutes on a busy shared machine.
+@pytest.mark.timeout(600)
+def test_serve_prints_the_sign_in_link_on_every_start_while_the_token_file_exists(db_url: str, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     # SQLite is the default (a file in the data dir); PostgreSQL is a fresh migrated database.
     database_url = None if db_url.startswith("sqlite") else db_url
@@ -143,14 +146,45 @@ def test_serve_first_start_prints_a_login_url_and_stops_on_sigterm(db_url: str, 
         code, stdout = served.stop()
         assert code == 0, (stdout, served.log())
 
-    # A second start on the same data: no new admin, no new login URL, the old token still works.
+    # A second start on the same data: no new admin; the same sign-in link is printed again (the
+    # admin token file is still there), and the old token still works.
     port = free_port()
     with chatd_serve(data_dir, database_url, port, tmp_path / "second.log") as served:
         base = served.wait_for(LISTENING).group(1)
+        again = served.wait_for(LOGIN)
+        assert again.group(1) == f"{base}/#token={token}"
         me = httpx.get(f"{base}/api/v1/me", headers={"Authorization": f"Bearer {token}"}, timeout=10)
         assert me.status_code == 200 and me.json()["role"] == "admin"
         code, stdout = served.stop()
         assert code == 0, (stdout, served.log())
-        assert not any("#token=" in line for line in stdout), stdout
+        assert not any("First start" in line for line in stdout), stdout
     assert token_file.read_text().strip() == token
     assert count_users(database_url or f"sqlite:///{data_dir / 'chatd.db'}") == 1
+
+    # Without the token file (the operator moved it away) a start prints no link.
+    token_file.unlink()
+    with chatd_serve(data_dir, database_url, free_port(), tmp_path / "third.log") as served:
+        served.wait_for(LISTENING)
+        code, stdout = served.stop()
+        assert code == 0, (stdout, served.log())
+        assert not any("#token=" in line for line in stdout), stdout
+
+
+def test_serve_on_a_taken_port_says_so_in_one_line_and_how_to_pick_another(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with chatd_serve(data_dir, None, port, tmp_path / "busy.log") as served:
+            code = served.proc.wait(timeout=START_TIMEOUT)
+            assert served.proc.stdout is not None
+            stdout = served.proc.stdout.read()
+    stderr = (tmp_path / "busy.log").read_text()
+    assert code != 0
+    lines = [line for line in (stdout + stderr).splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert f"port {port}" in lines[0] and "in use" in lines[0], lines
+    assert "--port" in lines[0] and "CHATD_PORT" in lines[0], lines
+    # Nothing was set up on the way: the port is checked first.
+    assert not (data_dir / "admin-token").exists()

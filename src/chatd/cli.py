@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from chatd.domain.chat import UserRole
 from chatd.settings import Settings
@@ -51,7 +52,8 @@ def serve(
     from chatd import logs
 
     logs.configure(settings.log_level, replica=settings.replica_id)
-    asyncio.run(run(settings, api=not no_api))
+    # A port in use (CannotListen) and the like end in one line, not a traceback.
+    _run_cli(run(settings, api=not no_api))
 
 
 @app.command()
@@ -134,7 +136,8 @@ def _run_cli(coro: Any) -> None:
     try:
         asyncio.run(coro)
     except ChatdError as exc:
-        console.print(f"[red]error:[/red] {exc.message}")
+        # One line whatever the terminal's width (rich would wrap it at 80 columns in a pipe).
+        console.print(f"[red]error:[/red] {escape(exc.message)}", soft_wrap=True, highlight=False)
         raise typer.Exit(1) from exc
 
 

@@ -82,3 +82,10 @@ class Unavailable(ChatdError):
     """A dependency (database, provider) is not reachable right now."""
 
     code = "unavailable"
+
+
+class CannotListen(ChatdError):
+    """`chatd serve` cannot listen on its address (the port is taken, not allowed, unknown host).
+    Raised before anything starts; the CLI prints the message, never the API."""
+
+    code = "cannot_listen"

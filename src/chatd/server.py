@@ -4,23 +4,77 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
+import socket
 
 import uvicorn
 
 from chatd import logs
 from chatd.api.app import create_app, create_internal_app
-from chatd.bootstrap import build, ensure_admin
+from chatd.bootstrap import App, build, ensure_admin
+from chatd.errors import CannotListen
 from chatd.settings import Settings
 
 log = logging.getLogger("chatd")
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """Bind the listening socket before anything else starts: a taken port is then one clear
+    line and nothing was migrated or created for nothing (uvicorn would log it and exit from
+    inside the server task, which ends in a long traceback)."""
+    how = "pick another with --port N or CHATD_PORT=N"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise CannotListen(f"cannot listen on {host}:{port}: unknown host ({exc.strerror}); pick another with --host or CHATD_HOST") from exc
+    sock = socket.socket(family, kind, proto)
+    # As uvicorn does: a restarted chatd can listen again while old connections linger in TIME_WAIT.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise CannotListen(f"port {port} on {host} is in use (another chatd?); {how}") from exc
+        if exc.errno == errno.EACCES:
+            raise CannotListen(f"not allowed to listen on port {port} on {host} (ports below 1024 need privileges); {how}") from exc
+        raise CannotListen(f"cannot listen on {host}:{port}: {exc.strerror}; pick another address with --host/--port (CHATD_HOST/CHATD_PORT)") from exc
+    return sock
+
+
+async def admin_sign_in_token(app: App) -> str | None:
+    """The token in `data_dir/admin-token` while that file exists and the token still works: its
+    sign-in link is printed on every start, so the first user never has to find the file."""
+    path = app.settings.data_dir / "admin-token"
+    try:
+        token = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    # The same check as a request with this token (a revoked token must not be advertised).
+    if await app.service.authenticate(token) is None:
+        print(f"The admin token in {path} no longer works: `chatd tokens create admin` prints a new one.", flush=True)
+        return None
+    return token
+
+
 async def run(settings: Settings, *, api: bool = True) -> None:
     logs.replica_var.set(str(settings.replica_id))
+    sock = listen(settings.host, settings.port)
+    if settings.port == 0:
+        # An ephemeral port (--port 0): announce and advertise the one the kernel picked.
+        settings.port = sock.getsockname()[1]
+    try:
+        await _run(settings, sock, api=api)
+    finally:
+        sock.close()
+
+
+async def _run(settings: Settings, sock: socket.socket, *, api: bool) -> None:
     app = await build(settings)
-    token = await ensure_admin(app) if api else None
+    created = await ensure_admin(app) if api else None
+    token = await admin_sign_in_token(app) if api else None
     logs.register_secret(token)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -46,7 +100,7 @@ async def run(settings: Settings, *, api: bool = True) -> None:
 
             async def serve() -> None:
                 try:
-                    await server.serve()
+                    await server.serve(sockets=[sock])
                 finally:
                     if not server.started:
                         log.error("could not listen on %s:%s", settings.host, settings.port)
@@ -62,8 +116,9 @@ async def run(settings: Settings, *, api: bool = True) -> None:
                 url = settings.resolved_public_url()
                 what = "chatd is listening on" if api else "chatd worker replica (internal endpoints) on"
                 print(f"{what} {url} (database: {app.db.dialect})", flush=True)
-                if token:
+                if created:
                     print(f"First start: an admin was created; its token is in {settings.data_dir / 'admin-token'}", flush=True)
+                if token:
                     print(f"Open {url}/#token={token}", flush=True)
 
             tg.create_task(announce(), name="announce")
