@@ -104,6 +104,9 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/providers"): Rule("admin", 201, _json({"provider": "google", "api_key": "g-key"})),
     ("PATCH", "/api/v1/providers/{provider_id}"): Rule("admin", 200, _json({"enabled": False})),
     ("DELETE", "/api/v1/providers/{provider_id}"): Rule("admin", 204),
+    # Connection tests answer 200 with ok=false when the provider cannot be reached (closed port / no DNS).
+    ("POST", "/api/v1/providers/test"): Rule("admin", 200, _json({"provider": "openai-compatible", "base_url": "http://127.0.0.1:9/v1"})),
+    ("GET", "/api/v1/providers/{provider_id}/models"): Rule("admin", 200),
     ("GET", "/api/v1/model-configs"): Rule("member", 200),
     ("POST", "/api/v1/model-configs"): Rule("admin", 201, _json({"provider": "anthropic", "model": "claude-y", "context_limit": 1000})),
     ("PATCH", "/api/v1/model-configs/{config_id}"): Rule("admin", 200, _json({"display_name": "Renamed"})),
@@ -145,6 +148,8 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/workspaces"): Rule("member", 200),
     ("GET", "/api/v1/workspaces/{workspace_id}"): Rule("owner", 200),
     ("PUT", "/api/v1/usage-limits"): Rule("admin", 204, _json({"scope": "global", "period": "month", "limit_micros": 10**9})),
+    ("DELETE", "/api/v1/usage-limits"): Rule("admin", 204, lambda _w: {"params": {"scope": "global"}}),
+    ("GET", "/api/v1/usage/users"): Rule("admin", 200),
     # web push: the caller's own browser subscriptions
     ("GET", "/api/v1/push/vapid-public-key"): Rule("member", 200),
     ("POST", "/api/v1/push/subscriptions"): Rule("member", 201, _json({"endpoint": PUSH_ENDPOINT, "keys": PUSH_KEYS})),

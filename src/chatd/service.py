@@ -7,7 +7,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from chatd.domain.chat import BusyBehavior, Chat, ChatStatus, Message, QueuedMessage, UserRole
 from chatd.domain.clock import Clock
@@ -36,6 +36,8 @@ from chatd.mcp import McpServerConfig, ToolInfo, list_tools_check
 from chatd.mcp.authorization import McpAuthorization
 from chatd.mcp.config import validate_slug
 from chatd.mcp.errors import McpAuthError, McpConnectError
+from chatd.providers.config import ProviderConfig, ProviderKind
+from chatd.providers.discovery import DiscoveredModel, ProviderCheckFailed, list_models
 from chatd.pubsub.base import PENDING_CHANNEL, PubSub, owner_channel
 from chatd.store import chats as chat_store
 from chatd.store import files as file_store
@@ -58,6 +60,24 @@ class McpToolsCheck:
     error: McpConnectError | None = None
     # An OAuth2 server that needs the caller to connect (authorize) first.
     needs_authorization: bool = False
+    # The server is disabled: no chat uses it, whatever the connection found.
+    disabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderCheck:
+    """A provider connection test: the models it lists, or why listing failed."""
+
+    models: list[DiscoveredModel]
+    error: ProviderCheckFailed | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UserSpend:
+    user: User
+    status: UsageStatus
+    # "user" (their own limit), "global" or None (no limit applies).
+    limit_scope: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +161,29 @@ class ChatService:
         _admin(actor)
         await model_store.delete_provider(self.db, provider_id)
 
+    async def test_provider(
+        self, actor: User, *, provider: str, base_url: str | None, api_key: str | None, deployment_keys: dict[str, str]
+    ) -> ProviderCheck:
+        """List the models of a provider that may not be saved yet. Without a key, the saved
+        provider's key of that kind is used (or the deployment's), so an edit can be tested
+        without typing the key again. Admins only: the URL may point anywhere, loopback included."""
+        _admin(actor)
+        kind = provider.strip().lower()
+        if kind not in PROVIDER_KINDS:
+            raise InvalidInput(f"Unknown provider {provider!r}; expected one of {', '.join(PROVIDER_KINDS)}.")
+        _check_url(base_url)
+        if not api_key:
+            stored = await model_store.get_provider_by_kind(self.db, self.box, kind)
+            api_key = (stored.api_key if stored else None) or deployment_keys.get(kind) or None
+        return await _discover(ProviderConfig(kind=cast(ProviderKind, kind), api_key=api_key, base_url=base_url or None))
+
+    async def provider_models(self, actor: User, provider_id: uuid.UUID, *, deployment_keys: dict[str, str]) -> ProviderCheck:
+        """The models a saved provider offers now (its key, else the deployment's, as turns use)."""
+        _admin(actor)
+        p = await model_store.get_provider(self.db, self.box, provider_id)
+        key = p.api_key or deployment_keys.get(p.provider) or None
+        return await _discover(ProviderConfig(kind=cast(ProviderKind, p.provider), api_key=key, base_url=p.base_url))
+
     async def list_model_configs(self, actor: User) -> list[ModelConfigRecord]:
         return await model_store.list_model_configs(self.db)
 
@@ -186,6 +229,20 @@ class ChatService:
                 "grant_type": current.oauth2.grant_type, **(fields.get("oauth2") or {}),
             },
         }
+        if fields.get("env") is not None:
+            # PATCH merges: values are never shown, so an edit names only what changes.
+            env = dict(current.env)
+            for name, value in fields["env"].items():
+                if value is None:
+                    env.pop(name, None)
+                else:
+                    env[name] = value
+            fields["env"] = merged["env"] = env
+        elif "env" in fields:
+            fields.pop("env")
+            merged.pop("env")
+        if "env" not in merged and current.env:
+            merged["env"] = current.env
         _validate_mcp_fields(merged, creating=False)
         return await mcp_store.update_server(self.db, self.box, self.clock.now(), server_id, fields)
 
@@ -205,24 +262,30 @@ class ChatService:
         await self.get_mcp_server(actor, server_id)
         await mcp_store.delete_token(self.db, server_id, actor.id)
 
-    async def check_mcp_tools(self, actor: User, server_id: uuid.UUID, *, connect_timeout: float = 10.0) -> McpToolsCheck:
-        """Connect now, as the caller (their OAuth2 token, refreshed when due and after a 401)."""
+    async def check_mcp_tools(
+        self, actor: User, server_id: uuid.UUID, *, connect_timeout: float = 10.0, stdio_connect_timeout: float = 60.0
+    ) -> McpToolsCheck:
+        """Connect now, as the caller (their OAuth2 token, refreshed when due and after a 401).
+        A disabled server (admins only reach it) is still connected, so it can be tested before
+        it is enabled, but the answer says it is disabled."""
         config = McpServerConfig.from_record(await self.get_mcp_server(actor, server_id))
+        disabled = not config.enabled
         token = await self.mcp_auth.token_for(config, actor.id)
+        timeouts = {"connect_timeout": connect_timeout, "stdio_connect_timeout": stdio_connect_timeout}
         try:
             try:
-                tools = await list_tools_check(config, token, connect_timeout=connect_timeout)
+                tools = await list_tools_check(config, token, **timeouts)
             except McpAuthError:
                 newer = await self.mcp_auth.refresh_after_unauthorized(actor.id, config, token) if token else None
                 if newer is None:
                     raise
-                tools = await list_tools_check(config, newer, connect_timeout=connect_timeout)
+                tools = await list_tools_check(config, newer, **timeouts)
         except McpAuthError as exc:
             user_flow = config.auth_type == "oauth2" and config.oauth2.grant_type == "authorization_code"
-            return McpToolsCheck([], exc, needs_authorization=user_flow)
+            return McpToolsCheck([], exc, needs_authorization=user_flow, disabled=disabled)
         except McpConnectError as exc:
-            return McpToolsCheck([], exc)
-        return McpToolsCheck(tools)
+            return McpToolsCheck([], exc, disabled=disabled)
+        return McpToolsCheck(tools, disabled=disabled)
 
     async def start_mcp_oauth(self, actor: User, server_id: uuid.UUID, redirect_uri: str) -> str:
         """Begin the caller's browser authorization; returns the URL to open."""
@@ -415,6 +478,20 @@ class ChatService:
     async def usage(self, actor: User) -> UsageStatus:
         return await usage_store.get_status(self.db, actor.id, self.clock.now())
 
+    async def spend_by_user(self, actor: User) -> tuple[UsageLimit | None, list[UserSpend]]:
+        """Every user's spend in their current period and the limit that applies (admins)."""
+        _admin(actor)
+        global_limit, rows = await usage_store.spend_by_user(self.db, self.clock.now())
+        return global_limit, [UserSpend(u, st, scope) for u, st, scope in rows]
+
+    async def delete_usage_limit(self, actor: User, *, scope: str, user_id: uuid.UUID | None) -> None:
+        _admin(actor)
+        if scope not in ("global", "user"):
+            raise InvalidInput("scope is 'global' or 'user'.")
+        if scope == "user" and user_id is None:
+            raise InvalidInput("A user limit needs user_id.")
+        await usage_store.delete_limit(self.db, scope, user_id if scope == "user" else None)
+
     async def set_usage_limit(self, actor: User, *, scope: str, user_id: uuid.UUID | None, period: str, limit_micros: int) -> None:
         _admin(actor)
         if scope not in ("global", "user"):
@@ -463,6 +540,13 @@ class ChatService:
         return await workspace_store.get_workspace(self.db, workspace_id, owner_id=actor.id)
 
 
+async def _discover(provider: ProviderConfig) -> ProviderCheck:
+    try:
+        return ProviderCheck(await list_models(provider))
+    except ProviderCheckFailed as exc:
+        return ProviderCheck([], exc)
+
+
 def _admin(actor: User) -> None:
     if not actor.is_admin:
         raise Forbidden("This needs an admin.")
@@ -480,6 +564,9 @@ def _check_url(url: Any) -> None:
         raise InvalidInput(f"Not an http(s) URL: {url!r}.")
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
+
+
 def _validate_mcp_fields(f: dict[str, Any], *, creating: bool) -> None:
     validate_slug(str(f.get("slug", "")))
     try:
@@ -489,9 +576,17 @@ def _validate_mcp_fields(f: dict[str, Any], *, creating: bool) -> None:
             McpAvailability(f["availability"])
     except ValueError as exc:
         raise InvalidInput(str(exc)) from exc
+    env = f.get("env") or {}
     if transport is McpTransport.STDIO:
         if not f.get("command"):
             raise InvalidInput("A stdio MCP server needs a command.")
+        for name, value in env.items():
+            if not _ENV_NAME.fullmatch(name):
+                raise InvalidInput(f"Not an environment variable name: {name!r} (letters, digits and '_', not starting with a digit).")
+            if "\0" in (value or ""):
+                raise InvalidInput(f"The value of {name} contains a NUL character.")
+    elif env:
+        raise InvalidInput("env applies to stdio MCP servers only; an HTTP server takes headers.")
     else:
         url = f.get("url") or ""
         if not url:

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
 
     # MCP (SPEC §7), in seconds / characters.
     mcp_connect_timeout: float = 10.0
+    # stdio servers start a process first (`npx -y …` took 25 s warm); a server's own
+    # connect_timeout_s wins over both.
+    mcp_stdio_connect_timeout: float = 60.0
     mcp_call_timeout: float = 60.0
     mcp_max_result_chars: int = 100_000
 

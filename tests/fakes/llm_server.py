@@ -246,8 +246,18 @@ class _DropConnection(Exception):
 
 
 class FakeLLMServer:
-    def __init__(self, *, token_delay: float = 0.0, responder: Callable[[dict[str, Any]], Reply] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        token_delay: float = 0.0,
+        responder: Callable[[dict[str, Any]], Reply] | None = None,
+        models: tuple[str, ...] = ("fake-large", "fake-small"),
+    ) -> None:
         self.token_delay = token_delay
+        # What the models endpoints list (each wire's format); `models_key`, when set, is the only
+        # key they accept (a wrong one gets the provider's real 401 body).
+        self.models = models
+        self.models_key: str | None = None
         self.responder = responder
         self.requests: list[RecordedRequest] = []
         self._replies: deque[Reply | RawReply] = deque()
@@ -298,6 +308,8 @@ class FakeLLMServer:
             routes=[
                 Route("/v1/chat/completions", self._openai, methods=["POST"]),
                 Route("/v1/messages", self._anthropic, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
+                Route("/v1beta/models", self._google_models, methods=["GET"]),
             ]
         )
         self._http = LoopbackServer(app, "fake-llm-server", timeout_graceful_shutdown=1)
@@ -352,6 +364,46 @@ class FakeLLMServer:
             return JSONResponse(_anthropic_message(reply, model))
         frames = (_anthropic_frame(event, data) for event, data in _anthropic_events(reply, model))
         return StreamingResponse(self._stream(frames, reply.fault), media_type="text/event-stream")
+
+    def _key_refused(self, request: Request) -> bool:
+        if self.models_key is None:
+            return False
+        sent = {
+            request.headers.get("authorization", "").removeprefix("Bearer ").strip(),
+            request.headers.get("x-api-key", ""),
+            request.headers.get("x-goog-api-key", ""),
+            request.query_params.get("key", ""),
+        }
+        return self.models_key not in sent
+
+    async def _models(self, request: Request) -> Response:
+        """GET /v1/models: Anthropic's list when the Anthropic SDK asks (it sends anthropic-version),
+        else OpenAI's (also what Ollama, vLLM and llama.cpp serve)."""
+        anthropic = "anthropic-version" in request.headers
+        if self._key_refused(request):
+            if anthropic:
+                body = {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}
+            else:
+                body = {"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}}
+            return JSONResponse(body, status_code=401)
+        if anthropic:
+            data = [
+                {"type": "model", "id": m, "display_name": m.replace("-", " ").title(), "created_at": "2026-01-01T00:00:00Z", "max_input_tokens": 200_000}
+                for m in self.models
+            ]
+            return JSONResponse({"data": data, "has_more": False, "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None})
+        return JSONResponse({"object": "list", "data": [{"id": m, "object": "model", "created": 1700000000, "owned_by": "fake"} for m in self.models]})
+
+    async def _google_models(self, request: Request) -> Response:
+        if self._key_refused(request):
+            error = {"code": 400, "message": "API key not valid. Please pass a valid API key.", "status": "INVALID_ARGUMENT"}
+            return JSONResponse({"error": error}, status_code=400)
+        models = [
+            {"name": f"models/{m}", "displayName": m.title(), "inputTokenLimit": 1_048_576, "supportedGenerationMethods": ["generateContent", "countTokens"]}
+            for m in self.models
+        ]
+        models.append({"name": "models/fake-embedding", "displayName": "Embedding", "supportedGenerationMethods": ["embedContent"]})
+        return JSONResponse({"models": models})
 
     async def _stream(self, frames: Iterator[bytes], fault: Fault | None) -> AsyncIterator[bytes]:
         for sent, frame in enumerate(frames):

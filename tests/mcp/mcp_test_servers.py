@@ -312,4 +312,13 @@ if __name__ == "__main__":  # stdio mode: `python mcp_test_servers.py [pidfile]`
 
         with open(sys.argv[1], "w") as f:
             f.write(str(os.getpid()))
-    build_server().run("stdio")
+    stdio_server = build_server()
+
+    @stdio_server.tool()
+    def getenv(name: str) -> str:
+        """The value of an environment variable of this process ('' when unset)."""
+        import os
+
+        return os.environ.get(name, "")
+
+    stdio_server.run("stdio")

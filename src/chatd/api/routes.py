@@ -6,7 +6,7 @@ import html
 import json
 import unicodedata
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, File, Path, Query, Request, Response, UploadFile
@@ -20,6 +20,7 @@ from chatd.api.schemas import (
     ChatIn,
     ChatOut,
     CustomPromptIn,
+    DiscoveredModelOut,
     EditIn,
     EditOut,
     FileOut,
@@ -39,21 +40,28 @@ from chatd.api.schemas import (
     ModelConfigOut,
     ModelConfigPatch,
     PromoteOut,
+    ProviderCheckErrorOut,
+    ProviderCheckOut,
     ProviderIn,
     ProviderOut,
     ProviderPatch,
+    ProviderTestIn,
     QueuedMessageOut,
     SendOut,
+    SpendOut,
     TokenIn,
     TokenOut,
     UsageLimitIn,
+    UsageLimitOut,
     UsageStatusOut,
     UserIn,
     UserOut,
+    UserSpendOut,
     to_parts,
 )
 from chatd.domain.config import McpUserToken, ModelOptions, Pricing
 from chatd.errors import ChatdError, InvalidInput, PayloadTooLarge
+from chatd.service import ProviderCheck
 
 router = APIRouter(prefix="/api/v1")
 
@@ -103,6 +111,36 @@ async def create_provider(body: ProviderIn, user: CurrentUser, svc: Service) -> 
         user, provider=body.provider, display_name=body.display_name, api_key=body.api_key, base_url=body.base_url, enabled=body.enabled
     )
     return ProviderOut.of(p, admin=True)
+
+
+@router.post("/providers/test", tags=["providers"], responses={403: {"description": "Admins only."}})
+async def test_provider(body: ProviderTestIn, request: Request, user: CurrentUser, svc: Service) -> ProviderCheckOut:
+    """Connection test for provider settings that need not be saved yet: lists the provider's
+    models from its own models endpoint, or says in words why it could not (refused key, wrong
+    base URL, unreachable). Admins only; the URL may be a loopback one (Ollama on this host)."""
+    check = await svc.test_provider(
+        user, provider=body.provider, base_url=body.base_url, api_key=body.api_key, deployment_keys=_deployment_keys(request)
+    )
+    return _provider_check(check)
+
+
+@router.get("/providers/{provider_id}/models", tags=["providers"], responses={403: {"description": "Admins only."}})
+async def provider_models(provider_id: uuid.UUID, request: Request, user: CurrentUser, svc: Service) -> ProviderCheckOut:
+    """The models a saved provider offers now (its models endpoint), or why they cannot be listed."""
+    return _provider_check(await svc.provider_models(user, provider_id, deployment_keys=_deployment_keys(request)))
+
+
+def _deployment_keys(request: Request) -> dict[str, str]:
+    s = request.app.state.chatd.settings
+    return {"anthropic": s.anthropic_api_key, "openai": s.openai_api_key, "google": s.google_api_key}
+
+
+def _provider_check(check: ProviderCheck) -> ProviderCheckOut:
+    return ProviderCheckOut(
+        ok=check.error is None,
+        models=[DiscoveredModelOut(id=m.id, display_name=m.display_name, context_limit=m.context_limit) for m in check.models],
+        error=ProviderCheckErrorOut(message=check.error.message, status=check.error.status) if check.error else None,
+    )
 
 
 @router.patch("/providers/{provider_id}", tags=["providers"])
@@ -212,16 +250,28 @@ async def check_mcp_tools(server_id: uuid.UUID, request: Request, user: CurrentU
     """Connect to the server now, as the caller (their OAuth2 token, refreshed when due), and list
     its tools after the allow/deny lists, named as the model sees them. A server that cannot be
     reached or refuses the credentials is a 200 with `ok: false` and the reason: the check worked,
-    its finding is the error. 404 for an unknown (or, for members, disabled) server."""
-    timeout = float(getattr(request.app.state.chatd.settings, "mcp_connect_timeout", 10.0))
-    check = await svc.check_mcp_tools(user, server_id, connect_timeout=timeout)
+    its finding is the error. A disabled server is connected too (to test it before enabling it)
+    but answers `ok: false` with `mcp_server_disabled`. 404 for an unknown (or, for members,
+    disabled) server."""
+    settings = request.app.state.chatd.settings
+    check = await svc.check_mcp_tools(
+        user, server_id, connect_timeout=settings.mcp_connect_timeout, stdio_connect_timeout=settings.mcp_stdio_connect_timeout
+    )
     error = None
     if check.error is not None:
         status = check.error.detail.get("status") if isinstance(check.error.detail, dict) else None
         code = "mcp_oauth_required" if check.needs_authorization else check.error.code
-        error = McpCheckErrorOut(code=code, message=check.error.message, status=status)
+        message = check.error.message
+        if check.disabled:
+            message = f"The server is disabled (no chat uses it), and connecting failed: {message}"
+        error = McpCheckErrorOut(code=code, message=message, status=status)
+    elif check.disabled:
+        error = McpCheckErrorOut(
+            code="mcp_server_disabled",
+            message=f"The server is disabled, so no chat uses it. The connection works ({len(check.tools)} tools); enable it to offer them.",
+        )
     return McpToolsOut(
-        ok=check.error is None,
+        ok=error is None,
         tools=[McpToolOut(name=t.name, original_name=t.original_name, description=t.description, input_schema=t.input_schema) for t in check.tools],
         error=error,
     )
@@ -409,6 +459,32 @@ async def get_file(file_id: uuid.UUID, user: CurrentUser, svc: Service) -> RawRe
 async def usage(user: CurrentUser, svc: Service) -> UsageStatusOut:
     s = await svc.usage(user)
     return UsageStatusOut(period=s.period, period_end=s.period_end, spent_micros=s.spent_micros, limit_micros=s.limit_micros)
+
+
+@router.get("/usage/users", tags=["usage"], responses={403: {"description": "Admins only."}})
+async def spend_by_user(user: CurrentUser, svc: Service) -> SpendOut:
+    """Every user's spend in their current period, with the limit that applies (admins)."""
+    glob, rows = await svc.spend_by_user(user)
+    return SpendOut(
+        global_limit=UsageLimitOut(period=glob.period, limit_micros=glob.limit_micros) if glob else None,
+        users=[
+            UserSpendOut(
+                user=UserOut.of(r.user), period=r.status.period or "month", period_start=r.status.period_start,
+                period_end=r.status.period_end, spent_micros=r.status.spent_micros, limit_micros=r.status.limit_micros,
+                limit_scope=r.limit_scope,
+            )
+            for r in rows
+        ],
+    )
+
+
+@router.delete("/usage-limits", status_code=204, tags=["usage"])
+async def delete_usage_limit(
+    user: CurrentUser, svc: Service, scope: Literal["global", "user"], user_id: uuid.UUID | None = None
+) -> Response:
+    """Remove the global limit, or a user's own (who then falls back to the global one)."""
+    await svc.delete_usage_limit(user, scope=scope, user_id=user_id)
+    return Response(status_code=204)
 
 
 @router.put("/usage-limits", status_code=204, tags=["usage"])

@@ -192,6 +192,35 @@ class ProviderOut(_Out):
         )
 
 
+class ProviderTestIn(_In):
+    provider: str = Field(description="anthropic | openai | openai-compatible | google")
+    base_url: str | None = Field(default=None, max_length=2048)
+    api_key: str | None = Field(
+        default=None, max_length=4096,
+        description="Omitted: the saved provider's key of this kind (or the deployment's) is used.",
+    )
+
+
+class DiscoveredModelOut(_Out):
+    id: str = Field(description="The model name to put in a model config's `model`.")
+    display_name: str
+    context_limit: int | None = Field(description="The input context the provider reports, when it does.")
+
+
+class ProviderCheckErrorOut(_Out):
+    message: str = Field(description="Why, for a person: a refused key, a wrong base URL, an unreachable server.")
+    status: int | None = Field(default=None, description="The provider's HTTP status, when it answered.")
+
+
+class ProviderCheckOut(_Out):
+    """A provider connection test. The test working is data either way, so the answer is 200:
+    `ok` with the models the provider lists, or `ok: false` with the error."""
+
+    ok: bool
+    models: list[DiscoveredModelOut]
+    error: ProviderCheckErrorOut | None = None
+
+
 class ModelOptionsIn(_In):
     max_output_tokens: Int | None = Field(default=None, gt=0, le=1_000_000)
     temperature: float | None = Field(default=None, ge=0, le=2)
@@ -275,6 +304,15 @@ class OAuth2In(_In):
     )
 
 
+_CONNECT_TIMEOUT_DOC = (
+    "Seconds to connect and list the tools; null = the deployment's default (`mcp_connect_timeout`, 10 s, "
+    "or `mcp_stdio_connect_timeout`, 60 s, for stdio servers, which start a process first)."
+)
+_CALL_TIMEOUT_DOC = (
+    "Seconds a tool call may go without a result or a progress notification; null = `mcp_call_timeout` (60 s)."
+)
+
+
 class McpServerIn(_In):
     slug: str = Field(min_length=1, max_length=64)
     display_name: str = Field(min_length=1, max_length=256)
@@ -290,13 +328,20 @@ class McpServerIn(_In):
     oauth2: OAuth2In | None = None
     tool_allow_list: list[str] = Field(default_factory=list, max_length=1024)
     tool_deny_list: list[str] = Field(default_factory=list, max_length=1024)
-    enabled: Bool = False
+    enabled: Bool = Field(default=True, description="A disabled server is kept but offered to no chat and hidden from members.")
     availability: Literal["force_on", "default_on", "default_off"] = "default_off"
     forward_identity: Bool = Field(default=False, description="Send X-Chatd-User-Id and X-Chatd-Chat-Id headers to the server.")
+    env: dict[str, str] = Field(
+        default_factory=dict, max_length=256,
+        description="stdio only: extra environment variables for the server process (merged over a minimal safe "
+        "environment). Write-only values, sealed at rest; reads show `env_names`.",
+    )
+    connect_timeout_s: float | None = Field(default=None, gt=0, le=3600, description=_CONNECT_TIMEOUT_DOC)
+    call_timeout_s: float | None = Field(default=None, gt=0, le=3600, description=_CALL_TIMEOUT_DOC)
 
 
 class McpServerPatch(_Patch):
-    nullable = frozenset({"command", "api_key_value", "custom_headers", "oauth2"})
+    nullable = frozenset({"command", "api_key_value", "custom_headers", "oauth2", "connect_timeout_s", "call_timeout_s"})
     slug: str | None = Field(default=None, min_length=1, max_length=64)
     display_name: str | None = Field(default=None, min_length=1, max_length=256)
     description: str | None = Field(default=None, max_length=4096)
@@ -314,6 +359,13 @@ class McpServerPatch(_Patch):
     enabled: Bool | None = None
     availability: Literal["force_on", "default_on", "default_off"] | None = None
     forward_identity: Bool | None = None
+    env: dict[str, str | None] | None = Field(
+        default=None, max_length=256,
+        description="Merged into the stored variables: a string sets a variable, null removes it, and names "
+        "not mentioned keep their (unreadable) values.",
+    )
+    connect_timeout_s: float | None = Field(default=None, gt=0, le=3600, description="null = back to the default.")
+    call_timeout_s: float | None = Field(default=None, gt=0, le=3600, description="null = back to the default.")
 
 
 class OAuth2Out(_Out):
@@ -344,6 +396,9 @@ class McpServerOut(_Out):
     enabled: bool
     availability: str
     forward_identity: bool
+    env_names: list[str] | None = Field(description="stdio environment variable names; admins only, values never returned.")
+    connect_timeout_s: float | None = Field(description="Admins only; null = the default.")
+    call_timeout_s: float | None = Field(description="Admins only; null = the default.")
     created_at: datetime
     updated_at: datetime
 
@@ -362,6 +417,8 @@ class McpServerOut(_Out):
             ) if admin else None,
             tool_allow_list=s.tool_allow_list, tool_deny_list=s.tool_deny_list, enabled=s.enabled,
             availability=s.availability.value, forward_identity=s.forward_identity,
+            env_names=sorted(s.env) if admin else None,
+            connect_timeout_s=s.connect_timeout_s if admin else None, call_timeout_s=s.call_timeout_s if admin else None,
             created_at=s.created_at, updated_at=s.updated_at,
         )
 
@@ -387,7 +444,9 @@ class McpToolOut(_Out):
 
 class McpCheckErrorOut(_Out):
     code: str = Field(
-        description="`mcp_connect_failed` (network, timeout, protocol), `mcp_unauthorized` (HTTP 401/403), "
+        description="`mcp_server_disabled` (the server is disabled, so no chat uses it; `tools` still lists what "
+        "the connection found, so a server can be tested before it is enabled), "
+        "`mcp_connect_failed` (network, timeout, protocol), `mcp_unauthorized` (HTTP 401/403), "
         "or `mcp_oauth_required` (an OAuth2 server the caller has not connected yet, or whose grant "
         "was revoked: start `POST /mcp-servers/{id}/oauth/start`)."
     )
@@ -541,6 +600,26 @@ class UsageStatusOut(_Out):
     period_end: datetime | None
     spent_micros: int
     limit_micros: int | None
+
+
+class UsageLimitOut(_Out):
+    period: str
+    limit_micros: int
+
+
+class UserSpendOut(_Out):
+    user: UserOut
+    period: str
+    period_start: datetime
+    period_end: datetime
+    spent_micros: int = Field(description="Spend in the current period of the limit that applies (a calendar month without one).")
+    limit_micros: int | None
+    limit_scope: Literal["user", "global"] | None = Field(description="Which limit applies: the user's own, the global one, or none.")
+
+
+class SpendOut(_Out):
+    global_limit: UsageLimitOut | None
+    users: list[UserSpendOut]
 
 
 class UsageLimitIn(_In):

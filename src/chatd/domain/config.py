@@ -129,6 +129,11 @@ class McpServerRecord:
     created_at: datetime
     updated_at: datetime
     forward_identity: bool = False
+    # stdio only: extra environment variables (decrypted; values never leave the server).
+    env: dict[str, str] = field(default_factory=dict)
+    # Seconds; None = the deployment's default for the transport.
+    connect_timeout_s: float | None = None
+    call_timeout_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

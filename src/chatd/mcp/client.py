@@ -36,6 +36,8 @@ OnServerError = Callable[[McpServerConfig, str], Awaitable[None] | None]
 """on_server_error(config, message): a server was skipped or lost; message is already redacted."""
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
+# A stdio server is a process to start: `npx -y …` alone took 25 s with a warm cache.
+DEFAULT_STDIO_CONNECT_TIMEOUT = 60.0
 DEFAULT_CALL_TIMEOUT = 60.0
 
 
@@ -140,14 +142,16 @@ class McpTool:
         try:
             try:
                 result = await self.server.call(
-                    self.original_name, args, call_timeout=self._owner.call_timeout, on_progress=on_progress
+                    self.original_name, args, call_timeout=self.server.config.call_timeout_for(self._owner.call_timeout),
+                    on_progress=on_progress
                 )
             except McpCallError:
                 # A token revoked or expired mid-chat: refresh it once, reconnect, call again.
                 if not await self._owner.reauthorize(self.server):
                     raise
                 result = await self.server.call(
-                    self.original_name, args, call_timeout=self._owner.call_timeout, on_progress=on_progress
+                    self.original_name, args, call_timeout=self.server.config.call_timeout_for(self._owner.call_timeout),
+                    on_progress=on_progress
                 )
         except McpCallError as exc:
             return ToolResult(result=f"The MCP tool call failed: {exc.message}", is_error=True)
@@ -191,9 +195,11 @@ class McpConnections:
         on_tools_changed: Callable[[], None] | None = None,
         reauthorize: Reauthorize | None = None,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        stdio_connect_timeout: float = DEFAULT_STDIO_CONNECT_TIMEOUT,
         identity: tuple[uuid.UUID, uuid.UUID] | None = None,
     ) -> None:
         self._identity = identity
+        self._stdio_connect_timeout = stdio_connect_timeout
         self.store_file = store_file
         self._reauthorize = reauthorize
         self._connect_timeout = connect_timeout
@@ -258,7 +264,8 @@ class McpConnections:
             if token is None or (rejected is not None and token.access_token == rejected.access_token):
                 return False
             fresh = ServerConnection(
-                config, connection_headers(config, token, self._identity), connect_timeout=self._connect_timeout,
+                config, connection_headers(config, token, self._identity),
+                connect_timeout=config.connect_timeout_for(self._connect_timeout, self._stdio_connect_timeout),
                 on_tools_changed=self._tools_changed,
             )
             fresh.start()
@@ -318,6 +325,7 @@ async def connect_all(
     *,
     store_file: StoreFile | None = None,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    stdio_connect_timeout: float = DEFAULT_STDIO_CONNECT_TIMEOUT,
     call_timeout: float = DEFAULT_CALL_TIMEOUT,
     max_result_chars: int = DEFAULT_MAX_RESULT_CHARS,
     on_server_error: OnServerError | None = None,
@@ -338,6 +346,7 @@ async def connect_all(
         on_tools_changed=on_tools_changed,
         reauthorize=reauthorize,
         connect_timeout=connect_timeout,
+        stdio_connect_timeout=stdio_connect_timeout,
         identity=identity,
     )
     pending: list[ServerConnection] = []
@@ -357,7 +366,7 @@ async def connect_all(
         conn = ServerConnection(
             config,
             connection_headers(config, token, identity),
-            connect_timeout=connect_timeout,
+            connect_timeout=config.connect_timeout_for(connect_timeout, stdio_connect_timeout),
             on_tools_changed=connections._tools_changed,
         )
         connections._all.append(conn)
@@ -400,12 +409,16 @@ async def list_tools_check(
     token: OAuthToken | None,
     *,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    stdio_connect_timeout: float = DEFAULT_STDIO_CONNECT_TIMEOUT,
 ) -> list[ToolInfo]:
     """Connect to one server now and return its filtered, namespaced tools (the connection check).
 
     Raises McpConnectError (McpAuthError for 401/403) with a redacted reason.
     """
-    conn = ServerConnection(config, connection_headers(config, token, None), connect_timeout=connect_timeout)
+    conn = ServerConnection(
+        config, connection_headers(config, token, None),
+        connect_timeout=config.connect_timeout_for(connect_timeout, stdio_connect_timeout),
+    )
     conn.start()
     try:
         await conn.wait_ready()

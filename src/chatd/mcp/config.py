@@ -84,6 +84,9 @@ class McpServerConfig:
     availability: Availability = "default_off"
     # Send X-Chatd-User-Id / X-Chatd-Chat-Id (an auth header of the same name wins).
     forward_identity: bool = False
+    # Seconds; None = the caller's default for the transport (see connect_timeout_for).
+    connect_timeout_s: float | None = None
+    call_timeout_s: float | None = None
 
     @property
     def label(self) -> str:
@@ -101,6 +104,7 @@ class McpServerConfig:
             transport=_literal(str(record.transport), TRANSPORTS, "streamable_http"),
             command=record.command,
             args=tuple(record.args),
+            env=dict(record.env),
             auth_type=_literal(str(record.auth_type), AUTH_TYPES, "none"),
             api_key_header=record.api_key_header,
             api_key_value=record.api_key_value,
@@ -118,7 +122,19 @@ class McpServerConfig:
             enabled=record.enabled,
             availability=_literal(str(record.availability), AVAILABILITIES, "default_off"),
             forward_identity=record.forward_identity,
+            connect_timeout_s=record.connect_timeout_s,
+            call_timeout_s=record.call_timeout_s,
         )
+
+    def connect_timeout_for(self, default: float, stdio_default: float) -> float:
+        """The connect budget: the server's own setting, else the default for its transport.
+        A stdio server starts a process (`npx -y …` can take half a minute), so it gets more."""
+        if self.connect_timeout_s:
+            return self.connect_timeout_s
+        return max(default, stdio_default) if self.transport == "stdio" else default
+
+    def call_timeout_for(self, default: float) -> float:
+        return self.call_timeout_s or default
 
 
 _T = TypeVar("_T", bound=str)
@@ -209,7 +225,8 @@ def redact_text(text: str, config: McpServerConfig) -> str:
     """Scrub the server URL and every configured secret out of an error text."""
     if config.url:
         text = text.replace(config.url, redact_url(config.url))
-    secrets = [config.api_key_value or "", *config.custom_headers.values()]
+    # A stdio server's stderr may echo its environment (keys) back in an error.
+    secrets = [config.api_key_value or "", *config.custom_headers.values(), *config.env.values()]
     for secret in secrets:
         if len(secret) >= 4:
             text = text.replace(secret, "***")

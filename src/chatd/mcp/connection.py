@@ -130,7 +130,7 @@ class ServerConnection:
             )
         except TimeoutError:
             await self.aclose()
-            raise McpConnectError(f"timed out after {self._connect_timeout:g}s") from None
+            raise McpConnectError(self._connect_timeout_message()) from None
 
     @property
     def alive(self) -> bool:
@@ -216,7 +216,7 @@ class ServerConnection:
                         self._ready.set_result(None)
                     await self._serve(client)
             if scope.cancelled_caught and not self._ready.done():
-                error = McpConnectError(f"timed out after {self._connect_timeout:g}s")
+                error = McpConnectError(self._connect_timeout_message())
         except Exception as exc:  # isolate this server: any failure becomes its error
             error = exc
         finally:
@@ -327,7 +327,8 @@ class ServerConnection:
             if scope.cancelled_caught:
                 request.future.set_exception(
                     McpCallError(
-                        f"timed out after {request.timeout:g}s without a result or progress"
+                        f"timed out after {request.timeout:g}s without a result or progress "
+                        "(the server's call_timeout_s setting)"
                     )
                 )
             else:
@@ -393,6 +394,10 @@ class ServerConnection:
             self._on_tools_changed(self)
 
     # -- errors ----------------------------------------------------------------------------
+
+    def _connect_timeout_message(self) -> str:
+        # Name the knob: a slow-starting server (npx, a cold container) needs a larger budget.
+        return f"timed out after {self._connect_timeout:g}s (the server's connect_timeout_s setting)"
 
     def _fail_pending(self, reason: str) -> None:
         with contextlib.suppress(anyio.ClosedResourceError, anyio.EndOfStream, anyio.WouldBlock):

@@ -27,12 +27,13 @@ from chatd.store.tables import mcp_servers, mcp_user_tokens
 # Fields stored as-is; the secrets and JSON-ish ones are handled explicitly.
 _PLAIN = (
     "slug", "display_name", "description", "url", "transport", "command", "auth_type", "api_key_header",
-    "enabled", "availability", "forward_identity",
+    "enabled", "availability", "forward_identity", "connect_timeout_s", "call_timeout_s",
 )
 
 
 def _record(r: Any, box: SecretBox) -> McpServerRecord:
     headers = box.open(r.custom_headers_enc)
+    env = box.open(r.env_enc)
     return McpServerRecord(
         id=r.id,
         slug=r.slug,
@@ -59,6 +60,9 @@ def _record(r: Any, box: SecretBox) -> McpServerRecord:
         enabled=r.enabled,
         availability=McpAvailability(r.availability),
         forward_identity=bool(r.forward_identity),
+        env=json.loads(env) if env else {},
+        connect_timeout_s=r.connect_timeout_s,
+        call_timeout_s=r.call_timeout_s,
         created_at=r.created_at,
         updated_at=r.updated_at,
     )
@@ -74,6 +78,9 @@ def _values(fields: dict[str, Any], box: SecretBox) -> dict[str, Any]:
         v["api_key_value_enc"] = box.seal(fields["api_key_value"])
     if "custom_headers" in fields:
         v["custom_headers_enc"] = box.seal(json.dumps(fields["custom_headers"] or {}))
+    if "env" in fields:
+        # The whole map, sealed as one blob (values are often keys); callers pass the merged map.
+        v["env_enc"] = box.seal(json.dumps(fields["env"] or {}))
     if "oauth2" in fields and fields["oauth2"] is not None:
         o = fields["oauth2"]
         for k in ("client_id", "authorize_url", "token_url", "scopes"):

@@ -6,6 +6,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -215,6 +216,11 @@ mcp_servers = Table(
     Column("availability", String(16), nullable=False, server_default="default_off"),
     # Send X-Chatd-User-Id / X-Chatd-Chat-Id to the server (off by default).
     Column("forward_identity", Boolean, nullable=False, server_default=text("false")),
+    # stdio only: extra environment variables, a JSON object encrypted as one blob (keys, tokens).
+    Column("env_enc", Text, nullable=True),
+    # Seconds; NULL = the deployment's default for the transport (stdio start-up gets longer).
+    Column("connect_timeout_s", Float, nullable=True),
+    Column("call_timeout_s", Float, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     CheckConstraint("transport in ('streamable_http', 'sse', 'stdio')", name="transport"),

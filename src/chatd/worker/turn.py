@@ -183,6 +183,7 @@ class ChatTurn:
             tools, conns = await connect_all(
                 configs, tokens, store_file=self._store_file, on_server_error=self._mcp_failed,
                 connect_timeout=d.settings.mcp_connect_timeout, call_timeout=d.settings.mcp_call_timeout,
+                stdio_connect_timeout=d.settings.mcp_stdio_connect_timeout,
                 max_result_chars=d.settings.mcp_max_result_chars,
                 reauthorize=self._reauthorize if d.reauthorize is not None else None,
                 identity=(chat.owner_id, chat.id),

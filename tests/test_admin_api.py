@@ -1,0 +1,116 @@
+"""What the admin pages need from the API: a provider connection test and model discovery against
+the scripted LLM server speaking each provider's real models-endpoint format (through the official
+SDKs), and every user's spend with the limit that applies."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from chatd.bootstrap import App
+from chatd.domain.chat import Role
+from chatd.domain.parts import TextPart
+from chatd.store import turns
+from tests.conftest import People
+from tests.fakes.llm_server import FakeLLMServer
+
+KEY = "sk-right-key-123456"
+
+
+@pytest.fixture
+async def llm() -> AsyncIterator[FakeLLMServer]:
+    async with FakeLLMServer(models=("big-model", "small-model")) as server:
+        server.models_key = KEY
+        yield server
+
+
+def base_url(llm: FakeLLMServer, kind: str) -> str:
+    return llm.openai_base_url if kind in ("openai", "openai-compatible") else llm.base_url
+
+
+@pytest.mark.parametrize("kind", ["openai-compatible", "openai", "anthropic", "google"])
+async def test_testing_a_provider_lists_its_models_in_each_wire_format(
+    client: httpx.AsyncClient, people: People, llm: FakeLLMServer, kind: str
+) -> None:
+    r = await client.post("/api/v1/providers/test", headers=people.admin.headers, json={"provider": kind, "base_url": base_url(llm, kind), "api_key": KEY})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["ok"] is True and body["error"] is None
+    assert [m["id"] for m in body["models"]] == ["big-model", "small-model"]
+    if kind == "anthropic":
+        assert body["models"][0] == {"id": "big-model", "display_name": "Big Model", "context_limit": 200_000}
+    if kind == "google":
+        # The embedding model cannot chat, so it is not offered.
+        assert body["models"][0]["context_limit"] == 1_048_576
+
+
+@pytest.mark.parametrize("kind", ["openai-compatible", "anthropic"])
+async def test_a_refused_key_comes_back_in_words_without_the_key(
+    client: httpx.AsyncClient, people: People, llm: FakeLLMServer, kind: str
+) -> None:
+    wrong = "sk-wrong-key-987654"
+    r = await client.post("/api/v1/providers/test", headers=people.admin.headers, json={"provider": kind, "base_url": base_url(llm, kind), "api_key": wrong})
+    body = r.json()
+    assert r.status_code == 200 and body["ok"] is False and body["models"] == []
+    assert body["error"]["status"] == 401
+    assert "refused the API key (HTTP 401)" in body["error"]["message"]
+    assert wrong not in r.text
+
+
+async def test_an_unreachable_or_wrong_base_url_is_explained(client: httpx.AsyncClient, people: People, llm: FakeLLMServer) -> None:
+    a = people.admin.headers
+    closed = (await client.post("/api/v1/providers/test", headers=a, json={"provider": "openai-compatible", "base_url": "http://127.0.0.1:9/v1"})).json()
+    assert closed["ok"] is False and closed["error"]["message"].startswith("Cannot connect to http://127.0.0.1:9/v1")
+    # The server is there but the path is not an API root: its /models is a 404.
+    wrong = (await client.post("/api/v1/providers/test", headers=a, json={"provider": "openai-compatible", "base_url": llm.base_url + "/nope", "api_key": KEY})).json()
+    assert wrong["ok"] is False and wrong["error"]["status"] == 404 and "check the base URL" in wrong["error"]["message"]
+    no_key = (await client.post("/api/v1/providers/test", headers=a, json={"provider": "anthropic"})).json()
+    assert no_key == {"ok": False, "models": [], "error": {"message": "The anthropic provider needs an API key.", "status": None}}
+    bad = await client.post("/api/v1/providers/test", headers=a, json={"provider": "nonsense"})
+    assert bad.status_code == 400
+
+
+async def test_a_saved_providers_models_use_its_stored_key_and_members_may_not_ask(
+    client: httpx.AsyncClient, people: People, llm: FakeLLMServer
+) -> None:
+    a = people.admin.headers
+    created = (await client.post("/api/v1/providers", headers=a, json={"provider": "openai-compatible", "base_url": llm.openai_base_url, "api_key": KEY})).json()
+    models = (await client.get(f"/api/v1/providers/{created['id']}/models", headers=a)).json()
+    assert models["ok"] is True and [m["id"] for m in models["models"]] == ["big-model", "small-model"]
+    # The test endpoint without a key falls back to the saved key of that kind.
+    retest = (await client.post("/api/v1/providers/test", headers=a, json={"provider": "openai-compatible", "base_url": llm.openai_base_url})).json()
+    assert retest["ok"] is True
+    assert (await client.get(f"/api/v1/providers/{created['id']}/models", headers=people.alice.headers)).status_code == 403
+    assert (await client.post("/api/v1/providers/test", headers=people.alice.headers, json={"provider": "openai"})).status_code == 403
+    assert (await client.get(f"/api/v1/providers/{uuid.uuid4()}/models", headers=a)).status_code == 404
+
+
+async def test_spend_per_user_shows_each_users_period_and_the_limit_that_applies(
+    client: httpx.AsyncClient, people: People, chatd: App
+) -> None:
+    a = people.admin.headers
+    chat = await chatd.service.create_chat(people.alice.user, content=[TextPart(text="hi")])
+    async with chatd.db.write() as conn:
+        from chatd.store.chats import insert_messages
+
+        await insert_messages(conn, chat.id, [turns.NewMessage(Role.ASSISTANT, [TextPart(text="answer")], total_cost_micros=1_250_000)], chatd.clock.now())
+    await client.put("/api/v1/usage-limits", headers=a, json={"scope": "global", "period": "month", "limit_micros": 10_000_000})
+    await client.put("/api/v1/usage-limits", headers=a, json={"scope": "user", "user_id": str(people.bob.user.id), "period": "day", "limit_micros": 2_000_000})
+    r = await client.get("/api/v1/usage/users", headers=a)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["global_limit"] == {"period": "month", "limit_micros": 10_000_000}
+    rows = {u["user"]["username"]: u for u in body["users"]}
+    assert set(rows) == {"admin", "alice", "bob"}
+    assert (rows["alice"]["spent_micros"], rows["alice"]["limit_micros"], rows["alice"]["limit_scope"], rows["alice"]["period"]) == (1_250_000, 10_000_000, "global", "month")
+    assert (rows["bob"]["spent_micros"], rows["bob"]["limit_micros"], rows["bob"]["limit_scope"], rows["bob"]["period"]) == (0, 2_000_000, "user", "day")
+    # Removing bob's own limit puts him back on the global one; removing that leaves no limit.
+    assert (await client.delete("/api/v1/usage-limits", headers=a, params={"scope": "user", "user_id": str(people.bob.user.id)})).status_code == 204
+    assert (await client.delete("/api/v1/usage-limits", headers=a, params={"scope": "global"})).status_code == 204
+    rows = {u["user"]["username"]: u for u in (await client.get("/api/v1/usage/users", headers=a)).json()["users"]}
+    assert (rows["bob"]["limit_micros"], rows["bob"]["limit_scope"]) == (None, None)
+    assert (await client.get("/api/v1/usage", headers=people.alice.headers)).json()["limit_micros"] is None
+    assert (await client.get("/api/v1/usage/users", headers=people.alice.headers)).status_code == 403
