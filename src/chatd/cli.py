@@ -167,7 +167,7 @@ def workspace_agent(
 
 @app.command("chat")
 def chat(
-    message: Annotated[str, typer.Argument(help="What to ask the agent.")],
+    message: Annotated[str | None, typer.Argument(help="What to ask the agent (none: an interactive session).")] = None,
     url: Annotated[str | None, typer.Option("--url", envvar="CHATD_URL", help="The chatd server (default: http://HOST:PORT of the settings).")] = None,
     token: Annotated[str | None, typer.Option("--token", envvar="CHATD_TOKEN", help="An API token (default: the admin token in the data dir).")] = None,
     data_dir: DataDir = None,
@@ -177,7 +177,8 @@ def chat(
     reasoning: Annotated[bool, typer.Option("--reasoning/--no-reasoning", help="Show the model's reasoning.")] = True,
 ) -> None:
     """Chat with a running server: start a chat (or send to --chat) and show its stream live until
-    the agent is done. Exit status 1 when the turn ends in an error."""
+    the agent is done. Exit status 1 when the turn ends in an error. Without a message: an
+    interactive session (type to send or queue, /steer, /interrupt or Ctrl-C, /quit or Ctrl-D)."""
     from rich.console import Console as StdoutConsole
 
     from chatd.client import ChatdClient, ChatView, ClientError
@@ -192,6 +193,23 @@ def chat(
             raise typer.Exit(2) from None
     out = StdoutConsole()
     following: dict[str, str] = {}
+    if message is None:
+        import sys
+
+        from chatd.terminal import Session
+
+        async def session() -> int:
+            async with ChatdClient(url or settings.resolved_public_url(), token) as client:
+                return await Session(
+                    client, out, chat_id=chat_id, title=title, model=model, reasoning=reasoning,
+                    history_file=settings.data_dir / "chat-history", interactive=sys.stdin.isatty(),
+                ).run()
+
+        try:
+            raise typer.Exit(asyncio.run(session()))
+        except ClientError as exc:
+            console.print(f"[red]error:[/red] {exc.message}")
+            raise typer.Exit(2) from exc
 
     async def go() -> str:
         async with ChatdClient(url or settings.resolved_public_url(), token) as client:

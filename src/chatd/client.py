@@ -85,6 +85,24 @@ class ChatdClient:
         """Any API call: the decoded JSON body (None when empty), or ClientError."""
         return await self._call(method, path, **kwargs)
 
+    async def list_all(self, path: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Every item of a list endpoint: pages are followed through their `X-Next-Cursor`
+        header (passed back as `before`) until a page comes without one."""
+        params = dict(params or {})
+        rows: list[dict[str, Any]] = []
+        while True:
+            try:
+                r = await self._http.get(path, params=params)
+            except httpx2.TransportError as exc:
+                raise ClientError(f"Cannot reach chatd at {self.base_url}: {type(exc).__name__}.") from exc
+            _raise_for(r)
+            body = r.json()
+            rows += body if isinstance(body, list) else []
+            cursor = r.headers.get("x-next-cursor")
+            if not cursor or cursor == params.get("before"):
+                return rows
+            params["before"] = cursor
+
     async def create_chat(self, content: str, *, title: str | None = None, model_config_id: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"content": content}
         if title:

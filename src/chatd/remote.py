@@ -93,32 +93,6 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def items(body: Any, key: str) -> list[dict[str, Any]]:
-    """A list endpoint's rows, whether it answers a bare list or a page (`{key: [...], ...}`)."""
-    if isinstance(body, list):
-        return body
-    if isinstance(body, dict):
-        for k in (key, "items", "data"):
-            if isinstance(body.get(k), list):
-                rows: list[dict[str, Any]] = body[k]
-                return rows
-    return []
-
-
-async def all_pages(client: ChatdClient, path: str, key: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Every row of a list endpoint, following `next_cursor` when the endpoint pages."""
-    params = dict(params or {})
-    rows: list[dict[str, Any]] = []
-    for _ in range(1000):
-        body = await client.request("GET", path, params=params)
-        rows += items(body, key)
-        cursor = body.get("next_cursor") if isinstance(body, dict) else None
-        if not cursor:
-            return rows
-        params["cursor"] = cursor
-    return rows
-
-
 # --- chats -------------------------------------------------------------------------------------
 
 
@@ -130,7 +104,7 @@ def chats_list(
 ) -> None:
     """Your chats, most recently updated first."""
     params: dict[str, Any] = {} if all_ else {"archived": str(archived).lower()}
-    rows = call(url, token, data_dir, lambda c: all_pages(c, "/api/v1/chats", "chats", params))
+    rows = call(url, token, data_dir, lambda c: c.list_all("/api/v1/chats", params))
     if as_json:
         print_json(rows)
         return
@@ -214,7 +188,7 @@ def chats_archive(
 
 def users_list(url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False) -> None:
     """Every user (admins only)."""
-    rows = call(url, token, data_dir, lambda c: all_pages(c, "/api/v1/users", "users"))
+    rows = call(url, token, data_dir, lambda c: c.list_all("/api/v1/users"))
     if as_json:
         print_json(rows)
         return
@@ -223,7 +197,7 @@ def users_list(url: Url = None, token: Token = None, data_dir: DataDir = None, a
 
 def tokens_list(url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False) -> None:
     """Your API tokens (never their values: those are shown once, at creation)."""
-    rows = call(url, token, data_dir, lambda c: all_pages(c, "/api/v1/me/tokens", "tokens"))
+    rows = call(url, token, data_dir, lambda c: c.list_all("/api/v1/me/tokens"))
     if as_json:
         print_json(rows)
         return
@@ -251,7 +225,7 @@ def tokens_revoke(
 
 def mcp_list(url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False) -> None:
     """The MCP servers (members see the enabled ones)."""
-    rows = call(url, token, data_dir, lambda c: all_pages(c, "/api/v1/mcp-servers", "mcp_servers"))
+    rows = call(url, token, data_dir, lambda c: c.list_all("/api/v1/mcp-servers"))
     if as_json:
         print_json(rows)
         return
@@ -274,7 +248,7 @@ def mcp_test(
     async def work(c: ChatdClient) -> dict[str, Any]:
         server_id = server
         if not _looks_like_uuid(server):
-            found = [s for s in await all_pages(c, "/api/v1/mcp-servers", "mcp_servers") if s.get("slug") == server]
+            found = [s for s in await c.list_all("/api/v1/mcp-servers") if s.get("slug") == server]
             if not found:
                 raise ClientError(f"No MCP server with the slug {server!r}.", 404)
             server_id = found[0]["id"]
@@ -311,7 +285,7 @@ def _looks_like_uuid(value: str) -> bool:
 @providers_app.command("list")
 def providers_list(url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False) -> None:
     """The configured model providers."""
-    rows = call(url, token, data_dir, lambda c: all_pages(c, "/api/v1/providers", "providers"))
+    rows = call(url, token, data_dir, lambda c: c.list_all("/api/v1/providers"))
     if as_json:
         print_json(rows)
         return
@@ -325,7 +299,7 @@ def providers_list(url: Url = None, token: Token = None, data_dir: DataDir = Non
 @models_app.command("list")
 def models_list(url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False) -> None:
     """The model configurations chats can use (the default is marked)."""
-    rows = call(url, token, data_dir, lambda c: all_pages(c, "/api/v1/model-configs", "model_configs"))
+    rows = call(url, token, data_dir, lambda c: c.list_all("/api/v1/model-configs"))
     if as_json:
         print_json(rows)
         return

@@ -34,7 +34,7 @@ async def running(rig: Rig) -> AsyncIterator[str]:
         await asyncio.wait_for(workers, 10)
 
 
-async def chatd_chat(*args: str, token: str | None = None) -> asyncio.subprocess.Process:
+async def chatd_chat(*args: str, token: str | None = None, stdin: bool = False) -> asyncio.subprocess.Process:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHATD_")}
     # Wide lines and no colours: the output is read as text.
     env.update({"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"})
@@ -42,6 +42,7 @@ async def chatd_chat(*args: str, token: str | None = None) -> asyncio.subprocess
         env["CHATD_TOKEN"] = token
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "chatd.cli", "chat", *args,
+        stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
     )  # fmt: skip
 

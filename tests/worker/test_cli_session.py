@@ -1,0 +1,81 @@
+"""`chatd chat` without a message: an interactive session, driven through its stdin by a test as
+a person would type, against the API on a loopback port with workers and the scripted LLM."""
+
+from __future__ import annotations
+
+import asyncio
+
+from chatd.domain.chat import ChatStatus, Role
+from chatd.domain.parts import TextPart
+from tests.fakes.llm_server import Reply, ToolCall
+from tests.worker.conftest import Gate, Rig
+from tests.worker.test_cli_chat import chatd_chat, finish, read_until, running
+
+
+async def start(url: str, token: str, *args: str) -> asyncio.subprocess.Process:
+    proc = await chatd_chat("--url", url, *args, token=token, stdin=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    return proc
+
+
+async def type_line(proc: asyncio.subprocess.Process, line: str) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write((line + "\n").encode())
+    await proc.stdin.drain()
+
+
+async def test_session_renders_markdown_and_queues_a_line_typed_during_the_turn(rig: Rig) -> None:
+    gate = Gate()
+    rig.tools = [gate.tool()]
+    rig.llm.script(
+        Reply(text="Let me **wait**.", tool_calls=[ToolCall("call_1", "wait", {})]),
+        Reply(text="First done."),
+        Reply(text="# Second\n\n- one\n- two"),
+    )
+    async with running(rig) as url:
+        proc = await start(url, rig.people.alice.token)
+        assert proc.stdout is not None
+        await type_line(proc, "first question")
+        seen = await read_until(proc.stdout, "⏺ wait")
+        await asyncio.wait_for(gate.entered.wait(), 10)
+        await type_line(proc, "second question")
+        seen += await read_until(proc.stdout, "queued: second question")
+        gate.release.set()
+        seen += await read_until(proc.stdout, "two")
+        await type_line(proc, "/quit")
+        code, rest, err = await finish(proc)
+
+    assert code == 0, (seen, rest, err)
+    lines = [line.strip() for line in (seen + rest).splitlines() if line.strip()]
+    # Markdown is rendered: no asterisks, no hashes; list items as bullets.
+    assert "Let me wait." in lines and "Let me **wait**." not in lines
+    at = lines.index("you › second question")
+    assert lines[at : at + 4] == ["you › second question", "Second", "• one", "• two"]
+    (chat,) = await rig.app.service.list_chats(rig.people.alice.user, archived=None)
+    assert (await rig.get(chat.id)).status is ChatStatus.WAITING
+    users = [m.content for m in await rig.messages(chat.id) if m.role is Role.USER]
+    assert users == [[TextPart(text="first question")], [TextPart(text="second question")]]
+
+
+async def test_session_interrupts_the_running_turn_and_continues_a_chat(rig: Rig) -> None:
+    gate = Gate()
+    rig.tools = [gate.tool()]
+    rig.llm.script(Reply(text="Working.", tool_calls=[ToolCall("call_1", "wait", {})]), Reply(text="Back again."))
+    chat = await rig.chat("earlier question")
+    async with running(rig) as url:
+        await asyncio.wait_for(gate.entered.wait(), 10)
+        proc = await start(url, rig.people.alice.token, "--chat", str(chat.id))
+        assert proc.stdout is not None
+        seen = await read_until(proc.stdout, "⏺ wait")
+        await type_line(proc, "/interrupt")
+        seen += await read_until(proc.stdout, "interrupted")
+        gate.release.set()
+        await rig.wait_status(chat.id, ChatStatus.WAITING)
+        await type_line(proc, "and now?")
+        seen += await read_until(proc.stdout, "Back again.")
+        proc.stdin.close()  # type: ignore[union-attr]  # Ctrl-D
+        code, rest, err = await finish(proc)
+
+    assert code == 0, (seen, rest, err)
+    assert "you › earlier question" in seen and "you › and now?" in seen
+    assert (await rig.get(chat.id)).status is ChatStatus.WAITING
