@@ -95,7 +95,9 @@ def test_subscriptions_are_checked_before_chatd_posts_to_them() -> None:
     for endpoint, keys in bad:
         with pytest.raises(InvalidInput):
             check_subscription(endpoint, **keys)
-    check_subscription("http://127.0.0.1:8/push", **good["keys"], allow_http=True)
+    check_subscription("http://127.0.0.1:8/push", **good["keys"], allow_http=True, allow_private=True)
+    with pytest.raises(InvalidInput):
+        check_subscription("http://127.0.0.1:8/push", **good["keys"], allow_http=True)
 
 
 # ---------------------------------------------------------------------------------------- API

@@ -125,7 +125,10 @@ def turn_deps(app: App) -> TurnDeps:
 def make_push(app: App) -> PushService:
     """Web push: VAPID keys from the settings, or `<data dir>/vapid-private.pem` (made once)."""
     s = app.settings
-    return PushService(app.db, app.box, app.clock, WebPush(app.db, app.box, load_vapid(s)), allow_http=s.push_allow_http)
+    return PushService(
+        app.db, app.box, app.clock, WebPush(app.db, app.box, load_vapid(s), allow_private=s.push_allow_private),
+        allow_http=s.push_allow_http,
+    )
 
 
 def make_workers(app: App, deps: TurnDeps | None = None) -> Workers:

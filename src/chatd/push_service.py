@@ -12,7 +12,7 @@ from chatd.domain.push import PushSubscription
 from chatd.store import push as push_store
 from chatd.store.database import Database
 from chatd.store.secrets import SecretBox
-from chatd.worker.push import WebPush, check_subscription
+from chatd.worker.push import WebPush, check_endpoint_addresses, check_subscription
 
 
 class PushService:
@@ -23,12 +23,23 @@ class PushService:
         self.web_push = web_push
         self.allow_http = allow_http
 
+    @property
+    def allow_private(self) -> bool:
+        """Push endpoints on loopback/private networks (CHATD_PUSH_ALLOW_PRIVATE): one switch for
+        the check at subscription and the one on every connection."""
+        return self.web_push.allow_private
+
+    @allow_private.setter
+    def allow_private(self, value: bool) -> None:
+        self.web_push.allow_private = value
+
     def public_key(self, actor: User) -> str:
         """The application server key a browser passes to `PushManager.subscribe()`."""
         return self.web_push.public_key
 
     async def subscribe(self, actor: User, *, endpoint: str, p256dh: str, auth: str) -> PushSubscription:
-        check_subscription(endpoint, p256dh, auth, allow_http=self.allow_http)
+        check_subscription(endpoint, p256dh, auth, allow_http=self.allow_http, allow_private=self.allow_private)
+        await check_endpoint_addresses(endpoint, allow_private=self.allow_private)
         return await push_store.save_subscription(self.db, self.box, self.clock.now(), actor.id, endpoint=endpoint, p256dh=p256dh, auth=auth)
 
     async def unsubscribe(self, actor: User, endpoint: str) -> None:

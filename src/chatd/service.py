@@ -27,6 +27,7 @@ from chatd.domain.config import (
     UsageStatus,
     User,
 )
+from chatd.domain.net import has_userinfo
 from chatd.domain.parts import FilePart, Part, TextPart, text_of
 from chatd.domain.titles import fallback_title
 from chatd.domain.usage import PERIODS
@@ -560,6 +561,11 @@ def _check_content(content: list[Part]) -> None:
 
 
 def _check_url(url: Any) -> None:
+    # Admins may point at loopback or private hosts (a local model server); they may not put
+    # credentials in the URL, which would travel into logs and error texts. The message never
+    # repeats such a URL.
+    if url and has_userinfo(str(url)):
+        raise InvalidInput("The URL must not contain a user name or password (user:password@); use the API key or headers instead.")
     if url and not re.match(r"^https?://[^\s/$.?#][^\s]*$", str(url)):
         raise InvalidInput(f"Not an http(s) URL: {url!r}.")
 

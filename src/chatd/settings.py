@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     vapid_subject: str = ""
     # Push services are https; allow http endpoints only for a local push service (tests).
     push_allow_http: bool = False
+    # Push endpoints are chosen by members: loopback, private, link-local, CGNAT and metadata
+    # addresses are refused (SSRF) unless this is set (a push service on a private network, tests).
+    push_allow_private: bool = False
 
     # Workspaces: "auto" runs commands in bubblewrap when it works and refuses them otherwise;
     # "bwrap" requires it; "none" is the admin's opt-in to unsandboxed commands (docs/security.md).

@@ -23,8 +23,9 @@ from tests.worker.conftest import Gate, Rig
 @pytest.fixture
 async def push(rig: Rig) -> AsyncIterator[FakePushService]:
     service: PushService = rig.app.extras["push"]
-    # The local push service speaks http; real ones are https only.
+    # The local push service speaks http on loopback; real ones are https on public addresses.
     service.allow_http = True
+    service.allow_private = True
     async with FakePushService(service.web_push.public_key, service.web_push.keys.subject) as fake:
         yield fake
 

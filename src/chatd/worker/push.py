@@ -7,6 +7,13 @@ task writes the body (the error, or a one-line summary by the cheap model with a
 encrypts it to each of the owner's browsers (RFC 8291, aes128gcm) and signs a VAPID JWT
 (RFC 8292) with pywebpush. A push service answering 404/410 means the subscription is gone: it
 is deleted. Every other failure is logged and dropped; a notification is a courtesy.
+
+A member chooses the endpoint, so it must not make chatd connect to loopback, private,
+link-local, CGNAT, multicast or metadata addresses (SSRF; `chatd.domain.net`). It is checked when
+the browser subscribes (a 400 that says why) and again on every connection: pushes go through one
+aiohttp session whose socket factory refuses such an address *as it connects*, so a name that
+resolves elsewhere by then (DNS rebinding), an IP literal or a redirect gains nothing.
+`CHATD_PUSH_ALLOW_PRIVATE=true` lifts the rule for a push service on a private network (tests).
 """
 
 from __future__ import annotations
@@ -17,18 +24,21 @@ import binascii
 import json
 import logging
 import os
+import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid
 from pywebpush import WebPushException, webpush_async
 
 from chatd.domain.chat import ChatStatus
+from chatd.domain.net import blocked_reason, has_userinfo, ip_literal
 from chatd.domain.push import PushNotification, PushSubscription
 from chatd.errors import InvalidInput
 from chatd.loop import TurnOutcome, generate_push_summary
@@ -40,6 +50,9 @@ from chatd.store.turns import FinishResult
 from chatd.worker.turn import TurnContext
 
 log = logging.getLogger(__name__)
+
+# What aiohttp hands its socket factory (aiohappyeyeballs.AddrInfoType): a getaddrinfo entry.
+AddrInfo = tuple[int, int, int, str, tuple[Any, ...]]
 
 VAPID_KEY_FILE = "vapid-private.pem"
 FALLBACK_ERROR_BODY = "Agent encountered an error."
@@ -139,12 +152,25 @@ def load_vapid(settings: Settings) -> VapidKeys:
     return VapidKeys(vapid=Vapid(key), public_key=public, subject=default_subject(settings))
 
 
-def check_subscription(endpoint: str, p256dh: str, auth: str, *, allow_http: bool = False) -> None:
+class PrivatePushEndpoint(InvalidInput):
+    code = "push_endpoint_not_public"
+
+
+def check_subscription(endpoint: str, p256dh: str, auth: str, *, allow_http: bool = False, allow_private: bool = False) -> None:
     """What a browser's PushSubscription must look like before chatd will POST to it."""
-    parts = urlsplit(endpoint)
+    try:
+        parts = urlsplit(endpoint)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as exc:
+        raise InvalidInput("The push endpoint is not a valid URL.") from exc
     schemes = ("https", "http") if allow_http else ("https",)
     if parts.scheme not in schemes or not parts.hostname or len(endpoint) > 2048:
         raise InvalidInput("The push endpoint must be an https URL." if not allow_http else "The push endpoint must be an http(s) URL.")
+    if has_userinfo(endpoint):
+        raise InvalidInput("The push endpoint must not contain a user name or password.")
+    literal = ip_literal(parts.hostname)
+    if literal is not None and not allow_private:
+        _refuse_address(literal)
     try:
         key, secret = _unb64url(p256dh), _unb64url(auth)
     except (ValueError, binascii.Error) as exc:
@@ -159,6 +185,34 @@ def check_subscription(endpoint: str, p256dh: str, auth: str, *, allow_http: boo
         raise InvalidInput("keys.auth must be 16 bytes.")
 
 
+def _refuse_address(ip: Any) -> None:
+    reason = blocked_reason(ip)
+    if reason is not None:
+        raise PrivatePushEndpoint(
+            f"The push endpoint resolves to a {reason} address ({ip}); chatd only sends notifications "
+            "to public push services (an admin can allow private ones with CHATD_PUSH_ALLOW_PRIVATE=true)."
+        )
+
+
+async def check_endpoint_addresses(endpoint: str, *, allow_private: bool = False) -> None:
+    """Refuse an endpoint whose host resolves to any non-public address, now. A name that does not
+    resolve yet is let through: the check on every connection (`WebPush`) is the guarantee."""
+    if allow_private:
+        return
+    parts = urlsplit(endpoint)
+    host = parts.hostname or ""
+    if ip_literal(host) is not None:
+        return  # checked without DNS by check_subscription
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return
+    for info in infos:
+        literal = ip_literal(str(info[4][0]))
+        if literal is not None:
+            _refuse_address(literal)
+
+
 def _cap(text: str, limit: int = MAX_BODY_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
@@ -171,13 +225,24 @@ class WebPush:
     """The web-push dispatcher of one process. Its tasks are its own: `drain()` waits for them,
     `close()` cancels what is left (a notification is not worth delaying shutdown)."""
 
-    def __init__(self, db: Database, box: SecretBox, keys: VapidKeys, *, timeout: float = PUSH_TIMEOUT_S, ttl: int = PUSH_TTL_S) -> None:
+    def __init__(
+        self,
+        db: Database,
+        box: SecretBox,
+        keys: VapidKeys,
+        *,
+        timeout: float = PUSH_TIMEOUT_S,
+        ttl: int = PUSH_TTL_S,
+        allow_private: bool = False,
+    ) -> None:
         self.db = db
         self.box = box
         self.keys = keys
         self.timeout = timeout
         self.ttl = ttl
+        self.allow_private = allow_private
         self._tasks: set[asyncio.Task[None]] = set()
+        self._http: aiohttp.ClientSession | None = None
 
     @property
     def public_key(self) -> str:
@@ -223,6 +288,23 @@ class WebPush:
         results = await asyncio.gather(*(self._send_one(s, data) for s in subscriptions))
         return sum(results)
 
+    def _connect_socket(self, addr_info: AddrInfo) -> socket.socket:
+        """aiohttp's socket factory: the last word on where a push connects, after DNS."""
+        family, type_, proto, _, address = addr_info
+        literal = ip_literal(str(address[0]))
+        reason = None if self.allow_private or literal is None else blocked_reason(literal)
+        if reason is not None or literal is None:
+            log.warning("refused to connect to a push service at a %s address (%s)", reason or "unknown", address[0])
+            raise OSError(f"refused to connect to a {reason or 'unknown'} address")
+        return socket.socket(family=family, type=type_, proto=proto)
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            connector = aiohttp.TCPConnector(socket_factory=self._connect_socket, limit_per_host=10)
+            # trust_env=False: no proxy from the environment would see (or bypass) the check.
+            self._http = aiohttp.ClientSession(connector=connector, trust_env=False)
+        return self._http
+
     async def _send_one(self, sub: PushSubscription, data: str) -> bool:
         where = urlsplit(sub.endpoint).netloc  # never the path: it is the browser's capability
         try:
@@ -234,6 +316,7 @@ class WebPush:
                 vapid_claims={"sub": self.keys.subject},
                 timeout=self.timeout,
                 ttl=self.ttl,
+                aiohttp_session=self._session(),
             )
         except WebPushException as exc:
             status = exc.status_code
@@ -261,6 +344,9 @@ class WebPush:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
 
-__all__ = ["VapidKeys", "WebPush", "check_subscription", "load_vapid"]
+__all__ = ["PrivatePushEndpoint", "VapidKeys", "WebPush", "check_endpoint_addresses", "check_subscription", "load_vapid"]
