@@ -52,7 +52,9 @@ PUSH_KEYS = {
 #   admin:  admins only; a member gets 403
 #   owner:  only the owner of the chat/file in the path; anyone else (admins too) gets 404
 #   self:   the user in the path, or an admin; another member gets 403
-Access = Literal["member", "admin", "owner", "self"]
+#   mine:   the owner of the token in the path (admins may too, tested apart: it is then gone);
+#           another member gets 404, as for a token that does not exist
+Access = Literal["member", "admin", "owner", "self", "mine"]
 
 # Path parameters whose values are integers; every other one is a UUID.
 INT_PARAMS = {"message_id", "queued_id"}
@@ -96,6 +98,10 @@ def _upload() -> Kwargs:
 MATRIX: dict[tuple[str, str], Rule] = {
     # identity
     ("GET", "/api/v1/me"): Rule("member", 200),
+    ("GET", "/api/v1/me/tokens"): Rule("member", 200),
+    ("DELETE", "/api/v1/tokens/{token_id}"): Rule("mine", 204),
+    ("GET", "/api/v1/users"): Rule("admin", 200),
+    ("GET", "/api/v1/users/{user_id}/tokens"): Rule("admin", 200),
     ("PUT", "/api/v1/me/custom-prompt"): Rule("member", 200, _json({"custom_prompt": "Be brief."})),
     ("POST", "/api/v1/users"): Rule("admin", 201, _new_user()),
     ("POST", "/api/v1/users/{user_id}/tokens"): Rule("self", 201, _json({"name": "laptop"})),
@@ -147,6 +153,7 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/templates"): Rule("admin", 201, _json({"name": "empty"})),
     ("GET", "/api/v1/workspaces"): Rule("member", 200),
     ("GET", "/api/v1/workspaces/{workspace_id}"): Rule("owner", 200),
+    ("GET", "/metrics"): Rule("admin", 200),
     ("PUT", "/api/v1/usage-limits"): Rule("admin", 204, _json({"scope": "global", "period": "month", "limit_micros": 10**9})),
     ("DELETE", "/api/v1/usage-limits"): Rule("admin", 204, lambda _w: {"params": {"scope": "global"}}),
     ("GET", "/api/v1/usage/users"): Rule("admin", 200),
@@ -156,10 +163,10 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("DELETE", "/api/v1/push/subscriptions"): Rule("member", 204, _json({"endpoint": PUSH_ENDPOINT})),
 }
 
-# Not part of the matrix: /healthz and / need no token; /metrics is for a scraper; the OAuth
-# callback is reached by the browser from the authorization server, authenticated by its
-# single-use state (tests/mcp/test_mcp_oauth.py).
-UNGUARDED = {"/healthz", "/metrics", "/", "/api/v1/mcp-servers/oauth/callback"}
+# Not part of the matrix: /healthz and / need no token; the OAuth callback is reached by the
+# browser from the authorization server, authenticated by its single-use state
+# (tests/mcp/test_mcp_oauth.py). /metrics needs an admin unless CHATD_METRICS_PUBLIC.
+UNGUARDED = {"/healthz", "/", "/api/v1/mcp-servers/oauth/callback"}
 
 BAD_AUTH = (
     "Bearer chatd_not-a-real-token",
@@ -228,6 +235,8 @@ async def make_world(client: httpx.AsyncClient, people: People) -> World:
     sent = await post(f"/api/v1/chats/{chat['id']}/messages", alice, json={"content": "queued while pending"})
     assert sent["queued"] is True
     file = await post("/api/v1/files", alice, files={"file": ("a.png", PNG, "image/png")})
+    await post(f"/api/v1/users/{people.alice.user.id}/tokens", alice, json={"name": "spare"})
+    (spare,) = [t for t in (await client.get("/api/v1/me/tokens", headers=alice)).json() if t["name"] == "spare"]
     # Workspaces are made by the create_workspace tool (an agent process); a row is enough here.
     assert _APP is not None
     workspace = await workspace_store.create_workspace(
@@ -244,6 +253,7 @@ async def make_world(client: httpx.AsyncClient, people: People) -> World:
             "queued_id": str(sent["queued_message"]["id"]),
             "file_id": file["id"],
             "workspace_id": str(workspace.id),
+            "token_id": spare["id"],
         }
     )
 
@@ -330,6 +340,8 @@ async def test_endpoint_authorisation(method: str, path: str, client: httpx.Asyn
         refused = [(people.alice, 403), (people.bob, 403)]
     elif rule.access == "self":
         refused = [(people.bob, 403)]
+    elif rule.access == "mine":
+        refused = [(people.bob, 404)]
     elif rule.access == "owner":
         # Another member's chat or file is "not found", for admins too: existence is never revealed.
         refused = [(people.bob, 404), (people.admin, 404)]
@@ -350,6 +362,7 @@ async def test_endpoint_authorisation(method: str, path: str, client: httpx.Asyn
         "admin": [people.admin],
         "self": [people.alice, people.admin],
         "owner": [people.alice],
+        "mine": [people.alice],
     }[rule.access]
     for person in allowed:
         reply = await call(client, method, target, person.headers, rule, world)

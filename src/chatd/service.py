@@ -13,6 +13,7 @@ from chatd.domain.chat import BusyBehavior, Chat, ChatStatus, Message, QueuedMes
 from chatd.domain.clock import Clock
 from chatd.domain.config import (
     PROVIDER_KINDS,
+    ApiToken,
     McpAuthType,
     McpAvailability,
     McpServerRecord,
@@ -115,7 +116,35 @@ class ChatService:
     # --- identity ---------------------------------------------------------------------------
 
     async def authenticate(self, token: str) -> User | None:
-        return await user_store.user_by_token(self.db, token)
+        return await user_store.user_by_token(self.db, token, self.clock.now())
+
+    async def list_users(self, actor: User, *, limit: int, after_username: str | None) -> list[User]:
+        _admin(actor)
+        return await user_store.list_users(self.db, limit=limit, after_username=after_username)
+
+    async def list_tokens(
+        self, actor: User, user_id: uuid.UUID, *, limit: int, after: tuple[datetime, uuid.UUID] | None = None
+    ) -> list[ApiToken]:
+        """A user's tokens: the user's own, or anyone's for an admin."""
+        if not actor.is_admin and actor.id != user_id:
+            raise Forbidden("You can only list your own tokens.")
+        if actor.id != user_id:
+            await user_store.get_user(self.db, user_id)
+        return await user_store.list_tokens(self.db, user_id, limit=limit, after=after)
+
+    async def list_user_tokens(
+        self, actor: User, user_id: uuid.UUID, *, limit: int, after: tuple[datetime, uuid.UUID] | None = None
+    ) -> list[ApiToken]:
+        _admin(actor)
+        return await self.list_tokens(actor, user_id, limit=limit, after=after)
+
+    async def revoke_token(self, actor: User, token_id: uuid.UUID) -> None:
+        """A member revokes their own tokens; an admin any. Another member's token is as unknown
+        as one that does not exist."""
+        token = await user_store.get_token(self.db, token_id)
+        if token.user_id != actor.id and not actor.is_admin:
+            raise NotFound("Token not found.")
+        await user_store.revoke_token(self.db, token_id)
 
     async def create_user(self, actor: User, username: str, role: UserRole) -> User:
         _admin(actor)
@@ -305,7 +334,9 @@ class ChatService:
         if requested is None and not creating:
             return None
         ids = list(dict.fromkeys(requested or []))
-        missing = set(ids) - await mcp_store.existing_ids(self.db, ids)
+        # A disabled server is as unknown as one that does not exist: the same answer for both
+        # (no existence leak), and no chat silently carries a server its turns would skip.
+        missing = set(ids) - await mcp_store.existing_ids(self.db, ids, enabled_only=True)
         if missing:
             raise InvalidInput("One or more MCP server IDs are invalid.", {"invalid_ids": sorted(str(m) for m in missing)})
         if creating and requested is None:

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     # Public URL printed for the admin; defaults to http://host:port.
     public_url: str = ""
     replica_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    # /metrics answers without a token (for a scraper on a private network); else an admin's token.
+    metrics_public: bool = False
     # Where other replicas reach this one (part relay); defaults to http://host:port.
     internal_url: str = ""
 

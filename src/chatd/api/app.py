@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
 from chatd import __version__, metrics
-from chatd.api import errors, internal, push, routes, streaming, workspaces
+from chatd.api import errors, internal, openapi, push, routes, streaming, workspaces
+from chatd.api.deps import metrics_reader
 from chatd.api.limits import BodyLimit
 from chatd.api.schemas import HealthOut
 from chatd.domain.chat import ChatStatus
@@ -26,6 +27,7 @@ def create_app(state: Any) -> FastAPI:
     )
     app.state.chatd = state
     errors.install(app)
+    app.openapi = lambda: openapi.contract(app)  # type: ignore[method-assign]
     # The watch route must come before /chats/{chat_id}.
     app.include_router(streaming.router)
     app.include_router(routes.router)
@@ -33,7 +35,12 @@ def create_app(state: Any) -> FastAPI:
     app.include_router(workspaces.router)
     app.include_router(push.router)
 
-    @app.get("/healthz", tags=["operations"], response_model=HealthOut)
+    @app.get(
+        "/healthz",
+        tags=["operations"],
+        response_model=HealthOut,
+        responses={503: {"model": HealthOut, "description": "The database is not reachable."}},
+    )
     async def healthz() -> JSONResponse:
         db_ok = "ok"
         try:
@@ -44,8 +51,16 @@ def create_app(state: Any) -> FastAPI:
         body = HealthOut(status="ok" if db_ok == "ok" else "degraded", database=db_ok, replica_id=state.settings.replica_id)
         return JSONResponse(body.model_dump(mode="json"), status_code=200 if db_ok == "ok" else 503)
 
-    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        response_class=PlainTextResponse,
+        dependencies=[Depends(metrics_reader)],
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format."}, **openapi.errors(403)},
+    )
     async def metrics() -> PlainTextResponse:
+        """Prometheus metrics of this replica (docs/metrics.md). Needs an admin's token unless
+        `CHATD_METRICS_PUBLIC=true`."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         await observe_database(state.db)

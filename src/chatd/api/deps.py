@@ -8,7 +8,7 @@ from fastapi import Depends, Request, WebSocket
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from chatd.domain.config import User
-from chatd.errors import Unauthenticated
+from chatd.errors import Forbidden, Unauthenticated
 from chatd.service import ChatService
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer chatd_…`")
@@ -33,6 +33,19 @@ async def current_user(
     if user is None:
         raise Unauthenticated("Invalid token.")
     return user
+
+
+async def metrics_reader(
+    request: Request,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """/metrics tells how busy the deployment is and which models it runs: an admin's token, unless
+    the operator made it public for a scraper without credentials (CHATD_METRICS_PUBLIC)."""
+    if _state(request).settings.metrics_public:
+        return
+    user = await current_user(request, creds)
+    if not user.is_admin:
+        raise Forbidden("Metrics need an admin's token.")
 
 
 CurrentUser = Annotated[User, Depends(current_user)]

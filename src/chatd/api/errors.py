@@ -47,6 +47,27 @@ def _location(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def _routes(routes: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for r in routes:
+        inner = getattr(r, "original_router", None)  # FastAPI's wrapper of an included router
+        out += _routes(inner.routes) if inner is not None else [r]
+    return out
+
+
+def allowed_methods(request: Request) -> list[str]:
+    path: str = request.scope["path"]
+    root = request.scope.get("root_path", "")
+    if root and path.startswith(root + "/"):
+        path = path[len(root) :]
+    methods: set[str] = set()
+    for route in _routes(request.app.router.routes):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(errors.ChatdError)
     async def _chatd(_: Request, exc: errors.ChatdError) -> JSONResponse:
@@ -67,9 +88,14 @@ def install(app: FastAPI) -> None:
         return JSONResponse(body(f"Invalid request: {summary}.", problems, "invalid_input"), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         msg = exc.detail if isinstance(exc.detail, str) else "HTTP error"
-        return JSONResponse(body(msg), status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            # Starlette answers for the first route whose path matched, so `Allow` named only that
+            # route's methods (PUT /chats said "GET"); a path served by several routes allows all.
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return JSONResponse(body(msg), status_code=exc.status_code, headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -15,8 +15,22 @@ from fastapi.responses import Response as RawResponse
 
 from chatd.api.deps import CurrentUser, Service
 from chatd.api.errors import status_of
+from chatd.api.openapi import errors
+from chatd.api.paging import (
+    PAGED,
+    Before,
+    Key,
+    Limit,
+    decode_cursor,
+    fetched,
+    page,
+    parse_time,
+    set_next,
+    time_key,
+)
 from chatd.api.schemas import (
     MAX_INT64,
+    ApiTokenOut,
     ChatIn,
     ChatOut,
     CustomPromptIn,
@@ -87,12 +101,68 @@ async def set_custom_prompt(body: CustomPromptIn, user: CurrentUser, svc: Servic
     return {"custom_prompt": u.custom_prompt}
 
 
-@router.post("/users", status_code=201, tags=["identity"])
+@router.get("/me/tokens", tags=["identity"], responses=PAGED)
+async def list_my_tokens(
+    request: Request, response: Response, user: CurrentUser, svc: Service, limit: Limit = 100, before: Before = None
+) -> list[ApiTokenOut]:
+    """The caller's API tokens, oldest first (never the tokens themselves)."""
+    after = _time_id(decode_cursor(before, (str, str)))
+    rows, nxt = fetched(await svc.list_tokens(user, user.id, limit=limit + 1, after=after), _token_key, limit)
+    set_next(request, response, nxt)
+    return [ApiTokenOut.of(t) for t in rows]
+
+
+@router.delete("/tokens/{token_id}", status_code=204, tags=["identity"])
+async def revoke_token(token_id: uuid.UUID, user: CurrentUser, svc: Service) -> Response:
+    """Revoke a token: the caller's own, or anyone's for an admin (another member's token is a
+    404, like one that does not exist). A token may revoke itself."""
+    await svc.revoke_token(user, token_id)
+    return Response(status_code=204)
+
+
+@router.get("/users", tags=["identity"], responses={**PAGED, **errors(403)})
+async def list_users(
+    request: Request, response: Response, user: CurrentUser, svc: Service, limit: Limit = 100, before: Before = None
+) -> list[UserOut]:
+    """Every user, by username (admin)."""
+    cursor = decode_cursor(before, (str,))
+    users = await svc.list_users(user, limit=limit + 1, after_username=str(cursor[0]) if cursor else None)
+    rows, nxt = fetched(users, lambda u: (u.username,), limit)
+    set_next(request, response, nxt)
+    return [UserOut.of(u) for u in rows]
+
+
+@router.get("/users/{user_id}/tokens", tags=["identity"], responses={**PAGED, **errors(403)})
+async def list_user_tokens(
+    user_id: uuid.UUID, request: Request, response: Response, user: CurrentUser, svc: Service, limit: Limit = 100, before: Before = None
+) -> list[ApiTokenOut]:
+    """A user's API tokens, oldest first (admin)."""
+    after = _time_id(decode_cursor(before, (str, str)))
+    rows, nxt = fetched(await svc.list_user_tokens(user, user_id, limit=limit + 1, after=after), _token_key, limit)
+    set_next(request, response, nxt)
+    return [ApiTokenOut.of(t) for t in rows]
+
+
+def _token_key(t: Any) -> Key:
+    return (time_key(t.created_at), str(t.id))
+
+
+def _time_id(cursor: Key | None) -> tuple[Any, uuid.UUID] | None:
+    """A (time, id) cursor back into values the store compares."""
+    if cursor is None:
+        return None
+    try:
+        return parse_time(cursor[0]), uuid.UUID(str(cursor[1]))
+    except ValueError as exc:
+        raise InvalidInput("Invalid cursor: pass the X-Next-Cursor of the previous page.") from exc
+
+
+@router.post("/users", status_code=201, tags=["identity"], responses=errors(403, 409))
 async def create_user(body: UserIn, user: CurrentUser, svc: Service) -> UserOut:
     return UserOut.of(await svc.create_user(user, body.username, body.role))
 
 
-@router.post("/users/{user_id}/tokens", status_code=201, tags=["identity"])
+@router.post("/users/{user_id}/tokens", status_code=201, tags=["identity"], responses=errors(403))
 async def create_token(user_id: uuid.UUID, body: TokenIn, user: CurrentUser, svc: Service) -> TokenOut:
     return TokenOut(token=await svc.create_token(user, user_id, body.name))
 
@@ -100,12 +170,16 @@ async def create_token(user_id: uuid.UUID, body: TokenIn, user: CurrentUser, svc
 # --- providers ----------------------------------------------------------------------------------
 
 
-@router.get("/providers", tags=["providers"])
-async def list_providers(user: CurrentUser, svc: Service) -> list[ProviderOut]:
-    return [ProviderOut.of(p, admin=user.is_admin) for p in await svc.list_providers(user)]
+@router.get("/providers", tags=["providers"], responses=PAGED)
+async def list_providers(
+    request: Request, response: Response, user: CurrentUser, svc: Service, limit: Limit = 100, before: Before = None
+) -> list[ProviderOut]:
+    rows, nxt = page(await svc.list_providers(user), lambda p: (p.provider,), limit, decode_cursor(before, (str,)))
+    set_next(request, response, nxt)
+    return [ProviderOut.of(p, admin=user.is_admin) for p in rows]
 
 
-@router.post("/providers", status_code=201, tags=["providers"])
+@router.post("/providers", status_code=201, tags=["providers"], responses=errors(403, 409))
 async def create_provider(body: ProviderIn, user: CurrentUser, svc: Service) -> ProviderOut:
     p = await svc.create_provider(
         user, provider=body.provider, display_name=body.display_name, api_key=body.api_key, base_url=body.base_url, enabled=body.enabled
@@ -113,7 +187,7 @@ async def create_provider(body: ProviderIn, user: CurrentUser, svc: Service) -> 
     return ProviderOut.of(p, admin=True)
 
 
-@router.post("/providers/test", tags=["providers"], responses={403: {"description": "Admins only."}})
+@router.post("/providers/test", tags=["providers"], responses=errors(403))
 async def test_provider(body: ProviderTestIn, request: Request, user: CurrentUser, svc: Service) -> ProviderCheckOut:
     """Connection test for provider settings that need not be saved yet: lists the provider's
     models from its own models endpoint, or says in words why it could not (refused key, wrong
@@ -124,7 +198,7 @@ async def test_provider(body: ProviderTestIn, request: Request, user: CurrentUse
     return _provider_check(check)
 
 
-@router.get("/providers/{provider_id}/models", tags=["providers"], responses={403: {"description": "Admins only."}})
+@router.get("/providers/{provider_id}/models", tags=["providers"], responses=errors(403))
 async def provider_models(provider_id: uuid.UUID, request: Request, user: CurrentUser, svc: Service) -> ProviderCheckOut:
     """The models a saved provider offers now (its models endpoint), or why they cannot be listed."""
     return _provider_check(await svc.provider_models(user, provider_id, deployment_keys=_deployment_keys(request)))
@@ -143,23 +217,28 @@ def _provider_check(check: ProviderCheck) -> ProviderCheckOut:
     )
 
 
-@router.patch("/providers/{provider_id}", tags=["providers"])
+@router.patch("/providers/{provider_id}", tags=["providers"], responses=errors(403))
 async def update_provider(provider_id: uuid.UUID, body: ProviderPatch, user: CurrentUser, svc: Service) -> ProviderOut:
     return ProviderOut.of(await svc.update_provider(user, provider_id, body.model_dump(exclude_unset=True)), admin=True)
 
 
-@router.delete("/providers/{provider_id}", status_code=204, tags=["providers"])
+@router.delete("/providers/{provider_id}", status_code=204, tags=["providers"], responses=errors(403))
 async def delete_provider(provider_id: uuid.UUID, user: CurrentUser, svc: Service) -> Response:
     await svc.delete_provider(user, provider_id)
     return Response(status_code=204)
 
 
-@router.get("/model-configs", tags=["providers"])
-async def list_model_configs(user: CurrentUser, svc: Service) -> list[ModelConfigOut]:
-    return [ModelConfigOut.of(m) for m in await svc.list_model_configs(user)]
+@router.get("/model-configs", tags=["providers"], responses=PAGED)
+async def list_model_configs(
+    request: Request, response: Response, user: CurrentUser, svc: Service, limit: Limit = 100, before: Before = None
+) -> list[ModelConfigOut]:
+    key = lambda m: (time_key(m.created_at), str(m.id))  # noqa: E731
+    rows, nxt = page(await svc.list_model_configs(user), key, limit, decode_cursor(before, (str, str)))
+    set_next(request, response, nxt)
+    return [ModelConfigOut.of(m) for m in rows]
 
 
-@router.post("/model-configs", status_code=201, tags=["providers"])
+@router.post("/model-configs", status_code=201, tags=["providers"], responses=errors(403))
 async def create_model_config(body: ModelConfigIn, user: CurrentUser, svc: Service) -> ModelConfigOut:
     m = await svc.create_model_config(
         user, provider=body.provider, model=body.model, display_name=body.display_name, context_limit=body.context_limit,
@@ -169,7 +248,7 @@ async def create_model_config(body: ModelConfigIn, user: CurrentUser, svc: Servi
     return ModelConfigOut.of(m)
 
 
-@router.patch("/model-configs/{config_id}", tags=["providers"])
+@router.patch("/model-configs/{config_id}", tags=["providers"], responses=errors(403))
 async def update_model_config(config_id: uuid.UUID, body: ModelConfigPatch, user: CurrentUser, svc: Service) -> ModelConfigOut:
     changes = body.model_dump(exclude_unset=True)
     if body.options is not None:
@@ -179,7 +258,7 @@ async def update_model_config(config_id: uuid.UUID, body: ModelConfigPatch, user
     return ModelConfigOut.of(await svc.update_model_config(user, config_id, changes))
 
 
-@router.delete("/model-configs/{config_id}", status_code=204, tags=["providers"])
+@router.delete("/model-configs/{config_id}", status_code=204, tags=["providers"], responses=errors(403))
 async def delete_model_config(config_id: uuid.UUID, user: CurrentUser, svc: Service) -> Response:
     await svc.delete_model_config(user, config_id)
     return Response(status_code=204)
@@ -188,12 +267,18 @@ async def delete_model_config(config_id: uuid.UUID, user: CurrentUser, svc: Serv
 # --- MCP servers ---------------------------------------------------------------------------------
 
 
-@router.get("/mcp-servers", tags=["mcp"])
-async def list_mcp_servers(user: CurrentUser, svc: Service) -> list[McpServerOut]:
-    return [McpServerOut.of(s, admin=user.is_admin) for s in await svc.list_mcp_servers(user)]
+@router.get("/mcp-servers", tags=["mcp"], responses=PAGED)
+async def list_mcp_servers(
+    request: Request, response: Response, user: CurrentUser, svc: Service, limit: Limit = 100, before: Before = None
+) -> list[McpServerOut]:
+    """Members see enabled servers only."""
+    key = lambda s: (s.display_name, s.slug)  # noqa: E731
+    rows, nxt = page(await svc.list_mcp_servers(user), key, limit, decode_cursor(before, (str, str)))
+    set_next(request, response, nxt)
+    return [McpServerOut.of(s, admin=user.is_admin) for s in rows]
 
 
-@router.post("/mcp-servers", status_code=201, tags=["mcp"])
+@router.post("/mcp-servers", status_code=201, tags=["mcp"], responses=errors(403, 409))
 async def create_mcp_server(body: McpServerIn, user: CurrentUser, svc: Service) -> McpServerOut:
     fields: dict[str, Any] = body.model_dump()
     if body.oauth2 is None:
@@ -206,7 +291,7 @@ async def get_mcp_server(server_id: uuid.UUID, user: CurrentUser, svc: Service) 
     return McpServerOut.of(await svc.get_mcp_server(user, server_id), admin=user.is_admin)
 
 
-@router.patch("/mcp-servers/{server_id}", tags=["mcp"])
+@router.patch("/mcp-servers/{server_id}", tags=["mcp"], responses=errors(403, 409))
 async def update_mcp_server(server_id: uuid.UUID, body: McpServerPatch, user: CurrentUser, svc: Service) -> McpServerOut:
     fields = body.model_dump(exclude_unset=True)
     if body.oauth2 is not None:
@@ -214,7 +299,7 @@ async def update_mcp_server(server_id: uuid.UUID, body: McpServerPatch, user: Cu
     return McpServerOut.of(await svc.update_mcp_server(user, server_id, fields), admin=True)
 
 
-@router.delete("/mcp-servers/{server_id}", status_code=204, tags=["mcp"])
+@router.delete("/mcp-servers/{server_id}", status_code=204, tags=["mcp"], responses=errors(403))
 async def delete_mcp_server(server_id: uuid.UUID, user: CurrentUser, svc: Service) -> Response:
     await svc.delete_mcp_server(user, server_id)
     return Response(status_code=204)
@@ -343,7 +428,7 @@ def _oauth_page(title: str, text: str, *, ok: bool, server_id: str | None = None
 # --- chats -----------------------------------------------------------------------------------------
 
 
-@router.post("/chats", status_code=201, tags=["chats"])
+@router.post("/chats", status_code=201, tags=["chats"], responses=errors(409))
 async def create_chat(body: ChatIn, user: CurrentUser, svc: Service) -> ChatOut:
     chat = await svc.create_chat(
         user, content=to_parts(body.content), title=body.title, model_config_id=body.model_config_id,
@@ -352,12 +437,24 @@ async def create_chat(body: ChatIn, user: CurrentUser, svc: Service) -> ChatOut:
     return ChatOut.of(chat)
 
 
-@router.get("/chats", tags=["chats"])
+@router.get("/chats", tags=["chats"], responses=PAGED)
 async def list_chats(
-    user: CurrentUser, svc: Service, archived: bool | None = False, parent_chat_id: uuid.UUID | None = None
+    request: Request,
+    response: Response,
+    user: CurrentUser,
+    svc: Service,
+    archived: bool | None = False,
+    parent_chat_id: uuid.UUID | None = None,
+    limit: Limit = 50,
+    before: Before = None,
 ) -> list[ChatOut]:
-    """`parent_chat_id` lists that chat's sub-agents (the caller's own chats only, like the rest)."""
-    return [ChatOut.of(c) for c in await svc.list_chats(user, archived, parent_chat_id)]
+    """The caller's chats, most recently updated first. `parent_chat_id` lists that chat's
+    sub-agents (the caller's own chats only, like the rest)."""
+    after = _time_id(decode_cursor(before, (str, str)))
+    chats = await svc.list_chats(user, archived, parent_chat_id, limit=limit + 1, before=after)
+    rows, nxt = fetched(chats, lambda c: (time_key(c.updated_at), str(c.id)), limit)
+    set_next(request, response, nxt)
+    return [ChatOut.of(c) for c in rows]
 
 
 @router.get("/chats/{chat_id}", tags=["chats"])
@@ -371,7 +468,7 @@ async def list_messages(chat_id: uuid.UUID, user: CurrentUser, svc: Service, aft
     return MessagesOut(messages=[MessageOut.of(m) for m in msgs], queued_messages=[QueuedMessageOut.of(q) for q in queue])
 
 
-@router.post("/chats/{chat_id}/messages", tags=["chats"])
+@router.post("/chats/{chat_id}/messages", tags=["chats"], responses=errors(409))
 async def send_message(chat_id: uuid.UUID, body: MessageIn, user: CurrentUser, svc: Service) -> SendOut:
     out = await svc.send_message(
         user, chat_id, content=to_parts(body.content), busy_behavior=body.busy_behavior,
@@ -385,7 +482,7 @@ async def send_message(chat_id: uuid.UUID, body: MessageIn, user: CurrentUser, s
     )
 
 
-@router.patch("/chats/{chat_id}/messages/{message_id}", tags=["chats"])
+@router.patch("/chats/{chat_id}/messages/{message_id}", tags=["chats"], responses=errors(409))
 async def edit_message(chat_id: uuid.UUID, message_id: MessageId, body: EditIn, user: CurrentUser, svc: Service) -> EditOut:
     msg, chat = await svc.edit_message(user, chat_id, message_id, to_parts(body.content))
     return EditOut(message=MessageOut.of(msg), chat=ChatOut.of(chat))
@@ -461,7 +558,7 @@ async def usage(user: CurrentUser, svc: Service) -> UsageStatusOut:
     return UsageStatusOut(period=s.period, period_end=s.period_end, spent_micros=s.spent_micros, limit_micros=s.limit_micros)
 
 
-@router.get("/usage/users", tags=["usage"], responses={403: {"description": "Admins only."}})
+@router.get("/usage/users", tags=["usage"], responses=errors(403))
 async def spend_by_user(user: CurrentUser, svc: Service) -> SpendOut:
     """Every user's spend in their current period, with the limit that applies (admins)."""
     glob, rows = await svc.spend_by_user(user)
@@ -478,7 +575,7 @@ async def spend_by_user(user: CurrentUser, svc: Service) -> SpendOut:
     )
 
 
-@router.delete("/usage-limits", status_code=204, tags=["usage"])
+@router.delete("/usage-limits", status_code=204, tags=["usage"], responses=errors(403))
 async def delete_usage_limit(
     user: CurrentUser, svc: Service, scope: Literal["global", "user"], user_id: uuid.UUID | None = None
 ) -> Response:
@@ -487,7 +584,7 @@ async def delete_usage_limit(
     return Response(status_code=204)
 
 
-@router.put("/usage-limits", status_code=204, tags=["usage"])
+@router.put("/usage-limits", status_code=204, tags=["usage"], responses=errors(403, 404))
 async def set_usage_limit(body: UsageLimitIn, user: CurrentUser, svc: Service) -> Response:
     await svc.set_usage_limit(user, scope=body.scope, user_id=body.user_id, period=body.period, limit_micros=body.limit_micros)
     return Response(status_code=204)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
 from chatd.domain.chat import BusyBehavior, Chat, ChatStatus, Message, QueuedMessage, UserRole
 from chatd.domain.config import (
+    ApiToken,
     McpServerRecord,
     ModelConfigRecord,
     ProviderRecord,
@@ -150,7 +151,19 @@ class TokenIn(_In):
 
 
 class TokenOut(_Out):
-    token: str
+    token: str = Field(description="The token itself, shown this once.")
+
+
+class ApiTokenOut(_Out):
+    id: uuid.UUID
+    user_id: uuid.UUID
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None = Field(description="Refreshed at most once a minute.")
+
+    @classmethod
+    def of(cls, t: ApiToken) -> ApiTokenOut:
+        return cls(id=t.id, user_id=t.user_id, name=t.name, created_at=t.created_at, last_used_at=t.last_used_at)
 
 
 # --- providers and models ------------------------------------------------------------------------

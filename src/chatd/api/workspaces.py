@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from chatd.api.deps import CurrentUser, Service
+from chatd.api.openapi import errors
+from chatd.api.paging import PAGED, Before, Limit, decode_cursor, page, set_next, time_key
 from chatd.api.schemas import Bool, TextChecked
 from chatd.domain.workspace import Template, Workspace
 
@@ -83,19 +85,29 @@ class WorkspaceOut(BaseModel):
         )
 
 
-@router.get("/templates", tags=["workspaces"])
-async def list_templates(user: CurrentUser, svc: Service) -> list[TemplateOut]:
-    return [TemplateOut.of(t) for t in await svc.list_templates(user)]
+@router.get("/templates", tags=["workspaces"], responses=PAGED)
+async def list_templates(
+    request: Request, response: Response, user: CurrentUser, svc: Service, limit: Limit = 100, before: Before = None
+) -> list[TemplateOut]:
+    rows, nxt = page(await svc.list_templates(user), lambda t: (t.name,), limit, decode_cursor(before, (str,)))
+    set_next(request, response, nxt)
+    return [TemplateOut.of(t) for t in rows]
 
 
-@router.post("/templates", status_code=201, tags=["workspaces"])
+@router.post("/templates", status_code=201, tags=["workspaces"], responses=errors(403, 409))
 async def create_template(body: TemplateIn, user: CurrentUser, svc: Service) -> TemplateOut:
     return TemplateOut.of(await svc.create_template(user, body.model_dump()))
 
 
-@router.get("/workspaces", tags=["workspaces"])
-async def list_workspaces(user: CurrentUser, svc: Service) -> list[WorkspaceOut]:
-    return [WorkspaceOut.of(w) for w in await svc.list_workspaces(user)]
+@router.get("/workspaces", tags=["workspaces"], responses=PAGED)
+async def list_workspaces(
+    request: Request, response: Response, user: CurrentUser, svc: Service, limit: Limit = 100, before: Before = None
+) -> list[WorkspaceOut]:
+    """The caller's workspaces, newest first."""
+    key = lambda w: (time_key(w.created_at), str(w.id))  # noqa: E731
+    rows, nxt = page(await svc.list_workspaces(user), key, limit, decode_cursor(before, (str, str)), descending=True)
+    set_next(request, response, nxt)
+    return [WorkspaceOut.of(w) for w in rows]
 
 
 @router.get("/workspaces/{workspace_id}", tags=["workspaces"])

@@ -27,6 +27,17 @@ class User:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiToken:
+    """An API token as listed: never the token itself (only its hash is stored)."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderRecord:
     id: uuid.UUID
     provider: str

@@ -162,11 +162,14 @@ async def delete_server(db: Database, now: datetime, server_id: uuid.UUID) -> No
         await remove_mcp_server_from_chats(conn, db, server_id, now)
 
 
-async def existing_ids(db: Database, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+async def existing_ids(db: Database, ids: list[uuid.UUID], *, enabled_only: bool = False) -> set[uuid.UUID]:
     if not ids:
         return set()
+    q = select(mcp_servers.c.id).where(mcp_servers.c.id.in_(ids))
+    if enabled_only:
+        q = q.where(mcp_servers.c.enabled.is_(True))
     async with db.read() as conn:
-        rows = (await conn.execute(select(mcp_servers.c.id).where(mcp_servers.c.id.in_(ids)))).all()
+        rows = (await conn.execute(q)).all()
     return {r.id for r in rows}
 
 

@@ -5,18 +5,21 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from chatd.domain.chat import UserRole
-from chatd.domain.config import User
+from chatd.domain.config import ApiToken, User
 from chatd.errors import Conflict, NotFound
 from chatd.store.database import Database
 from chatd.store.tables import api_tokens, users
 
 TOKEN_PREFIX = "chatd_"
+# last_used_at is a hint for people deciding what to revoke, not an audit log: refreshing it at
+# most this often keeps authentication from being a write on every request.
+LAST_USED_GRANULARITY = timedelta(minutes=1)
 
 
 def hash_token(token: str) -> str:
@@ -64,9 +67,54 @@ async def get_user_by_name(db: Database, username: str) -> User:
     return _user(row)
 
 
-async def list_users(db: Database) -> list[User]:
+async def list_users(db: Database, *, limit: int | None = None, after_username: str | None = None) -> list[User]:
+    """By username (unique); `after_username` continues a page (keyset)."""
+    q = select(users).order_by(users.c.username)
+    if after_username is not None:
+        q = q.where(users.c.username > after_username)
+    if limit is not None:
+        q = q.limit(limit)
     async with db.read() as conn:
-        return [_user(r) for r in (await conn.execute(select(users).order_by(users.c.username))).all()]
+        return [_user(r) for r in (await conn.execute(q)).all()]
+
+
+def _api_token(r: object) -> ApiToken:
+    return ApiToken(
+        id=r.id,  # type: ignore[attr-defined]
+        user_id=r.user_id,  # type: ignore[attr-defined]
+        name=r.name,  # type: ignore[attr-defined]
+        created_at=r.created_at,  # type: ignore[attr-defined]
+        last_used_at=r.last_used_at,  # type: ignore[attr-defined]
+    )
+
+
+async def list_tokens(
+    db: Database, user_id: uuid.UUID, *, limit: int | None = None, after: tuple[datetime, uuid.UUID] | None = None
+) -> list[ApiToken]:
+    """A user's tokens, oldest first (by created_at, then id); `after` continues a page."""
+    q = select(api_tokens).where(api_tokens.c.user_id == user_id).order_by(api_tokens.c.created_at, api_tokens.c.id)
+    if after is not None:
+        at, last = after
+        q = q.where(or_(api_tokens.c.created_at > at, and_(api_tokens.c.created_at == at, api_tokens.c.id > last)))
+    if limit is not None:
+        q = q.limit(limit)
+    async with db.read() as conn:
+        return [_api_token(r) for r in (await conn.execute(q)).all()]
+
+
+async def get_token(db: Database, token_id: uuid.UUID) -> ApiToken:
+    async with db.read() as conn:
+        row = (await conn.execute(select(api_tokens).where(api_tokens.c.id == token_id))).first()
+    if row is None:
+        raise NotFound("Token not found.")
+    return _api_token(row)
+
+
+async def revoke_token(db: Database, token_id: uuid.UUID) -> None:
+    """Delete the token: the next request that presents it is a 401."""
+    async with db.write() as conn:
+        if (await conn.execute(delete(api_tokens).where(api_tokens.c.id == token_id))).rowcount == 0:
+            raise NotFound("Token not found.")
 
 
 async def set_custom_prompt(db: Database, user_id: uuid.UUID, prompt: str) -> User:
@@ -89,11 +137,20 @@ async def create_token(db: Database, now: datetime, user_id: uuid.UUID, name: st
     return token
 
 
-async def user_by_token(db: Database, token: str) -> User | None:
+async def user_by_token(db: Database, token: str, now: datetime | None = None) -> User | None:
+    """The token's user. With `now`, the token's last_used_at is refreshed when it is older than
+    LAST_USED_GRANULARITY (a write at most once a minute per token)."""
     async with db.read() as conn:
         row = (
             await conn.execute(
-                select(users).join(api_tokens, api_tokens.c.user_id == users.c.id).where(api_tokens.c.token_hash == hash_token(token))
+                select(users, api_tokens.c.id.label("token_id"), api_tokens.c.last_used_at)
+                .join(api_tokens, api_tokens.c.user_id == users.c.id)
+                .where(api_tokens.c.token_hash == hash_token(token))
             )
         ).first()
-    return _user(row) if row else None
+    if row is None:
+        return None
+    if now is not None and (row.last_used_at is None or now - row.last_used_at >= LAST_USED_GRANULARITY):
+        async with db.write() as conn:
+            await conn.execute(update(api_tokens).where(api_tokens.c.id == row.token_id).values(last_used_at=now))
+    return _user(row)

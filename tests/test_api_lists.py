@@ -1,0 +1,153 @@
+"""Lists page with cursors; tokens are listed and revoked; /metrics needs a token; a disabled MCP
+server is as unknown as a missing one (issue 9, item 8). Real HTTP, both databases."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from chatd.bootstrap import App, build
+from chatd.domain.clock import ManualClock
+from chatd.settings import Settings
+from tests.conftest import People, serve_http
+
+
+async def all_pages(client: httpx.AsyncClient, path: str, headers: dict[str, str], limit: int) -> list[list[dict[str, Any]]]:
+    """Follow X-Next-Cursor from the first page to the last."""
+    pages: list[list[dict[str, Any]]] = []
+    params: dict[str, Any] = {"limit": limit}
+    for _ in range(50):
+        r = await client.get(path, headers=headers, params=params)
+        assert r.status_code == 200, r.text
+        pages.append(r.json())
+        cursor = r.headers.get("x-next-cursor")
+        if cursor is None:
+            assert "link" not in r.headers
+            return pages
+        assert r.headers["link"].endswith('; rel="next"') and f"before={cursor}" in r.headers["link"]
+        params = {"limit": limit, "before": cursor}
+    raise AssertionError("paging never ended")
+
+
+async def test_chats_page_newest_first_with_a_cursor_until_the_last_page(client: httpx.AsyncClient, people: People, clock: ManualClock) -> None:
+    h = people.alice.headers
+    made = []
+    for i in range(5):
+        made.append((await client.post("/api/v1/chats", headers=h, json={"content": f"chat {i}"})).json()["id"])
+        if i != 2:  # two chats changed at the same instant: the id orders them
+            clock.advance(1)
+    everything = (await client.get("/api/v1/chats", headers=h)).json()
+    assert sorted(c["id"] for c in everything) == sorted(made)
+    pages = await all_pages(client, "/api/v1/chats", h, 2)
+    assert [len(p) for p in pages] == [2, 2, 1]
+    assert [c["id"] for p in pages for c in p] == [c["id"] for c in everything]
+    assert {everything[0]["id"], everything[-1]["id"]} == {made[-1], made[0]}
+    # A chat made after the first page was read does not shift the pages that follow.
+    first = await client.get("/api/v1/chats", headers=h, params={"limit": 2})
+    clock.advance(1)
+    await client.post("/api/v1/chats", headers=h, json={"content": "newer"})
+    second = await client.get("/api/v1/chats", headers=h, params={"limit": 2, "before": first.headers["x-next-cursor"]})
+    assert [c["id"] for c in second.json()] == [c["id"] for c in everything[2:4]]
+
+
+async def test_a_bad_cursor_or_limit_is_a_400(client: httpx.AsyncClient, people: People) -> None:
+    h = people.admin.headers
+    for path in ("/api/v1/chats", "/api/v1/providers", "/api/v1/users", "/api/v1/me/tokens", "/api/v1/workspaces"):
+        for params in ({"before": "not-a-cursor"}, {"before": "W10"}, {"limit": 0}, {"limit": 1001}, {"limit": "x"}):
+            r = await client.get(path, headers=h, params=params)
+            assert r.status_code == 400 and r.json()["message"], (path, params, r.text)
+
+
+async def test_configuration_lists_page_too(client: httpx.AsyncClient, people: People) -> None:
+    h = people.admin.headers
+    for kind in ("anthropic", "openai", "google"):
+        assert (await client.post("/api/v1/providers", headers=h, json={"provider": kind, "api_key": "k"})).status_code == 201
+    for i in range(3):
+        body = {"provider": "openai", "model": f"m{i}", "context_limit": 1000}
+        assert (await client.post("/api/v1/model-configs", headers=h, json=body)).status_code == 201
+        body = {"slug": f"s{i}", "display_name": f"S{i}", "url": "https://mcp.example.com/mcp"}
+        assert (await client.post("/api/v1/mcp-servers", headers=h, json=body)).status_code == 201
+    for path in ("/api/v1/providers", "/api/v1/model-configs", "/api/v1/mcp-servers"):
+        whole = (await client.get(path, headers=h)).json()
+        pages = await all_pages(client, path, h, 2)
+        assert [len(p) for p in pages] == [2, 1] and [x["id"] for p in pages for x in p] == [x["id"] for x in whole], path
+
+
+async def test_users_are_listed_by_admins_only_in_pages(client: httpx.AsyncClient, people: People) -> None:
+    assert (await client.get("/api/v1/users", headers=people.alice.headers)).status_code == 403
+    pages = await all_pages(client, "/api/v1/users", people.admin.headers, 2)
+    assert [u["username"] for p in pages for u in p] == ["admin", "alice", "bob"]
+
+
+async def test_tokens_are_listed_without_secrets_and_revoked_by_their_owner_or_an_admin(
+    client: httpx.AsyncClient, people: People, clock: ManualClock
+) -> None:
+    alice, bob, admin = people.alice.headers, people.bob.headers, people.admin.headers
+    uid = people.alice.user.id
+    clock.advance(1)
+    laptop = (await client.post(f"/api/v1/users/{uid}/tokens", headers=alice, json={"name": "laptop"})).json()["token"]
+    clock.advance(1)
+    phone = (await client.post(f"/api/v1/users/{uid}/tokens", headers=alice, json={"name": "phone"})).json()["token"]
+    assert (await client.get("/api/v1/me", headers={"Authorization": f"Bearer {laptop}"})).status_code == 200
+
+    mine = (await client.get("/api/v1/me/tokens", headers=alice)).json()
+    assert [t["name"] for t in mine] == ["test", "laptop", "phone"]
+    assert set(mine[0]) == {"id", "user_id", "name", "created_at", "last_used_at"}
+    assert laptop not in str(mine) and phone not in str(mine)
+    by_name = {t["name"]: t for t in mine}
+    assert by_name["laptop"]["last_used_at"] is not None and by_name["phone"]["last_used_at"] is None
+    # An admin sees the same list; members see only their own.
+    assert (await client.get(f"/api/v1/users/{uid}/tokens", headers=admin)).json() == (await client.get("/api/v1/me/tokens", headers=alice)).json()
+    assert (await client.get(f"/api/v1/users/{uid}/tokens", headers=bob)).status_code == 403
+    assert (await client.get(f"/api/v1/users/{uuid.uuid4()}/tokens", headers=admin)).status_code == 404
+    assert [t["name"] for t in (await client.get("/api/v1/me/tokens", headers=bob)).json()] == ["test"]
+
+    # Bob cannot revoke alice's token, and cannot tell it exists.
+    refused = await client.delete(f"/api/v1/tokens/{by_name['laptop']['id']}", headers=bob)
+    absent = await client.delete(f"/api/v1/tokens/{uuid.uuid4()}", headers=bob)
+    assert refused.status_code == 404 and refused.json() == absent.json()
+    assert (await client.get("/api/v1/me", headers={"Authorization": f"Bearer {laptop}"})).status_code == 200
+
+    # Alice revokes hers; an admin revokes anyone's; a revoked token is a 401 at once.
+    assert (await client.delete(f"/api/v1/tokens/{by_name['laptop']['id']}", headers=alice)).status_code == 204
+    assert (await client.delete(f"/api/v1/tokens/{by_name['phone']['id']}", headers=admin)).status_code == 204
+    for token in (laptop, phone):
+        assert (await client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})).status_code == 401
+    assert (await client.delete(f"/api/v1/tokens/{by_name['laptop']['id']}", headers=alice)).status_code == 404
+    assert [t["name"] for t in (await client.get("/api/v1/me/tokens", headers=alice)).json()] == ["test"]
+
+
+async def test_metrics_need_an_admin_token_by_default(client: httpx.AsyncClient, people: People) -> None:
+    r = await client.get("/metrics")
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert (await client.get("/metrics", headers=people.alice.headers)).status_code == 403
+    r = await client.get("/metrics", headers=people.admin.headers)
+    assert r.status_code == 200 and "chatd_" in r.text
+
+
+async def test_metrics_can_be_made_public(db_url: str, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", database_url=db_url, run_workers=False, secret_key="", metrics_public=True)
+    app: App = await build(settings, clock=ManualClock())
+    try:
+        async with serve_http(app) as base, httpx.AsyncClient(base_url=base) as client:
+            r = await client.get("/metrics")
+            assert r.status_code == 200 and "chatd_" in r.text
+    finally:
+        await app.close()
+
+
+async def test_a_disabled_mcp_server_id_is_refused_like_an_unknown_one(client: httpx.AsyncClient, people: People) -> None:
+    body = {"slug": "off", "display_name": "Off", "url": "https://mcp.example.com/mcp", "enabled": False}
+    sid = (await client.post("/api/v1/mcp-servers", headers=people.admin.headers, json=body)).json()["id"]
+    for person in (people.alice, people.admin):
+        disabled = await client.post("/api/v1/chats", headers=person.headers, json={"content": "hi", "mcp_server_ids": [sid]})
+        unknown = await client.post("/api/v1/chats", headers=person.headers, json={"content": "hi", "mcp_server_ids": [str(uuid.uuid4())]})
+        assert disabled.status_code == unknown.status_code == 400
+        assert disabled.json()["message"] == unknown.json()["message"]
+        chat = (await client.post("/api/v1/chats", headers=person.headers, json={"content": "hi"})).json()
+        r = await client.post(f"/api/v1/chats/{chat['id']}/messages", headers=person.headers, json={"content": "x", "mcp_server_ids": [sid]})
+        assert r.status_code == 400
+    assert (await client.get("/api/v1/chats", headers=people.alice.headers)).json()[0]["mcp_server_ids"] == []
