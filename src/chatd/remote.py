@@ -18,8 +18,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from chatd.client import ChatdClient, ChatView, ClientError
+from chatd.client import ChatdClient, ClientError
 from chatd.settings import Settings
+from chatd.terminal import MarkdownView
 
 T = TypeVar("T")
 
@@ -77,7 +78,11 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str | Cal
         return
     t = Table(show_edge=False, header_style="bold", pad_edge=False)
     for title, _ in columns:
-        t.add_column(title, overflow="fold")
+        # Ids are copied into the next command: never wrapped; other columns fold.
+        if title == "ID":
+            t.add_column(title, no_wrap=True, min_width=36)
+        else:
+            t.add_column(title, overflow="fold")
     for row in rows:
         t.add_row(*(escape(_cell(get(row) if callable(get) else row.get(get))) for _, get in columns))
     out().print(t)
@@ -145,7 +150,7 @@ def chats_show(
         return
     console = out()
     console.print(f"[bold]{escape(chat.get('title') or '')}[/bold]  [dim]{escape(chat['id'])}[/dim]  {escape(_status(chat))}", highlight=False)
-    view = ChatView(console, reasoning=reasoning)
+    view = MarkdownView(console, reasoning=reasoning)
     for m in messages:
         if m.get("role") != "system":
             view.message(m)

@@ -144,6 +144,8 @@ class Session:
                 if line is not None and readline is not None and self.history_file is not None and line.strip():
                     with contextlib.suppress(OSError):
                         self.history_file.parent.mkdir(parents=True, exist_ok=True)
+                        # append_history_file needs the file; what people type may be private.
+                        os.close(os.open(self.history_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
                         readline.append_history_file(1, self.history_file)
                 loop.call_soon_threadsafe(self.lines.put_nowait, line)
                 if line is None:
