@@ -26,6 +26,7 @@ from chatd.store.workspaces import SqlWorkspaceRecords
 from chatd.streams.hub import StreamHub
 from chatd.streams.relay import RelayClient, internal_token
 from chatd.worker import TurnDeps, Workers
+from chatd.worker.config_cache import ConfigCache
 from chatd.worker.push import WebPush, load_vapid
 from chatd.worker.subagents import subagent_provider
 from chatd.worker.workspaces import workspace_provider
@@ -49,6 +50,9 @@ class App:
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def close(self) -> None:
+        config = self.extras.get("config")
+        if config is not None:
+            await config.close()
         providers = self.extras.get("providers")
         if providers is not None:
             await providers.close()
@@ -93,10 +97,13 @@ async def build(settings: Settings, *, clock: Clock | None = None, run_migration
     hub = StreamHub(
         db, pubsub, part_buffer=settings.stream_part_buffer, subscriber_queue=settings.stream_subscriber_queue,
         message_cache=settings.stream_message_cache, replica_id=settings.replica_id, relay_client=relay,
+        coalesce_window=settings.stream_coalesce_ms / 1000, coalesce_parts=settings.stream_coalesce_parts,
     )
     service = ChatService(db, hub, pubsub, box, clock, max_queued_messages=settings.max_queued_messages, replica_id=settings.replica_id)
     app = App(settings, db, pubsub, hub, service, box, clock, internal_token=token, relay=relay)
     app.extras["providers"] = ProviderClients(max_connections=settings.provider_max_connections)
+    app.extras["config"] = config = ConfigCache(db, box, pubsub, ttl=settings.config_cache_ttl)
+    await config.start()
     app.extras["workspaces"] = WorkspaceManager(
         SqlWorkspaceRecords(db, clock), {"local": LocalProvisioner(settings.data_dir, sandbox=settings.workspace_sandbox)}
     )
@@ -108,7 +115,7 @@ async def build(settings: Settings, *, clock: Clock | None = None, run_migration
 def turn_deps(app: App) -> TurnDeps:
     deps = TurnDeps(
         db=app.db, hub=app.hub, pubsub=app.pubsub, box=app.box, clock=app.clock, settings=app.settings,
-        providers=app.extras["providers"],
+        providers=app.extras["providers"], config=app.extras["config"],
         # OAuth2 tokens refreshed when due, single-flight per (user, server).
         token_source=app.service.mcp_auth.tokens_for,
         reauthorize=app.service.mcp_auth.refresh_after_unauthorized,

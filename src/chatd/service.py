@@ -40,7 +40,7 @@ from chatd.mcp.config import validate_slug
 from chatd.mcp.errors import McpAuthError, McpConnectError
 from chatd.providers.config import ProviderConfig, ProviderKind
 from chatd.providers.discovery import DiscoveredModel, ProviderCheckFailed, list_models
-from chatd.pubsub.base import PENDING_CHANNEL, PubSub, owner_channel
+from chatd.pubsub.base import CONFIG_CHANNEL, PENDING_CHANNEL, PubSub, owner_channel
 from chatd.store import chats as chat_store
 from chatd.store import files as file_store
 from chatd.store import mcp_oauth as mcp_oauth_store
@@ -161,7 +161,14 @@ class ChatService:
     async def set_custom_prompt(self, actor: User, prompt: str) -> User:
         if len(prompt.encode()) > 128 * 1024:
             raise InvalidInput("The custom prompt is limited to 128 KiB.")
-        return await user_store.set_custom_prompt(self.db, actor.id, prompt)
+        user = await user_store.set_custom_prompt(self.db, actor.id, prompt)
+        await self._config_changed()
+        return user
+
+    async def _config_changed(self) -> None:
+        """After committing a change to a provider, model config, MCP server or user: replicas
+        drop their cached copies (worker/config_cache.py; a lost hint expires with the TTL)."""
+        await self.pubsub.publish(CONFIG_CHANNEL, {})
 
     # --- providers and models (admin) ---------------------------------------------------------
 
@@ -177,19 +184,24 @@ class ChatService:
         if kind == "openai-compatible" and not base_url:
             raise InvalidInput("An openai-compatible provider needs a base_url.")
         _check_url(base_url)
-        return await model_store.create_provider(
+        record = await model_store.create_provider(
             self.db, self.box, self.clock.now(), provider=kind, display_name=display_name or kind,
             api_key=api_key or None, base_url=base_url or None, enabled=enabled,
         )
+        await self._config_changed()
+        return record
 
     async def update_provider(self, actor: User, provider_id: uuid.UUID, changes: dict[str, Any]) -> ProviderRecord:
         _admin(actor)
         _check_url(changes.get("base_url"))
-        return await model_store.update_provider(self.db, self.box, self.clock.now(), provider_id, changes)
+        record = await model_store.update_provider(self.db, self.box, self.clock.now(), provider_id, changes)
+        await self._config_changed()
+        return record
 
     async def delete_provider(self, actor: User, provider_id: uuid.UUID) -> None:
         _admin(actor)
         await model_store.delete_provider(self.db, provider_id)
+        await self._config_changed()
 
     async def test_provider(
         self, actor: User, *, provider: str, base_url: str | None, api_key: str | None, deployment_keys: dict[str, str]
@@ -219,18 +231,23 @@ class ChatService:
 
     async def create_model_config(self, actor: User, *, provider: str, model: str, display_name: str | None, context_limit: int, compression_threshold: int, is_default: bool, options: ModelOptions, pricing: Pricing) -> ModelConfigRecord:
         _admin(actor)
-        return await model_store.create_model_config(
+        config = await model_store.create_model_config(
             self.db, self.clock.now(), provider=provider.strip().lower(), model=model.strip(), display_name=(display_name or model).strip(),
             context_limit=context_limit, compression_threshold=compression_threshold, is_default=is_default, options=options, pricing=pricing,
         )
+        await self._config_changed()
+        return config
 
     async def update_model_config(self, actor: User, config_id: uuid.UUID, changes: dict[str, Any]) -> ModelConfigRecord:
         _admin(actor)
-        return await model_store.update_model_config(self.db, self.clock.now(), config_id, changes)
+        config = await model_store.update_model_config(self.db, self.clock.now(), config_id, changes)
+        await self._config_changed()
+        return config
 
     async def delete_model_config(self, actor: User, config_id: uuid.UUID) -> None:
         _admin(actor)
         await model_store.delete_model_config(self.db, self.clock.now(), config_id)
+        await self._config_changed()
 
     # --- MCP server configs ----------------------------------------------------------------------
 
@@ -246,7 +263,9 @@ class ChatService:
     async def create_mcp_server(self, actor: User, fields: dict[str, Any]) -> McpServerRecord:
         _admin(actor)
         _validate_mcp_fields(fields, creating=True)
-        return await mcp_store.create_server(self.db, self.box, self.clock.now(), fields)
+        record = await mcp_store.create_server(self.db, self.box, self.clock.now(), fields)
+        await self._config_changed()
+        return record
 
     async def update_mcp_server(self, actor: User, server_id: uuid.UUID, fields: dict[str, Any]) -> McpServerRecord:
         _admin(actor)
@@ -274,11 +293,14 @@ class ChatService:
         if "env" not in merged and current.env:
             merged["env"] = current.env
         _validate_mcp_fields(merged, creating=False)
-        return await mcp_store.update_server(self.db, self.box, self.clock.now(), server_id, fields)
+        record = await mcp_store.update_server(self.db, self.box, self.clock.now(), server_id, fields)
+        await self._config_changed()
+        return record
 
     async def delete_mcp_server(self, actor: User, server_id: uuid.UUID) -> None:
         _admin(actor)
         await mcp_store.delete_server(self.db, self.clock.now(), server_id)
+        await self._config_changed()
 
     async def put_mcp_token(self, actor: User, server_id: uuid.UUID, token: McpUserToken) -> None:
         await self.get_mcp_server(actor, server_id)

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     # Connections per model provider, shared by the replica's turns: each streaming turn holds
     # one, so this bounds the turns that stream at once (more wait for a free connection).
     provider_max_connections: int = 1000
+    # Seconds a replica keeps the configuration a turn reads (model configs, providers, users,
+    # MCP servers) without asking the database again; changes made through the API are announced
+    # and apply at once, this bounds the staleness when an announcement is lost. 0 = no cache.
+    config_cache_ttl: float = 5.0
 
     # Web push (SPEC §5.10). VAPID keys as base64url (the private key may also be PEM); empty
     # means data_dir/vapid-private.pem, generated on first start. Replicas must share the keys.
@@ -79,6 +83,11 @@ class Settings(BaseSettings):
     stream_part_buffer: int = 10000
     stream_subscriber_queue: int = 128
     stream_message_cache: int = 256
+    # Streamed text deltas of a chat are merged into one `message_part` per this many
+    # milliseconds (0 = one event per delta), or per `stream_coalesce_parts` deltas: fan-out
+    # costs per window instead of per token; 30 ms is below what a reader notices.
+    stream_coalesce_ms: float = 30.0
+    stream_coalesce_parts: int = 32
     sse_keepalive: float = 15.0
 
     # HTTP.

@@ -14,6 +14,8 @@ Unsubscribe = Callable[[], Awaitable[None]]
 MAX_PAYLOAD = 7000
 
 PENDING_CHANNEL = "chatd_pending"
+# A provider, model config, MCP server or user changed: replicas drop their cached copies.
+CONFIG_CHANNEL = "chatd_config"
 
 
 def chat_channel(chat_id: uuid.UUID) -> str:

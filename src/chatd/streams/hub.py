@@ -24,7 +24,7 @@ from chatd.domain.events import (
     StatusEvent,
     StreamEvent,
 )
-from chatd.domain.parts import Part
+from chatd.domain.parts import Part, ReasoningPart, TextPart
 from chatd.pubsub.base import PubSub, chat_channel
 from chatd.store import chats as chat_store
 from chatd.store.database import Database
@@ -129,6 +129,21 @@ class _ChatState:
     cache_from: int = 0
     cache: list[Message] = field(default_factory=list)
     unsubscribe: Any = None
+    # Text (or reasoning) deltas not yet published, to be merged into one part (`publish_part`):
+    # the first delta (its role and kind), and the texts of all of them.
+    pending: tuple[Role, TextPart | ReasoningPart] | None = None
+    pending_texts: list[str] = field(default_factory=list)
+    flush_timer: asyncio.TimerHandle | None = None
+
+
+def _mergeable(a: Part, b: Part) -> bool:
+    if isinstance(a, TextPart) and isinstance(b, TextPart):
+        return True
+    # Reasoning deltas carry no signature until the end; one that does starts a new part.
+    return (
+        isinstance(a, ReasoningPart) and isinstance(b, ReasoningPart)
+        and a.signature is None and b.signature is None and a.provider == b.provider
+    )
 
 
 class StreamHub:
@@ -142,6 +157,8 @@ class StreamHub:
         message_cache: int = 256,
         replica_id: uuid.UUID | None = None,
         relay_client: RelayClient | None = None,
+        coalesce_window: float = 0.0,
+        coalesce_parts: int = 32,
     ) -> None:
         self.db = db
         self.pubsub = pubsub
@@ -154,6 +171,10 @@ class StreamHub:
         self._buffer_warning = _RateLimitedWarning()
         self._slow_warning = _RateLimitedWarning()
         self._pubsub_lock = asyncio.Lock()
+        # Seconds a text delta may wait to be merged with the next ones (0 = publish each delta),
+        # and the most deltas merged into one part.
+        self.coalesce_window = coalesce_window
+        self.coalesce_parts = coalesce_parts
         # Database checks behind relay decisions (see `_check_relay`); each ends on its own.
         self._checks: set[asyncio.Task[None]] = set()
 
@@ -171,6 +192,7 @@ class StreamHub:
         st = self._chats.get(chat_id)
         if st is None:
             return
+        self._flush(chat_id, st)
         st.buffering = False
         st.parts.clear()
         st.first_seq = st.next_seq
@@ -181,15 +203,56 @@ class StreamHub:
         """After a step is persisted (its parts are now a message) and before a retry."""
         st = self._chats.get(chat_id)
         if st is not None:
+            self._flush(chat_id, st)
             st.parts.clear()
             st.first_seq = st.next_seq
             self._to_followers(st, ("clear", st.next_seq - 1, None))
 
     def publish_part(self, chat_id: uuid.UUID, role: Role, part: Part) -> None:
-        ev = MessagePartEvent(chat_id=chat_id, role=role, part=part)
+        """Publish a streamed part. With a coalescing window, consecutive text (or reasoning)
+        deltas are merged and published as one part when the window ends, after
+        `coalesce_parts` deltas, or before anything else about the chat (another part, a clear,
+        a message, a notification, the end of the turn), so order is kept. A merged part is
+        still a `message_part` whose text is the deltas joined: fan-out costs per window, not
+        per token. Snapshots stay exact: a subscriber who arrives while deltas wait gets them
+        live when they are published, and the buffer never holds them twice."""
         st = self._chats.get(chat_id)
         if st is None:
             return
+        if self.coalesce_window > 0 and isinstance(part, (TextPart, ReasoningPart)):
+            self._coalesce(chat_id, st, role, part)
+            return
+        self._flush(chat_id, st)
+        self._publish(chat_id, st, MessagePartEvent(chat_id=chat_id, role=role, part=part))
+
+    def _coalesce(self, chat_id: uuid.UUID, st: _ChatState, role: Role, part: TextPart | ReasoningPart) -> None:
+        pending = st.pending
+        if pending is None or pending[0] is not role or not _mergeable(pending[1], part):
+            self._flush(chat_id, st)
+            st.pending = (role, part)
+            st.flush_timer = asyncio.get_running_loop().call_later(self.coalesce_window, self._flush, chat_id, st)
+        st.pending_texts.append(part.text)
+        if len(st.pending_texts) >= self.coalesce_parts:
+            self._flush(chat_id, st)
+
+    def _flush(self, chat_id: uuid.UUID, st: _ChatState) -> None:
+        if st.flush_timer is not None:
+            st.flush_timer.cancel()
+            st.flush_timer = None
+        if st.pending is None:
+            return
+        (role, first), texts = st.pending, st.pending_texts
+        st.pending, st.pending_texts = None, []
+        part = first if len(texts) == 1 else first.model_copy(update={"text": "".join(texts)})
+        self._publish(chat_id, st, MessagePartEvent(chat_id=chat_id, role=role, part=part))
+
+    def flush_parts(self, chat_id: uuid.UUID) -> None:
+        """Publish the deltas waiting to be merged now (before something that must follow them)."""
+        st = self._chats.get(chat_id)
+        if st is not None:
+            self._flush(chat_id, st)
+
+    def _publish(self, chat_id: uuid.UUID, st: _ChatState, ev: MessagePartEvent) -> None:
         seq = st.next_seq
         st.next_seq += 1
         if st.buffering:
@@ -329,11 +392,16 @@ class StreamHub:
 
     def buffered_parts(self, chat_id: uuid.UUID) -> list[MessagePartEvent]:
         st = self._chats.get(chat_id)
-        return list(st.parts) if st else []
+        if st is None:
+            return []
+        self._flush(chat_id, st)
+        return list(st.parts)
 
     # --- publishing durable changes (after commit) ----------------------------------------
 
     async def notify(self, chat_id: uuid.UUID, note: Notification) -> None:
+        # Parts waiting to be merged were streamed before this change: they go first.
+        self.flush_parts(chat_id)
         await self.pubsub.publish(chat_channel(chat_id), note.to_payload())
 
     async def publish_messages(self, chat_id: uuid.UUID, msgs: list[Message]) -> None:

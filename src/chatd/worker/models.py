@@ -20,9 +20,7 @@ from chatd.providers import (
 )
 from chatd.providers.config import DEFAULT_MAX_OUTPUT_TOKENS, ProviderKind
 from chatd.settings import Settings
-from chatd.store import models as model_store
-from chatd.store.database import Database
-from chatd.store.secrets import SecretBox
+from chatd.worker.config_cache import ConfigCache
 
 _KINDS: tuple[ProviderKind, ...] = ("anthropic", "openai", "openai-compatible", "google")
 
@@ -48,28 +46,28 @@ class TurnModel:
         return resolve_model(self.provider, spec, model=self.lease.model(name))
 
 
-async def load_model_config(db: Database, config_id: uuid.UUID | None) -> ModelConfigRecord:
+async def load_model_config(reads: ConfigCache, config_id: uuid.UUID | None) -> ModelConfigRecord:
     if config_id is not None:
         try:
-            cfg = await model_store.get_model_config(db, config_id)
+            cfg = await reads.model_config(config_id)
             if cfg.enabled:
                 return cfg
         except NotFound:
             pass
-    default = await model_store.get_default_model_config(db)
+    default = await reads.default_model_config()
     if default is None:
         raise NoModelConfigured("No model is configured: an admin must add a model config (POST /api/v1/model-configs).")
     return default
 
 
 async def resolve_turn_model(
-    db: Database, box: SecretBox, settings: Settings, clients: ProviderClients, config_id: uuid.UUID | None
+    reads: ConfigCache, settings: Settings, clients: ProviderClients, config_id: uuid.UUID | None
 ) -> TurnModel:
-    cfg = await load_model_config(db, config_id)
+    cfg = await load_model_config(reads, config_id)
     if cfg.provider not in _KINDS:
         raise NoModelConfigured(f"Unknown provider {cfg.provider!r} in model config {cfg.display_name or cfg.model!r}.")
     kind: ProviderKind = cfg.provider
-    stored = await model_store.get_provider_by_kind(db, box, kind)
+    stored = await reads.provider(kind)
     deployment = {
         "anthropic": settings.anthropic_api_key,
         "openai": settings.openai_api_key,

@@ -37,11 +37,11 @@ from chatd.store import chats as chat_store
 from chatd.store import files as file_store
 from chatd.store import mcp_servers as mcp_store
 from chatd.store import turns
-from chatd.store import users as user_store
 from chatd.store.database import Database
 from chatd.store.secrets import SecretBox
 from chatd.store.turns import FinishResult, TurnEnd
 from chatd.streams.hub import Notification, StreamHub
+from chatd.worker.config_cache import ConfigCache
 from chatd.worker.journal import ToolJournal
 from chatd.worker.models import TurnModel, resolve_turn_model
 from chatd.worker.prompt import SUBAGENT_INSTRUCTION, build_prompt, user_instructions
@@ -77,6 +77,8 @@ class TurnDeps:
     settings: Settings
     # Provider SDK clients shared by the replica's turns (owned and closed by the app).
     providers: ProviderClients
+    # Cached configuration reads (model configs, providers, users, MCP servers).
+    config: ConfigCache
     tool_providers: list[ToolProvider] = field(default_factory=list)
     end_hooks: list[TurnEndHook] = field(default_factory=list)
     # The owner's OAuth2 tokens for these servers, refreshed when due (default: as stored).
@@ -195,7 +197,7 @@ class ChatTurn:
             model, rows, owner = await asyncio.gather(
                 self._resolve_model(),
                 turns.prompt_messages(d.db, chat.id),
-                user_store.get_user(d.db, chat.owner_id),
+                d.config.user(chat.owner_id),
             )
             ctx = self.ctx = TurnContext(chat, owner, model, self.worker_id)
             self._maybe_title(ctx)
@@ -242,7 +244,7 @@ class ChatTurn:
 
     async def _resolve_model(self) -> TurnModel:
         d = self.deps
-        model = await resolve_turn_model(d.db, d.box, d.settings, d.providers, self.chat.last_model_config_id)
+        model = await resolve_turn_model(d.config, d.settings, d.providers, self.chat.last_model_config_id)
         self._lease = model.lease
         return model
 
@@ -250,11 +252,11 @@ class ChatTurn:
 
     async def _mcp_configs(self) -> tuple[list[McpServerConfig], dict[uuid.UUID, OAuthToken]]:
         d, chat = self.deps, self.chat
-        forced, _default = await mcp_store.forced_and_default(d.db)
+        forced, _default = await d.config.mcp_forced_and_default()
         ids = list(dict.fromkeys([*chat.mcp_server_ids, *forced]))
         if not ids:
             return [], {}
-        records = [r for r in await mcp_store.get_servers(d.db, d.box, ids) if r.enabled]
+        records = [r for r in await d.config.mcp_servers(ids) if r.enabled]
         tokens: dict[uuid.UUID, OAuthToken] = {}
         try:
             if d.token_source is not None:
