@@ -80,7 +80,8 @@ def install(app: FastAPI) -> None:
         problems = []
         for e in exc.errors():
             where = _location(tuple(e.get("loc", ())))
-            msg = str(e.get("msg", "invalid"))
+            # A model's own checks (NUL in a string, null in a PATCH) name the field in the message.
+            msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
             if e.get("type") == "json_invalid":
                 msg, where = "The request body is not valid JSON", "body"
             problems.append({"field": where, "message": msg})
