@@ -23,9 +23,11 @@ def text(s: str) -> list[TextPart]:
 WORKER = uuid.UUID(int=1)
 
 
-async def make_running(chatd: App, chat_id: uuid.UUID) -> None:
-    acquired = await turns.acquire_chats(chatd.db, chatd.clock.now(), WORKER, 10)
-    assert chat_id in {c.id for c in acquired}
+async def make_running(chatd: App, chat_id: uuid.UUID) -> int:
+    """Acquire the chat as WORKER; returns the turn generation it runs under."""
+    acquired = {c.id: c.generation for c in await turns.acquire_chats(chatd.db, chatd.clock.now(), WORKER, 10)}
+    assert chat_id in acquired
+    return acquired[chat_id]
 
 
 async def test_create_chat_is_pending_with_awareness_and_user_message(chatd: App, people: People) -> None:
@@ -58,8 +60,8 @@ async def test_create_chat_rejects_blank_content_and_title(chatd: App, people: P
 
 async def test_send_to_idle_chat_inserts_and_makes_it_pending(chatd: App, people: People) -> None:
     chat = await chatd.service.create_chat(people.alice.user, content=text("one"))
-    await make_running(chatd, chat.id)
-    await turns.finish_turn(chatd.db, chatd.clock.now(), chat.id, WORKER, turns.TurnEnd.COMPLETED)
+    gen = await make_running(chatd, chat.id)
+    await turns.finish_turn(chatd.db, chatd.clock.now(), chat.id, WORKER, gen, turns.TurnEnd.COMPLETED)
     out = await chatd.service.send_message(people.alice.user, chat.id, content=text("two"))
     assert not out.queued and out.message is not None and out.chat.status is ChatStatus.PENDING
 
@@ -69,8 +71,8 @@ async def test_send_while_busy_queues_fifo_and_turn_end_promotes_oldest(chatd: A
     a = await chatd.service.send_message(people.alice.user, chat.id, content=text("a"))
     b = await chatd.service.send_message(people.alice.user, chat.id, content=text("b"))
     assert a.queued and b.queued and a.chat.status is ChatStatus.PENDING
-    await make_running(chatd, chat.id)
-    res = await turns.finish_turn(chatd.db, chatd.clock.now(), chat.id, WORKER, turns.TurnEnd.COMPLETED)
+    gen = await make_running(chatd, chat.id)
+    res = await turns.finish_turn(chatd.db, chatd.clock.now(), chat.id, WORKER, gen, turns.TurnEnd.COMPLETED)
     assert res.promoted is not None and res.promoted.content == text("a")
     assert [q.content for q in res.queue] == [text("b")]
     assert res.chat.status is ChatStatus.PENDING
@@ -115,12 +117,12 @@ async def test_interrupt_stops_running_but_pending_wins(chatd: App, people: Peop
 
 async def test_send_with_interrupt_queues_then_interrupts(chatd: App, people: People) -> None:
     chat = await chatd.service.create_chat(people.alice.user, content=text("one"))
-    await make_running(chatd, chat.id)
+    gen = await make_running(chatd, chat.id)
     out = await chatd.service.send_message(people.alice.user, chat.id, content=text("stop, do this"), busy_behavior=BusyBehavior.INTERRUPT)
     assert out.queued and out.chat.status is ChatStatus.WAITING
     # The worker saves its partial answer, then the queued message is promoted after it.
-    await turns.persist_step(chatd.db, chatd.clock.now(), chat.id, WORKER, [turns.NewMessage(Role.ASSISTANT, text("partial"))])
-    res = await turns.finish_turn(chatd.db, chatd.clock.now(), chat.id, WORKER, turns.TurnEnd.INTERRUPTED)
+    await turns.persist_step(chatd.db, chatd.clock.now(), chat.id, WORKER, gen, [turns.NewMessage(Role.ASSISTANT, text("partial"))])
+    res = await turns.finish_turn(chatd.db, chatd.clock.now(), chat.id, WORKER, gen, turns.TurnEnd.INTERRUPTED)
     assert res.promoted is not None and res.chat.status is ChatStatus.PENDING
     tail = [(m.role, m.content) for m in await chat_store.all_messages(chatd.db, chat.id)][-2:]
     assert tail == [(Role.ASSISTANT, text("partial")), (Role.USER, text("stop, do this"))]
@@ -128,8 +130,8 @@ async def test_send_with_interrupt_queues_then_interrupts(chatd: App, people: Pe
 
 async def test_edit_soft_deletes_later_history_clears_queue_and_goes_pending(chatd: App, people: People) -> None:
     chat = await chatd.service.create_chat(people.alice.user, content=text("one"))
-    await make_running(chatd, chat.id)
-    await turns.persist_step(chatd.db, chatd.clock.now(), chat.id, WORKER, [turns.NewMessage(Role.ASSISTANT, text("answer"))])
+    gen = await make_running(chatd, chat.id)
+    await turns.persist_step(chatd.db, chatd.clock.now(), chat.id, WORKER, gen, [turns.NewMessage(Role.ASSISTANT, text("answer"))])
     await chatd.service.send_message(people.alice.user, chat.id, content=text("queued"))
     first_user = next(m for m in await chat_store.all_messages(chatd.db, chat.id) if m.role is Role.USER)
     msg, edited = await chatd.service.edit_message(people.alice.user, chat.id, first_user.id, text("one, edited"))
@@ -140,7 +142,7 @@ async def test_edit_soft_deletes_later_history_clears_queue_and_goes_pending(cha
     assert await chat_store.list_queue(chatd.db, chat.id) == []
     # The running worker may not write after the edit.
     with pytest.raises(turns.LostOwnership):
-        await turns.persist_step(chatd.db, chatd.clock.now(), chat.id, WORKER, [turns.NewMessage(Role.ASSISTANT, text("late"))])
+        await turns.persist_step(chatd.db, chatd.clock.now(), chat.id, WORKER, gen, [turns.NewMessage(Role.ASSISTANT, text("late"))])
 
 
 async def test_edit_refuses_missing_and_non_user_messages(chatd: App, people: People) -> None:
@@ -181,9 +183,9 @@ async def test_delete_and_promote_queued(chatd: App, people: People) -> None:
 async def test_spend_limit_blocks_create_send_and_edit_but_not_promotion(chatd: App, people: People) -> None:
     chat = await chatd.service.create_chat(people.alice.user, content=text("one"))
     queued = await chatd.service.send_message(people.alice.user, chat.id, content=text("queued before the limit"))
-    await make_running(chatd, chat.id)
+    gen = await make_running(chatd, chat.id)
     await turns.persist_step(
-        chatd.db, chatd.clock.now(), chat.id, WORKER, [turns.NewMessage(Role.ASSISTANT, text("costly"), total_cost_micros=5_000_000)]
+        chatd.db, chatd.clock.now(), chat.id, WORKER, gen, [turns.NewMessage(Role.ASSISTANT, text("costly"), total_cost_micros=5_000_000)]
     )
     await chatd.service.set_usage_limit(people.admin.user, scope="user", user_id=people.alice.user.id, period="day", limit_micros=5_000_000)
     with pytest.raises(UsageLimitExceeded) as info:

@@ -35,8 +35,8 @@ async def race(*contenders: Callable[[], Awaitable[Any]]) -> list[Any]:
 
 async def idle_chat(chatd: App, people: People) -> uuid.UUID:
     chat = await chatd.service.create_chat(people.alice.user, content=text("start"))
-    await turns.acquire_chats(chatd.db, chatd.clock.now(), WORKER, 10)
-    await turns.finish_turn(chatd.db, chatd.clock.now(), chat.id, WORKER, turns.TurnEnd.COMPLETED)
+    (acquired,) = await turns.acquire_chats(chatd.db, chatd.clock.now(), WORKER, 10)
+    await turns.finish_turn(chatd.db, chatd.clock.now(), chat.id, WORKER, acquired.generation, turns.TurnEnd.COMPLETED)
     return chat.id
 
 
@@ -72,7 +72,7 @@ async def test_the_twenty_first_queued_message_is_refused_exactly_once(chatd: Ap
 
 async def test_interrupt_racing_a_send_never_loses_the_new_message(chatd: App, people: People) -> None:
     chat = await chatd.service.create_chat(people.alice.user, content=text("start"))
-    await turns.acquire_chats(chatd.db, chatd.clock.now(), WORKER, 10)
+    (acquired,) = await turns.acquire_chats(chatd.db, chatd.clock.now(), WORKER, 10)
     results = await race(
         lambda: chatd.service.interrupt(people.alice.user, chat.id),
         lambda: chatd.service.send_message(people.alice.user, chat.id, content=text("next")),
@@ -80,7 +80,7 @@ async def test_interrupt_racing_a_send_never_loses_the_new_message(chatd: App, p
     assert not any(isinstance(r, BaseException) for r in results), results
     # Whichever order: the message is queued (the chat was running or waiting-with-backlog is
     # impossible here) and the running turn ends; finishing promotes it, so it runs.
-    end = await turns.finish_turn(chatd.db, chatd.clock.now(), chat.id, WORKER, turns.TurnEnd.INTERRUPTED)
+    end = await turns.finish_turn(chatd.db, chatd.clock.now(), chat.id, WORKER, acquired.generation, turns.TurnEnd.INTERRUPTED)
     final = await chat_store.get_chat(chatd.db, chat.id)
     users = [m.content for m in await chat_store.all_messages(chatd.db, chat.id) if m.role is Role.USER]
     assert users == [text("start"), text("next")]
@@ -136,10 +136,10 @@ async def test_promote_racing_auto_promotion_runs_the_message_once(chatd: App, p
     chat = await chatd.service.create_chat(people.alice.user, content=text("start"))
     q = (await chatd.service.send_message(people.alice.user, chat.id, content=text("once"))).queued_message
     assert q is not None
-    await turns.acquire_chats(chatd.db, chatd.clock.now(), WORKER, 10)
+    (acquired,) = await turns.acquire_chats(chatd.db, chatd.clock.now(), WORKER, 10)
     await race(
         lambda: chatd.service.promote_queued(people.alice.user, chat.id, q.id),
-        lambda: turns.finish_turn(chatd.db, chatd.clock.now(), chat.id, WORKER, turns.TurnEnd.COMPLETED),
+        lambda: turns.finish_turn(chatd.db, chatd.clock.now(), chat.id, WORKER, acquired.generation, turns.TurnEnd.COMPLETED),
     )
     users = [m.content for m in await chat_store.all_messages(chatd.db, chat.id) if m.role is Role.USER]
     assert users == [text("start"), text("once")]

@@ -9,7 +9,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from chatd.domain.chat import BusyBehavior, Chat, ChatStatus, Message, QueuedMessage, UserRole
+from chatd.domain.chat import (
+    MAX_QUEUED_MESSAGES,
+    BusyBehavior,
+    Chat,
+    ChatStatus,
+    Message,
+    QueuedMessage,
+    UserRole,
+)
 from chatd.domain.clock import Clock
 from chatd.domain.config import (
     PROVIDER_KINDS,
@@ -99,7 +107,7 @@ class ChatService:
         box: SecretBox,
         clock: Clock,
         *,
-        max_queued_messages: int = 20,
+        max_queued_messages: int = MAX_QUEUED_MESSAGES,
         replica_id: uuid.UUID | None = None,
     ) -> None:
         self.db = db

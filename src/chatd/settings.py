@@ -10,6 +10,8 @@ import platformdirs
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from chatd.domain.chat import MAX_QUEUED_MESSAGES
+
 
 def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("chatd"))
@@ -79,7 +81,7 @@ class Settings(BaseSettings):
     mcp_max_result_chars: int = 100_000
 
     # Chats and streams (SPEC §3, §6).
-    max_queued_messages: int = 20
+    max_queued_messages: int = MAX_QUEUED_MESSAGES
     stream_part_buffer: int = 10000
     stream_subscriber_queue: int = 128
     stream_message_cache: int = 256

@@ -12,6 +12,9 @@ mid-stream), `Fault.truncate(after=n)` (clean end without the terminal event), `
 (hang until the client gives up or the server closes). `RawReply` serves recorded bytes verbatim.
 `FakeLLMServer(responder=fn)` answers streaming requests with `fn(request_body)` once the script is
 empty, so many concurrent chats can each get the reply their own conversation calls for (bench).
+`directive_reply` is such a responder: the last user message's lines `TOKENS n` (answer
+`tok0 … tok{n-1}`, one token per frame) and `SLOW ms` (a delay per frame) shape the answer; any
+other message is answered `answer to: <its text>`.
 """
 
 from __future__ import annotations
@@ -93,6 +96,8 @@ class Reply:
     # Text is streamed in chunks of this many characters.
     chunk_chars: int = 4
     model: str | None = None
+    # Seconds between stream frames (a slow model), on top of the server's `token_delay`.
+    frame_delay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -350,7 +355,7 @@ class FakeLLMServer:
         if not body.get("stream"):
             return JSONResponse(_openai_completion(reply, model))
         frames = (_openai_frame(data) for data in _openai_events(reply, model))
-        return StreamingResponse(self._stream(frames, reply.fault), media_type="text/event-stream")
+        return StreamingResponse(self._stream(frames, reply.fault, reply.frame_delay), media_type="text/event-stream")
 
     async def _anthropic(self, request: Request) -> Response:
         body = await self._record("anthropic", request)
@@ -363,7 +368,7 @@ class FakeLLMServer:
         if not body.get("stream"):
             return JSONResponse(_anthropic_message(reply, model))
         frames = (_anthropic_frame(event, data) for event, data in _anthropic_events(reply, model))
-        return StreamingResponse(self._stream(frames, reply.fault), media_type="text/event-stream")
+        return StreamingResponse(self._stream(frames, reply.fault, reply.frame_delay), media_type="text/event-stream")
 
     def _key_refused(self, request: Request) -> bool:
         if self.models_key is None:
@@ -405,7 +410,7 @@ class FakeLLMServer:
         models.append({"name": "models/fake-embedding", "displayName": "Embedding", "supportedGenerationMethods": ["embedContent"]})
         return JSONResponse({"models": models})
 
-    async def _stream(self, frames: Iterator[bytes], fault: Fault | None) -> AsyncIterator[bytes]:
+    async def _stream(self, frames: Iterator[bytes], fault: Fault | None, frame_delay: float = 0.0) -> AsyncIterator[bytes]:
         for sent, frame in enumerate(frames):
             if fault is not None and sent == fault.after:
                 if fault.kind == "drop":
@@ -416,9 +421,38 @@ class FakeLLMServer:
                     self.stalled.set()
                     await self._release.wait()
                     return
-            if self.token_delay:
-                await asyncio.sleep(self.token_delay)
+            if self.token_delay or frame_delay:
+                await asyncio.sleep(self.token_delay + frame_delay)
             yield frame
+
+
+def _last_user_text(body: dict[str, Any]) -> str:
+    for m in reversed(body.get("messages") or []):
+        if m.get("role") != "user":
+            continue
+        content = m.get("content")
+        if isinstance(content, str):
+            return content
+        return "".join(p.get("text", "") for p in content or [] if isinstance(p, dict))
+    return ""
+
+
+def directive_reply(body: dict[str, Any]) -> Reply:
+    """Answer the last user message as its directives say (see the module docstring)."""
+    text = _last_user_text(body)
+    tokens: int | None = None
+    delay = 0.0
+    for line in text.splitlines():
+        word, _, arg = line.strip().partition(" ")
+        if word == "TOKENS" and arg.isdigit():
+            tokens = int(arg)
+        elif word == "SLOW" and arg.isdigit():
+            delay = int(arg) / 1000
+    if tokens is None:
+        return Reply(text=f"answer to: {text}", frame_delay=delay)
+    answer = " ".join(f"tok{i}" for i in range(tokens))
+    # One token (and its separator) per frame, so an interrupt lands between tokens.
+    return Reply(text=answer, chunk_chars=len("tok0 "), frame_delay=delay)
 
 
 def _openai_completion(reply: Reply, model: str) -> dict[str, Any]:

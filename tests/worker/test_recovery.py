@@ -67,9 +67,9 @@ async def test_a_crashed_workers_chat_is_recovered_after_stale_after_without_dup
 async def test_a_fresh_heartbeat_wins_over_recovery(rig: Rig) -> None:
     chat = await rig.chat()
     w = uuid.uuid4()
-    await turns.acquire_chats(rig.app.db, rig.app.clock.now(), w, 10)
+    [acquired] = await turns.acquire_chats(rig.app.db, rig.app.clock.now(), w, 10)
     rig.app.clock.advance(rig.app.settings.stale_after + 1)  # type: ignore[attr-defined]
-    assert await turns.heartbeat(rig.app.db, rig.app.clock.now(), chat.id, w)
+    assert await turns.heartbeat_many(rig.app.db, rig.app.clock.now(), {chat.id: acquired.generation}, w) == {chat.id}
     assert await rig.workers.recover_once() == []
     assert (await rig.get(chat.id)).status is ChatStatus.RUNNING
 

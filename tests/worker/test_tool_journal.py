@@ -178,6 +178,9 @@ async def test_a_worker_that_lost_the_chat_starts_no_tool(rig: Rig) -> None:
     chat = await rig.chat()
     now, me = rig.app.clock.now(), uuid.uuid4()
     start = dict(chat_id=chat.id, worker_id=me, run_id=uuid.uuid4(), tool_call_id="c1", tool_name="deploy", args_sha256=args_sha256({}))
-    assert await tool_calls.start_tool_call(rig.app.db, now, **start) is ToolStart.NOT_OURS  # type: ignore[arg-type]
-    await turns.acquire_chats(rig.app.db, now, me, 10)
-    assert await tool_calls.start_tool_call(rig.app.db, now, **start) is ToolStart.RUN  # type: ignore[arg-type]
+    assert await tool_calls.start_tool_call(rig.app.db, now, generation=1, **start) is ToolStart.NOT_OURS  # type: ignore[arg-type]
+    [acquired] = await turns.acquire_chats(rig.app.db, now, me, 10)
+    assert acquired.generation == 1
+    # A turn of an older generation of the same worker starts nothing either.
+    assert await tool_calls.start_tool_call(rig.app.db, now, generation=0, **start) is ToolStart.NOT_OURS  # type: ignore[arg-type]
+    assert await tool_calls.start_tool_call(rig.app.db, now, generation=1, **start) is ToolStart.RUN  # type: ignore[arg-type]

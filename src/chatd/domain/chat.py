@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from chatd.domain.parts import Part
@@ -49,6 +49,56 @@ class UserRole(enum.StrEnum):
 MAX_QUEUED_MESSAGES = 20
 
 
+# --- the status machine as pure rules (ARCHITECTURE.md, "Chat status") ----------------------------
+#
+# Each rule looks at the chat as it is under its row lock and returns what the store must do; the
+# store executes it (`store/machine.py`) and decides nothing itself. The turn generation is the
+# fence: every acquire starts a new one, and so does every change that rewrites the history or
+# hands the chat to a new turn (edit, promote, a send that makes an idle chat pending, a release).
+# A worker writes only under the generation it acquired with, so no write of an old turn can land
+# in a history that moved on, even when the same replica re-acquired the chat at once.
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """What the store does to one chat row. Leaving `running` always releases the lease."""
+
+    # The new status; None keeps the current one.
+    status: ChatStatus | None = None
+    # Start a new turn generation: every write of the current turn is refused from now on.
+    advance: bool = False
+    # Clear the lease (worker_id, started_at, heartbeat_at).
+    release: bool = False
+    clear_error: bool = False
+    # Move the oldest queued message into the history first (FIFO).
+    promote: bool = False
+    # Drop every queued message (an edit restarts the conversation from the edited message).
+    clear_queue: bool = False
+
+    def changes_status_from(self, current: ChatStatus) -> bool:
+        return self.status is not None and self.status is not current
+
+
+NOTHING = Transition()
+# A new turn must run: the chat becomes pending under a new generation.
+_TO_PENDING = Transition(ChatStatus.PENDING, advance=True, release=True, clear_error=True)
+
+
+class SendKind(enum.StrEnum):
+    # Straight into the history (an idle chat without a backlog).
+    HISTORY = "history"
+    # Into the queue, behind the running turn or the backlog.
+    QUEUE = "queue"
+
+
+@dataclass(frozen=True, slots=True)
+class SendPlan:
+    kind: SendKind
+    transition: Transition
+    # The running turn takes the message at its next tool boundary.
+    steer: bool = False
+
+
 def status_after_interrupt(current: ChatStatus) -> ChatStatus:
     """Interrupting goes to waiting, unless a new message already made the chat pending."""
     return ChatStatus.PENDING if current is ChatStatus.PENDING else ChatStatus.WAITING
@@ -57,6 +107,134 @@ def status_after_interrupt(current: ChatStatus) -> ChatStatus:
 def should_queue(status: ChatStatus, queue_length: int) -> bool:
     """A sent message is queued while the chat is busy, or behind an existing backlog (FIFO)."""
     return status.busy or queue_length > 0
+
+
+def plan_send(status: ChatStatus, backlog: int, behavior: BusyBehavior, max_queued: int) -> SendPlan:
+    """A user message arrives. Raises `ChatBusy` (reject) or `QueueFull`; then nothing is written."""
+    from chatd.errors import ChatBusy, QueueFull
+
+    if not should_queue(status, backlog):
+        return SendPlan(SendKind.HISTORY, _TO_PENDING)
+    if behavior is BusyBehavior.REJECT:
+        raise ChatBusy("The chat is busy; try again when it is waiting.", {"status": status.value})
+    if backlog >= max_queued:
+        raise QueueFull("Message queue is full.", {"max_queued_messages": max_queued})
+    steer = behavior is BusyBehavior.STEER and status is ChatStatus.RUNNING
+    if behavior is BusyBehavior.INTERRUPT and status is ChatStatus.RUNNING:
+        # The owning worker sees `waiting`, saves the partial answer, then promotes the queue.
+        return SendPlan(SendKind.QUEUE, plan_interrupt(status), steer=False)
+    if not status.busy:
+        # Idle with a backlog (e.g. its worker vanished after an interrupt): nobody else will
+        # promote it, so promote the head now and keep FIFO order.
+        return SendPlan(SendKind.QUEUE, replace(_TO_PENDING, promote=True), steer=steer)
+    return SendPlan(SendKind.QUEUE, NOTHING, steer=steer)
+
+
+def plan_edit(status: ChatStatus) -> Transition:
+    """A user message is edited: the history from it on is replaced, the queue cleared, and the
+    running turn (if any) fenced off: its late writes would answer the old message."""
+    del status  # any status: the edited history must run
+    return replace(_TO_PENDING, clear_queue=True)
+
+
+def plan_interrupt(status: ChatStatus) -> Transition:
+    """Stop a running turn. The generation stays: the interrupted turn may still save its partial
+    answer (which answers the history as it is) and then settle the chat (`plan_finish`); any
+    later change that moves the history on advances the generation and fences it off."""
+    if status is not ChatStatus.RUNNING:
+        # Pending wins (a new message must run); waiting/error have nothing to stop.
+        return NOTHING
+    return Transition(status_after_interrupt(status), release=True)
+
+
+def plan_promote(status: ChatStatus) -> Transition:
+    """A queued message is moved into the history by hand: a new turn answers it."""
+    del status
+    return _TO_PENDING
+
+
+def plan_archive(status: ChatStatus) -> Transition:
+    """Archiving stops a busy chat like an interrupt (an archived chat promotes nothing)."""
+    return Transition(ChatStatus.WAITING, release=True) if status.busy else NOTHING
+
+
+def plan_acquire(status: ChatStatus) -> Transition | None:
+    """A worker takes a pending chat under a new generation (the store sets the lease)."""
+    return Transition(ChatStatus.RUNNING, advance=True) if status is ChatStatus.PENDING else None
+
+
+def plan_release(status: ChatStatus) -> Transition:
+    """Shutdown, a stale heartbeat or a dead replica: the chat goes back to pending for any
+    worker, and the turn that held it is fenced off (it may still be alive, only slow)."""
+    return Transition(ChatStatus.PENDING, advance=True, release=True) if status is ChatStatus.RUNNING else NOTHING
+
+
+class WriteKind(enum.StrEnum):
+    # A step (or compaction) of the turn's answer: also accepted after an interrupt (`waiting`),
+    # so the partial answer is kept.
+    STEP = "step"
+    # Anything that needs the lease: heartbeat, steered messages, starting a tool call, release.
+    LEASE = "lease"
+
+
+def worker_owns(
+    status: ChatStatus, generation: int, worker_id: uuid.UUID | None, *, mine: int, me: uuid.UUID, kind: WriteKind
+) -> bool:
+    """Whether a worker's write under generation `mine` may change the chat."""
+    if generation != mine:
+        return False
+    if status is ChatStatus.RUNNING:
+        return worker_id == me
+    return kind is WriteKind.STEP and status is ChatStatus.WAITING
+
+
+class TurnEnd(enum.StrEnum):
+    COMPLETED = "completed"
+    INTERRUPTED = "interrupted"
+    ERROR = "error"
+    SHUTDOWN = "shutdown"
+
+
+@dataclass(frozen=True, slots=True)
+class FinishPlan:
+    # False: the turn was fenced off (another turn holds or held the chat): change and publish nothing.
+    applied: bool
+    transition: Transition = NOTHING
+    # The queue waits because the owner's spend limit is reached.
+    spend_blocked: bool = False
+
+
+def plan_finish(
+    status: ChatStatus, *, owned: bool, end: TurnEnd, has_queue: bool, archived: bool, may_spend: bool
+) -> FinishPlan:
+    """Settle the chat after a turn (SPEC §2, cleanup precedence). `owned`: the chat is still at
+    the turn's generation (running under it, or interrupted to waiting under it)."""
+    if status is ChatStatus.PENDING:
+        # Edited or promoted meanwhile: the new work runs next (a new generation already).
+        return FinishPlan(applied=True)
+    if not owned:
+        return FinishPlan(applied=False)
+    if status is ChatStatus.RUNNING and end is TurnEnd.SHUTDOWN:
+        return FinishPlan(applied=True, transition=plan_release(status))
+    if status is ChatStatus.RUNNING and end is TurnEnd.ERROR:
+        return FinishPlan(applied=True, transition=Transition(ChatStatus.ERROR, release=True))
+    if status is ChatStatus.ERROR:
+        return FinishPlan(applied=True)
+    # Completed, or interrupted (waiting): promote the oldest queued message, FIFO. An archived
+    # chat (a closed sub-agent) stays stopped: its queue waits for an unarchive.
+    queue = has_queue and not archived
+    if queue and may_spend:
+        return FinishPlan(applied=True, transition=replace(_TO_PENDING, promote=True))
+    return FinishPlan(
+        applied=True,
+        transition=Transition(ChatStatus.WAITING, release=True, clear_error=True),
+        spend_blocked=queue,
+    )
+
+
+# Hook for the human-in-the-loop issue: answering a pending action resumes the chat under a new
+# generation, like a promote, so a turn still waiting on the old action can write nothing.
+plan_answer_action = plan_promote
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +276,8 @@ class Chat:
     archived: bool
     created_at: datetime
     updated_at: datetime
+    # The turn generation (the fence of worker writes): see the rules above.
+    generation: int = 0
 
 
 @dataclass(frozen=True, slots=True)

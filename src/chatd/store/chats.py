@@ -5,16 +5,17 @@ Functions return what the service needs to publish after commit; none of them pu
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatd.domain.chat import (
+    MAX_QUEUED_MESSAGES,
     BusyBehavior,
     Chat,
     ChatStatus,
@@ -22,19 +23,22 @@ from chatd.domain.chat import (
     NewMessage,
     QueuedMessage,
     Role,
+    SendKind,
     Visibility,
-    should_queue,
-    status_after_interrupt,
+    plan_archive,
+    plan_edit,
+    plan_interrupt,
+    plan_promote,
+    plan_send,
 )
 from chatd.domain.parts import Part, TextPart, parts_to_json
-from chatd.errors import ChatBusy, InvalidInput, NotFound, QueueFull
+from chatd.errors import InvalidInput, NotFound
+from chatd.store import machine
 from chatd.store.database import Database
+from chatd.store.machine import insert_messages, lock_chat
 from chatd.store.rows import chat_from_row, message_from_row, queued_from_row
 from chatd.store.tables import chats, messages, model_configs, queued_messages
 from chatd.store.usage import check_spend
-
-# Leaving `running` (or being made pending again) always clears the worker's lease.
-_RELEASE: dict[str, Any] = {"worker_id": None, "started_at": None, "heartbeat_at": None}
 
 
 def workspace_awareness(has_workspace: bool) -> str:
@@ -87,86 +91,6 @@ class QueueChange:
     queue: list[QueuedMessage]
     message: Message | None = None
     status_changed: bool = False
-
-
-async def lock_chat(db: Database, conn: AsyncConnection, chat_id: uuid.UUID) -> Chat:
-    row = await db.lock_row(conn, chats, chat_id)
-    if row is None:
-        raise NotFound("Chat not found.")
-    return chat_from_row(row)
-
-
-async def insert_messages(
-    conn: AsyncConnection, chat_id: uuid.UUID, new: Sequence[NewMessage], now: datetime
-) -> list[Message]:
-    out: list[Message] = []
-    for m in new:
-        u = m.usage
-        row = (
-            await conn.execute(
-                insert(messages)
-                .values(
-                    chat_id=chat_id,
-                    role=m.role.value,
-                    content=parts_to_json(m.content),
-                    visibility=m.visibility.value,
-                    created_by=m.created_by,
-                    model_config_id=m.model_config_id,
-                    input_tokens=u.input_tokens if u else None,
-                    output_tokens=u.output_tokens if u else None,
-                    total_tokens=u.total_tokens if u else None,
-                    reasoning_tokens=u.reasoning_tokens if u else None,
-                    cache_creation_tokens=u.cache_creation_tokens if u else None,
-                    cache_read_tokens=u.cache_read_tokens if u else None,
-                    context_limit=m.context_limit,
-                    total_cost_micros=m.total_cost_micros,
-                    runtime_ms=m.runtime_ms,
-                    compressed=m.compressed,
-                    created_at=now,
-                )
-                .returning(*messages.c)
-            )
-        ).one()
-        out.append(message_from_row(row))
-    return out
-
-
-async def _set_chat(conn: AsyncConnection, chat_id: uuid.UUID, now: datetime, **values: Any) -> Chat:
-    row = (
-        await conn.execute(
-            update(chats).where(chats.c.id == chat_id).values(updated_at=now, **values).returning(*chats.c)
-        )
-    ).one()
-    return chat_from_row(row)
-
-
-async def _queue(conn: AsyncConnection, chat_id: uuid.UUID) -> list[QueuedMessage]:
-    rows = (
-        await conn.execute(
-            select(queued_messages).where(queued_messages.c.chat_id == chat_id).order_by(queued_messages.c.id)
-        )
-    ).all()
-    return [queued_from_row(r) for r in rows]
-
-
-async def _queue_length(conn: AsyncConnection, chat_id: uuid.UUID) -> int:
-    q = select(func.count()).select_from(queued_messages).where(queued_messages.c.chat_id == chat_id)
-    return int((await conn.execute(q)).scalar_one())
-
-
-async def _pop_queued(
-    conn: AsyncConnection, chat_id: uuid.UUID, queued_id: int | None = None, *, steer_only: bool = False
-) -> Any:
-    """Delete and return the oldest (or a given) queued message; None when there is none."""
-    cond = queued_messages.c.chat_id == chat_id
-    if queued_id is not None:
-        cond = and_(cond, queued_messages.c.id == queued_id)
-    else:
-        oldest = select(func.min(queued_messages.c.id)).where(
-            and_(queued_messages.c.chat_id == chat_id, queued_messages.c.steer) if steer_only else queued_messages.c.chat_id == chat_id
-        )
-        cond = and_(cond, queued_messages.c.id == oldest.scalar_subquery())
-    return (await conn.execute(delete(queued_messages).where(cond).returning(*queued_messages.c))).first()
 
 
 async def _validate_model_config(conn: AsyncConnection, model_config_id: uuid.UUID) -> None:
@@ -258,7 +182,7 @@ async def send_message(
     busy_behavior: BusyBehavior = BusyBehavior.QUEUE,
     model_config_id: uuid.UUID | None = None,
     mcp_server_ids: list[uuid.UUID] | None = None,
-    max_queued: int = 20,
+    max_queued: int = MAX_QUEUED_MESSAGES,
 ) -> SendResult:
     async with db.write() as conn:
         chat = await lock_chat(db, conn, chat_id)
@@ -270,49 +194,29 @@ async def send_message(
         if mcp_server_ids is not None:
             changes["mcp_server_ids"] = [str(x) for x in mcp_server_ids]
         model_id = model_config_id or chat.last_model_config_id
-        backlog = await _queue_length(conn, chat_id)
+        plan = plan_send(chat.status, await machine.queue_length(conn, chat_id), busy_behavior, max_queued)
 
-        if not should_queue(chat.status, backlog):
+        if plan.kind is SendKind.HISTORY:
             inserted = await insert_messages(
                 conn, chat_id, [NewMessage(Role.USER, content, created_by=sender_id, model_config_id=model_id)], now
             )
-            chat = await _set_chat(conn, chat_id, now, status=ChatStatus.PENDING.value, last_error=None, **_RELEASE, **changes)
+            chat, _ = await machine.apply(conn, chat, plan.transition, now, **changes)
             return SendResult(chat, queued=False, message=inserted[0], status_changed=True, inserted=inserted)
 
-        if busy_behavior is BusyBehavior.REJECT:
-            raise ChatBusy("The chat is busy; try again when it is waiting.", {"status": chat.status.value})
-        if backlog >= max_queued:
-            raise QueueFull("Message queue is full.", {"max_queued_messages": max_queued})
-        steer = busy_behavior is BusyBehavior.STEER and chat.status is ChatStatus.RUNNING
         qrow = (
             await conn.execute(
                 insert(queued_messages)
-                .values(chat_id=chat_id, content=parts_to_json(content), created_by=sender_id, steer=steer, created_at=now)
+                .values(chat_id=chat_id, content=parts_to_json(content), created_by=sender_id, steer=plan.steer, created_at=now)
                 .returning(*queued_messages.c)
             )
         ).one()
         queued = queued_from_row(qrow)
-        status_changed = False
-        promoted: list[Message] = []
-        if busy_behavior is BusyBehavior.INTERRUPT and chat.status is ChatStatus.RUNNING:
-            # The owning worker sees `waiting`, saves the partial answer, then promotes the queue.
-            changes.update(status=status_after_interrupt(chat.status).value, **_RELEASE)
-            status_changed = True
-        elif not chat.status.busy:
-            # Idle with a backlog (e.g. its worker vanished after an interrupt): nobody else will
-            # promote it, so promote the head now and keep FIFO order.
-            head = await _pop_queued(conn, chat_id)
-            promoted = await insert_messages(
-                conn,
-                chat_id,
-                [NewMessage(Role.USER, _content_of(head), created_by=head.created_by or sender_id, model_config_id=model_id)],
-                now,
-            )
-            changes.update(status=ChatStatus.PENDING.value, last_error=None, **_RELEASE)
-            status_changed = True
-        if changes:
-            chat = await _set_chat(conn, chat_id, now, **changes)
-        queue = await _queue(conn, chat_id)
+        status_changed = plan.transition.changes_status_from(chat.status)
+        # A promoted head is answered with the model this send chose.
+        chat, promoted = await machine.apply(
+            conn, dataclasses.replace(chat, last_model_config_id=model_id), plan.transition, now, **changes
+        )
+        queue = await machine.queue_of(conn, chat_id)
         return SendResult(
             chat,
             queued=True,
@@ -320,14 +224,8 @@ async def send_message(
             queue=queue,
             queue_changed=True,
             status_changed=status_changed,
-            inserted=promoted,
+            inserted=[promoted] if promoted is not None else [],
         )
-
-
-def _content_of(row: Any) -> list[Part]:
-    from chatd.domain.parts import parts_from_json
-
-    return parts_from_json(row.content)
 
 
 async def edit_message(
@@ -364,19 +262,18 @@ async def edit_message(
             [NewMessage(Role.USER, content, created_by=editor_id, model_config_id=chat.last_model_config_id)],
             now,
         )
-        cleared = (await conn.execute(delete(queued_messages).where(queued_messages.c.chat_id == chat_id))).rowcount
-        chat = await _set_chat(conn, chat_id, now, status=ChatStatus.PENDING.value, last_error=None, **_RELEASE)
-        return EditResult(chat, inserted[0], queue_cleared=bool(cleared))
+        cleared = await machine.queue_length(conn, chat_id) > 0
+        chat, _ = await machine.apply(conn, chat, plan_edit(chat.status), now)
+        return EditResult(chat, inserted[0], queue_cleared=cleared)
 
 
 async def interrupt_chat(db: Database, now: datetime, chat_id: uuid.UUID) -> StatusChange:
     async with db.write() as conn:
         chat = await lock_chat(db, conn, chat_id)
-        if chat.status is not ChatStatus.RUNNING:
-            # Pending wins (a new message must run); waiting/error have nothing to stop.
-            return StatusChange(chat, changed=False)
-        chat = await _set_chat(conn, chat_id, now, status=ChatStatus.WAITING.value, **_RELEASE)
-        return StatusChange(chat, changed=True)
+        plan = plan_interrupt(chat.status)
+        changed = plan.changes_status_from(chat.status)
+        chat, _ = await machine.apply(conn, chat, plan, now)
+        return StatusChange(chat, changed=changed)
 
 
 async def set_archived(db: Database, now: datetime, chat_id: uuid.UUID, archived: bool) -> list[Chat]:
@@ -385,11 +282,9 @@ async def set_archived(db: Database, now: datetime, chat_id: uuid.UUID, archived
         await lock_chat(db, conn, chat_id)
         tree = or_(chats.c.id == chat_id, chats.c.root_chat_id == chat_id)
         if archived:
-            await conn.execute(
-                update(chats)
-                .where(and_(tree, chats.c.status.in_([ChatStatus.PENDING.value, ChatStatus.RUNNING.value])))
-                .values(status=ChatStatus.WAITING.value, updated_at=now, **_RELEASE)
-            )
+            for status in (ChatStatus.PENDING, ChatStatus.RUNNING):
+                values = machine.transition_values(plan_archive(status))
+                await conn.execute(update(chats).where(and_(tree, chats.c.status == status.value)).values(updated_at=now, **values))
         rows = (await conn.execute(update(chats).where(tree).values(archived=archived, updated_at=now).returning(*chats.c))).all()
         return [chat_from_row(r) for r in rows]
 
@@ -397,9 +292,9 @@ async def set_archived(db: Database, now: datetime, chat_id: uuid.UUID, archived
 async def delete_queued(db: Database, now: datetime, chat_id: uuid.UUID, queued_id: int) -> QueueChange:
     async with db.write() as conn:
         chat = await lock_chat(db, conn, chat_id)
-        if await _pop_queued(conn, chat_id, queued_id) is None:
+        if await machine.pop_queued(conn, chat_id, queued_id) is None:
             raise NotFound("Queued message not found.")
-        return QueueChange(chat, await _queue(conn, chat_id))
+        return QueueChange(chat, await machine.queue_of(conn, chat_id))
 
 
 async def promote_queued(db: Database, now: datetime, chat_id: uuid.UUID, queued_id: int) -> QueueChange:
@@ -407,24 +302,20 @@ async def promote_queued(db: Database, now: datetime, chat_id: uuid.UUID, queued
     the content was accepted when it was queued)."""
     async with db.write() as conn:
         chat = await lock_chat(db, conn, chat_id)
-        row = await _pop_queued(conn, chat_id, queued_id)
+        row = await machine.pop_queued(conn, chat_id, queued_id)
         if row is None:
             raise NotFound("Queued message not found.")
-        inserted = await insert_messages(
-            conn,
-            chat_id,
-            [NewMessage(Role.USER, _content_of(row), created_by=row.created_by, model_config_id=chat.last_model_config_id)],
-            now,
-        )
-        changed = chat.status is not ChatStatus.PENDING
-        chat = await _set_chat(conn, chat_id, now, status=ChatStatus.PENDING.value, last_error=None, **_RELEASE)
-        return QueueChange(chat, await _queue(conn, chat_id), inserted[0], status_changed=changed)
+        inserted = await machine.move_into_history(conn, chat, row, now)
+        plan = plan_promote(chat.status)
+        changed = plan.changes_status_from(chat.status)
+        chat, _ = await machine.apply(conn, chat, plan, now)
+        return QueueChange(chat, await machine.queue_of(conn, chat_id), inserted, status_changed=changed)
 
 
 async def update_title(db: Database, now: datetime, chat_id: uuid.UUID, title: str) -> Chat:
     async with db.write() as conn:
         await lock_chat(db, conn, chat_id)
-        return await _set_chat(conn, chat_id, now, title=title)
+        return await machine.set_chat(conn, chat_id, now, title=title)
 
 
 # --- reads -----------------------------------------------------------------------------------
@@ -443,7 +334,7 @@ async def get_chat(db: Database, chat_id: uuid.UUID) -> Chat:
 
 
 async def queue_in(conn: AsyncConnection, chat_id: uuid.UUID) -> list[QueuedMessage]:
-    return await _queue(conn, chat_id)
+    return await machine.queue_of(conn, chat_id)
 
 
 async def list_chats(
@@ -501,12 +392,12 @@ async def visible_messages(conn: AsyncConnection, chat_id: uuid.UUID, after_id: 
 
 async def list_messages(db: Database, chat_id: uuid.UUID, after_id: int = 0) -> tuple[list[Message], list[QueuedMessage]]:
     async with db.read() as conn:
-        return await visible_messages(conn, chat_id, after_id), await _queue(conn, chat_id)
+        return await visible_messages(conn, chat_id, after_id), await machine.queue_of(conn, chat_id)
 
 
 async def list_queue(db: Database, chat_id: uuid.UUID) -> list[QueuedMessage]:
     async with db.read() as conn:
-        return await _queue(conn, chat_id)
+        return await machine.queue_of(conn, chat_id)
 
 
 async def all_messages(db: Database, chat_id: uuid.UUID, *, include_deleted: bool = False) -> list[Message]:

@@ -29,6 +29,7 @@ def chat_from_row(r: Row[Any]) -> Chat:
         archived=r.archived,
         created_at=r.created_at,
         updated_at=r.updated_at,
+        generation=r.generation,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
@@ -121,6 +122,9 @@ chats = Table(
     Column("archived", Boolean, nullable=False, server_default=text("false")),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # The turn generation: advanced by acquire, edit, promote and release; every worker write is
+    # fenced by it (domain/chat.py, ARCHITECTURE.md "Chat status").
+    Column("generation", BigInteger, nullable=False, server_default="0"),
     CheckConstraint("status in ('pending', 'running', 'waiting', 'error')", name="status"),
 )
 # Drives acquisition: only pending chats, oldest first.

@@ -10,9 +10,9 @@ from datetime import datetime
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from chatd.domain.chat import ChatStatus
-from chatd.store.chats import lock_chat
+from chatd.domain.chat import WriteKind, worker_owns
 from chatd.store.database import Database
+from chatd.store.machine import lock_chat
 from chatd.store.tables import messages, tool_calls_started
 
 
@@ -30,6 +30,7 @@ async def start_tool_call(
     *,
     chat_id: uuid.UUID,
     worker_id: uuid.UUID,
+    generation: int,
     run_id: uuid.UUID,
     tool_call_id: str,
     tool_name: str,
@@ -37,12 +38,13 @@ async def start_tool_call(
 ) -> ToolStart:
     """Record a call as started, unless an earlier run left the same call unfinished here.
 
-    Under the chat row lock, so it is decided against the current owner: two workers that both
-    believe they own the chat (a stale one and its recoverer) cannot both start the call.
+    Under the chat row lock, so it is decided against the current owner and turn generation: two
+    turns that both believe they own the chat (a stale one and its recoverer, or an edited one and
+    its successor on the same replica) cannot both start the call.
     """
     async with db.write() as conn:
         chat = await lock_chat(db, conn, chat_id)
-        if chat.status is not ChatStatus.RUNNING or chat.worker_id != worker_id:
+        if not worker_owns(chat.status, chat.generation, chat.worker_id, mine=generation, me=worker_id, kind=WriteKind.LEASE):
             return ToolStart.NOT_OURS
         position = await _position(conn, chat_id)
         t = tool_calls_started.c

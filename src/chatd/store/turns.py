@@ -1,45 +1,53 @@
 """The worker's side of the chat row: acquire, heartbeat, stale recovery, per-step persistence
-and the end of a turn. Every change after acquire is a compare-and-set on (id, worker_id); a
-function that can lose a race says whether it won."""
+and the end of a turn. Every write after acquire is fenced by the turn generation the worker
+acquired with (`domain.chat.worker_owns`): a write under a stale generation changes nothing and
+says it lost."""
 
 from __future__ import annotations
 
-import enum
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 
-from chatd.domain.chat import Chat, ChatStatus, Message, NewMessage, QueuedMessage, Role, Visibility
-from chatd.domain.parts import parts_from_json
+from chatd.domain.chat import (
+    Chat,
+    ChatStatus,
+    Message,
+    NewMessage,
+    QueuedMessage,
+    Role,
+    TurnEnd,
+    Visibility,
+    WriteKind,
+    plan_acquire,
+    plan_finish,
+    plan_release,
+    worker_owns,
+)
 from chatd.errors import ChatdError, UsageLimitExceeded
-from chatd.store.chats import _pop_queued, _queue, _set_chat, insert_messages, lock_chat
+from chatd.store import machine
 from chatd.store.database import Database
+from chatd.store.machine import insert_messages, lock_chat
 from chatd.store.rows import chat_from_row, message_from_row
 from chatd.store.tables import chats, messages
 from chatd.store.tool_calls import forget_started
 from chatd.store.usage import check_spend
 
-_RELEASE = {"worker_id": None, "started_at": None, "heartbeat_at": None}
+# What a worker holds for each chat it runs: the generation it acquired it with.
+Leases = Mapping[uuid.UUID, int]
 
 
 class LostOwnership(ChatdError):
-    """The chat is no longer this worker's (edited, re-acquired elsewhere): write nothing."""
-
-
-class TurnEnd(enum.StrEnum):
-    COMPLETED = "completed"
-    INTERRUPTED = "interrupted"
-    ERROR = "error"
-    SHUTDOWN = "shutdown"
+    """The chat is no longer this turn's (edited, promoted, re-acquired): write nothing."""
 
 
 @dataclass(frozen=True, slots=True)
 class FinishResult:
     chat: Chat
-    # False when another worker owns the chat now: the caller publishes nothing.
+    # False when the turn was fenced off (another turn holds or held the chat): publish nothing.
     applied: bool
     promoted: Message | None = None
     queue: list[QueuedMessage] = field(default_factory=list)
@@ -48,9 +56,18 @@ class FinishResult:
     usage_limited: UsageLimitExceeded | None = None
 
 
+def _leased(leases: Leases, worker_id: uuid.UUID) -> ColumnElement[bool]:
+    """Running under this worker at exactly the generation it holds, for each chat."""
+    held = or_(*(and_(chats.c.id == cid, chats.c.generation == gen) for cid, gen in leases.items()))
+    return and_(held, chats.c.worker_id == worker_id, chats.c.status == ChatStatus.RUNNING.value)
+
+
 async def acquire_chats(db: Database, now: datetime, worker_id: uuid.UUID, limit: int) -> list[Chat]:
-    """Claim up to `limit` pending chats, oldest first. Safe across replicas: SKIP LOCKED on
-    PostgreSQL; on SQLite the IMMEDIATE transaction plus the status guard (FOR UPDATE is ignored)."""
+    """Claim up to `limit` pending chats, oldest first, each under a new generation. Safe across
+    replicas: SKIP LOCKED on PostgreSQL; on SQLite the IMMEDIATE transaction plus the status guard
+    (FOR UPDATE is ignored)."""
+    acquire = plan_acquire(ChatStatus.PENDING)
+    assert acquire is not None
     async with db.write() as conn:
         pick = (
             select(chats.c.id)
@@ -64,44 +81,30 @@ async def acquire_chats(db: Database, now: datetime, worker_id: uuid.UUID, limit
             await conn.execute(
                 update(chats)
                 .where(and_(chats.c.id.in_(pick.scalar_subquery()), chats.c.status == ChatStatus.PENDING.value))
-                .values(status=ChatStatus.RUNNING.value, worker_id=worker_id, started_at=now, heartbeat_at=now, updated_at=now)
+                .values(
+                    **machine.transition_values(acquire), worker_id=worker_id, started_at=now, heartbeat_at=now, updated_at=now
+                )
                 .returning(*chats.c)
             )
         ).all()
     return sorted((chat_from_row(r) for r in rows), key=lambda c: (c.started_at or now, str(c.id)))
 
 
-async def heartbeat(db: Database, now: datetime, chat_id: uuid.UUID, worker_id: uuid.UUID) -> bool:
-    async with db.write() as conn:
-        n = (
-            await conn.execute(
-                update(chats)
-                .where(and_(chats.c.id == chat_id, chats.c.worker_id == worker_id, chats.c.status == ChatStatus.RUNNING.value))
-                .values(heartbeat_at=now)
-            )
-        ).rowcount
-    return bool(n)
-
-
-async def heartbeat_many(db: Database, now: datetime, chat_ids: Sequence[uuid.UUID], worker_id: uuid.UUID) -> set[uuid.UUID]:
-    """One round trip for every chat a worker runs; returns the ids still ours."""
-    if not chat_ids:
+async def heartbeat_many(db: Database, now: datetime, leases: Leases, worker_id: uuid.UUID) -> set[uuid.UUID]:
+    """One round trip for every chat a worker runs; returns the ids still ours (at our generation)."""
+    if not leases:
         return set()
     async with db.write() as conn:
         rows = (
-            await conn.execute(
-                update(chats)
-                .where(and_(chats.c.id.in_(list(chat_ids)), chats.c.worker_id == worker_id, chats.c.status == ChatStatus.RUNNING.value))
-                .values(heartbeat_at=now)
-                .returning(chats.c.id)
-            )
+            await conn.execute(update(chats).where(_leased(leases, worker_id)).values(heartbeat_at=now).returning(chats.c.id))
         ).all()
     return {r.id for r in rows}
 
 
 async def recover_stale(db: Database, now: datetime, stale_after: float, *, dead_workers: Sequence[uuid.UUID] = ()) -> list[Chat]:
     """Return running chats whose heartbeat is older than `stale_after` seconds (or whose worker is
-    known dead) to `pending`. Each is re-checked under its row lock so a fresh heartbeat wins."""
+    known dead) to `pending` under a new generation. Each is re-checked under its row lock so a
+    fresh heartbeat wins."""
     threshold = now - timedelta(seconds=stale_after)
     cond = chats.c.heartbeat_at < threshold
     if dead_workers:
@@ -115,22 +118,19 @@ async def recover_stale(db: Database, now: datetime, stale_after: float, *, dead
             stale = chat.heartbeat_at is None or chat.heartbeat_at < threshold or chat.worker_id in set(dead_workers)
             if chat.status is not ChatStatus.RUNNING or not stale:
                 continue
-            recovered.append(await _set_chat(conn, chat_id, now, status=ChatStatus.PENDING.value, **_RELEASE))
+            recovered.append((await machine.apply(conn, chat, plan_release(chat.status), now))[0])
     return recovered
 
 
-async def release_chats(db: Database, now: datetime, chat_ids: Sequence[uuid.UUID], worker_id: uuid.UUID) -> list[Chat]:
-    """Shutdown: give our running chats back (`pending`, no error) so another replica resumes them."""
-    if not chat_ids:
+async def release_chats(db: Database, now: datetime, leases: Leases, worker_id: uuid.UUID) -> list[Chat]:
+    """Shutdown: give our running chats back (`pending`, no error, a new generation) so another
+    replica resumes them. A chat we no longer hold at our generation is left alone."""
+    if not leases:
         return []
+    values = machine.transition_values(plan_release(ChatStatus.RUNNING))
     async with db.write() as conn:
         rows = (
-            await conn.execute(
-                update(chats)
-                .where(and_(chats.c.id.in_(list(chat_ids)), chats.c.worker_id == worker_id, chats.c.status == ChatStatus.RUNNING.value))
-                .values(status=ChatStatus.PENDING.value, updated_at=now, **_RELEASE)
-                .returning(*chats.c)
-            )
+            await conn.execute(update(chats).where(_leased(leases, worker_id)).values(updated_at=now, **values).returning(*chats.c))
         ).all()
     return [chat_from_row(r) for r in rows]
 
@@ -140,19 +140,19 @@ async def persist_step(
     now: datetime,
     chat_id: uuid.UUID,
     worker_id: uuid.UUID,
+    generation: int,
     new: Sequence[NewMessage],
     *,
     ends_tool_calls: bool = True,
 ) -> list[Message]:
-    """Write one step's messages in one transaction, only while we own the chat. A chat
-    interrupted to `waiting` still takes its partial answer; an edited (pending) or re-acquired
-    one does not. A step ends the journal of started tool calls (`ends_tool_calls`); compaction
-    rows, written between steps, do not."""
+    """Write one step's messages in one transaction, only under the turn's generation. A chat
+    interrupted to `waiting` still takes its partial answer; an edited, promoted or re-acquired
+    one does not (`LostOwnership`). A step ends the journal of started tool calls
+    (`ends_tool_calls`); compaction rows, written between steps, do not."""
     async with db.write() as conn:
         chat = await lock_chat(db, conn, chat_id)
-        ours = chat.status is ChatStatus.RUNNING and chat.worker_id == worker_id
-        if not ours and chat.status is not ChatStatus.WAITING:
-            raise LostOwnership("The chat is no longer owned by this worker.")
+        if not worker_owns(chat.status, chat.generation, chat.worker_id, mine=generation, me=worker_id, kind=WriteKind.STEP):
+            raise LostOwnership("The chat is no longer owned by this turn.")
         inserted = await insert_messages(conn, chat_id, new, now)
         if ends_tool_calls:
             # The step's tool calls have results now (and earlier orphans are behind this point).
@@ -160,66 +160,49 @@ async def persist_step(
         return inserted
 
 
-async def take_steered(db: Database, now: datetime, chat_id: uuid.UUID, worker_id: uuid.UUID) -> tuple[list[Message], list[QueuedMessage]]:
-    """Move steered queued messages into the history at a tool boundary (only while we own it)."""
+async def take_steered(
+    db: Database, now: datetime, chat_id: uuid.UUID, worker_id: uuid.UUID, generation: int
+) -> tuple[list[Message], list[QueuedMessage]]:
+    """Move steered queued messages into the history at a tool boundary (only under our lease)."""
     async with db.write() as conn:
         chat = await lock_chat(db, conn, chat_id)
-        if chat.status is not ChatStatus.RUNNING or chat.worker_id != worker_id:
+        if not worker_owns(chat.status, chat.generation, chat.worker_id, mine=generation, me=worker_id, kind=WriteKind.LEASE):
             return [], []
         out: list[Message] = []
-        while (row := await _pop_queued(conn, chat_id, steer_only=True)) is not None:
-            out += await insert_messages(
-                conn, chat_id,
-                [NewMessage(Role.USER, parts_from_json(row.content), created_by=row.created_by, model_config_id=chat.last_model_config_id)],
-                now,
-            )
-        return out, (await _queue(conn, chat_id) if out else [])
+        while (row := await machine.pop_queued(conn, chat_id, steer_only=True)) is not None:
+            out.append(await machine.move_into_history(conn, chat, row, now))
+        return out, (await machine.queue_of(conn, chat_id) if out else [])
 
 
 async def finish_turn(
-    db: Database, now: datetime, chat_id: uuid.UUID, worker_id: uuid.UUID, end: TurnEnd, error: str | None = None
+    db: Database,
+    now: datetime,
+    chat_id: uuid.UUID,
+    worker_id: uuid.UUID,
+    generation: int,
+    end: TurnEnd,
+    error: str | None = None,
 ) -> FinishResult:
-    """Decide the chat's status after a turn (SPEC §2, cleanup precedence)."""
+    """Settle the chat's status after a turn (`domain.chat.plan_finish`)."""
     async with db.write() as conn:
         chat = await lock_chat(db, conn, chat_id)
-        if chat.status is ChatStatus.RUNNING and chat.worker_id != worker_id:
-            return FinishResult(chat, applied=False)
-        if chat.status is ChatStatus.PENDING:
-            # Edited or promoted meanwhile: the new work runs next.
-            return FinishResult(chat, applied=True)
-        if end is TurnEnd.SHUTDOWN and chat.status is ChatStatus.RUNNING:
-            chat = await _set_chat(conn, chat_id, now, status=ChatStatus.PENDING.value, **_RELEASE)
-            return FinishResult(chat, applied=True)
-        if end is TurnEnd.ERROR and chat.status is ChatStatus.RUNNING:
-            chat = await _set_chat(conn, chat_id, now, status=ChatStatus.ERROR.value, last_error=error or "unknown error", **_RELEASE)
-            return FinishResult(chat, applied=True)
-        if chat.status is ChatStatus.ERROR:
-            return FinishResult(chat, applied=True)
-        # Completed, or interrupted (waiting): promote the oldest queued message, FIFO.
+        # Settling is a step-kind write: an interrupted (waiting) chat is still this turn's to settle.
+        owned = worker_owns(chat.status, chat.generation, chat.worker_id, mine=generation, me=worker_id, kind=WriteKind.STEP)
+        has_queue = await machine.queue_length(conn, chat_id) > 0
         limited: UsageLimitExceeded | None = None
-        # An archived chat (a closed sub-agent) stays stopped: its queue waits for an unarchive.
-        has_queue = not chat.archived and bool(await _queue(conn, chat_id))
-        if has_queue:
+        if owned and has_queue and not chat.archived and end is not TurnEnd.SHUTDOWN:
             try:
                 await check_spend(db, conn, chat.owner_id, now)
             except UsageLimitExceeded as exc:
                 limited = exc
-        if has_queue and limited is None:
-            row = await _pop_queued(conn, chat_id)
-            promoted = (
-                await insert_messages(
-                    conn, chat_id,
-                    [NewMessage(Role.USER, parts_from_json(row.content), created_by=row.created_by, model_config_id=chat.last_model_config_id)],
-                    now,
-                )
-            )[0]
-            chat = await _set_chat(conn, chat_id, now, status=ChatStatus.PENDING.value, last_error=None, **_RELEASE)
-            return FinishResult(chat, applied=True, promoted=promoted, queue=await _queue(conn, chat_id), queue_changed=True)
-        chat = await _set_chat(conn, chat_id, now, status=ChatStatus.WAITING.value, last_error=None, **_RELEASE)
-        return FinishResult(chat, applied=True, usage_limited=limited)
-
-
-
+        plan = plan_finish(chat.status, owned=owned, end=end, has_queue=has_queue, archived=chat.archived, may_spend=limited is None)
+        if not plan.applied:
+            return FinishResult(chat, applied=False)
+        extra = {"last_error": error or "unknown error"} if plan.transition.status is ChatStatus.ERROR else {}
+        chat, promoted = await machine.apply(conn, chat, plan.transition, now, **extra)
+        if promoted is not None:
+            return FinishResult(chat, applied=True, promoted=promoted, queue=await machine.queue_of(conn, chat_id), queue_changed=True)
+        return FinishResult(chat, applied=True, usage_limited=limited if plan.spend_blocked else None)
 
 
 async def prompt_messages(db: Database, chat_id: uuid.UUID) -> list[Message]:
@@ -276,3 +259,21 @@ async def has_model_turns(db: Database, chat_id: uuid.UUID) -> tuple[int, bool]:
         ).all()
     counts = {r[0]: int(r[1]) for r in rows}
     return counts.get(Role.USER.value, 0), bool(counts.get(Role.ASSISTANT.value) or counts.get(Role.TOOL.value))
+
+
+__all__ = [
+    "FinishResult",
+    "Leases",
+    "LostOwnership",
+    "NewMessage",
+    "TurnEnd",
+    "acquire_chats",
+    "finish_turn",
+    "has_model_turns",
+    "heartbeat_many",
+    "persist_step",
+    "prompt_messages",
+    "recover_stale",
+    "release_chats",
+    "take_steered",
+]

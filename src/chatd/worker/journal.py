@@ -41,16 +41,17 @@ def args_sha256(args: dict[str, Any]) -> str:
 class ToolJournal:
     """The started-call records of one run of a turn (one `ChatTurn`)."""
 
-    def __init__(self, db: Database, clock: Clock, chat_id: uuid.UUID, worker_id: uuid.UUID) -> None:
+    def __init__(self, db: Database, clock: Clock, chat_id: uuid.UUID, worker_id: uuid.UUID, generation: int) -> None:
         self.db = db
         self.clock = clock
         self.chat_id = chat_id
         self.worker_id = worker_id
+        self.generation = generation
         self.run_id = uuid.uuid4()
 
     async def start(self, tool_name: str, args: dict[str, Any], tool_call_id: str) -> ToolStart:
         return await tool_calls.start_tool_call(
-            self.db, self.clock.now(), chat_id=self.chat_id, worker_id=self.worker_id, run_id=self.run_id,
+            self.db, self.clock.now(), chat_id=self.chat_id, worker_id=self.worker_id, generation=self.generation, run_id=self.run_id,
             tool_call_id=tool_call_id, tool_name=tool_name, args_sha256=args_sha256(args),
         )  # fmt: skip
 

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 _STOPS = {ChatStatus.WAITING.value, ChatStatus.PENDING.value, ChatStatus.ERROR.value}
 
 
-@dataclass
+@dataclass(eq=False)
 class _Running:
     turn: ChatTurn
     task: asyncio.Task[None]
@@ -40,15 +40,19 @@ class Workers:
         self.settings = deps.settings
         self.worker_id = worker_id or uuid.uuid4()
         self.running: dict[uuid.UUID, _Running] = {}
+        # Turns of chats that this replica re-acquired under a newer generation while the old turn
+        # was still winding down (an edit, then an at-once re-acquire): fenced off and
+        # interrupted, but still awaited by drain and shutdown.
+        self._superseded: set[_Running] = set()
         self._wake = asyncio.Event()
         self._stopping = False
         self._acquire_lock = asyncio.Lock()
         # Tests hook in here to see a turn start (e.g. to race it).
         self.on_started: Callable[[ChatTurn], None] | None = None
         # Chats whose turn ended without settling their status (the final write failed because the
-        # database was away): given back at the next heartbeat that reaches it, not minutes later
-        # by the per-chat staleness.
-        self._unsettled: set[uuid.UUID] = set()
+        # database was away), with the generation they were run under: given back at the next
+        # heartbeat that reaches the database, not minutes later by the per-chat staleness.
+        self._unsettled: dict[uuid.UUID, int] = {}
         # Our own replica heartbeat failed (the database was away), and when it went through again.
         self._heartbeat_failing = False
         self._heartbeat_back_at: datetime | None = None
@@ -101,23 +105,24 @@ class Workers:
                 chats = await turns.acquire_chats(d.db, d.clock.now(), self.worker_id, self.settings.acquire_batch)
             metrics.ACQUIRED.inc(len(chats))
             if self._stopping and chats:
-                await self._give_back([c.id for c in chats])
+                await self._give_back({c.id: c.generation for c in chats})
                 return []
             return [await self._start(chat) for chat in chats]
 
     async def heartbeat_once(self) -> None:
         if self._unsettled:
-            # A chat acquired again since is settled by its new turn.
-            self._unsettled.difference_update(self.running)
-            unsettled = list(self._unsettled)
+            # A chat acquired again since is settled by its new turn (and fenced from this lease).
+            unsettled = dict(self._unsettled)
             await self._give_back(unsettled)  # raises while the database is away: next round
-            self._unsettled.difference_update(unsettled)
-        ids = list(self.running)
-        if not ids:
+            for chat_id, gen in unsettled.items():
+                if self._unsettled.get(chat_id) == gen:
+                    del self._unsettled[chat_id]
+        leases = {chat_id: r.turn.chat.generation for chat_id, r in self.running.items()}
+        if not leases:
             return
-        alive = await turns.heartbeat_many(self.deps.db, self.deps.clock.now(), ids, self.worker_id)
-        for chat_id in ids:
-            if chat_id not in alive and (r := self.running.get(chat_id)) is not None:
+        alive = await turns.heartbeat_many(self.deps.db, self.deps.clock.now(), leases, self.worker_id)
+        for chat_id, gen in leases.items():
+            if chat_id not in alive and (r := self.running.get(chat_id)) is not None and r.turn.chat.generation == gen:
                 log.info("chat %s is no longer ours (heartbeat matched nothing); stopping its turn", chat_id)
                 r.turn.control.interrupt()
 
@@ -171,6 +176,12 @@ class Workers:
         # Buffer before `running` is published: a subscriber who sees it never misses parts.
         d.hub.start_buffering(chat.id)
         turn = ChatTurn(d, chat, self.worker_id)
+        old = self.running.get(chat.id)
+        if old is not None:
+            # Our own older turn of this chat has not ended yet: its generation is stale, so its
+            # writes are refused; stop it and keep awaiting it.
+            old.turn.control.interrupt()
+            self._superseded.add(old)
         running = _Running(turn, asyncio.create_task(self._run(turn, chat), name=f"turn-{chat.id}"))
         self.running[chat.id] = running
         metrics.TURNS_RUNNING.inc()
@@ -178,7 +189,8 @@ class Workers:
 
     async def _run(self, turn: ChatTurn, chat: Chat) -> None:
         d = self.deps
-        running = self.running[chat.id]
+        # Ours, even if a newer turn of the chat was started before this task first ran.
+        running = next(r for r in (self.running.get(chat.id), *self._superseded) if r is not None and r.turn is turn)
         # This task's own context (and the tasks it starts): its log lines name the chat and turn.
         logs.chat_id_var.set(str(chat.id))
         logs.turn_var.set(chat.started_at.isoformat() if chat.started_at else None)
@@ -187,7 +199,7 @@ class Workers:
             running.unsubscribe = await d.pubsub.subscribe(chat_channel(chat.id), lambda p: self._on_chat_note(turn, p))
             # An interrupt or edit that landed between the acquire and the subscription.
             current = await chat_store.get_chat(d.db, chat.id)
-            if current.status is not ChatStatus.RUNNING or current.worker_id != self.worker_id:
+            if not self._holds(current, turn):
                 turn.control.interrupt()
             await d.hub.notify(chat.id, Notification(status=ChatStatus.RUNNING.value, worker_id=str(self.worker_id)))
             await d.pubsub.publish(owner_channel(chat.owner_id), {"k": "status_change", "c": str(chat.id)})
@@ -198,12 +210,15 @@ class Workers:
             raise
         except Exception:
             log.exception("worker task for chat %s failed", chat.id)
-            self._unsettled.add(chat.id)
+            self._unsettled[chat.id] = chat.generation
         finally:
             # Forgotten before the last await: a cancellation arriving during the unsubscribe
             # must not leave a finished turn in `running` (drain and heartbeats would see it forever).
-            if self.running.pop(chat.id, None) is not None:
-                metrics.TURNS_RUNNING.dec()
+            # A newer turn of the same chat keeps its entry. Each turn counted once at its start.
+            if self.running.get(chat.id) is running:
+                del self.running[chat.id]
+            self._superseded.discard(running)
+            metrics.TURNS_RUNNING.dec()
             if running.unsubscribe is not None:
                 with contextlib.suppress(Exception):
                     await running.unsubscribe()
@@ -229,41 +244,51 @@ class Workers:
                 # The heartbeat loop asks again within an interval and stops the turn if needed.
                 log.warning("could not check the ownership of chat %s", turn.chat.id, exc_info=True)
                 return
-            # `started_at` tells this run from a later acquire of the same chat by this replica.
-            ours = now.status is ChatStatus.RUNNING and now.worker_id == self.worker_id and now.started_at == turn.chat.started_at
-            if not ours:
+            if not self._holds(now, turn):
                 turn.control.interrupt()
 
         task = asyncio.ensure_future(check())
         turn.background.add(task)
         task.add_done_callback(turn.background.discard)
 
+    def _holds(self, chat: Chat, turn: ChatTurn) -> bool:
+        """The chat is still running under this turn's lease (the generation tells this run from
+        a later acquire of the same chat by this replica)."""
+        return chat.status is ChatStatus.RUNNING and chat.worker_id == self.worker_id and chat.generation == turn.chat.generation
+
     # --- shutdown ----------------------------------------------------------------------------
+
+    def _all_runs(self) -> list[_Running]:
+        return [*self.running.values(), *self._superseded]
 
     async def drain(self) -> None:
         """Wait until every running turn has ended (tests)."""
-        while self.running:
-            await asyncio.gather(*(r.task for r in list(self.running.values())), return_exceptions=True)
+        while runs := self._all_runs():
+            await asyncio.gather(*(r.task for r in runs), return_exceptions=True)
 
     async def shutdown(self) -> None:
         """Cancel every turn; each gives its chat back as pending (nothing half-written)."""
         self._stopping = True
-        runs = list(self.running.values())
+        runs = self._all_runs()
         for r in runs:
             r.task.cancel()
         await asyncio.gather(*(r.task for r in runs), return_exceptions=True)
         for r in runs:
             for t in list(r.turn.background):
                 t.cancel()
-        await self._give_back([r.turn.chat.id for r in runs] + list(self._unsettled))
+        leases = dict(self._unsettled)
+        for r in runs:
+            # Of a chat's turns here, the newest generation is the one that can still hold it.
+            leases[r.turn.chat.id] = max(leases.get(r.turn.chat.id, 0), r.turn.chat.generation)
+        await self._give_back(leases)
         with contextlib.suppress(Exception):
             await replicas.forget(self.deps.db, [self.worker_id])
 
-    async def _give_back(self, ids: list[uuid.UUID]) -> None:
-        if not ids:
+    async def _give_back(self, leases: dict[uuid.UUID, int]) -> None:
+        if not leases:
             return
         d = self.deps
-        released = await turns.release_chats(d.db, d.clock.now(), ids, self.worker_id)
+        released = await turns.release_chats(d.db, d.clock.now(), leases, self.worker_id)
         for chat in released:
             await d.hub.notify(chat.id, Notification(status=chat.status.value))
         if released:

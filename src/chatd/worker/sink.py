@@ -19,7 +19,14 @@ from chatd.streams.hub import Notification, StreamHub
 
 class StoreSink:
     def __init__(
-        self, db: Database, hub: StreamHub, clock: Clock, chat_id: uuid.UUID, worker_id: uuid.UUID, model_config_id: uuid.UUID
+        self,
+        db: Database,
+        hub: StreamHub,
+        clock: Clock,
+        chat_id: uuid.UUID,
+        worker_id: uuid.UUID,
+        model_config_id: uuid.UUID,
+        generation: int,
     ) -> None:
         self.db = db
         self.hub = hub
@@ -27,7 +34,8 @@ class StoreSink:
         self.chat_id = chat_id
         self.worker_id = worker_id
         self.model_config_id = model_config_id
-        self.persisted_steps = 0
+        # The turn generation this turn acquired the chat with: every write is fenced by it.
+        self.generation = generation
 
     async def publish_part(self, role: Role, part: Part) -> None:
         self.hub.publish_part(self.chat_id, role, part)
@@ -35,7 +43,7 @@ class StoreSink:
     async def _write(self, new: list[NewMessage], *, ends_tool_calls: bool = True) -> None:
         try:
             msgs = await turns.persist_step(
-                self.db, self.clock.now(), self.chat_id, self.worker_id, new, ends_tool_calls=ends_tool_calls
+                self.db, self.clock.now(), self.chat_id, self.worker_id, self.generation, new, ends_tool_calls=ends_tool_calls
             )
         except LostOwnership as exc:
             raise Interrupted(str(exc)) from exc
@@ -57,7 +65,6 @@ class StoreSink:
         ]
         new += [NewMessage(Role.TOOL, [r], model_config_id=self.model_config_id) for r in step.tool_results]
         await self._write(new)
-        self.persisted_steps += 1
 
     async def on_retry(self, attempt: int, delay_s: float, error: RetryDecision) -> None:
         from chatd.loop import describe
@@ -70,7 +77,7 @@ class StoreSink:
         )
 
     async def take_steered(self) -> list[PromptMessage]:
-        msgs, _queue = await turns.take_steered(self.db, self.clock.now(), self.chat_id, self.worker_id)
+        msgs, _queue = await turns.take_steered(self.db, self.clock.now(), self.chat_id, self.worker_id, self.generation)
         if not msgs:
             return []
         await self.hub.publish_messages(self.chat_id, msgs)

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatd.domain.chat import BusyBehavior, Chat, ChatStatus, Role
+from chatd.domain.chat import MAX_QUEUED_MESSAGES, BusyBehavior, Chat, ChatStatus, Role
 from chatd.domain.clock import Clock
 from chatd.domain.parts import TextPart, text_of
 from chatd.domain.titles import fallback_title
@@ -43,7 +43,7 @@ SUBAGENT_SECTION = (
 )
 
 
-def subagent_provider(db: Database, hub: StreamHub, pubsub: PubSub, clock: Clock, *, max_queued: int = 20) -> ToolProvider:
+def subagent_provider(db: Database, hub: StreamHub, pubsub: PubSub, clock: Clock, *, max_queued: int = MAX_QUEUED_MESSAGES) -> ToolProvider:
     async def provide(ctx: TurnContext) -> tuple[list[Tool], list[str]]:
         if ctx.chat.parent_chat_id is not None:
             return [], []  # delegated chats cannot spawn (REFERENCE §7.5)
@@ -66,7 +66,7 @@ class SubAgents:
     parent_id: uuid.UUID
     owner_id: uuid.UUID
     model_config_id: uuid.UUID | None
-    max_queued: int = 20
+    max_queued: int = MAX_QUEUED_MESSAGES
 
     def tools(self) -> list[Tool]:
         wait_schema = _schema({"chat_id": _STR, "timeout_seconds": {"type": "number", "minimum": 0, "maximum": MAX_WAIT_SECONDS}}, ["chat_id"])

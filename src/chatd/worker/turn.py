@@ -149,10 +149,15 @@ class ChatTurn:
     async def _finish(self, end: TurnEnd, outcome: TurnOutcome | None, error: str | None, ctx: TurnContext | None) -> None:
         d, chat_id = self.deps, self.chat.id
         # The end of a turn must be written even when a shutdown cancels us meanwhile.
-        res = await asyncio.shield(turns.finish_turn(d.db, d.clock.now(), chat_id, self.worker_id, end, error))
-        d.hub.stop_buffering(chat_id)
+        res = await asyncio.shield(
+            turns.finish_turn(d.db, d.clock.now(), chat_id, self.worker_id, self.chat.generation, end, error)
+        )
         if not res.applied:
+            # Fenced off: a newer turn holds the chat. If it runs here, the buffer is its own.
+            if not (res.chat.status is ChatStatus.RUNNING and res.chat.worker_id == self.worker_id):
+                d.hub.stop_buffering(chat_id)
             return
+        d.hub.stop_buffering(chat_id)
         if error is not None and res.chat.status is ChatStatus.ERROR:
             await d.hub.notify(chat_id, Notification(error=error))
         if res.promoted is not None:
@@ -217,7 +222,7 @@ class ChatTurn:
                 mcp_section = ""
             sections.append(mcp_section)
             prompt = build_prompt(rows, sections, replace_workspace_note=d.workspace_aware)
-            sink = StoreSink(d.db, d.hub, d.clock, chat.id, self.worker_id, model.config.id)
+            sink = StoreSink(d.db, d.hub, d.clock, chat.id, self.worker_id, model.config.id, chat.generation)
             options = TurnOptions(
                 chat_id=chat.id,
                 owner_id=chat.owner_id,
@@ -228,7 +233,7 @@ class ChatTurn:
                 sleep=d.sleep,
             )
             # Non-idempotent calls are recorded before they run: at most once across crashes.
-            journal = ToolJournal(d.db, d.clock, chat.id, self.worker_id)
+            journal = ToolJournal(d.db, d.clock, chat.id, self.worker_id, chat.generation)
             outcome = await run_turn(model.resolved, prompt, journal.wrap([*tools, *mcp_tools]), options, sink, self.control)
             return outcome, ctx
         finally:

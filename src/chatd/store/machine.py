@@ -1,0 +1,149 @@
+"""Executes the chat state machine's plans (`domain/chat.py`): the one place that changes a chat's
+status, lease and turn generation, and the one place that promotes a queued message.
+
+Every function here runs inside a caller's write transaction with the chat row locked.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from chatd.domain.chat import Chat, Message, NewMessage, QueuedMessage, Role, Transition
+from chatd.domain.parts import parts_from_json, parts_to_json
+from chatd.errors import NotFound
+from chatd.store.database import Database
+from chatd.store.rows import chat_from_row, message_from_row, queued_from_row
+from chatd.store.tables import chats, messages, queued_messages
+
+# Leaving `running` (or being made pending again) always clears the worker's lease.
+RELEASE: dict[str, Any] = {"worker_id": None, "started_at": None, "heartbeat_at": None}
+
+
+def transition_values(t: Transition) -> dict[str, Any]:
+    """The column changes of a transition (the promotion and queue clearing are separate)."""
+    values: dict[str, Any] = {}
+    if t.status is not None:
+        values["status"] = t.status.value
+    if t.release:
+        values.update(RELEASE)
+    if t.clear_error:
+        values["last_error"] = None
+    if t.advance:
+        values["generation"] = chats.c.generation + 1
+    return values
+
+
+async def lock_chat(db: Database, conn: AsyncConnection, chat_id: uuid.UUID) -> Chat:
+    row = await db.lock_row(conn, chats, chat_id)
+    if row is None:
+        raise NotFound("Chat not found.")
+    return chat_from_row(row)
+
+
+async def set_chat(conn: AsyncConnection, chat_id: uuid.UUID, now: datetime, **values: Any) -> Chat:
+    row = (
+        await conn.execute(
+            update(chats).where(chats.c.id == chat_id).values(updated_at=now, **values).returning(*chats.c)
+        )
+    ).one()
+    return chat_from_row(row)
+
+
+async def apply(
+    conn: AsyncConnection, chat: Chat, t: Transition, now: datetime, **extra: Any
+) -> tuple[Chat, Message | None]:
+    """Execute a transition on a locked chat (plus `extra` column changes); returns the chat as
+    it is now and the queued message promoted into the history, if any."""
+    promoted: Message | None = None
+    if t.promote:
+        promoted = await promote_oldest(conn, chat, now)
+    if t.clear_queue:
+        await conn.execute(delete(queued_messages).where(queued_messages.c.chat_id == chat.id))
+    values = {**transition_values(t), **extra}
+    if not values:
+        return chat, promoted
+    return await set_chat(conn, chat.id, now, **values), promoted
+
+
+async def insert_messages(
+    conn: AsyncConnection, chat_id: uuid.UUID, new: Sequence[NewMessage], now: datetime
+) -> list[Message]:
+    out: list[Message] = []
+    for m in new:
+        u = m.usage
+        row = (
+            await conn.execute(
+                insert(messages)
+                .values(
+                    chat_id=chat_id,
+                    role=m.role.value,
+                    content=parts_to_json(m.content),
+                    visibility=m.visibility.value,
+                    created_by=m.created_by,
+                    model_config_id=m.model_config_id,
+                    input_tokens=u.input_tokens if u else None,
+                    output_tokens=u.output_tokens if u else None,
+                    total_tokens=u.total_tokens if u else None,
+                    reasoning_tokens=u.reasoning_tokens if u else None,
+                    cache_creation_tokens=u.cache_creation_tokens if u else None,
+                    cache_read_tokens=u.cache_read_tokens if u else None,
+                    context_limit=m.context_limit,
+                    total_cost_micros=m.total_cost_micros,
+                    runtime_ms=m.runtime_ms,
+                    compressed=m.compressed,
+                    created_at=now,
+                )
+                .returning(*messages.c)
+            )
+        ).one()
+        out.append(message_from_row(row))
+    return out
+
+
+# --- the queue ---------------------------------------------------------------------------------
+
+
+async def queue_of(conn: AsyncConnection, chat_id: uuid.UUID) -> list[QueuedMessage]:
+    rows = (
+        await conn.execute(
+            select(queued_messages).where(queued_messages.c.chat_id == chat_id).order_by(queued_messages.c.id)
+        )
+    ).all()
+    return [queued_from_row(r) for r in rows]
+
+
+async def queue_length(conn: AsyncConnection, chat_id: uuid.UUID) -> int:
+    q = select(func.count()).select_from(queued_messages).where(queued_messages.c.chat_id == chat_id)
+    return int((await conn.execute(q)).scalar_one())
+
+
+async def pop_queued(
+    conn: AsyncConnection, chat_id: uuid.UUID, queued_id: int | None = None, *, steer_only: bool = False
+) -> Any:
+    """Delete and return the oldest (or a given) queued message; None when there is none."""
+    cond = queued_messages.c.chat_id == chat_id
+    if queued_id is not None:
+        cond = and_(cond, queued_messages.c.id == queued_id)
+    else:
+        mine = queued_messages.c.chat_id == chat_id
+        oldest = select(func.min(queued_messages.c.id)).where(and_(mine, queued_messages.c.steer) if steer_only else mine)
+        cond = and_(cond, queued_messages.c.id == oldest.scalar_subquery())
+    return (await conn.execute(delete(queued_messages).where(cond).returning(*queued_messages.c))).first()
+
+
+async def move_into_history(conn: AsyncConnection, chat: Chat, row: Any, now: datetime) -> Message:
+    """A popped queued row becomes a user message, answered with the chat's current model."""
+    new = NewMessage(Role.USER, parts_from_json(row.content), created_by=row.created_by, model_config_id=chat.last_model_config_id)
+    return (await insert_messages(conn, chat.id, [new], now))[0]
+
+
+async def promote_oldest(conn: AsyncConnection, chat: Chat, now: datetime) -> Message | None:
+    """Promote the oldest queued message (FIFO): the only place a backlog head enters the history."""
+    row = await pop_queued(conn, chat.id)
+    return None if row is None else await move_into_history(conn, chat, row, now)
