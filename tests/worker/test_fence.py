@@ -34,7 +34,7 @@ async def test_an_edit_while_the_turn_streams_is_answered_and_the_old_turn_write
                 assert r.status_code == 201, r.text
                 chat_id = uuid.UUID(r.json()["id"])
                 # Running and streaming: the first token has gone out.
-                async with asyncio.timeout(10), rig.app.hub.subscribe(chat_id, 0) as events:
+                async with asyncio.timeout(30), rig.app.hub.subscribe(chat_id, 0) as events:
                     async for ev in events:
                         if _is_part(ev):
                             break
@@ -65,7 +65,7 @@ async def _wait_settled(rig: Rig, chat_id: uuid.UUID) -> None:
             return False
         return not rig.workers.running
 
-    async with asyncio.timeout(20), rig.app.hub.subscribe(chat_id, 0) as events:
+    async with asyncio.timeout(60), rig.app.hub.subscribe(chat_id, 0) as events:
         if await settled():
             return
         async for ev in events:
