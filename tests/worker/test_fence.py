@@ -10,7 +10,7 @@ import uuid
 import httpx
 
 from chatd.domain.chat import ChatStatus, Role
-from chatd.domain.events import StreamEvent
+from chatd.domain.events import StatusEvent, StreamEvent
 from chatd.domain.parts import text_of
 from tests.conftest import serve_http
 from tests.fakes.llm_server import directive_reply
@@ -57,17 +57,14 @@ async def test_an_edit_while_the_turn_streams_is_answered_and_the_old_turn_write
 
 
 async def _wait_settled(rig: Rig, chat_id: uuid.UUID) -> None:
-    """Until the chat is idle (waiting or error) and this replica runs no turn."""
-
-    async def settled() -> bool:
-        chat = await rig.get(chat_id)
-        if chat.status not in (ChatStatus.WAITING, ChatStatus.ERROR):
-            return False
-        return not rig.workers.running
-
-    async with asyncio.timeout(60), rig.app.hub.subscribe(chat_id, 0) as events:
-        if await settled():
-            return
-        async for ev in events:
-            if ev.type == "status" and await settled():
+    """Until the chat is idle (waiting or error) and this replica runs no turn of it."""
+    async with asyncio.timeout(60):
+        while True:
+            await rig.workers.drain()
+            if (await rig.get(chat_id)).status in (ChatStatus.WAITING, ChatStatus.ERROR) and not rig.workers.running:
                 return
+            # Not idle yet: wait for the next idle status (the snapshot carries the current one).
+            async with rig.app.hub.subscribe(chat_id, 0) as events:
+                async for ev in events:
+                    if isinstance(ev, StatusEvent) and ev.status in (ChatStatus.WAITING, ChatStatus.ERROR):
+                        break
