@@ -1,7 +1,7 @@
 """chats.generation: the turn generation that fences every worker write
 
 Revision ID: 0008_turn_generation
-Revises: 0007_mcp_forward_identity
+Revises: 0011_mcp_env_timeouts (0011 landed first; the lead fixes the chain)
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008_turn_generation"
-down_revision = "0007_mcp_forward_identity"
+down_revision = "0011_mcp_env_timeouts"
 branch_labels = None
 depends_on = None
 
