@@ -13,14 +13,15 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
 from tests.browser.scripted import ModelThread
 from tests.conftest import _create_pg_database, _drop_pg_database
@@ -28,6 +29,7 @@ from tests.fakes.llm_server import FakeLLMServer
 from tests.test_serve_blackbox import LISTENING, LOGIN, STOP_TIMEOUT, Served, free_port
 
 pytestmark = pytest.mark.slow
+T = TypeVar("T")
 
 CHROMIUM = os.environ.get("CHATD_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -35,6 +37,9 @@ CHROMIUM_ARGS = [
     "--disable-sync", "--no-first-run",
 ]
 MCP_SERVER_SCRIPT = Path(__file__).parents[1] / "mcp" / "mcp_test_servers.py"
+# The machine running the suite may be busy (a turn with an MCP server starts a process): waits
+# are generous, and each one still ends as soon as the page shows what is expected.
+expect.set_options(timeout=20_000)
 SCREENSHOTS = Path(os.environ.get("CHATD_UI_SCREENSHOTS", "")) if os.environ.get("CHATD_UI_SCREENSHOTS") else None
 
 
@@ -136,15 +141,29 @@ def chatd(tmp_path_factory: pytest.TempPathFactory, model: FakeLLMServer) -> Ite
         yield server
 
 
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run() where Playwright's sync API already runs a loop in this thread."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _postgres_before_the_browser(request: pytest.FixtureRequest) -> None:
+    # The shared PostgreSQL fixture calls asyncio.run(), which cannot run once Playwright's loop
+    # runs in this thread: set it up first when any selected test needs it.
+    if any("chatd_pg" in getattr(item, "fixturenames", ()) for item in request.session.items):
+        request.getfixturevalue("pg_admin_url")
+
+
 @pytest.fixture(scope="session")
 def chatd_pg(tmp_path_factory: pytest.TempPathFactory, model: FakeLLMServer, pg_admin_url: str) -> Iterator[Chatd]:
-    name, url = asyncio.run(_create_pg_database(pg_admin_url))
+    name, url = _run(_create_pg_database(pg_admin_url))
     try:
         with run_chatd(tmp_path_factory.mktemp("chatd-pg"), model, url) as server:
             server.data["model"] = server.configure_model()
             yield server
     finally:
-        asyncio.run(_drop_pg_database(pg_admin_url, name))
+        _run(_drop_pg_database(pg_admin_url, name))
 
 
 @pytest.fixture
@@ -157,6 +176,17 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
         ctx.close()
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    if report.when == "call":
+        item.stash[FAILED] = report.failed
+    return report
+
+
+FAILED = pytest.StashKey[bool]()
+
+
 @pytest.fixture
 def page(context: BrowserContext, request: pytest.FixtureRequest) -> Iterator[Page]:
     p = context.new_page()
@@ -167,6 +197,12 @@ def page(context: BrowserContext, request: pytest.FixtureRequest) -> Iterator[Pa
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         name = re.sub(r"[^\w-]", "_", request.node.name)
         p.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    if request.node.stash.get(FAILED, False):
+        # What the server said while the test failed (the page's state is in the assertion).
+        for name in ("chatd", "chatd_pg"):
+            if name in request.fixturenames:
+                server: Chatd = request.getfixturevalue(name)
+                print(f"--- {name} log (tail) ---\n{server.served.log()}")
     # An uncaught script error is a bug even when the test's assertions passed.
     assert not errors, errors
 

@@ -3,7 +3,8 @@
     TOKENS n          answer `tok0 … tok{n-1}`, one token per stream frame
     SLOW ms           wait this long before each stream frame (a slow model: time to queue, stop)
     TOOL name {json}  call the tool `name` with these arguments, then answer `The tool said: …`
-    FAIL              the provider answers 400 (not retried): the turn fails
+    FAIL              the provider answers 400 (not retried) the first time: the turn fails;
+                      the same message again (a retry) is answered `recovered: <the message>`
     FLAKY             the provider answers 503 once, then the answer comes (a retry is shown)
     MARKDOWN          a markdown answer with a heading, a list, code, and HTML that must not run
     anything else     `answer to: <the message>`
@@ -40,6 +41,7 @@ class ScriptedModel:
     def __init__(self, server: FakeLLMServer) -> None:
         self.server = server
         self.flaky_seen: set[str] = set()
+        self.failed: set[str] = set()
 
     def __call__(self, body: dict[str, Any]) -> Reply:
         messages = body.get("messages") or []
@@ -66,6 +68,9 @@ class ScriptedModel:
                 name, _, raw = arg.partition(" ")
                 return Reply(tool_calls=[ToolCall("call_1", name, json.loads(raw or "{}"))])
             if word == "FAIL":
+                if text in self.failed:
+                    return Reply(text=f"recovered: {text}")
+                self.failed.add(text)
                 return Reply(fault=Fault.status(400, message="The scripted model refuses this request."))
             if word == "FLAKY" and text not in self.flaky_seen:
                 self.flaky_seen.add(text)

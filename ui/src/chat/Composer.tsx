@@ -37,14 +37,18 @@ export function Composer({ busy, disabled, disabledReason, onSend, onStop, place
     if (!canSend) return;
     const content: InputPart[] = [...files];
     if (text.trim()) content.unshift({ type: "text", text });
+    // The box empties at once, so the next message can be typed while this one is on its way.
+    const sentText = text;
+    setText("");
+    setFiles([]);
     setSending(true);
     setError(null);
     try {
       await onSend(content, busy ? behavior : "queue");
-      setText("");
-      setFiles([]);
     } catch (e) {
       setError(describe(e));
+      setText((t) => (t === "" ? sentText : t));
+      setFiles((fs) => (fs.length === 0 ? content.filter((p): p is FilePart => p.type === "file") : fs));
     } finally {
       setSending(false);
       box.current?.focus();

@@ -121,7 +121,13 @@ export function App() {
             <button type="button" onClick={signOut}>Sign out</button>
           </div>
         </header>
-        <nav id="sidebar" class="sidebar" aria-label="Chats and pages">
+        <nav
+          id="sidebar"
+          class="sidebar"
+          aria-label="Chats and pages"
+          // On a phone the menu closes once a link in it is followed (even to the page already open).
+          onClick={(e) => { if ((e.target as HTMLElement).closest("a")) setNavOpen(false); }}
+        >
           <a class="button primary new-chat" href="#/">New chat</a>
           <ChatList activeId={found?.params.id ?? null} />
           {isAdmin && adminNav.length > 0 && (

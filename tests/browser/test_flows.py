@@ -1,0 +1,179 @@
+"""What a person does in a chat: tools, queue, stop, edit, archive, a failed turn, sub-agents."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import Chatd, sign_in
+
+
+def new_chat(page: Page, text: str) -> None:
+    page.get_by_role("link", name="New chat").click()
+    send(page, text)
+    expect(page.get_by_role("heading", level=1)).not_to_have_text("New chat")
+
+
+def send(page: Page, text: str) -> None:
+    box = page.get_by_label("Message", exact=True)
+    box.fill(text)
+    box.press("Enter")
+
+
+def status(page: Page) -> Any:
+    return page.locator(".chat-status")
+
+
+@pytest.fixture(scope="module")
+def tools(chatd: Chatd) -> Iterator[dict[str, Any]]:
+    """The MCP test server over stdio, offered but off by default (chats pick it)."""
+    server = chatd.add_mcp_server(slug="tests", availability="default_off")
+    yield server
+
+
+def test_a_tool_call_of_an_mcp_server_shows_as_a_card_with_arguments_result_and_answer(page: Page, chatd: Chatd, tools: dict[str, Any]) -> None:
+    sign_in(page, chatd)
+    page.get_by_text("Tools: 0 of 1 servers").click()
+    page.get_by_role("checkbox", name="Test tools").check()
+    new_chat(page, 'TOOL tests__echo {"text": "hello from the tool"}')
+    card = page.get_by_role("article", name="Tool echo on tests")
+    expect(card.get_by_text("done")).to_be_visible()
+    card.get_by_text("Arguments").click()
+    expect(card.get_by_text('"text": "hello from the tool"')).to_be_visible()
+    expect(card.get_by_text("hello from the tool", exact=True)).to_be_visible()
+    expect(page.get_by_text("The tool said: hello from the tool")).to_be_visible()
+
+
+def test_an_image_from_a_tool_result_is_shown_inline(page: Page, chatd: Chatd, tools: dict[str, Any]) -> None:
+    sign_in(page, chatd)
+    page.get_by_text("Tools: 0 of 1 servers").click()
+    page.get_by_role("checkbox", name="Test tools").check()
+    new_chat(page, "TOOL tests__image {}")
+    card = page.get_by_role("article", name="Tool image on tests")
+    expect(card.get_by_text("done")).to_be_visible()
+    card.get_by_text("Result").click()
+    image = card.get_by_role("img")
+    expect(image).to_be_visible()
+    assert image.evaluate("img => img.naturalWidth") == 1
+
+
+def test_a_failing_tool_shows_its_error_on_the_card(page: Page, chatd: Chatd, tools: dict[str, Any]) -> None:
+    sign_in(page, chatd)
+    page.get_by_text("Tools: 0 of 1 servers").click()
+    page.get_by_role("checkbox", name="Test tools").check()
+    new_chat(page, 'TOOL tests__fail {"message": "the disk is full"}')
+    card = page.get_by_role("article", name="Tool fail on tests")
+    expect(card.get_by_text("failed")).to_be_visible()
+    expect(card.get_by_text(re.compile("Error: .*the disk is full"))).to_be_visible()
+
+
+def test_messages_sent_while_an_answer_runs_are_queued_deleted_and_sent_after_stop(page: Page, chatd: Chatd) -> None:
+    sign_in(page, chatd)
+    new_chat(page, "SLOW 100\nTOKENS 400")
+    expect(status(page).get_by_text("running")).to_be_visible()
+    expect(page.get_by_text("tok3 ")).to_be_visible()
+    # While it runs the person chooses what a new message does; queue is the default.
+    expect(page.get_by_role("radio", name="Queue")).to_be_checked()
+    send(page, "first in line")
+    queue = page.get_by_role("region", name=re.compile("Queued"))
+    expect(queue.get_by_role("listitem")).to_have_count(1)
+    send(page, "changed my mind")
+    expect(queue.get_by_role("listitem")).to_have_count(2)
+    queue.get_by_role("listitem").filter(has_text="changed my mind").get_by_role("button", name="Delete").click()
+    expect(queue.get_by_role("listitem")).to_have_count(1)
+    page.get_by_role("button", name="Stop").click()
+    # The partial answer stays; the queued message goes next and gets its answer.
+    expect(page.get_by_text("answer to: first in line")).to_be_visible()
+    expect(page.get_by_text("changed my mind")).to_have_count(0)
+    expect(page.get_by_role("region", name=re.compile("Queued"))).to_have_count(0)
+    expect(page.get_by_text(re.compile(r"^tok0 tok1 tok2"))).to_be_visible()
+    expect(page.get_by_text("tok399")).to_have_count(0)
+
+
+def test_interrupt_stops_the_answer_and_sends_the_new_message_at_once(page: Page, chatd: Chatd) -> None:
+    sign_in(page, chatd)
+    new_chat(page, "SLOW 100\nTOKENS 400")
+    expect(page.get_by_text("tok3 ")).to_be_visible()
+    page.get_by_role("radio", name="Interrupt").check()
+    send(page, "never mind that")
+    expect(page.get_by_text("answer to: never mind that")).to_be_visible()
+    expect(page.get_by_text("tok399")).to_have_count(0)
+
+
+def test_editing_an_earlier_message_asks_first_then_replaces_what_came_after(page: Page, chatd: Chatd) -> None:
+    sign_in(page, chatd)
+    new_chat(page, "the first question")
+    expect(page.get_by_text("answer to: the first question")).to_be_visible()
+    send(page, "a second question")
+    expect(page.get_by_text("answer to: a second question")).to_be_visible()
+    page.get_by_role("listitem").filter(has_text="the first question").get_by_role("button", name="Edit this message").first.click()
+    page.get_by_label("Edited text").fill("a better first question")
+    page.get_by_role("button", name="Save and resend").click()
+    dialog = page.get_by_role("alertdialog")
+    expect(dialog).to_contain_text("Everything after this message will be replaced")
+    dialog.get_by_role("button", name="Replace").click()
+    expect(page.get_by_text("answer to: a better first question")).to_be_visible()
+    expect(page.get_by_text("a second question")).to_have_count(0)
+    expect(page.get_by_text("answer to: the first question")).to_have_count(0)
+    page.reload()
+    expect(page.get_by_text("answer to: a better first question")).to_be_visible()
+    expect(page.get_by_text("a second question")).to_have_count(0)
+
+
+def test_archiving_moves_the_chat_to_the_archived_list_and_back(page: Page, chatd: Chatd) -> None:
+    sign_in(page, chatd)
+    new_chat(page, "a chat to archive")
+    expect(page.get_by_text("answer to: a chat to archive")).to_be_visible()
+    title = page.get_by_role("heading", level=1).inner_text()
+    chats = page.get_by_role("list", name="Chats")
+    expect(chats.get_by_role("link", name=re.compile(re.escape(title)))).to_be_visible()
+    page.get_by_role("button", name="Archive", exact=True).click()
+    expect(page.get_by_text("This chat is archived.")).to_be_visible()
+    expect(chats.get_by_role("link", name=re.compile(re.escape(title)))).to_have_count(0)
+    page.get_by_role("button", name="Archived").click()
+    archived = page.get_by_role("list", name="Archived chats")
+    expect(archived.get_by_role("link", name=re.compile(re.escape(title)))).to_be_visible()
+    page.get_by_role("button", name="Unarchive", exact=True).click()
+    expect(archived.get_by_role("link", name=re.compile(re.escape(title)))).to_have_count(0)
+    page.get_by_role("button", name="Active").click()
+    expect(chats.get_by_role("link", name=re.compile(re.escape(title)))).to_be_visible()
+
+
+def test_a_failed_answer_says_why_and_retry_runs_it_again(page: Page, chatd: Chatd) -> None:
+    sign_in(page, chatd)
+    new_chat(page, "FAIL please")
+    failed = page.get_by_role("alert").filter(has_text="This answer failed.")
+    expect(failed).to_be_visible()
+    expect(failed).to_contain_text("scripted model refuses")
+    expect(status(page).get_by_text("error")).to_be_visible()
+    failed.get_by_role("button", name="Retry").click()
+    expect(page.get_by_text("recovered: FAIL please")).to_be_visible()
+    expect(page.get_by_role("alert").filter(has_text="This answer failed.")).to_have_count(0)
+
+
+def test_a_sub_agent_chat_opens_from_the_tool_card_and_shows_its_own_answer(page: Page, chatd: Chatd) -> None:
+    sign_in(page, chatd)
+    new_chat(page, 'TOOL spawn_agent {"prompt": "TOKENS 5", "title": "Helper"}')
+    card = page.get_by_role("article", name="Tool spawn_agent")
+    expect(card.get_by_text("done")).to_be_visible()
+    card.get_by_role("link", name="Open the sub-agent's chat").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Helper")
+    expect(page.get_by_text("tok0 tok1 tok2 tok3 tok4")).to_be_visible()
+    page.get_by_role("link", name="Parent chat").click()
+    expect(page.get_by_role("article", name="Tool spawn_agent")).to_be_visible()
+
+
+def test_a_member_on_a_server_without_models_is_told_to_ask_an_admin(page: Page, chatd: Chatd) -> None:
+    member = chatd.member("newcomer")
+    model = chatd.data["model"]
+    chatd.ok("PATCH", f"/model-configs/{model['id']}", json={"enabled": False})
+    try:
+        sign_in(page, chatd, member)
+        expect(page.get_by_role("alert")).to_have_text("No model is configured on this server yet. Ask an admin to add a provider and a model.")
+        expect(page.get_by_label("Message", exact=True)).to_be_disabled()
+    finally:
+        chatd.ok("PATCH", f"/model-configs/{model['id']}", json={"enabled": True})
