@@ -152,9 +152,10 @@ def workspace_agent(
     run_as: Annotated[str | None, typer.Option("--run-as", help="UID[:GID] commands run as (the agent must be root).")] = None,
 ) -> None:
     """Run the workspace agent: files, processes and instructions of one directory, over HTTP."""
+    from chatd import logs
     from chatd.workspace.agent import parse_run_as, run
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure("warning")
     try:
         run(
             directory.resolve(), listen, token_file, allow_outside=allow_outside, allow_remote=allow_remote,
