@@ -193,7 +193,8 @@ class Workers:
         running = next(r for r in (self.running.get(chat.id), *self._superseded) if r is not None and r.turn is turn)
         # This task's own context (and the tasks it starts): its log lines name the chat and turn.
         logs.chat_id_var.set(str(chat.id))
-        logs.turn_var.set(chat.started_at.isoformat() if chat.started_at else None)
+        # The turn generation this run acquired with (every acquire advances it): turn=N.
+        logs.turn_var.set(str(chat.generation))
         logs.replica_var.set(str(self.worker_id))
         try:
             running.unsubscribe = await d.pubsub.subscribe(chat_channel(chat.id), lambda p: self._on_chat_note(turn, p))
