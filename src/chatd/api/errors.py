@@ -55,17 +55,41 @@ def _routes(routes: list[Any]) -> list[Any]:
     return out
 
 
-def allowed_methods(request: Request) -> list[str]:
+def _route_path(request: Request) -> str:
     path: str = request.scope["path"]
     root = request.scope.get("root_path", "")
     if root and path.startswith(root + "/"):
         path = path[len(root) :]
+    return path
+
+
+def _literal_methods(request: Request) -> set[str]:
+    """Methods of the routes written exactly as this path (no parameters)."""
+    path = _route_path(request)
+    methods: set[str] = set()
+    for route in _routes(request.app.router.routes):
+        if getattr(route, "path", None) == path:
+            methods |= getattr(route, "methods", None) or set()
+    return methods
+
+
+def allowed_methods(request: Request) -> list[str]:
+    # A path written out (`/providers/test`) is that route's alone, though `/providers/{id}`
+    # matches it too: an id is a UUID, and "test" names no provider.
+    literal = _literal_methods(request)
+    if literal:
+        return sorted(literal)
+    path = _route_path(request)
     methods: set[str] = set()
     for route in _routes(request.app.router.routes):
         regex = getattr(route, "path_regex", None)
         if regex is not None and regex.match(path):
             methods |= getattr(route, "methods", None) or set()
     return sorted(methods)
+
+
+def _method_not_allowed(request: Request) -> JSONResponse:
+    return JSONResponse(body("Method Not Allowed"), status_code=405, headers={"Allow": ", ".join(allowed_methods(request))})
 
 
 def install(app: FastAPI) -> None:
@@ -76,7 +100,11 @@ def install(app: FastAPI) -> None:
         return JSONResponse(body(exc.message, exc.detail, exc.code), status_code=code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if request.method not in _literal_methods(request) and _literal_methods(request):
+            # PATCH /providers/test reached PATCH /providers/{id} and failed on the id; the path
+            # is POST /providers/test's, which does not take PATCH.
+            return _method_not_allowed(request)
         problems = []
         for e in exc.errors():
             where = _location(tuple(e.get("loc", ())))
