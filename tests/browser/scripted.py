@@ -7,6 +7,8 @@
                       the same message again (a retry) is answered `recovered: <the message>`
     FLAKY             the provider answers 503 once, then the answer comes (a retry is shown)
     MARKDOWN          a markdown answer with a heading, a list, code, and HTML that must not run
+    THINK             reasoning first (`Let me think about: …`), then `Thought it through.`
+                      (the Anthropic wire carries reasoning; the OpenAI one drops it)
     anything else     `answer to: <the message>`
 
 Title requests (not streamed) are answered `Title: <first words>`.
@@ -74,7 +76,10 @@ class ScriptedModel:
                 return Reply(fault=Fault.status(400, message="The scripted model refuses this request."))
             if word == "FLAKY" and text not in self.flaky_seen:
                 self.flaky_seen.add(text)
-                return Reply(fault=Fault.status(503, retry_after=1, message="The scripted model is overloaded."))
+                # Retry-After 3 s: long enough for a page that opens the chat meanwhile to see the wait.
+                return Reply(fault=Fault.status(503, retry_after=3, message="The scripted model is overloaded."))
+            if word == "THINK":
+                return Reply(thinking=f"Let me think about: {text}", text="Thought it through.")
             if word == "MARKDOWN":
                 return Reply(text=MARKDOWN_ANSWER, chunk_chars=12)
         if tokens is not None:

@@ -177,3 +177,60 @@ def test_a_member_on_a_server_without_models_is_told_to_ask_an_admin(page: Page,
         expect(page.get_by_label("Message", exact=True)).to_be_disabled()
     finally:
         chatd.ok("PATCH", f"/model-configs/{model['id']}", json={"enabled": True})
+
+
+def test_a_queued_message_can_be_sent_at_once_with_send_now(page: Page, chatd: Chatd) -> None:
+    sign_in(page, chatd)
+    new_chat(page, "SLOW 100\nTOKENS 400")
+    expect(page.get_by_text("tok3 ")).to_be_visible()
+    send(page, "jump the queue")
+    queue = page.get_by_role("region", name=re.compile("Queued"))
+    queue.get_by_role("listitem").filter(has_text="jump the queue").get_by_role("button", name="Send now").click()
+    expect(page.get_by_text("answer to: jump the queue")).to_be_visible()
+    expect(page.get_by_role("region", name=re.compile("Queued"))).to_have_count(0)
+
+
+def test_an_attached_file_is_sent_with_the_message_and_shown_in_it(page: Page, chatd: Chatd, tmp_path: Any) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("buy milk\n")
+    sign_in(page, chatd)
+    with page.expect_file_chooser() as chooser:
+        page.get_by_role("button", name="Attach files").click()
+    chooser.value.set_files(str(notes))
+    expect(page.get_by_role("list", name="Attached files").get_by_text("notes.txt")).to_be_visible()
+    send(page, "what is in the file?")
+    expect(page.get_by_role("heading", level=1)).not_to_have_text("New chat")
+    user = page.get_by_label("You")
+    expect(user.get_by_role("link", name="notes.txt")).to_be_visible()
+    expect(page.get_by_text("answer to: what is in the file?")).to_be_visible()
+
+
+def test_the_chat_list_is_searched_by_title(page: Page, chatd: Chatd) -> None:
+    sign_in(page, chatd)
+    new_chat(page, "zebra facts")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Title: zebra facts")
+    new_chat(page, "giraffe facts")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Title: giraffe facts")
+    chats = page.get_by_role("list", name="Chats")
+    page.get_by_label("Search chats by title").fill("zebra")
+    expect(chats.get_by_role("link", name=re.compile("zebra facts"))).to_be_visible()
+    expect(chats.get_by_role("link", name=re.compile("giraffe facts"))).to_have_count(0)
+    page.get_by_label("Search chats by title").fill("no such chat")
+    expect(page.get_by_text("No chat matches.")).to_be_visible()
+
+
+def test_a_model_picked_for_the_chat_answers_and_its_reasoning_is_collapsed_until_opened(page: Page, chatd: Chatd) -> None:
+    if "anthropic" not in chatd.data:
+        chatd.ok("POST", "/providers", json={"provider": "anthropic", "api_key": "k", "base_url": chatd.model.anthropic_base_url})
+        chatd.data["anthropic"] = chatd.ok("POST", "/model-configs", json={
+            "provider": "anthropic", "model": "claude-sonnet-4-5", "display_name": "Thinking model", "context_limit": 200_000,
+        })
+    sign_in(page, chatd)
+    page.get_by_label("Model").select_option(label="Thinking model")
+    new_chat(page, "THINK about lunch")
+    expect(page.get_by_text("Thought it through.")).to_be_visible()
+    reasoning = page.get_by_role("group").filter(has=page.get_by_text("Reasoning", exact=True))
+    expect(reasoning.get_by_text("Let me think about: THINK about lunch")).to_be_hidden()
+    reasoning.get_by_text("Reasoning", exact=True).click()
+    expect(reasoning.get_by_text("Let me think about: THINK about lunch")).to_be_visible()
+    expect(page.get_by_label("Model")).to_have_value(chatd.data["anthropic"]["id"])

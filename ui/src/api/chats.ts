@@ -1,6 +1,6 @@
 // Chats, messages, queue, files, models and MCP servers as a member uses them.
 
-import { API, authHeaders, del, get, post, put, request } from "./client";
+import { API, authHeaders, del, get, getAll, getPage, post, put, request } from "./client";
 import type {
   BusyBehavior, Chat, ChatPage, FileRef, InputPart, McpServer, McpToken, MessagesPage, ModelConfig,
   QueuedMessage, SendResult, UsageStatus, User,
@@ -10,15 +10,15 @@ export const me = (token?: string) => get<User>("/me", { token, quiet401: token 
 
 export interface ListChats { archived?: boolean; before?: string | null; limit?: number; parent?: string }
 
-/** One page of chats, newest first. Servers without paging answer a plain list: one page. */
+/** One page of chats, newest first (the cursor of the next page comes in X-Next-Cursor). */
 export async function listChats(q: ListChats = {}): Promise<ChatPage> {
   const p = new URLSearchParams();
   p.set("archived", String(q.archived ?? false));
   if (q.parent) p.set("parent_chat_id", q.parent);
   if (q.limit) p.set("limit", String(q.limit));
   if (q.before) p.set("before", q.before);
-  const out = await get<Chat[] | ChatPage>(`/chats?${p}`);
-  return Array.isArray(out) ? { chats: out, next_cursor: null } : { chats: out.chats, next_cursor: out.next_cursor ?? null };
+  const page = await getPage<Chat>(`/chats?${p}`);
+  return { chats: page.items, next_cursor: page.next };
 }
 
 export const getChat = (id: string) => get<Chat>(`/chats/${id}`);
@@ -48,8 +48,8 @@ export async function fileBlobUrl(fileId: string): Promise<string> {
   return URL.createObjectURL(await r.blob());
 }
 
-export const listModelConfigs = () => get<ModelConfig[]>("/model-configs");
-export const listMcpServers = () => get<McpServer[]>("/mcp-servers");
+export const listModelConfigs = () => getAll<ModelConfig>("/model-configs");
+export const listMcpServers = () => getAll<McpServer>("/mcp-servers");
 export const getMcpToken = (id: string) => get<McpToken>(`/mcp-servers/${id}/token`);
 export const startMcpOAuth = (id: string) => post<{ authorize_url: string }>(`/mcp-servers/${id}/oauth/start`);
 export const usage = () => get<UsageStatus>("/usage");

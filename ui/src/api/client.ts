@@ -35,6 +35,31 @@ export interface RequestOptions {
 }
 
 export async function request<T>(method: string, path: string, opts: RequestOptions = {}): Promise<T> {
+  return (await send<T>(method, path, opts)).data;
+}
+
+/** One page of a paged list (docs/api.md "Paging"): the items and the cursor of the next page. */
+export interface Page<T> { items: T[]; next: string | null }
+
+export async function getPage<T>(path: string, opts: RequestOptions = {}): Promise<Page<T>> {
+  const { data, headers } = await send<T[]>("GET", path, opts);
+  return { items: data ?? [], next: headers.get("X-Next-Cursor") };
+}
+
+/** Every item of a paged list, following the cursors. */
+export async function getAll<T>(path: string, opts: RequestOptions = {}): Promise<T[]> {
+  const out: T[] = [];
+  let before: string | null = null;
+  do {
+    const sep = path.includes("?") ? "&" : "?";
+    const page: Page<T> = await getPage<T>(before ? `${path}${sep}before=${encodeURIComponent(before)}` : path, opts);
+    out.push(...page.items);
+    before = page.next;
+  } while (before);
+  return out;
+}
+
+async function send<T>(method: string, path: string, opts: RequestOptions): Promise<{ data: T; headers: Headers }> {
   const headers: Record<string, string> = authHeaders(opts.token);
   let body: BodyInit | undefined;
   if (opts.form) body = opts.form;
@@ -49,7 +74,7 @@ export async function request<T>(method: string, path: string, opts: RequestOpti
     if ((e as Error).name === "AbortError") throw e;
     throw new ApiError(0, "network", "chatd cannot be reached. Check that the server is running.");
   }
-  if (r.status === 204) return undefined as T;
+  if (r.status === 204) return { data: undefined as T, headers: r.headers };
   const text = await r.text();
   let data: unknown = undefined;
   try {
@@ -63,7 +88,7 @@ export async function request<T>(method: string, path: string, opts: RequestOpti
     const message = typeof d.message === "string" ? d.message : typeof d.detail === "string" ? d.detail : `${r.status} ${r.statusText}`;
     throw new ApiError(r.status, d.code ?? String(r.status), message, d.detail);
   }
-  return data as T;
+  return { data: data as T, headers: r.headers };
 }
 
 export const get = <T>(path: string, opts?: RequestOptions) => request<T>("GET", path, opts);
