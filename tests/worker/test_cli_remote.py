@@ -115,3 +115,27 @@ async def test_a_bad_token_is_one_line_and_exit_status_2(rig: Rig) -> None:
         result = await chatd(url, "chatd_not-a-real-token", "providers", "list")
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.strip() == "error: Invalid token. (HTTP 401)"
+
+
+async def test_users_list_and_tokens_list_and_revoke(rig: Rig) -> None:
+    from chatd.store import users as user_store
+
+    alice = rig.people.alice
+    laptop = await user_store.create_token(rig.app.db, rig.app.clock.now(), alice.user.id, "laptop")
+    async with running(rig) as url:
+        users = as_json(await chatd(url, rig.people.admin.token, "users", "list", "--json"))
+        assert sorted(u["username"] for u in users) == ["admin", "alice", "bob"]
+        table = await chatd(url, rig.people.admin.token, "users", "list")
+        assert table.exit_code == 0 and "alice" in table.stdout and "member" in table.stdout
+        refused = await chatd(url, alice.token, "users", "list")
+        assert refused.exit_code == 2 and "403" in refused.stderr
+
+        tokens = as_json(await chatd(url, alice.token, "tokens", "list", "--json"))
+        assert sorted(t["name"] for t in tokens) == ["laptop", "test"]
+        assert not any(alice.token in json.dumps(t) or laptop in json.dumps(t) for t in tokens)
+        (laptop_id,) = [t["id"] for t in tokens if t["name"] == "laptop"]
+        revoked = await chatd(url, alice.token, "tokens", "revoke", laptop_id)
+        assert revoked.exit_code == 0 and revoked.stdout.strip() == f"revoked {laptop_id}"
+        assert [t["name"] for t in as_json(await chatd(url, alice.token, "tokens", "list", "--json"))] == ["test"]
+        gone = await chatd(url, laptop, "providers", "list")
+        assert gone.exit_code == 2 and "401" in gone.stderr
