@@ -33,6 +33,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 import chatd
+from chatd import metrics
 from chatd.mcp.config import McpServerConfig, redact_text, redact_url
 from chatd.mcp.errors import McpAuthError, McpCallError, McpConnectError
 
@@ -214,7 +215,12 @@ class ServerConnection:
                     scope.deadline = math.inf
                     if not self._ready.done():
                         self._ready.set_result(None)
-                    await self._serve(client)
+                    sessions = metrics.MCP_SESSIONS.labels(self.config.slug)
+                    sessions.inc()
+                    try:
+                        await self._serve(client)
+                    finally:
+                        sessions.dec()
             if scope.cancelled_caught and not self._ready.done():
                 error = McpConnectError(self._connect_timeout_message())
         except Exception as exc:  # isolate this server: any failure becomes its error
