@@ -15,7 +15,7 @@ from tests.browser.conftest import Chatd, sign_in
 
 # The OAuth world lives beside the MCP client tests, which import it as a top-level module.
 sys.path.insert(0, str(Path(__file__).parents[1] / "mcp"))
-from oauth_test_server import OAuthWorld, oauth_world  # noqa: E402
+from oauth_test_server import OAuthWorld, oauth_world
 
 
 @pytest.fixture(scope="module")
