@@ -18,9 +18,14 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
+from chatd.server import preload
 from chatd.store.database import Database, async_url
 from chatd.store.migrate import migrate
 from tests import private_postgres
+
+# The provider SDKs are imported on first use (chatd starts faster); here they are imported once
+# up front, so that a test's first turn does not spend seconds importing inside its timeout.
+preload()
 
 # One migrated template per test session: concurrent sessions on one server never share it.
 TEMPLATE = f"chatd_tpl_{uuid.uuid4().hex[:10]}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import importlib
 import logging
 import signal
 import socket
@@ -18,6 +19,18 @@ from chatd.errors import CannotListen
 from chatd.settings import Settings
 
 log = logging.getLogger("chatd")
+
+# Imported on first use by chatd.providers (not at start, where they were half of the start-up
+# CPU); once chatd listens they are loaded in the background so the first turn does not wait.
+PRELOAD = ("pydantic_ai.models.openai", "pydantic_ai.models.anthropic", "pydantic_ai.models.google")
+
+
+def preload() -> None:
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            log.warning("could not preload %s", name, exc_info=True)
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -120,6 +133,8 @@ async def _run(settings: Settings, sock: socket.socket, *, api: bool) -> None:
                     print(f"First start: an admin was created; its token is in {settings.data_dir / 'admin-token'}", flush=True)
                 if token:
                     print(f"Open {url}/#token={token}", flush=True)
+                if settings.run_workers:
+                    await asyncio.to_thread(preload)
 
             tg.create_task(announce(), name="announce")
             await stop.wait()

@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anthropic
 import httpx2
-import openai
-from google import genai
-from google.genai import errors as genai_errors
-from google.genai import types as genai_types
 
 from chatd.errors import Upstream
 from chatd.providers.config import ProviderConfig
+
+if TYPE_CHECKING:
+    import anthropic
+    import openai
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +49,12 @@ async def list_models(provider: ProviderConfig, *, timeout: float = DISCOVERY_TI
     if provider.kind == "openai-compatible" and not provider.base_url:
         raise ProviderCheckFailed("An OpenAI-compatible provider needs a base URL (for example http://localhost:11434/v1).")
     where = provider.base_url or f"the {provider.kind} API"
+    # The SDKs are imported on first use: at start they would cost seconds of CPU for a page an
+    # admin opens once.
+    import anthropic
+    import openai
+    from google.genai import errors as genai_errors
+
     try:
         if provider.kind in ("openai", "openai-compatible"):
             models = await _openai(provider, timeout)
@@ -77,6 +82,8 @@ async def list_models(provider: ProviderConfig, *, timeout: float = DISCOVERY_TI
 
 
 async def _openai(provider: ProviderConfig, timeout: float) -> list[DiscoveredModel]:
+    import openai
+
     client = openai.AsyncOpenAI(
         api_key=provider.api_key or "not-needed", base_url=provider.base_url, timeout=timeout, max_retries=0
     )
@@ -87,6 +94,8 @@ async def _openai(provider: ProviderConfig, timeout: float) -> list[DiscoveredMo
 
 
 async def _anthropic(provider: ProviderConfig, timeout: float) -> list[DiscoveredModel]:
+    import anthropic
+
     client = anthropic.AsyncAnthropic(api_key=provider.api_key, base_url=provider.base_url, timeout=timeout, max_retries=0)
     try:
         return [
@@ -98,6 +107,9 @@ async def _anthropic(provider: ProviderConfig, timeout: float) -> list[Discovere
 
 
 async def _google(provider: ProviderConfig, timeout: float) -> list[DiscoveredModel]:
+    from google import genai
+    from google.genai import types as genai_types
+
     options = genai_types.HttpOptions(timeout=int(timeout * 1000), base_url=provider.base_url)
     client = genai.Client(api_key=provider.api_key, http_options=options)
     out: list[DiscoveredModel] = []

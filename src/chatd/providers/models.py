@@ -8,15 +8,8 @@ from typing import Any, cast
 
 import httpx2
 from pydantic_ai.models import Model
-from pydantic_ai.models.anthropic import AnthropicModel
-from pydantic_ai.models.google import GoogleModel
-from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.native_tools import AbstractNativeTool, WebSearchTool
-from pydantic_ai.profiles.openai import OpenAIModelProfile
 from pydantic_ai.providers import Provider
-from pydantic_ai.providers.anthropic import AnthropicProvider
-from pydantic_ai.providers.google import GoogleProvider
-from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.settings import ModelSettings, ThinkingLevel
 
 from chatd.errors import InvalidInput
@@ -104,11 +97,19 @@ def check_provider(provider: ProviderConfig) -> None:
 def build_provider(provider: ProviderConfig, http_client: httpx2.AsyncClient | None = None) -> Provider[Any]:
     """The SDK client for `provider` (pydantic-ai `Provider`); it uses `http_client` when given."""
     check_provider(provider)
+    # Each SDK is imported when a provider of its kind is first built, not at start: together
+    # they are ~40% of `chatd serve`'s start-up CPU (tests/test_startup.py keeps it so).
     kind = provider.kind
     if kind == "anthropic":
+        from pydantic_ai.providers.anthropic import AnthropicProvider
+
         return AnthropicProvider(api_key=provider.api_key, base_url=provider.base_url, http_client=http_client)
     if kind == "google":
+        from pydantic_ai.providers.google import GoogleProvider
+
         return GoogleProvider(api_key=provider.api_key, base_url=provider.base_url, http_client=http_client)
+    from pydantic_ai.providers.openai import OpenAIProvider
+
     return OpenAIProvider(base_url=provider.base_url, api_key=provider.api_key or "not-needed", http_client=http_client)
 
 
@@ -116,9 +117,19 @@ def build_model(provider: ProviderConfig, model_name: str, sdk: Provider[Any]) -
     """A pydantic-ai model called `model_name` through the SDK client `sdk` built for `provider`."""
     kind = provider.kind
     if kind == "anthropic":
+        from pydantic_ai.models.anthropic import AnthropicModel
+        from pydantic_ai.providers.anthropic import AnthropicProvider
+
         return AnthropicModel(model_name, provider=cast(AnthropicProvider, sdk))
     if kind == "google":
+        from pydantic_ai.models.google import GoogleModel
+        from pydantic_ai.providers.google import GoogleProvider
+
         return GoogleModel(model_name, provider=cast(GoogleProvider, sdk))
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.profiles.openai import OpenAIModelProfile
+    from pydantic_ai.providers.openai import OpenAIProvider
+
     # Without this, a stream cut before its finish_reason reads as a complete "stop" answer.
     profile = OpenAIModelProfile(openai_chat_streaming_requires_finish_reason=True)
     return OpenAIChatModel(model_name, provider=cast(OpenAIProvider, sdk), profile=profile)

@@ -12,9 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-import anthropic
 import httpx2
-import openai
 from pydantic_ai import exceptions as pa
 
 RetryKind = Literal[
@@ -144,6 +142,11 @@ def _from_status(status: int, retry_after: float | None, message: str) -> RetryD
 
 
 def _structured(exc: BaseException) -> RetryDecision | None:
+    # Imported here, not at start (they cost a second or more of start-up CPU); by the time a
+    # model call failed, its SDK is loaded anyway.
+    import anthropic
+    import openai
+
     """Decide from the exception's type and status alone; None when they say nothing."""
     msg = str(exc) or type(exc).__name__
     if isinstance(exc, asyncio.CancelledError):

@@ -35,7 +35,6 @@ import aiohttp
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid
-from pywebpush import WebPushException, webpush_async
 
 from chatd.domain.chat import ChatStatus
 from chatd.domain.net import blocked_reason, has_userinfo, ip_literal
@@ -306,6 +305,9 @@ class WebPush:
         return self._http
 
     async def _send_one(self, sub: PushSubscription, data: str) -> bool:
+        # Imported on the first push, not at start (it pulls in aiohttp and requests).
+        from pywebpush import WebPushException, webpush_async
+
         where = urlsplit(sub.endpoint).netloc  # never the path: it is the browser's capability
         try:
             await webpush_async(
