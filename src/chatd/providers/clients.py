@@ -118,11 +118,6 @@ class ProviderClients:
                 await self._retire(old)
         return ProviderLease(self, entry)
 
-    async def retire_all(self) -> None:
-        """Forget every current client (a provider changed): later leases build fresh ones."""
-        for entry in list(self._current.values()):
-            await self._retire(entry)
-
     async def _retire(self, entry: _Entry) -> None:
         if self._current.get(entry.config) is entry:
             del self._current[entry.config]
