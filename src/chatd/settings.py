@@ -1,4 +1,6 @@
-"""Settings: every number SPEC.md names, from flags or `CHATD_*` environment variables."""
+"""Settings: every interval and limit, from flags or `CHATD_*` environment variables.
+
+Each one has a row in docs/configuration.md (tests/test_docs.py checks the variable, flag and default)."""
 
 from __future__ import annotations
 
