@@ -48,6 +48,9 @@ MCP_CALL_SECONDS = Histogram("chatd_mcp_call_seconds", "MCP tool call latency, b
 WORKSPACE_AGENTS = Gauge("chatd_workspace_agents_running", "Workspace agents this replica started and has not stopped.")
 
 DB_POOL_IN_USE = Gauge("chatd_db_pool_in_use", "Database connections checked out of the pool (read at scrape time).")
+DB_POOL_WAIT = Histogram(
+    "chatd_db_pool_wait_seconds", "Time to get a database connection from the pool (a new connection included).", buckets=_FAST_BUCKETS
+)
 DB_POOL_SIZE = Gauge("chatd_db_pool_size", "Database connections held by the pool, idle or in use (read at scrape time).")
 
 

@@ -75,4 +75,5 @@ async def test_metrics_move_with_a_real_turn(rig: Rig) -> None:
     # Pricing: 1 000 000 micros per million input tokens, 2 000 000 per million output tokens.
     assert delta(after, before, "chatd_cost_micros_total", model="fake-model") == 250 + 60
     assert after[("chatd_db_pool_size", ())] >= 1
+    assert delta(after, before, "chatd_db_pool_wait_seconds_count") > 0
     assert ("chatd_queue_depth", ()) in after

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +24,7 @@ from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from chatd import metrics
 from chatd.errors import InvalidInput, Unavailable
 
 _IMMEDIATE = "chatd_immediate"
@@ -82,7 +84,9 @@ class Database:
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
         try:
+            asked = time.monotonic()
             async with self.engine.connect() as conn:
+                metrics.DB_POOL_WAIT.observe(time.monotonic() - asked)
                 await conn.execution_options(**{_IMMEDIATE: True})
                 async with conn.begin():
                     yield conn
@@ -97,7 +101,9 @@ class Database:
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A read transaction (a consistent snapshot on PostgreSQL)."""
         try:
+            asked = time.monotonic()
             async with self.engine.connect() as conn, conn.begin():
+                metrics.DB_POOL_WAIT.observe(time.monotonic() - asked)
                 yield conn
         except DataError as exc:
             raise _refused_value(exc) from exc
