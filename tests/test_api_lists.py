@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from chatd.api.paging import encode_cursor
 from chatd.bootstrap import App, build
 from chatd.domain.clock import ManualClock
 from chatd.settings import Settings
@@ -56,9 +57,20 @@ async def test_chats_page_newest_first_with_a_cursor_until_the_last_page(client:
 async def test_a_bad_cursor_or_limit_is_a_400(client: httpx.AsyncClient, people: People) -> None:
     h = people.admin.headers
     for path in ("/api/v1/chats", "/api/v1/providers", "/api/v1/users", "/api/v1/me/tokens", "/api/v1/workspaces"):
-        for params in ({"before": "not-a-cursor"}, {"before": "W10"}, {"limit": 0}, {"limit": 1001}, {"limit": "x"}):
+        for params in (
+            {"before": "not-a-cursor"}, {"before": "W10"}, {"limit": 0}, {"limit": 1001}, {"limit": "x"},
+        ):
             r = await client.get(path, headers=h, params=params)
             assert r.status_code == 400 and r.json()["message"], (path, params, r.text)
+    # Well-formed cursors holding values no page ends at: a naive time, a year past 9999, not a UUID.
+    for path in ("/api/v1/chats", "/api/v1/me/tokens"):
+        for key in (
+            ("2026-01-01T00:00:00", str(uuid.uuid4())),
+            ("9999-12-31T23:59:59-14:00", str(uuid.uuid4())),
+            ("2026-01-01T00:00:00+00:00", "x"),
+        ):
+            r = await client.get(path, headers=h, params={"before": encode_cursor(key)})
+            assert r.status_code == 400 and r.json()["message"], (path, key, r.text)
 
 
 async def test_configuration_lists_page_too(client: httpx.AsyncClient, people: People) -> None:

@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Query, Request, Response
@@ -69,9 +69,14 @@ def time_key(at: datetime) -> str:
 
 
 def parse_time(value: str | int) -> datetime:
+    """A cursor's time, aware and in UTC: the store refuses naive times (a crafted cursor must be a
+    400, not a 500)."""
     try:
-        return datetime.fromisoformat(str(value))
-    except ValueError as exc:
+        at = datetime.fromisoformat(str(value))
+        if at.tzinfo is None:
+            raise ValueError("naive time")
+        return at.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
         raise InvalidInput("Invalid cursor: pass the X-Next-Cursor of the previous page.") from exc
 
 
