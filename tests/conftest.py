@@ -8,6 +8,7 @@ once per session and each test gets a fresh copy. A missing PostgreSQL is an err
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -36,6 +37,17 @@ def _admin_url() -> str:
     if url:
         return url
     return private_postgres.start(private_postgres.pgdata_for())
+
+
+def run_sync(coro: Any) -> Any:
+    """asyncio.run, also where a loop already runs in this thread (Playwright's sync API keeps
+    one running in the browser tests): then the coroutine runs on a loop of its own in a thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def _dsn(url: str) -> str:
@@ -70,11 +82,11 @@ def pg_admin_url() -> Iterator[str]:
         finally:
             await conn.close()
 
-    asyncio.run(make_template())
+    run_sync(make_template())
     try:
         yield url
     finally:
-        asyncio.run(drop_template())
+        run_sync(drop_template())
 
 
 async def _create_pg_database(admin_url: str) -> tuple[str, str]:

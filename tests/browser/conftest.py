@@ -7,7 +7,6 @@ Tests act and assert as a person does: roles, labels and visible text."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import re

@@ -1,0 +1,150 @@
+"""An admin sets chatd up in the browser: the first-run setup on a fresh server (provider and model
+through the UI, then a chat streams an answer), an MCP server added and tested, a user and a token
+created and revoked; and a member on an unconfigured server is told to ask an admin."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.browser.conftest import MCP_SERVER_SCRIPT, Chatd, run_chatd, sign_in
+from tests.conftest import _create_pg_database, _drop_pg_database, run_sync
+from tests.fakes.llm_server import FakeLLMServer
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def fresh(request: pytest.FixtureRequest, tmp_path: Path, model: FakeLLMServer) -> Iterator[Chatd]:
+    """A `chatd serve` just started on an empty database: no provider, no model."""
+    if request.param == "sqlite":
+        with run_chatd(tmp_path, model, None) as server:
+            yield server
+        return
+    admin = request.getfixturevalue("pg_admin_url")
+    name, url = run_sync(_create_pg_database(admin))
+    try:
+        with run_chatd(tmp_path, model, url) as server:
+            yield server
+    finally:
+        run_sync(_drop_pg_database(admin, name))
+
+
+def test_first_run_an_admin_sets_up_a_provider_and_model_in_the_ui_then_chats(page: Page, fresh: Chatd, model: FakeLLMServer) -> None:
+    sign_in(page, fresh)
+    # No model yet: the admin's first screen is the setup.
+    expect(page.get_by_role("heading", name="Set up chatd")).to_be_visible()
+    page.get_by_label("Provider kind").select_option(label="OpenAI-compatible (Ollama, vLLM, llama.cpp, …)")
+    # A wrong address first: the test says why in words and nothing is saved.
+    page.get_by_label("Base URL").fill("http://127.0.0.1:9/v1")
+    page.get_by_role("button", name="Test connection").click()
+    expect(page.get_by_role("alert")).to_contain_text("Connection failed: Cannot connect to http://127.0.0.1:9/v1")
+    page.get_by_label("Base URL").fill(model.openai_base_url)
+    page.get_by_label("API key").fill("any-key")
+    page.get_by_role("button", name="Test connection").click()
+    expect(page.get_by_role("status")).to_have_text("Connected: 2 models found.")
+    page.get_by_role("checkbox", name="fake-large").check()
+    # A model the list does not show can be typed.
+    page.get_by_label("Model name").fill("typed-model")
+    page.get_by_role("button", name="Add model").click()
+    expect(page.get_by_role("radio", name="Default for fake-large")).to_be_checked()
+    page.get_by_label("Context limit of fake-large (tokens)").fill("64000")
+    page.get_by_role("button", name="Save and start chatting").click()
+
+    # The new-chat page offers the configured models, and a chat streams its answer.
+    expect(page.get_by_role("heading", name="New chat")).to_be_visible()
+    box = page.get_by_label("Message", exact=True)
+    expect(box).to_be_enabled()
+    box.fill("hello from the first run")
+    box.press("Enter")
+    expect(page.get_by_text("answer to: hello from the first run")).to_be_visible()
+    configs = {m["model"]: m for m in fresh.ok("GET", "/model-configs")}
+    assert set(configs) == {"fake-large", "typed-model"}
+    assert configs["fake-large"]["is_default"] is True and configs["fake-large"]["context_limit"] == 64000
+    [provider] = fresh.ok("GET", "/providers")
+    assert provider["base_url"] == model.openai_base_url and provider["api_key_set"] is True
+
+
+def test_a_member_on_an_unconfigured_server_is_told_to_ask_an_admin(page: Page, tmp_path: Path, model: FakeLLMServer) -> None:
+    with run_chatd(tmp_path, model, None) as server:
+        sign_in(page, server, server.member("newcomer"))
+        expect(page.get_by_role("alert")).to_have_text("No model is configured on this server yet. Ask an admin to add a provider and a model.")
+        expect(page.get_by_label("Message", exact=True)).to_be_disabled()
+        # The setup is an admin's page: a member is told so, in words.
+        page.goto(f"{server.base}/#/admin/setup")
+        expect(page.get_by_text("Only admins can open this page.")).to_be_visible()
+
+
+def test_an_admin_adds_a_stdio_mcp_server_with_env_tests_it_and_a_chat_uses_it(page: Page, chatd: Chatd) -> None:
+    sign_in(page, chatd)
+    page.get_by_role("link", name="MCP servers").click()
+    expect(page.get_by_role("heading", name="MCP servers")).to_be_visible()
+    page.get_by_role("button", name="Add MCP server").click()
+    form = page.get_by_role("form", name="New MCP server")
+    form.get_by_label("Display name").fill("Browser tools")
+    form.get_by_label("Slug").fill("browser-tools")
+    form.get_by_label("Transport").select_option(label="stdio (a local command)")
+    form.get_by_label("Command", exact=True).fill(sys.executable)
+    form.get_by_label("Arguments (one per line)").fill(str(MCP_SERVER_SCRIPT))
+    form.get_by_label("Environment variables (NAME=value, one per line)").fill("GREETING=hello-from-env")
+    form.get_by_label("Availability").select_option(label="Offered, off by default")
+    form.get_by_role("button", name="Add and test").click()
+    # Saving tests it: the tools the server offers are listed.
+    expect(page.get_by_role("status").filter(has_text="Browser tools works")).to_be_visible(timeout=30_000)
+    tools = page.get_by_role("list", name="Tools of Browser tools")
+    expect(tools.get_by_text("browser-tools__getenv")).to_be_visible()
+    expect(tools.get_by_text("browser-tools__echo")).to_be_visible()
+    [server] = [s for s in chatd.ok("GET", "/mcp-servers") if s["slug"] == "browser-tools"]
+    try:
+        assert server["env_names"] == ["GREETING"] and "hello-from-env" not in str(server)
+        # The environment reached the process: a chat that turns the server on calls the tool.
+        page.get_by_role("link", name="New chat").click()
+        page.get_by_text(re.compile(r"^Tools: ")).click()
+        page.get_by_role("checkbox", name=re.compile("Browser tools")).check()
+        box = page.get_by_label("Message", exact=True)
+        box.fill('TOOL browser-tools__getenv {"name": "GREETING"}')
+        box.press("Enter")
+        expect(page.get_by_text("The tool said: hello-from-env")).to_be_visible(timeout=30_000)
+
+        # A server that cannot be reached: the test shows the connection error in words.
+        page.get_by_role("link", name="MCP servers").click()
+        page.get_by_role("button", name="Add MCP server").click()
+        form = page.get_by_role("form", name="New MCP server")
+        form.get_by_label("Display name").fill("Nowhere")
+        form.get_by_label("Slug").fill("nowhere")
+        form.get_by_label("URL").fill("http://127.0.0.1:9/mcp")
+        form.get_by_role("button", name="Add and test").click()
+        expect(page.get_by_role("alert").filter(has_text="cannot connect")).to_be_visible(timeout=30_000)
+    finally:
+        for s in chatd.ok("GET", "/mcp-servers"):
+            if s["slug"] in ("browser-tools", "nowhere"):
+                chatd.ok("DELETE", f"/mcp-servers/{s['id']}")
+
+
+def test_an_admin_creates_a_user_and_a_token_that_signs_them_in_then_revokes_it(page: Page, chatd: Chatd, browser: Browser) -> None:
+    sign_in(page, chatd)
+    page.get_by_role("link", name="Users and tokens").click()
+    page.get_by_label("Username").fill("carol")
+    page.get_by_role("button", name="Create user").click()
+    expect(page.get_by_role("status").filter(has_text="Created carol")).to_be_visible()
+    tokens = page.get_by_role("region", name="Tokens of carol")
+    tokens.get_by_label("Token name").fill("laptop")
+    tokens.get_by_role("button", name="Create token for carol").click()
+    token = tokens.get_by_label("New token").inner_text().strip()
+    assert token.startswith("chatd_")
+
+    other = browser.new_context()
+    try:
+        carol = other.new_page()
+        sign_in(carol, chatd, token)
+        expect(carol.get_by_text("carol", exact=True)).to_be_visible()
+    finally:
+        other.close()
+
+    page.once("dialog", lambda d: d.accept())
+    tokens.get_by_role("button", name="Revoke laptop").click()
+    expect(tokens.get_by_text("carol has no token.")).to_be_visible()
+    assert chatd.api("GET", "/me", token).status_code == 401

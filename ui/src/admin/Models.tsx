@@ -1,0 +1,146 @@
+// Model configs: which models people may pick, their context limit, pricing and the default.
+
+import { useState } from "preact/hooks";
+import * as admin from "../api/admin";
+import type { ModelConfig } from "../api/types";
+import { DEFAULT_CONTEXT } from "./Setup";
+import { AdminPage, Alert, Check, Select, Status, TextField, numberOrNull, useAction, useLoad } from "./ui";
+
+const PRICES = [
+  ["input", "Input"], ["output", "Output"], ["cache_read", "Cache read"], ["cache_write", "Cache write"],
+] as const;
+
+/** $ per million tokens as typed -> micro-dollars per million tokens (the API's unit). */
+function toMicros(text: string): number | null {
+  const n = numberOrNull(text);
+  return n === null ? null : Math.round(n * 1e6);
+}
+const fromMicros = (m: number | null | undefined) => (m === null || m === undefined ? "" : String(m / 1e6));
+
+export function Models() {
+  const list = useLoad(() => admin.listModelConfigs());
+  const providers = useLoad(() => admin.listProviders());
+  const [editing, setEditing] = useState<ModelConfig | "new" | null>(null);
+  const row = useAction();
+  return (
+    <AdminPage title="Models" lead="The models people pick from, with their context limit and price per million tokens." error={list.error}>
+      {list.data && list.data.length === 0 && <p>No model yet. <a href="#/admin/setup">Run the setup</a> or add one below.</p>}
+      {list.data && list.data.length > 0 && (
+        <div class="admin-table-wrap">
+          <table class="admin-table">
+            <thead><tr><th>Name</th><th>Provider</th><th>Model</th><th>Context</th><th>$ in / out per Mtok</th><th>Status</th><th><span class="visually-hidden">Actions</span></th></tr></thead>
+            <tbody>
+              {list.data.map((m) => (
+                <tr key={m.id}>
+                  <td>{m.display_name}</td>
+                  <td>{m.provider}</td>
+                  <td><code>{m.model}</code></td>
+                  <td class="num">{m.context_limit.toLocaleString()}</td>
+                  <td class="num">{fromMicros(m.pricing.input) || "—"} / {fromMicros(m.pricing.output) || "—"}</td>
+                  <td>
+                    {m.is_default && <span class="admin-tag on">default</span>} {!m.enabled && <span class="admin-tag off">disabled</span>}
+                  </td>
+                  <td class="admin-actions">
+                    {!m.is_default && (
+                      <button type="button" class="small" onClick={() => row.run(async () => { await admin.updateModelConfig(m.id, { is_default: true }); list.reload(); })}>
+                        Make {m.display_name} the default
+                      </button>
+                    )}
+                    <button type="button" class="small" onClick={() => setEditing(m)}>Edit {m.display_name}</button>
+                    <button type="button" class="small danger" onClick={() => {
+                      if (confirm(`Delete the model ${m.display_name}? Chats using it fall back to the default.`)) void row.run(async () => { await admin.deleteModelConfig(m.id); list.reload(); });
+                    }}>Delete {m.display_name}</button>
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+      {row.error && <Alert>{row.error}</Alert>}
+      {editing === null ? (
+        <div class="admin-actions"><button type="button" class="primary" onClick={() => setEditing("new")}>Add model</button></div>
+      ) : (
+        <ModelForm key={editing === "new" ? "new" : editing.id} model={editing === "new" ? null : editing}
+          providers={providers.data ?? []} onDone={() => { setEditing(null); list.reload(); }} />
+      )}
+    </AdminPage>
+  );
+}
+
+function ModelForm({ model, providers, onDone }: { model: ModelConfig | null; providers: admin.Provider[]; onDone: () => void }) {
+  const kinds = providers.length ? providers.map((p) => p.provider) : admin.PROVIDER_KINDS.map((k) => k.kind);
+  const [provider, setProvider] = useState<string>(model?.provider ?? kinds[0]);
+  const [name, setName] = useState(model?.model ?? "");
+  const [display, setDisplay] = useState(model?.display_name ?? "");
+  const [context, setContext] = useState(String(model?.context_limit ?? DEFAULT_CONTEXT));
+  const [threshold, setThreshold] = useState(String(model?.compression_threshold ?? 70));
+  const [maxOut, setMaxOut] = useState(String((model?.options as { max_output_tokens?: number | null } | undefined)?.max_output_tokens ?? ""));
+  const [prices, setPrices] = useState<Record<string, string>>(
+    Object.fromEntries(PRICES.map(([k]) => [k, fromMicros(model?.pricing[k])])),
+  );
+  const [isDefault, setIsDefault] = useState(model?.is_default ?? false);
+  const [enabled, setEnabled] = useState(model?.enabled ?? true);
+  const [found, setFound] = useState<admin.DiscoveredModel[]>([]);
+  const loading = useAction();
+  const saving = useAction();
+  const saved = providers.find((p) => p.provider === provider);
+  const title = model ? `Edit ${model.display_name}` : "New model";
+  return (
+    <form class="admin-form" aria-label={title} onSubmit={(e) => {
+      e.preventDefault();
+      void saving.run(async () => {
+        const ctx = Number(context);
+        if (!Number.isInteger(ctx) || ctx <= 0) throw new Error("The context limit is a whole number of tokens.");
+        const pricing = Object.fromEntries(PRICES.map(([k]) => [k, toMicros(prices[k])]));
+        if (Object.values(pricing).some((v) => v !== null && (Number.isNaN(v) || v < 0))) throw new Error("Prices are dollars per million tokens, 0 or more.");
+        const out = numberOrNull(maxOut);
+        const body: admin.ModelConfigIn = {
+          provider, model: name.trim(), display_name: display.trim() || name.trim(), context_limit: ctx,
+          compression_threshold: Number(threshold), is_default: isDefault, enabled, pricing,
+          options: { max_output_tokens: out },
+        };
+        if (model) await admin.updateModelConfig(model.id, body);
+        else await admin.createModelConfig(body);
+        onDone();
+      });
+    }}>
+      <h2>{title}</h2>
+      <div class="admin-grid">
+        <Select label="Provider" value={provider} onChange={setProvider} options={kinds.map((k) => ({ value: k, label: k }))} />
+        <TextField label="Model name" value={name} onInput={setName} required list="model-suggestions" hint="As the provider spells it." />
+        <TextField label="Display name" value={display} onInput={setDisplay} placeholder={name} />
+        <TextField label="Context limit (tokens)" type="number" value={context} onInput={setContext} required />
+        <TextField label="Compress history at (% of context)" type="number" value={threshold} onInput={setThreshold} hint="0 never compresses." />
+        <TextField label="Max output tokens" type="number" value={maxOut} onInput={setMaxOut} hint="Empty: the server's default." />
+      </div>
+      <datalist id="model-suggestions">{found.map((m) => <option key={m.id} value={m.id}>{m.display_name}</option>)}</datalist>
+      {saved && (
+        <div class="admin-actions">
+          <button type="button" disabled={loading.busy} onClick={() => loading.run(async () => {
+            const check = await admin.providerModels(saved.id);
+            if (!check.ok) throw new Error(check.error?.message ?? "Listing the models failed.");
+            setFound(check.models);
+          })}>Suggest models from {saved.display_name}</button>
+          {found.length > 0 && <Status>{found.length} models to pick from in Model name.</Status>}
+        </div>
+      )}
+      {loading.error && <Alert>{loading.error}</Alert>}
+      <fieldset>
+        <legend>Price in dollars per million tokens</legend>
+        <div class="admin-grid">
+          {PRICES.map(([k, label]) => (
+            <TextField key={k} label={`${label} price`} type="number" value={prices[k]} onInput={(v) => setPrices({ ...prices, [k]: v })} placeholder="not priced" />
+          ))}
+        </div>
+      </fieldset>
+      <Check label="Default model" checked={isDefault} onChange={setIsDefault} hint="New chats use it unless they pick another." />
+      <Check label="Enabled" checked={enabled} onChange={setEnabled} />
+      <div class="admin-actions">
+        <button type="submit" class="primary" disabled={saving.busy}>{model ? "Save model" : "Add the model"}</button>
+        <button type="button" onClick={onDone}>Cancel</button>
+      </div>
+      {saving.error && <Alert>{saving.error}</Alert>}
+    </form>
+  );
+}
