@@ -7,6 +7,7 @@ Tests act and assert as a person does: roles, labels and visible text."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
