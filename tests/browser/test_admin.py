@@ -133,7 +133,7 @@ def test_an_admin_creates_a_user_and_a_token_that_signs_them_in_then_revokes_it(
     tokens = page.get_by_role("region", name="Tokens of carol")
     tokens.get_by_label("Token name").fill("laptop")
     tokens.get_by_role("button", name="Create token for carol").click()
-    token = tokens.get_by_label("New token").inner_text().strip()
+    token = tokens.get_by_label("New token", exact=True).inner_text().strip()
     assert token.startswith("chatd_")
 
     other = browser.new_context()
