@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 from dataclasses import dataclass, field
@@ -11,13 +12,14 @@ from typing import Any
 from chatd import logs
 from chatd.domain.chat import UserRole
 from chatd.domain.clock import Clock, SystemClock
-from chatd.errors import Conflict
+from chatd.errors import Conflict, SecretKeyMismatch
 from chatd.providers import ProviderClients
 from chatd.pubsub.base import PubSub
 from chatd.pubsub.memory import MemoryPubSub
 from chatd.push_service import PushService
 from chatd.service import ChatService
 from chatd.settings import Settings
+from chatd.store import meta as meta_store
 from chatd.store import users as user_store
 from chatd.store.database import Database
 from chatd.store.migrate import migrate
@@ -89,6 +91,11 @@ async def build(settings: Settings, *, clock: Clock | None = None, run_migration
     if run_migrations:
         await migrate(db)
     box = SecretBox.from_settings(settings.secret_key, settings.data_dir)
+    try:
+        await verify_secret_key(db, box, settings)
+    except BaseException:
+        await db.dispose()
+        raise
     pubsub = make_pubsub(db)
     await pubsub.start()
     token = internal_token(box.derive("replicas"))
@@ -110,6 +117,42 @@ async def build(settings: Settings, *, clock: Clock | None = None, run_migration
     app.extras["push"] = make_push(app)
     app.extras["workers"] = make_workers(app)
     return app
+
+
+async def verify_secret_key(db: Database, box: SecretBox, settings: Settings) -> None:
+    """Refuse to start with a key other than the one the database's secrets are sealed with.
+
+    The first start records the key's fingerprint (`store.meta`); every later start of every
+    replica compares. A database from before fingerprints is checked by opening one sealed value.
+    """
+    where = "CHATD_SECRET_KEY" if settings.secret_key else f"{settings.data_dir / 'secret-key'} (or CHATD_SECRET_KEY)"
+    mismatch = SecretKeyMismatch(
+        f"The secret key in {where} is not the key this database was set up with; start with the "
+        "key the other replicas use (set CHATD_SECRET_KEY or copy <data dir>/secret-key), or, if that key "
+        "is lost, start once with CHATD_SECRET_KEY_RESET=true."
+    )
+    mine = box.fingerprint()
+    stored = await meta_store.get_value(db, meta_store.KEY_FINGERPRINT)
+    matches = True
+    if stored is None:
+        sample = await meta_store.a_sealed_value(db)
+        if sample is not None:
+            try:
+                box.open(sample)
+            except ValueError:
+                matches = False
+        if matches:
+            matches = hmac.compare_digest(await meta_store.claim_value(db, meta_store.KEY_FINGERPRINT, mine), mine)
+    else:
+        matches = hmac.compare_digest(stored, mine)
+    if matches:
+        return
+    if not settings.secret_key_reset:
+        raise mismatch
+    # The operator lost the old key and says so: this key becomes the deployment's. Secrets sealed
+    # with the old one stay unreadable until they are entered again.
+    log.warning("CHATD_SECRET_KEY_RESET: this secret key replaces the database's; re-enter provider keys and MCP credentials")
+    await meta_store.set_value(db, meta_store.KEY_FINGERPRINT, mine)
 
 
 def turn_deps(app: App) -> TurnDeps:

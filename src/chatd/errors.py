@@ -89,3 +89,10 @@ class CannotListen(ChatdError):
     Raised before anything starts; the CLI prints the message, never the API."""
 
     code = "cannot_listen"
+
+
+class SecretKeyMismatch(ChatdError):
+    """The secret key is not the one this database's secrets were sealed with (a replica started
+    with another key). Raised at start; the CLI prints the message, never the API."""
+
+    code = "secret_key_mismatch"

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     database_url: str = ""
     # Fernet key (urlsafe base64, 32 bytes); empty means data_dir/secret-key, created on first start.
     secret_key: str = ""
+    # Start with a secret key other than the one the database was set up with (the old key is
+    # lost): it becomes the deployment's key; secrets sealed with the old one must be re-entered.
+    secret_key_reset: bool = False
     # Public URL printed for the admin; defaults to http://host:port.
     public_url: str = ""
     replica_id: uuid.UUID = Field(default_factory=uuid.uuid4)

@@ -23,6 +23,10 @@ class SecretBox:
 
         return hmac.new(self._key, label.encode(), hashlib.sha256).digest()
 
+    def fingerprint(self) -> str:
+        """Identifies the key without revealing it: HMAC-SHA256 of a constant under the key."""
+        return self.derive("chatd secret-key fingerprint v1").hex()
+
     @classmethod
     def from_settings(cls, key: str, data_dir: Path) -> SecretBox:
         """Use the configured key, else `data_dir/secret-key`, created (mode 0600) on first use."""

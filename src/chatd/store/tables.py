@@ -414,3 +414,13 @@ push_subscriptions = Table(
     Column("auth_enc", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
 )
+
+# Facts about the deployment that live with its data: `secret_key_fingerprint` (an HMAC under the
+# secret key, never the key) lets a replica started with another key refuse to start instead of
+# failing every chat that touches a sealed secret.
+server_meta = Table(
+    "server_meta",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)
