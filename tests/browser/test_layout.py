@@ -62,6 +62,11 @@ def test_keyboard_alone_signs_in_writes_a_two_line_message_and_sends_it(page: Pa
 def test_a_retry_of_the_provider_is_shown_while_it_waits(page: Page, chatd: Chatd) -> None:
     sign_in(page, chatd)
     box = page.get_by_label("Message", exact=True)
+    # The person is watching the chat when the provider fails (a page opened during the wait does
+    # not learn of it: the stream's snapshot carries no retry).
+    box.fill("before the hiccup")
+    box.press("Enter")
+    expect(page.get_by_text("answer to: before the hiccup")).to_be_visible()
     box.fill("FLAKY now")
     box.press("Enter")
     expect(page.get_by_role("status").filter(has_text=re.compile(r"Retrying \(attempt 1\)"))).to_be_visible()
