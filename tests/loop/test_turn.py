@@ -250,3 +250,36 @@ async def test_control_interrupt_before_start_ends_at_once(llm: FakeLLMServer, s
     outcome = await run_turn(model_for(llm, "openai"), [user("hi")], [], options(), sink, control)
     assert outcome.reason == "interrupted"
     assert llm.requests == []
+
+
+async def test_a_turn_whose_history_already_ends_with_the_answer_calls_no_model(
+    llm: FakeLLMServer, wire: str, sink: RecordingSink
+) -> None:
+    # A chat given back after its answer was saved but before the turn settled (the database
+    # went away in between) is run again; it must not answer the same question twice.
+    from chatd.loop.types import PromptMessage
+
+    llm.script(Reply(text="a second answer"))
+    answered = PromptMessage(Role.ASSISTANT, [TextPart(text="the answer")])
+    outcome = await run_turn(model_for(llm, wire), [system("be brief"), user("hi"), answered], [echo_tool()], options(), sink)
+
+    assert (outcome.reason, outcome.steps) == ("completed", 0)
+    assert sink.steps == []
+    assert llm.requests == []
+
+
+async def test_a_turn_whose_history_ends_with_tool_results_continues(
+    llm: FakeLLMServer, wire: str, sink: RecordingSink
+) -> None:
+    from chatd.loop.types import PromptMessage
+
+    llm.script(Reply(text="done"))
+    history = [
+        user("hi"),
+        PromptMessage(Role.ASSISTANT, [ToolCallPart(tool_call_id="c1", tool_name="echo", args={"x": 1})]),
+        PromptMessage(Role.TOOL, [ToolResultPart(tool_call_id="c1", tool_name="echo", result={"echo": {"x": 1}})]),
+    ]
+    outcome = await run_turn(model_for(llm, wire), history, [echo_tool()], options(), sink)
+
+    assert (outcome.reason, outcome.steps, outcome.final_text) == ("completed", 1, "done")
+    assert len(llm.requests) == 1

@@ -106,6 +106,13 @@ async def run_turn(
             control._detach()
 
 
+def _answered(history: Sequence[pm.ModelMessage]) -> bool:
+    """Whether the history already ends with the model's final answer (no tool calls to run)."""
+    if not history or not isinstance(history[-1], pm.ModelResponse):
+        return False
+    return not any(isinstance(p, pm.ToolCallPart) for p in history[-1].parts)
+
+
 async def _uncancellable(aw: Awaitable[T]) -> T:
     """Finish `aw` even if we are cancelled meanwhile, then re-raise the cancellation.
 
@@ -172,6 +179,11 @@ class _Turn:
             return self.outcome("lost_ownership")
 
     async def _steps(self, history: list[pm.ModelMessage]) -> TurnOutcome:
+        if _answered(history):
+            # The answer was saved but the turn could not settle (the database went away between
+            # the step's commit and finish_turn, or the commit's reply was lost), so the chat came
+            # back as pending. Calling the model again would save a second answer to one question.
+            return self.outcome("completed")
         max_steps = max(self.options.max_steps, 1)
         for index in range(max_steps):
             history = await self._compact_if_needed(history, self._estimate(history), before_step=True)
