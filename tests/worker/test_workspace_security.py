@@ -71,7 +71,7 @@ async def _attack(rig: Rig, tmp_path: Path) -> tuple[dict[str, ToolResultPart], 
     rig.llm.script(
         Reply(tool_calls=[ToolCall("c1", "create_workspace", {"template_id": str(template.id)})]),
         Reply(tool_calls=[ToolCall("c2", "execute", {"command": steal})]),
-        Reply(tool_calls=[ToolCall("c3", "execute", {"command": "ls -l /proc/self/fd/; echo uid=$(id -u); grep NoNewPrivs /proc/self/status"})]),
+        Reply(tool_calls=[ToolCall("c3", "execute", {"command": "ls -l /proc/self/fd/; echo uid=$(id -u); grep -E 'NoNewPrivs|CapEff' /proc/self/status"})]),
         Reply(tool_calls=[ToolCall("c4", "process_list", {})]),
         Reply(text="done"),
     )
@@ -148,4 +148,6 @@ async def test_sandboxed_commands_see_no_data_directory_and_no_server_environmen
     steal = json.dumps(r["c2"].result)
     assert not r["c2"].is_error, steal
     _assert_nothing_leaked(rig, steal)
-    assert "NoNewPrivs:\\t1" in json.dumps(r["c3"].result)
+    probe = json.dumps(r["c3"].result)
+    assert "NoNewPrivs:\\t1" in probe
+    assert "CapEff:\\t0000000000000000" in probe  # not root's capabilities, even when chatd is root

@@ -180,6 +180,9 @@ def bwrap_argv(
     argv = [
         bwrap,
         "--die-with-parent",
+        # Run as root, bwrap would leave the sandbox nearly every capability of the host (load a
+        # kernel module, mknod a disk, reconfigure the network): none for the agent or commands.
+        *(["--cap-drop", "ALL"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),
         "--unshare-pid",
         "--unshare-ipc",
         "--ro-bind", "/", "/",
