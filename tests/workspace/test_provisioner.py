@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from chatd.domain.workspace import Template, TemplateParameter, Workspace, WorkspaceStatus
+from chatd.errors import InvalidInput
 from chatd.workspace.client import AgentClient
 from chatd.workspace.provisioner import LocalProvisioner, ProvisionFailed, bwrap_argv
 
@@ -211,3 +212,24 @@ def test_bwrap_prefix_hides_the_data_dir_and_binds_the_workspace_after_it(tmp_pa
     assert argv.index("--bind") > hide and argv[argv.index("--bind") + 1 : argv.index("--bind") + 3] == [str(ws), str(ws)]
     assert argv[argv.index("--ro-bind", argv.index("--bind")) + 1] == str(token)
     assert "--die-with-parent" in argv and "--unshare-pid" in argv
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="commands under another uid need root")
+async def test_file_tools_read_only_what_the_workspace_user_could(provisioner: LocalProvisioner) -> None:
+    """A command could plant a hard link to (or race a symlink towards) a file only chatd may
+    read; the file tools run as chatd's user, so they check the file they opened."""
+    ws = workspace(provisioner)
+    await provisioner.provision(ws, template())
+    endpoint = await provisioner.start(ws)
+    planted = Path(ws.directory) / "planted"
+    planted.write_text("chatd-only secret\n")
+    os.chown(planted, 0, 0)
+    os.chmod(planted, 0o600)
+    async with AgentClient(endpoint.url, endpoint.token) as client:
+        with pytest.raises(InvalidInput) as err:
+            await client.read_file("planted")
+        assert "not readable by the workspace's user" in err.value.message
+        await client.write_file("notes.txt", "mine\n")
+        assert (await client.read_file("notes.txt")).content.endswith("mine")
+        state = await client.start_process("cat notes.txt planted; id -u", wait=30)
+    assert "mine" in state.output and "chatd-only secret" not in state.output and "Permission denied" in state.output

@@ -10,7 +10,9 @@ overwrite files elsewhere by accident or by a prompt injection through a file to
 sandbox: `execute` runs arbitrary commands with the agent's rights. Isolation of commands is the
 provisioner's job (bubblewrap for `local`). A path is resolved with symlinks followed before the
 check; a symlink swapped in between the check and the open (a TOCTOU race) is possible only for a
-process that can already run commands, which gains nothing it did not have.
+process that can already run commands. When commands run under another uid than the agent
+(`--run-as`), that process would gain the agent's rights, so the file tools also check the file
+they opened against what the command user may read (`check_readable_by`).
 
 With port 0 the agent binds a free port; it prints one JSON line `{"url", "pid"}` on stdout once
 the socket listens, which is how the provisioner learns the address without a port race.
@@ -188,7 +190,19 @@ def _number(n: int, text: str) -> str:
     return f"{n:>6}\t{text}"
 
 
-def read_lines(path: Path, display: str, offset: int, limit: int) -> dict[str, Any]:
+def check_readable_by(fd: int, owner: RunAs | None, display: str) -> None:
+    """With commands under another uid, the file tools (running as chatd's user) read only what
+    that uid could read itself: a command could otherwise plant a hard link to, or race a symlink
+    towards, a file only chatd may read. Checked on the opened file, so no swap gets past it."""
+    if owner is None:
+        return
+    st = os.fstat(fd)
+    if st.st_uid == owner.uid or st.st_mode & 0o004 or (st.st_gid == owner.gid and st.st_mode & 0o040):
+        return
+    raise AgentError(403, "not_readable", f"{display} is not readable by the workspace's user")
+
+
+def read_lines(path: Path, display: str, offset: int, limit: int, owner: RunAs | None = None) -> dict[str, Any]:
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -203,6 +217,7 @@ def read_lines(path: Path, display: str, offset: int, limit: int) -> dict[str, A
     stopped_at: int | None = None  # first line not returned because of the byte budget
     try:
         with path.open("rb") as f:
+            check_readable_by(f.fileno(), owner, display)
             if b"\0" in f.read(BINARY_SNIFF):
                 raise _bad(f"{display} looks like a binary file; it cannot be read as text", "binary")
             f.seek(0)
@@ -304,7 +319,9 @@ def edit_files(confine: Confinement, files: list[dict[str, Any]], owner: RunAs |
         path = confine.resolve(display)
         if path not in updated:
             try:
-                raw = path.read_bytes()
+                with path.open("rb") as fh:
+                    check_readable_by(fh.fileno(), owner, display)
+                    raw = fh.read()
             except FileNotFoundError:
                 raise AgentError(404, "not_found", f"file not found: {display}") from None
             except IsADirectoryError:
@@ -767,7 +784,7 @@ def create_app(
     async def read(request: Request) -> Any:
         body: ReadBody = await _json(request, ReadBody)
         path = confine.resolve(body.path)
-        return await asyncio.to_thread(read_lines, path, body.path, body.offset, body.limit)
+        return await asyncio.to_thread(read_lines, path, body.path, body.offset, body.limit, run_as)
 
     async def write(request: Request) -> Any:
         body: WriteBody = await _json(request, WriteBody)
