@@ -114,3 +114,19 @@ async def test_spend_per_user_shows_each_users_period_and_the_limit_that_applies
     assert (rows["bob"]["limit_micros"], rows["bob"]["limit_scope"]) == (None, None)
     assert (await client.get("/api/v1/usage", headers=people.alice.headers)).json()["limit_micros"] is None
     assert (await client.get("/api/v1/usage/users", headers=people.alice.headers)).status_code == 403
+
+
+async def test_testing_another_base_url_without_a_key_never_sends_the_saved_key_there(
+    client: httpx.AsyncClient, people: People, llm: FakeLLMServer
+) -> None:
+    # A stored key is write-only: typing a base URL one controls must not make chatd carry the
+    # saved (or the deployment's) key to it.
+    a = people.admin.headers
+    await client.post("/api/v1/providers", headers=a, json={"provider": "openai-compatible", "base_url": llm.openai_base_url, "api_key": KEY})
+    async with FakeLLMServer(models=("big-model",)) as elsewhere:
+        elsewhere.models_key = KEY
+        r = (await client.post("/api/v1/providers/test", headers=a, json={"provider": "openai-compatible", "base_url": elsewhere.openai_base_url})).json()
+    assert r["ok"] is False and r["error"]["status"] == 401
+    # The saved provider's own URL still reuses its key (an edit tested without typing it again).
+    same = (await client.post("/api/v1/providers/test", headers=a, json={"provider": "openai-compatible", "base_url": llm.openai_base_url})).json()
+    assert same["ok"] is True

@@ -216,16 +216,24 @@ class ChatService:
     ) -> ProviderCheck:
         """List the models of a provider that may not be saved yet. Without a key, the saved
         provider's key of that kind is used (or the deployment's), so an edit can be tested
-        without typing the key again. Admins only: the URL may point anywhere, loopback included."""
+        without typing the key again. Admins only: the URL may point anywhere, loopback included.
+
+        A stored key is reused only for the URL it is stored with (the deployment's only for the
+        provider's own API): a key is write-only, and a URL typed here must not carry it to a
+        server that would read it."""
         _admin(actor)
         kind = provider.strip().lower()
         if kind not in PROVIDER_KINDS:
             raise InvalidInput(f"Unknown provider {provider!r}; expected one of {', '.join(PROVIDER_KINDS)}.")
         _check_url(base_url)
+        base_url = base_url or None
         if not api_key:
             stored = await model_store.get_provider_by_kind(self.db, self.box, kind)
-            api_key = (stored.api_key if stored else None) or deployment_keys.get(kind) or None
-        return await _discover(ProviderConfig(kind=cast(ProviderKind, kind), api_key=api_key, base_url=base_url or None))
+            # The URL the saved provider (and so every turn) uses, or the provider's own API.
+            saved_url = stored is not None and (stored.base_url or None) == base_url
+            if saved_url or base_url is None:
+                api_key = (stored.api_key if stored and saved_url else None) or deployment_keys.get(kind) or None
+        return await _discover(ProviderConfig(kind=cast(ProviderKind, kind), api_key=api_key, base_url=base_url))
 
     async def provider_models(self, actor: User, provider_id: uuid.UUID, *, deployment_keys: dict[str, str]) -> ProviderCheck:
         """The models a saved provider offers now (its key, else the deployment's, as turns use)."""
