@@ -120,6 +120,14 @@ def base_environment() -> dict[str, str]:
     return env
 
 
+# What chatd keeps in its data directory besides `workspaces/` (the SQLite files take the mode of
+# chatd.db when SQLite creates them).
+_CHATD_FILES = (
+    "admin-token", "secret-key", "vapid-private.pem", "chatd.db", "chatd.db-wal", "chatd.db-shm",
+    "chatd.db-journal", "workspace-agents", "chat-history",
+)  # fmt: skip
+
+
 def workspace_uid(workspace_id: uuid.UUID) -> int:
     return UID_BASE + workspace_id.int % UID_SPAN
 
@@ -315,18 +323,19 @@ class LocalProvisioner:
 
     def _secure_data_dir(self) -> None:
         """The data directory is chatd's alone: 0700, or 0711 (enter, not list) when commands run
-        under workspace uids that must reach their own directory below it; then everything in it
-        except `workspaces/` is closed to other users, whatever umask made it."""
+        under workspace uids that must reach their own directory below it; then chatd's files in
+        it are closed to other users, whatever umask made them."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.root.mkdir(exist_ok=True)
         self.state_root.mkdir(exist_ok=True)
         traversable = 0o711 if self.run_as_workspace_user else 0o700
         _private(self.data_dir, traversable)
         _private(self.root, traversable)
-        for entry in self.data_dir.iterdir():
-            if entry == self.root or entry.is_symlink():
-                continue
-            _private(entry, 0o700 if entry.is_dir() else 0o600)
+        # chatd's own files only: the data directory may be shared with other things.
+        for name in _CHATD_FILES:
+            entry = self.data_dir / name
+            if entry.exists() and not entry.is_symlink():
+                _private(entry, 0o700 if entry.is_dir() else 0o600)
 
     def _owner(self, workspace_id: uuid.UUID) -> tuple[int, int] | None:
         if not self.run_as_workspace_user:
