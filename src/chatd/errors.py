@@ -84,6 +84,11 @@ class Unavailable(ChatdError):
     code = "unavailable"
 
 
+class DatabaseUnavailable(Unavailable):
+    """The database connection was lost or could not be made (`store.database.is_connection_error`).
+    A turn that meets it gives its chat back instead of failing it."""
+
+
 class CannotListen(ChatdError):
     """`chatd serve` cannot listen on its address (the port is taken, not allowed, unknown host).
     Raised before anything starts; the CLI prints the message, never the API."""

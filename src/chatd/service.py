@@ -465,6 +465,7 @@ class ChatService:
         note = Notification(
             queue_update=res.queue_changed,
             status=res.chat.status.value if res.status_changed else None,
+            generation=res.chat.generation,
         )
         if note.queue_update or note.status:
             await self.hub.notify(chat_id, note)
@@ -480,7 +481,10 @@ class ChatService:
         await self._check_files(actor, content)
         res = await chat_store.edit_message(self.db, self.clock.now(), chat_id=chat_id, message_id=message_id, editor_id=actor.id, content=content)
         # Clients drop their history after the edit point and re-read (full refresh).
-        await self.hub.notify(chat_id, Notification(full_refresh=True, queue_update=res.queue_cleared, status=res.chat.status.value))
+        await self.hub.notify(
+            chat_id,
+            Notification(full_refresh=True, queue_update=res.queue_cleared, status=res.chat.status.value, generation=res.chat.generation),
+        )
         await self._chat_event(res.chat, "status_change")
         await self._wake_workers()
         return res.message, res.chat
@@ -510,7 +514,10 @@ class ChatService:
         assert res.message is not None
         await self.hub.notify(
             chat_id,
-            Notification(after_message_id=res.message.id - 1, queue_update=True, status=res.chat.status.value if res.status_changed else None),
+            Notification(
+                after_message_id=res.message.id - 1, queue_update=True,
+                status=res.chat.status.value if res.status_changed else None, generation=res.chat.generation,
+            ),
         )
         if res.status_changed:
             await self._chat_event(res.chat, "status_change")
@@ -582,7 +589,8 @@ class ChatService:
 
     async def _status(self, chat: Chat) -> None:
         await self.hub.notify(
-            chat.id, Notification(status=chat.status.value, worker_id=str(chat.worker_id) if chat.worker_id else None)
+            chat.id,
+            Notification(status=chat.status.value, generation=chat.generation, worker_id=str(chat.worker_id) if chat.worker_id else None),
         )
 
     async def _chat_event(self, chat: Chat, kind: str) -> None:

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     run_workers: bool = True
     acquire_interval: float = 1.0
     acquire_batch: int = 10
+    # Turns one replica runs at once; 0 = derived from its database connection pool (10 turns per
+    # pooled connection: a turn holds a connection only while it writes, milliseconds per step).
+    # More pending chats wait for a free slot (or another replica).
+    max_running_turns: int = Field(default=0, ge=0)
     heartbeat_interval: float = 30.0
     stale_after: float = 300.0
     max_steps: int = 1200

@@ -35,6 +35,7 @@ from chatd.domain.chat import (
     plan_promote,
     plan_release,
     plan_send,
+    status_version,
     worker_owns,
 )
 from chatd.errors import ChatBusy, QueueFull
@@ -82,6 +83,15 @@ class ChatRules(RuleBasedStateMachine):
     # --- executing plans as store/machine.apply does --------------------------------------------
 
     def apply(self, t: Transition) -> None:
+        c = self.chat
+        before = (c.status, status_version(c.status, c.generation))
+        self._apply(t)
+        after = status_version(c.status, c.generation)
+        # Status notifications are ordered by this version: every change must raise it.
+        assert after >= before[1]
+        assert c.status is before[0] or after > before[1], (before, c.status, after)
+
+    def _apply(self, t: Transition) -> None:
         c = self.chat
         if t.promote and c.queue:
             mid, _ = c.queue.pop(0)

@@ -128,3 +128,26 @@ async def test_workers_run_loop_wakes_on_pending_and_stops_cleanly(rig: Rig) -> 
     assert done.status is ChatStatus.WAITING
     stop.set()
     await asyncio.wait_for(runner, 10)
+
+
+async def test_a_replica_runs_at_most_its_cap_of_turns_and_takes_more_as_slots_free(rig: Rig) -> None:
+    rig.app.settings.max_running_turns = 2
+    gate = Gate()
+    rig.tools = [gate.tool()]
+    rig.llm.script(*[Reply(tool_calls=[ToolCall(f"c{i}", "wait", {})]) for i in range(3)], *[Reply(text="done")] * 3)
+    chats = [await rig.chat(f"chat {i}") for i in range(3)]
+    started = await rig.workers.acquire_once()
+    assert len(started) == 2 and len(rig.workers.running) == 2
+    assert await rig.workers.acquire_once() == []  # full: the third chat waits
+    waiting = [c for c in chats if c.id not in rig.workers.running]
+    assert len(waiting) == 1 and (await rig.get(waiting[0].id)).status is ChatStatus.PENDING
+    gate.release.set()
+    await asyncio.wait_for(rig.workers.drain(), 20)
+    await rig.run()
+    for c in chats:
+        assert (await rig.get(c.id)).status is ChatStatus.WAITING
+
+
+def test_the_default_cap_is_derived_from_the_connection_pool(rig: Rig) -> None:
+    assert rig.app.settings.max_running_turns == 0
+    assert rig.workers.turn_cap == 10 * rig.app.db.capacity > 0

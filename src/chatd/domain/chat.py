@@ -193,6 +193,8 @@ class TurnEnd(enum.StrEnum):
     INTERRUPTED = "interrupted"
     ERROR = "error"
     SHUTDOWN = "shutdown"
+    # The turn lost the database (a blip): the chat goes back to pending, it does not fail.
+    DATABASE_LOST = "database_lost"
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +216,7 @@ def plan_finish(
         return FinishPlan(applied=True)
     if not owned:
         return FinishPlan(applied=False)
-    if status is ChatStatus.RUNNING and end is TurnEnd.SHUTDOWN:
+    if status is ChatStatus.RUNNING and end in (TurnEnd.SHUTDOWN, TurnEnd.DATABASE_LOST):
         return FinishPlan(applied=True, transition=plan_release(status))
     if status is ChatStatus.RUNNING and end is TurnEnd.ERROR:
         return FinishPlan(applied=True, transition=Transition(ChatStatus.ERROR, release=True))
@@ -230,6 +232,15 @@ def plan_finish(
         transition=Transition(ChatStatus.WAITING, release=True, clear_error=True),
         spend_blocked=queue,
     )
+
+
+def status_version(status: ChatStatus, generation: int) -> tuple[int, int]:
+    """A per-chat order of status changes, for notifications that can arrive out of order (they
+    are published after commit, on other connections). Within one generation a chat only moves
+    from busy (pending, or running: they never share a generation, acquire advances it) to idle
+    (waiting or error, which never follow each other within a generation), so (generation,
+    busy=0 | idle=1) grows with every change (property-tested)."""
+    return generation, 0 if status.busy else 1
 
 
 # Hook for the human-in-the-loop issue: answering a pending action resumes the chat under a new

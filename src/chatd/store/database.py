@@ -17,15 +17,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 from sqlalchemy import Select, Table, event, select
 from sqlalchemy.engine import Connection as SyncConnection
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from chatd import metrics
-from chatd.errors import InvalidInput, Unavailable
+from chatd.errors import DatabaseUnavailable, InvalidInput
 
 _IMMEDIATE = "chatd_immediate"
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ class Database:
             kwargs["pool_size"] = pool_size
             kwargs["max_overflow"] = pool_size * 2
             kwargs["pool_pre_ping"] = True
+        # Connections the pool opens at most (what this replica can take of max_connections).
+        self.capacity: int = kwargs["pool_size"] + kwargs["max_overflow"]
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         self._writer: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
         if self.is_sqlite:
@@ -92,9 +95,9 @@ class Database:
                     yield conn
         except DataError as exc:
             raise _refused_value(exc) from exc
-        except (OperationalError, DBAPIError) as exc:
-            if _is_connection_error(exc):
-                raise Unavailable("The database is not reachable.") from exc
+        except Exception as exc:
+            if is_connection_error(exc):
+                raise DatabaseUnavailable("The database is not reachable.") from exc
             raise
 
     @asynccontextmanager
@@ -107,9 +110,9 @@ class Database:
                 yield conn
         except DataError as exc:
             raise _refused_value(exc) from exc
-        except (OperationalError, DBAPIError) as exc:
-            if _is_connection_error(exc):
-                raise Unavailable("The database is not reachable.") from exc
+        except Exception as exc:
+            if is_connection_error(exc):
+                raise DatabaseUnavailable("The database is not reachable.") from exc
             raise
 
     def for_update(self, query: Select[Any], *, skip_locked: bool = False) -> Select[Any]:
@@ -133,9 +136,27 @@ def _refused_value(exc: DataError) -> InvalidInput:
     return InvalidInput("A value is out of range or is not text the database can store.")
 
 
-def _is_connection_error(exc: Exception) -> bool:
-    text = str(exc).lower()
-    return any(s in text for s in ("connection refused", "connection was closed", "could not connect", "connection is closed", "cannot connect"))
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether an error means the database connection was lost or could not be made (a blip to
+    wait out), judged by exception type, never by message text: SQLAlchemy's
+    `connection_invalidated`, asyncpg's connection and operator-intervention classes (admin
+    shutdown, "starting up", too many clients), and OS-level socket errors and timeouts. The
+    driver's original exception is followed through `orig` and `__cause__`."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, DBAPIError) and e.connection_invalidated:
+            return True
+        if isinstance(e, OSError | asyncpg.PostgresConnectionError | asyncpg.TooManyConnectionsError):
+            return True
+        if isinstance(e, asyncpg.OperatorInterventionError) and not isinstance(e, asyncpg.QueryCanceledError):
+            return True
+        todo += [x for x in (getattr(e, "orig", None), e.__cause__) if isinstance(x, BaseException)]
+    return False
 
 
 def _install_sqlite_hooks(engine: AsyncEngine) -> None:

@@ -77,10 +77,13 @@ async def acquire_chats(db: Database, now: datetime, worker_id: uuid.UUID, limit
         )
         if db.is_postgres:
             pick = pick.with_for_update(skip_locked=True)
+        # Materialised, so it runs once: as a plain `IN (subquery)` PostgreSQL may re-run the
+        # LIMIT … SKIP LOCKED subquery and claim more than `limit` chats (past the turn cap).
+        picked = pick.cte("picked").prefix_with("MATERIALIZED", dialect="postgresql")
         rows = (
             await conn.execute(
                 update(chats)
-                .where(and_(chats.c.id.in_(pick.scalar_subquery()), chats.c.status == ChatStatus.PENDING.value))
+                .where(and_(chats.c.id.in_(select(picked.c.id)), chats.c.status == ChatStatus.PENDING.value))
                 .values(
                     **machine.transition_values(acquire), worker_id=worker_id, started_at=now, heartbeat_at=now, updated_at=now
                 )
@@ -190,7 +193,7 @@ async def finish_turn(
         owned = worker_owns(chat.status, chat.generation, chat.worker_id, mine=generation, me=worker_id, kind=WriteKind.STEP)
         has_queue = await machine.queue_length(conn, chat_id) > 0
         limited: UsageLimitExceeded | None = None
-        if owned and has_queue and not chat.archived and end is not TurnEnd.SHUTDOWN:
+        if owned and has_queue and not chat.archived and end not in (TurnEnd.SHUTDOWN, TurnEnd.DATABASE_LOST):
             try:
                 await check_spend(db, conn, chat.owner_id, now)
             except UsageLimitExceeded as exc:

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from chatd import metrics
-from chatd.domain.chat import ChatStatus, Message, Role
+from chatd.domain.chat import ChatStatus, Message, Role, status_version
 from chatd.domain.events import (
     ErrorEvent,
     MessageEvent,
@@ -40,6 +40,9 @@ class Notification:
     after_message_id: int = 0
     full_refresh: bool = False
     status: str | None = None
+    # The chat's generation when `status` was committed: orders status notifications that
+    # arrive out of order (`domain.chat.status_version`); None from a sender that does not know.
+    generation: int | None = None
     worker_id: str | None = None
     queue_update: bool = False
     retry: dict[str, Any] | None = None
@@ -53,6 +56,8 @@ class Notification:
             d["f"] = 1
         if self.status:
             d["s"] = self.status
+        if self.generation is not None:
+            d["g"] = self.generation
         if self.worker_id:
             d["w"] = self.worker_id
         if self.queue_update:
@@ -69,6 +74,7 @@ class Notification:
             after_message_id=int(d.get("a", 0)),
             full_refresh=bool(d.get("f")),
             status=d.get("s"),
+            generation=int(d["g"]) if d.get("g") is not None else None,
             worker_id=d.get("w"),
             queue_update=bool(d.get("q")),
             retry=d.get("r"),
@@ -481,6 +487,7 @@ class StreamHub:
             msgs = await chat_store.visible_messages(conn, chat_id, after_id)
             queue = await chat_store.queue_in(conn, chat_id)
         last_status = chat.status
+        last_version = status_version(chat.status, chat.generation)
         if chat.status is ChatStatus.RUNNING:
             self._want_relay(chat_id, st, chat.worker_id)
         yield StatusEvent(chat_id=chat_id, status=chat.status, worker_id=chat.worker_id)
@@ -496,11 +503,12 @@ class StreamHub:
             if sub.resync:
                 sub.resync = False
                 metrics.STREAM_RESYNCS.inc()
-                async for ev in self._resync(chat_id, last_id):
+                versions: list[tuple[int, int]] = []
+                async for ev in self._resync(chat_id, last_id, versions):
                     if isinstance(ev, MessageEvent):
                         last_id = max(last_id, ev.message.id)
                     if isinstance(ev, StatusEvent):
-                        last_status = ev.status
+                        last_status, last_version = ev.status, versions[-1]
                     yield ev
             get = asyncio.ensure_future(sub.queue.get())
             wake = asyncio.ensure_future(sub.wake.wait())
@@ -527,6 +535,12 @@ class StreamHub:
                         yield MessageEvent(chat_id=chat_id, message=m)
             if note.status:
                 status = ChatStatus(note.status)
+                version = status_version(status, note.generation) if note.generation is not None else None
+                if version is not None and version < last_version:
+                    # Published before a change this subscriber has already shown: stale.
+                    status = last_status
+                elif version is not None:
+                    last_version = version
                 if status != last_status:
                     last_status = status
                     yield StatusEvent(
@@ -560,11 +574,13 @@ class StreamHub:
                     return msgs
             return [m for m in st.cache if m.id > last_id]
 
-    async def _resync(self, chat_id: uuid.UUID, last_id: int) -> AsyncIterator[StreamEvent]:
+    async def _resync(self, chat_id: uuid.UUID, last_id: int, versions: list[tuple[int, int]]) -> AsyncIterator[StreamEvent]:
+        """The chat as the database has it now; the status's version is appended to `versions`."""
         async with self.db.read() as conn:
             chat = await chat_store.get_chat_in(conn, chat_id)
             msgs = await chat_store.visible_messages(conn, chat_id, last_id)
             queue = await chat_store.queue_in(conn, chat_id)
+        versions.append(status_version(chat.status, chat.generation))
         yield StatusEvent(chat_id=chat_id, status=chat.status, worker_id=chat.worker_id)
         for m in msgs:
             yield MessageEvent(chat_id=chat_id, message=m)

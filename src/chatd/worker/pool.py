@@ -22,6 +22,8 @@ from chatd.worker.turn import ChatTurn, TurnDeps
 
 log = logging.getLogger(__name__)
 
+TURNS_PER_CONNECTION = 10
+
 _STOPS = {ChatStatus.WAITING.value, ChatStatus.PENDING.value, ChatStatus.ERROR.value}
 
 
@@ -96,13 +98,22 @@ class Workers:
                 await asyncio.wait_for(wake.wait(), interval)
             wake.clear()
 
+    @property
+    def turn_cap(self) -> int:
+        """The most turns this replica runs at once (`max_running_turns`, else 10 per pooled
+        database connection): past it, pending chats wait instead of queueing on the pool."""
+        return self.settings.max_running_turns or TURNS_PER_CONNECTION * self.deps.db.capacity
+
     async def acquire_once(self) -> list[ChatTurn]:
         if self._stopping:
             return []
         d = self.deps
         async with self._acquire_lock:
+            room = self.turn_cap - len(self.running) - len(self._superseded)
+            if room <= 0:
+                return []
             with metrics.ACQUIRE_SECONDS.time():
-                chats = await turns.acquire_chats(d.db, d.clock.now(), self.worker_id, self.settings.acquire_batch)
+                chats = await turns.acquire_chats(d.db, d.clock.now(), self.worker_id, min(self.settings.acquire_batch, room))
             metrics.ACQUIRED.inc(len(chats))
             if self._stopping and chats:
                 await self._give_back({c.id: c.generation for c in chats})
@@ -162,7 +173,7 @@ class Workers:
             await replicas.forget(d.db, dead)
         for chat in recovered:
             log.warning("recovered stale chat %s (worker stopped heartbeating)", chat.id)
-            await d.hub.notify(chat.id, Notification(status=chat.status.value))
+            await d.hub.notify(chat.id, Notification(status=chat.status.value, generation=chat.generation))
             await d.pubsub.publish(owner_channel(chat.owner_id), {"k": "status_change", "c": str(chat.id)})
         if recovered:
             self._wake.set()
@@ -202,7 +213,7 @@ class Workers:
             current = await chat_store.get_chat(d.db, chat.id)
             if not self._holds(current, turn):
                 turn.control.interrupt()
-            await d.hub.notify(chat.id, Notification(status=ChatStatus.RUNNING.value, worker_id=str(self.worker_id)))
+            await d.hub.notify(chat.id, Notification(status=ChatStatus.RUNNING.value, generation=chat.generation, worker_id=str(self.worker_id)))
             await d.pubsub.publish(owner_channel(chat.owner_id), {"k": "status_change", "c": str(chat.id)})
             if self.on_started is not None:
                 self.on_started(turn)
@@ -220,6 +231,8 @@ class Workers:
                 del self.running[chat.id]
             self._superseded.discard(running)
             metrics.TURNS_RUNNING.dec()
+            # A slot is free: pending chats need not wait for the next poll.
+            self._wake.set()
             if running.unsubscribe is not None:
                 with contextlib.suppress(Exception):
                     await running.unsubscribe()
@@ -291,6 +304,6 @@ class Workers:
         d = self.deps
         released = await turns.release_chats(d.db, d.clock.now(), leases, self.worker_id)
         for chat in released:
-            await d.hub.notify(chat.id, Notification(status=chat.status.value))
+            await d.hub.notify(chat.id, Notification(status=chat.status.value, generation=chat.generation))
         if released:
             await d.pubsub.publish(PENDING_CHANNEL, {})

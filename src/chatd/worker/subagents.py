@@ -105,7 +105,7 @@ class SubAgents:
         # replica's worker pick the child up at once.
         await self.pubsub.publish(owner_channel(child.owner_id), {"k": "created", "c": str(child.id)})
         await self.hub.publish_messages(child.id, created.messages)
-        await self.hub.notify(child.id, Notification(status=child.status.value))
+        await self.hub.notify(child.id, Notification(status=child.status.value, generation=child.generation))
         await self.pubsub.publish(PENDING_CHANNEL, {})
         return ToolResult({"chat_id": str(child.id), "title": child.title, "status": child.status.value})
 
@@ -161,7 +161,9 @@ class SubAgents:
         )  # fmt: skip
         # Announced as ChatService.send_message does.
         await self.hub.publish_messages(child.id, res.inserted)
-        note = Notification(queue_update=res.queue_changed, status=res.chat.status.value if res.status_changed else None)
+        note = Notification(
+            queue_update=res.queue_changed, status=res.chat.status.value if res.status_changed else None, generation=res.chat.generation
+        )
         if note.queue_update or note.status:
             await self.hub.notify(child.id, note)
         if res.status_changed:
@@ -175,7 +177,7 @@ class SubAgents:
         # Archiving stops a busy chat (-> waiting); the status notification interrupts its turn
         # on whichever replica runs it, and an archived chat promotes no queued message.
         for c in await chat_store.set_archived(self.db, self.clock.now(), child.id, True):
-            await self.hub.notify(c.id, Notification(status=c.status.value))
+            await self.hub.notify(c.id, Notification(status=c.status.value, generation=c.generation))
             await self.pubsub.publish(owner_channel(c.owner_id), {"k": "deleted", "c": str(c.id)})
         return ToolResult({"chat_id": str(child.id), "closed": True})
 

@@ -18,7 +18,7 @@ from chatd.domain.clock import Clock
 from chatd.domain.config import McpServerRecord, User
 from chatd.domain.parts import NoticePart, text_of
 from chatd.domain.tools import Tool
-from chatd.errors import ChatdError
+from chatd.errors import ChatdError, DatabaseUnavailable
 from chatd.loop import (
     ResolvedFile,
     TurnControl,
@@ -37,7 +37,7 @@ from chatd.store import chats as chat_store
 from chatd.store import files as file_store
 from chatd.store import mcp_servers as mcp_store
 from chatd.store import turns
-from chatd.store.database import Database
+from chatd.store.database import Database, is_connection_error
 from chatd.store.secrets import SecretBox
 from chatd.store.turns import FinishResult, TurnEnd
 from chatd.streams.hub import Notification, StreamHub
@@ -48,6 +48,9 @@ from chatd.worker.prompt import SUBAGENT_INSTRUCTION, build_prompt, user_instruc
 from chatd.worker.sink import StoreSink
 
 log = logging.getLogger(__name__)
+
+# Seconds between attempts to settle a turn's end while the database is away (bounded: ~30 s).
+SETTLE_BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 
 # Extra tools and prompt sections for a turn (workspace tools, sub-agents); MCP tools follow them.
 ToolProvider = Callable[["TurnContext"], Awaitable[tuple[list[Tool], list[str]]]]
@@ -137,21 +140,26 @@ class ChatTurn:
             else:
                 await self._finish(TurnEnd.SHUTDOWN, None, None, None)
                 raise
+        except DatabaseUnavailable:
+            log.warning("turn of chat %s lost the database; the chat is given back", chat.id, exc_info=True)
+            end = TurnEnd.DATABASE_LOST
         except TurnError as exc:
             end, error = TurnEnd.ERROR, exc.message
         except ChatdError as exc:
             end, error = TurnEnd.ERROR, exc.message
         except Exception as exc:
-            log.exception("turn of chat %s failed", chat.id)
-            end, error = TurnEnd.ERROR, internal_error_text(exc)
+            if is_connection_error(exc):
+                log.warning("turn of chat %s lost the database; the chat is given back", chat.id, exc_info=True)
+                end = TurnEnd.DATABASE_LOST
+            else:
+                log.exception("turn of chat %s failed", chat.id)
+                end, error = TurnEnd.ERROR, internal_error_text(exc)
         await self._finish(end, outcome, error, ctx or self.ctx)
 
     async def _finish(self, end: TurnEnd, outcome: TurnOutcome | None, error: str | None, ctx: TurnContext | None) -> None:
         d, chat_id = self.deps, self.chat.id
         # The end of a turn must be written even when a shutdown cancels us meanwhile.
-        res = await asyncio.shield(
-            turns.finish_turn(d.db, d.clock.now(), chat_id, self.worker_id, self.chat.generation, end, error)
-        )
+        res = await asyncio.shield(self._settle(end, error))
         if not res.applied:
             # Fenced off: a newer turn holds the chat. If it runs here, the buffer is its own.
             if not (res.chat.status is ChatStatus.RUNNING and res.chat.worker_id == self.worker_id):
@@ -166,17 +174,30 @@ class ChatTurn:
             await d.hub.notify(chat_id, Notification(error=res.usage_limited.message))
         await d.hub.notify(
             chat_id,
-            Notification(status=res.chat.status.value, queue_update=res.queue_changed),
+            Notification(status=res.chat.status.value, generation=res.chat.generation, queue_update=res.queue_changed),
         )
         await d.pubsub.publish(owner_channel(res.chat.owner_id), {"k": "status_change", "c": str(chat_id)})
         if res.chat.status is ChatStatus.PENDING:
             await d.pubsub.publish(PENDING_CHANNEL, {})
-        if ctx is not None and end is not TurnEnd.SHUTDOWN:
+        if ctx is not None and end not in (TurnEnd.SHUTDOWN, TurnEnd.DATABASE_LOST):
             for hook in d.end_hooks:
                 try:
                     await hook(ctx, res, outcome, error)
                 except Exception:
                     log.warning("turn-end hook failed for chat %s", chat_id, exc_info=True)
+
+    async def _settle(self, end: TurnEnd, error: str | None) -> FinishResult:
+        """`finish_turn`, waiting out a database blip with a bounded backoff (about half a minute in
+        all). If the database stays away, the error reaches the pool, which gives the chat back at
+        its next heartbeat that gets through (or stale recovery does, on any replica)."""
+        d = self.deps
+        for delay in SETTLE_BACKOFF:
+            try:
+                return await turns.finish_turn(d.db, d.clock.now(), self.chat.id, self.worker_id, self.chat.generation, end, error)
+            except DatabaseUnavailable:
+                log.info("settling chat %s: the database is away; retrying in %.1f s", self.chat.id, delay)
+                await d.sleep(delay)
+        return await turns.finish_turn(d.db, d.clock.now(), self.chat.id, self.worker_id, self.chat.generation, end, error)
 
     async def _run_turn(self) -> tuple[TurnOutcome, TurnContext]:
         d, chat = self.deps, self.chat
