@@ -3,6 +3,7 @@ rebuilt when the key changes, closed once the last turn using the old one ends, 
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 
 from chatd.domain.chat import ChatStatus
@@ -63,6 +64,39 @@ async def test_a_retired_client_stays_open_until_its_last_lease_is_released() ->
     finally:
         await clients.close()
     assert clients.open_clients == 0
+
+
+async def test_a_new_client_is_not_closed_under_its_first_turn_by_a_change_made_while_the_old_one_closes() -> None:
+    clients = ProviderClients(max_connections=4)
+    old = ProviderConfig("openai-compatible", "sk-old", "http://127.0.0.1:9/v1")
+    new = ProviderConfig("openai-compatible", "sk-new", "http://127.0.0.1:9/v1")
+    newer = ProviderConfig("openai-compatible", "sk-newer", "http://127.0.0.1:9/v1")
+    try:
+        await (await clients.lease(old)).release()
+        old_client = clients._current[old].client
+        closing, finish_close = asyncio.Event(), asyncio.Event()
+        real_aclose = old_client.aclose
+
+        async def slow_aclose() -> None:
+            closing.set()
+            await finish_close.wait()
+            await real_aclose()
+
+        old_client.aclose = slow_aclose  # type: ignore[method-assign]
+        # Turn A leases `new`: `old` is retired and its close takes a while.
+        turn_a = asyncio.create_task(clients.lease(new))
+        await asyncio.wait_for(closing.wait(), 5)
+        # Meanwhile the key changes again and turn B leases `newer`, which retires `new`.
+        turn_b = await clients.lease(newer)
+        finish_close.set()
+        lease_a = await asyncio.wait_for(turn_a, 5)
+        # A's client stays open until A lets go of it.
+        assert not lease_a._entry.client.is_closed
+        await lease_a.release()
+        assert lease_a._entry.client.is_closed
+        await turn_b.release()
+    finally:
+        await clients.close()
 
 
 async def test_closing_the_app_closes_the_provider_clients(rig: Rig) -> None:

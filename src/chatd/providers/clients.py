@@ -103,20 +103,24 @@ class ProviderClients:
     async def lease(self, config: ProviderConfig) -> ProviderLease:
         """Raises ProviderNotConfigured (before building anything) when the config cannot work."""
         entry = self._current.get(config)
-        if entry is None:
-            check_provider(config)
-            client = httpx2.AsyncClient(
-                timeout=self._timeout, limits=self._limits, verify=_tls_for(config.base_url),
-                headers={"User-Agent": get_user_agent()},
-            )
-            self.clients_built += 1
-            entry = _Entry(config, client, build_provider(config, client))
-            # One provider row per kind: a new key or URL for a kind replaces the old entry.
-            stale = [e for c, e in self._current.items() if c.kind == config.kind]
-            self._current[config] = entry
-            for old in stale:
-                await self._retire(old)
-        return ProviderLease(self, entry)
+        if entry is not None:
+            return ProviderLease(self, entry)
+        check_provider(config)
+        client = httpx2.AsyncClient(
+            timeout=self._timeout, limits=self._limits, verify=_tls_for(config.base_url),
+            headers={"User-Agent": get_user_agent()},
+        )
+        self.clients_built += 1
+        entry = _Entry(config, client, build_provider(config, client))
+        # One provider row per kind: a new key or URL for a kind replaces the old entry.
+        stale = [e for c, e in self._current.items() if c.kind == config.kind]
+        self._current[config] = entry
+        # Held before closing the stale clients: another change while one closes may retire this
+        # entry too, and a retired entry without leases is closed at once.
+        lease = ProviderLease(self, entry)
+        for old in stale:
+            await self._retire(old)
+        return lease
 
     async def _retire(self, entry: _Entry) -> None:
         if self._current.get(entry.config) is entry:
