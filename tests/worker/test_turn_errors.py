@@ -22,3 +22,13 @@ async def test_a_database_error_in_a_turn_shows_no_sql_to_the_member(rig: Rig) -
     assert done.status is ChatStatus.ERROR and done.last_error
     for leak in ("[SQL", "INSERT", "VALUES", "$1", "sqlalchemy", "parameters"):
         assert leak not in done.last_error, done.last_error
+
+
+def test_an_unexpected_error_quoting_credentials_reaches_the_chat_redacted() -> None:
+    from chatd.worker.turn import internal_error_text
+
+    exc = RuntimeError("GET https://bob:hunter2@api.example/v1 failed; Authorization: Bearer chatd_s3cr3tTokenValue")
+    text = internal_error_text(exc)
+    assert text.startswith("Internal error: RuntimeError: GET https://")
+    for leak in ("hunter2", "chatd_s3cr3tTokenValue"):
+        assert leak not in text, text

@@ -19,6 +19,7 @@ from chatd.domain.config import McpServerRecord, User
 from chatd.domain.parts import NoticePart, text_of
 from chatd.domain.tools import Tool
 from chatd.errors import ChatdError, DatabaseUnavailable
+from chatd.logs import redact
 from chatd.loop import (
     ResolvedFile,
     TurnControl,
@@ -96,10 +97,11 @@ class TurnDeps:
 
 def internal_error_text(exc: Exception) -> str:
     """What the chat's owner reads for an unexpected failure. A database error's text holds the
-    SQL and its parameters: that goes to the log (with the traceback), never to the chat."""
+    SQL and its parameters: that goes to the log (with the traceback), never to the chat. Other
+    libraries' errors may quote URLs and headers, so they get the log's redaction too."""
     if isinstance(exc, SQLAlchemyError):
         return "Internal error: a database operation failed (the server log has the details)."
-    return f"Internal error: {type(exc).__name__}: {exc}"[:1000]
+    return redact(f"Internal error: {type(exc).__name__}: {exc}")[:1000]
 
 
 class ChatTurn:
