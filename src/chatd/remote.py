@@ -133,9 +133,16 @@ def _short(value: Any, limit: int) -> str | None:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _an_id(value: str) -> str:
+    """Ids go into request paths: anything but a UUID (`../users`, say) would name another endpoint."""
+    if not _looks_like_uuid(value):
+        raise typer.BadParameter(f"{value!r} is not an id (ids are UUIDs).")
+    return value
+
+
 @chats_app.command("show")
 def chats_show(
-    chat_id: Annotated[str, typer.Argument(help="The chat's id.")],
+    chat_id: Annotated[str, typer.Argument(help="The chat's id.", callback=_an_id)],
     reasoning: Annotated[bool, typer.Option("--reasoning/--no-reasoning", help="Show the model's reasoning.")] = False,
     url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False,
 ) -> None:
@@ -158,7 +165,7 @@ def chats_show(
 
 
 @chats_app.command("interrupt")
-def chats_interrupt(chat_id: Annotated[str, typer.Argument(help="The chat's id.")], url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False) -> None:
+def chats_interrupt(chat_id: Annotated[str, typer.Argument(help="The chat's id.", callback=_an_id)], url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False) -> None:
     """Stop the chat's running turn (the partial answer is kept)."""
     chat = call(url, token, data_dir, lambda c: c.request("POST", f"/api/v1/chats/{chat_id}/interrupt"))
     if as_json:
@@ -170,7 +177,7 @@ def chats_interrupt(chat_id: Annotated[str, typer.Argument(help="The chat's id."
 
 @chats_app.command("archive")
 def chats_archive(
-    chat_id: Annotated[str, typer.Argument(help="The chat's id.")],
+    chat_id: Annotated[str, typer.Argument(help="The chat's id.", callback=_an_id)],
     undo: Annotated[bool, typer.Option("--undo", help="Unarchive instead.")] = False,
     url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False,
 ) -> None:
@@ -214,7 +221,7 @@ def tokens_list(url: Url = None, token: Token = None, data_dir: DataDir = None, 
 
 
 def tokens_revoke(
-    token_id: Annotated[str, typer.Argument(help="The token's id (see `chatd tokens list`).")],
+    token_id: Annotated[str, typer.Argument(help="The token's id (see `chatd tokens list`).", callback=_an_id)],
     url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False,
 ) -> None:
     """Revoke a token: requests with it are refused from now on."""

@@ -139,3 +139,12 @@ async def test_users_list_and_tokens_list_and_revoke(rig: Rig) -> None:
         assert [t["name"] for t in as_json(await chatd(url, alice.token, "tokens", "list", "--json"))] == ["test"]
         gone = await chatd(url, laptop, "providers", "list")
         assert gone.exit_code == 2 and "401" in gone.stderr
+
+
+async def test_an_id_that_is_not_a_uuid_is_refused_before_any_request(rig: Rig) -> None:
+    # An id goes into the request path: `../users` would name another endpoint.
+    async with running(rig) as url:
+        for args in (("chats", "show", "../users"), ("chats", "archive", "../../me"), ("tokens", "revoke", "x/../y")):
+            result = await chatd(url, rig.people.alice.token, *args)
+            assert result.exit_code == 2, (args, result.output)
+            assert "is not an id" in result.output + result.stderr, args
