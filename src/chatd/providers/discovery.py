@@ -4,7 +4,10 @@ key, a wrong base URL or an unreachable server comes back as a sentence, not a s
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,36 +52,34 @@ async def list_models(provider: ProviderConfig, *, timeout: float = DISCOVERY_TI
     if provider.kind == "openai-compatible" and not provider.base_url:
         raise ProviderCheckFailed("An OpenAI-compatible provider needs a base URL (for example http://localhost:11434/v1).")
     where = provider.base_url or f"the {provider.kind} API"
-    # The SDKs are imported on first use: at start they would cost seconds of CPU for a page an
-    # admin opens once.
-    import anthropic
-    import openai
-    from google.genai import errors as genai_errors
-
+    lister = _LISTERS.get(provider.kind)
+    if lister is None:
+        raise ProviderCheckFailed(f"Unknown provider kind {provider.kind!r}.")
+    # Only this provider's SDK, imported on first use and off the event loop: an import is
+    # seconds of CPU on a busy host (all three took ~15 s), and the server must keep answering.
+    await asyncio.to_thread(importlib.import_module, _SDK_MODULES[provider.kind])
     try:
-        if provider.kind in ("openai", "openai-compatible"):
-            models = await _openai(provider, timeout)
-        elif provider.kind == "anthropic":
-            models = await _anthropic(provider, timeout)
-        elif provider.kind == "google":
-            models = await _google(provider, timeout)
-        else:
-            raise ProviderCheckFailed(f"Unknown provider kind {provider.kind!r}.")
-    except ProviderCheckFailed:
-        raise
-    except (openai.APIStatusError, anthropic.APIStatusError) as exc:
-        raise _status_failure(exc.status_code, _sdk_message(exc), where, provider) from exc
-    except genai_errors.APIError as exc:
-        raise _status_failure(int(exc.code or 0), str(exc.message or exc.status or ""), where, provider) from exc
-    except (openai.APITimeoutError, anthropic.APITimeoutError, httpx2.TimeoutException, TimeoutError) as exc:
+        models = await lister(provider, timeout)
+    except _HttpFailure as exc:
+        raise _status_failure(exc.status, exc.said, where, provider) from exc
+    except (TimeoutError, httpx2.TimeoutException) as exc:
         raise ProviderCheckFailed(f"{where} did not answer within {timeout:g} s.") from exc
-    except (openai.APIConnectionError, anthropic.APIConnectionError, httpx2.TransportError, OSError) as exc:
+    except (ConnectionError, httpx2.TransportError, OSError) as exc:
         raise ProviderCheckFailed(f"Cannot connect to {where}: {_cause(exc, provider)}") from exc
     except Exception as exc:  # an SDK surprise (malformed body): still an answer, never a 500
         log.warning("listing models of %s failed", provider, exc_info=True)
         raise ProviderCheckFailed(f"{where} answered something that is not a model list: {_redact(str(exc), provider)}") from exc
     models.sort(key=lambda m: m.id)
     return models[:MAX_MODELS]
+
+
+class _HttpFailure(Exception):
+    """The provider answered with an error status (each SDK's own error, made plain)."""
+
+    def __init__(self, status: int, said: str) -> None:
+        super().__init__(said)
+        self.status = status
+        self.said = said
 
 
 async def _openai(provider: ProviderConfig, timeout: float) -> list[DiscoveredModel]:
@@ -89,6 +90,12 @@ async def _openai(provider: ProviderConfig, timeout: float) -> list[DiscoveredMo
     )
     try:
         return [DiscoveredModel(m.id, m.id) async for m in client.models.list()]
+    except openai.APIStatusError as exc:
+        raise _HttpFailure(exc.status_code, _sdk_message(exc)) from exc
+    except openai.APITimeoutError as exc:
+        raise TimeoutError from exc
+    except openai.APIConnectionError as exc:
+        raise ConnectionError from exc
     finally:
         await client.close()
 
@@ -102,12 +109,19 @@ async def _anthropic(provider: ProviderConfig, timeout: float) -> list[Discovere
             DiscoveredModel(m.id, m.display_name or m.id, m.max_input_tokens)
             async for m in client.models.list(limit=1000)
         ]
+    except anthropic.APIStatusError as exc:
+        raise _HttpFailure(exc.status_code, _sdk_message(exc)) from exc
+    except anthropic.APITimeoutError as exc:
+        raise TimeoutError from exc
+    except anthropic.APIConnectionError as exc:
+        raise ConnectionError from exc
     finally:
         await client.close()
 
 
 async def _google(provider: ProviderConfig, timeout: float) -> list[DiscoveredModel]:
     from google import genai
+    from google.genai import errors as genai_errors
     from google.genai import types as genai_types
 
     options = genai_types.HttpOptions(timeout=int(timeout * 1000), base_url=provider.base_url)
@@ -121,9 +135,16 @@ async def _google(provider: ProviderConfig, timeout: float) -> list[DiscoveredMo
             name = (m.name or "").removeprefix("models/")
             if name:
                 out.append(DiscoveredModel(name, m.display_name or name, m.input_token_limit))
+    except genai_errors.APIError as exc:
+        raise _HttpFailure(int(exc.code or 0), str(exc.message or exc.status or "")) from exc
     finally:
         await client.aio.aclose()
     return out
+
+
+Lister = Callable[[ProviderConfig, float], Awaitable[list[DiscoveredModel]]]
+_LISTERS: dict[str, Lister] = {"openai": _openai, "openai-compatible": _openai, "anthropic": _anthropic, "google": _google}
+_SDK_MODULES = {"openai": "openai", "openai-compatible": "openai", "anthropic": "anthropic", "google": "google.genai"}
 
 
 def _sdk_message(exc: openai.APIStatusError | anthropic.APIStatusError) -> str:

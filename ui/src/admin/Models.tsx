@@ -40,7 +40,7 @@ export function Models() {
                   <td>
                     {m.is_default && <span class="admin-tag on">default</span>} {!m.enabled && <span class="admin-tag off">disabled</span>}
                   </td>
-                  <td class="admin-actions">
+                  <td><div class="admin-actions">
                     {!m.is_default && (
                       <button type="button" class="small" onClick={() => row.run(async () => { await admin.updateModelConfig(m.id, { is_default: true }); list.reload(); })}>
                         Make {m.display_name} the default
@@ -50,6 +50,7 @@ export function Models() {
                     <button type="button" class="small danger" onClick={() => {
                       if (confirm(`Delete the model ${m.display_name}? Chats using it fall back to the default.`)) void row.run(async () => { await admin.deleteModelConfig(m.id); list.reload(); });
                     }}>Delete {m.display_name}</button>
+                    </div>
                   </td>
                 </tr>
               ))}

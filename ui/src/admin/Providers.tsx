@@ -26,7 +26,7 @@ export function Providers() {
                   <td>{p.base_url ?? <span class="muted">default</span>}</td>
                   <td>{p.api_key_set ? "set" : <span class="muted">none</span>}</td>
                   <td>{p.enabled ? "yes" : "no"}</td>
-                  <td class="admin-actions">
+                  <td><div class="admin-actions">
                     <button type="button" class="small" onClick={() => row.run(async () => setModels({ id: p.id, check: await admin.providerModels(p.id) }))}>
                       Models of {p.display_name}
                     </button>
@@ -34,6 +34,7 @@ export function Providers() {
                     <button type="button" class="small danger" onClick={() => {
                       if (confirm(`Delete the provider ${p.display_name}? Its models stop working.`)) void row.run(async () => { await admin.deleteProvider(p.id); list.reload(); });
                     }}>Delete {p.display_name}</button>
+                    </div>
                   </td>
                 </tr>
               ))}

@@ -123,16 +123,17 @@ export function Setup() {
           <fieldset>
             <legend>Chosen models</legend>
             <div class="admin-chosen">
+              <div class="admin-chosen-row admin-hint" aria-hidden="true"><span>Model</span><span>Default</span><span>Context limit (tokens)</span><span /></div>
               {chosen.map((c) => (
                 <div class="admin-chosen-row" key={c.model}>
                   <strong>{c.model}</strong>
                   <label class="admin-check">
                     <input type="radio" name="default-model" checked={defaultModel === c.model} onChange={() => setDefaultModel(c.model)} />
-                    <span>Default for {c.model}</span>
+                    <span class="visually-hidden">Default for {c.model}</span>
                   </label>
-                  <TextField label={`Context limit of ${c.model} (tokens)`} type="number" value={c.context}
+                  <TextField label={`Context limit of ${c.model} (tokens)`} hideLabel type="number" value={c.context}
                     onInput={(v) => setChosen(chosen.map((x) => (x.model === c.model ? { ...x, context: v } : x)))} />
-                  <button type="button" class="small" onClick={() => unchoose(c.model)}>Remove {c.model}</button>
+                  <button type="button" class="small" onClick={() => unchoose(c.model)}>Remove<span class="visually-hidden"> {c.model}</span></button>
                 </div>
               ))}
             </div>

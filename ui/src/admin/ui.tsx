@@ -50,6 +50,8 @@ export function Status({ children }: { children: ComponentChildren }) {
 interface TextProps {
   label: string; value: string; onInput: (v: string) => void; type?: string; placeholder?: string;
   hint?: ComponentChildren; required?: boolean; list?: string; autoComplete?: string; multiline?: boolean; rows?: number;
+  /** The label is for screen readers (and tests) only: a table header says it for the eye. */
+  hideLabel?: boolean;
 }
 
 export function TextField(p: TextProps) {
@@ -58,7 +60,7 @@ export function TextField(p: TextProps) {
   const hint = p.hint ? id + "-hint" : undefined;
   return (
     <div class="admin-field">
-      <span class="admin-label-row">
+      <span class={p.hideLabel ? "visually-hidden" : "admin-label-row"}>
         <label class="admin-label" for={id}>{p.label}</label>
         {/* Outside the label: the field's name stays exactly its label. */}
         {p.required && <span class="admin-required" aria-hidden="true">*</span>}
