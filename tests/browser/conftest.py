@@ -118,13 +118,16 @@ def model() -> Iterator[FakeLLMServer]:
         yield server
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API marks its event loop as running in this
+# thread while it is open, and every test after the browser package (asyncio.run, pytest-asyncio)
+# would then fail with "cannot be called from a running event loop".
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as p:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     b = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     try:
