@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import queue
 import re
@@ -155,6 +156,15 @@ def test_serve_prints_the_sign_in_link_on_every_start_while_the_token_file_exist
         assert again.group(1) == f"{base}/#token={token}"
         me = httpx.get(f"{base}/api/v1/me", headers={"Authorization": f"Bearer {token}"}, timeout=10)
         assert me.status_code == 200 and me.json()["role"] == "admin"
+        # The CLI finds this server by its data dir alone, though it listens on another port than
+        # the settings' default (the address is written into the data dir on start).
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHATD_")}
+        cli = subprocess.run(
+            [sys.executable, "-m", "chatd.cli", "users", "list", "--json", "--data-dir", str(data_dir)],
+            capture_output=True, text=True, env=env, timeout=START_TIMEOUT,
+        )
+        assert cli.returncode == 0, (cli.stdout, cli.stderr)
+        assert [u["username"] for u in json.loads(cli.stdout)] == ["admin"]
         code, stdout = served.stop()
         assert code == 0, (stdout, served.log())
         assert not any("First start" in line for line in stdout), stdout

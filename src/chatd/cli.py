@@ -183,15 +183,10 @@ def chat(
     from rich.console import Console as StdoutConsole
 
     from chatd.client import ChatdClient, ChatView, ClientError
+    from chatd.remote import target
 
     settings = _settings(data_dir, None)
-    if not token:
-        path = settings.data_dir / "admin-token"
-        try:
-            token = path.read_text().strip()
-        except OSError:
-            console.print(f"[red]error:[/red] no token: pass --token or set CHATD_TOKEN (no {path}).")
-            raise typer.Exit(2) from None
+    url, token = target(url, token, data_dir)
     out = StdoutConsole()
     following: dict[str, str] = {}
     if message is None:
@@ -200,7 +195,7 @@ def chat(
         from chatd.terminal import Session
 
         async def session() -> int:
-            async with ChatdClient(url or settings.resolved_public_url(), token) as client:
+            async with ChatdClient(url, token) as client:
                 return await Session(
                     client, out, chat_id=chat_id, title=title, model=model, reasoning=reasoning,
                     history_file=settings.data_dir / "chat-history", interactive=sys.stdin.isatty(),
@@ -213,7 +208,7 @@ def chat(
             raise typer.Exit(2) from exc
 
     async def go() -> str:
-        async with ChatdClient(url or settings.resolved_public_url(), token) as client:
+        async with ChatdClient(url, token) as client:
             if chat_id:
                 sent = await client.send_message(chat_id, message)
                 following["id"] = chat_id

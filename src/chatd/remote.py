@@ -36,16 +36,30 @@ providers_app = typer.Typer(no_args_is_help=True, help="Model providers (over th
 models_app = typer.Typer(no_args_is_help=True, help="Model configurations (over the API).")
 
 
+SERVER_URL_FILE = "server-url"
+
+
 def target(url: str | None, token: str | None, data_dir: Path | None) -> tuple[str, str]:
-    """The server URL and the token to use, or exit 2 with what to set."""
+    """The server URL and the token to use, or exit 2 with what to set.
+
+    Without --url, the address a local `chatd serve` wrote into its data dir on start (it may run
+    on another --port than the settings say), else the settings' address."""
     settings = Settings(data_dir=data_dir) if data_dir is not None else Settings()
     if not token:
         path = settings.data_dir / "admin-token"
         try:
             token = path.read_text().strip()
         except OSError:
-            err.print(f"[red]error:[/red] no token: pass --token or set CHATD_TOKEN (no {path}).")
+            err.print(
+                f"[red]error:[/red] no token: pass --token or set CHATD_TOKEN, or point --data-dir / "
+                f"CHATD_DATA_DIR at the server's data dir (no {path})."
+            )
             raise typer.Exit(2) from None
+    if not url:
+        try:
+            url = (settings.data_dir / SERVER_URL_FILE).read_text().strip()
+        except OSError:
+            url = ""
     return url or settings.resolved_public_url(), token
 
 

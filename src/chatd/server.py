@@ -129,6 +129,10 @@ async def _run(settings: Settings, sock: socket.socket, *, api: bool) -> None:
                 url = settings.resolved_public_url()
                 what = "chatd is listening on" if api else "chatd worker replica (internal endpoints) on"
                 print(f"{what} {url} (database: {app.db.dialect})", flush=True)
+                if api:
+                    # The CLI's default address: this server may listen on another --port.
+                    with contextlib.suppress(OSError):
+                        (settings.data_dir / "server-url").write_text(url + "\n")
                 if created:
                     print(f"First start: an admin was created; its token is in {settings.data_dir / 'admin-token'}", flush=True)
                 if token:
