@@ -97,6 +97,10 @@ def test_an_admin_adds_a_stdio_mcp_server_with_env_tests_it_and_a_chat_uses_it(p
     tools = page.get_by_role("list", name="Tools of Browser tools")
     expect(tools.get_by_text("browser-tools__getenv")).to_be_visible()
     expect(tools.get_by_text("browser-tools__echo")).to_be_visible()
+    # The card's buttons say what they do; the server's name is only in their accessible names.
+    card = page.get_by_role("listitem", name="Browser tools")
+    for verb in ("Test", "Edit", "Delete"):
+        expect(card.get_by_role("button", name=f"{verb} Browser tools")).to_have_text(verb)
     [server] = [s for s in chatd.ok("GET", "/mcp-servers") if s["slug"] == "browser-tools"]
     try:
         assert server["env_names"] == ["GREETING"] and "hello-from-env" not in str(server)

@@ -92,6 +92,11 @@ def test_messages_sent_while_an_answer_runs_are_queued_deleted_and_sent_after_st
     expect(page.get_by_role("region", name=re.compile("Queued"))).to_have_count(0)
     expect(page.get_by_text(re.compile(r"^tok0 tok1 tok2"))).to_be_visible()
     expect(page.get_by_text("tok399")).to_have_count(0)
+    # The stopped answer says so, without a made-up "0 tokens"; the next answer is not marked.
+    answer_totals = page.get_by_label("Tokens and cost of this answer")
+    expect(answer_totals.first).to_contain_text("stopped")
+    expect(answer_totals.first).not_to_contain_text("0 tokens")
+    expect(answer_totals.last).not_to_contain_text("stopped")
 
 
 def test_interrupt_stops_the_answer_and_sends_the_new_message_at_once(page: Page, chatd: Chatd) -> None:
@@ -153,6 +158,7 @@ def test_a_failed_answer_says_why_and_retry_runs_it_again(page: Page, chatd: Cha
     failed.get_by_role("button", name="Retry").click()
     expect(page.get_by_text("recovered: FAIL please")).to_be_visible()
     expect(page.get_by_role("alert").filter(has_text="This answer failed.")).to_have_count(0)
+    expect(page.get_by_text("stopped")).to_have_count(0)
 
 
 def test_a_sub_agent_chat_opens_from_the_tool_card_and_shows_its_own_answer(page: Page, chatd: Chatd) -> None:

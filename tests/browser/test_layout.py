@@ -82,7 +82,8 @@ def test_on_postgresql_an_answer_streams_stops_and_the_history_survives_a_reload
     expect(page.get_by_text(re.compile(r"^tok0 tok1 tok2 tok3"))).to_be_visible()
     expect(page.locator(".chat-status").get_by_text("running")).to_be_visible()
     page.get_by_role("button", name="Stop").click()
-    expect(page.locator(".chat-status").get_by_text("waiting")).to_be_visible()
+    # "waiting" (the API's status) reads as "still working": the badge says idle, the title keeps it.
+    expect(page.locator(".chat-status").get_by_text("idle")).to_have_attribute("title", "Status: waiting")
     partial = page.locator(".msg.assistant").inner_text()
     assert "tok299" not in partial
     page.get_by_label("Message", exact=True).fill("and now?")
@@ -92,3 +93,18 @@ def test_on_postgresql_an_answer_streams_stops_and_the_history_survives_a_reload
     expect(page.get_by_text("answer to: and now?")).to_be_visible()
     expect(page.get_by_text(re.compile(r"^tok0 tok1 tok2 tok3"))).to_be_visible()
     expect(page.get_by_role("list", name="Chats").get_by_role("link")).to_have_count(1)
+
+
+def test_in_dark_mode_an_empty_composers_send_looks_disabled_and_the_page_has_an_inline_icon(page: Page, chatd: Chatd) -> None:
+    page.emulate_media(color_scheme="dark")
+    sign_in(page, chatd)
+    # The icon is inline, so the browser never asks the server for /favicon.ico (a 404).
+    expect(page.locator('link[rel="icon"]')).to_have_attribute("href", re.compile(r"^data:image/svg\+xml,"))
+    page.get_by_role("link", name="New chat").click()
+    send = page.get_by_role("button", name="Send")
+    expect(send).to_be_disabled()
+    # Disabled: the dark theme's grey (--bg2), not its bright accent blue.
+    assert send.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(31, 34, 40)"
+    page.get_by_label("Message", exact=True).fill("hello")
+    expect(send).to_be_enabled()
+    assert send.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(91, 157, 255)"

@@ -44,11 +44,11 @@ export function McpServers() {
               </div>
               <p class="muted">{s.transport === "stdio" ? [s.command, ...(s.args ?? [])].join(" ") : s.url}{s.description ? ` — ${s.description}` : ""}</p>
               <div class="admin-actions">
-                <button type="button" class="small" disabled={checks[s.id] === "testing"} onClick={() => test(s)}>Test {s.display_name}</button>
-                <button type="button" class="small" onClick={() => setEditing(s)}>Edit {s.display_name}</button>
+                <button type="button" class="small" disabled={checks[s.id] === "testing"} onClick={() => test(s)} aria-label={`Test ${s.display_name}`}>Test</button>
+                <button type="button" class="small" onClick={() => setEditing(s)} aria-label={`Edit ${s.display_name}`}>Edit</button>
                 <button type="button" class="small danger" onClick={() => {
                   if (confirm(`Delete the MCP server ${s.display_name}? Chats lose its tools.`)) void row.run(async () => { await admin.deleteMcpServer(s.id); list.reload(); });
-                }}>Delete {s.display_name}</button>
+                }} aria-label={`Delete ${s.display_name}`}>Delete</button>
               </div>
               <CheckResult check={checks[s.id]} name={s.display_name} />
             </li>

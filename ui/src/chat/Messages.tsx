@@ -10,12 +10,26 @@ export function textOf(parts: Part[]): string {
   return parts.map((p) => (p.type === "text" ? p.text : "")).join("");
 }
 
-function TotalsLine({ t, label }: { t: Totals; label: string }) {
-  if (!t.tokens && !t.priced && !t.runtimeMs) return null;
-  const bits = [`${t.tokens.toLocaleString()} tokens`];
-  if (t.priced) bits.push(formatCost(t.costMicros));
+function TotalsLine({ t, label, stopped = false }: { t: Totals; label: string; stopped?: boolean }) {
+  if (!t.tokens && !t.costMicros && !t.runtimeMs && !stopped) return null;
+  const bits: string[] = [];
+  if (stopped) bits.push("stopped");
+  // A message without usage (an answer stopped mid-stream) has no token count: not "0 tokens".
+  if (t.tokens) bits.push(`${t.tokens.toLocaleString()} tokens`);
+  if (t.priced && (t.tokens || t.costMicros)) bits.push(formatCost(t.costMicros));
   if (t.runtimeMs) bits.push(`${(t.runtimeMs / 1000).toFixed(1)} s`);
   return <p class="totals muted" aria-label={label}>{bits.join(" · ")}</p>;
+}
+
+/** An answer that ended without usage and without an error notice was stopped (interrupted) mid-stream. */
+function stoppedAnswer(replies: Message[], running: boolean): boolean {
+  if (running) return false;
+  const answers = replies.filter((m) => m.role === "assistant");
+  const lastAnswer = answers[answers.length - 1];
+  // Stopped mid-stream, the provider never reported usage: the message has none, or all zeros.
+  const u = lastAnswer?.usage;
+  if (!lastAnswer || (u && (u.total_tokens || u.input_tokens + u.output_tokens))) return false;
+  return !replies.some((m) => m.content.some((p) => p.type === "notice" && p.level === "error"));
 }
 
 interface PartsProps {
@@ -132,7 +146,7 @@ export function Messages({ messages, live, running, durations, onEdit, editing, 
                     <Parts parts={live.filter((p) => p.type !== "tool-result" && p.type !== "tool-progress")} results={results} progress={progress} durations={durations} live={running} />
                   </div>
                 )}
-                {t.replies.length > 0 && <TotalsLine t={totals(t.replies)} label="Tokens and cost of this answer" />}
+                {t.replies.length > 0 && <TotalsLine t={totals(t.replies)} label="Tokens and cost of this answer" stopped={stoppedAnswer(t.replies, last && running)} />}
               </div>
             )}
           </li>

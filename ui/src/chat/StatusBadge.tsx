@@ -1,10 +1,11 @@
 import type { Chat, ChatStatus } from "../api/types";
 
-const LABEL: Record<ChatStatus, string> = { pending: "pending", running: "running", waiting: "waiting", error: "error" };
+// "waiting" (the API's word: waiting for the person) read as "still working" to new users: show "idle".
+const LABEL: Record<ChatStatus, string> = { pending: "pending", running: "running", waiting: "idle", error: "error" };
 
-/** The chat's status in words (colour is only a second cue). */
+/** The chat's status in words (colour is only a second cue); the API's value stays in the title. */
 export function StatusBadge({ status }: { status: ChatStatus }) {
-  return <span class={`badge status-${status}`}>{LABEL[status] ?? status}</span>;
+  return <span class={`badge status-${status}`} title={`Status: ${status}`}>{LABEL[status] ?? status}</span>;
 }
 
 export function ChatBadges({ chat }: { chat: Chat }) {
