@@ -354,10 +354,17 @@ async def test_client_credentials_need_no_user_and_are_fetched_once(
 async def test_unreachable_server_check_is_a_200_with_the_error(
     client: httpx.AsyncClient, people: People
 ) -> None:
+    # Userinfo in an MCP URL is refused outright (issue 9 item 3); a query credential is kept.
+    refused = await client.post(
+        "/api/v1/mcp-servers", headers=people.admin.headers,
+        json={"slug": "gone", "display_name": "Gone", "url": f"http://u:p@127.0.0.1:{free_port()}/mcp", "enabled": True},
+    )
+    assert refused.status_code == 400 and "u:p" not in refused.text
     r = await client.post(
         "/api/v1/mcp-servers", headers=people.admin.headers,
-        json={"slug": "gone", "display_name": "Gone", "url": f"http://u:p@127.0.0.1:{free_port()}/mcp?key=s3cret", "enabled": True},
+        json={"slug": "gone", "display_name": "Gone", "url": f"http://127.0.0.1:{free_port()}/mcp?key=s3cret", "enabled": True},
     )
+    assert r.status_code == 201, r.text
     server_id = r.json()["id"]
     r = await client.get(f"/api/v1/mcp-servers/{server_id}/tools", headers=people.alice.headers)
     assert r.status_code == 200
