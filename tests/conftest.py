@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import io
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -19,6 +21,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
+from chatd import logs
 from chatd.server import preload
 from chatd.store.database import Database, async_url
 from chatd.store.migrate import migrate
@@ -240,3 +243,20 @@ async def serve_http(app_state: App) -> AsyncIterator[str]:
         server.force_exit = True
         await asyncio.wait_for(task, 10)
         sock.close()
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    """The process's logging configured as `chatd serve` does, into a buffer; restored after."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    buf = io.StringIO()
+    logs.configure("debug", stream=buf, json_lines=True)
+    try:
+        yield buf
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in saved[0]:
+            root.addHandler(h)
+        root.setLevel(saved[1])

@@ -12,7 +12,6 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -21,23 +20,6 @@ import websockets
 
 from chatd import logs
 from tests.test_serve_blackbox import LISTENING, LOGIN, STOP_TIMEOUT, Served, free_port
-
-
-@pytest.fixture
-def captured() -> Iterator[io.StringIO]:
-    """The process's logging configured as `chatd serve` does, into a buffer; restored after."""
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    buf = io.StringIO()
-    logs.configure("debug", stream=buf, json_lines=True)
-    try:
-        yield buf
-    finally:
-        for h in list(root.handlers):
-            root.removeHandler(h)
-        for h in saved[0]:
-            root.addHandler(h)
-        root.setLevel(saved[1])
 
 
 @pytest.mark.parametrize(

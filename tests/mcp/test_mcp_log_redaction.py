@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-from collections.abc import Iterator
-
-import pytest
 
 from chatd import logs
 from chatd.mcp import connect_all
@@ -16,22 +12,6 @@ from conftest import PyServer, make_config
 
 PASSWORD = "pw-never-logged-5678"
 API_KEY = "key-never-logged-1234"
-
-
-@pytest.fixture
-def captured() -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    buf = io.StringIO()
-    logs.configure("debug", stream=buf, json_lines=True)
-    try:
-        yield buf
-    finally:
-        for h in list(root.handlers):
-            root.removeHandler(h)
-        for h in saved[0]:
-            root.addHandler(h)
-        root.setLevel(saved[1])
 
 
 async def test_mcp_connect_with_userinfo_and_api_key_logs_neither(py_server: PyServer, captured: io.StringIO) -> None:

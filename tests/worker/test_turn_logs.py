@@ -5,30 +5,9 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-from collections.abc import Iterator
 
-import pytest
-
-from chatd import logs
 from tests.fakes.llm_server import Reply
 from tests.worker.conftest import Rig
-
-
-@pytest.fixture
-def captured() -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    buf = io.StringIO()
-    logs.configure("debug", stream=buf, json_lines=True)
-    try:
-        yield buf
-    finally:
-        for h in list(root.handlers):
-            root.removeHandler(h)
-        for h in saved[0]:
-            root.addHandler(h)
-        root.setLevel(saved[1])
 
 
 async def test_a_turns_log_lines_carry_its_chat_and_generation(rig: Rig, captured: io.StringIO) -> None:
