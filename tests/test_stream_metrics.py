@@ -32,7 +32,17 @@ async def test_a_slow_subscriber_is_counted_as_dropping_parts_then_resyncing(cha
         for i in range(10):
             chatd.hub.publish_part(chat.id, Role.ASSISTANT, ToolCallPart(tool_call_id=f"c{i}", tool_name="echo"))
         assert value("chatd_stream_dropped_parts_total") - dropped == 8
+        # The note must reach the hub while the queue is still full (PostgreSQL delivers NOTIFY
+        # a round trip later): wait for its delivery before reading.
+        state = chatd.hub._chats[chat.id]
+        seen = state.notes_seen
         await chatd.hub.notify(chat.id, Notification(status="running"))
+
+        async def delivered() -> None:
+            while state.notes_seen == seen:  # noqa: ASYNC110 - the hub has no event for a delivered note
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(delivered(), 10)
         # The next read notices the lost notification and re-reads from the database.
         await asyncio.wait_for(anext(events), 10)
         assert value("chatd_stream_resyncs_total") - resyncs == 1
