@@ -546,11 +546,11 @@ async def test_300_chats_over_3_replicas_each_run_exactly_once(cluster: Cluster,
     llm.script(*(Reply(text="done") for _ in range(n)))
     conn = await asyncpg.connect(_dsn(cluster.database_url))
     limits = httpx.Limits(max_connections=60)
+    reps = cluster.replicas
     try:
         async with httpx.AsyncClient(timeout=30, limits=limits) as http:
             users = [await new_member(http, cluster, f"load{u}") for u in range(n_users)]
             gate = asyncio.Semaphore(30)
-            reps = cluster.replicas
             # Which replicas ran chats, sampled while they run.
             runners: set[uuid.UUID] = set()
 
@@ -591,6 +591,10 @@ async def test_300_chats_over_3_replicas_each_run_exactly_once(cluster: Cluster,
                 return chat["status"], [(m["role"], text_of(m)) for m in msgs]
 
             results = await asyncio.gather(*(check(i, c) for i, c in enumerate(ids)))
+    except httpx.TransportError as exc:
+        # Which replica dropped the connection, and whether it was still alive, is in its log.
+        alive = {r.name: r.alive for r in reps}
+        raise AssertionError(f"{exc!r} (replicas alive: {alive})\n{cluster.tails()}") from exc
     finally:
         await conn.close()
 

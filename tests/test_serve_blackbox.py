@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import json
 import os
 import queue
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,6 +145,20 @@ def test_serve_prints_the_sign_in_link_on_every_start_while_the_token_file_exist
         # The web UI is served at the URL printed for the admin.
         index = httpx.get(f"{base}/", timeout=10)
         assert index.status_code == 200 and index.headers["content-type"].startswith("text/html")
+        # An idle keep-alive connection outlives a client's idle expiry (httpx: 5 s), so the
+        # client, not chatd, closes it: a reused connection never races chatd's close (that race
+        # once failed a POST under load with a ReadError).
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", "/healthz")
+            answer = conn.getresponse()
+            assert answer.status == 200 and answer.getheader("connection", "").lower() != "close"
+            answer.read()
+            time.sleep(6)
+            conn.request("GET", "/healthz")
+            assert conn.getresponse().status == 200
+        finally:
+            conn.close()
 
         code, stdout = served.stop()
         assert code == 0, (stdout, served.log())

@@ -103,6 +103,7 @@ async def _run(settings: Settings, sock: socket.socket, *, api: bool) -> None:
             server = uvicorn.Server(
                 uvicorn.Config(
                     asgi, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), lifespan="off",
+                    timeout_keep_alive=settings.http_keep_alive,
                     # Our root handler formats and redacts uvicorn's records too (chatd.logs).
                     log_config=None,
                 )

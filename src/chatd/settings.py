@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir)
     host: str = "127.0.0.1"
     port: int = 8080
+    # Seconds an idle HTTP keep-alive connection stays open. Longer than the idle expiry of common
+    # clients (httpx 5 s) and proxies (nginx 60 s): the client side then always closes first, and a
+    # request never races the server's close of a connection it is reusing.
+    http_keep_alive: int = Field(default=75, gt=0)
     # Empty means SQLite at data_dir/chatd.db.
     database_url: str = ""
     # Fernet key (urlsafe base64, 32 bytes); empty means data_dir/secret-key, created on first start.
