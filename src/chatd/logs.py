@@ -75,13 +75,26 @@ def register_secret(value: str | bytes | None) -> None:
         _secrets[text] = None
         while len(_secrets) > _MAX_SECRETS:
             del _secrets[next(iter(_secrets))]
-        # Longest first, so a secret that contains another is removed whole.
-        _secrets_re = re.compile("|".join(re.escape(s) for s in sorted(_secrets, key=len, reverse=True)))
+        # Compiled at the next log line, not here: decrypting many secrets in a row (a config
+        # reload) then costs one compile instead of one per secret.
+        _secrets_re = None
+
+
+def _secrets_pattern() -> re.Pattern[str] | None:
+    global _secrets_re
+    pattern = _secrets_re
+    if pattern is None and _secrets:
+        with _secrets_lock:
+            if _secrets_re is None and _secrets:
+                # Longest first, so a secret that contains another is removed whole.
+                _secrets_re = re.compile("|".join(re.escape(s) for s in sorted(_secrets, key=len, reverse=True)))
+            pattern = _secrets_re
+    return pattern
 
 
 def redact(text: str) -> str:
     """`text` without anything that looks like or is known to be a secret."""
-    pattern = _secrets_re
+    pattern = _secrets_pattern()
     if pattern is not None:
         text = pattern.sub(REDACTED, text)
     for regex, replacement in _PATTERNS:

@@ -16,7 +16,14 @@ import pytest
 from chatd.domain.workspace import Template, TemplateParameter, Workspace, WorkspaceStatus
 from chatd.errors import InvalidInput
 from chatd.workspace.client import AgentClient
-from chatd.workspace.provisioner import LocalProvisioner, ProvisionFailed, bwrap_argv
+from chatd.workspace.provisioner import (
+    UID_SPAN,
+    LocalProvisioner,
+    ProvisionFailed,
+    bwrap_argv,
+    claim_uid,
+    workspace_uid,
+)
 
 from .conftest import alive, wait_until_dead
 
@@ -233,3 +240,20 @@ async def test_file_tools_read_only_what_the_workspace_user_could(provisioner: L
         assert (await client.read_file("notes.txt")).content.endswith("mine")
         state = await client.start_process("cat notes.txt planted; id -u", wait=30)
     assert "mine" in state.output and "chatd-only secret" not in state.output and "Permission denied" in state.output
+
+
+def test_two_workspaces_whose_ids_hash_alike_never_share_a_uid(tmp_path: Path) -> None:
+    """Unsandboxed under root, a workspace's uid is what keeps other workspaces out of its files:
+    ids equal modulo the uid span (a birthday collision among a few thousand workspaces) must
+    still get different uids, each kept across restarts and claimed once across processes."""
+    first = uuid.uuid4()
+    twin = uuid.UUID(int=(first.int + UID_SPAN) % (1 << 128))
+    assert workspace_uid(first) == workspace_uid(twin)
+    a = claim_uid(tmp_path, first)
+    b = claim_uid(tmp_path, twin)
+    assert a == workspace_uid(first)  # the first keeps the uid it always had
+    assert b != a
+    # Remembered: the same uid again, from a fresh look at the state directory.
+    assert claim_uid(tmp_path, first) == a and claim_uid(tmp_path, twin) == b
+    (tmp_path / str(twin) / "uid").unlink()
+    assert claim_uid(tmp_path, twin) == b  # its claim file still names it

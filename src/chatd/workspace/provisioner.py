@@ -25,7 +25,7 @@ What it isolates, and what it does not:
   read-write, a private /tmp, /dev and /proc, and their own PID namespace; chatd's data directory
   (database, secret key, other workspaces) is hidden. They die with the server.
 - Unsandboxed (`none`) with chatd running as root: commands run under the workspace's own
-  unprivileged uid (`workspace_uid`), which owns the workspace directory (mode 0700); the data
+  unprivileged uid (`claim_uid`: claimed once, never shared), which owns the workspace directory (mode 0700); the data
   directory is only traversable (0711) and chatd's files in it are 0600, so commands cannot read
   the database, the keys, the admin token, other workspaces or chatd's /proc environment.
 - Unsandboxed with chatd running as an ordinary user: commands run as that user and can read
@@ -129,7 +129,40 @@ _CHATD_FILES = (
 
 
 def workspace_uid(workspace_id: uuid.UUID) -> int:
+    """The uid a workspace's commands would run under if no other workspace has claimed it first
+    (`LocalProvisioner._owner` probes on from here): stable, so older workspaces keep theirs."""
     return UID_BASE + workspace_id.int % UID_SPAN
+
+
+def claim_uid(state_root: Path, workspace_id: uuid.UUID) -> int:
+    """This workspace's own uid, claimed once and remembered in its state directory. Hashing alone
+    would give two workspaces of a few thousand the same uid by chance (a birthday collision), and
+    then each could read the other's files; a claim is a file created with O_EXCL under
+    `state_root/uids`, so it is exclusive across processes too."""
+    state = state_root / str(workspace_id)
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    remembered = state / "uid"
+    try:
+        return int(remembered.read_text())
+    except (FileNotFoundError, ValueError):
+        pass
+    claims = state_root / "uids"
+    claims.mkdir(exist_ok=True, mode=0o700)
+    offset = workspace_id.int % UID_SPAN
+    for step in range(UID_SPAN):
+        uid = UID_BASE + (offset + step) % UID_SPAN
+        claim = claims / str(uid)
+        try:
+            fd = os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            if claim.read_text().strip() != str(workspace_id):
+                continue  # another workspace's
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(str(workspace_id))
+        remembered.write_text(str(uid))
+        return uid
+    raise ProvisionFailed("No free workspace uid is left.")  # pragma: no cover - a billion workspaces
 
 
 def sandbox_works(bwrap: str | None) -> bool:
@@ -340,7 +373,7 @@ class LocalProvisioner:
     def _owner(self, workspace_id: uuid.UUID) -> tuple[int, int] | None:
         if not self.run_as_workspace_user:
             return None
-        uid = workspace_uid(workspace_id)
+        uid = claim_uid(self.state_root, workspace_id)
         return uid, uid
 
     def _give_directory(self, workspace_id: uuid.UUID, directory: Path) -> None:
