@@ -85,6 +85,11 @@ async def _use(url: str, scenario: Scenario, token: OAuthToken | None) -> None:
         if scenario.name == "tools_call" and "add_numbers" in names:
             result = await conn.call("add_numbers", {"a": 5, "b": 3}, call_timeout=CALL_TIMEOUT)
             log.info("add_numbers -> %s", result.content)
+        elif scenario.name == "sse-retry" and names:
+            # The server ends the call's SSE stream after a priming event; the result only comes
+            # after a reconnect that waits `retry` and sends Last-Event-ID (the SDK's transport).
+            result = await conn.call(names[0], {}, call_timeout=CALL_TIMEOUT)
+            log.info("%s -> %s", names[0], result.content)
         elif scenario.name.startswith("auth/") and names:
             # Auth scenarios check that the token is also used after initialize.
             try:
