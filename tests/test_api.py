@@ -238,3 +238,32 @@ async def test_mcp_forward_identity_round_trips(client: httpx.AsyncClient, peopl
     patched = await client.patch(f"/api/v1/mcp-servers/{created['id']}", headers=a, json={"forward_identity": True})
     assert patched.status_code == 200 and patched.json()["forward_identity"] is True
     assert (await client.get(f"/api/v1/mcp-servers/{created['id']}", headers=people.alice.headers)).json()["forward_identity"] is True
+
+
+async def test_chats_carry_their_queue_length_and_the_watch_reports_its_changes(client: httpx.AsyncClient, people: People) -> None:
+    """The chat list's "N queued" badge: `queued_count` on every chat read, and a `queue_change`
+    on the watch whenever a message joins or leaves the queue without a status change."""
+    h = people.alice.headers
+    chat = (await client.post("/api/v1/chats", headers=h, json={"content": "hello"})).json()
+    cid = chat["id"]
+    assert chat["queued_count"] == 0
+    async with client.stream("GET", "/api/v1/chats/watch", headers=h) as watch:
+        assert watch.status_code == 200
+        sent = [(await client.post(f"/api/v1/chats/{cid}/messages", headers=h, json={"content": f"q{i}"})).json() for i in range(2)]
+        assert all(s["queued"] for s in sent)
+        events = await read_sse(watch, 2)
+        assert [(e["kind"], e["chat"]["queued_count"]) for e in events] == [("queue_change", 1), ("queue_change", 2)]
+        assert (await client.get(f"/api/v1/chats/{cid}", headers=h)).json()["queued_count"] == 2
+        listed = (await client.get("/api/v1/chats", headers=h)).json()
+        assert [c["queued_count"] for c in listed if c["id"] == cid] == [2]
+
+        first = sent[0]["queued_message"]["id"]
+        assert (await client.delete(f"/api/v1/chats/{cid}/queue/{first}", headers=h)).status_code == 204
+        [gone] = await read_sse(watch, 1)
+        assert (gone["kind"], gone["chat"]["queued_count"]) == ("queue_change", 1)
+        # Promoting the last one empties the queue (and the chat stays pending: a status change).
+        second = sent[1]["queued_message"]["id"]
+        assert (await client.post(f"/api/v1/chats/{cid}/queue/{second}/promote", headers=h)).status_code == 200
+        [promoted] = await read_sse(watch, 1)
+        assert promoted["chat"]["queued_count"] == 0
+    assert (await client.get(f"/api/v1/chats/{cid}", headers=h)).json()["queued_count"] == 0

@@ -473,6 +473,8 @@ class ChatService:
             await self._chat_event(res.chat, "status_change")
             if res.chat.status is ChatStatus.PENDING:
                 await self._wake_workers()
+        elif res.queue_changed:
+            await self._chat_event(res.chat, "queue_change")
         return SendOutcome(res.chat, res.queued, res.message, res.queued_message)
 
     async def edit_message(self, actor: User, chat_id: uuid.UUID, message_id: int, content: list[Part]) -> tuple[Message, Chat]:
@@ -505,8 +507,9 @@ class ChatService:
 
     async def delete_queued(self, actor: User, chat_id: uuid.UUID, queued_id: int) -> None:
         await self.get_chat(actor, chat_id)
-        await chat_store.delete_queued(self.db, self.clock.now(), chat_id, queued_id)
+        res = await chat_store.delete_queued(self.db, self.clock.now(), chat_id, queued_id)
         await self.hub.notify(chat_id, Notification(queue_update=True))
+        await self._chat_event(res.chat, "queue_change")
 
     async def promote_queued(self, actor: User, chat_id: uuid.UUID, queued_id: int) -> Message:
         await self.get_chat(actor, chat_id)
@@ -519,8 +522,7 @@ class ChatService:
                 status=res.chat.status.value if res.status_changed else None, generation=res.chat.generation,
             ),
         )
-        if res.status_changed:
-            await self._chat_event(res.chat, "status_change")
+        await self._chat_event(res.chat, "status_change" if res.status_changed else "queue_change")
         await self._wake_workers()
         return res.message
 

@@ -83,13 +83,18 @@ def test_messages_sent_while_an_answer_runs_are_queued_deleted_and_sent_after_st
     expect(queue.get_by_role("listitem")).to_have_count(1)
     send(page, "changed my mind")
     expect(queue.get_by_role("listitem")).to_have_count(2)
+    # The chat list shows the queue too, live (the watch's queue_change).
+    chats = page.get_by_role("list", name="Chats")
+    expect(chats.get_by_text("2 queued")).to_be_visible()
     queue.get_by_role("listitem").filter(has_text="changed my mind").get_by_role("button", name="Delete").click()
     expect(queue.get_by_role("listitem")).to_have_count(1)
+    expect(chats.get_by_text("1 queued")).to_be_visible()
     page.get_by_role("button", name="Stop").click()
     # The partial answer stays; the queued message goes next and gets its answer.
     expect(page.get_by_text("answer to: first in line")).to_be_visible()
     expect(page.get_by_text("changed my mind")).to_have_count(0)
     expect(page.get_by_role("region", name=re.compile("Queued"))).to_have_count(0)
+    expect(chats.get_by_text(re.compile(r"\d+ queued"))).to_have_count(0)
     expect(page.get_by_text(re.compile(r"^tok0 tok1 tok2"))).to_be_visible()
     expect(page.get_by_text("tok399")).to_have_count(0)
     # The stopped answer says so, without a made-up "0 tokens"; the next answer is not marked.

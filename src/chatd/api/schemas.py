@@ -498,6 +498,7 @@ class ChatOut(_Out):
     root_chat_id: uuid.UUID | None
     mcp_server_ids: list[uuid.UUID]
     archived: bool
+    queued_count: int = Field(description="Messages waiting in the chat's queue (sent while it was busy).")
     created_at: datetime
     updated_at: datetime
 
@@ -507,7 +508,7 @@ class ChatOut(_Out):
             id=c.id, owner_id=c.owner_id, title=c.title, status=c.status, last_error=c.last_error,
             last_model_config_id=c.last_model_config_id, workspace_id=c.workspace_id, parent_chat_id=c.parent_chat_id,
             root_chat_id=c.root_chat_id or c.id, mcp_server_ids=c.mcp_server_ids, archived=c.archived,
-            created_at=c.created_at, updated_at=c.updated_at,
+            queued_count=c.queued_count, created_at=c.created_at, updated_at=c.updated_at,
         )
 
 

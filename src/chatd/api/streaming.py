@@ -133,7 +133,7 @@ def _ws_token(ws: WebSocket) -> tuple[str | None, str | None]:
 # A watch re-reads chats changed since its last sync point minus this margin: replicas' clocks
 # differ a little, and an event sent twice costs a client one re-render, a lost one a stale list.
 RESYNC_MARGIN = timedelta(seconds=5)
-WATCH_KINDS = ("created", "status_change", "title_change", "deleted")
+WATCH_KINDS = ("created", "status_change", "title_change", "queue_change", "deleted")
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,10 +141,11 @@ class _Seen:
     status: str
     title: str
     archived: bool
+    queued_count: int
 
     @classmethod
     def of(cls, chat: Chat) -> _Seen:
-        return cls(chat.status.value, chat.title, chat.archived)
+        return cls(chat.status.value, chat.title, chat.archived, chat.queued_count)
 
 
 def _resync_kind(chat: Chat, seen: _Seen | None, since: datetime) -> str | None:
@@ -158,7 +159,9 @@ def _resync_kind(chat: Chat, seen: _Seen | None, since: datetime) -> str | None:
         return None
     if now.archived != seen.archived:
         return "deleted" if now.archived else "created"
-    return "status_change" if now.status != seen.status else "title_change"
+    if now.status != seen.status:
+        return "status_change"
+    return "title_change" if now.title != seen.title else "queue_change"
 
 
 @router.get(

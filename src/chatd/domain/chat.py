@@ -289,6 +289,8 @@ class Chat:
     updated_at: datetime
     # The turn generation (the fence of worker writes): see the rules above.
     generation: int = 0
+    # Messages waiting in the chat's queue.
+    queued_count: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,12 +47,20 @@ async def lock_chat(db: Database, conn: AsyncConnection, chat_id: uuid.UUID) -> 
 
 
 async def set_chat(conn: AsyncConnection, chat_id: uuid.UUID, now: datetime, **values: Any) -> Chat:
+    """Update the chat (recounting its queue: any change may follow one) and return it as it is now."""
+    count = select(func.count()).select_from(queued_messages).where(queued_messages.c.chat_id == chat_id).scalar_subquery()
     row = (
         await conn.execute(
-            update(chats).where(chats.c.id == chat_id).values(updated_at=now, **values).returning(*chats.c)
+            update(chats).where(chats.c.id == chat_id).values(updated_at=now, queued_count=count, **values).returning(*chats.c)
         )
     ).one()
     return chat_from_row(row)
+
+
+async def queue_changed(conn: AsyncConnection, chat: Chat, now: datetime) -> Chat:
+    """After adding to or taking from the queue without a transition: the chat's count (and its
+    `updated_at`, which a watch re-reads by) follow."""
+    return await set_chat(conn, chat.id, now)
 
 
 async def apply(
@@ -66,7 +74,7 @@ async def apply(
     if t.clear_queue:
         await conn.execute(delete(queued_messages).where(queued_messages.c.chat_id == chat.id))
     values = {**transition_values(t), **extra}
-    if not values:
+    if not values and not (t.promote or t.clear_queue):
         return chat, promoted
     return await set_chat(conn, chat.id, now, **values), promoted
 

@@ -30,6 +30,7 @@ def chat_from_row(r: Row[Any]) -> Chat:
         created_at=r.created_at,
         updated_at=r.updated_at,
         generation=r.generation,
+        queued_count=r.queued_count,
     )
 
 

@@ -125,6 +125,9 @@ chats = Table(
     # The turn generation: advanced by acquire, edit, promote and release; every worker write is
     # fenced by it (domain/chat.py, ARCHITECTURE.md "Chat status").
     Column("generation", BigInteger, nullable=False, server_default="0"),
+    # len(queued_messages of this chat), kept by store/machine.py in the transaction that changes
+    # the queue: the chat list shows it without a count per row.
+    Column("queued_count", Integer, nullable=False, server_default="0"),
     CheckConstraint("status in ('pending', 'running', 'waiting', 'error')", name="status"),
 )
 # Drives acquisition: only pending chats, oldest first.

@@ -174,7 +174,10 @@ async def take_steered(
         out: list[Message] = []
         while (row := await machine.pop_queued(conn, chat_id, steer_only=True)) is not None:
             out.append(await machine.move_into_history(conn, chat, row, now))
-        return out, (await machine.queue_of(conn, chat_id) if out else [])
+        if not out:
+            return [], []
+        await machine.queue_changed(conn, chat, now)
+        return out, await machine.queue_of(conn, chat_id)
 
 
 async def finish_turn(

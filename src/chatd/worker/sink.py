@@ -4,6 +4,7 @@ compaction rows go to the store under the ownership check, and are announced aft
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from chatd.domain.chat import NewMessage, Role, Visibility
@@ -27,8 +28,11 @@ class StoreSink:
         worker_id: uuid.UUID,
         model_config_id: uuid.UUID,
         generation: int,
+        on_queue_change: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.db = db
+        # Tells the owner's chat lists that the queue shrank (steered messages were taken).
+        self.on_queue_change = on_queue_change
         self.hub = hub
         self.clock = clock
         self.chat_id = chat_id
@@ -82,6 +86,8 @@ class StoreSink:
             return []
         await self.hub.publish_messages(self.chat_id, msgs)
         await self.hub.notify(self.chat_id, Notification(queue_update=True))
+        if self.on_queue_change is not None:
+            await self.on_queue_change()
         return [PromptMessage(m.role, list(m.content)) for m in msgs]
 
     async def persist_compaction(self, compaction: Compaction) -> None:

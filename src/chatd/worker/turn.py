@@ -245,7 +245,12 @@ class ChatTurn:
                 mcp_section = ""
             sections.append(mcp_section)
             prompt = build_prompt(rows, sections, replace_workspace_note=d.workspace_aware)
-            sink = StoreSink(d.db, d.hub, d.clock, chat.id, self.worker_id, model.config.id, chat.generation)
+            lists = owner_channel(chat.owner_id)
+            queue_note = {"k": "queue_change", "c": str(chat.id)}
+            sink = StoreSink(
+                d.db, d.hub, d.clock, chat.id, self.worker_id, model.config.id, chat.generation,
+                on_queue_change=lambda: d.pubsub.publish(lists, queue_note),
+            )  # fmt: skip
             options = TurnOptions(
                 chat_id=chat.id,
                 owner_id=chat.owner_id,
