@@ -163,3 +163,36 @@ async def test_a_disabled_mcp_server_id_is_refused_like_an_unknown_one(client: h
         r = await client.post(f"/api/v1/chats/{chat['id']}/messages", headers=person.headers, json={"content": "x", "mcp_server_ids": [sid]})
         assert r.status_code == 400
     assert (await client.get("/api/v1/chats", headers=people.alice.headers)).json()[0]["mcp_server_ids"] == []
+
+
+async def test_chats_are_searched_by_title_on_the_server_across_pages(client: httpx.AsyncClient, people: People, clock: ManualClock) -> None:
+    """The UI's search box finds chats that are not loaded yet: `q` filters titles in the database
+    (case-insensitive, `%` and `_` literal), and the filtered list pages like the whole one."""
+    h = people.alice.headers
+    titles = ["Budget for March", "budget review", "Holiday plans", "100% sure", "snake_case names", "Budget 2027"]
+    ids = {}
+    for t in titles:
+        ids[t] = (await client.post("/api/v1/chats", headers=h, json={"content": "hi", "title": t})).json()["id"]
+        clock.advance(1)
+    # Someone else's chat with a matching title is never found.
+    await client.post("/api/v1/chats", headers=people.bob.headers, json={"content": "hi", "title": "Budget of bob"})
+
+    async def search(q: str, limit: int = 50) -> list[str]:
+        found: list[str] = []
+        params: dict[str, Any] = {"q": q, "limit": limit}
+        while True:
+            r = await client.get("/api/v1/chats", headers=h, params=params)
+            assert r.status_code == 200, r.text
+            found += [c["title"] for c in r.json()]
+            if (cursor := r.headers.get("x-next-cursor")) is None:
+                return found
+            params = {**params, "before": cursor}
+
+    assert await search("budget") == ["Budget 2027", "budget review", "Budget for March"]
+    assert await search("BUDGET", limit=1) == ["Budget 2027", "budget review", "Budget for March"]
+    assert await search("%") == ["100% sure"]
+    assert await search("_") == ["snake_case names"]
+    assert await search("nothing like it") == []
+    assert len(await search("")) == len(titles)  # an empty search is no filter
+    assert (await client.get("/api/v1/chats", headers=h, params={"q": "a\x00b"})).status_code == 400
+    assert (await client.get("/api/v1/chats", headers=h, params={"q": "x" * 201})).status_code == 400

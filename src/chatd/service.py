@@ -399,10 +399,15 @@ class ChatService:
         archived: bool | None,
         parent_chat_id: uuid.UUID | None = None,
         *,
+        title_contains: str | None = None,
         limit: int = 50,
         before: tuple[datetime, uuid.UUID] | None = None,
     ) -> list[Chat]:
-        return await chat_store.list_chats(self.db, actor.id, archived=archived, parent_chat_id=parent_chat_id, limit=limit, before=before)
+        if title_contains is not None:
+            _check_search(title_contains)
+        return await chat_store.list_chats(
+            self.db, actor.id, archived=archived, parent_chat_id=parent_chat_id, title_contains=title_contains or None, limit=limit, before=before
+        )
 
     async def chats_changed_since(self, actor: User, since: datetime) -> list[Chat]:
         """The caller's chats changed at or after `since` (a watch re-syncing after lost notifications)."""
@@ -630,6 +635,18 @@ async def _discover(provider: ProviderConfig) -> ProviderCheck:
 def _admin(actor: User) -> None:
     if not actor.is_admin:
         raise Forbidden("This needs an admin.")
+
+
+def _check_search(text: str) -> None:
+    # A query string can carry %00 or a lone surrogate (%ED%A0%80): neither database compares them.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        ok = False
+    else:
+        ok = "\x00" not in text
+    if not ok:
+        raise InvalidInput("The search text contains a NUL character or an unpaired surrogate.")
 
 
 def _check_content(content: list[Part]) -> None:

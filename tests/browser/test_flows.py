@@ -230,6 +230,21 @@ def test_the_chat_list_is_searched_by_title(page: Page, chatd: Chatd) -> None:
     expect(page.get_by_text("No chat matches.")).to_be_visible()
 
 
+def test_search_finds_a_chat_beyond_the_loaded_page(page: Page, chatd: Chatd) -> None:
+    """The list loads 50 chats; the search asks the server, so the 51st is found too."""
+    token = chatd.member("searcher")
+    chatd.ok("POST", "/chats", token, json={"content": "hi", "title": "Okapi sightings"})
+    for i in range(50):
+        chatd.ok("POST", "/chats", token, json={"content": "hi", "title": f"filler {i}"})
+    sign_in(page, chatd, token)
+    chats = page.get_by_role("list", name="Chats")
+    expect(chats.get_by_role("link")).to_have_count(50)
+    expect(chats.get_by_role("link", name=re.compile("Okapi"))).to_have_count(0)
+    page.get_by_label("Search chats by title").fill("okapi")
+    expect(chats.get_by_role("link", name=re.compile("Okapi sightings"))).to_be_visible()
+    expect(chats.get_by_role("link")).to_have_count(1)
+
+
 def test_a_model_picked_for_the_chat_answers_and_its_reasoning_is_collapsed_until_opened(page: Page, chatd: Chatd) -> None:
     if "anthropic" not in chatd.data:
         chatd.ok("POST", "/providers", json={"provider": "anthropic", "api_key": "k", "base_url": chatd.model.anthropic_base_url})

@@ -445,13 +445,14 @@ async def list_chats(
     svc: Service,
     archived: bool | None = False,
     parent_chat_id: uuid.UUID | None = None,
+    q: Annotated[str | None, Query(max_length=200, description="Only chats whose title contains this (case-insensitive).")] = None,
     limit: Limit = 50,
     before: Before = None,
 ) -> list[ChatOut]:
     """The caller's chats, most recently updated first. `parent_chat_id` lists that chat's
-    sub-agents (the caller's own chats only, like the rest)."""
+    sub-agents (the caller's own chats only, like the rest); `q` searches titles."""
     after = _time_id(decode_cursor(before, (str, str)))
-    chats = await svc.list_chats(user, archived, parent_chat_id, limit=limit + 1, before=after)
+    chats = await svc.list_chats(user, archived, parent_chat_id, title_contains=q, limit=limit + 1, before=after)
     rows, nxt = fetched(chats, lambda c: (time_key(c.updated_at), str(c.id)), limit)
     set_next(request, response, nxt)
     return [ChatOut.of(c) for c in rows]

@@ -345,12 +345,16 @@ async def list_chats(
     *,
     archived: bool | None = False,
     parent_chat_id: uuid.UUID | None = None,
+    title_contains: str | None = None,
     limit: int = 50,
     before: tuple[datetime, uuid.UUID] | None = None,
 ) -> list[Chat]:
     """Newest first (by `updated_at`, then id). `before` is the (updated_at, id) of the last chat of
     the previous page: keyset paging, so rows added meanwhile never shift a page."""
     q = select(chats).where(chats.c.owner_id == owner_id)
+    if title_contains:
+        # autoescape: a `%` or `_` typed by the person is searched for, not a wildcard.
+        q = q.where(chats.c.title.icontains(title_contains, autoescape=True))
     if parent_chat_id is not None:
         q = q.where(chats.c.parent_chat_id == parent_chat_id)
     if archived is not None:

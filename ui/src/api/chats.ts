@@ -8,7 +8,7 @@ import type {
 
 export const me = (token?: string) => get<User>("/me", { token, quiet401: token !== undefined });
 
-export interface ListChats { archived?: boolean; before?: string | null; limit?: number; parent?: string }
+export interface ListChats { archived?: boolean; before?: string | null; limit?: number; parent?: string; q?: string }
 
 /** One page of chats, newest first (the cursor of the next page comes in X-Next-Cursor). */
 export async function listChats(q: ListChats = {}): Promise<ChatPage> {
@@ -17,6 +17,7 @@ export async function listChats(q: ListChats = {}): Promise<ChatPage> {
   if (q.parent) p.set("parent_chat_id", q.parent);
   if (q.limit) p.set("limit", String(q.limit));
   if (q.before) p.set("before", q.before);
+  if (q.q) p.set("q", q.q);
   const page = await getPage<Chat>(`/chats?${p}`);
   return { chats: page.items, next_cursor: page.next };
 }

@@ -1,5 +1,5 @@
-// The sidebar's chat list: active or archived, searchable by title, paged when the API pages,
-// and live through the chat cache (/chats/watch).
+// The sidebar's chat list: active or archived, searchable by title (on the server, so chats not
+// loaded yet are found too), paged when the API pages, and live through the chat cache (/chats/watch).
 
 import { useEffect, useState } from "preact/hooks";
 import { describe } from "../api/client";
@@ -8,6 +8,8 @@ import { ChatBadges } from "./StatusBadge";
 import { chatCache, useChatCache } from "./chats";
 
 const PAGE = 50;
+// Typing pauses this long before the server is asked.
+const SEARCH_DELAY_MS = 250;
 
 export function ChatList({ activeId }: { activeId: string | null }) {
   const cache = useChatCache();
@@ -17,10 +19,12 @@ export function ChatList({ activeId }: { activeId: string | null }) {
   const [error, setError] = useState<string | null>(null);
   const [loading, setLoading] = useState(false);
 
+  const q = query.trim().toLowerCase();
+
   const load = async (before: string | null) => {
     setLoading(true);
     try {
-      const page = await listChats({ archived, limit: PAGE, before });
+      const page = await listChats({ archived, limit: PAGE, before, q: q || undefined });
       chatCache.put(...page.chats);
       setCursor(page.next_cursor);
       setError(null);
@@ -35,10 +39,14 @@ export function ChatList({ activeId }: { activeId: string | null }) {
     chatCache.watch();
   }, []);
   useEffect(() => {
-    void load(null);
-  }, [archived, cache.epoch]);
+    if (!q) {
+      void load(null);
+      return;
+    }
+    const timer = setTimeout(() => void load(null), SEARCH_DELAY_MS);
+    return () => clearTimeout(timer);
+  }, [archived, cache.epoch, q]);
 
-  const q = query.trim().toLowerCase();
   const chats = cache
     .all()
     .filter((c) => c.archived === archived && !c.parent_chat_id)
