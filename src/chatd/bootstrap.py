@@ -13,7 +13,7 @@ from chatd import logs
 from chatd.domain.chat import UserRole
 from chatd.domain.clock import Clock, SystemClock
 from chatd.errors import Conflict, SecretKeyMismatch
-from chatd.providers import ProviderClients
+from chatd.providers import ProviderClients, deployment_keys
 from chatd.pubsub.base import PubSub
 from chatd.pubsub.memory import MemoryPubSub
 from chatd.push_service import PushService
@@ -82,7 +82,7 @@ async def build(settings: Settings, *, clock: Clock | None = None, run_migration
     clock = clock or SystemClock()
     # Secrets never reach a log line, whoever configured logging (SPEC: safe by default).
     logs.install_redaction()
-    for secret in (settings.secret_key, settings.anthropic_api_key, settings.openai_api_key, settings.google_api_key, settings.vapid_private_key):
+    for secret in (settings.secret_key, settings.vapid_private_key, *deployment_keys(settings).values()):
         logs.register_secret(secret)
     url = settings.resolved_database_url()
     if url.startswith("sqlite"):

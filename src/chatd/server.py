@@ -16,13 +16,14 @@ from chatd import logs
 from chatd.api.app import create_app, create_internal_app
 from chatd.bootstrap import App, build, ensure_admin
 from chatd.errors import CannotListen
+from chatd.providers.registry import WIRES
 from chatd.settings import Settings
 
 log = logging.getLogger("chatd")
 
 # Imported on first use by chatd.providers (not at start, where they were half of the start-up
 # CPU); once chatd listens they are loaded in the background so the first turn does not wait.
-PRELOAD = ("pydantic_ai.models.openai", "pydantic_ai.models.anthropic", "pydantic_ai.models.google")
+PRELOAD = tuple(wire.model_module for wire in WIRES)
 
 
 def preload() -> None:

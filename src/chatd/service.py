@@ -7,7 +7,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from chatd.domain.chat import (
     MAX_QUEUED_MESSAGES,
@@ -20,13 +20,7 @@ from chatd.domain.chat import (
 )
 from chatd.domain.clock import Clock
 from chatd.domain.config import (
-    PROVIDER_KINDS,
     ApiToken,
-    McpAuthType,
-    McpAvailability,
-    McpServerRecord,
-    McpTransport,
-    McpUserToken,
     ModelConfigRecord,
     ModelOptions,
     Pricing,
@@ -36,18 +30,28 @@ from chatd.domain.config import (
     UsageStatus,
     User,
 )
+from chatd.domain.mcp import (
+    McpAuthType,
+    McpAvailability,
+    McpServerConfig,
+    McpTransport,
+    McpUserToken,
+    OAuth2GrantType,
+)
 from chatd.domain.net import has_userinfo
 from chatd.domain.parts import FilePart, Part, TextPart, text_of
 from chatd.domain.titles import fallback_title
 from chatd.domain.usage import PERIODS
 from chatd.domain.workspace import Template, TemplateParameter, Workspace
 from chatd.errors import Forbidden, InvalidInput, NotFound
-from chatd.mcp import McpServerConfig, ToolInfo, list_tools_check
+from chatd.mcp import ToolInfo, list_tools_check
 from chatd.mcp.authorization import McpAuthorization
 from chatd.mcp.config import validate_slug
 from chatd.mcp.errors import McpAuthError, McpConnectError
-from chatd.providers.config import ProviderConfig, ProviderKind
-from chatd.providers.discovery import DiscoveredModel, ProviderCheckFailed, list_models
+from chatd.providers.config import ProviderConfig
+from chatd.providers.discovery import ProviderCheckFailed, list_models
+from chatd.providers.registry import provider_spec
+from chatd.providers.wire import DiscoveredModel
 from chatd.pubsub.base import CONFIG_CHANNEL, PENDING_CHANNEL, PubSub, owner_channel
 from chatd.store import chats as chat_store
 from chatd.store import files as file_store
@@ -186,11 +190,10 @@ class ChatService:
 
     async def create_provider(self, actor: User, *, provider: str, display_name: str | None, api_key: str | None, base_url: str | None, enabled: bool) -> ProviderRecord:
         _admin(actor)
-        kind = provider.strip().lower()
-        if kind not in PROVIDER_KINDS:
-            raise InvalidInput(f"Unknown provider {provider!r}; expected one of {', '.join(PROVIDER_KINDS)}.")
-        if kind == "openai-compatible" and not base_url:
-            raise InvalidInput("An openai-compatible provider needs a base_url.")
+        spec = provider_spec(provider.strip().lower())
+        kind = spec.kind
+        if spec.needs_base_url and not base_url:
+            raise InvalidInput(f"An {kind} provider needs a base_url.")
         _check_url(base_url)
         record = await model_store.create_provider(
             self.db, self.box, self.clock.now(), provider=kind, display_name=display_name or kind,
@@ -222,9 +225,7 @@ class ChatService:
         provider's own API): a key is write-only, and a URL typed here must not carry it to a
         server that would read it."""
         _admin(actor)
-        kind = provider.strip().lower()
-        if kind not in PROVIDER_KINDS:
-            raise InvalidInput(f"Unknown provider {provider!r}; expected one of {', '.join(PROVIDER_KINDS)}.")
+        kind = provider_spec(provider.strip().lower()).kind
         _check_url(base_url)
         base_url = base_url or None
         if not api_key:
@@ -233,14 +234,14 @@ class ChatService:
             saved_url = stored is not None and (stored.base_url or None) == base_url
             if saved_url or base_url is None:
                 api_key = (stored.api_key if stored and saved_url else None) or deployment_keys.get(kind) or None
-        return await _discover(ProviderConfig(kind=cast(ProviderKind, kind), api_key=api_key, base_url=base_url))
+        return await _discover(ProviderConfig(kind=kind, api_key=api_key, base_url=base_url))
 
     async def provider_models(self, actor: User, provider_id: uuid.UUID, *, deployment_keys: dict[str, str]) -> ProviderCheck:
         """The models a saved provider offers now (its key, else the deployment's, as turns use)."""
         _admin(actor)
         p = await model_store.get_provider(self.db, self.box, provider_id)
         key = p.api_key or deployment_keys.get(p.provider) or None
-        return await _discover(ProviderConfig(kind=cast(ProviderKind, p.provider), api_key=key, base_url=p.base_url))
+        return await _discover(ProviderConfig(kind=p.provider, api_key=key, base_url=p.base_url))
 
     async def list_model_configs(self, actor: User) -> list[ModelConfigRecord]:
         return await model_store.list_model_configs(self.db)
@@ -267,23 +268,23 @@ class ChatService:
 
     # --- MCP server configs ----------------------------------------------------------------------
 
-    async def list_mcp_servers(self, actor: User) -> list[McpServerRecord]:
+    async def list_mcp_servers(self, actor: User) -> list[McpServerConfig]:
         return await mcp_store.list_servers(self.db, self.box, enabled_only=not actor.is_admin)
 
-    async def get_mcp_server(self, actor: User, server_id: uuid.UUID) -> McpServerRecord:
+    async def get_mcp_server(self, actor: User, server_id: uuid.UUID) -> McpServerConfig:
         rec = await mcp_store.get_server(self.db, self.box, server_id)
         if not rec.enabled and not actor.is_admin:
             raise NotFound("MCP server not found.")
         return rec
 
-    async def create_mcp_server(self, actor: User, fields: dict[str, Any]) -> McpServerRecord:
+    async def create_mcp_server(self, actor: User, fields: dict[str, Any]) -> McpServerConfig:
         _admin(actor)
         _validate_mcp_fields(fields, creating=True)
         record = await mcp_store.create_server(self.db, self.box, self.clock.now(), fields)
         await self._config_changed()
         return record
 
-    async def update_mcp_server(self, actor: User, server_id: uuid.UUID, fields: dict[str, Any]) -> McpServerRecord:
+    async def update_mcp_server(self, actor: User, server_id: uuid.UUID, fields: dict[str, Any]) -> McpServerConfig:
         _admin(actor)
         current = await mcp_store.get_server(self.db, self.box, server_id)
         merged = {
@@ -336,7 +337,7 @@ class ChatService:
         """Connect now, as the caller (their OAuth2 token, refreshed when due and after a 401).
         A disabled server (admins only reach it) is still connected, so it can be tested before
         it is enabled, but the answer says it is disabled."""
-        config = McpServerConfig.from_record(await self.get_mcp_server(actor, server_id))
+        config = await self.get_mcp_server(actor, server_id)
         disabled = not config.enabled
         token = await self.mcp_auth.token_for(config, actor.id)
         timeouts = {"connect_timeout": connect_timeout, "stdio_connect_timeout": stdio_connect_timeout}
@@ -349,7 +350,7 @@ class ChatService:
                     raise
                 tools = await list_tools_check(config, newer, **timeouts)
         except McpAuthError as exc:
-            user_flow = config.auth_type == "oauth2" and config.oauth2.grant_type == "authorization_code"
+            user_flow = config.auth_type == McpAuthType.OAUTH2 and config.oauth2.grant_type == OAuth2GrantType.AUTHORIZATION_CODE
             return McpToolsCheck([], exc, needs_authorization=user_flow, disabled=disabled)
         except McpConnectError as exc:
             return McpToolsCheck([], exc, disabled=disabled)
@@ -357,10 +358,10 @@ class ChatService:
 
     async def start_mcp_oauth(self, actor: User, server_id: uuid.UUID, redirect_uri: str) -> str:
         """Begin the caller's browser authorization; returns the URL to open."""
-        config = McpServerConfig.from_record(await self.get_mcp_server(actor, server_id))
+        config = await self.get_mcp_server(actor, server_id)
         return await self.mcp_auth.start(config, actor.id, redirect_uri)
 
-    async def finish_mcp_oauth(self, *, state: str, code: str | None, error: str | None) -> McpServerRecord:
+    async def finish_mcp_oauth(self, *, state: str, code: str | None, error: str | None) -> McpServerConfig:
         """The authorization server's redirect: the state names (and authenticates) the user."""
         done = await self.mcp_auth.finish(state, code, error)
         return await mcp_store.get_server(self.db, self.box, done.server_id)
@@ -672,10 +673,11 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
 def _validate_mcp_fields(f: dict[str, Any], *, creating: bool) -> None:
     validate_slug(str(f.get("slug", "")))
     try:
-        transport = McpTransport(f.get("transport") or "streamable_http")
-        McpAuthType(f.get("auth_type") or "none")
+        transport = McpTransport(f.get("transport") or McpTransport.STREAMABLE_HTTP)
+        auth_type = McpAuthType(f.get("auth_type") or McpAuthType.NONE)
         if "availability" in f and f["availability"] is not None:
             McpAvailability(f["availability"])
+        grant_type = OAuth2GrantType((f.get("oauth2") or {}).get("grant_type") or OAuth2GrantType.AUTHORIZATION_CODE)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from exc
     env = f.get("env") or {}
@@ -697,7 +699,7 @@ def _validate_mcp_fields(f: dict[str, Any], *, creating: bool) -> None:
     if not (f.get("display_name") or not creating):
         raise InvalidInput("display_name is required.")
     oauth2 = f.get("oauth2") or {}
-    if (f.get("auth_type") or "none") == McpAuthType.OAUTH2 and oauth2.get("grant_type") == "client_credentials":
+    if auth_type is McpAuthType.OAUTH2 and grant_type is OAuth2GrantType.CLIENT_CREDENTIALS:
         if transport is McpTransport.STDIO:
             raise InvalidInput("OAuth2 needs an HTTP MCP server.")
         if not oauth2.get("client_id") or not oauth2.get("client_secret"):

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from mcp_test_servers import RunningServer, ServerState, build_server, serve
 
+from chatd.domain.mcp import McpServerConfig
 from chatd.domain.parts import Part
 from chatd.domain.tools import ToolContext
-from chatd.mcp import McpServerConfig
 
 HERE = Path(__file__).parent
 NODE_DIR = HERE / "node"

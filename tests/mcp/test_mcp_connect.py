@@ -22,12 +22,12 @@ from mcp_test_servers import (
     silent_listener,
 )
 
+from chatd.domain.mcp import McpServerConfig
 from chatd.domain.parts import FilePart, ToolProgressPart
 from chatd.domain.tools import Tool, ToolResult
 from chatd.mcp import (
     McpAuthError,
     McpConnectError,
-    McpServerConfig,
     OAuthToken,
     connect_all,
     list_tools_check,

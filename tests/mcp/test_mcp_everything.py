@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from chatd.domain.mcp import McpServerConfig
 from chatd.domain.parts import FilePart, ToolProgressPart
 from chatd.domain.tools import Tool
-from chatd.mcp import McpServerConfig, connect_all, system_prompt_section
+from chatd.mcp import connect_all, system_prompt_section
 from conftest import NODE_DIR, Emitted, FileStore, NodeServer, _node_env, make_config, make_ctx
 
 pytestmark = pytest.mark.usefixtures("no_leaked_tasks")

@@ -26,7 +26,8 @@ from tests.conftest import People
 from chatd.bootstrap import App
 from chatd.domain.chat import UserRole
 from chatd.domain.clock import ManualClock
-from chatd.mcp import McpServerConfig, OAuthToken, oauth
+from chatd.domain.mcp import McpServerConfig, OAuth2Settings
+from chatd.mcp import OAuthToken, oauth
 from chatd.mcp.authorization import McpAuthorization
 from chatd.mcp.oauth import OAuthGrantRevoked
 from chatd.store import mcp_servers as mcp_store
@@ -314,7 +315,7 @@ async def test_the_fake_server_revokes_the_grant_on_refresh_token_reuse(world: O
     """Sanity of the fake: what the single-flight refresh protects against really bites."""
     world.add_client("raw", None)
     async with oauth.new_http_client() as http:
-        server = await oauth.discover(http, world.mcp_url, oauth.OAuth2ClientSettings())
+        server = await oauth.discover(http, world.mcp_url, OAuth2Settings())
         client = oauth.ClientRegistration("raw", None, "none")
         world.allow_redirect("raw", "http://127.0.0.1/cb")
         pkce = oauth.Pkce.generate()
@@ -401,7 +402,7 @@ async def test_two_replicas_on_postgres_share_one_refresh(pg_url: str, world: OA
         )
         replicas = [McpAuthorization(SqlOAuthVault(db, box), clock) for db in dbs]
         # Connect through replica 0 (the browser flow without the HTTP API around it).
-        url = await replicas[0].start(McpServerConfig.from_record(server), user.id, "http://127.0.0.1/cb")
+        url = await replicas[0].start(server, user.id, "http://127.0.0.1/cb")
         async with httpx.AsyncClient(timeout=10) as browser:
             query = parse_qs(urlsplit((await browser.get(url)).headers["location"]).query)
         done = await replicas[1].finish(query["state"][0], query["code"][0])
@@ -435,7 +436,7 @@ async def test_a_token_revoked_mid_turn_is_refreshed_and_the_call_retried(
     alice = people.alice.user.id
     auth = chatd.service.mcp_auth
     record = await mcp_store.get_server(chatd.db, chatd.box, sid)
-    config = McpServerConfig.from_record(record)
+    config = record
     token = await auth.fresh_token(alice, sid)
     assert token is not None
 

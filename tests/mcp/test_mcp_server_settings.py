@@ -14,7 +14,8 @@ from sqlalchemy import select
 from tests.conftest import People
 
 from chatd.bootstrap import App
-from chatd.mcp import McpServerConfig, connect_all
+from chatd.domain.mcp import McpServerConfig
+from chatd.mcp import connect_all
 from chatd.store import mcp_servers as mcp_store
 from chatd.store.tables import mcp_servers
 from conftest import PyServer, make_config, make_ctx
@@ -28,7 +29,7 @@ def stdio_body(command: tuple[str, list[str]], **extra: Any) -> dict[str, Any]:
 
 
 async def record(chatd: App, server_id: str) -> McpServerConfig:
-    return McpServerConfig.from_record(await mcp_store.get_server(chatd.db, chatd.box, uuid.UUID(server_id)))
+    return await mcp_store.get_server(chatd.db, chatd.box, uuid.UUID(server_id))
 
 
 async def getenv(config: McpServerConfig, name: str) -> str:

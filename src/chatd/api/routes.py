@@ -73,8 +73,10 @@ from chatd.api.schemas import (
     UserSpendOut,
     to_parts,
 )
-from chatd.domain.config import McpUserToken, ModelOptions, Pricing
+from chatd.domain.config import ModelOptions, Pricing
+from chatd.domain.mcp import McpUserToken
 from chatd.errors import ChatdError, InvalidInput, PayloadTooLarge
+from chatd.providers.registry import deployment_keys
 from chatd.service import ProviderCheck
 
 router = APIRouter(prefix="/api/v1")
@@ -205,8 +207,7 @@ async def provider_models(provider_id: uuid.UUID, request: Request, user: Curren
 
 
 def _deployment_keys(request: Request) -> dict[str, str]:
-    s = request.app.state.chatd.settings
-    return {"anthropic": s.anthropic_api_key, "openai": s.openai_api_key, "google": s.google_api_key}
+    return deployment_keys(request.app.state.chatd.settings)
 
 
 def _provider_check(check: ProviderCheck) -> ProviderCheckOut:

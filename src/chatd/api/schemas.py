@@ -9,14 +9,16 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
 from chatd.domain.chat import BusyBehavior, Chat, ChatStatus, Message, QueuedMessage, UserRole
-from chatd.domain.config import (
-    ApiToken,
-    McpServerRecord,
-    ModelConfigRecord,
-    ProviderRecord,
-    User,
+from chatd.domain.config import ApiToken, ModelConfigRecord, ProviderRecord, User
+from chatd.domain.mcp import (
+    McpAuthType,
+    McpAvailability,
+    McpServerConfig,
+    McpTransport,
+    OAuth2GrantType,
 )
 from chatd.domain.parts import FilePart, Part, ReasoningPart, TextPart
+from chatd.providers.registry import KINDS
 
 # The largest id PostgreSQL's bigint and SQLite's integer hold; a larger one is a 400, not a
 # driver overflow.
@@ -168,11 +170,11 @@ class ApiTokenOut(_Out):
 
 # --- providers and models ------------------------------------------------------------------------
 
-ProviderKind = Literal["anthropic", "openai", "openai-compatible", "google"]
+_KINDS_DOC = " | ".join(KINDS)
 
 
 class ProviderIn(_In):
-    provider: str = Field(max_length=32, description="anthropic | openai | openai-compatible | google")
+    provider: str = Field(max_length=32, description=_KINDS_DOC)
     display_name: str | None = Field(default=None, max_length=128)
     api_key: str | None = Field(default=None, max_length=4096, description="Write-only.")
     base_url: str | None = Field(default=None, max_length=2048)
@@ -206,7 +208,7 @@ class ProviderOut(_Out):
 
 
 class ProviderTestIn(_In):
-    provider: str = Field(description="anthropic | openai | openai-compatible | google")
+    provider: str = Field(description=_KINDS_DOC)
     base_url: str | None = Field(default=None, max_length=2048)
     api_key: str | None = Field(
         default=None, max_length=4096,
@@ -309,7 +311,7 @@ class OAuth2In(_In):
     authorize_url: str | None = Field(default=None, max_length=2048)
     token_url: str | None = Field(default=None, max_length=2048)
     scopes: str | None = Field(default=None, max_length=2048)
-    grant_type: Literal["authorization_code", "client_credentials"] | None = Field(
+    grant_type: OAuth2GrantType | None = Field(
         default=None,
         description="`authorization_code` (default): each user connects in a browser "
         "(`POST /mcp-servers/{id}/oauth/start`). `client_credentials`: server-to-server, chatd "
@@ -331,10 +333,10 @@ class McpServerIn(_In):
     display_name: str = Field(min_length=1, max_length=256)
     description: str = Field(default="", max_length=4096)
     url: str = Field(default="", max_length=2048)
-    transport: Literal["streamable_http", "sse", "stdio"] = "streamable_http"
+    transport: McpTransport = McpTransport.STREAMABLE_HTTP
     command: str | None = Field(default=None, max_length=4096)
     args: list[str] = Field(default_factory=list, max_length=256)
-    auth_type: Literal["none", "oauth2", "api_key", "custom_headers"] = "none"
+    auth_type: McpAuthType = McpAuthType.NONE
     api_key_header: str = Field(default="Authorization", max_length=256)
     api_key_value: str | None = Field(default=None, max_length=8192, description="Write-only.")
     custom_headers: dict[str, str] = Field(default_factory=dict, description="Write-only values.")
@@ -342,7 +344,7 @@ class McpServerIn(_In):
     tool_allow_list: list[str] = Field(default_factory=list, max_length=1024)
     tool_deny_list: list[str] = Field(default_factory=list, max_length=1024)
     enabled: Bool = Field(default=True, description="A disabled server is kept but offered to no chat and hidden from members.")
-    availability: Literal["force_on", "default_on", "default_off"] = "default_off"
+    availability: McpAvailability = McpAvailability.DEFAULT_OFF
     forward_identity: Bool = Field(default=False, description="Send X-Chatd-User-Id and X-Chatd-Chat-Id headers to the server.")
     env: dict[str, str] = Field(
         default_factory=dict, max_length=256,
@@ -359,10 +361,10 @@ class McpServerPatch(_Patch):
     display_name: str | None = Field(default=None, min_length=1, max_length=256)
     description: str | None = Field(default=None, max_length=4096)
     url: str | None = Field(default=None, max_length=2048)
-    transport: Literal["streamable_http", "sse", "stdio"] | None = None
+    transport: McpTransport | None = None
     command: str | None = Field(default=None, max_length=4096)
     args: list[str] | None = Field(default=None, max_length=256)
-    auth_type: Literal["none", "oauth2", "api_key", "custom_headers"] | None = None
+    auth_type: McpAuthType | None = None
     api_key_header: str | None = Field(default=None, max_length=256)
     api_key_value: str | None = Field(default=None, max_length=8192)
     custom_headers: dict[str, str] | None = None
@@ -370,7 +372,7 @@ class McpServerPatch(_Patch):
     tool_allow_list: list[str] | None = Field(default=None, max_length=1024)
     tool_deny_list: list[str] | None = Field(default=None, max_length=1024)
     enabled: Bool | None = None
-    availability: Literal["force_on", "default_on", "default_off"] | None = None
+    availability: McpAvailability | None = None
     forward_identity: Bool | None = None
     env: dict[str, str | None] | None = Field(
         default=None, max_length=256,
@@ -416,11 +418,11 @@ class McpServerOut(_Out):
     updated_at: datetime
 
     @classmethod
-    def of(cls, s: McpServerRecord, *, admin: bool) -> McpServerOut:
+    def of(cls, s: McpServerConfig, *, admin: bool) -> McpServerOut:
         return cls(
             id=s.id, slug=s.slug, display_name=s.display_name, description=s.description,
             url=s.url if admin else None, transport=s.transport.value if admin else None,
-            command=s.command if admin else None, args=s.args if admin else None,
+            command=s.command if admin else None, args=list(s.args) if admin else None,
             auth_type=s.auth_type.value, api_key_header=s.api_key_header if admin else None,
             api_key_set=bool(s.api_key_value), custom_header_names=sorted(s.custom_headers) if admin else None,
             oauth2=OAuth2Out(
@@ -428,7 +430,7 @@ class McpServerOut(_Out):
                 authorize_url=s.oauth2.authorize_url, token_url=s.oauth2.token_url, scopes=s.oauth2.scopes,
                 grant_type=s.oauth2.grant_type,
             ) if admin else None,
-            tool_allow_list=s.tool_allow_list, tool_deny_list=s.tool_deny_list, enabled=s.enabled,
+            tool_allow_list=list(s.tool_allow_list), tool_deny_list=list(s.tool_deny_list), enabled=s.enabled,
             availability=s.availability.value, forward_identity=s.forward_identity,
             env_names=sorted(s.env) if admin else None,
             connect_timeout_s=s.connect_timeout_s if admin else None, call_timeout_s=s.call_timeout_s if admin else None,

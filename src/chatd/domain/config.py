@@ -1,16 +1,14 @@
-"""Admin-managed configuration records: users, providers, model configs, MCP servers, limits."""
+"""Admin-managed configuration records: users, providers, model configs, files, limits (MCP servers:
+`domain.mcp`)."""
 
 from __future__ import annotations
 
-import enum
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from chatd.domain.chat import UserRole
-
-PROVIDER_KINDS = ("anthropic", "openai", "openai-compatible", "google")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,79 +80,6 @@ class ModelConfigRecord:
     pricing: Pricing
     created_at: datetime
     updated_at: datetime
-
-
-class McpTransport(enum.StrEnum):
-    STREAMABLE_HTTP = "streamable_http"
-    SSE = "sse"
-    STDIO = "stdio"
-
-
-class McpAuthType(enum.StrEnum):
-    NONE = "none"
-    OAUTH2 = "oauth2"
-    API_KEY = "api_key"
-    CUSTOM_HEADERS = "custom_headers"
-
-
-class McpAvailability(enum.StrEnum):
-    FORCE_ON = "force_on"
-    DEFAULT_ON = "default_on"
-    DEFAULT_OFF = "default_off"
-
-
-OAUTH2_GRANT_TYPES = ("authorization_code", "client_credentials")
-
-
-@dataclass(frozen=True, slots=True)
-class OAuth2Settings:
-    client_id: str | None = None
-    client_secret: str | None = None  # decrypted; never leaves the server
-    authorize_url: str | None = None
-    token_url: str | None = None
-    scopes: str | None = None
-    # "authorization_code": each user connects in a browser; "client_credentials": chatd itself
-    # holds one server-to-server token (no user involved).
-    grant_type: str = "authorization_code"
-
-
-@dataclass(frozen=True, slots=True)
-class McpServerRecord:
-    id: uuid.UUID
-    slug: str
-    display_name: str
-    description: str
-    url: str
-    transport: McpTransport
-    command: str | None
-    args: list[str]
-    auth_type: McpAuthType
-    api_key_header: str
-    api_key_value: str | None  # decrypted; never leaves the server
-    custom_headers: dict[str, str]  # decrypted; never leaves the server
-    oauth2: OAuth2Settings
-    tool_allow_list: list[str]
-    tool_deny_list: list[str]
-    enabled: bool
-    availability: McpAvailability
-    created_at: datetime
-    updated_at: datetime
-    forward_identity: bool = False
-    # stdio only: extra environment variables (decrypted; values never leave the server).
-    env: dict[str, str] = field(default_factory=dict)
-    # Seconds; None = the deployment's default for the transport.
-    connect_timeout_s: float | None = None
-    call_timeout_s: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class McpUserToken:
-    server_id: uuid.UUID
-    user_id: uuid.UUID
-    access_token: str
-    refresh_token: str | None
-    token_type: str
-    expires_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)

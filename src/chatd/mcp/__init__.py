@@ -13,13 +13,7 @@ from chatd.mcp.client import (
     list_tools_check,
     system_prompt_section,
 )
-from chatd.mcp.config import (
-    McpServerConfig,
-    OAuth2ClientSettings,
-    OAuthToken,
-    redact_url,
-    validate_slug,
-)
+from chatd.mcp.config import OAuthToken, redact_url, validate_slug
 from chatd.mcp.errors import McpAuthError, McpCallError, McpConnectError, McpError
 from chatd.mcp.results import StoreFile
 
@@ -31,9 +25,7 @@ __all__ = [
     "McpConnectError",
     "McpConnections",
     "McpError",
-    "McpServerConfig",
     "McpTool",
-    "OAuth2ClientSettings",
     "OAuthToken",
     "OnServerError",
     "StoreFile",

@@ -37,11 +37,11 @@ from typing import Protocol
 import httpx2
 
 from chatd.domain.clock import Clock
-from chatd.domain.config import McpServerRecord, McpUserToken
+from chatd.domain.mcp import McpAuthType, McpServerConfig, McpUserToken, OAuth2GrantType
 from chatd.domain.oauth import OAuthClientRecord, PendingAuthorization
 from chatd.errors import InvalidInput, NotFound
 from chatd.mcp import oauth
-from chatd.mcp.config import McpServerConfig, OAuthToken
+from chatd.mcp.config import OAuthToken
 from chatd.mcp.oauth import AuthServer, ClientRegistration, OAuthError, OAuthGrantRevoked
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class TokenHolder(Protocol):
 
 
 class OAuthVault(Protocol):
-    async def server(self, server_id: uuid.UUID) -> McpServerRecord: ...
+    async def server(self, server_id: uuid.UUID) -> McpServerConfig: ...
 
     async def client(self, server_id: uuid.UUID) -> OAuthClientRecord | None: ...
 
@@ -191,7 +191,7 @@ class McpAuthorization:
         if not code:
             raise InvalidInput("The callback has no code parameter.")
         try:
-            config = McpServerConfig.from_record(await self.vault.server(pending.server_id))
+            config = await self.vault.server(pending.server_id)
         except NotFound as exc:
             raise InvalidInput("The MCP server of this authorization no longer exists.") from exc
         client = await self._pending_client(config, pending)
@@ -228,18 +228,17 @@ class McpAuthorization:
         """The user's token for the server, refreshed first when it is due; None when there is no
         usable one (never connected, grant revoked, expired and not refreshable)."""
         try:
-            config = McpServerConfig.from_record(await self.vault.server(server_id))
+            config = await self.vault.server(server_id)
         except NotFound:
             return None
         return await self.token_for(config, user_id)
 
     async def tokens_for(
-        self, user_id: uuid.UUID, servers: Sequence[McpServerRecord]
+        self, user_id: uuid.UUID, servers: Sequence[McpServerConfig]
     ) -> dict[uuid.UUID, OAuthToken]:
         """Fresh tokens for every OAuth2 server among `servers`, concurrently (a turn's
         `TokenSource`). A server whose token cannot be had is left out and logged."""
-        configs = [McpServerConfig.from_record(s) for s in servers]
-        configs = [c for c in configs if c.auth_type == "oauth2"]
+        configs = [c for c in servers if c.auth_type == McpAuthType.OAUTH2]
         out: dict[uuid.UUID, OAuthToken] = {}
 
         async def one(config: McpServerConfig) -> None:
@@ -269,9 +268,9 @@ class McpAuthorization:
     async def token_for(
         self, config: McpServerConfig, user_id: uuid.UUID, *, rejected: str | None = None
     ) -> OAuthToken | None:
-        if config.auth_type != "oauth2":
+        if config.auth_type != McpAuthType.OAUTH2:
             return None
-        if config.oauth2.grant_type == "client_credentials":
+        if config.oauth2.grant_type == OAuth2GrantType.CLIENT_CREDENTIALS:
             return await self._server_token(config, rejected)
         stored = await self.vault.token(config.id, user_id)
         if stored is None:
@@ -394,9 +393,9 @@ class McpAuthorization:
 
 
 def _check_user_flow(config: McpServerConfig) -> None:
-    if config.auth_type != "oauth2":
+    if config.auth_type != McpAuthType.OAUTH2:
         raise InvalidInput("This MCP server does not use OAuth2.")
-    if config.oauth2.grant_type == "client_credentials":
+    if config.oauth2.grant_type == OAuth2GrantType.CLIENT_CREDENTIALS:
         raise InvalidInput(
             "This MCP server uses client credentials: chatd authorizes itself, no user sign-in is needed."
         )

@@ -19,9 +19,10 @@ from jsonschema import validators as jsonschema_validators
 from jsonschema.protocols import Validator  # type: ignore[import-untyped]
 
 from chatd import metrics
+from chatd.domain.mcp import McpAuthType, McpServerConfig
 from chatd.domain.parts import ToolProgressPart
 from chatd.domain.tools import Tool, ToolContext, ToolResult
-from chatd.mcp.config import McpServerConfig, OAuthToken, connection_headers, redact_url
+from chatd.mcp.config import OAuthToken, connection_headers, redact_url
 from chatd.mcp.connection import ServerConnection
 from chatd.mcp.errors import McpCallError, McpConnectError
 from chatd.mcp.naming import ToolNamer
@@ -252,7 +253,7 @@ class McpConnections:
         """After a call failed on a 401/403 from an OAuth2 server: get a fresh token, reconnect
         and move the server's tools to the new connection. False when nothing changed."""
         config = server.config
-        if self._reauthorize is None or config.auth_type != "oauth2" or server.http_error_status not in (401, 403):
+        if self._reauthorize is None or config.auth_type != McpAuthType.OAUTH2 or server.http_error_status not in (401, 403):
             return False
         lock = self._reauth_locks.setdefault(config.id, asyncio.Lock())
         async with lock:
@@ -360,7 +361,7 @@ async def connect_all(
         seen_slugs.add(config.slug)
         token = user_tokens.get(config.id)
         connections._tokens[config.id] = token
-        if config.auth_type == "oauth2" and (token is None or not token.access_token):
+        if config.auth_type == McpAuthType.OAUTH2 and (token is None or not token.access_token):
             # Connect anyway: some servers offer public tools; a 401 is reported below.
             log.info("MCP server %s: no OAuth2 token for this user", config.slug)
         conn = ServerConnection(

@@ -21,8 +21,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 
+from chatd.domain.mcp import McpAuthType, McpServerConfig, OAuth2Settings
 from chatd.mcp import oauth
-from chatd.mcp.config import McpServerConfig, OAuth2ClientSettings, OAuthToken, connection_headers
+from chatd.mcp.config import OAuthToken, connection_headers
 from chatd.mcp.connection import ServerConnection
 from chatd.mcp.errors import McpAuthError, McpError
 
@@ -74,7 +75,7 @@ async def _use(url: str, scenario: Scenario, token: OAuthToken | None) -> None:
         id=uuid.uuid4(),
         slug="conformance",
         url=url,
-        auth_type="oauth2" if token is not None else "none",
+        auth_type=McpAuthType.OAUTH2 if token is not None else McpAuthType.NONE,
     )
     conn = ServerConnection(config, connection_headers(config, token, None), connect_timeout=CONNECT_TIMEOUT)
     conn.start()
@@ -106,7 +107,7 @@ async def _use(url: str, scenario: Scenario, token: OAuthToken | None) -> None:
 
 
 async def _authorize(url: str, scenario: Scenario) -> OAuthToken:
-    settings = OAuth2ClientSettings(
+    settings = OAuth2Settings(
         client_id=scenario.text("client_id"), client_secret=scenario.text("client_secret")
     )
     now = datetime.now(UTC)
@@ -156,7 +157,7 @@ async def _client_credentials(
         )
     else:
         client = oauth.configured_client(
-            OAuth2ClientSettings(client_id=client_id, client_secret=scenario.text("client_secret")), server
+            OAuth2Settings(client_id=client_id, client_secret=scenario.text("client_secret")), server
         ) or oauth.ClientRegistration(client_id)
         grant = await oauth.client_credentials(
             http, server.token_endpoint, client, scopes=scopes, resource=server.resource

@@ -34,7 +34,8 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 import chatd
 from chatd import metrics
-from chatd.mcp.config import McpServerConfig, redact_text, redact_url
+from chatd.domain.mcp import McpServerConfig
+from chatd.mcp.config import redact_text, redact_url
 from chatd.mcp.errors import McpAuthError, McpCallError, McpConnectError
 
 log = logging.getLogger(__name__)

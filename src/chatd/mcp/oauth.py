@@ -40,8 +40,9 @@ from mcp.shared.auth import (
 from mcp.shared.auth_utils import check_resource_allowed, resource_url_from_server_url
 from pydantic import AnyUrl, ValidationError
 
+from chatd.domain.mcp import OAuth2Settings
 from chatd.errors import Upstream
-from chatd.mcp.config import OAuth2ClientSettings, OAuthToken, redact_url
+from chatd.mcp.config import OAuthToken, redact_url
 from chatd.mcp.errors import McpError
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ def new_http_client() -> httpx2.AsyncClient:
 async def discover(
     http: httpx2.AsyncClient,
     server_url: str,
-    settings: OAuth2ClientSettings,
+    settings: OAuth2Settings,
     *,
     legacy_fallback: bool = False,
 ) -> AuthServer:
@@ -304,7 +305,7 @@ async def register_client(
     return ClientRegistration(info.client_id, info.client_secret, method)
 
 
-def configured_client(settings: OAuth2ClientSettings, server: AuthServer | None) -> ClientRegistration | None:
+def configured_client(settings: OAuth2Settings, server: AuthServer | None) -> ClientRegistration | None:
     """The client the admin configured, if any (it wins over dynamic registration)."""
     if not settings.client_id:
         return None

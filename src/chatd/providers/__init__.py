@@ -4,7 +4,7 @@ Independent of the database: callers hand in plain `ProviderConfig` / `ModelSpec
 """
 
 from chatd.providers.clients import ProviderClients, ProviderLease
-from chatd.providers.config import ModelSpec, Pricing, ProviderConfig, ProviderKind
+from chatd.providers.config import ModelSpec, Pricing, ProviderConfig
 from chatd.providers.cost import context_tokens, cost_micros, usage_from_pydantic
 from chatd.providers.models import (
     ProviderNotConfigured,
@@ -17,6 +17,14 @@ from chatd.providers.models import (
     quick_model_name,
     resolve_model,
 )
+from chatd.providers.registry import (
+    KINDS,
+    PROVIDERS,
+    ProviderSpec,
+    UnknownProvider,
+    deployment_keys,
+    provider_spec,
+)
 from chatd.providers.retry import (
     RetryDecision,
     RetryKind,
@@ -27,18 +35,21 @@ from chatd.providers.retry import (
 )
 
 __all__ = [
+    "KINDS",
+    "PROVIDERS",
     "ModelSpec",
     "Pricing",
     "ProviderClients",
     "ProviderConfig",
-    "ProviderKind",
     "ProviderLease",
     "ProviderNotConfigured",
+    "ProviderSpec",
     "ResolvedModel",
     "RetryDecision",
     "RetryKind",
     "StallTimeout",
     "TruncatedStream",
+    "UnknownProvider",
     "backoff_delay",
     "build_model",
     "build_provider",
@@ -46,8 +57,10 @@ __all__ = [
     "classify",
     "context_tokens",
     "cost_micros",
+    "deployment_keys",
     "model_settings",
     "native_tools",
+    "provider_spec",
     "quick_model_name",
     "resolve_model",
     "usage_from_pydantic",

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
-
-ProviderKind = Literal["anthropic", "openai", "openai-compatible", "google"]
 
 DEFAULT_MAX_OUTPUT_TOKENS = 32_000
 DEFAULT_COMPRESSION_THRESHOLD = 70
@@ -13,7 +10,8 @@ DEFAULT_COMPRESSION_THRESHOLD = 70
 
 @dataclass(frozen=True, slots=True)
 class ProviderConfig:
-    kind: ProviderKind
+    # A key of `providers.registry.PROVIDERS`.
+    kind: str
     api_key: str | None = None
     base_url: str | None = None
 

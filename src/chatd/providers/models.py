@@ -13,20 +13,12 @@ from pydantic_ai.providers import Provider
 from pydantic_ai.settings import ModelSettings, ThinkingLevel
 
 from chatd.errors import InvalidInput
-from chatd.providers.config import ModelSpec, ProviderConfig, ProviderKind
+from chatd.providers.config import ModelSpec, ProviderConfig
+from chatd.providers.registry import PROVIDERS, UnknownProvider, provider_spec
 
 log = logging.getLogger(__name__)
 
-_KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY", "google": "GOOGLE_API_KEY"}
 _EFFORTS = {"minimal", "low", "medium", "high", "xhigh", "max"}
-
-# Cheap models for titles and push summaries (reference §11.2); None = use the chat's own model.
-_QUICK_MODELS: dict[ProviderKind, str | None] = {
-    "anthropic": "claude-haiku-4-5",
-    "openai": "gpt-4o-mini",
-    "google": "gemini-2.5-flash",
-    "openai-compatible": None,
-}
 
 
 class ProviderNotConfigured(InvalidInput):
@@ -39,7 +31,7 @@ class ResolvedModel:
 
     model: Model
     spec: ModelSpec
-    provider_kind: ProviderKind
+    provider_kind: str
     settings: ModelSettings = field(default_factory=lambda: ModelSettings())
     native_tools: tuple[AbstractNativeTool, ...] = ()
 
@@ -75,64 +67,34 @@ def model_settings(spec: ModelSpec) -> ModelSettings:
 def native_tools(provider: ProviderConfig, spec: ModelSpec) -> tuple[AbstractNativeTool, ...]:
     if not spec.web_search:
         return ()
-    if provider.kind in ("anthropic", "google"):
+    if provider_spec(provider.kind).web_search:
         return (WebSearchTool(),)
-    # Chat Completions has no native web search (only the Responses API does); omitting it keeps
-    # the call working instead of failing every turn of a misconfigured model.
-    log.warning("web search is not supported for %s chat-completions models; omitted", provider.kind)
+    # Omitting it keeps the call working instead of failing every turn of a misconfigured model.
+    log.warning("web search is not supported for %s models; omitted", provider.kind)
     return ()
 
 
 def check_provider(provider: ProviderConfig) -> None:
     """Raises ProviderNotConfigured when calls through `provider` cannot work (no key, no URL)."""
-    kind = provider.kind
-    if kind in _KEY_ENV and not provider.api_key:
-        raise ProviderNotConfigured(f"{_KEY_ENV[kind]} is not set")
-    if kind == "openai-compatible" and not provider.base_url:
-        raise ProviderNotConfigured("an openai-compatible provider needs a base URL")
-    if kind not in _QUICK_MODELS:
-        raise ProviderNotConfigured(f"unknown provider kind {kind!r}")
+    try:
+        kind = provider_spec(provider.kind)
+    except UnknownProvider as exc:
+        raise ProviderNotConfigured(f"unknown provider kind {provider.kind!r}") from exc
+    if kind.needs_key and not provider.api_key:
+        raise ProviderNotConfigured(f"{kind.key_name} is not set")
+    if kind.needs_base_url and not provider.base_url:
+        raise ProviderNotConfigured(f"an {kind.kind} provider needs a base URL")
 
 
 def build_provider(provider: ProviderConfig, http_client: httpx2.AsyncClient | None = None) -> Provider[Any]:
     """The SDK client for `provider` (pydantic-ai `Provider`); it uses `http_client` when given."""
     check_provider(provider)
-    # Each SDK is imported when a provider of its kind is first built, not at start: together
-    # they are ~40% of `chatd serve`'s start-up CPU (tests/test_startup.py keeps it so).
-    kind = provider.kind
-    if kind == "anthropic":
-        from pydantic_ai.providers.anthropic import AnthropicProvider
-
-        return AnthropicProvider(api_key=provider.api_key, base_url=provider.base_url, http_client=http_client)
-    if kind == "google":
-        from pydantic_ai.providers.google import GoogleProvider
-
-        return GoogleProvider(api_key=provider.api_key, base_url=provider.base_url, http_client=http_client)
-    from pydantic_ai.providers.openai import OpenAIProvider
-
-    return OpenAIProvider(base_url=provider.base_url, api_key=provider.api_key or "not-needed", http_client=http_client)
+    return provider_spec(provider.kind).wire.build_provider(provider, http_client)
 
 
 def build_model(provider: ProviderConfig, model_name: str, sdk: Provider[Any]) -> Model:
     """A pydantic-ai model called `model_name` through the SDK client `sdk` built for `provider`."""
-    kind = provider.kind
-    if kind == "anthropic":
-        from pydantic_ai.models.anthropic import AnthropicModel
-        from pydantic_ai.providers.anthropic import AnthropicProvider
-
-        return AnthropicModel(model_name, provider=cast(AnthropicProvider, sdk))
-    if kind == "google":
-        from pydantic_ai.models.google import GoogleModel
-        from pydantic_ai.providers.google import GoogleProvider
-
-        return GoogleModel(model_name, provider=cast(GoogleProvider, sdk))
-    from pydantic_ai.models.openai import OpenAIChatModel
-    from pydantic_ai.profiles.openai import OpenAIModelProfile
-    from pydantic_ai.providers.openai import OpenAIProvider
-
-    # Without this, a stream cut before its finish_reason reads as a complete "stop" answer.
-    profile = OpenAIModelProfile(openai_chat_streaming_requires_finish_reason=True)
-    return OpenAIChatModel(model_name, provider=cast(OpenAIProvider, sdk), profile=profile)
+    return provider_spec(provider.kind).wire.build_model(model_name, sdk)
 
 
 def resolve_model(
@@ -151,6 +113,7 @@ def resolve_model(
     )
 
 
-def quick_model_name(kind: ProviderKind) -> str | None:
+def quick_model_name(kind: str) -> str | None:
     """The cheap model used for titles and push summaries on this provider, if there is one."""
-    return _QUICK_MODELS.get(kind)
+    spec = PROVIDERS.get(kind)
+    return spec.quick_model if spec is not None else None

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from chatd.domain.config import McpServerRecord, McpUserToken
+from chatd.domain.mcp import McpServerConfig, McpUserToken
 from chatd.domain.oauth import OAuthClientRecord, PendingAuthorization
 from chatd.store import mcp_servers as server_store
 from chatd.store.database import Database
@@ -190,7 +190,7 @@ class SqlOAuthVault:
         self.db = db
         self.box = box
 
-    async def server(self, server_id: uuid.UUID) -> McpServerRecord:
+    async def server(self, server_id: uuid.UUID) -> McpServerConfig:
         return await server_store.get_server(self.db, self.box, server_id)
 
     async def client(self, server_id: uuid.UUID) -> OAuthClientRecord | None:

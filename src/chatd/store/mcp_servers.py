@@ -10,12 +10,13 @@ from typing import Any
 from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from chatd.domain.config import (
+from chatd.domain.mcp import (
     McpAuthType,
     McpAvailability,
-    McpServerRecord,
+    McpServerConfig,
     McpTransport,
     McpUserToken,
+    OAuth2GrantType,
     OAuth2Settings,
 )
 from chatd.errors import DuplicateSlug, NotFound
@@ -31,10 +32,10 @@ _PLAIN = (
 )
 
 
-def _record(r: Any, box: SecretBox) -> McpServerRecord:
+def _record(r: Any, box: SecretBox) -> McpServerConfig:
     headers = box.open(r.custom_headers_enc)
     env = box.open(r.env_enc)
-    return McpServerRecord(
+    return McpServerConfig(
         id=r.id,
         slug=r.slug,
         display_name=r.display_name,
@@ -42,7 +43,7 @@ def _record(r: Any, box: SecretBox) -> McpServerRecord:
         url=r.url,
         transport=McpTransport(r.transport),
         command=r.command,
-        args=list(r.args or []),
+        args=tuple(r.args or ()),
         auth_type=McpAuthType(r.auth_type),
         api_key_header=r.api_key_header,
         api_key_value=box.open(r.api_key_value_enc),
@@ -53,10 +54,10 @@ def _record(r: Any, box: SecretBox) -> McpServerRecord:
             authorize_url=r.oauth2_authorize_url,
             token_url=r.oauth2_token_url,
             scopes=r.oauth2_scopes,
-            grant_type=r.oauth2_grant_type,
+            grant_type=OAuth2GrantType(r.oauth2_grant_type),
         ),
-        tool_allow_list=list(r.tool_allow_list or []),
-        tool_deny_list=list(r.tool_deny_list or []),
+        tool_allow_list=tuple(r.tool_allow_list or ()),
+        tool_deny_list=tuple(r.tool_deny_list or ()),
         enabled=r.enabled,
         availability=McpAvailability(r.availability),
         forward_identity=bool(r.forward_identity),
@@ -101,7 +102,7 @@ def _conflict(exc: IntegrityError, fields: dict[str, Any]) -> Exception:
     return exc
 
 
-async def list_servers(db: Database, box: SecretBox, *, enabled_only: bool = False) -> list[McpServerRecord]:
+async def list_servers(db: Database, box: SecretBox, *, enabled_only: bool = False) -> list[McpServerConfig]:
     q = select(mcp_servers).order_by(mcp_servers.c.display_name, mcp_servers.c.slug)
     if enabled_only:
         q = q.where(mcp_servers.c.enabled.is_(True))
@@ -109,7 +110,7 @@ async def list_servers(db: Database, box: SecretBox, *, enabled_only: bool = Fal
         return [_record(r, box) for r in (await conn.execute(q)).all()]
 
 
-async def get_servers(db: Database, box: SecretBox, ids: list[uuid.UUID]) -> list[McpServerRecord]:
+async def get_servers(db: Database, box: SecretBox, ids: list[uuid.UUID]) -> list[McpServerConfig]:
     if not ids:
         return []
     async with db.read() as conn:
@@ -117,7 +118,7 @@ async def get_servers(db: Database, box: SecretBox, ids: list[uuid.UUID]) -> lis
     return [_record(r, box) for r in rows]
 
 
-async def get_server(db: Database, box: SecretBox, server_id: uuid.UUID) -> McpServerRecord:
+async def get_server(db: Database, box: SecretBox, server_id: uuid.UUID) -> McpServerConfig:
     async with db.read() as conn:
         r = (await conn.execute(select(mcp_servers).where(mcp_servers.c.id == server_id))).first()
     if r is None:
@@ -125,7 +126,7 @@ async def get_server(db: Database, box: SecretBox, server_id: uuid.UUID) -> McpS
     return _record(r, box)
 
 
-async def create_server(db: Database, box: SecretBox, now: datetime, fields: dict[str, Any]) -> McpServerRecord:
+async def create_server(db: Database, box: SecretBox, now: datetime, fields: dict[str, Any]) -> McpServerConfig:
     sid = uuid.uuid4()
     values = {
         "args": [], "tool_allow_list": [], "tool_deny_list": [], "custom_headers_enc": box.seal("{}"),
@@ -139,7 +140,7 @@ async def create_server(db: Database, box: SecretBox, now: datetime, fields: dic
     return await get_server(db, box, sid)
 
 
-async def update_server(db: Database, box: SecretBox, now: datetime, server_id: uuid.UUID, fields: dict[str, Any]) -> McpServerRecord:
+async def update_server(db: Database, box: SecretBox, now: datetime, server_id: uuid.UUID, fields: dict[str, Any]) -> McpServerConfig:
     try:
         async with db.write() as conn:
             n = (

@@ -22,7 +22,8 @@ def alembic_config(url: str = "") -> Config:
 
 
 async def migrate(db: Database) -> None:
-    """Upgrade to head. PostgreSQL serialises concurrent replicas with an advisory lock."""
+    """Upgrade to head. PostgreSQL serialises concurrent replicas with an advisory lock; SQLite
+    migrates with foreign keys off (a table rebuild must not cascade)."""
 
     def _upgrade(conn: Connection) -> None:
         if conn.dialect.name == "postgresql":
@@ -32,5 +33,25 @@ async def migrate(db: Database) -> None:
         command.upgrade(cfg, "head")
 
     async with db.engine.connect() as conn:
-        await conn.run_sync(_upgrade)
-        await conn.commit()
+        if not db.is_sqlite:
+            await conn.run_sync(_upgrade)
+            await conn.commit()
+            return
+        # SQLite changes a table by rebuilding it, and with foreign keys on, dropping the old
+        # table would cascade into every table that refers to it (model configs, users' MCP
+        # tokens). Foreign keys are off while migrating: a pragma SQLite honours only outside a
+        # transaction, so it goes through the driver before anything begins one.
+        raw = (await conn.get_raw_connection()).driver_connection
+        assert raw is not None
+        await raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            await conn.run_sync(_upgrade)
+            await conn.commit()
+            broken = await (await raw.execute("PRAGMA foreign_key_check")).fetchall()
+            if broken:
+                raise RuntimeError(f"a migration left rows that break foreign keys: {broken[:5]}")
+            await raw.execute("PRAGMA foreign_keys=ON")
+        except BaseException:
+            # Never hand a connection without foreign keys back to the pool.
+            await conn.invalidate()
+            raise

@@ -68,9 +68,7 @@ providers = Table(
     Column("enabled", Boolean, nullable=False, server_default=text("true")),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
-    CheckConstraint(
-        "provider in ('anthropic', 'openai', 'openai-compatible', 'google')", name="provider"
-    ),
+    # `provider` is a kind of `providers.registry`, checked by the service (no CHECK: 0012).
 )
 
 model_configs = Table(
@@ -231,7 +229,7 @@ mcp_servers = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     CheckConstraint("transport in ('streamable_http', 'sse', 'stdio')", name="transport"),
-    CheckConstraint("auth_type in ('none', 'oauth2', 'api_key', 'custom_headers')", name="auth_type"),
+    # auth_type is a `domain.mcp.McpAuthType`, checked by the service (no CHECK: 0012).
     CheckConstraint("availability in ('force_on', 'default_on', 'default_off')", name="availability"),
 )
 

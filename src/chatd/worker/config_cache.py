@@ -14,7 +14,8 @@ import uuid
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar, cast
 
-from chatd.domain.config import McpServerRecord, ModelConfigRecord, ProviderRecord, User
+from chatd.domain.config import ModelConfigRecord, ProviderRecord, User
+from chatd.domain.mcp import McpServerConfig
 from chatd.pubsub.base import CONFIG_CHANNEL, PubSub, Unsubscribe
 from chatd.store import mcp_servers as mcp_store
 from chatd.store import models as model_store
@@ -82,5 +83,5 @@ class ConfigCache:
     async def mcp_forced_and_default(self) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
         return await self._get(("mcp_forced_and_default",), lambda: mcp_store.forced_and_default(self.db))
 
-    async def mcp_servers(self, ids: list[uuid.UUID]) -> list[McpServerRecord]:
+    async def mcp_servers(self, ids: list[uuid.UUID]) -> list[McpServerConfig]:
         return await self._get(("mcp_servers", tuple(ids)), lambda: mcp_store.get_servers(self.db, self.box, ids))

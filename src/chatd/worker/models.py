@@ -15,14 +15,14 @@ from chatd.providers import (
     ProviderConfig,
     ProviderLease,
     ResolvedModel,
+    deployment_keys,
     quick_model_name,
     resolve_model,
 )
-from chatd.providers.config import DEFAULT_MAX_OUTPUT_TOKENS, ProviderKind
+from chatd.providers.config import DEFAULT_MAX_OUTPUT_TOKENS
+from chatd.providers.registry import PROVIDERS
 from chatd.settings import Settings
 from chatd.worker.config_cache import ConfigCache
-
-_KINDS: tuple[ProviderKind, ...] = ("anthropic", "openai", "openai-compatible", "google")
 
 
 class NoModelConfigured(InvalidInput):
@@ -64,15 +64,11 @@ async def resolve_turn_model(
     reads: ConfigCache, settings: Settings, clients: ProviderClients, config_id: uuid.UUID | None
 ) -> TurnModel:
     cfg = await load_model_config(reads, config_id)
-    if cfg.provider not in _KINDS:
+    if cfg.provider not in PROVIDERS:
         raise NoModelConfigured(f"Unknown provider {cfg.provider!r} in model config {cfg.display_name or cfg.model!r}.")
-    kind: ProviderKind = cfg.provider
+    kind = cfg.provider
     stored = await reads.provider(kind)
-    deployment = {
-        "anthropic": settings.anthropic_api_key,
-        "openai": settings.openai_api_key,
-        "google": settings.google_api_key,
-    }.get(kind, "")
+    deployment = deployment_keys(settings).get(kind, "")
     api_key = (stored.api_key if stored and stored.api_key else None) or deployment or None
     base_url = stored.base_url if stored else None
     if stored is not None and not stored.enabled:

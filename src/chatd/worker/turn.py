@@ -15,7 +15,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from chatd.domain.chat import Chat, ChatStatus, Role
 from chatd.domain.clock import Clock
-from chatd.domain.config import McpServerRecord, User
+from chatd.domain.config import User
+from chatd.domain.mcp import McpServerConfig
 from chatd.domain.parts import NoticePart, text_of
 from chatd.domain.tools import Tool
 from chatd.errors import ChatdError, DatabaseUnavailable
@@ -30,7 +31,7 @@ from chatd.loop import (
     generate_title,
     run_turn,
 )
-from chatd.mcp import McpServerConfig, OAuthToken, connect_all, system_prompt_section
+from chatd.mcp import OAuthToken, connect_all, system_prompt_section
 from chatd.providers import ProviderClients, ProviderLease
 from chatd.pubsub.base import PENDING_CHANNEL, PubSub, owner_channel
 from chatd.settings import Settings
@@ -55,7 +56,7 @@ SETTLE_BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 
 # Extra tools and prompt sections for a turn (workspace tools, sub-agents); MCP tools follow them.
 ToolProvider = Callable[["TurnContext"], Awaitable[tuple[list[Tool], list[str]]]]
-TokenSource = Callable[[uuid.UUID, list[McpServerRecord]], Awaitable[Mapping[uuid.UUID, OAuthToken]]]
+TokenSource = Callable[[uuid.UUID, list[McpServerConfig]], Awaitable[Mapping[uuid.UUID, OAuthToken]]]
 # Called after a turn ends, whatever the chat (web push filters): with the outcome, or the error
 # text of a failed turn (once the model and owner were loaded); not on shutdown or lost ownership
 # to another worker. A hook must return quickly (the next turn of the chat may be waiting).
@@ -299,7 +300,7 @@ class ChatTurn:
                 tokens = {sid: OAuthToken.from_record(tok) for sid, tok in stored.items()}
         except Exception:
             log.warning("could not load MCP tokens of user %s", chat.owner_id, exc_info=True)
-        return [McpServerConfig.from_record(r) for r in records], tokens
+        return records, tokens
 
     async def _reauthorize(self, config: McpServerConfig, rejected: OAuthToken | None) -> OAuthToken | None:
         assert self.deps.reauthorize is not None
