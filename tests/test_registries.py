@@ -108,7 +108,7 @@ async def test_dropping_the_kind_checks_keeps_every_row_that_refers_to_the_rebui
         command.downgrade(cfg, revision)
 
     async with db.engine.connect() as conn:
-        await conn.run_sync(to, "0009_server_meta")
+        await conn.run_sync(to, "0012_queued_count")
         await conn.commit()
     box = SecretBox.from_settings("", tmp_path)
     user_id, server_id = uuid.uuid4(), uuid.uuid4()

@@ -68,7 +68,7 @@ providers = Table(
     Column("enabled", Boolean, nullable=False, server_default=text("true")),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
-    # `provider` is a kind of `providers.registry`, checked by the service (no CHECK: 0012).
+    # `provider` is a kind of `providers.registry`, checked by the service (no CHECK: 0013).
 )
 
 model_configs = Table(
@@ -229,7 +229,7 @@ mcp_servers = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     CheckConstraint("transport in ('streamable_http', 'sse', 'stdio')", name="transport"),
-    # auth_type is a `domain.mcp.McpAuthType`, checked by the service (no CHECK: 0012).
+    # auth_type is a `domain.mcp.McpAuthType`, checked by the service (no CHECK: 0013).
     CheckConstraint("availability in ('force_on', 'default_on', 'default_off')", name="availability"),
 )
 

@@ -4,16 +4,16 @@ The allowed values live in one registry each (`providers.registry`, `domain.mcp.
 and the service refuses anything else; a CHECK listing them again made every new provider kind
 or MCP auth type a migration.
 
-Revision ID: 0012_app_checked_kinds
-Revises: 0009_server_meta
+Revision ID: 0013_app_checked_kinds
+Revises: 0012_queued_count
 """
 
 from __future__ import annotations
 
 from alembic import op
 
-revision = "0012_app_checked_kinds"
-down_revision = "0009_server_meta"
+revision = "0013_app_checked_kinds"
+down_revision = "0012_queued_count"
 branch_labels = None
 depends_on = None
 
