@@ -136,6 +136,8 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/chats/watch"): Rule("member", 200, stream=True),
     ("GET", "/api/v1/chats/{chat_id}"): Rule("owner", 200),
     ("GET", "/api/v1/chats/{chat_id}/messages"): Rule("owner", 200),
+    # The debug view (status, lease, trace id; no content) is for whoever operates the deployment.
+    ("GET", "/api/v1/chats/{chat_id}/debug"): Rule("admin", 200),
     ("POST", "/api/v1/chats/{chat_id}/messages"): Rule("owner", 200, _json({"content": "more"})),
     ("PATCH", "/api/v1/chats/{chat_id}/messages/{message_id}"): Rule("owner", 200, _json({"content": "edited"})),
     ("POST", "/api/v1/chats/{chat_id}/interrupt"): Rule("owner", 200),

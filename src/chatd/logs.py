@@ -1,4 +1,4 @@
-"""Logging: secrets redacted at the boundary, JSON lines off a terminal, chat/turn/replica context.
+"""Logging: secrets redacted at the boundary, JSON lines off a terminal, chat/turn/replica/trace context.
 
 Redaction happens twice, at every level: when a record is created (so every handler, including
 ones installed by libraries or test harnesses, sees a scrubbed message) and on the formatted
@@ -17,6 +17,8 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TextIO
+
+from opentelemetry import trace
 
 REDACTED = "[redacted]"
 
@@ -133,8 +135,16 @@ def _record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
     record.chat_id = chat_id_var.get()
     record.turn = turn_var.get()
     record.replica = replica_var.get()
+    record.trace_id = _trace_id()
     _redact_record(record)
     return record
+
+
+def _trace_id() -> str | None:
+    # The OpenTelemetry span current in this task (a turn's, when tracing is on): its trace id
+    # joins the log line to the trace. The API alone (no SDK) never has a valid one.
+    ctx = trace.get_current_span().get_span_context()
+    return trace.format_trace_id(ctx.trace_id) if ctx.is_valid else None
 
 
 def install_redaction() -> None:
@@ -159,7 +169,7 @@ def log_context(*, chat_id: object = None, turn: object = None) -> Iterator[None
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, msg, replica, chat_id, turn, exc."""
+    """One JSON object per line: ts, level, logger, msg, replica, chat_id, turn, trace_id, exc."""
 
     def format(self, record: logging.LogRecord) -> str:
         event: dict[str, Any] = {
@@ -168,7 +178,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key in ("replica", "chat_id", "turn"):
+        for key in ("replica", "chat_id", "turn", "trace_id"):
             value = getattr(record, key, None)
             if value is not None:
                 event[key] = value
@@ -195,7 +205,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        where = " ".join(f"{k}={v}" for k in ("chat_id", "turn") if (v := getattr(record, k, None)) is not None)
+        where = " ".join(f"{k}={v}" for k in ("chat_id", "turn", "trace_id") if (v := getattr(record, k, None)) is not None)
         if where:
             head, sep, tail = line.partition("\n")
             line = f"{head}  [{where}]{sep}{tail}"

@@ -178,6 +178,22 @@ def chats_show(
     view.finished(chat)
 
 
+@chats_app.command("debug")
+def chats_debug(
+    chat_id: Annotated[str, typer.Argument(help="The chat's id.", callback=_an_id)],
+    url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False,
+) -> None:
+    """Any chat as the workers see it, for admins: status, replica, turn, lease, trace id (no content)."""
+    debug = call(url, token, data_dir, lambda c: c.request("GET", f"/api/v1/chats/{chat_id}/debug"))
+    if as_json:
+        print_json(debug)
+        return
+    console = out()
+    for key in ("id", "owner_id", "status", "last_error", "generation", "worker_id", "started_at", "heartbeat_at", "trace_id", "archived", "updated_at"):
+        value = debug.get(key)
+        console.print(f"{key:<13} {escape('-' if value is None else str(value))}", highlight=False)
+
+
 @chats_app.command("interrupt")
 def chats_interrupt(chat_id: Annotated[str, typer.Argument(help="The chat's id.", callback=_an_id)], url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False) -> None:
     """Stop the chat's running turn (the partial answer is kept)."""

@@ -12,10 +12,10 @@ import socket
 
 import uvicorn
 
-from chatd import logs
+from chatd import logs, tracing
 from chatd.api.app import create_app, create_internal_app
 from chatd.bootstrap import App, build, ensure_admin
-from chatd.errors import CannotListen
+from chatd.errors import CannotListen, InvalidInput
 from chatd.providers.registry import WIRES
 from chatd.settings import Settings
 
@@ -80,9 +80,19 @@ async def run(settings: Settings, *, api: bool = True) -> None:
         # An ephemeral port (--port 0): announce and advertise the one the kernel picked.
         settings.port = sock.getsockname()[1]
     try:
+        tracing.configure(
+            settings.otel_endpoint, replica_id=settings.replica_id, sample_ratio=settings.otel_sample_ratio,
+            capture_content=settings.otel_capture_content,
+        )
+    except ValueError as exc:
+        sock.close()
+        raise InvalidInput(str(exc)) from exc
+    try:
         await _run(settings, sock, api=api)
     finally:
         sock.close()
+        # Spans still buffered are sent (the exporter gives up after its own timeout).
+        await asyncio.to_thread(tracing.shutdown)
 
 
 async def _run(settings: Settings, sock: socket.socket, *, api: bool) -> None:

@@ -394,6 +394,12 @@ class ChatService:
             raise NotFound("Chat not found.")
         return chat
 
+    async def chat_debug(self, actor: User, chat_id: uuid.UUID) -> Chat:
+        """Any chat's state as a worker sees it, for an admin operating the deployment (status,
+        lease, generation, trace): no content, so not the owner's alone."""
+        _admin(actor)
+        return await chat_store.get_chat(self.db, chat_id)
+
     async def list_chats(
         self,
         actor: User,

@@ -115,6 +115,12 @@ class Settings(BaseSettings):
     google_api_key: str = ""
 
     log_level: str = "info"
+    # Traces (docs/operations.md#traces): the OTLP/HTTP collector's base URL; empty = no traces.
+    otel_endpoint: str = ""
+    # The share of turns traced (a new trace per turn, so whole turns are kept or dropped).
+    otel_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+    # Prompts, answers, tool arguments and results in span attributes: off, they are users' data.
+    otel_capture_content: bool = False
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -80,6 +80,16 @@ async def test_chats_list_show_interrupt_and_archive(rig: Rig) -> None:
         refused = await chatd(url, rig.people.bob.token, "chats", "show", str(chat.id))
         assert refused.exit_code == 2 and "404" in refused.stderr and refused.stdout == ""
 
+        # An admin's debug view of any chat (tracing is off here: no trace id); not for members.
+        debug = await chatd(url, rig.people.admin.token, "chats", "debug", str(chat.id))
+        assert debug.exit_code == 0, debug.output
+        fields = dict(line.split(None, 1) for line in debug.stdout.splitlines())
+        assert (fields["id"], fields["status"], fields["trace_id"], fields["archived"]) == (str(chat.id), "waiting", "-", "True")
+        debug_json = as_json(await chatd(url, rig.people.admin.token, "chats", "debug", str(chat.id), "--json"))
+        assert debug_json["generation"] == (await rig.get(chat.id)).generation and debug_json["worker_id"] is None
+        not_admin = await chatd(url, alice, "chats", "debug", str(chat.id))
+        assert not_admin.exit_code == 2 and "403" in not_admin.stderr
+
 
 async def test_providers_models_and_mcp_servers(rig: Rig) -> None:
     admin = rig.people.admin

@@ -31,6 +31,7 @@ from chatd.api.paging import (
 from chatd.api.schemas import (
     MAX_INT64,
     ApiTokenOut,
+    ChatDebugOut,
     ChatIn,
     ChatOut,
     CustomPromptIn,
@@ -462,6 +463,11 @@ async def list_chats(
 @router.get("/chats/{chat_id}", tags=["chats"])
 async def get_chat(chat_id: uuid.UUID, user: CurrentUser, svc: Service) -> ChatOut:
     return ChatOut.of(await svc.get_chat(user, chat_id))
+
+
+@router.get("/chats/{chat_id}/debug", tags=["chats"], responses=errors(403))
+async def chat_debug(chat_id: uuid.UUID, user: CurrentUser, svc: Service) -> ChatDebugOut:
+    return ChatDebugOut.of(await svc.chat_debug(user, chat_id))
 
 
 @router.get("/chats/{chat_id}/messages", tags=["chats"])

@@ -514,6 +514,30 @@ class ChatOut(_Out):
         )
 
 
+class ChatDebugOut(_Out):
+    """What an admin needs to find a chat's turn in the logs and the traces (no content)."""
+
+    id: uuid.UUID
+    owner_id: uuid.UUID
+    status: ChatStatus
+    last_error: str | None
+    generation: int = Field(description="The turn generation: the `turn` field of the chat's log lines.")
+    worker_id: uuid.UUID | None = Field(description="The replica running the chat (`running` only).")
+    started_at: datetime | None
+    heartbeat_at: datetime | None
+    trace_id: str | None = Field(description="The OpenTelemetry trace of the latest turn (tracing on), 32 hex digits.")
+    archived: bool
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, c: Chat) -> ChatDebugOut:
+        return cls(
+            id=c.id, owner_id=c.owner_id, status=c.status, last_error=c.last_error, generation=c.generation,
+            worker_id=c.worker_id, started_at=c.started_at, heartbeat_at=c.heartbeat_at, trace_id=c.trace_id,
+            archived=c.archived, updated_at=c.updated_at,
+        )
+
+
 class UsageOut(_Out):
     input_tokens: int = 0
     output_tokens: int = 0

@@ -291,6 +291,8 @@ class Chat:
     generation: int = 0
     # Messages waiting in the chat's queue.
     queued_count: int = 0
+    # The trace of the latest turn (when tracing is on): for admins, never in the public chat.
+    trace_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -16,7 +16,7 @@ from pydantic_ai.models import ModelRequestParameters, StreamedResponse
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.tools import ToolDefinition
 
-from chatd import metrics
+from chatd import metrics, tracing
 from chatd.domain.chat import Role, Usage
 from chatd.domain.parts import Part, ReasoningPart, TextPart, ToolCallPart, ToolResultPart, text_of
 from chatd.domain.tools import Tool, ToolContext, ToolResult
@@ -196,7 +196,8 @@ class _Turn:
             step = self._build_step(response, results, interrupted=False)
             # From here the step belongs to the sink: an interrupt must not persist it again.
             self.state = None
-            await _uncancellable(self.sink.persist_step(step))
+            with tracing.span("chatd.persist_step", {"chatd.step.index": step.index, "chatd.messages": 1 + len(results)}):
+                await _uncancellable(self.sink.persist_step(step))
             self._account(step)
             metrics.STEP_SECONDS.labels(self.model.provider_kind, self.model.spec.model).observe(step.runtime_ms / 1000)
             history.append(response)
@@ -300,7 +301,14 @@ class _Turn:
         attempt = 0
         while True:
             try:
-                return await self._stream_once(history)
+                with self._model_span(history, "step") as span:
+                    try:
+                        response = await self._stream_once(history)
+                    except Exception as exc:
+                        tracing.fail(span, classify(exc).kind, str(exc))
+                        raise
+                    self._record_response(span, response)
+                    return response
             except Exception as exc:
                 if self.state is not None:
                     # The retry starts the step over; the sink clears its part buffer in on_retry.
@@ -319,6 +327,26 @@ class _Turn:
                 log.info("model call failed (%s), retry %d in %.1fs", decision.kind, attempt, delay)
                 await self.sink.on_retry(attempt, delay, decision)
                 await self.options.sleep(delay)
+
+    def _model_span(self, history: list[pm.ModelMessage], purpose: str) -> contextlib.AbstractContextManager[tracing.Span]:
+        spec = self.model.spec
+        attrs = tracing.model_call_attributes(self.model.provider_kind, spec.model, conversation_id=self.options.chat_id)
+        attrs["chatd.model_call.purpose"] = purpose
+        if self.state is not None:
+            attrs["chatd.step.index"] = self.state.index
+        span = tracing.span(f"chat {spec.model}", attrs, kind=tracing.SpanKind.CLIENT)
+        if tracing.capture_content():
+            return _with_content(span, "gen_ai.input.messages", lambda: pm.ModelMessagesTypeAdapter.dump_python(history, mode="json"))
+        return span
+
+    def _record_response(self, span: tracing.Span, response: pm.ModelResponse) -> None:
+        tracing.record_response(
+            span, response_model=response.model_name, response_id=response.provider_response_id,
+            finish_reason=response.finish_reason, input_tokens=response.usage.input_tokens,
+            output_tokens=response.usage.output_tokens,
+        )
+        if tracing.capture_content():
+            tracing.set_content(span, "gen_ai.output.messages", pm.ModelMessagesTypeAdapter.dump_python([response], mode="json"))
 
     async def _stream_once(self, history: list[pm.ModelMessage]) -> pm.ModelResponse:
         loop = asyncio.get_running_loop()
@@ -393,9 +421,17 @@ class _Turn:
             emit=self._emit,
         )
         lock = self._lock_for(tool, args)
+        attrs = tracing.tool_attributes(
+            call.tool_name, call.tool_call_id, mcp_server=getattr(tool, "server_slug", None), mcp_tool=getattr(tool, "original_name", None)
+        )
         try:
-            async with lock if lock is not None else contextlib.nullcontext():
-                result: ToolResult = await tool.call(args, ctx)
+            with tracing.span(f"execute_tool {call.tool_name}", attrs) as span:
+                tracing.set_content(span, "gen_ai.tool.call.arguments", args)
+                async with lock if lock is not None else contextlib.nullcontext():
+                    result: ToolResult = await tool.call(args, ctx)
+                tracing.set_content(span, "gen_ai.tool.call.result", result.result)
+                if result.is_error:
+                    tracing.fail(span, "tool_error")
         except Exception as exc:
             # One failing tool must not fail the turn: the model sees the error and can react.
             log.warning("tool %s failed", call.tool_name, exc_info=True)
@@ -444,7 +480,9 @@ class _Turn:
         if len(history) - len(system) < 2:
             return history  # nothing worth summarising
         self._compacted_since_step = True
-        return await self._compact(history, system, tokens)
+        attrs = {"chatd.compaction.context_tokens": tokens, "chatd.compaction.before_step": before_step}
+        with tracing.span("chatd.compaction", attrs):
+            return await self._compact(history, system, tokens)
 
     async def _compact(
         self, history: list[pm.ModelMessage], system: list[pm.ModelMessage], tokens: int
@@ -457,15 +495,18 @@ class _Turn:
         )
         await self.sink.publish_part(Role.ASSISTANT, call)
         settings: ModelSettings = {**self.model.settings, "tool_choice": "none"}
+        request = [*history, pm.ModelRequest.user_text_prompt(SUMMARY_PROMPT)]
         try:
-            async with asyncio.timeout(self.options.compaction_timeout):
-                response = await model_request(
-                    self.model.model,
-                    [*history, pm.ModelRequest.user_text_prompt(SUMMARY_PROMPT)],
-                    model_settings=settings,
-                    # Tools stay declared: Anthropic rejects tool_use blocks in history without them.
-                    model_request_parameters=ModelRequestParameters(function_tools=list(self.tool_defs)),
-                )
+            with self._model_span(request, "compaction") as span:
+                async with asyncio.timeout(self.options.compaction_timeout):
+                    response = await model_request(
+                        self.model.model,
+                        request,
+                        model_settings=settings,
+                        # Tools stay declared: Anthropic rejects tool_use blocks in history without them.
+                        model_request_parameters=ModelRequestParameters(function_tools=list(self.tool_defs)),
+                    )
+                self._record_response(span, response)
             summary = " ".join(
                 p.content.strip() for p in response.parts if isinstance(p, pm.TextPart) and p.content.strip()
             )
@@ -513,11 +554,19 @@ class _Turn:
             usage=usage,
             cost_micros=cost_micros(usage, spec.pricing),
         )
-        await _uncancellable(self.sink.persist_compaction(compaction))
+        with tracing.span("chatd.persist_compaction"):
+            await _uncancellable(self.sink.persist_compaction(compaction))
         await self.sink.publish_part(Role.TOOL, result)
         self.compactions += 1
         self._known_context = None
         return [*system, pm.ModelRequest(parts=[pm.UserPromptPart(summary_text)])]
+
+
+@contextlib.contextmanager
+def _with_content(span: contextlib.AbstractContextManager[tracing.Span], key: str, value: Callable[[], Any]) -> Iterator[tracing.Span]:
+    with span as current:
+        tracing.set_content(current, key, value())
+        yield current
 
 
 def _leading_system(history: list[pm.ModelMessage]) -> list[pm.ModelMessage]:

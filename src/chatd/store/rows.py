@@ -31,6 +31,7 @@ def chat_from_row(r: Row[Any]) -> Chat:
         updated_at=r.updated_at,
         generation=r.generation,
         queued_count=r.queued_count,
+        trace_id=r.trace_id,
     )
 
 

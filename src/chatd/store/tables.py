@@ -126,6 +126,8 @@ chats = Table(
     # len(queued_messages of this chat), kept by store/machine.py in the transaction that changes
     # the queue: the chat list shows it without a count per row.
     Column("queued_count", Integer, nullable=False, server_default="0"),
+    # The OpenTelemetry trace id (32 hex digits) of the latest turn, when tracing is on.
+    Column("trace_id", String(32), nullable=True),
     CheckConstraint("status in ('pending', 'running', 'waiting', 'error')", name="status"),
 )
 # Drives acquisition: only pending chats, oldest first.

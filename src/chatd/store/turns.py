@@ -283,3 +283,16 @@ __all__ = [
     "release_chats",
     "take_steered",
 ]
+
+
+async def record_trace(db: Database, chat_id: uuid.UUID, worker_id: uuid.UUID, generation: int, trace_id: str) -> bool:
+    """Note the trace of the turn this worker runs, for the admins' debug view. One guarded
+    UPDATE: a turn that was fenced off meanwhile writes nothing. `updated_at` stays as it is (it
+    orders the pending queue and the chat list; a trace id is not a change a user sees)."""
+    async with db.write() as conn:
+        result = await conn.execute(
+            update(chats)
+            .where(chats.c.id == chat_id, chats.c.worker_id == worker_id, chats.c.generation == generation)
+            .values(trace_id=trace_id)
+        )
+        return bool(result.rowcount)

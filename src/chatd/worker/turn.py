@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from chatd import tracing
 from chatd.domain.chat import Chat, ChatStatus, Role
 from chatd.domain.clock import Clock
 from chatd.domain.config import User
@@ -119,10 +120,19 @@ class ChatTurn:
         self.ctx: TurnContext | None = None
         # The turn's hold on the shared provider client, from the moment the model is resolved.
         self._lease: ProviderLease | None = None
+        # The turn's root span (non-recording when tracing is off).
+        self._span: tracing.Span = tracing.NO_SPAN
 
     async def run(self) -> None:
+        chat = self.chat
+        attrs = {
+            "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "chatd", "gen_ai.conversation.id": str(chat.id),
+            "chatd.chat.id": str(chat.id), "chatd.turn.generation": chat.generation, "chatd.replica": str(self.worker_id),
+        }
         try:
-            await self._run_and_finish()
+            # One trace per turn, whatever context the pool's task was started in.
+            with tracing.span("invoke_agent chatd", attrs, root=True) as self._span:
+                await self._run_and_finish()
         finally:
             # After the end hooks, which may still call the model (push summaries).
             if self._lease is not None:
@@ -161,8 +171,15 @@ class ChatTurn:
 
     async def _finish(self, end: TurnEnd, outcome: TurnOutcome | None, error: str | None, ctx: TurnContext | None) -> None:
         d, chat_id = self.deps, self.chat.id
+        tracing.set_attributes(self._span, {
+            "chatd.turn.end": end.value, "chatd.turn.steps": outcome.steps if outcome else None,
+            "chatd.turn.reason": str(outcome.reason) if outcome else None,
+        })
+        if end is TurnEnd.ERROR:
+            tracing.fail(self._span, "turn_error", error)
         # The end of a turn must be written even when a shutdown cancels us meanwhile.
-        res = await asyncio.shield(self._settle(end, error))
+        with tracing.span("chatd.finish_turn", {"chatd.turn.end": end.value}):
+            res = await asyncio.shield(self._settle(end, error))
         if not res.applied:
             # Fenced off: a newer turn holds the chat. If it runs here, the buffer is its own.
             if not (res.chat.status is ChatStatus.RUNNING and res.chat.worker_id == self.worker_id):
@@ -211,22 +228,25 @@ class ChatTurn:
             configs, tokens = await self._mcp_configs()
             if not configs:
                 return [], "", None
-            tools, conns = await connect_all(
-                configs, tokens, store_file=self._store_file, on_server_error=self._mcp_failed,
-                connect_timeout=d.settings.mcp_connect_timeout, call_timeout=d.settings.mcp_call_timeout,
-                stdio_connect_timeout=d.settings.mcp_stdio_connect_timeout,
-                max_result_chars=d.settings.mcp_max_result_chars,
-                reauthorize=self._reauthorize if d.reauthorize is not None else None,
-                identity=(chat.owner_id, chat.id),
-            )
+            with tracing.span("chatd.mcp.connect", {"chatd.mcp.servers": [c.slug for c in configs]}) as span:
+                tools, conns = await connect_all(
+                    configs, tokens, store_file=self._store_file, on_server_error=self._mcp_failed,
+                    connect_timeout=d.settings.mcp_connect_timeout, call_timeout=d.settings.mcp_call_timeout,
+                    stdio_connect_timeout=d.settings.mcp_stdio_connect_timeout,
+                    max_result_chars=d.settings.mcp_max_result_chars,
+                    reauthorize=self._reauthorize if d.reauthorize is not None else None,
+                    identity=(chat.owner_id, chat.id),
+                )
+                tracing.set_attributes(span, {"chatd.mcp.connected": [c.config.slug for c in conns.servers], "chatd.mcp.tools": len(tools)})
             return tools, system_prompt_section(conns), conns.close
 
         mcp_task = asyncio.create_task(mcp(), name=f"mcp-{chat.id}")
         try:
-            model, rows, owner = await asyncio.gather(
+            model, rows, owner, _ = await asyncio.gather(
                 self._resolve_model(),
                 turns.prompt_messages(d.db, chat.id),
                 d.config.user(chat.owner_id),
+                self._record_trace(),
             )
             ctx = self.ctx = TurnContext(chat, owner, model, self.worker_id)
             self._maybe_title(ctx)
@@ -275,6 +295,11 @@ class ChatTurn:
             if close_mcp is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(close_mcp())
+
+    async def _record_trace(self) -> None:
+        # Only while tracing is on: a turn without a trace costs no extra write.
+        if (trace_id := tracing.current_trace_id()) is not None:
+            await turns.record_trace(self.deps.db, self.chat.id, self.worker_id, self.chat.generation, trace_id)
 
     async def _resolve_model(self) -> TurnModel:
         d = self.deps
