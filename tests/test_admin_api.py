@@ -130,3 +130,48 @@ async def test_testing_another_base_url_without_a_key_never_sends_the_saved_key_
     # The saved provider's own URL still reuses its key (an edit tested without typing it again).
     same = (await client.post("/api/v1/providers/test", headers=a, json={"provider": "openai-compatible", "base_url": llm.openai_base_url})).json()
     assert same["ok"] is True
+
+
+async def test_templates_are_edited_deprecated_and_deleted_by_admins(client: httpx.AsyncClient, people: People) -> None:
+    a = people.admin.headers
+    made = await client.post("/api/v1/templates", headers=a, json={"name": "py", "description": "Python", "git_url": "https://example.com/r.git"})
+    assert made.status_code == 201, made.text
+    tid = made.json()["id"]
+    other = await client.post("/api/v1/templates", headers=a, json={"name": "go"})
+    assert other.status_code == 201
+
+    changed = await client.patch(
+        f"/api/v1/templates/{tid}", headers=a,
+        json={"description": "Python 3.13", "init_script": "uv sync", "parameters": [{"name": "branch", "default": "main"}]},
+    )  # fmt: skip
+    assert changed.status_code == 200, changed.text
+    body = changed.json()
+    assert (body["name"], body["description"], body["init_script"], body["git_url"]) == ("py", "Python 3.13", "uv sync", "https://example.com/r.git")
+    assert body["parameters"] == [{"name": "branch", "description": "", "default": "main", "required": False}]
+    assert (await client.get(f"/api/v1/templates/{tid}", headers=people.alice.headers)).json() == body
+
+    # Refused, and nothing changes: a taken name, both sources, a null where a value is needed.
+    for patch, status in (
+        ({"name": "go"}, 409),
+        ({"source_path": "/srv/src"}, 400),
+        ({"name": None}, 400),
+        ({"provisioner": "docker"}, 400),
+    ):
+        r = await client.patch(f"/api/v1/templates/{tid}", headers=a, json=patch)
+        assert r.status_code == status, (patch, r.status_code, r.text)
+        assert r.json()["message"]
+    assert (await client.get(f"/api/v1/templates/{tid}", headers=a)).json() == body
+    # Switching source: clear one, set the other, in one request.
+    switched = await client.patch(f"/api/v1/templates/{tid}", headers=a, json={"git_url": None, "source_path": "/srv/src"})
+    assert switched.status_code == 200 and (switched.json()["git_url"], switched.json()["source_path"]) == (None, "/srv/src")
+
+    # Deprecated: off the list for new workspaces, still readable by id.
+    assert (await client.patch(f"/api/v1/templates/{tid}", headers=a, json={"deprecated": True})).json()["deprecated"] is True
+    assert [t["name"] for t in (await client.get("/api/v1/templates", headers=a)).json()] == ["go"]
+    assert (await client.get(f"/api/v1/templates/{tid}", headers=a)).status_code == 200
+    # Members may not edit or delete.
+    assert (await client.patch(f"/api/v1/templates/{tid}", headers=people.alice.headers, json={"description": "x"})).status_code == 403
+    assert (await client.delete(f"/api/v1/templates/{tid}", headers=people.alice.headers)).status_code == 403
+    assert (await client.delete(f"/api/v1/templates/{tid}", headers=a)).status_code == 204
+    assert (await client.get(f"/api/v1/templates/{tid}", headers=a)).status_code == 404
+    assert (await client.patch(f"/api/v1/templates/{tid}", headers=a, json={"description": "x"})).status_code == 404

@@ -153,6 +153,9 @@ MATRIX: dict[tuple[str, str], Rule] = {
     # templates: members read, admins write; workspaces: the owner's alone
     ("GET", "/api/v1/templates"): Rule("member", 200),
     ("POST", "/api/v1/templates"): Rule("admin", 201, _json({"name": "empty"})),
+    ("GET", "/api/v1/templates/{template_id}"): Rule("member", 200),
+    ("PATCH", "/api/v1/templates/{template_id}"): Rule("admin", 200, _json({"description": "changed"})),
+    ("DELETE", "/api/v1/templates/{template_id}"): Rule("admin", 204),
     ("GET", "/api/v1/workspaces"): Rule("member", 200),
     ("GET", "/api/v1/workspaces/{workspace_id}"): Rule("owner", 200),
     ("GET", "/metrics"): Rule("admin", 200),
@@ -237,6 +240,7 @@ async def make_world(client: httpx.AsyncClient, people: People) -> World:
     sent = await post(f"/api/v1/chats/{chat['id']}/messages", alice, json={"content": "queued while pending"})
     assert sent["queued"] is True
     file = await post("/api/v1/files", alice, files={"file": ("a.png", PNG, "image/png")})
+    template = await post("/api/v1/templates", admin, json={"name": "world", "description": "as made"})
     await post(f"/api/v1/users/{people.alice.user.id}/tokens", alice, json={"name": "spare"})
     (spare,) = [t for t in (await client.get("/api/v1/me/tokens", headers=alice)).json() if t["name"] == "spare"]
     # Workspaces are made by the create_workspace tool (an agent process); a row is enough here.
@@ -256,6 +260,7 @@ async def make_world(client: httpx.AsyncClient, people: People) -> World:
             "file_id": file["id"],
             "workspace_id": str(workspace.id),
             "token_id": spare["id"],
+            "template_id": template["id"],
         }
     )
 
@@ -283,6 +288,7 @@ async def snapshot(client: httpx.AsyncClient, people: People, world: World, chat
         "bob_mcp_token": (f"/api/v1/mcp-servers/{server}/token", bob),
         "admin_mcp_token": (f"/api/v1/mcp-servers/{server}/token", admin),
         "usage": ("/api/v1/usage", alice),
+        "templates": ("/api/v1/templates", admin),
     }
     out: dict[str, Any] = {}
     for name, (path, headers) in reads.items():

@@ -625,6 +625,19 @@ class ChatService:
         params = [TemplateParameter(**p) for p in fields.pop("parameters", None) or []]
         return await workspace_store.create_template(self.db, self.clock.now(), parameters=params, created_by=actor.id, **fields)
 
+    async def get_template(self, actor: User, template_id: uuid.UUID) -> Template:
+        return await workspace_store.get_template(self.db, template_id)
+
+    async def update_template(self, actor: User, template_id: uuid.UUID, changes: dict[str, Any]) -> Template:
+        _admin(actor)
+        if "parameters" in changes:
+            changes = {**changes, "parameters": [TemplateParameter(**p) for p in changes["parameters"]]}
+        return await workspace_store.update_template(self.db, self.clock.now(), template_id, changes)
+
+    async def delete_template(self, actor: User, template_id: uuid.UUID) -> None:
+        _admin(actor)
+        await workspace_store.delete_template(self.db, self.clock.now(), template_id)
+
     async def list_workspaces(self, actor: User) -> list[Workspace]:
         return await workspace_store.list_workspaces(self.db, owner_id=actor.id)
 

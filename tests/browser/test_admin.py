@@ -152,3 +152,37 @@ def test_an_admin_creates_a_user_and_a_token_that_signs_them_in_then_revokes_it(
     tokens.get_by_role("button", name="Revoke laptop").click()
     expect(tokens.get_by_text("carol has no token.")).to_be_visible()
     assert chatd.api("GET", "/me", token).status_code == 401
+
+
+def test_an_admin_creates_edits_deprecates_and_deletes_a_template(page: Page, chatd: Chatd) -> None:
+    sign_in(page, chatd)
+    page.get_by_role("link", name="Templates").click()
+    form = page.get_by_role("form", name="New template")
+    form.get_by_label("Template name").fill("pyproj")
+    form.get_by_label("Description").fill("Python project")
+    form.get_by_label("Init script").fill("echo hi")
+    form.get_by_role("button", name="Create template").click()
+    expect(page.get_by_role("status").filter(has_text="Created the template pyproj")).to_be_visible()
+    row = page.get_by_role("row").filter(has_text="pyproj")
+    expect(row.get_by_text("Python project")).to_be_visible()
+
+    row.get_by_role("button", name="Edit pyproj").click()
+    edit = page.get_by_role("form", name="Edit pyproj")
+    expect(edit.get_by_label("Init script")).to_have_value("echo hi")
+    edit.get_by_label("Description").fill("Python 3.13 project")
+    edit.get_by_role("button", name="Save template").click()
+    expect(page.get_by_role("status").filter(has_text="Saved the template pyproj")).to_be_visible()
+    expect(row.get_by_text("Python 3.13 project")).to_be_visible()
+    saved = [t for t in chatd.ok("GET", "/templates") if t["name"] == "pyproj"]
+    assert [(t["description"], t["init_script"]) for t in saved] == [("Python 3.13 project", "echo hi")]
+
+    row.get_by_role("button", name="Deprecate pyproj").click()
+    expect(page.get_by_role("status").filter(has_text="Deprecated the template pyproj")).to_be_visible()
+    expect(page.get_by_role("row").filter(has_text="pyproj")).to_have_count(0)
+    chatd.ok("PATCH", f"/templates/{saved[0]['id']}", json={"deprecated": False})
+    page.reload()
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("row").filter(has_text="pyproj").get_by_role("button", name="Delete pyproj").click()
+    expect(page.get_by_role("status").filter(has_text="Deleted the template pyproj")).to_be_visible()
+    expect(page.get_by_role("row").filter(has_text="pyproj")).to_have_count(0)
+    assert chatd.api("GET", f"/templates/{saved[0]['id']}").status_code == 404

@@ -90,7 +90,7 @@ def _drop_null(schema: dict[str, Any], cls: type[BaseModel]) -> None:
             prop.pop("default")
 
 
-class _Patch(_In):
+class Patch(_In):
     """A partial update: a field left out keeps its value. null is refused except for the fields
     in `nullable` (where it clears the value): it used to reach NOT NULL columns as a 500."""
 
@@ -181,7 +181,7 @@ class ProviderIn(_In):
     enabled: Bool = True
 
 
-class ProviderPatch(_Patch):
+class ProviderPatch(Patch):
     nullable = frozenset({"api_key", "base_url"})
     display_name: str | None = Field(default=None, max_length=128)
     api_key: str | None = Field(default=None, max_length=4096, description="Write-only; null removes the key.")
@@ -264,7 +264,7 @@ class ModelConfigIn(_In):
     pricing: PricingIn = Field(default_factory=PricingIn)
 
 
-class ModelConfigPatch(_Patch):
+class ModelConfigPatch(Patch):
     provider: str | None = Field(default=None, max_length=32)
     model: str | None = Field(default=None, min_length=1, max_length=256)
     display_name: str | None = Field(default=None, max_length=256)
@@ -355,7 +355,7 @@ class McpServerIn(_In):
     call_timeout_s: float | None = Field(default=None, gt=0, le=3600, description=_CALL_TIMEOUT_DOC)
 
 
-class McpServerPatch(_Patch):
+class McpServerPatch(Patch):
     nullable = frozenset({"command", "api_key_value", "custom_headers", "oauth2", "connect_timeout_s", "call_timeout_s"})
     slug: str | None = Field(default=None, min_length=1, max_length=64)
     display_name: str | None = Field(default=None, min_length=1, max_length=256)

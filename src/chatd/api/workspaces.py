@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from chatd.api.deps import CurrentUser, Service
 from chatd.api.openapi import errors
 from chatd.api.paging import PAGED, Before, Limit, decode_cursor, page, set_next, time_key
-from chatd.api.schemas import Bool, TextChecked
+from chatd.api.schemas import Bool, Patch, TextChecked
 from chatd.domain.workspace import Template, Workspace
 
 router = APIRouter(prefix="/api/v1")
@@ -36,6 +36,23 @@ class TemplateIn(TextChecked):
     init_script: str = Field(default="", max_length=64 * 1024)
     parameters: list[TemplateParameterIO] = Field(default_factory=list, max_length=64)
     allow_outside: Bool = False
+
+
+class TemplatePatch(Patch):
+    """Any of TemplateIn's fields (except the provisioner), and `deprecated`: a deprecated template
+    is hidden from new workspaces but keeps serving the ones made from it."""
+
+    nullable = frozenset({"git_url", "git_ref", "source_path"})
+    name: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    display_name: str | None = Field(default=None, max_length=256)
+    description: str | None = Field(default=None, max_length=4096)
+    git_url: str | None = Field(default=None, max_length=2048, description="null removes it.")
+    git_ref: str | None = Field(default=None, max_length=256, description="null removes it.")
+    source_path: str | None = Field(default=None, max_length=4096, description="null removes it.")
+    init_script: str | None = Field(default=None, max_length=64 * 1024)
+    parameters: list[TemplateParameterIO] | None = Field(default=None, max_length=64)
+    allow_outside: Bool | None = None
+    deprecated: Bool | None = None
 
 
 class TemplateOut(BaseModel):
@@ -97,6 +114,23 @@ async def list_templates(
 @router.post("/templates", status_code=201, tags=["workspaces"], responses=errors(403, 409))
 async def create_template(body: TemplateIn, user: CurrentUser, svc: Service) -> TemplateOut:
     return TemplateOut.of(await svc.create_template(user, body.model_dump()))
+
+
+@router.get("/templates/{template_id}", tags=["workspaces"])
+async def get_template(template_id: uuid.UUID, user: CurrentUser, svc: Service) -> TemplateOut:
+    return TemplateOut.of(await svc.get_template(user, template_id))
+
+
+@router.patch("/templates/{template_id}", tags=["workspaces"], responses=errors(403, 409))
+async def update_template(template_id: uuid.UUID, body: TemplatePatch, user: CurrentUser, svc: Service) -> TemplateOut:
+    return TemplateOut.of(await svc.update_template(user, template_id, body.model_dump(exclude_unset=True)))
+
+
+@router.delete("/templates/{template_id}", status_code=204, tags=["workspaces"], responses=errors(403))
+async def delete_template(template_id: uuid.UUID, user: CurrentUser, svc: Service) -> Response:
+    """Soft delete: workspaces made from it keep working."""
+    await svc.delete_template(user, template_id)
+    return Response(status_code=204)
 
 
 @router.get("/workspaces", tags=["workspaces"], responses=PAGED)

@@ -127,6 +127,43 @@ async def list_templates(db: Database, *, include_deprecated: bool = False) -> l
         return [_template(r) for r in (await conn.execute(q)).all()]
 
 
+_TEMPLATE_FIELDS = frozenset(
+    {"name", "display_name", "description", "git_url", "git_ref", "source_path", "init_script", "parameters", "allow_outside", "deprecated"}
+)
+
+
+async def update_template(db: Database, now: datetime, template_id: uuid.UUID, changes: dict[str, Any]) -> Template:
+    """A partial update. Workspaces already made from the template keep their directory: the
+    change applies to workspaces made from now on."""
+    unknown = set(changes) - _TEMPLATE_FIELDS
+    if unknown:
+        raise InvalidInput(f"Unknown template fields: {', '.join(sorted(unknown))}.")
+    values = dict(changes)
+    if "parameters" in values:
+        values["parameters"] = [
+            {"name": p.name, "description": p.description, "default": p.default, "required": p.required} for p in values["parameters"]
+        ]
+    try:
+        async with db.write() as conn:
+            row = (
+                await conn.execute(
+                    select(templates).where(templates.c.id == template_id, templates.c.deleted.is_(False)).with_for_update()
+                )
+            ).first()
+            if row is None:
+                raise NotFound("Template not found.")
+            current = _template(row)
+            git_url = values.get("git_url", current.git_url)
+            source_path = values.get("source_path", current.source_path)
+            if git_url and source_path:
+                raise InvalidInput("A template takes either git_url or source_path, not both.")
+            if values:
+                await conn.execute(update(templates).where(templates.c.id == template_id).values(updated_at=now, **values))
+    except IntegrityError as exc:
+        raise Conflict(f"A template named {changes.get('name')!r} already exists.") from exc
+    return await get_template(db, template_id)
+
+
 async def set_template_deprecated(db: Database, now: datetime, template_id: uuid.UUID, deprecated: bool) -> Template:
     async with db.write() as conn:
         n = (

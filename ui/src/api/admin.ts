@@ -72,6 +72,8 @@ export interface Template {
 export type TemplateIn = Partial<Omit<Template, "id" | "deprecated" | "provisioner">>;
 export const listTemplates = () => get<Template[]>("/templates");
 export const createTemplate = (body: TemplateIn) => post<Template>("/templates", body);
+export const updateTemplate = (id: string, body: TemplateIn & { deprecated?: boolean }) => patch<Template>(`/templates/${id}`, body);
+export const deleteTemplate = (id: string) => del(`/templates/${id}`);
 
 export interface ApiToken { id: string; name: string; created_at: string; last_used_at: string | null }
 /** Every user. A server without `GET /users` (older) still lists them through the spend report. */
