@@ -46,6 +46,11 @@ def test_a_tool_call_of_an_mcp_server_shows_as_a_card_with_arguments_result_and_
     expect(card.get_by_text('"text": "hello from the tool"')).to_be_visible()
     expect(card.get_by_text("hello from the tool", exact=True)).to_be_visible()
     expect(page.get_by_text("The tool said: hello from the tool")).to_be_visible()
+    # How long the tool ran is kept with its result: still there after a reload.
+    page.reload()
+    card = page.get_by_role("article", name="Tool echo on tests")
+    expect(card.get_by_text("done")).to_be_visible()
+    expect(card.get_by_text(re.compile(r"^\d+(\.\d)? (ms|s)$"))).to_be_visible()
 
 
 def test_an_image_from_a_tool_result_is_shown_inline(page: Page, chatd: Chatd, tools: dict[str, Any]) -> None:

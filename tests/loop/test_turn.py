@@ -33,6 +33,11 @@ from tests.fakes.turn_doubles import (
 )
 
 
+def untimed(results: list[ToolResultPart]) -> list[ToolResultPart]:
+    """Tool results without their duration (measured, so different in every run)."""
+    return [r.model_copy(update={"duration_ms": None}) for r in results]
+
+
 def _tool_messages(wire: str, body: dict[str, Any]) -> list[dict[str, Any]]:
     """The tool results a request carried, normalised across wire formats."""
     out: list[dict[str, Any]] = []
@@ -63,7 +68,7 @@ async def test_multi_step_tool_turn_persists_each_step(llm: FakeLLMServer, wire:
         TextPart(text="Let me check."),
         ToolCallPart(tool_call_id="call_1", tool_name="echo", args={"x": 1}),
     ]
-    assert first.tool_results == [ToolResultPart(tool_call_id="call_1", tool_name="echo", result={"echo": {"x": 1}})]
+    assert untimed(first.tool_results) == [ToolResultPart(tool_call_id="call_1", tool_name="echo", result={"echo": {"x": 1}})]
     assert second.assistant_parts == [TextPart(text="All done.")]
     assert second.tool_results == []
     # The second request carried the tool result back to the model.
@@ -89,7 +94,7 @@ async def test_streamed_parts_are_published_as_deltas(llm: FakeLLMServer, wire: 
     assert "".join(c.args_delta or "" for c in deltas) == json.dumps({"x": 42})
     assert all(c.tool_call_id == "call_9" and c.tool_name == "echo" for c in deltas)
     assert calls[-1] == ToolCallPart(tool_call_id="call_9", tool_name="echo", args={"x": 42})
-    assert [(r, p) for r, p in sink.parts if isinstance(p, ToolResultPart)] == [
+    assert [(r, untimed([p])[0]) for r, p in sink.parts if isinstance(p, ToolResultPart)] == [
         (Role.TOOL, ToolResultPart(tool_call_id="call_9", tool_name="echo", result={"echo": {"x": 42}}))
     ]
     reasoning = [p for p in sink.steps[0].assistant_parts if isinstance(p, ReasoningPart)]
@@ -177,6 +182,19 @@ async def test_calls_sharing_a_concurrency_key_run_one_at_a_time(llm: FakeLLMSer
     assert order == [0, 1, 2]
 
 
+async def test_a_tool_result_keeps_how_long_the_tool_ran_and_the_model_never_sees_it(llm: FakeLLMServer, wire: str, sink: RecordingSink) -> None:
+    async def slow(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        await asyncio.sleep(0.05)
+        return ToolResult({"done": True})
+
+    llm.script(Reply(tool_calls=[ToolCall("call_1", "slow", {})]), Reply(text="ok"))
+    await run_turn(model_for(llm, wire), [user("go")], [FnTool("slow", slow)], options(), sink)
+    (result,) = sink.steps[0].tool_results
+    # The page shows it after a reload; a 50 ms sleep cannot take less than 50 ms.
+    assert result.duration_ms is not None and result.duration_ms >= 50
+    assert "duration" not in json.dumps(llm.requests[1].body)
+
+
 async def test_unknown_tool_and_failing_tool_become_error_results(llm: FakeLLMServer, wire: str, sink: RecordingSink) -> None:
     async def boom(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
         raise RuntimeError("disk on fire")
@@ -187,7 +205,7 @@ async def test_unknown_tool_and_failing_tool_become_error_results(llm: FakeLLMSe
     )
     outcome = await run_turn(model_for(llm, wire), [user("go")], [FnTool("boom", boom)], options(), sink)
     assert outcome.reason == "completed"
-    assert sink.steps[0].tool_results == [
+    assert untimed(sink.steps[0].tool_results) == [
         ToolResultPart(tool_call_id="call_1", tool_name="missing", result={"error": "Tool not found: missing"}, is_error=True),
         ToolResultPart(tool_call_id="call_2", tool_name="boom", result={"error": "disk on fire"}, is_error=True),
     ]

@@ -182,7 +182,7 @@ async def test_anthropic_agent_loop_replays_tool_call_then_answer(llm: FakeLLMSe
     assert step1.assistant_parts == [
         ToolCallPart(tool_call_id="toolu_01DoxA6XXQEf12XZeM869dvZ", tool_name="get_weather", args={"location": "San Francisco, CA"})
     ]
-    assert step1.tool_results == [
+    assert [r.model_copy(update={"duration_ms": None}) for r in step1.tool_results] == [
         ToolResultPart(tool_call_id=exp1.calls[0].tool_call_id, tool_name="get_weather", result=recorded_result)
     ]
     assert step1.usage == Usage(input_tokens=exp1.input_tokens, output_tokens=exp1.output_tokens, total_tokens=exp1.input_tokens + exp1.output_tokens)

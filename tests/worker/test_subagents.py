@@ -39,7 +39,11 @@ async def agents(rig: Rig) -> Rig:
 
 
 async def tool_results(rig: Rig, chat_id: uuid.UUID) -> list[ToolResultPart]:
-    return [p for m in await rig.messages(chat_id) if m.role is Role.TOOL for p in m.content if isinstance(p, ToolResultPart)]
+    """The chat's tool results, without how long each took (that varies from run to run)."""
+    return [
+        p.model_copy(update={"duration_ms": None})
+        for m in await rig.messages(chat_id) if m.role is Role.TOOL for p in m.content if isinstance(p, ToolResultPart)
+    ]  # fmt: skip
 
 
 async def children(rig: Rig, parent_id: uuid.UUID) -> list[Chat]:

@@ -43,6 +43,8 @@ class ToolResultPart(_Part):
     result: Any = None
     is_error: bool = False
     provider_executed: bool = False
+    # How long the tool ran (kept with the result so a reloaded page shows it; never sent to the model).
+    duration_ms: int | None = None
 
 
 class FilePart(_Part):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -391,7 +392,9 @@ class _Turn:
         results = self.state.results
 
         async def run_one(call: pm.ToolCallPart) -> None:
-            results[call.tool_call_id] = await self._execute(call)
+            started = time.monotonic()
+            result = await self._execute(call)
+            results[call.tool_call_id] = result.model_copy(update={"duration_ms": round((time.monotonic() - started) * 1000)})
 
         async with asyncio.TaskGroup() as group:
             for call in calls:
