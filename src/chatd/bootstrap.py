@@ -29,6 +29,7 @@ from chatd.streams.hub import StreamHub
 from chatd.streams.relay import RelayClient, internal_token
 from chatd.worker import TurnDeps, Workers
 from chatd.worker.config_cache import ConfigCache
+from chatd.worker.mcp_sessions import McpSessions
 from chatd.worker.push import WebPush, load_vapid
 from chatd.worker.subagents import subagent_provider
 from chatd.worker.workspaces import workspace_provider
@@ -55,6 +56,10 @@ class App:
         config = self.extras.get("config")
         if config is not None:
             await config.close()
+        # After the workers stopped (their turns gave their leases back): stdio servers end here.
+        mcp_sessions = self.extras.get("mcp_sessions")
+        if mcp_sessions is not None:
+            await mcp_sessions.close()
         providers = self.extras.get("providers")
         if providers is not None:
             await providers.close()
@@ -111,6 +116,8 @@ async def build(settings: Settings, *, clock: Clock | None = None, run_migration
     app.extras["providers"] = ProviderClients(max_connections=settings.provider_max_connections)
     app.extras["config"] = config = ConfigCache(db, box, pubsub, ttl=settings.config_cache_ttl)
     await config.start()
+    app.extras["mcp_sessions"] = mcp_sessions = McpSessions(db, box, pubsub, settings)
+    await mcp_sessions.start()
     app.extras["workspaces"] = WorkspaceManager(
         SqlWorkspaceRecords(db, clock), {"local": LocalProvisioner(settings.data_dir, sandbox=settings.workspace_sandbox)}
     )
@@ -159,6 +166,7 @@ def turn_deps(app: App) -> TurnDeps:
     deps = TurnDeps(
         db=app.db, hub=app.hub, pubsub=app.pubsub, box=app.box, clock=app.clock, settings=app.settings,
         providers=app.extras["providers"], config=app.extras["config"],
+        mcp_pool=app.extras["mcp_sessions"].pool,
         # OAuth2 tokens refreshed when due, single-flight per (user, server).
         token_source=app.service.mcp_auth.tokens_for,
         reauthorize=app.service.mcp_auth.refresh_after_unauthorized,

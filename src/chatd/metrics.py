@@ -41,7 +41,9 @@ STREAM_DROPPED = Counter("chatd_stream_dropped_parts_total", "Message parts not 
 STREAM_RESYNCS = Counter("chatd_stream_resyncs_total", "Subscribers re-read from the database (queue full or pubsub reconnect).")
 RELAY_CONNECTIONS = Gauge("chatd_relay_connections", "Part relays between replicas, by direction (in: following another replica, out: serving one).", ["direction"])
 
-MCP_SESSIONS = Gauge("chatd_mcp_sessions_open", "MCP sessions open on this replica (connected for a running turn), by server slug.", ["server"])
+MCP_SESSIONS = Gauge("chatd_mcp_sessions_open", "MCP sessions open on this replica (pooled, leased or idle), by server slug.", ["server"])
+MCP_CONNECTIONS_OPENED = Counter("chatd_mcp_connections_opened_total", "MCP connections (stdio processes, HTTP sessions) opened by the pool, by server slug.", ["server"])
+MCP_CONNECTIONS_REUSED = Counter("chatd_mcp_connections_reused_total", "Turns served by an already open pooled MCP connection, by server slug.", ["server"])
 MCP_CONNECT_FAILURES = Counter("chatd_mcp_connect_failures_total", "MCP servers skipped at connect, by server slug.", ["server"])
 MCP_CALL_SECONDS = Histogram("chatd_mcp_call_seconds", "MCP tool call latency, by server slug.", ["server"], buckets=_MODEL_BUCKETS)
 

@@ -92,6 +92,14 @@ class Settings(BaseSettings):
     mcp_stdio_connect_timeout: float = 60.0
     mcp_call_timeout: float = 60.0
     mcp_max_result_chars: int = 100_000
+    # Warm sessions (chatd.mcp.pool): an idle connection (a stdio process) closes after
+    # mcp_idle_timeout; one idle for mcp_health_check_after is pinged before a turn uses it; a
+    # server that failed is retried after mcp_retry_initial, doubling up to mcp_retry_max.
+    mcp_idle_timeout: float = 300.0
+    mcp_health_check_after: float = 30.0
+    mcp_retry_initial: float = 5.0
+    mcp_retry_max: float = 300.0
+    mcp_pool_max_idle: int = 200
 
     # Chats and streams (SPEC §3, §6).
     max_queued_messages: int = MAX_QUEUED_MESSAGES

@@ -21,6 +21,7 @@ from mcp.server.lowlevel import Server
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.utilities.types import Image
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -43,6 +44,8 @@ class ServerState:
     calls: list[str] = field(default_factory=list)
     cancelled: threading.Event = field(default_factory=threading.Event)
     slow_started: threading.Event = field(default_factory=threading.Event)
+    # `visits` calls per MCP session (by Mcp-Session-Id; "" without a session).
+    visits: dict[str, int] = field(default_factory=dict)
 
 
 def build_server(
@@ -143,6 +146,13 @@ def build_server(
         return "grown"
 
     @srv.tool()
+    def visits(ctx: Context) -> int:
+        """How many times this MCP session called visits (server-side session state)."""
+        key = str((ctx.headers or {}).get("mcp-session-id", ""))
+        state.visits[key] = state.visits.get(key, 0) + 1
+        return state.visits[key]
+
+    @srv.tool()
     def header(name: str, ctx: Context) -> str:
         """Return the value of a request header."""
         headers = ctx.headers or {}
@@ -203,6 +213,51 @@ class RequireHeader:
         await self.app(scope, receive, send)
 
 
+class SessionCounter:
+    """ASGI middleware counting what a pool must save: MCP sessions started (a response that
+    hands out a new Mcp-Session-Id) and every request. With `legacy_only` it refuses 2026-07-28
+    requests (HTTP 400), so clients fall back to the handshake era, where sessions exist."""
+
+    def __init__(self, app: ASGIApp, *, legacy_only: bool = False) -> None:
+        self.app = app
+        self.legacy_only = legacy_only
+        self.sessions = 0
+        self.requests = 0
+        self.session_ids: list[str] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.requests += 1
+        headers = dict(scope["headers"])
+        version = headers.get(b"mcp-protocol-version", b"").decode()
+        if self.legacy_only and version and version not in HANDSHAKE_PROTOCOL_VERSIONS:
+            await send({"type": "http.response.start", "status": 400, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"handshake-era protocol versions only"})
+            return
+        asked_for_one = b"mcp-session-id" in headers
+
+        async def counting_send(message: Any) -> None:
+            if message["type"] == "http.response.start" and not asked_for_one:
+                for name, value in message.get("headers", []):
+                    if name.lower() == b"mcp-session-id":
+                        self.sessions += 1
+                        self.session_ids.append(value.decode())
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
+
+
+async def failing_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answers every request with HTTP 503 (a server that is down behind a proxy)."""
+    if scope["type"] == "lifespan":
+        await garbage_app(scope, receive, send)
+        return
+    await send({"type": "http.response.start", "status": 503, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"down"})
+
+
 async def garbage_app(scope: Scope, receive: Receive, send: Send) -> None:
     """Answers every request with 200 and a body that is not JSON-RPC."""
     if scope["type"] == "lifespan":
@@ -230,11 +285,12 @@ class RunningServer:
 
 
 @contextmanager
-def serve(app: ASGIApp, path: str = "/mcp") -> Iterator[RunningServer]:
-    """Run an ASGI app with uvicorn on 127.0.0.1 in a background thread (own event loop)."""
+def serve(app: ASGIApp, path: str = "/mcp", port: int = 0) -> Iterator[RunningServer]:
+    """Run an ASGI app with uvicorn on 127.0.0.1 in a background thread (own event loop);
+    `port` reuses a port (a server restarted at the same address)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
@@ -310,8 +366,9 @@ if __name__ == "__main__":  # stdio mode: `python mcp_test_servers.py [pidfile]`
     if len(sys.argv) > 1:
         import os
 
-        with open(sys.argv[1], "w") as f:
-            f.write(str(os.getpid()))
+        # One line per start: a test counts the processes a client started.
+        with open(sys.argv[1], "a") as f:
+            f.write(f"{os.getpid()}\n")
     stdio_server = build_server()
 
     @stdio_server.tool()

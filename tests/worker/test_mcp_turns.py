@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from chatd.domain.chat import ChatStatus, Role
 from chatd.domain.events import MessagePartEvent, StatusEvent
-from chatd.domain.parts import NoticePart, ToolResultPart
+from chatd.domain.parts import NoticePart, TextPart, ToolResultPart
 from tests.fakes.llm_server import Reply, ToolCall
 from tests.mcp.mcp_test_servers import ServerState, build_server, free_port, serve
 from tests.worker.conftest import Rig, collect
+
+TEST_SERVERS = Path(__file__).parent.parent / "mcp" / "mcp_test_servers.py"
 
 
 @pytest.fixture
@@ -75,3 +79,38 @@ async def test_a_broken_server_is_reported_in_the_stream_and_the_turn_goes_on(ri
     assert len(notices) == 1 and notices[0].source == "bad" and "Bad" in notices[0].text
     assert "good__echo" in offered_tools(rig) and not any(t.startswith("bad__") for t in offered_tools(rig))
     assert (await rig.get(chat.id)).status is ChatStatus.WAITING
+
+
+def running(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+async def test_a_chats_stdio_server_process_serves_all_its_turns_and_an_admins_edit_stops_it(rig: Rig, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pids"
+    server = await add_server(
+        rig, "local", "", transport="stdio", command=sys.executable, args=[str(TEST_SERVERS), str(pid_file)],
+    )
+
+    def starts() -> list[int]:
+        return [int(p) for p in pid_file.read_text().split()]
+
+    chat = await rig.chat("echo one", mcp_server_ids=[server.id])
+    for i, text in enumerate(["one", "two", "three"]):
+        rig.llm.script(Reply(tool_calls=[ToolCall(f"c{i}", "local__echo", {"text": text})]), Reply(text=f"said {text}"))
+        if i:
+            await rig.app.service.send_message(rig.people.alice.user, chat.id, content=[TextPart(text=f"echo {text}")])
+        await rig.run()
+    results = [p.result for m in await rig.messages(chat.id) if m.role is Role.TOOL for p in m.content if isinstance(p, ToolResultPart)]
+    assert results == ["one", "two", "three"]
+    [pid] = starts()
+
+    # The edit is announced on the config channel; the replica retires the idle connection.
+    await rig.app.service.update_mcp_server(rig.people.admin.user, server.id, {"display_name": "Local files"})
+    async with asyncio.timeout(10):
+        while running(pid):  # noqa: ASYNC110 - a process to outlive
+            await asyncio.sleep(0.02)
+    rig.llm.script(Reply(tool_calls=[ToolCall("c9", "local__echo", {"text": "four"})]), Reply(text="said four"))
+    await rig.app.service.send_message(rig.people.alice.user, chat.id, content=[TextPart(text="echo four")])
+    await rig.run()
+    assert len(starts()) == 2

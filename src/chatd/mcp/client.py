@@ -7,6 +7,7 @@ import copy
 import inspect
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -24,8 +25,9 @@ from chatd.domain.parts import ToolProgressPart
 from chatd.domain.tools import Tool, ToolContext, ToolResult
 from chatd.mcp.config import OAuthToken, connection_headers, redact_url
 from chatd.mcp.connection import ServerConnection
-from chatd.mcp.errors import McpCallError, McpConnectError
+from chatd.mcp.errors import McpCallError, McpConnectError, McpSessionLost
 from chatd.mcp.naming import ToolNamer
+from chatd.mcp.pool import Lease, McpPool
 from chatd.mcp.results import DEFAULT_MAX_RESULT_CHARS, StoreFile, convert_result
 
 log = logging.getLogger(__name__)
@@ -140,20 +142,24 @@ class McpTool:
                 log.warning("emitting MCP progress failed", exc_info=True)
 
         started = time.monotonic()
+        timeout = self.server.config.call_timeout_for(self._owner.call_timeout)
         try:
+            if not self.server.alive:
+                # It died while the turn held it (a stdio process exited, the server restarted):
+                # nothing was sent yet, so a fresh connection can take the call.
+                await self._owner.reconnect(self.server)
             try:
-                result = await self.server.call(
-                    self.original_name, args, call_timeout=self.server.config.call_timeout_for(self._owner.call_timeout),
-                    on_progress=on_progress
-                )
+                result = await self.server.call(self.original_name, args, call_timeout=timeout, on_progress=on_progress)
+            except McpSessionLost:
+                # The server answered 404 to the session: it did not run the call. New session, once.
+                if await self._owner.reconnect(self.server) is None:
+                    raise
+                result = await self.server.call(self.original_name, args, call_timeout=timeout, on_progress=on_progress)
             except McpCallError:
                 # A token revoked or expired mid-chat: refresh it once, reconnect, call again.
                 if not await self._owner.reauthorize(self.server):
                     raise
-                result = await self.server.call(
-                    self.original_name, args, call_timeout=self.server.config.call_timeout_for(self._owner.call_timeout),
-                    on_progress=on_progress
-                )
+                result = await self.server.call(self.original_name, args, call_timeout=timeout, on_progress=on_progress)
         except McpCallError as exc:
             return ToolResult(result=f"The MCP tool call failed: {exc.message}", is_error=True)
         finally:
@@ -185,7 +191,8 @@ class McpTool:
 
 
 class McpConnections:
-    """The connected servers of one turn. Awaiting the object itself closes them all."""
+    """The servers one turn uses, each a lease on a (pooled) connection. Awaiting the object
+    itself (or `close()`) gives the leases back; without a shared pool that closes them."""
 
     def __init__(
         self,
@@ -198,19 +205,24 @@ class McpConnections:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         stdio_connect_timeout: float = DEFAULT_STDIO_CONNECT_TIMEOUT,
         identity: tuple[uuid.UUID, uuid.UUID] | None = None,
+        pool: McpPool | None = None,
     ) -> None:
         self._identity = identity
         self._stdio_connect_timeout = stdio_connect_timeout
         self.store_file = store_file
         self._reauthorize = reauthorize
         self._connect_timeout = connect_timeout
+        # Without a shared pool, a private one whose connections close with their lease (and
+        # which remembers no failures): the per-turn behaviour of the connection check and tests.
+        self._own_pool = pool is None
+        self._pool = pool if pool is not None else McpPool(idle_ttl=0, retry_initial=0, health_check_after=math.inf)
         self._tokens: dict[uuid.UUID, OAuthToken | None] = {}
-        self._reauth_locks: dict[uuid.UUID, asyncio.Lock] = {}
+        self._locks: dict[uuid.UUID, asyncio.Lock] = {}
         self._on_tools_changed = on_tools_changed
         self.call_timeout = call_timeout
         self.max_result_chars = max_result_chars
         self.servers: list[ServerConnection] = []
-        self._all: list[ServerConnection] = []
+        self._leases: dict[uuid.UUID, Lease] = {}
         self._namer = ToolNamer()
         self._tools: dict[uuid.UUID, list[McpTool]] = {}
         self._closed = False
@@ -231,6 +243,7 @@ class McpConnections:
             existing = old.get(listed.name)
             if existing is not None:
                 # Same object, so a call the model already chose still resolves.
+                existing.server = server
                 existing._set_definition(listed)
                 tools.append(existing)
             else:
@@ -249,14 +262,50 @@ class McpConnections:
             if self._on_tools_changed is not None:
                 self._on_tools_changed()
 
+    async def _lease(self, config: McpServerConfig, token: OAuthToken | None) -> Lease:
+        user_id, chat_id = self._identity if self._identity is not None else (None, None)
+        return await self._pool.lease(
+            config, token, user_id=user_id, chat_id=chat_id,
+            connect_timeout=config.connect_timeout_for(self._connect_timeout, self._stdio_connect_timeout),
+            on_tools_changed=self._tools_changed,
+        )
+
+    def _swap(self, old: ServerConnection, lease: Lease) -> ServerConnection:
+        fresh = lease.connection
+        self._leases[old.config.id] = lease
+        self.servers = [fresh if c is old else c for c in self.servers]
+        self._build_tools(fresh)
+        return fresh
+
+    async def reconnect(self, server: ServerConnection) -> ServerConnection | None:
+        """The connection died under the turn (process exited, session ended by the server): a
+        fresh one for the rest of the turn, or None when the server cannot be reached now."""
+        config = server.config
+        async with self._locks.setdefault(config.id, asyncio.Lock()):
+            current = next((c for c in self.servers if c.config.id == config.id), None)
+            if current is None or self._closed:
+                return None
+            if current is not server and current.alive:
+                return current  # another call already reconnected
+            old = self._leases.get(config.id)
+            try:
+                lease = await self._lease(config, self._tokens.get(config.id))
+            except McpConnectError as exc:
+                log.warning("MCP server %s: reconnecting failed: %s", config.slug, exc.message)
+                return None
+            fresh = self._swap(current, lease)
+        if old is not None:
+            await old.release()
+        log.info("MCP server %s: reconnected", config.slug)
+        return fresh
+
     async def reauthorize(self, server: ServerConnection) -> bool:
         """After a call failed on a 401/403 from an OAuth2 server: get a fresh token, reconnect
         and move the server's tools to the new connection. False when nothing changed."""
         config = server.config
         if self._reauthorize is None or config.auth_type != McpAuthType.OAUTH2 or server.http_error_status not in (401, 403):
             return False
-        lock = self._reauth_locks.setdefault(config.id, asyncio.Lock())
-        async with lock:
+        async with self._locks.setdefault(config.id, asyncio.Lock()):
             current = next((c for c in self.servers if c.config.id == config.id), None)
             if current is not None and current is not server:
                 return True  # another call already reconnected
@@ -264,37 +313,32 @@ class McpConnections:
             token = await self._reauthorize(config, rejected)
             if token is None or (rejected is not None and token.access_token == rejected.access_token):
                 return False
-            fresh = ServerConnection(
-                config, connection_headers(config, token, self._identity),
-                connect_timeout=config.connect_timeout_for(self._connect_timeout, self._stdio_connect_timeout),
-                on_tools_changed=self._tools_changed,
-            )
-            fresh.start()
+            old = self._leases.get(config.id)
             try:
-                await fresh.wait_ready()
-            except Exception:
-                await fresh.aclose()
+                # A new token is a new fingerprint: the pool retires the rejected connection.
+                lease = await self._lease(config, token)
+            except McpConnectError:
                 log.warning("MCP server %s: reconnecting with a refreshed token failed", config.slug)
                 return False
             self._tokens[config.id] = token
-            self.servers = [fresh if c is server else c for c in self.servers]
-            self._all = [fresh if c is server else c for c in self._all]
-            for tool in self._tools.get(config.id, []):
-                tool.server = fresh
-            self._build_tools(fresh)
-        await server.aclose()
+            self._swap(server, lease)
+        if old is not None:
+            await old.release()
         log.info("MCP server %s: reconnected with a refreshed token", config.slug)
         return True
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def close(self) -> None:
-        """End every session (also the failed ones); leaves no task, process or socket behind."""
+        """Give every lease back (closing the connections unless a shared pool keeps them);
+        leaves no task, process or socket behind that the pool does not own."""
         self._closed = True
-        connections, self._all = self._all, []
+        leases, self._leases = list(self._leases.values()), {}
         self.servers = []
         self._tools = {}
-        results = await asyncio.gather(*(c.aclose() for c in connections), return_exceptions=True)
+        results = await asyncio.gather(*(lease.release() for lease in leases), return_exceptions=True)
+        if self._own_pool:
+            results.extend(await asyncio.gather(self._pool.close(), return_exceptions=True))
         for result in results:
             if isinstance(result, asyncio.CancelledError):
                 raise result
@@ -333,12 +377,15 @@ async def connect_all(
     on_tools_changed: Callable[[], None] | None = None,
     reauthorize: Reauthorize | None = None,
     identity: tuple[uuid.UUID, uuid.UUID] | None = None,
+    pool: McpPool | None = None,
 ) -> tuple[list[Tool], McpConnections]:
-    """Connect to every enabled server concurrently and return (tools, close).
+    """Lease a connection to every enabled server concurrently and return (tools, close).
 
-    `close` is the McpConnections object: `await close()` ends every session. A server that
-    fails, hangs past `connect_timeout` or answers garbage is reported and skipped; this
-    function itself only raises on cancellation (after closing whatever it opened).
+    `close` is the McpConnections object: `await close()` gives the leases back. With a shared
+    `pool` (a replica's), connections stay open between turns; without one they close. A server
+    that fails, hangs past its connect timeout, failed recently (the pool's negative cache) or
+    answers garbage is reported and skipped; this function itself only raises on cancellation
+    (after giving back whatever it leased).
     """
     connections = McpConnections(
         store_file=store_file,
@@ -349,8 +396,9 @@ async def connect_all(
         connect_timeout=connect_timeout,
         stdio_connect_timeout=stdio_connect_timeout,
         identity=identity,
+        pool=pool,
     )
-    pending: list[ServerConnection] = []
+    wanted: list[McpServerConfig] = []
     seen_slugs: set[str] = set()
     for config in configs:
         if not config.enabled:
@@ -364,42 +412,42 @@ async def connect_all(
         if config.auth_type == McpAuthType.OAUTH2 and (token is None or not token.access_token):
             # Connect anyway: some servers offer public tools; a 401 is reported below.
             log.info("MCP server %s: no OAuth2 token for this user", config.slug)
-        conn = ServerConnection(
-            config,
-            connection_headers(config, token, identity),
-            connect_timeout=config.connect_timeout_for(connect_timeout, stdio_connect_timeout),
-            on_tools_changed=connections._tools_changed,
-        )
-        connections._all.append(conn)
-        pending.append(conn)
-        conn.start()
+        wanted.append(config)
+
+    leased: list[Lease] = []
+
+    async def one(config: McpServerConfig) -> Lease:
+        lease = await connections._lease(config, connections._tokens.get(config.id))
+        leased.append(lease)
+        return lease
 
     try:
-        outcomes = await asyncio.gather(*(c.wait_ready() for c in pending), return_exceptions=True)
+        outcomes = await asyncio.gather(*(one(c) for c in wanted), return_exceptions=True)
     except asyncio.CancelledError:
+        # gather cancelled its children; give back the leases that were already granted.
+        connections._leases = {lease.connection.config.id: lease for lease in leased}
         await connections.close()
         raise
     try:
-        for conn, outcome in zip(pending, outcomes, strict=True):
+        unused: list[Lease] = []
+        for config, outcome in zip(wanted, outcomes, strict=True):
             if isinstance(outcome, asyncio.CancelledError):
                 raise outcome
             if isinstance(outcome, BaseException):
                 message = outcome.message if isinstance(outcome, McpConnectError) else str(outcome)
-                await _report(on_server_error, conn.config, message)
+                await _report(on_server_error, config, message)
                 continue
+            conn = outcome.connection
             if not conn.listing.tools:
-                log.info(
-                    "MCP server %s offers no tools after filtering; closing it", conn.config.slug
-                )
+                log.info("MCP server %s offers no tools after filtering; not used", config.slug)
+                unused.append(outcome)
                 continue
+            connections._leases[config.id] = outcome
             connections.servers.append(conn)
             connections._build_tools(conn)
-        # Close what will not be used now, so a skipped server holds no socket for the turn.
-        unused = [c for c in pending if c not in connections.servers]
-        connections._all = list(connections.servers)
-        await asyncio.gather(*(c.aclose() for c in unused))
+        await asyncio.gather(*(lease.release() for lease in unused))
     except BaseException:
-        connections._all = pending
+        connections._leases = {lease.connection.config.id: lease for lease in leased}
         await connections.close()
         raise
     return connections.tools(), connections

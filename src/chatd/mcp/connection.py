@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import math
 import tempfile
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import anyio
 import httpx2
@@ -36,7 +38,7 @@ import chatd
 from chatd import metrics
 from chatd.domain.mcp import McpServerConfig
 from chatd.mcp.config import redact_text, redact_url
-from chatd.mcp.errors import McpAuthError, McpCallError, McpConnectError
+from chatd.mcp.errors import McpAuthError, McpCallError, McpConnectError, McpSessionLost
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +60,21 @@ class _CallRequest:
     arguments: dict[str, Any]
     timeout: float
     on_progress: ProgressFn | None
-    future: asyncio.Future[types.CallToolResult]
+    future: asyncio.Future[Any]
     scope: anyio.CancelScope | None = None
     abandoned: bool = False
+    # "ping" (a pool's health check) and "relist" (a listing past its ttlMs) use the same queue
+    # as calls: only the owner task may touch the session.
+    kind: Literal["call", "ping", "relist"] = "call"
 
 
 @dataclass
 class ListedTools:
     tools: list[types.Tool] = field(default_factory=list)
     version: int = 0
+    # time.monotonic() after which a 2026-07-28 server's listing is stale (its ttlMs); None for
+    # servers that announce changes instead (the listing holds until tools/list_changed).
+    expires_at: float | None = None
 
 
 def filter_tools(config: McpServerConfig, tools: list[types.Tool]) -> list[types.Tool]:
@@ -113,13 +121,25 @@ class ServerConnection:
         self._dead_reason: str | None = None
         self._relist_wanted = anyio.Event()
         self._stderr: IO[str] | None = None
+        # The server answered 404 to our session id (it restarted or expired the session): the
+        # spec says start a new session; a pool replaces this connection.
+        self.session_lost = False
+        # The transport's read side ended while we were not closing: a stdio server's process
+        # exited, an SSE stream was closed for good. The SDK keeps the session object and
+        # answers every later request "Connection closed"; we end the connection instead.
+        self.transport_ended = False
+        # A call failed below the tool (transport, timeout, protocol) since the last health
+        # check: a pool checks the connection before it lends it again.
+        self.suspect = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, context: contextvars.Context | None = None) -> None:
+        """Spawn the owner task; `context` lets a pool keep a turn's log context (chat id) out of
+        a connection that outlives the turn."""
         loop = asyncio.get_running_loop()
         self._ready = loop.create_future()
-        self._task = loop.create_task(self._run(), name=f"mcp:{self.config.slug}")
+        self._task = loop.create_task(self._run(), name=f"mcp:{self.config.slug}", context=context)
 
     async def wait_ready(self) -> None:
         """Wait until the tools are listed; raise McpConnectError if that failed or timed out."""
@@ -136,7 +156,19 @@ class ServerConnection:
 
     @property
     def alive(self) -> bool:
-        return self._task is not None and not self._task.done() and not self._closing
+        return (
+            self._task is not None and not self._task.done() and not self._closing
+            and not self.session_lost and not self.transport_ended
+        )
+
+    def listing_expired(self) -> bool:
+        """A 2026-07-28 server's tool list past its ttlMs (re-read it before use)."""
+        return self.listing.expires_at is not None and self.listing.expires_at <= time.monotonic()
+
+    @property
+    def connected(self) -> bool:
+        """Ready (tools listed) and still alive."""
+        return self.alive and self._ready is not None and self._ready.done() and self._ready.exception() is None
 
     async def aclose(self) -> None:
         """End the session and wait for the owner task; safe to call more than once."""
@@ -179,16 +211,30 @@ class ServerConnection:
         call_timeout: float,
         on_progress: ProgressFn | None = None,
     ) -> types.CallToolResult:
+        result: types.CallToolResult = await self._submit(
+            _CallRequest(name, arguments, call_timeout, on_progress, asyncio.get_running_loop().create_future())
+        )
+        return result
+
+    async def ping(self, timeout: float) -> None:
+        """A health check: raises McpCallError when the server does not answer a ping in time."""
+        await self._submit(_CallRequest("ping", {}, timeout, None, asyncio.get_running_loop().create_future(), kind="ping"))
+        self.suspect = False
+
+    async def refresh_tools(self, timeout: float) -> None:
+        """Re-read the tool list now (a 2026-07-28 listing past its ttlMs)."""
+        await self._submit(_CallRequest("relist", {}, timeout, None, asyncio.get_running_loop().create_future(), kind="relist"))
+
+    async def _submit(self, request: _CallRequest) -> Any:
         if not self.alive:
-            raise McpCallError(self._dead_reason or "the MCP connection is closed")
-        future: asyncio.Future[types.CallToolResult] = asyncio.get_running_loop().create_future()
-        request = _CallRequest(name, arguments, call_timeout, on_progress, future)
+            raise self._dead_error()
+        future = request.future
         self._pending.add(request)
         try:
             self._send.send_nowait(request)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             self._pending.discard(request)
-            raise McpCallError(self._dead_reason or "the MCP connection is closed") from None
+            raise self._dead_error() from None
         try:
             return await future
         except asyncio.CancelledError:
@@ -236,7 +282,7 @@ class ServerConnection:
                     redact_url(self.config.url),
                     reason,
                 )
-            self._dead_reason = reason
+            self._dead_reason = reason if error is not None or self._dead_reason is None else self._dead_reason
             if not self._ready.done():
                 self._ready.set_exception(self._connect_error(error, reason))
                 # Mark it retrieved: after a timeout nobody may await it, and asyncio would log it.
@@ -267,7 +313,7 @@ class ServerConnection:
         else:
             raise McpConnectError(f"unsupported transport {cfg.transport!r}")
         client = Client(
-            transport,
+            _watch_end(transport, self._transport_ended),
             mode="auto",
             cache=None,  # tool lists must be re-read on list_changed, never served stale
             message_handler=self._on_message,
@@ -289,6 +335,10 @@ class ServerConnection:
         async def on_response(response: httpx2.Response) -> None:
             if response.status_code in (401, 403):
                 self.http_error_status = response.status_code
+            elif response.status_code == 404 and response.request.headers.get("mcp-session-id"):
+                # The server no longer knows our session (restarted, or expired it): this request
+                # was not processed, and every later one would get the same answer.
+                self.session_lost = True
 
         return httpx2.AsyncClient(
             headers=headers,
@@ -300,11 +350,12 @@ class ServerConnection:
     async def _serve(self, client: Client) -> None:
         async with anyio.create_task_group() as tg:
             caps = client.server_capabilities
-            if caps.tools is not None and caps.tools.list_changed:
-                tg.start_soon(self._watch_tool_changes, client)
-                if client.protocol_version in MODERN_PROTOCOL_VERSIONS:
-                    # 2026-07-28 servers only push list changes on a subscriptions/listen stream.
-                    tg.start_soon(self._listen_for_changes, client)
+            # A notice is honoured even from a server that did not declare listChanged (the
+            # SDK's own servers send them without): a kept session must not serve a stale list.
+            tg.start_soon(self._watch_tool_changes, client)
+            if caps.tools is not None and caps.tools.list_changed and client.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                # 2026-07-28 servers only push list changes on a subscriptions/listen stream.
+                tg.start_soon(self._listen_for_changes, client)
             async for request in self._receive:
                 tg.start_soon(self._serve_call, client, request)
             # close(): in-flight calls belong to a finished turn, so they are cancelled.
@@ -326,23 +377,32 @@ class ServerConnection:
                     if request.on_progress is not None and not request.future.done():
                         await request.on_progress(progress, total, message)
 
-                result = await client.call_tool(
-                    request.name, request.arguments, progress_callback=on_progress
-                )
+                result: Any = None
+                if request.kind == "ping" and client.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                    # 2026-07-28 has no ping and no session to lose: a fresh tool list proves
+                    # the server answers (and keeps the list current).
+                    await self._relist(client, initial=False)
+                elif request.kind == "ping":
+                    await client.session.send_ping()
+                elif request.kind == "relist":
+                    await self._relist(client, initial=False)
+                else:
+                    result = await client.call_tool(
+                        request.name, request.arguments, progress_callback=on_progress
+                    )
             if request.future.done():
                 return
             if scope.cancelled_caught:
-                request.future.set_exception(
-                    McpCallError(
-                        f"timed out after {request.timeout:g}s without a result or progress "
-                        "(the server's call_timeout_s setting)"
-                    )
-                )
+                self.suspect = True
+                what = "a result or progress (the server's call_timeout_s setting)" if request.kind == "call" else "an answer"
+                request.future.set_exception(McpCallError(f"timed out after {request.timeout:g}s without {what}"))
             else:
                 request.future.set_result(result)
         except Exception as exc:  # one call's failure is its caller's error, not the connection's
+            self.suspect = True
             if not request.future.done():
-                request.future.set_exception(McpCallError(self._describe(exc)))
+                error = McpSessionLost(self._describe(exc)) if self.session_lost else McpCallError(self._describe(exc))
+                request.future.set_exception(error)
         finally:
             # The owner is being cancelled (close or a dead transport): answer the caller.
             if not request.future.done():
@@ -385,9 +445,11 @@ class ServerConnection:
         tools: list[types.Tool] = []
         cursor: str | None = None
         seen: set[str] = set()
+        ttl_ms: int | None = None
         for _ in range(MAX_LIST_PAGES):
             page = await client.list_tools(cursor=cursor)
             tools.extend(page.tools)
+            ttl_ms = page.ttl_ms if ttl_ms is None else min(ttl_ms, page.ttl_ms)
             cursor = page.next_cursor
             if not cursor or cursor in seen:
                 break
@@ -396,7 +458,15 @@ class ServerConnection:
             log.warning(
                 "MCP server %s: tool list cut at %d pages", self.config.slug, MAX_LIST_PAGES
             )
-        self.listing = ListedTools(filter_tools(self.config, tools), self.listing.version + 1)
+        expires_at = None
+        if client.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            # A 2026-07-28 listing says how long it may be cached (0 = re-read before each use).
+            expires_at = time.monotonic() + (ttl_ms or 0) / 1000
+        listed = filter_tools(self.config, tools)
+        if not initial and listed == self.listing.tools:
+            self.listing.expires_at = expires_at  # re-read (a TTL or a health check): unchanged
+            return
+        self.listing = ListedTools(listed, self.listing.version + 1, expires_at)
         if not initial and self._on_tools_changed is not None:
             self._on_tools_changed(self)
 
@@ -405,6 +475,23 @@ class ServerConnection:
     def _connect_timeout_message(self) -> str:
         # Name the knob: a slow-starting server (npx, a cold container) needs a larger budget.
         return f"timed out after {self._connect_timeout:g}s (the server's connect_timeout_s setting)"
+
+    def _transport_ended(self) -> None:
+        if self._closing or self.transport_ended:
+            return
+        self.transport_ended = True
+        self._dead_reason = "the server closed the connection" + (
+            " (its process exited)" if self.config.transport == "stdio" else ""
+        )
+        log.warning("MCP server %s: %s", self.config.slug, self._dead_reason)
+        # Ends the owner's serve loop: it leaves the session (a stdio process is reaped) and
+        # answers anything still queued.
+        self._send.close()
+
+    def _dead_error(self) -> McpCallError:
+        if self.session_lost:
+            return McpSessionLost("the server ended the MCP session (it restarted or expired it)")
+        return McpCallError(self._dead_reason or "the MCP connection is closed")
 
     def _fail_pending(self, reason: str) -> None:
         with contextlib.suppress(anyio.ClosedResourceError, anyio.EndOfStream, anyio.WouldBlock):
@@ -477,3 +564,47 @@ def _tail(stream: IO[str], limit: int = 500) -> str:
     except (OSError, ValueError):
         return ""
     return " ".join(data.strip().splitlines()[-5:])[-limit:]
+
+
+class _WatchedRead:
+    """The transport's read stream, telling us when it ends (the SDK's dispatcher only marks
+    itself closed)."""
+
+    def __init__(self, inner: Any, on_end: Callable[[], None]) -> None:
+        self._inner = inner
+        self._on_end = on_end
+
+    @property
+    def last_context(self) -> Any:
+        return getattr(self._inner, "last_context", None)
+
+    async def receive(self) -> Any:
+        try:
+            return await self._inner.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            self._on_end()
+            raise
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    def __aiter__(self) -> _WatchedRead:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def __aenter__(self) -> _WatchedRead:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _watch_end(transport: Any, on_end: Callable[[], None]) -> AsyncIterator[tuple[Any, Any]]:
+    async with transport as (read, write):
+        yield _WatchedRead(read, on_end), write

@@ -29,3 +29,10 @@ class McpCallError(McpError):
     """A tools/call failed below the tool: timeout, lost connection, protocol error."""
 
     code = "mcp_call_failed"
+
+
+class McpSessionLost(McpCallError):
+    """The server answered 404 to the session id: it restarted or expired the session. The
+    request was not processed, so it is safe to send again on a new session."""
+
+    code = "mcp_session_lost"

@@ -33,6 +33,7 @@ from chatd.loop import (
     run_turn,
 )
 from chatd.mcp import OAuthToken, connect_all, system_prompt_section
+from chatd.mcp.pool import McpPool
 from chatd.providers import ProviderClients, ProviderLease
 from chatd.pubsub.base import PENDING_CHANNEL, PubSub, owner_channel
 from chatd.settings import Settings
@@ -91,6 +92,8 @@ class TurnDeps:
     token_source: TokenSource | None = None
     # A fresh OAuth2 token after an MCP server answered 401 mid-turn (single-flight refresh).
     reauthorize: Callable[[uuid.UUID, McpServerConfig, OAuthToken], Awaitable[OAuthToken | None]] | None = None
+    # The replica's warm MCP connections (None: each turn connects and closes its own).
+    mcp_pool: McpPool | None = None
     # True when a tool provider states the chat's current workspace each turn.
     workspace_aware: bool = False
     # Injected by tests to control retry waits.
@@ -235,7 +238,7 @@ class ChatTurn:
                     stdio_connect_timeout=d.settings.mcp_stdio_connect_timeout,
                     max_result_chars=d.settings.mcp_max_result_chars,
                     reauthorize=self._reauthorize if d.reauthorize is not None else None,
-                    identity=(chat.owner_id, chat.id),
+                    identity=(chat.owner_id, chat.id), pool=d.mcp_pool,
                 )
                 tracing.set_attributes(span, {"chatd.mcp.connected": [c.config.slug for c in conns.servers], "chatd.mcp.tools": len(tools)})
             return tools, system_prompt_section(conns), conns.close

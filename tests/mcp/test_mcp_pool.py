@@ -1,0 +1,363 @@
+"""Warm MCP sessions (chatd.mcp.pool) against real servers, counted from the server's side:
+stdio processes started (one pidfile line per start) and HTTP sessions handed out."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp_test_servers import (
+    ServerState,
+    SessionCounter,
+    build_server,
+    failing_app,
+    free_port,
+    serve,
+)
+
+from chatd.domain.mcp import McpServerConfig
+from chatd.domain.tools import Tool, ToolResult
+from chatd.mcp import connect_all
+from chatd.mcp.pool import McpPool, McpUnavailable, ServerHealth
+from conftest import make_config, make_ctx
+
+USER = uuid.uuid4()
+CHAT = uuid.uuid4()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Health:
+    seen: list[tuple[str, ServerHealth]]
+
+    def __call__(self, config: McpServerConfig, health: ServerHealth) -> None:
+        self.seen.append((config.slug, health))
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def pool(clock: Clock) -> AsyncIterator[McpPool]:
+    p = McpPool(idle_ttl=60, health_check_after=30, retry_initial=5, retry_max=40, monotonic=clock)
+    yield p
+    await p.close()
+
+
+def by_name(tools: list[Tool]) -> dict[str, Tool]:
+    return {t.name: t for t in tools}
+
+
+async def turn(
+    pool: McpPool, config: McpServerConfig, tool: str | None = None, args: dict[str, Any] | None = None,
+    *, user: uuid.UUID = USER, errors: list[str] | None = None,
+) -> tuple[list[str], ToolResult | None]:
+    """One turn's MCP use: lease, optionally call one tool, give the lease back."""
+
+    async def failed(cfg: McpServerConfig, message: str) -> None:
+        if errors is not None:
+            errors.append(message)
+
+    tools, conns = await connect_all([config], {}, pool=pool, identity=(user, CHAT), on_server_error=failed)
+    try:
+        result = await by_name(tools)[tool].call(args or {}, make_ctx()) if tool else None
+        return sorted(by_name(tools)), result
+    finally:
+        await conns.close()
+
+
+def starts(pid_file: Path) -> list[int]:
+    return [int(line) for line in pid_file.read_text().split()] if pid_file.exists() else []
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead but unreaped; the client must have reaped it.
+    return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+async def until_dead(pid: int, timeout: float = 10) -> bool:
+    async with asyncio.timeout(timeout):
+        while alive(pid):  # noqa: ASYNC110 - a process to outlive, no event to wait on
+            await asyncio.sleep(0.02)
+    return True
+
+
+@pytest.fixture
+def stdio_config(stdio_python_command: tuple[str, list[str]], tmp_path: Path) -> tuple[McpServerConfig, Path]:
+    command, args = stdio_python_command
+    pid_file = tmp_path / "pids"
+    return make_config(slug="local", transport="stdio", command=command, args=(*args, str(pid_file))), pid_file
+
+
+# -- stdio: one process for many turns -----------------------------------------------------------
+
+
+async def test_a_stdio_server_process_serves_every_turn_and_stops_when_idle(
+    pool: McpPool, clock: Clock, stdio_config: tuple[McpServerConfig, Path]
+) -> None:
+    config, pid_file = stdio_config
+    for i in range(3):
+        _, result = await turn(pool, config, "local__echo", {"text": f"turn {i}"})
+        assert result is not None and result.result == f"turn {i}"
+        clock.now += 10
+    [pid] = starts(pid_file)
+    assert alive(pid) and pool.opened == 1 and pool.reused == 2
+
+    clock.now += 49  # 59 s since the last turn released it
+    assert await pool.reap() == 0 and alive(pid)
+    clock.now += 1
+    assert await pool.reap() == 1
+    assert await until_dead(pid)
+    await turn(pool, config, "local__echo", {"text": "again"})
+    assert len(starts(pid_file)) == 2
+
+
+async def test_concurrent_turns_share_one_connect(pool: McpPool, stdio_config: tuple[McpServerConfig, Path]) -> None:
+    config, pid_file = stdio_config
+    results = await asyncio.gather(*(turn(pool, config, "local__add", {"a": i, "b": 1}) for i in range(5)))
+    assert [r.result for _, r in results if r is not None] == ["1", "2", "3", "4", "5"]
+    assert len(starts(pid_file)) == 1 and pool.opened == 1
+
+
+async def test_users_never_share_a_connection(pool: McpPool, stdio_config: tuple[McpServerConfig, Path]) -> None:
+    config, pid_file = stdio_config
+    await turn(pool, config, "local__echo", {"text": "a"}, user=uuid.uuid4())
+    await turn(pool, config, "local__echo", {"text": "b"}, user=uuid.uuid4())
+    assert len(set(starts(pid_file))) == 2
+
+
+async def test_a_stdio_server_that_died_between_turns_is_started_again(
+    pool: McpPool, stdio_config: tuple[McpServerConfig, Path]
+) -> None:
+    config, pid_file = stdio_config
+    await turn(pool, config, "local__echo", {"text": "a"})
+    [first] = starts(pid_file)
+    os.kill(first, 9)
+    async with asyncio.timeout(10):  # the client notices the process's end (its stdout closes)
+        while any(c.alive for c in pool.connections(config.id)):  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    assert await until_dead(first)
+    _, result = await turn(pool, config, "local__echo", {"text": "b"})
+    assert result is not None and not result.is_error and result.result == "b"
+    assert len(starts(pid_file)) == 2
+
+
+async def test_a_stdio_server_that_dies_mid_turn_is_replaced_for_the_next_call(
+    pool: McpPool, stdio_config: tuple[McpServerConfig, Path]
+) -> None:
+    config, pid_file = stdio_config
+    tools, conns = await connect_all([config], {}, pool=pool, identity=(USER, CHAT), call_timeout=10)
+    try:
+        slow = asyncio.create_task(by_name(tools)["local__slow"].call({"seconds": 30}, make_ctx()))
+        [first] = starts(pid_file)
+        os.kill(first, 9)
+        # The call that was running gets an error: it may have had effects, so it is not re-sent.
+        assert (await asyncio.wait_for(slow, 10)).is_error
+        again = await by_name(tools)["local__echo"].call({"text": "x"}, make_ctx())
+        assert not again.is_error and again.result == "x"
+    finally:
+        await conns.close()
+    assert len(starts(pid_file)) == 2
+
+
+async def test_an_admin_change_retires_the_connection_and_stops_the_process(
+    pool: McpPool, stdio_config: tuple[McpServerConfig, Path]
+) -> None:
+    config, pid_file = stdio_config
+    await turn(pool, config, "local__echo", {"text": "a"})
+    [first] = starts(pid_file)
+    edited = dataclasses.replace(config, display_name="Edited")
+    await pool.reconcile({config.id: edited})
+    assert await until_dead(first)
+    # A lease for the edited config opens a new process; the same holds without the hint.
+    await turn(pool, edited, "local__echo", {"text": "b"})
+    await turn(pool, config, "local__echo", {"text": "c"})
+    assert len(starts(pid_file)) == 3
+
+
+async def test_a_deleted_server_is_closed_even_while_a_turn_holds_it_once_that_turn_ends(
+    pool: McpPool, stdio_config: tuple[McpServerConfig, Path]
+) -> None:
+    config, pid_file = stdio_config
+    tools, conns = await connect_all([config], {}, pool=pool, identity=(USER, CHAT))
+    await pool.reconcile({})
+    [pid] = starts(pid_file)
+    # The running turn keeps its connection until it ends.
+    assert (await by_name(tools)["local__echo"].call({"text": "still"}, make_ctx())).result == "still"
+    assert alive(pid)
+    await conns.close()
+    assert await until_dead(pid)
+    assert pool.open_connections() == 0
+
+
+async def test_closing_the_pool_stops_every_process(stdio_config: tuple[McpServerConfig, Path], no_leaked_tasks: None) -> None:
+    config, pid_file = stdio_config
+    pool = McpPool(idle_ttl=60)
+    await turn(pool, config, "local__echo", {"text": "a"})
+    await turn(pool, config, "local__echo", {"text": "b"}, user=uuid.uuid4())
+    pids = starts(pid_file)
+    await pool.close()
+    for pid in pids:
+        assert await until_dead(pid)
+    assert pool.open_connections() == 0
+
+
+# -- HTTP: one session for a chat's turns ----------------------------------------------------------
+
+
+@dataclass
+class LegacyServer:
+    url: str
+    port: int
+    state: ServerState
+    counter: SessionCounter
+
+
+@contextmanager
+def legacy_server(port: int = 0) -> Iterator[LegacyServer]:
+    """The SDK's server in the handshake era (2025-11-25): sessions with Mcp-Session-Id."""
+    state = ServerState()
+    counter = SessionCounter(build_server(state).streamable_http_app(), legacy_only=True)
+    with serve(counter, port=port) as running:
+        yield LegacyServer(running.url, running.port, state, counter)
+
+
+async def test_a_chat_keeps_its_http_session_and_the_servers_state_across_turns(pool: McpPool, clock: Clock) -> None:
+    with legacy_server() as server:
+        config = make_config(server.url, slug="web")
+        counts = []
+        for _ in range(3):
+            _, result = await turn(pool, config, "web__visits")
+            assert result is not None
+            counts.append(result.result)
+            clock.now += 5
+        assert counts == ["1", "2", "3"]
+        assert server.counter.sessions == 1 and pool.opened == 1
+
+
+@pytest.mark.parametrize("found_by", ["call", "health_check"])
+async def test_a_server_restarted_mid_chat_gets_a_new_session_and_the_call_goes_through(
+    pool: McpPool, clock: Clock, found_by: str
+) -> None:
+    with legacy_server() as first:
+        config = make_config(first.url, slug="web")
+        _, result = await turn(pool, config, "web__visits")
+        assert result is not None and result.result == "1"
+        port = first.port
+    with legacy_server(port) as second:
+        if found_by == "health_check":
+            clock.now += pool.health_check_after  # idle long enough: pinged before use
+        _, result = await turn(pool, config, "web__visits")
+        assert result is not None and not result.is_error and result.result == "1"
+        assert second.counter.sessions == 1
+        # The call reached the new server once: the lost session's 404 was not a call.
+        assert second.state.visits and sum(second.state.visits.values()) == 1
+    assert pool.opened == 2
+
+
+@pytest.mark.parametrize("era", ["2025-11-25", "2026-07-28"])
+async def test_tool_list_changes_reach_the_next_turn_without_reconnecting(pool: McpPool, era: str) -> None:
+    """Handshake era: the server's notice; 2026-07-28: the listing's ttlMs (0 here) and the
+    subscriptions/listen stream."""
+    state = ServerState()
+    counter = SessionCounter(build_server(state).streamable_http_app(), legacy_only=era == "2025-11-25")
+    with serve(counter) as running:
+        config = make_config(running.url, slug="web")
+        names, _ = await turn(pool, config, "web__grow")
+        assert "web__late" not in names
+        async with asyncio.timeout(10):
+            while "web__late" not in (names := (await turn(pool, config))[0]):  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        assert counter.sessions == (1 if era == "2025-11-25" else 0) and pool.opened == 1
+        assert pool.connections(config.id)[0].protocol_version == era
+
+
+# -- failing servers: the negative cache ---------------------------------------------------------
+
+
+async def test_a_down_server_costs_one_attempt_per_interval_with_backoff(clock: Clock) -> None:
+    health = Health([])
+    pool = McpPool(idle_ttl=60, retry_initial=5, retry_max=40, monotonic=clock, on_health=health)
+    counter = SessionCounter(failing_app)
+    try:
+        with serve(counter) as running:
+            config = make_config(running.url, slug="down")
+            errors: list[str] = []
+            await turn(pool, config, errors=errors)
+            attempt = counter.requests
+            assert attempt > 0 and len(errors) == 1
+            for _ in range(5):  # five more turns within the interval: no request reaches the server
+                await turn(pool, config, errors=errors)
+            assert counter.requests == attempt and len(errors) == 6
+            with pytest.raises(McpUnavailable) as unavailable:
+                await pool.lease(config, None, user_id=USER, chat_id=CHAT, connect_timeout=5)
+            assert unavailable.value.reason == errors[0] and 0 < unavailable.value.retry_in <= 5
+
+            clock.now += 5
+            await turn(pool, config, errors=errors)
+            assert counter.requests == 2 * attempt
+            clock.now += 5  # the second failure doubled the wait
+            await turn(pool, config, errors=errors)
+            assert counter.requests == 2 * attempt
+            clock.now += 5
+            await turn(pool, config, errors=errors)
+            assert counter.requests == 3 * attempt
+
+            # Other users with the same credentials share the verdict.
+            await turn(pool, config, user=uuid.uuid4(), errors=errors)
+            assert counter.requests == 3 * attempt
+        await asyncio.sleep(0)
+        assert [h.state for _, h in health.seen] == ["failing"] * 3
+    finally:
+        await pool.close()
+
+
+async def test_a_server_that_comes_back_is_used_after_the_interval(clock: Clock) -> None:
+    health = Health([])
+    pool = McpPool(idle_ttl=60, retry_initial=5, monotonic=clock, on_health=health)
+    port = free_port()
+    try:
+        config = make_config(f"http://127.0.0.1:{port}/mcp", slug="later")
+        errors: list[str] = []
+        assert (await turn(pool, config, errors=errors))[0] == []
+        with legacy_server(port) as server:
+            assert (await turn(pool, config, errors=errors))[0] == []  # still within the interval
+            clock.now += 5
+            names, _ = await turn(pool, config, errors=errors)
+            assert "later__echo" in names and server.counter.sessions == 1
+        await asyncio.sleep(0)
+        assert [h.state for _, h in health.seen] == ["failing", "connected"]
+        assert health.seen[0][1].reason == errors[0]
+    finally:
+        await pool.close()
+
+
+async def test_without_a_shared_pool_every_turn_connects_and_closes(stdio_config: tuple[McpServerConfig, Path]) -> None:
+    config, pid_file = stdio_config
+    for text in ("a", "b"):
+        tools, conns = await connect_all([config], {})
+        assert (await by_name(tools)["local__echo"].call({"text": text}, make_ctx())).result == text
+        await conns.close()
+    first, second = starts(pid_file)
+    assert first != second and not alive(first) and not alive(second)
