@@ -74,7 +74,7 @@ async def test_push_subscriptions_to_private_addresses_are_400_and_not_stored(cl
 
 
 async def test_the_operator_setting_allows_a_private_push_service(client: httpx.AsyncClient, people: People, chatd: App) -> None:
-    chatd.extras["push"].allow_private = True
+    chatd.push.allow_private = True
     r = await client.post("/api/v1/push/subscriptions", headers=people.alice.headers, json={**subscription(), "endpoint": "https://10.1.2.3/push/x"})
     assert r.status_code == 201, r.text
 
@@ -85,7 +85,7 @@ async def test_a_push_is_not_sent_when_the_endpoint_points_at_a_private_address_
 ) -> None:
     """The subscription was accepted while its name resolved to a public address; now the name
     (or, stored before this rule, a literal) leads to loopback, where a service listens."""
-    push = chatd.extras["push"]
+    push = chatd.push
     assert push.allow_private is False
     async with FakePushService(push.web_push.public_key, push.web_push.keys.subject) as fake:
         sub = fake.subscribe()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import hmac
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from chatd import logs
 from chatd.domain.chat import UserRole
@@ -41,6 +40,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class App:
+    """The composed application: every long-lived part of one replica, built once by `build`.
+    The API sees it through `api.deps.AppState` (settings, services, the internal token)."""
+
     settings: Settings
     db: Database
     pubsub: PubSub
@@ -48,27 +50,25 @@ class App:
     service: ChatService
     box: SecretBox
     clock: Clock
-    internal_token: str = ""
-    relay: RelayClient | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    internal_token: str
+    relay: RelayClient | None
+    # Shared by the replica's turns: SDK clients, cached configuration, workspaces.
+    providers: ProviderClients
+    config: ConfigCache
+    # Warm MCP connections, one per (server, user), leased by turns.
+    mcp_sessions: McpSessions
+    workspaces: WorkspaceManager
+    push: PushService
+    # Built last: its turns use every part above (`turn_deps`).
+    workers: Workers | None = None
 
     async def close(self) -> None:
-        config = self.extras.get("config")
-        if config is not None:
-            await config.close()
+        await self.config.close()
         # After the workers stopped (their turns gave their leases back): stdio servers end here.
-        mcp_sessions = self.extras.get("mcp_sessions")
-        if mcp_sessions is not None:
-            await mcp_sessions.close()
-        providers = self.extras.get("providers")
-        if providers is not None:
-            await providers.close()
-        push = self.extras.get("push")
-        if push is not None:
-            await push.web_push.close()
-        manager = self.extras.get("workspaces")
-        if manager is not None:
-            await manager.close()
+        await self.mcp_sessions.close()
+        await self.providers.close()
+        await self.push.web_push.close()
+        await self.workspaces.close()
         if self.relay is not None:
             await self.relay.close()
         await self.pubsub.close()
@@ -111,18 +111,22 @@ async def build(settings: Settings, *, clock: Clock | None = None, run_migration
         message_cache=settings.stream_message_cache, replica_id=settings.replica_id, relay_client=relay,
         coalesce_window=settings.stream_coalesce_ms / 1000, coalesce_parts=settings.stream_coalesce_parts,
     )
-    service = ChatService(db, hub, pubsub, box, clock, max_queued_messages=settings.max_queued_messages, replica_id=settings.replica_id)
-    app = App(settings, db, pubsub, hub, service, box, clock, internal_token=token, relay=relay)
-    app.extras["providers"] = ProviderClients(max_connections=settings.provider_max_connections)
-    app.extras["config"] = config = ConfigCache(db, box, pubsub, ttl=settings.config_cache_ttl)
+    service = ChatService(db, hub, pubsub, box, clock, settings)
+    config = ConfigCache(db, box, pubsub, ttl=settings.config_cache_ttl)
     await config.start()
-    app.extras["mcp_sessions"] = mcp_sessions = McpSessions(db, box, pubsub, settings)
+    mcp_sessions = McpSessions(db, box, pubsub, settings)
     await mcp_sessions.start()
-    app.extras["workspaces"] = WorkspaceManager(
-        SqlWorkspaceRecords(db, clock), {"local": LocalProvisioner(settings.data_dir, sandbox=settings.workspace_sandbox)}
+    app = App(
+        settings, db, pubsub, hub, service, box, clock, internal_token=token, relay=relay,
+        providers=ProviderClients(max_connections=settings.provider_max_connections),
+        config=config,
+        mcp_sessions=mcp_sessions,
+        workspaces=WorkspaceManager(
+            SqlWorkspaceRecords(db, clock), {"local": LocalProvisioner(settings.data_dir, sandbox=settings.workspace_sandbox)}
+        ),
+        push=make_push(db, box, clock, settings),
     )
-    app.extras["push"] = make_push(app)
-    app.extras["workers"] = make_workers(app)
+    app.workers = make_workers(app)
     return app
 
 
@@ -165,27 +169,22 @@ async def verify_secret_key(db: Database, box: SecretBox, settings: Settings) ->
 def turn_deps(app: App) -> TurnDeps:
     deps = TurnDeps(
         db=app.db, hub=app.hub, pubsub=app.pubsub, box=app.box, clock=app.clock, settings=app.settings,
-        providers=app.extras["providers"], config=app.extras["config"],
-        mcp_pool=app.extras["mcp_sessions"].pool,
+        providers=app.providers, config=app.config, mcp_pool=app.mcp_sessions.pool,
         # OAuth2 tokens refreshed when due, single-flight per (user, server).
         token_source=app.service.mcp_auth.tokens_for,
         reauthorize=app.service.mcp_auth.refresh_after_unauthorized,
     )
-    manager = app.extras.get("workspaces")
-    if manager is not None:
-        deps.tool_providers.append(workspace_provider(manager))
-        deps.workspace_aware = True
-    deps.end_hooks.append(app.extras["push"].web_push.on_turn_end)
+    deps.tool_providers.append(workspace_provider(app.workspaces))
+    deps.workspace_aware = True
+    deps.end_hooks.append(app.push.web_push.on_turn_end)
     deps.tool_providers.append(subagent_provider(app.db, app.hub, app.pubsub, app.clock, max_queued=app.settings.max_queued_messages))
     return deps
 
 
-def make_push(app: App) -> PushService:
+def make_push(db: Database, box: SecretBox, clock: Clock, s: Settings) -> PushService:
     """Web push: VAPID keys from the settings, or `<data dir>/vapid-private.pem` (made once)."""
-    s = app.settings
     return PushService(
-        app.db, app.box, app.clock, WebPush(app.db, app.box, load_vapid(s), allow_private=s.push_allow_private),
-        allow_http=s.push_allow_http,
+        db, box, clock, WebPush(db, box, load_vapid(s), allow_private=s.push_allow_private), allow_http=s.push_allow_http
     )
 
 

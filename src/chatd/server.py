@@ -58,6 +58,22 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+async def serve_without_signals(server: uvicorn.Server, sock: socket.socket) -> None:
+    """What `uvicorn.Server.serve` does, through its public `startup`, `main_loop` and `shutdown`,
+    without `serve`'s signal capture: uvicorn would take SIGINT/SIGTERM for itself and raise them
+    again once it stopped, while chatd owns them (`run`) so that the workers give their chats back
+    before the process ends. Stops when `server.should_exit` is set."""
+    config = server.config
+    if not config.loaded:
+        config.load()
+    server.lifespan = config.lifespan_class(config)
+    await server.startup(sockets=[sock])
+    if not server.should_exit:
+        await server.main_loop()
+    if server.started:
+        await server.shutdown(sockets=[sock])
+
+
 async def admin_sign_in_token(app: App) -> str | None:
     """The token in `data_dir/admin-token` while that file exists and the token still works: its
     sign-in link is printed on every start, so the first user never has to find the file."""
@@ -106,9 +122,8 @@ async def _run(settings: Settings, sock: socket.socket, *, api: bool) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         async with asyncio.TaskGroup() as tg:
-            workers = app.extras.get("workers")
-            if workers is not None and settings.run_workers:
-                tg.create_task(workers.run(stop), name="workers")
+            if app.workers is not None and settings.run_workers:
+                tg.create_task(app.workers.run(stop), name="workers")
             # A worker-only replica still listens: /healthz and the part relay for other replicas.
             asgi = create_app(app) if api else create_internal_app(app)
             server = uvicorn.Server(
@@ -119,13 +134,9 @@ async def _run(settings: Settings, sock: socket.socket, *, api: bool) -> None:
                     log_config=None,
                 )
             )
-            # uvicorn captures SIGINT/SIGTERM inside serve() and re-raises them afterwards; we
-            # own the signals instead, so that workers shut down gracefully first.
-            setattr(server, "capture_signals", contextlib.nullcontext)  # noqa: B010
-
             async def serve() -> None:
                 try:
-                    await server.serve(sockets=[sock])
+                    await serve_without_signals(server, sock)
                 finally:
                     if not server.started:
                         log.error("could not listen on %s:%s", settings.host, settings.port)

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import text
+
 from chatd.domain.chat import (
-    MAX_QUEUED_MESSAGES,
     BusyBehavior,
     Chat,
     ChatStatus,
@@ -30,6 +33,7 @@ from chatd.domain.config import (
     UsageStatus,
     User,
 )
+from chatd.domain.events import StreamEvent
 from chatd.domain.mcp import (
     McpAuthType,
     McpAvailability,
@@ -43,16 +47,17 @@ from chatd.domain.parts import FilePart, Part, TextPart, text_of
 from chatd.domain.titles import fallback_title
 from chatd.domain.usage import PERIODS
 from chatd.domain.workspace import Template, TemplateParameter, Workspace
-from chatd.errors import Forbidden, InvalidInput, NotFound
+from chatd.errors import Forbidden, InvalidInput, NotFound, Unavailable
 from chatd.mcp import ToolInfo, list_tools_check
 from chatd.mcp.authorization import McpAuthorization
 from chatd.mcp.config import validate_slug
 from chatd.mcp.errors import McpAuthError, McpConnectError
 from chatd.providers.config import ProviderConfig
 from chatd.providers.discovery import ProviderCheckFailed, list_models
-from chatd.providers.registry import provider_spec
+from chatd.providers.registry import deployment_keys, provider_spec
 from chatd.providers.wire import DiscoveredModel
 from chatd.pubsub.base import CONFIG_CHANNEL, PENDING_CHANNEL, PubSub, owner_channel
+from chatd.settings import Settings
 from chatd.store import chats as chat_store
 from chatd.store import files as file_store
 from chatd.store import mcp_oauth as mcp_oauth_store
@@ -63,7 +68,10 @@ from chatd.store import users as user_store
 from chatd.store import workspaces as workspace_store
 from chatd.store.database import Database
 from chatd.store.secrets import SecretBox
+from chatd.store.stats import DatabaseStats, database_stats
 from chatd.streams.hub import Notification, StreamHub
+from chatd.streams.relay import FollowItem
+from chatd.streams.watch import ChatChange, watch_owner
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,17 +118,15 @@ class ChatService:
         pubsub: PubSub,
         box: SecretBox,
         clock: Clock,
-        *,
-        max_queued_messages: int = MAX_QUEUED_MESSAGES,
-        replica_id: uuid.UUID | None = None,
+        settings: Settings,
     ) -> None:
         self.db = db
         self.hub = hub
         self.pubsub = pubsub
         self.box = box
         self.clock = clock
-        self.max_queued = max_queued_messages
-        self.replica_id = replica_id or uuid.uuid4()
+        # Read at each use: an operator's (or a test's) change applies to the next call.
+        self.settings = settings
         # OAuth2 of MCP servers: browser flow, single-flight refresh, client credentials. Its
         # `tokens_for` is the turn's token source.
         self.mcp_auth = McpAuthorization(mcp_oauth_store.SqlOAuthVault(db, box), clock)
@@ -214,9 +220,7 @@ class ChatService:
         await model_store.delete_provider(self.db, provider_id)
         await self._config_changed()
 
-    async def test_provider(
-        self, actor: User, *, provider: str, base_url: str | None, api_key: str | None, deployment_keys: dict[str, str]
-    ) -> ProviderCheck:
+    async def test_provider(self, actor: User, *, provider: str, base_url: str | None, api_key: str | None) -> ProviderCheck:
         """List the models of a provider that may not be saved yet. Without a key, the saved
         provider's key of that kind is used (or the deployment's), so an edit can be tested
         without typing the key again. Admins only: the URL may point anywhere, loopback included.
@@ -233,14 +237,14 @@ class ChatService:
             # The URL the saved provider (and so every turn) uses, or the provider's own API.
             saved_url = stored is not None and (stored.base_url or None) == base_url
             if saved_url or base_url is None:
-                api_key = (stored.api_key if stored and saved_url else None) or deployment_keys.get(kind) or None
+                api_key = (stored.api_key if stored and saved_url else None) or deployment_keys(self.settings).get(kind) or None
         return await _discover(ProviderConfig(kind=kind, api_key=api_key, base_url=base_url))
 
-    async def provider_models(self, actor: User, provider_id: uuid.UUID, *, deployment_keys: dict[str, str]) -> ProviderCheck:
+    async def provider_models(self, actor: User, provider_id: uuid.UUID) -> ProviderCheck:
         """The models a saved provider offers now (its key, else the deployment's, as turns use)."""
         _admin(actor)
         p = await model_store.get_provider(self.db, self.box, provider_id)
-        key = p.api_key or deployment_keys.get(p.provider) or None
+        key = p.api_key or deployment_keys(self.settings).get(p.provider) or None
         return await _discover(ProviderConfig(kind=p.provider, api_key=key, base_url=p.base_url))
 
     async def list_model_configs(self, actor: User) -> list[ModelConfigRecord]:
@@ -331,16 +335,14 @@ class ChatService:
         await self.get_mcp_server(actor, server_id)
         await mcp_store.delete_token(self.db, server_id, actor.id)
 
-    async def check_mcp_tools(
-        self, actor: User, server_id: uuid.UUID, *, connect_timeout: float = 10.0, stdio_connect_timeout: float = 60.0
-    ) -> McpToolsCheck:
+    async def check_mcp_tools(self, actor: User, server_id: uuid.UUID) -> McpToolsCheck:
         """Connect now, as the caller (their OAuth2 token, refreshed when due and after a 401).
         A disabled server (admins only reach it) is still connected, so it can be tested before
         it is enabled, but the answer says it is disabled."""
         config = await self.get_mcp_server(actor, server_id)
         disabled = not config.enabled
         token = await self.mcp_auth.token_for(config, actor.id)
-        timeouts = {"connect_timeout": connect_timeout, "stdio_connect_timeout": stdio_connect_timeout}
+        timeouts = {"connect_timeout": self.settings.mcp_connect_timeout, "stdio_connect_timeout": self.settings.mcp_stdio_connect_timeout}
         try:
             try:
                 tools = await list_tools_check(config, token, **timeouts)
@@ -416,9 +418,41 @@ class ChatService:
             self.db, actor.id, archived=archived, parent_chat_id=parent_chat_id, title_contains=title_contains or None, limit=limit, before=before
         )
 
-    async def chats_changed_since(self, actor: User, since: datetime) -> list[Chat]:
-        """The caller's chats changed at or after `since` (a watch re-syncing after lost notifications)."""
-        return await chat_store.chats_updated_since(self.db, actor.id, since)
+    # --- streams ------------------------------------------------------------------------------
+
+    async def open_stream(
+        self, actor: User, chat_id: uuid.UUID, after_id: int
+    ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
+        """The caller's chat stream, to be entered: subscribed first, then the snapshot (status,
+        parts in flight, messages after `after_id`, queue), then live events. Raises NotFound
+        here, before anything is subscribed, for a chat that is not the caller's."""
+        await self.get_chat(actor, chat_id)
+        return self.hub.subscribe(chat_id, after_id)
+
+    def watch_chats(self, actor: User) -> AbstractAsyncContextManager[AsyncIterator[ChatChange]]:
+        """Changes to the caller's chats (created, status, title, queue, deleted), each re-read."""
+        return watch_owner(self.db, self.pubsub, self.clock, actor.id)
+
+    def follow_parts(self, chat_id: uuid.UUID) -> AsyncGenerator[FollowItem, None]:
+        """The part relay for another replica (authenticated by the internal token, not a user)."""
+        return self.hub.follow(chat_id)
+
+    # --- operations ---------------------------------------------------------------------------
+
+    async def database_reachable(self) -> bool:
+        try:
+            async with self.db.read() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True
+
+    async def database_stats(self) -> DatabaseStats | None:
+        """Counts for /metrics; None while the database is away (/healthz says so)."""
+        try:
+            return await database_stats(self.db)
+        except Unavailable:
+            return None
 
     async def create_chat(
         self,
@@ -471,7 +505,7 @@ class ChatService:
         ids = await self._resolve_mcp_ids(mcp_server_ids, creating=False)
         res = await chat_store.send_message(
             self.db, self.clock.now(), chat_id=chat_id, sender_id=actor.id, content=content, busy_behavior=busy_behavior,
-            model_config_id=model_config_id, mcp_server_ids=ids, max_queued=self.max_queued,
+            model_config_id=model_config_id, mcp_server_ids=ids, max_queued=self.settings.max_queued_messages,
         )
         await self.hub.publish_messages(chat_id, res.inserted)
         note = Notification(

@@ -29,7 +29,7 @@ class Monotonic:
 
 
 def cache_of(rig: Rig) -> ConfigCache:
-    cache = rig.app.extras["config"]
+    cache = rig.app.config
     assert isinstance(cache, ConfigCache)
     return cache
 
@@ -101,7 +101,7 @@ async def test_a_provider_change_on_one_replica_clears_the_cache_of_another(pg_u
         a, b = apps
         admin = await user_store.create_user(a.db, a.clock.now(), "admin", UserRole.ADMIN)
         created = await a.service.create_provider(admin, provider="openai", display_name=None, api_key="sk-one", base_url=None, enabled=True)
-        cache_b = b.extras["config"]
+        cache_b = b.config
         assert isinstance(cache_b, ConfigCache)
         first = await cache_b.provider("openai")
         assert first is not None and first.api_key == "sk-one"

@@ -15,7 +15,7 @@ from tests.worker.conftest import Rig
 
 
 def clients_of(rig: Rig) -> ProviderClients:
-    providers = rig.app.extras["providers"]
+    providers = rig.app.providers
     assert isinstance(providers, ProviderClients)
     return providers
 

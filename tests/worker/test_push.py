@@ -22,7 +22,7 @@ from tests.worker.conftest import Gate, Rig
 
 @pytest.fixture
 async def push(rig: Rig) -> AsyncIterator[FakePushService]:
-    service: PushService = rig.app.extras["push"]
+    service: PushService = rig.app.push
     # The local push service speaks http on loopback; real ones are https on public addresses.
     service.allow_http = True
     service.allow_private = True
@@ -31,7 +31,7 @@ async def push(rig: Rig) -> AsyncIterator[FakePushService]:
 
 
 def _service(rig: Rig) -> PushService:
-    svc: PushService = rig.app.extras["push"]
+    svc: PushService = rig.app.push
     return svc
 
 

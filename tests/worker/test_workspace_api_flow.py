@@ -54,7 +54,7 @@ async def test_through_the_api_a_chat_builds_in_a_workspace_and_a_sub_agent_help
     assert [t["name"] for t in (await client.get("/api/v1/templates", headers=alice)).json()] == ["py-app"]
 
     # This test runs commands: it opts in to unsandboxed ones, as an admin would without bubblewrap.
-    rig.app.extras["workspaces"].provisioners["local"] = LocalProvisioner(rig.app.settings.data_dir, sandbox="none")
+    rig.app.workspaces.provisioners["local"] = LocalProvisioner(rig.app.settings.data_dir, sandbox="none")
     rig.llm.responder = script(template_id)
     from chatd.bootstrap import make_workers, turn_deps
 

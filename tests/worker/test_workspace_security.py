@@ -103,7 +103,7 @@ def _assert_nothing_leaked(rig: Rig, out: str) -> None:
 
 
 def _use_provisioner(rig: Rig, provisioner: LocalProvisioner) -> None:
-    manager = rig.app.extras["workspaces"]
+    manager = rig.app.workspaces
     assert isinstance(manager, WorkspaceManager)
     manager.provisioners["local"] = provisioner
 

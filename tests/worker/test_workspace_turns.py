@@ -34,7 +34,7 @@ async def test_a_chat_creates_a_workspace_and_works_in_it(rig: Rig, tmp_path: Pa
     (src / "AGENTS.md").write_text("Always run the tests.\n")
     template = await rig.app.service.create_template(rig.people.admin.user, {"name": "proj", "source_path": str(src)})
     # This test runs commands: it opts in to unsandboxed ones, as an admin would without bubblewrap.
-    rig.app.extras["workspaces"].provisioners["local"] = LocalProvisioner(rig.app.settings.data_dir, sandbox="none")
+    rig.app.workspaces.provisioners["local"] = LocalProvisioner(rig.app.settings.data_dir, sandbox="none")
     deps = turn_deps(rig.app)
     deps.sleep = rig.sleep
     workers = Workers(deps, worker_id=uuid.uuid4())

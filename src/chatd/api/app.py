@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
-from sqlalchemy import text
 
 from chatd import __version__, metrics
 from chatd.api import errors, internal, openapi, push, routes, streaming, workspaces
-from chatd.api.deps import metrics_reader
+from chatd.api.deps import AppState, metrics_reader
 from chatd.api.limits import BodyLimit
 from chatd.api.schemas import HealthOut
 from chatd.domain.chat import ChatStatus
-from chatd.errors import Unavailable
-from chatd.store.stats import database_stats
+from chatd.service import ChatService
 
 
-def create_app(state: Any) -> FastAPI:
-    """`state` is the composed application (bootstrap.App): settings, db, service, hub, pubsub."""
+def create_app(state: AppState) -> FastAPI:
+    """`state` is the composed application (`bootstrap.App`)."""
     app = FastAPI(
         title="chatd",
         version=__version__,
@@ -42,12 +38,7 @@ def create_app(state: Any) -> FastAPI:
         responses={503: {"model": HealthOut, "description": "The database is not reachable."}},
     )
     async def healthz() -> JSONResponse:
-        db_ok = "ok"
-        try:
-            async with state.db.read() as conn:
-                await conn.execute(text("SELECT 1"))
-        except Exception:
-            db_ok = "unreachable"
+        db_ok = "ok" if await state.service.database_reachable() else "unreachable"
         body = HealthOut(status="ok" if db_ok == "ok" else "degraded", database=db_ok, replica_id=state.settings.replica_id)
         return JSONResponse(body.model_dump(mode="json"), status_code=200 if db_ok == "ok" else 503)
 
@@ -63,7 +54,7 @@ def create_app(state: Any) -> FastAPI:
         `CHATD_METRICS_PUBLIC=true`."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        await observe_database(state.db)
+        await observe_database(state.service)
         return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
 
     settings = state.settings
@@ -78,11 +69,10 @@ def create_app(state: Any) -> FastAPI:
     return app
 
 
-async def observe_database(db: Any) -> None:
+async def observe_database(service: ChatService) -> None:
     """The gauges that are facts of the database, read at scrape time (docs/metrics.md)."""
-    try:
-        stats = await database_stats(db)
-    except Unavailable:
+    stats = await service.database_stats()
+    if stats is None:
         # The database is away: /healthz says so; the process metrics are still worth serving.
         return
     for status in ChatStatus:
@@ -92,7 +82,7 @@ async def observe_database(db: Any) -> None:
     metrics.DB_POOL_SIZE.set(stats.pool_size)
 
 
-def create_internal_app(state: Any) -> FastAPI:
+def create_internal_app(state: AppState) -> FastAPI:
     """A worker-only replica (`--no-api`) still serves /healthz and the replica relay."""
     app = FastAPI(title="chatd (worker replica)", version=__version__, openapi_url=None, docs_url=None, redoc_url=None)
     app.state.chatd = state

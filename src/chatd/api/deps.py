@@ -1,26 +1,57 @@
-"""Request dependencies: the composed application and the authenticated user."""
+"""Request dependencies: the composed application, its settings and services, and the
+authenticated user."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Protocol
 
 from fastapi import Depends, Request, WebSocket
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from chatd.domain.config import User
 from chatd.errors import Forbidden, Unauthenticated
+from chatd.push_service import PushService
 from chatd.service import ChatService
+from chatd.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer chatd_…`")
 
 
-def _state(conn: Request | WebSocket) -> Any:
-    return conn.app.state.chatd
+class AppState(Protocol):
+    """What the API uses of the composed application (`bootstrap.App` is one): the API reaches
+    the database, the streams and the pubsub only through these services."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def service(self) -> ChatService: ...
+
+    @property
+    def push(self) -> PushService: ...
+
+    @property
+    def internal_token(self) -> str:
+        """The bearer token replicas use with each other (the part relay)."""
+        ...
+
+
+def app_state(conn: Request | WebSocket) -> AppState:
+    # Starlette types its state as Any; `create_app` is the one place that sets it.
+    state: AppState = conn.app.state.chatd
+    return state
 
 
 def get_service(request: Request) -> ChatService:
-    svc: ChatService = _state(request).service
-    return svc
+    return app_state(request).service
+
+
+def get_push(request: Request) -> PushService:
+    return app_state(request).push
+
+
+def get_settings(request: Request) -> Settings:
+    return app_state(request).settings
 
 
 async def current_user(
@@ -41,7 +72,7 @@ async def metrics_reader(
 ) -> None:
     """/metrics tells how busy the deployment is and which models it runs: an admin's token, unless
     the operator made it public for a scraper without credentials (CHATD_METRICS_PUBLIC)."""
-    if _state(request).settings.metrics_public:
+    if get_settings(request).metrics_public:
         return
     user = await current_user(request, creds)
     if not user.is_admin:
@@ -50,3 +81,5 @@ async def metrics_reader(
 
 CurrentUser = Annotated[User, Depends(current_user)]
 Service = Annotated[ChatService, Depends(get_service)]
+Push = Annotated[PushService, Depends(get_push)]
+AppSettings = Annotated[Settings, Depends(get_settings)]

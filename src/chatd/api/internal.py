@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
+from chatd.api.deps import app_state
 from chatd.errors import Unauthenticated
 from chatd.streams.relay import FollowItem, encode
 
@@ -22,13 +23,13 @@ KEEPALIVE_S = 10.0
 
 @router.get("/internal/v1/chats/{chat_id}/parts")
 async def relay_parts(chat_id: uuid.UUID, request: Request) -> StreamingResponse:
-    state = request.app.state.chatd
+    state = app_state(request)
     given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
     if not given or not hmac.compare_digest(given, state.internal_token):
         raise Unauthenticated("Invalid internal token.")
 
     async def lines() -> AsyncIterator[str]:
-        items = state.hub.follow(chat_id).__aiter__()
+        items = state.service.follow_parts(chat_id)
         nxt: asyncio.Task[FollowItem] | None = None
         try:
             while True:

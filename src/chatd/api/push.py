@@ -7,24 +7,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
-from chatd.api.deps import CurrentUser
+from chatd.api.deps import CurrentUser, Push
 from chatd.api.schemas import TextChecked
-from chatd.push_service import PushService
 
 router = APIRouter(prefix="/api/v1/push", tags=["push"])
-
-
-def get_push(request: Request) -> PushService:
-    push: PushService = request.app.state.chatd.extras["push"]
-    return push
-
-
-Push = Annotated[PushService, Depends(get_push)]
 
 
 class VapidKeyOut(BaseModel):

@@ -13,7 +13,7 @@ from fastapi import APIRouter, File, Path, Query, Request, Response, UploadFile
 from fastapi.responses import HTMLResponse
 from fastapi.responses import Response as RawResponse
 
-from chatd.api.deps import CurrentUser, Service
+from chatd.api.deps import AppSettings, CurrentUser, Service
 from chatd.api.errors import status_of
 from chatd.api.openapi import errors
 from chatd.api.paging import (
@@ -77,8 +77,8 @@ from chatd.api.schemas import (
 from chatd.domain.config import ModelOptions, Pricing
 from chatd.domain.mcp import McpUserToken
 from chatd.errors import ChatdError, InvalidInput, PayloadTooLarge
-from chatd.providers.registry import deployment_keys
 from chatd.service import ProviderCheck
+from chatd.settings import Settings
 
 router = APIRouter(prefix="/api/v1")
 
@@ -191,24 +191,18 @@ async def create_provider(body: ProviderIn, user: CurrentUser, svc: Service) -> 
 
 
 @router.post("/providers/test", tags=["providers"], responses=errors(403))
-async def test_provider(body: ProviderTestIn, request: Request, user: CurrentUser, svc: Service) -> ProviderCheckOut:
+async def test_provider(body: ProviderTestIn, user: CurrentUser, svc: Service) -> ProviderCheckOut:
     """Connection test for provider settings that need not be saved yet: lists the provider's
     models from its own models endpoint, or says in words why it could not (refused key, wrong
     base URL, unreachable). Admins only; the URL may be a loopback one (Ollama on this host)."""
-    check = await svc.test_provider(
-        user, provider=body.provider, base_url=body.base_url, api_key=body.api_key, deployment_keys=_deployment_keys(request)
-    )
+    check = await svc.test_provider(user, provider=body.provider, base_url=body.base_url, api_key=body.api_key)
     return _provider_check(check)
 
 
 @router.get("/providers/{provider_id}/models", tags=["providers"], responses=errors(403))
-async def provider_models(provider_id: uuid.UUID, request: Request, user: CurrentUser, svc: Service) -> ProviderCheckOut:
+async def provider_models(provider_id: uuid.UUID, user: CurrentUser, svc: Service) -> ProviderCheckOut:
     """The models a saved provider offers now (its models endpoint), or why they cannot be listed."""
-    return _provider_check(await svc.provider_models(user, provider_id, deployment_keys=_deployment_keys(request)))
-
-
-def _deployment_keys(request: Request) -> dict[str, str]:
-    return deployment_keys(request.app.state.chatd.settings)
+    return _provider_check(await svc.provider_models(user, provider_id))
 
 
 def _provider_check(check: ProviderCheck) -> ProviderCheckOut:
@@ -333,17 +327,14 @@ async def delete_mcp_token(server_id: uuid.UUID, user: CurrentUser, svc: Service
     tags=["mcp"],
     responses={404: {"description": "No such server (or, for members, a disabled one)."}},
 )
-async def check_mcp_tools(server_id: uuid.UUID, request: Request, user: CurrentUser, svc: Service) -> McpToolsOut:
+async def check_mcp_tools(server_id: uuid.UUID, user: CurrentUser, svc: Service) -> McpToolsOut:
     """Connect to the server now, as the caller (their OAuth2 token, refreshed when due), and list
     its tools after the allow/deny lists, named as the model sees them. A server that cannot be
     reached or refuses the credentials is a 200 with `ok: false` and the reason: the check worked,
     its finding is the error. A disabled server is connected too (to test it before enabling it)
     but answers `ok: false` with `mcp_server_disabled`. 404 for an unknown (or, for members,
     disabled) server."""
-    settings = request.app.state.chatd.settings
-    check = await svc.check_mcp_tools(
-        user, server_id, connect_timeout=settings.mcp_connect_timeout, stdio_connect_timeout=settings.mcp_stdio_connect_timeout
-    )
+    check = await svc.check_mcp_tools(user, server_id)
     error = None
     if check.error is not None:
         status = check.error.detail.get("status") if isinstance(check.error.detail, dict) else None
@@ -373,11 +364,13 @@ async def check_mcp_tools(server_id: uuid.UUID, request: Request, user: CurrentU
         502: {"description": "The authorization server could not be discovered or refused the client registration."},
     },
 )
-async def start_mcp_oauth(server_id: uuid.UUID, request: Request, user: CurrentUser, svc: Service) -> McpOAuthStartOut:
+async def start_mcp_oauth(
+    server_id: uuid.UUID, request: Request, user: CurrentUser, svc: Service, settings: AppSettings
+) -> McpOAuthStartOut:
     """Start the caller's OAuth2 authorization (code flow with PKCE) for an `oauth2` server.
     400 if the server does not use OAuth2 or uses client credentials; 502 if its authorization
     server cannot be discovered or refuses registration."""
-    url = await svc.start_mcp_oauth(user, server_id, _callback_url(request))
+    url = await svc.start_mcp_oauth(user, server_id, _callback_url(request, settings))
     return McpOAuthStartOut(authorize_url=url)
 
 
@@ -405,11 +398,10 @@ async def mcp_oauth_callback(
     return HTMLResponse(_oauth_page(f"Connected to {name}", "You can close this tab.", ok=True, server_id=str(server.id)))
 
 
-def _callback_url(request: Request) -> str:
+def _callback_url(request: Request, settings: Settings) -> str:
     # The public URL wins (chatd behind a proxy); else the URL this request came in on.
-    public: str = getattr(request.app.state.chatd.settings, "public_url", "") or ""
-    if public:
-        return public.rstrip("/") + "/api/v1/mcp-servers/oauth/callback"
+    if settings.public_url:
+        return settings.public_url.rstrip("/") + "/api/v1/mcp-servers/oauth/callback"
     return str(request.url_for("mcp_oauth_callback"))
 
 
@@ -528,8 +520,8 @@ async def promote_queued(chat_id: uuid.UUID, queued_id: QueuedId, user: CurrentU
 
 
 @router.post("/files", status_code=201, tags=["files"])
-async def upload_file(request: Request, user: CurrentUser, svc: Service, file: Annotated[UploadFile, File()]) -> FileOut:
-    limit: int = request.app.state.chatd.settings.max_upload_bytes
+async def upload_file(user: CurrentUser, svc: Service, settings: AppSettings, file: Annotated[UploadFile, File()]) -> FileOut:
+    limit = settings.max_upload_bytes
     data = await file.read(limit + 1)
     if len(data) > limit:
         raise PayloadTooLarge(f"Files are limited to {limit} bytes.")

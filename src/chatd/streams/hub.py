@@ -8,7 +8,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -295,7 +295,7 @@ class StreamHub:
 
     # --- the internal relay: serving this replica's parts to other replicas -----------------
 
-    async def follow(self, chat_id: uuid.UUID) -> AsyncIterator[FollowItem]:
+    async def follow(self, chat_id: uuid.UUID) -> AsyncGenerator[FollowItem, None]:
         """The buffered parts of a chat running here (with sequence numbers), then live parts,
         clears and the end. Ends at once when the chat is not running on this replica."""
         st = self._chats.get(chat_id)

@@ -1,0 +1,117 @@
+"""Following one user's chats (`/chats/watch`): the owner channel's hints, each re-read from the
+database (and checked to belong to the user) before it is reported.
+
+Notifications are hints: when some may have been lost (the pubsub reconnected, or the watch fell
+`QUEUE` behind) the watch re-reads the user's chats changed since its last sync and reports each
+difference from what it last reported, like a chat stream's resync. Duplicates are possible, a
+lost change is not."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from chatd.domain.chat import Chat
+from chatd.domain.clock import Clock
+from chatd.errors import NotFound
+from chatd.pubsub.base import PubSub, owner_channel
+from chatd.store import chats as chat_store
+from chatd.store.database import Database
+
+# A watch re-reads chats changed since its last sync point minus this margin: replicas' clocks
+# differ a little, and an event sent twice costs a client one re-render, a lost one a stale list.
+RESYNC_MARGIN = timedelta(seconds=5)
+WATCH_KINDS = ("created", "status_change", "title_change", "queue_change", "deleted")
+QUEUE = 256
+
+
+@dataclass(frozen=True, slots=True)
+class ChatChange:
+    kind: str  # one of WATCH_KINDS
+    chat: Chat
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    status: str
+    title: str
+    archived: bool
+    queued_count: int
+
+    @classmethod
+    def of(cls, chat: Chat) -> _Seen:
+        return cls(chat.status.value, chat.title, chat.archived, chat.queued_count)
+
+
+def resync_kind(chat: Chat, seen: _Seen | None, since: datetime) -> str | None:
+    """The event a re-read chat is reported as; None when the client already has this state."""
+    now = _Seen.of(chat)
+    if seen is None:
+        if chat.archived:
+            return "deleted"
+        return "created" if chat.created_at >= since else "status_change"
+    if now == seen:
+        return None
+    if now.archived != seen.archived:
+        return "deleted" if now.archived else "created"
+    if now.status != seen.status:
+        return "status_change"
+    return "title_change" if now.title != seen.title else "queue_change"
+
+
+@contextlib.asynccontextmanager
+async def watch_owner(db: Database, pubsub: PubSub, clock: Clock, owner_id: uuid.UUID) -> AsyncIterator[AsyncIterator[ChatChange]]:
+    """Subscribed when entered: every change to the owner's chats after that is reported."""
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE)
+    lost = False
+
+    def on_note(payload: dict[str, Any]) -> None:
+        nonlocal lost
+        try:
+            queue.put_nowait(payload)
+        except asyncio.QueueFull:
+            lost = True  # the consumer has a full queue to work through and resyncs after it
+
+    unsubscribe = await pubsub.subscribe(owner_channel(owner_id), on_note)
+    since = clock.now() - RESYNC_MARGIN
+    seen: dict[uuid.UUID, _Seen] = {}
+
+    def report(kind: str, chat: Chat) -> ChatChange:
+        seen[chat.id] = _Seen.of(chat)
+        return ChatChange(kind, chat)
+
+    async def changes() -> AsyncIterator[ChatChange]:
+        nonlocal lost, since
+        while True:
+            payload = await queue.get()
+            if payload.get("reconnected") or lost:
+                lost = False
+                mark = clock.now()
+                for chat in await chat_store.chats_updated_since(db, owner_id, since):
+                    kind = resync_kind(chat, seen.get(chat.id), since)
+                    if kind is not None:
+                        yield report(kind, chat)
+                since = mark - RESYNC_MARGIN
+            kind = payload.get("k")
+            try:
+                chat_id = uuid.UUID(str(payload.get("c")))
+            except ValueError:
+                continue  # the reconnect notice, or a payload of some other kind
+            if kind not in WATCH_KINDS:
+                continue
+            try:
+                chat = await chat_store.get_chat(db, chat_id)
+            except NotFound:
+                continue
+            if chat.owner_id == owner_id:
+                yield report(str(kind), chat)
+
+    try:
+        yield changes()
+    finally:
+        await unsubscribe()
