@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Message } from "../src/api/types";
-import { emptyChat, mergePart, reduce, splitToolName, turns } from "../src/chat/state";
+import { emptyChat, mergePart, reduce, splitToolName, turns, withHistory } from "../src/chat/state";
 
 const msg = (id: number, role: Message["role"], text: string): Message => ({
   id, chat_id: "c", role, content: [{ type: "text", text }], created_at: "", model_config_id: null, usage: null,
@@ -36,6 +36,19 @@ describe("chat state", () => {
     expect(s.needsReload).toBe(false);
     s = reduce(s, { type: "message", chat_id: "c", message: msg(1, "user", "old") });
     expect(s.needsReload).toBe(true);
+  });
+
+  it("keeps an answer that streamed in while the history was re-read after an edit", () => {
+    // Before the edit: 1 user, 2 assistant. The edit soft-deletes them and adds 3 (user); the
+    // answer 4 is persisted and streamed before the re-read (taken when only 3 existed) arrives.
+    let s = reduce(emptyChat, { type: "message", chat_id: "c", message: msg(1, "user", "q") });
+    s = reduce(s, { type: "message", chat_id: "c", message: msg(2, "assistant", "a") });
+    s = reduce(s, { type: "message", chat_id: "c", message: msg(3, "user", "better q") });
+    s = reduce(s, { type: "message", chat_id: "c", message: msg(4, "assistant", "better a") });
+    s = withHistory(s, [msg(3, "user", "better q")], []);
+    expect(s.messages.map((m) => m.id)).toEqual([3, 4]);
+    // Replaced messages stay gone, however they arrived.
+    expect(withHistory(s, [msg(3, "user", "better q"), msg(4, "assistant", "better a")], []).messages.map((m) => m.id)).toEqual([3, 4]);
   });
 
   it("groups messages into turns and splits MCP tool names", () => {

@@ -104,9 +104,13 @@ export function reconnected(s: ChatState): ChatState {
   return { ...s, live: [] };
 }
 
-/** Replace the history (after an edit) with what the API lists. */
+/** Replace the history (after an edit) with what the API lists. Messages the stream delivered
+ * while the list was on its way (ids above the list's newest: ids only grow) are kept — the
+ * answer to an edit can be persisted and streamed before the re-read arrives. */
 export function withHistory(s: ChatState, messages: Message[], queue: QueuedMessage[]): ChatState {
-  return { ...s, messages: [...messages].sort((a, b) => a.id - b.id), queue, needsReload: false };
+  const newest = messages.reduce((max, m) => Math.max(max, m.id), 0);
+  const later = s.messages.filter((m) => m.id > newest);
+  return { ...s, messages: [...messages, ...later].sort((a, b) => a.id - b.id), queue, needsReload: false };
 }
 
 export interface Turn {
