@@ -257,6 +257,7 @@ class FakeLLMServer:
         token_delay: float = 0.0,
         responder: Callable[[dict[str, Any]], Reply] | None = None,
         models: tuple[str, ...] = ("fake-large", "fake-small"),
+        port: int = 0,
     ) -> None:
         self.token_delay = token_delay
         # What the models endpoints list (each wire's format); `models_key`, when set, is the only
@@ -272,7 +273,7 @@ class FakeLLMServer:
         # Set each time a stream starts stalling, so tests can wait for it without sleeping.
         self.stalled = asyncio.Event()
         self._http: LoopbackServer | None = None
-        self.port = 0
+        self.port = port
 
     # -- script -------------------------------------------------------------------------------
 
@@ -317,7 +318,7 @@ class FakeLLMServer:
                 Route("/v1beta/models", self._google_models, methods=["GET"]),
             ]
         )
-        self._http = LoopbackServer(app, "fake-llm-server", timeout_graceful_shutdown=1)
+        self._http = LoopbackServer(app, "fake-llm-server", port=self.port, timeout_graceful_shutdown=1)
         self._http.start()
         self.port = self._http.port
         return self

@@ -12,11 +12,12 @@ import uvicorn
 
 
 class LoopbackServer:
-    def __init__(self, app: Any, name: str, **config: Any) -> None:
+    def __init__(self, app: Any, name: str, *, port: int = 0, **config: Any) -> None:
         self.app = app
         self.name = name
         self.config = config
-        self.port = 0
+        # 0: a free port, chosen by the kernel (tests); a fixed one for bench/llm.py.
+        self.port = port
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._sock: socket.socket | None = None
@@ -24,7 +25,7 @@ class LoopbackServer:
     def start(self) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("127.0.0.1", self.port))
         # The kernel queues connections until uvicorn accepts them: no start-up wait needed.
         sock.listen(128)
         sock.setblocking(False)
