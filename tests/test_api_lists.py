@@ -3,11 +3,16 @@ server is as unknown as a missing one (issue 9, item 8). Real HTTP, both databas
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
 
 from chatd.api.paging import encode_cursor
 from chatd.bootstrap import App, build
@@ -130,6 +135,52 @@ async def test_tokens_are_listed_without_secrets_and_revoked_by_their_owner_or_a
         assert (await client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})).status_code == 401
     assert (await client.delete(f"/api/v1/tokens/{by_name['laptop']['id']}", headers=alice)).status_code == 404
     assert [t["name"] for t in (await client.get("/api/v1/me/tokens", headers=alice)).json()] == ["test"]
+
+
+async def test_revoking_a_token_ends_the_streams_it_opened(client: httpx.AsyncClient, people: People, chatd: App) -> None:
+    """A chat stream, the watch and a WebSocket stay open for days: each re-checks its token (every
+    CHATD_SSE_KEEPALIVE seconds) and ends once it is revoked; one opened with another token lives on."""
+    chatd.settings.sse_keepalive = 0.3
+    alice = people.alice.headers
+    uid = people.alice.user.id
+    made = (await client.post(f"/api/v1/users/{uid}/tokens", headers=alice, json={"name": "tablet"})).json()
+    tablet = {"Authorization": f"Bearer {made['token']}"}
+    (tablet_id,) = [t["id"] for t in (await client.get("/api/v1/me/tokens", headers=alice)).json() if t["name"] == "tablet"]
+    chat = (await client.post("/api/v1/chats", headers=alice, json={"content": "hello"})).json()
+
+    async def drain(path: str, headers: dict[str, str]) -> int:
+        """Read the SSE response to its end; the number of lines read."""
+        n = 0
+        async with client.stream("GET", path, headers=headers) as r:
+            assert r.status_code == 200
+            async for _ in r.aiter_lines():
+                n += 1
+        return n
+
+    base = str(client.base_url).replace("http://", "ws://")
+
+    async def ws_close_code() -> int:
+        async with ws_connect(f"{base}/api/v1/chats/{chat['id']}/stream", additional_headers=tablet, open_timeout=10) as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 30)
+        assert closed.value.rcvd is not None
+        return closed.value.rcvd.code
+
+    revoked = asyncio.gather(
+        drain(f"/api/v1/chats/{chat['id']}/stream", tablet), drain("/api/v1/chats/watch", tablet), ws_close_code()
+    )
+    kept = asyncio.create_task(drain("/api/v1/chats/watch", alice))
+    await asyncio.sleep(1)  # all four are open and have been re-checked a few times
+    assert not revoked.done() and not kept.done()
+    assert (await client.delete(f"/api/v1/tokens/{tablet_id}", headers=alice)).status_code == 204
+    stream_lines, _watch_lines, code = await asyncio.wait_for(revoked, 20)
+    assert stream_lines > 0 and code == 4401
+    await asyncio.sleep(1)
+    assert not kept.done()  # alice's own token still works
+    kept.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await kept
 
 
 async def test_metrics_need_an_admin_token_by_default(client: httpx.AsyncClient, people: People) -> None:

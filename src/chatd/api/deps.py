@@ -79,7 +79,14 @@ async def metrics_reader(
         raise Forbidden("Metrics need an admin's token.")
 
 
+async def bearer_token(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
+    """The raw token of an authenticated request (CurrentUser checked it): a long-lived stream
+    re-checks it, so that revoking a token also ends the streams opened with it."""
+    return creds.credentials if creds is not None else ""
+
+
 CurrentUser = Annotated[User, Depends(current_user)]
+BearerToken = Annotated[str, Depends(bearer_token)]
 Service = Annotated[ChatService, Depends(get_service)]
 Push = Annotated[PushService, Depends(get_push)]
 AppSettings = Annotated[Settings, Depends(get_settings)]

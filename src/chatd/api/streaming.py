@@ -6,18 +6,46 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Header, Query, WebSocket, WebSocketDisconnect
 from sse_starlette.sse import EventSourceResponse
 
-from chatd.api.deps import AppSettings, CurrentUser, Service, app_state
+from chatd.api.deps import AppSettings, BearerToken, CurrentUser, Service, app_state
 from chatd.api.schemas import MAX_INT64, ChatOut, event_json
 from chatd.domain.events import MessageEvent, StreamEvent
 from chatd.errors import ChatdError, InvalidInput, NotFound
 
 router = APIRouter(prefix="/api/v1")
+T = TypeVar("T")
+
+
+async def while_authorized(events: AsyncIterator[T], authorized: Callable[[], Awaitable[bool]], every: float) -> AsyncIterator[T]:
+    """`events` until they end or, checked every `every` seconds, `authorized()` says no: a token
+    revoked (or its user removed) must not keep a stream it opened, which can run for days."""
+    it = aiter(events)
+    pending: asyncio.Future[T] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(it))
+            done, _ = await asyncio.wait({pending}, timeout=every)
+            if not done:
+                if not await authorized():
+                    return
+                continue
+            try:
+                item = pending.result()
+            except StopAsyncIteration:
+                return
+            pending = None
+            yield item
+    finally:
+        if pending is not None and not pending.done():
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
 
 
 def _cursor(after_id: int | None, last_event_id: str | None) -> int:
@@ -50,6 +78,7 @@ async def _framed(events: AsyncIterator[StreamEvent], start: int) -> AsyncIterat
 async def stream(
     chat_id: uuid.UUID,
     user: CurrentUser,
+    token: BearerToken,
     svc: Service,
     settings: AppSettings,
     after_id: Annotated[int | None, Query(ge=0, le=MAX_INT64)] = None,
@@ -58,9 +87,12 @@ async def stream(
     start = _cursor(after_id, last_event_id)
     stream = await svc.open_stream(user, chat_id, start)
 
+    async def authorized() -> bool:
+        return await svc.authenticate(token) is not None
+
     async def gen() -> AsyncIterator[dict[str, Any]]:
         async with stream as events:
-            async for cursor, data in _framed(events, start):
+            async for cursor, data in while_authorized(_framed(events, start), authorized, settings.sse_keepalive):
                 yield {"event": data["type"], "id": str(cursor), "data": json.dumps(data)}
 
     return EventSourceResponse(gen(), ping=int(max(1, settings.sse_keepalive)), headers={"X-Accel-Buffering": "no"})
@@ -88,10 +120,20 @@ async def stream_ws(websocket: WebSocket, chat_id: uuid.UUID, after_id: int = 0)
         await websocket.close(code=4404, reason="not found")
         return
 
+    revoked = False
+
+    async def authorized() -> bool:
+        nonlocal revoked
+        revoked = token is None or await svc.authenticate(token) is None
+        return not revoked
+
     async def send_events() -> None:
+        every = app_state(websocket).settings.sse_keepalive
         async with stream as events:
-            async for cursor, data in _framed(events, after_id):
+            async for cursor, data in while_authorized(_framed(events, after_id), authorized, every):
                 await websocket.send_json({"id": cursor, "event": data})
+        if revoked:
+            await websocket.close(code=4401, reason="token revoked")
 
     async def until_closed() -> None:
         # Clients send nothing; reading is how a closed connection is noticed while the chat is
@@ -131,7 +173,7 @@ def _ws_token(ws: WebSocket) -> tuple[str | None, str | None]:
     response_class=EventSourceResponse,
     responses={200: {"content": {"text/event-stream": {}}, "description": "`{kind, chat}` for the caller's chats."}},
 )
-async def watch(user: CurrentUser, svc: Service, settings: AppSettings) -> EventSourceResponse:
+async def watch(user: CurrentUser, token: BearerToken, svc: Service, settings: AppSettings) -> EventSourceResponse:
     """Notifications are hints: when some may have been lost (the pubsub reconnected, or this
     watch fell behind) the watch re-reads the caller's chats changed since its last sync and
     reports each difference, like the chat stream's resync (`streams/watch.py`)."""
@@ -140,9 +182,12 @@ async def watch(user: CurrentUser, svc: Service, settings: AppSettings) -> Event
     stack = contextlib.AsyncExitStack()
     changes = await stack.enter_async_context(svc.watch_chats(user))
 
+    async def authorized() -> bool:
+        return await svc.authenticate(token) is not None
+
     async def gen() -> AsyncIterator[dict[str, Any]]:
         try:
-            async for change in changes:
+            async for change in while_authorized(changes, authorized, settings.sse_keepalive):
                 data = {"kind": change.kind, "chat": ChatOut.of(change.chat).model_dump(mode="json")}
                 yield {"event": change.kind, "data": json.dumps(data)}
         finally:
