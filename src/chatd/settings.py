@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     # MCP servers) without asking the database again; changes made through the API are announced
     # and apply at once, this bounds the staleness when an announcement is lost. 0 = no cache.
     config_cache_ttl: float = 5.0
+    # Read OpenAI Chat Completions streams (OpenAI and compatible servers) with chatd's own reader
+    # instead of the SDK and pydantic-ai's stream: same parts, usage and errors, a fraction of the
+    # CPU per token. Off = pydantic-ai's stream for every model (to rule the reader out).
+    fast_streams: bool = True
 
     # Web push (SPEC §5.10). VAPID keys as base64url (the private key may also be PEM); empty
     # means data_dir/vapid-private.pem, generated on first start. Replicas must share the keys.

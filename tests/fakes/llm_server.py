@@ -107,6 +107,8 @@ class RawReply:
     body: bytes
     content_type: str = "text/event-stream"
     status_code: int = 200
+    # Sent in pieces of this many bytes (0 = at once), each its own write: reads split anywhere.
+    chunk_bytes: int = 0
 
 
 @dataclass
@@ -246,6 +248,20 @@ def _anthropic_error(fault: Fault) -> Response:
 # ---------------------------------------------------------------------------------- the server
 
 
+def _raw(reply: RawReply) -> Response:
+    if not reply.chunk_bytes:
+        return Response(reply.body, status_code=reply.status_code, media_type=reply.content_type)
+    size, body = reply.chunk_bytes, reply.body
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for i in range(0, len(body), size):
+            yield body[i : i + size]
+            # A write per piece: the client reads them apart (most of the time) instead of at once.
+            await asyncio.sleep(0)
+
+    return StreamingResponse(pieces(), status_code=reply.status_code, media_type=reply.content_type)
+
+
 class _DropConnection(Exception):
     """Raised inside a streaming body: uvicorn then aborts the connection mid-response."""
 
@@ -349,7 +365,7 @@ class FakeLLMServer:
         body = await self._record("openai", request)
         reply = self._next(body)
         if isinstance(reply, RawReply):
-            return Response(reply.body, status_code=reply.status_code, media_type=reply.content_type)
+            return _raw(reply)
         if reply.fault and reply.fault.kind == "status":
             return _openai_error(reply.fault)
         model = reply.model or body.get("model", "gpt-fake")
@@ -362,7 +378,7 @@ class FakeLLMServer:
         body = await self._record("anthropic", request)
         reply = self._next(body)
         if isinstance(reply, RawReply):
-            return Response(reply.body, status_code=reply.status_code, media_type=reply.content_type)
+            return _raw(reply)
         if reply.fault and reply.fault.kind == "status":
             return _anthropic_error(reply.fault)
         model = reply.model or body.get("model", "claude-fake")

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from pydantic_ai import messages as pm
-from pydantic_ai.messages import INVALID_JSON_KEY
 
 from chatd.domain.chat import Role
 from chatd.domain.parts import (
@@ -21,6 +20,7 @@ from chatd.domain.parts import (
     ToolResultPart,
 )
 from chatd.loop.types import FileResolver, PromptMessage, ResolvedFile
+from chatd.providers.streams import call_args as call_args  # shared with the stream readers
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +31,6 @@ MISSING_RESULT_TEXT = "tool call was interrupted and did not receive a result"
 def sanitize_tool_call_id(tool_call_id: str) -> str:
     # Anthropic rejects ids outside [A-Za-z0-9_-]; ids from other providers may contain them.
     return _UNSAFE_ID.sub("_", tool_call_id) or "call"
-
-
-def call_args(part: pm.BaseToolCallPart[Any]) -> tuple[dict[str, Any], str | None]:
-    """The call's arguments as a dict, and an error when the model sent invalid or non-object JSON."""
-    args = part.args_as_dict()
-    if INVALID_JSON_KEY in args and len(args) == 1:
-        return {}, f"invalid JSON arguments: {args[INVALID_JSON_KEY]!r}"
-    return args, None
 
 
 # ----------------------------------------------------------------------------- domain -> model

@@ -12,17 +12,18 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic_ai import messages as pm
-from pydantic_ai.direct import model_request, model_request_stream
-from pydantic_ai.models import ModelRequestParameters, StreamedResponse
+from pydantic_ai.direct import model_request
+from pydantic_ai.models import ModelRequestParameters
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.tools import ToolDefinition
 
 from chatd import metrics, tracing
 from chatd.domain.chat import Role, Usage
-from chatd.domain.parts import Part, ReasoningPart, TextPart, ToolCallPart, ToolResultPart, text_of
+from chatd.domain.parts import Part, ToolCallPart, ToolResultPart, text_of
 from chatd.domain.tools import Tool, ToolContext, ToolResult
 from chatd.loop.convert import call_args, estimate_tokens, response_parts, to_model_messages
 from chatd.loop.prompts import SUMMARY_PREFIX, SUMMARY_PROMPT
+from chatd.loop.stream import open_stream
 from chatd.loop.types import (
     INTERRUPTED_TOOL_RESULT,
     SUMMARY_TOOL_NAME,
@@ -46,6 +47,7 @@ from chatd.providers.retry import (
     backoff_delay,
     classify,
 )
+from chatd.providers.streams import ModelStream
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -141,7 +143,7 @@ class _StepState:
 
     index: int
     started: float
-    stream: StreamedResponse | None = None
+    stream: ModelStream | None = None
     response: pm.ModelResponse | None = None
     calls: list[pm.ToolCallPart] = field(default_factory=list)
     results: dict[str, ToolResultPart] = field(default_factory=dict)
@@ -356,24 +358,20 @@ class _Turn:
         # every gap between chunks, but never a long answer that keeps streaming.
         deadline = asyncio.timeout(stall)
         sent = loop.time()
+        publish = self.sink.publish_part
         try:
-            async with deadline, model_request_stream(
-                self.model.model,
-                history,
-                model_settings=self.model.settings,
-                model_request_parameters=self._params(),
-            ) as stream:
+            async with deadline, open_stream(self.model, history, self._params(), fast=self.options.fast_streams) as stream:
                 if self.state is not None:
                     self.state.stream = stream
-                publisher = _Publisher(self.sink)
                 first = True
-                async for event in stream:
+                async for parts in stream:
                     deadline.reschedule(loop.time() + stall)
                     if first:
                         first = False
                         ttft = metrics.TIME_TO_FIRST_TOKEN.labels(self.model.provider_kind, self.model.spec.model)
                         ttft.observe(loop.time() - sent)
-                    await publisher.publish(event)
+                    for role, part in parts:
+                        await publish(role, part)
                 response = stream.get()
         except TimeoutError as exc:
             if deadline.expired():
@@ -591,71 +589,3 @@ def _tool_return(result: ToolResultPart) -> pm.ToolReturnPart:
         result.tool_call_id,
         outcome="failed" if result.is_error else "success",
     )
-
-
-class _Publisher:
-    """Turns pydantic-ai stream events into domain parts for the sink."""
-
-    def __init__(self, sink: TurnSink) -> None:
-        self.sink = sink
-        self.calls: dict[int, ToolCallPart] = {}
-
-    async def publish(self, event: pm.ModelResponseStreamEvent) -> None:
-        if isinstance(event, pm.PartStartEvent):
-            await self._start(event.index, event.part)
-        elif isinstance(event, pm.PartDeltaEvent):
-            await self._delta(event.index, event.delta)
-        elif isinstance(event, pm.PartEndEvent) and isinstance(event.part, pm.BaseToolCallPart):
-            args, _ = call_args(event.part)
-            call = self.calls.get(event.index)
-            part = ToolCallPart(
-                tool_call_id=event.part.tool_call_id,
-                tool_name=event.part.tool_name,
-                args=args,
-                provider_executed=call.provider_executed if call else isinstance(event.part, pm.NativeToolCallPart),
-            )
-            await self.sink.publish_part(Role.ASSISTANT, part)
-
-    async def _start(self, index: int, part: pm.ModelResponsePart) -> None:
-        if isinstance(part, pm.TextPart):
-            if part.content:
-                await self.sink.publish_part(Role.ASSISTANT, TextPart(text=part.content))
-        elif isinstance(part, pm.ThinkingPart):
-            if part.content:
-                await self.sink.publish_part(Role.ASSISTANT, ReasoningPart(text=part.content))
-        elif isinstance(part, pm.BaseToolCallPart):
-            initial = part.args if isinstance(part.args, str) else ""
-            call = ToolCallPart(
-                tool_call_id=part.tool_call_id,
-                tool_name=part.tool_name,
-                args_delta=initial,
-                provider_executed=isinstance(part, pm.NativeToolCallPart),
-            )
-            self.calls[index] = call
-            await self.sink.publish_part(Role.ASSISTANT, call)
-        elif isinstance(part, pm.NativeToolReturnPart):
-            await self.sink.publish_part(
-                Role.TOOL,
-                ToolResultPart(
-                    tool_call_id=part.tool_call_id,
-                    tool_name=part.tool_name,
-                    result=part.model_response_object(),
-                    is_error=part.outcome != "success",
-                    provider_executed=True,
-                ),
-            )
-
-    async def _delta(self, index: int, delta: pm.ModelResponsePartDelta) -> None:
-        if isinstance(delta, pm.TextPartDelta):
-            if delta.content_delta:
-                await self.sink.publish_part(Role.ASSISTANT, TextPart(text=delta.content_delta))
-        elif isinstance(delta, pm.ThinkingPartDelta):
-            if delta.content_delta:
-                await self.sink.publish_part(Role.ASSISTANT, ReasoningPart(text=delta.content_delta))
-        elif isinstance(delta, pm.ToolCallPartDelta):
-            call = self.calls.get(index)
-            if call is None or not isinstance(delta.args_delta, str) or not delta.args_delta:
-                return
-            await self.sink.publish_part(
-                Role.ASSISTANT, call.model_copy(update={"args_delta": delta.args_delta})
-            )

@@ -162,6 +162,9 @@ class TurnOptions:
     jitter: Callable[[], float] = _default_jitter
     # Only these tools are offered to the model, when set.
     active_tools: frozenset[str] | None = None
+    # Read the model's stream with chatd's own reader where there is one for its wire format
+    # (`chatd.providers.streams`); False always uses pydantic-ai's.
+    fast_streams: bool = True
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 

@@ -1,4 +1,5 @@
-"""Model resolution: provider keys and model configs -> pydantic-ai models, cost, retry classification.
+"""Model resolution: provider keys and model configs -> pydantic-ai models, cost, retry classification,
+and the readers that turn a model's stream into chatd's parts (`providers.streams`).
 
 Independent of the database: callers hand in plain `ProviderConfig` / `ModelSpec` values.
 """

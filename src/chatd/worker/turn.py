@@ -281,6 +281,7 @@ class ChatTurn:
                 max_steps=d.settings.max_steps,
                 max_attempts=d.settings.max_retry_attempts,
                 stall_timeout=d.settings.stall_timeout,
+                fast_streams=d.settings.fast_streams,
                 file_resolver=self._resolve_files,
                 sleep=d.sleep,
             )
