@@ -79,3 +79,31 @@ async def test_session_interrupts_the_running_turn_and_continues_a_chat(rig: Rig
     assert code == 0, (seen, rest, err)
     assert "you › earlier question" in seen and "you › and now?" in seen
     assert (await rig.get(chat.id)).status is ChatStatus.WAITING
+
+
+async def test_session_steers_the_running_turn_at_its_next_tool_call(rig: Rig) -> None:
+    gate = Gate()
+    rig.tools = [gate.tool()]
+    rig.llm.script(Reply(text="Looking.", tool_calls=[ToolCall("call_1", "wait", {})]), Reply(text="Used the hint."))
+    async with running(rig) as url:
+        proc = await start(url, rig.people.alice.token)
+        assert proc.stdout is not None
+        await type_line(proc, "find it")
+        seen = await read_until(proc.stdout, "⏺ wait")
+        await asyncio.wait_for(gate.entered.wait(), 10)
+        await type_line(proc, "/steer look in the attic")
+        seen += await read_until(proc.stdout, "steering: look in the attic")
+        gate.release.set()
+        seen += await read_until(proc.stdout, "Used the hint.")
+        await type_line(proc, "/quit")
+        code, rest, err = await finish(proc)
+
+    assert code == 0, (seen, rest, err)
+    # The steered line joined the running turn: the model's second call already has it, after the
+    # tool's result, and no second turn was needed.
+    second = rig.llm.requests[1].body["messages"]
+    assert [m["role"] for m in second[-2:]] == ["tool", "user"] and "look in the attic" in str(second[-1]["content"])
+    assert len(rig.llm.requests) == 2
+    (chat,) = await rig.app.service.list_chats(rig.people.alice.user, archived=None)
+    users = [m.content for m in await rig.messages(chat.id) if m.role is Role.USER]
+    assert users == [[TextPart(text="find it")], [TextPart(text="look in the attic")]]
