@@ -507,6 +507,9 @@ async def test_stream_websocket_admits_only_the_owner(client: httpx.AsyncClient,
     for other in (people.bob, people.admin):
         assert await refused(stream, other.headers) == await refused(elsewhere, other.headers) == 4404
     assert await refused(f"{stream}?after_id={2**63}", people.alice.headers) == 4400
+    assert await refused(f"{stream}?after_id=abc", people.alice.headers) == 4400
+    # A malformed id is refused like an unknown one (it used to be a bare HTTP 403 at the handshake).
+    assert await refused("/api/v1/chats/not-a-uuid/stream", people.alice.headers) == 4404
 
     async with ws_connect(f"{base}{stream}", additional_headers=people.alice.headers, open_timeout=10) as ws:
         first = json.loads(await ws.recv())

@@ -99,8 +99,10 @@ async def stream(
 
 
 @router.websocket("/chats/{chat_id}/stream")
-async def stream_ws(websocket: WebSocket, chat_id: uuid.UUID, after_id: int = 0) -> None:
-    """The same stream over a WebSocket: frames are `{"id": cursor, "event": {...}}`."""
+async def stream_ws(websocket: WebSocket, chat_id: str, after_id: str = "0") -> None:
+    """The same stream over a WebSocket: frames are `{"id": cursor, "event": {...}}`. The path and
+    query are parsed here, not by FastAPI: its refusal comes before the handshake, which a client
+    sees as a bare HTTP 403."""
     svc = app_state(websocket).service
     token, subprotocol = _ws_token(websocket)
     # Refusals are close codes after the handshake (4400 bad input, 4401 no or bad token, 4404
@@ -111,11 +113,21 @@ async def stream_ws(websocket: WebSocket, chat_id: uuid.UUID, after_id: int = 0)
     if user is None:
         await websocket.close(code=4401, reason="unauthenticated")
         return
-    if not 0 <= after_id <= MAX_INT64:
+    try:
+        cursor = int(after_id)
+    except ValueError:
+        cursor = -1  # refused below
+    if not 0 <= cursor <= MAX_INT64:
         await websocket.close(code=4400, reason="after_id is not a message id")
         return
     try:
-        stream = await svc.open_stream(user, chat_id, after_id)
+        chat = uuid.UUID(chat_id)
+    except ValueError:
+        # Like any id that names no chat of the caller's.
+        await websocket.close(code=4404, reason="not found")
+        return
+    try:
+        stream = await svc.open_stream(user, chat, cursor)
     except NotFound:
         await websocket.close(code=4404, reason="not found")
         return
@@ -130,8 +142,8 @@ async def stream_ws(websocket: WebSocket, chat_id: uuid.UUID, after_id: int = 0)
     async def send_events() -> None:
         every = app_state(websocket).settings.sse_keepalive
         async with stream as events:
-            async for cursor, data in while_authorized(_framed(events, after_id), authorized, every):
-                await websocket.send_json({"id": cursor, "event": data})
+            async for at, data in while_authorized(_framed(events, cursor), authorized, every):
+                await websocket.send_json({"id": at, "event": data})
         if revoked:
             await websocket.close(code=4401, reason="token revoked")
 
@@ -141,8 +153,8 @@ async def stream_ws(websocket: WebSocket, chat_id: uuid.UUID, after_id: int = 0)
         while (await websocket.receive())["type"] != "websocket.disconnect":
             pass
 
-    sender = asyncio.create_task(send_events(), name=f"ws-stream-{chat_id}")
-    reader = asyncio.create_task(until_closed(), name=f"ws-closed-{chat_id}")
+    sender = asyncio.create_task(send_events(), name=f"ws-stream-{chat}")
+    reader = asyncio.create_task(until_closed(), name=f"ws-closed-{chat}")
     try:
         await asyncio.wait({sender, reader}, return_when=asyncio.FIRST_COMPLETED)
     finally:
