@@ -28,8 +28,8 @@ from pydantic_ai.models import ModelRequestParameters
 from pydantic_ai.tools import ToolDefinition
 
 from chatd.domain.chat import Role
-from chatd.domain.parts import Part
-from chatd.loop import run_turn
+from chatd.domain.parts import Part, ToolResultPart
+from chatd.loop import Step, run_turn
 from chatd.loop.stream import PydanticStream, open_stream
 from chatd.providers import classify
 from chatd.providers.streams.openai_chat import ChatCompletionsReader
@@ -158,9 +158,14 @@ SCRIPTED: dict[str, Reply] = {
 }
 
 
+# A closed model, and an open-weight one whose answers pydantic-ai restores chat-template tokens in.
+MODELS = ["gpt-4o-mini", "qwen3:8b"]
+
+
+@pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("name", list(SCRIPTED))
-async def test_scripted_replies_read_the_same(llm: FakeLLMServer, name: str) -> None:
-    reference, _ = await _both(llm, SCRIPTED[name])
+async def test_scripted_replies_read_the_same(llm: FakeLLMServer, name: str, model: str) -> None:
+    reference, _ = await _both(llm, SCRIPTED[name], model=model)
     # The cases are what they say (not, say, all failing the same way before the stream).
     if name.startswith(("dropped", "empty", "truncated", "rate", "server", "bad")):
         assert reference.error is not None
@@ -321,19 +326,49 @@ RAW: dict[str, bytes] = {
     "leading whitespace": _sse(_chunk({"content": "\n\n"}), _chunk({"content": "  text"}, "stop")),
     "garbage after [DONE]": _sse(_chunk({"content": "a"}, "stop")) + b"data: {not json\n\n",
     "moderation": _sse(_chunk({"content": "a"}, "stop", moderation={"flagged": False, "categories": {}})),
+    # A joiner inside a chat-template token (what pydantic-ai puts there on the way out) comes
+    # back: restored for open-weight models, split across chunks, in text and in call arguments.
+    "special tokens in text": _sse(
+        _chunk({"content": "a <\u200d|im_"}),
+        _chunk({"content": "start|> b [\u200d"}),
+        _chunk({"content": "INST] c <\u200d"}),
+        _chunk({"content": "x"}),
+        _chunk({}, "stop"),
+    ),
+    "special token held at a part boundary": _sse(
+        _chunk({"content": "before <\u200d"}),
+        _chunk({"tool_calls": [CALL]}),
+        _chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"x": "<\\u200d|im'}}]}),
+        _chunk({"tool_calls": [{"index": 0, "function": {"arguments": '_end|>"}'}}]}),
+        _chunk({}, "tool_calls"),
+    ),
+    "special token held at the end": _sse(_chunk({"content": "tail <\u200d|eot"}), _chunk({}, "stop")),
 }
 
 
 @pytest.mark.filterwarnings("ignore:Unexpected non-string value for 'reasoning_content'")
+@pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("name", list(RAW))
-async def test_wire_bytes_read_the_same(llm: FakeLLMServer, name: str) -> None:
-    await _both(llm, _raw(RAW[name]))
+async def test_wire_bytes_read_the_same(llm: FakeLLMServer, name: str, model: str) -> None:
+    await _both(llm, _raw(RAW[name]), model=model)
 
 
-@pytest.mark.parametrize("name", ["think tags in the content", "interleaved parallel calls with text after them", "CRLF, comments and event names", "multi-line data"])
+SPLIT = ["think tags in the content", "interleaved parallel calls with text after them", "CRLF, comments and event names", "multi-line data", "special tokens in text"]
+
+
+@pytest.mark.parametrize("name", SPLIT)
 @pytest.mark.parametrize("chunk_bytes", [1, 5, 64])
 async def test_reads_split_anywhere_read_the_same(llm: FakeLLMServer, name: str, chunk_bytes: int) -> None:
-    await _both(llm, _raw(RAW[name], chunk_bytes=chunk_bytes))
+    await _both(llm, _raw(RAW[name], chunk_bytes=chunk_bytes), model="qwen3:8b")
+
+
+async def test_special_tokens_are_restored_for_open_weight_models(llm: FakeLLMServer) -> None:
+    """The case above is what it says: the joiners go on one model and stay on the other."""
+    _, restored = await _both(llm, _raw(RAW["special tokens in text"]), model="qwen3:8b")
+    _, kept = await _both(llm, _raw(RAW["special tokens in text"]), model="gpt-4o-mini")
+    assert restored.response is not None and kept.response is not None
+    assert restored.response.parts == [pm.TextPart("a <|im_start|> b [INST] c <\u200dx")]
+    assert kept.response.parts == [pm.TextPart("a <\u200d|im_start|> b [\u200dINST] c <\u200dx")]
 
 
 # ------------------------------------------------------------------------------- whole turns
@@ -345,6 +380,22 @@ def _turn_script() -> Sequence[Reply]:
         Reply(text="halfway", fault=Fault.drop(after=2)),
         Reply(tool_calls=[ToolCall("call_3", "echo", {"x": 3}, pieces=5)], usage=TokenUsage(input=50, output=9, cache_read=20)),
         Reply(text="All done."),
+    ]
+
+
+def _untimed(part: Part) -> Part:
+    return part.model_copy(update={"duration_ms": None}) if isinstance(part, ToolResultPart) else part
+
+
+def _untimed_parts(parts: list[tuple[Role, Part]]) -> list[tuple[Role, Part]]:
+    return [(role, _untimed(part)) for role, part in parts]
+
+
+def _untimed_steps(steps: list[Step]) -> list[Step]:
+    # How long a step or a tool took is the only thing that may differ.
+    return [
+        dataclasses.replace(s, runtime_ms=0, tool_results=[r.model_copy(update={"duration_ms": None}) for r in s.tool_results])
+        for s in steps
     ]
 
 
@@ -361,8 +412,8 @@ async def test_a_whole_turn_persists_and_sends_the_same(llm: FakeLLMServer) -> N
         runs.append((sink, [r.body for r in llm.requests[first:]]))
     (ref_sink, ref_requests), (fast_sink, fast_requests) = runs
     assert fast_requests == ref_requests and len(ref_requests) == 4
-    assert fast_sink.parts == ref_sink.parts
-    assert fast_sink.steps == [dataclasses.replace(s, runtime_ms=f.runtime_ms) for s, f in zip(ref_sink.steps, fast_sink.steps, strict=True)]
+    assert _untimed_parts(fast_sink.parts) == _untimed_parts(ref_sink.parts)
+    assert _untimed_steps(fast_sink.steps) == _untimed_steps(ref_sink.steps)
     assert [(a, d, e.kind) for a, d, e in fast_sink.retries] == [(a, d, e.kind) for a, d, e in ref_sink.retries] == [(1, 1.0, "connection")]
 
 
@@ -375,6 +426,16 @@ async def test_the_setting_turns_the_reader_off(llm: FakeLLMServer) -> None:
     async with open_stream(resolved, HISTORY, ModelRequestParameters(), fast=True) as stream:
         assert isinstance(stream, ChatCompletionsReader)
         [b async for b in stream]
+
+
+@pytest.mark.parametrize("kind", ["openai", "openai-compatible"])
+@pytest.mark.parametrize("name", ["gpt-4o-mini", "qwen3:8b", "bench-model"])
+async def test_chat_completions_models_as_chatd_builds_them_get_the_reader(llm: FakeLLMServer, kind: str, name: str) -> None:
+    from chatd.providers import ModelSpec, ProviderConfig, resolve_model
+    from chatd.providers.streams import fast_stream
+
+    resolved = resolve_model(ProviderConfig(kind, "sk-test", llm.openai_base_url), ModelSpec(name, context_limit=100_000))  # type: ignore[arg-type]
+    assert fast_stream(resolved.model, resolved.settings, ModelRequestParameters()) is not None
 
 
 async def test_settings_that_change_the_stream_leave_it_to_pydantic_ai(llm: FakeLLMServer) -> None:

@@ -14,7 +14,7 @@ tool calls split across chunks, usage-only chunks, annotations), and of the SDK'
 same exception types with the same messages and `providers/retry.py` classifies them the same
 way. Rare fields (usage, moderation, logprobs) are built into the SDK's objects and mapped by
 pydantic-ai's own functions. Models set up in ways this reader does not cover (another class, Azure,
-special tokens, settings that change the stream) are left to pydantic-ai (`chat_completions_opener`
+settings that change the stream) are left to pydantic-ai (`chat_completions_opener`
 returns None). tests/providers/test_stream_differential.py holds the two paths to the same result.
 """
 
@@ -41,6 +41,7 @@ from pydantic import ValidationError
 from pydantic_ai import direct as _direct
 from pydantic_ai import messages as pm
 from pydantic_ai._parts_manager import ModelResponsePartsManager
+from pydantic_ai._special_tokens import StreamRestorer
 from pydantic_ai._utils import now_utc, number_to_datetime
 from pydantic_ai.exceptions import ModelAPIError, UnexpectedModelBehavior
 from pydantic_ai.models import (
@@ -104,7 +105,7 @@ def chat_completions_opener(model: Model, settings: ModelSettings, params: Model
         return None  # subclasses (OpenRouter, Azure, ...) map chunks their own way
     if model._streamed_response_cls is not OpenAIStreamedResponse:  # pyright: ignore[reportPrivateUsage]
         return None
-    if is_azure(model.client, model.system) or model._restores_special_tokens:  # pyright: ignore[reportPrivateUsage]
+    if is_azure(model.client, model.system):
         return None
     if model.client._strict_response_validation:  # pyright: ignore[reportPrivateUsage]
         return None
@@ -175,6 +176,11 @@ class ChatCompletionsReader:
         self._finished = False
         self._first: Any = _END
         self._parts = ModelResponsePartsManager(model_request_parameters=params)
+        # Open-weight models get a joiner inside chat-template tokens in what they are sent; it is
+        # taken out of what they write, as pydantic-ai's `restoring_request_stream` does.
+        self._restorer: StreamRestorer | None = None
+        if model._restores_special_tokens:  # pyright: ignore[reportPrivateUsage]
+            self._restorer = self._parts.special_token_restorer = StreamRestorer()
         self._publish = EventParts()
         self._last_start: pm.PartStartEvent | None = None
 
@@ -461,8 +467,18 @@ class ChatCompletionsReader:
             self._awaiting_text_after_reasoning = source == "reasoning"
 
     def _emit(self, event: pm.ModelResponseStreamEvent, out: Published) -> None:
-        """Publish an event's parts, with the end of the previous part first when one starts (as
-        pydantic-ai's `iterator_with_part_end` does)."""
+        """Publish an event's parts: special tokens restored first when the model needs it (as
+        pydantic-ai's `_restored_events` does), then the end of the previous part when one starts
+        (its `iterator_with_part_end`)."""
+        restorer = self._restorer
+        if restorer is not None:
+            if type(event) is pm.PartStartEvent:
+                for flushed in restorer.flush_text():
+                    self._emit_restored(flushed, out)
+            event = restorer.restore(event)
+        self._emit_restored(event, out)
+
+    def _emit_restored(self, event: pm.ModelResponseStreamEvent, out: Published) -> None:
         if type(event) is pm.PartStartEvent:
             if self._last_start is not None:
                 self._part_end(out)
@@ -490,6 +506,9 @@ class ChatCompletionsReader:
         out: Published = []
         for event in self._annotation_events():
             self._emit(event, out)
+        if self._restorer is not None:
+            for flushed in self._restorer.flush():
+                self._emit_restored(flushed, out)
         if self._last_start is not None:
             self._part_end(out)
         return out
