@@ -70,7 +70,7 @@ from chatd.store.database import Database
 from chatd.store.secrets import SecretBox
 from chatd.store.stats import DatabaseStats, database_stats
 from chatd.streams.hub import Notification, StreamHub
-from chatd.streams.relay import FollowItem
+from chatd.streams.relay import RelayItem
 from chatd.streams.watch import ChatChange, watch_owner
 
 
@@ -433,7 +433,7 @@ class ChatService:
         """Changes to the caller's chats (created, status, title, queue, deleted), each re-read."""
         return watch_owner(self.db, self.pubsub, self.clock, actor.id)
 
-    def follow_parts(self, chat_id: uuid.UUID) -> AsyncGenerator[FollowItem, None]:
+    def follow_parts(self, chat_id: uuid.UUID) -> AsyncGenerator[RelayItem, None]:
         """The part relay for another replica (authenticated by the internal token, not a user)."""
         return self.hub.follow(chat_id)
 

@@ -15,7 +15,7 @@ from fastapi.responses import StreamingResponse
 
 from chatd.api.deps import app_state
 from chatd.errors import Unauthenticated
-from chatd.streams.relay import FollowItem, encode
+from chatd.streams.relay import RelayItem, encode
 
 router = APIRouter(include_in_schema=False)
 KEEPALIVE_S = 10.0
@@ -30,7 +30,7 @@ async def relay_parts(chat_id: uuid.UUID, request: Request) -> StreamingResponse
 
     async def lines() -> AsyncIterator[str]:
         items = state.service.follow_parts(chat_id)
-        nxt: asyncio.Task[FollowItem] | None = None
+        nxt: asyncio.Task[RelayItem] | None = None
         try:
             while True:
                 nxt = nxt or asyncio.ensure_future(items.__anext__())

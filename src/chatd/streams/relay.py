@@ -3,7 +3,8 @@
 Parts are transient and per token, so they never touch the database: the replica running a
 chat serves its part buffer and live parts on an internal endpoint, and a replica with
 subscribers to that chat follows it there. Each part carries a per-chat sequence number so a
-reconnect resumes without loss or duplicates (see `StreamHub._relay`)."""
+reconnect resumes without loss or duplicates (`streams/parts.py` serves, `streams/mirror.py`
+follows)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import hmac
 import json
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal, cast
 
 import httpx2
 
@@ -22,7 +24,6 @@ from chatd.domain.parts import PART
 from chatd.store import replicas
 from chatd.store.database import Database
 
-FollowItem = tuple[str, int, MessagePartEvent | None]
 PARTS_PATH = "/internal/v1/chats/{chat_id}/parts"
 
 
@@ -31,20 +32,32 @@ def internal_token(secret: bytes) -> str:
     return hmac.new(secret, b"chatd internal relay v1", hashlib.sha256).hexdigest()
 
 
-def encode(item: FollowItem) -> str:
-    kind, seq, ev = item
-    d: dict[str, Any] = {"k": kind, "s": seq}
-    if ev is not None:
+@dataclass(frozen=True, slots=True)
+class RelayItem:
+    """One line of the relay: a numbered part, a `clear` (a step persisted or a retry: the parts
+    up to `seq` are gone from the buffer), or the `end` of the turn."""
+
+    kind: Literal["part", "clear", "end"]
+    seq: int
+    event: MessagePartEvent | None = None
+
+
+def encode(item: RelayItem) -> str:
+    d: dict[str, Any] = {"k": item.kind, "s": item.seq}
+    if item.event is not None:
         # Internal fields (signatures) stay: the receiving replica strips them for its clients.
-        d["r"] = ev.role.value
-        d["p"] = ev.part.model_dump(mode="json", exclude_none=True)
+        d["r"] = item.event.role.value
+        d["p"] = item.event.part.model_dump(mode="json", exclude_none=True)
     return json.dumps(d, separators=(",", ":")) + "\n"
 
 
-def decode(chat_id: uuid.UUID, line: str) -> FollowItem:
+def decode(chat_id: uuid.UUID, line: str) -> RelayItem:
     d = json.loads(line)
     ev = MessagePartEvent(chat_id=chat_id, role=Role(d["r"]), part=PART.validate_python(d["p"])) if "p" in d else None
-    return str(d["k"]), int(d["s"]), ev
+    kind = str(d["k"])
+    if kind not in ("part", "clear", "end"):
+        raise ValueError(f"not a relay item: {kind!r}")
+    return RelayItem(cast(Literal["part", "clear", "end"], kind), int(d["s"]), ev)
 
 
 class RelayUnavailable(Exception):
@@ -60,7 +73,7 @@ class RelayClient:
     async def close(self) -> None:
         await self._http.aclose()
 
-    async def follow(self, owner: uuid.UUID, chat_id: uuid.UUID) -> AsyncIterator[FollowItem]:
+    async def follow(self, owner: uuid.UUID, chat_id: uuid.UUID) -> AsyncIterator[RelayItem]:
         address = await replicas.address_of(self.db, owner)
         if not address:
             raise RelayUnavailable(f"replica {owner} has no internal address")
@@ -73,4 +86,4 @@ class RelayClient:
                     yield decode(chat_id, line)
 
 
-__all__ = ["FollowItem", "RelayClient", "RelayUnavailable", "decode", "encode", "internal_token"]
+__all__ = ["RelayClient", "RelayItem", "RelayUnavailable", "decode", "encode", "internal_token"]

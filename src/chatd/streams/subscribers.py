@@ -1,0 +1,105 @@
+"""A chat stream's subscriber on this replica: what reaches its queue (parts and notification
+arrivals, typed), the one snapshot read that starts a stream and re-syncs it, and the read of
+new messages that one notification costs the replica, shared by all its subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from chatd.domain.chat import Chat, Message, QueuedMessage
+from chatd.domain.events import (
+    MessageEvent,
+    MessagePartEvent,
+    QueueUpdateEvent,
+    StatusEvent,
+    StreamEvent,
+)
+from chatd.store import chats as chat_store
+from chatd.store.database import Database
+from chatd.streams.notes import Notification
+
+
+@dataclass(frozen=True, slots=True)
+class NoteArrival:
+    """A notification as it reached this replica; `seq` numbers the chat's arrivals, so one
+    database read answers every subscriber the same arrival reached (`MessageCache`)."""
+
+    seq: int
+    note: Notification
+
+
+Delivery = MessagePartEvent | NoteArrival
+
+
+@dataclass(eq=False)
+class Subscriber:
+    queue: asyncio.Queue[Delivery]
+    # Set when a notification could not be queued: the next read re-syncs from the database.
+    resync: bool = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def lost(self) -> None:
+        """Something durable may have been missed: re-read the chat before anything else."""
+        self.resync = True
+        self.wake.set()
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The chat as the database has it: its row, the visible messages after a cursor, its queue."""
+
+    chat: Chat
+    messages: list[Message]
+    queue: list[QueuedMessage]
+
+    def events(self, parts: list[MessagePartEvent], *, queue_if_empty: bool) -> list[StreamEvent]:
+        """Status, the parts in flight, the messages, the queue: the order a stream starts in. A
+        new subscriber assumes an empty queue; a re-synced one must hear that it emptied."""
+        chat_id = self.chat.id
+        out: list[StreamEvent] = [StatusEvent(chat_id=chat_id, status=self.chat.status, worker_id=self.chat.worker_id)]
+        out += parts
+        out += [MessageEvent(chat_id=chat_id, message=m) for m in self.messages]
+        if self.queue or queue_if_empty:
+            out.append(QueueUpdateEvent(chat_id=chat_id, queued_messages=self.queue))
+        return out
+
+
+async def read_snapshot(db: Database, chat_id: uuid.UUID, after_id: int) -> Snapshot:
+    async with db.read() as conn:
+        chat = await chat_store.get_chat_in(conn, chat_id)
+        msgs = await chat_store.visible_messages(conn, chat_id, after_id)
+        queue = await chat_store.queue_in(conn, chat_id)
+    return Snapshot(chat, msgs, queue)
+
+
+@dataclass(eq=False)
+class MessageCache:
+    """The messages last read for a chat's notifications, shared by this replica's subscribers:
+    one database read per notification per replica, however many subscribers."""
+
+    size: int
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The arrival the cache answers (a later one needs a new read), and its cursor.
+    seq: int = -1
+    after_id: int = 0
+    messages: list[Message] = field(default_factory=list)
+
+    async def messages_after(
+        self, db: Database, chat_id: uuid.UUID, last_id: int, seq: int, arrivals: Callable[[], int]
+    ) -> list[Message]:
+        """Visible messages after `last_id`, for a subscriber handling arrival `seq`. A read
+        answers every arrival counted (`arrivals()`) when it starts."""
+        async with self.lock:
+            if self.seq < seq or self.after_id > last_id:
+                answers = arrivals()
+                async with db.read() as conn:
+                    msgs = await chat_store.visible_messages(conn, chat_id, last_id)
+                self.messages, self.after_id, self.seq = msgs[-self.size :], last_id, answers
+                if len(msgs) > self.size:
+                    # Too many to cache: serve this caller directly, keep the tail for others.
+                    self.after_id = msgs[-self.size - 1].id
+                    return msgs
+            return [m for m in self.messages if m.id > last_id]
