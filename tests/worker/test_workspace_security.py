@@ -20,8 +20,8 @@ from chatd.bootstrap import turn_deps, write_secret_file
 from chatd.domain.chat import ChatStatus
 from chatd.domain.parts import ToolResultPart
 from chatd.worker import Workers
-from chatd.workspace.agent import NON_INTERACTIVE_ENV
 from chatd.workspace.manager import WorkspaceManager
+from chatd.workspace.processes import NON_INTERACTIVE_ENV
 from chatd.workspace.provisioner import LocalProvisioner, sandbox_works
 from tests.fakes.llm_server import Reply, ToolCall
 from tests.worker.conftest import Rig

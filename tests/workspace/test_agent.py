@@ -10,8 +10,8 @@ import pytest
 
 from chatd.domain.workspace import Edit, FileEdits, InstructionFile
 from chatd.errors import Unauthenticated
-from chatd.workspace.agent import INSTRUCTION_CAP
 from chatd.workspace.client import AgentClient, AgentNotFound, AgentRequestFailed
+from chatd.workspace.instructions import INSTRUCTION_CAP
 
 from .conftest import RunningAgent, alive, start_agent, wait_until_dead
 

@@ -54,7 +54,7 @@ from typing import Any, Literal, Protocol
 
 from chatd.domain.workspace import Template, Workspace
 from chatd.errors import ChatdError
-from chatd.workspace.agent import NON_INTERACTIVE_ENV
+from chatd.workspace.processes import NON_INTERACTIVE_ENV
 
 log = logging.getLogger(__name__)
 
