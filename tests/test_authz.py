@@ -26,7 +26,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from chatd.bootstrap import App
+from chatd.domain.actions import ActionKind, ActionRequest, NewAction
+from chatd.store import machine
 from chatd.store import workspaces as workspace_store
+from chatd.store.actions import insert_actions
 from chatd.store.tables import api_tokens, users
 from tests.conftest import People, Person
 
@@ -145,6 +148,9 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/chats/{chat_id}/unarchive"): Rule("owner", 204),
     ("DELETE", "/api/v1/chats/{chat_id}/queue/{queued_id}"): Rule("owner", 204),
     ("POST", "/api/v1/chats/{chat_id}/queue/{queued_id}/promote"): Rule("owner", 200),
+    # The world's chat has a question action but is pending (other rows need it so): the owner is
+    # told the action no longer waits (409), which shows the request got past authorisation.
+    ("POST", "/api/v1/chats/{chat_id}/actions/{action_id}"): Rule("owner", 409, _json({"decision": "accept", "content": "yes"})),
     ("GET", "/api/v1/chats/{chat_id}/stream"): Rule("owner", 200, stream=True),
     # files and usage
     ("POST", "/api/v1/files"): Rule("member", 201, _upload()),
@@ -245,6 +251,11 @@ async def make_world(client: httpx.AsyncClient, people: People) -> World:
     (spare,) = [t for t in (await client.get("/api/v1/me/tokens", headers=alice)).json() if t["name"] == "spare"]
     # Workspaces are made by the create_workspace tool (an agent process); a row is enough here.
     assert _APP is not None
+    # A question of the chat (a turn would store it; the row is enough here).
+    async with _APP.db.write() as conn:
+        owner_chat = await machine.lock_chat(_APP.db, conn, uuid.UUID(chat["id"]))
+        request = ActionRequest(ActionKind.QUESTION, message="Go on?", options=["yes", "no"])
+        (action,) = await insert_actions(conn, owner_chat, [NewAction("q1", "ask_user_question", {}, request)], _APP.clock.now())
     workspace = await workspace_store.create_workspace(
         _APP.db, _APP.clock.now(), owner_id=people.alice.user.id, name="ws", provisioner="local", directory="/nonexistent"
     )
@@ -261,6 +272,7 @@ async def make_world(client: httpx.AsyncClient, people: People) -> World:
             "workspace_id": str(workspace.id),
             "token_id": spare["id"],
             "template_id": template["id"],
+            "action_id": str(action.id),
         }
     )
 

@@ -3,6 +3,7 @@ transaction; stream notifications are published after the commit, never before."
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -13,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import text
 
+from chatd.domain.actions import Answer, ClientTool, Decision, PendingAction
 from chatd.domain.chat import (
     BusyBehavior,
     Chat,
@@ -58,6 +60,7 @@ from chatd.providers.registry import deployment_keys, provider_spec
 from chatd.providers.wire import DiscoveredModel
 from chatd.pubsub.base import CONFIG_CHANNEL, PENDING_CHANNEL, PubSub, owner_channel
 from chatd.settings import Settings
+from chatd.store import actions as action_store
 from chatd.store import chats as chat_store
 from chatd.store import files as file_store
 from chatd.store import mcp_oauth as mcp_oauth_store
@@ -465,8 +468,10 @@ class ChatService:
         mcp_server_ids: list[uuid.UUID] | None = None,
         workspace_id: uuid.UUID | None = None,
         parent_chat_id: uuid.UUID | None = None,
+        client_tools: list[ClientTool] | None = None,
     ) -> Chat:
         _check_content(content)
+        _check_client_tools(client_tools or [])
         await self._check_files(actor, content)
         if workspace_id is not None:
             try:
@@ -481,7 +486,7 @@ class ChatService:
         created = await chat_store.create_chat(
             self.db, self.clock.now(), owner_id=actor.id, title=(title or fallback_title(text_of(content))).strip()[:256],
             content=content, model_config_id=model_config_id, workspace_id=workspace_id, parent_chat_id=parent_chat_id,
-            system_prompt=system_prompt, mcp_server_ids=ids,
+            system_prompt=system_prompt, mcp_server_ids=ids, client_tools=client_tools or [],
         )
         await self._chat_event(created.chat, "created")
         await self.hub.publish_messages(created.chat.id, created.messages)
@@ -512,8 +517,9 @@ class ChatService:
             queue_update=res.queue_changed,
             status=res.chat.status.value if res.status_changed else None,
             generation=res.chat.generation,
+            resolved=_resolved(res.cancelled),
         )
-        if note.queue_update or note.status:
+        if note.queue_update or note.status or note.resolved:
             await self.hub.notify(chat_id, note)
         if res.status_changed:
             await self._chat_event(res.chat, "status_change")
@@ -521,7 +527,8 @@ class ChatService:
                 await self._wake_workers()
         elif res.queue_changed:
             await self._chat_event(res.chat, "queue_change")
-        return SendOutcome(res.chat, res.queued, res.message, res.queued_message)
+        chat = await action_store.chat_with_actions(self.db, res.chat)
+        return SendOutcome(chat, res.queued, res.message, res.queued_message)
 
     async def edit_message(self, actor: User, chat_id: uuid.UUID, message_id: int, content: list[Part]) -> tuple[Message, Chat]:
         _check_content(content)
@@ -531,7 +538,10 @@ class ChatService:
         # Clients drop their history after the edit point and re-read (full refresh).
         await self.hub.notify(
             chat_id,
-            Notification(full_refresh=True, queue_update=res.queue_cleared, status=res.chat.status.value, generation=res.chat.generation),
+            Notification(
+                full_refresh=True, queue_update=res.queue_cleared, status=res.chat.status.value, generation=res.chat.generation,
+                resolved=_resolved(res.cancelled),
+            ),
         )
         await self._chat_event(res.chat, "status_change")
         await self._wake_workers()
@@ -540,14 +550,23 @@ class ChatService:
     async def interrupt(self, actor: User, chat_id: uuid.UUID) -> Chat:
         await self.get_chat(actor, chat_id)
         res = await chat_store.interrupt_chat(self.db, self.clock.now(), chat_id)
+        await self.hub.publish_messages(chat_id, res.inserted)
+        if res.cancelled:
+            await self.hub.notify(chat_id, Notification(resolved=_resolved(res.cancelled), queue_update=res.chat.status is ChatStatus.PENDING))
         if res.changed:
             await self._status(res.chat)
             await self._chat_event(res.chat, "status_change")
+            if res.chat.status is ChatStatus.PENDING:
+                await self._wake_workers()
         return res.chat
 
     async def set_archived(self, actor: User, chat_id: uuid.UUID, archived: bool) -> None:
         await self.get_chat(actor, chat_id)
-        for chat in await chat_store.set_archived(self.db, self.clock.now(), chat_id, archived):
+        res = await chat_store.set_archived(self.db, self.clock.now(), chat_id, archived)
+        for applied in res.settled:
+            await self.hub.publish_messages(applied.chat.id, applied.results)
+            await self.hub.notify(applied.chat.id, Notification(resolved=_resolved(applied.cancelled)))
+        for chat in res.chats:
             await self._status(chat)
             await self._chat_event(chat, "deleted" if archived else "created")
 
@@ -564,13 +583,32 @@ class ChatService:
         await self.hub.notify(
             chat_id,
             Notification(
-                after_message_id=res.message.id - 1, queue_update=True,
+                after_message_id=min(m.id for m in [*res.results, res.message]) - 1, queue_update=True,
                 status=res.chat.status.value if res.status_changed else None, generation=res.chat.generation,
+                resolved=_resolved(res.cancelled),
             ),
         )
         await self._chat_event(res.chat, "status_change" if res.status_changed else "queue_change")
         await self._wake_workers()
         return res.message
+
+    async def answer_action(self, actor: User, chat_id: uuid.UUID, action_id: uuid.UUID, answer: Answer) -> Chat:
+        """The owner answers one of the chat's pending actions (human in the loop). The first
+        answer wins; an action already resolved is a conflict (`ActionResolved`), never a second
+        execution. The last answer makes the chat pending: a worker resumes it."""
+        await self.get_chat(actor, chat_id)
+        res = await action_store.answer_action(self.db, self.clock.now(), chat_id, action_id, answer, actor.id)
+        await self.hub.notify(
+            chat_id,
+            Notification(
+                resolved=[(str(res.action.id), answer.decision.value)],
+                status=res.chat.status.value if res.status_changed else None, generation=res.chat.generation,
+            ),
+        )
+        if res.status_changed:
+            await self._chat_event(res.chat, "status_change")
+            await self._wake_workers()
+        return await action_store.chat_with_actions(self.db, res.chat)
 
     async def list_messages(self, actor: User, chat_id: uuid.UUID, after_id: int) -> tuple[list[Message], list[QueuedMessage]]:
         await self.get_chat(actor, chat_id)
@@ -701,6 +739,38 @@ def _check_search(text: str) -> None:
         ok = "\x00" not in text
     if not ok:
         raise InvalidInput("The search text contains a NUL character or an unpaired surrogate.")
+
+
+def _resolved(actions: list[PendingAction]) -> list[tuple[str, str]]:
+    return [(str(a.id), (a.decision or Decision.CANCEL).value) for a in actions]
+
+
+_TOOL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+MAX_CLIENT_TOOLS = 64
+MAX_CLIENT_TOOL_SCHEMA_BYTES = 64 * 1024
+
+
+def _check_client_tools(tools: list[ClientTool]) -> None:
+    from jsonschema import exceptions as schema_errors  # type: ignore[import-untyped]
+    from jsonschema import validators
+
+    if len(tools) > MAX_CLIENT_TOOLS:
+        raise InvalidInput(f"At most {MAX_CLIENT_TOOLS} client tools.")
+    seen: set[str] = set()
+    for t in tools:
+        if not _TOOL_NAME.fullmatch(t.name):
+            raise InvalidInput(f"Not a tool name: {t.name!r} (letters, digits, '_' and '-', 1-64, not starting with a digit).")
+        if t.name in seen:
+            raise InvalidInput(f"Two client tools are named {t.name!r}.")
+        seen.add(t.name)
+        if t.input_schema.get("type", "object") != "object":
+            raise InvalidInput(f"The input_schema of {t.name} must describe an object.")
+        if len(json.dumps(t.input_schema)) > MAX_CLIENT_TOOL_SCHEMA_BYTES:
+            raise InvalidInput(f"The input_schema of {t.name} is larger than 64 KiB.")
+        try:
+            validators.validator_for(t.input_schema).check_schema(t.input_schema)
+        except schema_errors.SchemaError as exc:
+            raise InvalidInput(f"The input_schema of {t.name} is not a valid JSON Schema: {exc.message}") from exc
 
 
 def _check_content(content: list[Part]) -> None:

@@ -89,6 +89,16 @@ class Settings(BaseSettings):
     # "bwrap" requires it; "none" is the admin's opt-in to unsandboxed commands (docs/security.md).
     workspace_sandbox: Literal["auto", "bwrap", "none"] = "auto"
 
+    # Human in the loop: built-in workspace tools that wait for the chat owner's approval before
+    # they run: "never", "execute" (commands: execute, process_signal) or "writes" (commands and
+    # file changes: write_file, edit_files). MCP tools follow their server's `approval` policy.
+    workspace_tool_approval: Literal["never", "execute", "writes"] = "never"
+    # Offer root chats the `ask_user_question` tool (the model asks the user and waits).
+    ask_user_question: bool = True
+    # Seconds a call of a client-side tool waits for the client's result; then the model reads a
+    # timeout result and the turn goes on.
+    client_tool_timeout: float = Field(default=600.0, gt=0)
+
     # MCP (SPEC §7), in seconds / characters.
     mcp_connect_timeout: float = 10.0
     # stdio servers start a process first (`npx -y …` took 25 s warm); a server's own

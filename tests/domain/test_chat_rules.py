@@ -7,7 +7,10 @@ executed the way the store executes the plans, keeps three promises:
 - no step of a turn lands in a history that moved on since the turn acquired the chat (an edited
   message is never answered by the old turn);
 - a running chat always has a lease, and a chat that is not running has none; at most one turn
-  may write at a time.
+  may write at a time;
+- (human in the loop) a chat waits in `requires_action` exactly while some action of its last
+  step is unanswered, holding no lease; and every tool call in the history is answered by its
+  results (given, or "cancelled") before anything else follows it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from chatd.domain.chat import (
     MAX_QUEUED_MESSAGES,
+    ActionsFate,
     BusyBehavior,
     ChatStatus,
     SendKind,
@@ -29,11 +33,14 @@ from chatd.domain.chat import (
     TurnEnd,
     WriteKind,
     plan_acquire,
+    plan_answer_action,
+    plan_archive,
     plan_edit,
     plan_finish,
     plan_interrupt,
     plan_promote,
     plan_release,
+    plan_request_actions,
     plan_send,
     status_version,
     worker_owns,
@@ -50,6 +57,8 @@ class Turn:
     # The history version the turn was started on: its steps must land on exactly that history
     # (plus what the turn itself wrote).
     version: int
+    # The chat had answered actions when the turn started: its first write turns them into results.
+    resumes: bool = False
 
 
 @dataclass
@@ -66,6 +75,9 @@ class Chat:
     cleared: set[int] = field(default_factory=set)
     # Ids replaced by an edit (the edited message and everything after it).
     replaced: set[int] = field(default_factory=set)
+    # Actions of the last step: waiting for an answer, and answered but without a result yet.
+    waiting: int = 0
+    answered: int = 0
 
 
 class ChatRules(RuleBasedStateMachine):
@@ -93,6 +105,11 @@ class ChatRules(RuleBasedStateMachine):
 
     def _apply(self, t: Transition) -> None:
         c = self.chat
+        if t.actions is not ActionsFate.KEEP and (c.waiting or c.answered):
+            if t.actions is ActionsFate.CANCEL:
+                c.history.append(("results", c.generation))
+                c.version += 1
+            c.waiting = c.answered = 0
         if t.promote and c.queue:
             mid, _ = c.queue.pop(0)
             c.history.append(("user", mid))
@@ -145,16 +162,31 @@ class ChatRules(RuleBasedStateMachine):
 
     @rule()
     def interrupt(self) -> None:
-        self.apply(plan_interrupt(self.chat.status))
+        self.apply(plan_interrupt(self.chat.status, len(self.chat.queue)))
+
+    @rule()
+    def archive(self) -> None:
+        # Unarchiving is not modelled: an archived chat only stops (its queue waits).
+        self.apply(plan_archive(self.chat.status))
+
+    @precondition(lambda self: self.chat.waiting > 0)
+    @rule()
+    def answer(self) -> None:
+        c = self.chat
+        assert c.status is ChatStatus.REQUIRES_ACTION
+        c.waiting -= 1
+        c.answered += 1
+        self.apply(plan_answer_action(c.status, c.waiting))
 
     @precondition(lambda self: bool(self.chat.queue))
     @rule(data=st.data())
     def promote(self, data: st.DataObject) -> None:
         c = self.chat
         mid, _ = c.queue.pop(data.draw(st.integers(0, len(c.queue) - 1)))
+        # As promote_queued does: the plan first (open actions get their results), then the message.
+        self.apply(plan_promote(c.status))
         c.history.append(("user", mid))
         c.version += 1
-        self.apply(plan_promote(c.status))
 
     # --- workers ------------------------------------------------------------------------------------
 
@@ -165,7 +197,7 @@ class ChatRules(RuleBasedStateMachine):
             return
         self.apply(t)
         c.worker = worker
-        self.turns.append(Turn(worker, c.generation, c.version))
+        self.turns.append(Turn(worker, c.generation, c.version, resumes=c.answered > 0))
 
     @precondition(lambda self: bool(self.turns))
     @rule(data=st.data())
@@ -173,8 +205,30 @@ class ChatRules(RuleBasedStateMachine):
         turn = data.draw(st.sampled_from(self.turns))
         if not self.owns(turn, WriteKind.STEP):
             return  # LostOwnership: nothing written
-        assert turn.version == self.chat.version, "a step of an old turn landed in a history that moved on"
-        self.chat.history.append(("assistant", turn.generation))
+        c = self.chat
+        assert turn.version == c.version, "a step of an old turn landed in a history that moved on"
+        if turn.resumes:
+            # The resumed turn's first write: the answers become the calls' results.
+            assert c.answered > 0 and c.waiting == 0
+            turn.resumes = False
+            c.history.append(("results", turn.generation))
+            c.answered = 0
+            return
+        if not data.draw(st.booleans(), label="asks"):
+            c.history.append(("assistant", turn.generation))
+            return
+        # A step whose calls wait for answers.
+        c.history.append(("calls", turn.generation))
+        t = plan_request_actions(c.status)
+        if t is None:
+            # Interrupted meanwhile: the actions are cancelled with the step.
+            c.history.append(("results", turn.generation))
+        else:
+            c.waiting = data.draw(st.integers(1, 3), label="actions")
+            self.apply(t)
+        # The turn wrote both: its view stays current. It ends here (it writes nothing more
+        # but its settling).
+        turn.version = c.version
 
     @precondition(lambda self: bool(self.turns))
     @rule(data=st.data())
@@ -195,7 +249,7 @@ class ChatRules(RuleBasedStateMachine):
         self.turns.remove(turn)
         c = self.chat
         plan = plan_finish(
-            c.status, owned=self.owns(turn, WriteKind.STEP), end=end, has_queue=bool(c.queue), archived=False, may_spend=may_spend
+            c.status, owned=self.owns(turn, WriteKind.SETTLE), end=end, has_queue=bool(c.queue), archived=False, may_spend=may_spend
         )
         if plan.applied:
             self.apply(plan.transition)
@@ -247,10 +301,24 @@ class ChatRules(RuleBasedStateMachine):
             assert held or (c.worker, c.generation) in self.dead
 
     @invariant()
+    def a_chat_requires_action_exactly_while_an_action_is_unanswered(self) -> None:
+        c = self.chat
+        assert (c.status is ChatStatus.REQUIRES_ACTION) == (c.waiting > 0)
+        if c.status is ChatStatus.REQUIRES_ACTION:
+            assert c.worker is None and c.answered + c.waiting > 0
+
+    @invariant()
+    def every_call_is_answered_before_anything_follows_it(self) -> None:
+        h = self.chat.history
+        for i, (kind, _) in enumerate(h[:-1]):
+            if kind == "calls":
+                assert h[i + 1][0] == "results", h
+
+    @invariant()
     def a_pending_chat_fences_every_turn(self) -> None:
         if self.chat.status is ChatStatus.PENDING:
             assert not any(self.owns(t, WriteKind.STEP) for t in self.turns)
 
 
-ChatRules.TestCase.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
+ChatRules.TestCase.settings = settings(max_examples=500, stateful_step_count=40, deadline=None, database=None)
 TestChatRules = ChatRules.TestCase

@@ -181,3 +181,17 @@ async def test_a_turn_followed_by_a_queued_message_pushes_once_at_the_end(rig: R
     await _turns_and_pushes_done(rig)
     # The first turn ended with the queued message promoted (still working): no push for it.
     assert [d.payload["body"] for d in push.received_by(sub)] == ["Did both."]
+
+
+async def test_a_chat_that_starts_waiting_for_its_user_pushes_what_it_waits_for(rig: Rig, push: FakePushService) -> None:
+    sub = await _subscribe(rig, push)
+    rig.llm.script(Reply(tool_calls=[ToolCall("q1", "ask_user_question", {"question": "Deploy to prod?", "options": ["yes", "no"]})]))
+    chat = await rig.chat("deploy", title="Deploy")
+    await _turns_and_pushes_done(rig)
+
+    assert (await rig.get(chat.id)).status is ChatStatus.REQUIRES_ACTION
+    assert [d.payload for d in push.received_by(sub)] == [
+        {"title": "Deploy", "body": "Waiting for you: Deploy to prod?", "icon": "/favicon.ico", "data": {"url": f"/#chat={chat.id}"}}
+    ]
+    # No summary call: the question is the message.
+    assert all(r.body.get("stream") for r in rig.llm.requests)

@@ -30,6 +30,7 @@ from chatd.api.paging import (
 )
 from chatd.api.schemas import (
     MAX_INT64,
+    ActionAnswerIn,
     ApiTokenOut,
     ChatDebugOut,
     ChatIn,
@@ -74,6 +75,7 @@ from chatd.api.schemas import (
     UserSpendOut,
     to_parts,
 )
+from chatd.domain.actions import Answer, ClientTool, Decision
 from chatd.domain.config import ModelOptions, Pricing
 from chatd.domain.mcp import McpUserToken
 from chatd.errors import ChatdError, InvalidInput, PayloadTooLarge
@@ -427,6 +429,7 @@ async def create_chat(body: ChatIn, user: CurrentUser, svc: Service) -> ChatOut:
     chat = await svc.create_chat(
         user, content=to_parts(body.content), title=body.title, model_config_id=body.model_config_id,
         system_prompt=body.system_prompt, mcp_server_ids=body.mcp_server_ids, workspace_id=body.workspace_id,
+        client_tools=[ClientTool(t.name, t.description, t.input_schema) for t in body.client_tools or []],
     )
     return ChatOut.of(chat)
 
@@ -503,6 +506,17 @@ async def archive(chat_id: uuid.UUID, user: CurrentUser, svc: Service) -> Respon
 async def unarchive(chat_id: uuid.UUID, user: CurrentUser, svc: Service) -> Response:
     await svc.set_archived(user, chat_id, False)
     return Response(status_code=204)
+
+
+@router.post("/chats/{chat_id}/actions/{action_id}", tags=["chats"], responses=errors(409))
+async def answer_action(chat_id: uuid.UUID, action_id: uuid.UUID, body: ActionAnswerIn, user: CurrentUser, svc: Service) -> ChatOut:
+    """Answer one of the chat's pending actions (`requires_action`). The first answer wins: an
+    action answered, timed out or cancelled before is a 409 `action_resolved`, and nothing runs
+    twice. When the last pending action is answered the chat becomes `pending` and resumes."""
+    answer = Answer(
+        decision=Decision(body.decision), args=body.args, content=body.content, result=body.result, always_allow=body.always_allow
+    )
+    return ChatOut.of(await svc.answer_action(user, chat_id, action_id, answer))
 
 
 @router.delete("/chats/{chat_id}/queue/{queued_id}", status_code=204, tags=["chats"])

@@ -8,6 +8,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
+from chatd.domain.actions import ActionKind, PendingAction
 from chatd.domain.chat import BusyBehavior, Chat, ChatStatus, Message, QueuedMessage, UserRole
 from chatd.domain.config import ApiToken, ModelConfigRecord, ProviderRecord, User
 from chatd.domain.mcp import (
@@ -488,6 +489,58 @@ class McpOAuthStartOut(_Out):
 # --- chats ----------------------------------------------------------------------------------------------
 
 
+class PendingActionOut(_Out):
+    """What a chat in `requires_action` waits for; answer it with `POST /chats/{id}/actions/{action_id}`."""
+
+    id: uuid.UUID
+    kind: ActionKind = Field(
+        description="`tool_approval`: approve or deny a tool call (optionally with edited args); `question`: answer "
+        "the model's question (`content`, one of `options` or free text); `client_tool`: the client runs the tool and "
+        "posts its `result`; `elicitation`: an MCP server asks for `content` matching `schema`, or to visit `url`."
+    )
+    tool_call_id: str
+    tool_name: str
+    server: str | None = Field(description="The MCP server's slug, for MCP tools.")
+    args: dict[str, Any] = Field(description="The arguments of the model's call.")
+    message: str | None
+    schema_: dict[str, Any] | None = Field(alias="schema", serialization_alias="schema", description="JSON Schema the answer's content must match.")
+    url: str | None
+    options: list[str] | None = Field(description="Suggested answers of a question (free text is allowed too).")
+    deadline: datetime | None = Field(description="When the model gets a timeout result instead (client tools).")
+    created_at: datetime
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    @classmethod
+    def of(cls, a: PendingAction) -> PendingActionOut:
+        return cls(
+            id=a.id, kind=a.kind, tool_call_id=a.tool_call_id, tool_name=a.tool_name, server=a.server, args=a.args,
+            message=a.message, schema_=a.schema, url=a.url, options=a.options, deadline=a.deadline, created_at=a.created_at,
+        )
+
+
+class ActionAnswerIn(_In):
+    decision: Literal["approve", "deny", "accept", "decline", "cancel"] = Field(
+        description="tool_approval: approve | deny; question, client_tool, elicitation: accept | decline | cancel."
+    )
+    args: dict[str, Any] | None = Field(default=None, description="Approve with these arguments instead of the model's.")
+    content: Any = Field(default=None, description="The answer: a question's text, or the object an elicitation's schema asks for.")
+    result: Any = Field(default=None, description="A client tool's result (any JSON), given to the model as the tool's result.")
+    always_allow: Bool = Field(default=False, description="With approve: run this tool without asking for the rest of the chat.")
+
+
+class ClientToolIn(_In):
+    name: str = Field(min_length=1, max_length=64)
+    description: str = Field(default="", max_length=16 * 1024)
+    input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+class ClientToolOut(_Out):
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+
+
 class ChatOut(_Out):
     id: uuid.UUID
     owner_id: uuid.UUID
@@ -503,6 +556,9 @@ class ChatOut(_Out):
     queued_count: int = Field(description="Messages waiting in the chat's queue (sent while it was busy).")
     created_at: datetime
     updated_at: datetime
+    pending_actions: list[PendingActionOut] = Field(description="What the chat waits for while `requires_action`; empty otherwise.")
+    client_tools: list[ClientToolOut]
+    allowed_tools: list[str] = Field(description="Tools approved for the rest of this chat (always_allow).")
 
     @classmethod
     def of(cls, c: Chat) -> ChatOut:
@@ -511,6 +567,9 @@ class ChatOut(_Out):
             last_model_config_id=c.last_model_config_id, workspace_id=c.workspace_id, parent_chat_id=c.parent_chat_id,
             root_chat_id=c.root_chat_id or c.id, mcp_server_ids=c.mcp_server_ids, archived=c.archived,
             queued_count=c.queued_count, created_at=c.created_at, updated_at=c.updated_at,
+            pending_actions=[PendingActionOut.of(a) for a in c.pending_actions],
+            client_tools=[ClientToolOut(name=t.name, description=t.description, input_schema=t.input_schema) for t in c.client_tools],
+            allowed_tools=list(c.allowed_tools),
         )
 
 
@@ -592,6 +651,10 @@ class ChatIn(_In):
     system_prompt: str | None = None
     mcp_server_ids: list[uuid.UUID] | None = Field(default=None, max_length=64)
     workspace_id: uuid.UUID | None = None
+    client_tools: list[ClientToolIn] | None = Field(
+        default=None, max_length=64,
+        description="Tools the client runs itself: a call waits (status `requires_action`) for the client's result.",
+    )
 
 
 class MessageIn(_In):
@@ -698,4 +761,8 @@ def event_json(ev: Any) -> dict[str, Any]:
         base["message"] = ev.message
         if ev.detail:
             base["detail"] = ev.detail
+    elif isinstance(ev, e.ActionRequiredEvent):
+        base["action"] = PendingActionOut.of(ev.action).model_dump(mode="json", by_alias=True)
+    elif isinstance(ev, e.ActionResolvedEvent):
+        base.update(action_id=str(ev.action_id), decision=ev.decision)
     return base

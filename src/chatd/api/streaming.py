@@ -200,7 +200,7 @@ async def watch(user: CurrentUser, token: BearerToken, svc: Service, settings: A
     async def gen() -> AsyncIterator[dict[str, Any]]:
         try:
             async for change in while_authorized(changes, authorized, settings.sse_keepalive):
-                data = {"kind": change.kind, "chat": ChatOut.of(change.chat).model_dump(mode="json")}
+                data = {"kind": change.kind, "chat": ChatOut.of(change.chat).model_dump(mode="json", by_alias=True)}
                 yield {"event": change.kind, "data": json.dumps(data)}
         finally:
             await stack.aclose()

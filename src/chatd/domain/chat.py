@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from chatd.domain.actions import ClientTool, PendingAction
 from chatd.domain.parts import Part
 
 
@@ -15,6 +16,9 @@ class ChatStatus(enum.StrEnum):
     RUNNING = "running"
     WAITING = "waiting"
     ERROR = "error"
+    # The turn stopped for a person or a client (domain/actions.py): no worker, no lease; the
+    # chat's pending actions say what it needs, and answering the last one makes it pending.
+    REQUIRES_ACTION = "requires_action"
 
     @property
     def busy(self) -> bool:
@@ -59,6 +63,15 @@ MAX_QUEUED_MESSAGES = 20
 # in a history that moved on, even when the same replica re-acquired the chat at once.
 
 
+class ActionsFate(enum.StrEnum):
+    KEEP = "keep"
+    # Each pending action gets a "cancelled by the user" tool result in the history (the model
+    # must see an answer to every call it made).
+    CANCEL = "cancel"
+    # Cancelled without results: the history that held the calls was edited away.
+    DROP = "drop"
+
+
 @dataclass(frozen=True, slots=True)
 class Transition:
     """What the store does to one chat row. Leaving `running` always releases the lease."""
@@ -74,6 +87,8 @@ class Transition:
     promote: bool = False
     # Drop every queued message (an edit restarts the conversation from the edited message).
     clear_queue: bool = False
+    # What becomes of the chat's pending actions (human in the loop), done before any promotion.
+    actions: ActionsFate = ActionsFate.KEEP
 
     def changes_status_from(self, current: ChatStatus) -> bool:
         return self.status is not None and self.status is not current
@@ -105,8 +120,9 @@ def status_after_interrupt(current: ChatStatus) -> ChatStatus:
 
 
 def should_queue(status: ChatStatus, queue_length: int) -> bool:
-    """A sent message is queued while the chat is busy, or behind an existing backlog (FIFO)."""
-    return status.busy or queue_length > 0
+    """A sent message is queued while the chat is busy or waits for an answer to a pending action,
+    or behind an existing backlog (FIFO)."""
+    return status.busy or status is ChatStatus.REQUIRES_ACTION or queue_length > 0
 
 
 def plan_send(status: ChatStatus, backlog: int, behavior: BusyBehavior, max_queued: int) -> SendPlan:
@@ -123,6 +139,12 @@ def plan_send(status: ChatStatus, backlog: int, behavior: BusyBehavior, max_queu
     if behavior is BusyBehavior.INTERRUPT and status is ChatStatus.RUNNING:
         # The owning worker sees `waiting`, saves the partial answer, then promotes the queue.
         return SendPlan(SendKind.QUEUE, plan_interrupt(status), steer=False)
+    if status is ChatStatus.REQUIRES_ACTION:
+        if behavior is BusyBehavior.INTERRUPT:
+            # No turn to stop: the pending actions get "cancelled" results, then the message runs.
+            return SendPlan(SendKind.QUEUE, plan_interrupt(status, backlog + 1))
+        # Queued (a steer too: no turn runs to take it) behind the answer the chat waits for.
+        return SendPlan(SendKind.QUEUE, NOTHING)
     if not status.busy:
         # Idle with a backlog (e.g. its worker vanished after an interrupt): nobody else will
         # promote it, so promote the head now and keep FIFO order.
@@ -134,13 +156,21 @@ def plan_edit(status: ChatStatus) -> Transition:
     """A user message is edited: the history from it on is replaced, the queue cleared, and the
     running turn (if any) fenced off: its late writes would answer the old message."""
     del status  # any status: the edited history must run
-    return replace(_TO_PENDING, clear_queue=True)
+    # Pending actions belong to calls the edit removed from the history: no result is needed.
+    return replace(_TO_PENDING, clear_queue=True, actions=ActionsFate.DROP)
 
 
-def plan_interrupt(status: ChatStatus) -> Transition:
+def plan_interrupt(status: ChatStatus, backlog: int = 0) -> Transition:
     """Stop a running turn. The generation stays: the interrupted turn may still save its partial
     answer (which answers the history as it is) and then settle the chat (`plan_finish`); any
-    later change that moves the history on advances the generation and fences it off."""
+    later change that moves the history on advances the generation and fences it off.
+
+    A chat waiting for answers has no turn to stop: its pending actions are cancelled (the model
+    reads "cancelled by the user") and, as a finished turn would, the oldest queued message runs."""
+    if status is ChatStatus.REQUIRES_ACTION:
+        if backlog:
+            return replace(_TO_PENDING, promote=True, actions=ActionsFate.CANCEL)
+        return Transition(ChatStatus.WAITING, advance=True, release=True, clear_error=True, actions=ActionsFate.CANCEL)
     if status is not ChatStatus.RUNNING:
         # Pending wins (a new message must run); waiting/error have nothing to stop.
         return NOTHING
@@ -148,13 +178,18 @@ def plan_interrupt(status: ChatStatus) -> Transition:
 
 
 def plan_promote(status: ChatStatus) -> Transition:
-    """A queued message is moved into the history by hand: a new turn answers it."""
+    """A queued message is moved into the history by hand: a new turn answers it. Open actions
+    are cancelled first, with results (their calls must be answered before the message): those
+    waiting for an answer, and answered ones whose results a turn has not saved yet."""
     del status
-    return _TO_PENDING
+    return replace(_TO_PENDING, actions=ActionsFate.CANCEL)
 
 
 def plan_archive(status: ChatStatus) -> Transition:
-    """Archiving stops a busy chat like an interrupt (an archived chat promotes nothing)."""
+    """Archiving stops a busy chat like an interrupt (an archived chat promotes nothing), and
+    cancels the pending actions of a chat waiting for answers."""
+    if status is ChatStatus.REQUIRES_ACTION:
+        return Transition(ChatStatus.WAITING, advance=True, release=True, actions=ActionsFate.CANCEL)
     return Transition(ChatStatus.WAITING, release=True) if status.busy else NOTHING
 
 
@@ -175,6 +210,9 @@ class WriteKind(enum.StrEnum):
     STEP = "step"
     # Anything that needs the lease: heartbeat, steered messages, starting a tool call, release.
     LEASE = "lease"
+    # The end of the turn (`finish_turn`): a step-kind write that also finds the chat waiting for
+    # the answers its own last step asked for (`requires_action` under the same generation).
+    SETTLE = "settle"
 
 
 def worker_owns(
@@ -185,7 +223,9 @@ def worker_owns(
         return False
     if status is ChatStatus.RUNNING:
         return worker_id == me
-    return kind is WriteKind.STEP and status is ChatStatus.WAITING
+    if status is ChatStatus.REQUIRES_ACTION:
+        return kind is WriteKind.SETTLE
+    return kind in (WriteKind.STEP, WriteKind.SETTLE) and status is ChatStatus.WAITING
 
 
 class TurnEnd(enum.StrEnum):
@@ -216,6 +256,10 @@ def plan_finish(
         return FinishPlan(applied=True)
     if not owned:
         return FinishPlan(applied=False)
+    if status is ChatStatus.REQUIRES_ACTION:
+        # The turn's last step asked for answers and released the chat: it stays as it is (the
+        # queue waits behind the answers), whatever ended the turn after that.
+        return FinishPlan(applied=True)
     if status is ChatStatus.RUNNING and end in (TurnEnd.SHUTDOWN, TurnEnd.DATABASE_LOST):
         return FinishPlan(applied=True, transition=plan_release(status))
     if status is ChatStatus.RUNNING and end is TurnEnd.ERROR:
@@ -243,9 +287,22 @@ def status_version(status: ChatStatus, generation: int) -> tuple[int, int]:
     return generation, 0 if status.busy else 1
 
 
-# Hook for the human-in-the-loop issue: answering a pending action resumes the chat under a new
-# generation, like a promote, so a turn still waiting on the old action can write nothing.
-plan_answer_action = plan_promote
+def plan_request_actions(status: ChatStatus) -> Transition | None:
+    """A step of the turn (already checked by `worker_owns`) ends in tool calls that need answers.
+    Running: the chat waits for them holding no worker and no lease; the generation stays, so the
+    turn that asked may still settle (`plan_finish`), and the answer advances it. Interrupted
+    meanwhile (`waiting`): None, the actions are cancelled at once (the user is already there)."""
+    if status is ChatStatus.RUNNING:
+        return Transition(ChatStatus.REQUIRES_ACTION, release=True)
+    return None
+
+
+def plan_answer_action(status: ChatStatus, unanswered: int) -> Transition:
+    """An action was answered. The last answer resumes the chat under a new generation, like a
+    promote: the next turn turns the answers into results, and nothing older can write."""
+    if status is not ChatStatus.REQUIRES_ACTION or unanswered:
+        return NOTHING
+    return _TO_PENDING
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +350,12 @@ class Chat:
     queued_count: int = 0
     # The trace of the latest turn (when tracing is on): for admins, never in the public chat.
     trace_id: str | None = None
+    # Tools the owner approved for the rest of this chat ("always allow"; human in the loop).
+    allowed_tools: list[str] = field(default_factory=list)
+    # Tools the chat's client runs itself, declared when the chat was created.
+    client_tools: list[ClientTool] = field(default_factory=list)
+    # What the chat waits for while `requires_action` (filled by the reads that show a chat).
+    pending_actions: list[PendingAction] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

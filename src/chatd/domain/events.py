@@ -7,10 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from chatd.domain.actions import PendingAction
 from chatd.domain.chat import ChatStatus, Message, QueuedMessage, Role
 from chatd.domain.parts import Part
 
-EventType = Literal["message_part", "message", "status", "queue_update", "retry", "error"]
+EventType = Literal[
+    "message_part", "message", "status", "queue_update", "retry", "error", "action_required", "action_resolved"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,4 +64,25 @@ class ErrorEvent:
     type: Literal["error"] = "error"
 
 
-StreamEvent = MessagePartEvent | MessageEvent | StatusEvent | QueueUpdateEvent | RetryEvent | ErrorEvent
+@dataclass(frozen=True, slots=True)
+class ActionRequiredEvent:
+    """The chat waits for an answer to this action (human in the loop)."""
+
+    chat_id: uuid.UUID
+    action: PendingAction
+    type: Literal["action_required"] = "action_required"
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResolvedEvent:
+    """An action was answered, timed out or cancelled; it no longer waits."""
+
+    chat_id: uuid.UUID
+    action_id: uuid.UUID
+    decision: str
+    type: Literal["action_resolved"] = "action_resolved"
+
+
+StreamEvent = (
+    MessagePartEvent | MessageEvent | StatusEvent | QueueUpdateEvent | RetryEvent | ErrorEvent | ActionRequiredEvent | ActionResolvedEvent
+)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from pydantic_ai import messages as pm
@@ -36,14 +36,18 @@ def sanitize_tool_call_id(tool_call_id: str) -> str:
 # ----------------------------------------------------------------------------- domain -> model
 
 
-async def to_model_messages(prompt: Sequence[PromptMessage], resolver: FileResolver | None = None) -> list[pm.ModelMessage]:
+async def to_model_messages(
+    prompt: Sequence[PromptMessage], resolver: FileResolver | None = None, *, awaiting: Collection[str] = ()
+) -> list[pm.ModelMessage]:
+    """`awaiting`: ids of the last step's calls whose results the caller is about to add (the
+    answers of a chat that waited for them); they get no synthetic result."""
     files = await _resolve_files(prompt, resolver)
     out: list[pm.ModelMessage] = []
     for message in prompt:
         converted = _convert(message, files)
         if converted is not None:
             out.append(converted)
-    return repair(out)
+    return repair(out, awaiting=awaiting)
 
 
 async def _resolve_files(prompt: Sequence[PromptMessage], resolver: FileResolver | None) -> dict[str, ResolvedFile]:
@@ -115,7 +119,7 @@ def _tool_return(part: ToolResultPart) -> pm.ToolReturnPart:
     )
 
 
-def repair(messages: list[pm.ModelMessage]) -> list[pm.ModelMessage]:
+def repair(messages: list[pm.ModelMessage], *, awaiting: Collection[str] = ()) -> list[pm.ModelMessage]:
     """Pair every tool call with a result and drop orphan results; providers reject either.
 
     A missing result (the turn died between the call and its result) gets a synthetic error
@@ -148,7 +152,7 @@ def repair(messages: list[pm.ModelMessage]) -> list[pm.ModelMessage]:
                 out[-1] = pm.ModelRequest(parts=[*last.parts, *kept])
             else:
                 out.append(pm.ModelRequest(parts=kept))
-    _close_pending(out, pending)
+    _close_pending(out, {k: v for k, v in pending.items() if k not in awaiting})
     return out
 
 

@@ -18,6 +18,8 @@ from pydantic_ai.settings import ModelSettings
 from pydantic_ai.tools import ToolDefinition
 
 from chatd import metrics, tracing
+from chatd.domain.actions import NewAction, PendingAction, result_for
+from chatd.domain.actions import edited as action_edited
 from chatd.domain.chat import Role, Usage
 from chatd.domain.parts import Part, ToolCallPart, ToolResultPart, text_of
 from chatd.domain.tools import Tool, ToolContext, ToolResult
@@ -95,7 +97,8 @@ async def run_turn(
     if control is not None:
         control._attach(task)
     try:
-        history = await to_model_messages(prompt, options.file_resolver)
+        awaiting = {a.tool_call_id for a in options.resume}
+        history = await to_model_messages(prompt, options.file_resolver, awaiting=awaiting)
         return await turn.run(history)
     except asyncio.CancelledError:
         if control is None or not control.interrupted:
@@ -149,6 +152,14 @@ class _StepState:
     results: dict[str, ToolResultPart] = field(default_factory=dict)
 
 
+@dataclass
+class _ResumeState:
+    """The answers a resumed turn is turning into results, kept so an interrupt can persist them."""
+
+    actions: list[PendingAction]
+    results: dict[str, ToolResultPart] = field(default_factory=dict)
+
+
 class _Turn:
     def __init__(self, model: ResolvedModel, tools: Sequence[Tool], options: TurnOptions, sink: TurnSink) -> None:
         self.model = model
@@ -165,6 +176,7 @@ class _Turn:
         self.final_text = ""
         self.compactions = 0
         self.state: _StepState | None = None
+        self.resuming: _ResumeState | None = None
         # Provider-reported context size of the last request and the history length it covered,
         # so the pre-step estimate only guesses the part added since.
         self._known_context: tuple[int, int] | None = None
@@ -182,7 +194,9 @@ class _Turn:
             return self.outcome("lost_ownership")
 
     async def _steps(self, history: list[pm.ModelMessage]) -> TurnOutcome:
-        if _answered(history):
+        if self.options.resume:
+            await self._resume(history, list(self.options.resume))
+        elif _answered(history):
             # The answer was saved but the turn could not settle (the database went away between
             # the step's commit and finish_turn, or the commit's reply was lost), so the chat came
             # back as pending. Calling the model again would save a second answer to one question.
@@ -195,14 +209,18 @@ class _Turn:
             self.state.response = response
             calls = [p for p in response.parts if isinstance(p, pm.ToolCallPart)]
             self.state.calls = calls
-            results = await self._run_tools(calls) if calls else []
-            step = self._build_step(response, results, interrupted=False)
+            results, actions = await self._run_tools(calls) if calls else ([], [])
+            step = self._build_step(response, results, interrupted=False, actions=actions)
             # From here the step belongs to the sink: an interrupt must not persist it again.
             self.state = None
             with tracing.span("chatd.persist_step", {"chatd.step.index": step.index, "chatd.messages": 1 + len(results)}):
                 await _uncancellable(self.sink.persist_step(step))
             self._account(step)
             metrics.STEP_SECONDS.labels(self.model.provider_kind, self.model.spec.model).observe(step.runtime_ms / 1000)
+            if actions:
+                # The step waits for answers; the chat holds no worker until they come, and the
+                # next turn resumes from the persisted step (`_resume`).
+                return self.outcome("requires_action")
             history.append(response)
             if results:
                 history.append(pm.ModelRequest(parts=[_tool_return(r) for r in results]))
@@ -239,7 +257,9 @@ class _Turn:
         if text.strip():
             self.final_text = text
 
-    def _build_step(self, response: pm.ModelResponse, results: list[ToolResultPart], *, interrupted: bool) -> Step:
+    def _build_step(
+        self, response: pm.ModelResponse, results: list[ToolResultPart], *, interrupted: bool, actions: list[NewAction] | None = None
+    ) -> Step:
         usage = usage_from_pydantic(response.usage)
         started = self.state.started if self.state else self.options.clock()
         return Step(
@@ -255,12 +275,60 @@ class _Turn:
             provider_name=response.provider_name or self.model.provider_kind,
             finish_reason=response.finish_reason,
             interrupted=interrupted,
+            actions=actions or [],
         )
+
+    # ------------------------------------------------------------------------- resuming
+
+    async def _resume(self, history: list[pm.ModelMessage], actions: list[PendingAction]) -> None:
+        """Turn the answers the chat waited for into the calls' results (running approved tools,
+        at most once through the journal) and persist them, before the model is called."""
+        state = self.resuming = _ResumeState(actions)
+
+        async def one(action: PendingAction) -> None:
+            state.results[action.tool_call_id] = await self._answer(action)
+
+        async with asyncio.TaskGroup() as group:
+            for action in actions:
+                group.create_task(one(action), name=f"resume:{action.tool_name}:{action.tool_call_id}")
+        results = [state.results[a.tool_call_id] for a in actions]
+        for result in results:
+            await self.sink.publish_part(Role.TOOL, result)
+        # From here the results belong to the sink: an interrupt must not persist them again.
+        self.resuming = None
+        await _uncancellable(self.sink.persist_step(self._resumed_step(results, actions)))
+        _append_results(history, results)
+
+    async def _answer(self, action: PendingAction) -> ToolResultPart:
+        outcome = result_for(action)
+        if not outcome.run:
+            return ToolResultPart(
+                tool_call_id=action.tool_call_id, tool_name=action.tool_name, result=outcome.result, is_error=outcome.is_error
+            )
+        call = pm.ToolCallPart(action.tool_name, outcome.args, action.tool_call_id)
+        started = time.monotonic()
+        result = await self._execute(call, ask=False)
+        assert isinstance(result, ToolResultPart)
+        result = result.model_copy(update={"duration_ms": round((time.monotonic() - started) * 1000)})
+        if action_edited(action):
+            # The model's call shows the arguments it proposed; it must learn what actually ran.
+            result = result.model_copy(update={"result": {"edited_args": outcome.args, "result": result.result}})
+        return result
+
+    def _resumed_step(self, results: list[ToolResultPart], actions: list[PendingAction]) -> Step:
+        return Step(
+            index=self.steps, assistant_parts=[], tool_results=results, usage=Usage(), cost_micros=None, context_tokens=0,
+            context_limit=self.model.spec.context_limit, runtime_ms=0, model_name=None, provider_name=None,
+            finish_reason=None, resolves=[a.id for a in actions],
+        )  # fmt: skip
 
     # ------------------------------------------------------------------------- interruption
 
     async def persist_partial(self) -> None:
         """Keep what the interrupted step produced: partial text, calls, and their results so far."""
+        if self.resuming is not None:
+            await self._persist_partial_resume()
+            return
         state, self.state = self.state, None
         if state is None:
             return
@@ -294,6 +362,23 @@ class _Turn:
             log.exception("persisting the interrupted step failed")
             return
         self._account(step)
+
+    async def _persist_partial_resume(self) -> None:
+        """An interrupt while answers were being turned into results: every answered call gets its
+        result or an "interrupted" one, so the actions are done and the history stays valid."""
+        state, self.resuming = self.resuming, None
+        assert state is not None
+        results = [
+            state.results.get(a.tool_call_id)
+            or ToolResultPart(tool_call_id=a.tool_call_id, tool_name=a.tool_name, result={"error": INTERRUPTED_TOOL_RESULT}, is_error=True)
+            for a in state.actions
+        ]
+        try:
+            await _uncancellable(self.sink.persist_step(self._resumed_step(results, state.actions)))
+        except Interrupted:
+            return
+        except Exception:
+            log.exception("persisting the interrupted results failed")
 
     # ---------------------------------------------------------------------------- model call
 
@@ -385,25 +470,31 @@ class _Turn:
 
     # --------------------------------------------------------------------------------- tools
 
-    async def _run_tools(self, calls: list[pm.ToolCallPart]) -> list[ToolResultPart]:
+    async def _run_tools(self, calls: list[pm.ToolCallPart]) -> tuple[list[ToolResultPart], list[NewAction]]:
+        """Run the step's calls; a call whose tool asks for an answer first (`action_for`) is not
+        run and comes back as a `NewAction`."""
         assert self.state is not None
         results = self.state.results
+        asks: dict[str, NewAction] = {}
 
         async def run_one(call: pm.ToolCallPart) -> None:
             started = time.monotonic()
-            result = await self._execute(call)
-            results[call.tool_call_id] = result.model_copy(update={"duration_ms": round((time.monotonic() - started) * 1000)})
+            done = await self._execute(call)
+            if isinstance(done, NewAction):
+                asks[call.tool_call_id] = done
+            else:
+                results[call.tool_call_id] = done.model_copy(update={"duration_ms": round((time.monotonic() - started) * 1000)})
 
         async with asyncio.TaskGroup() as group:
             for call in calls:
                 group.create_task(run_one(call), name=f"tool:{call.tool_name}:{call.tool_call_id}")
-        ordered = [results[c.tool_call_id] for c in calls]
+        ordered = [results[c.tool_call_id] for c in calls if c.tool_call_id in results]
         # Published after the whole batch, in call order, as the reference does.
         for result in ordered:
             await self.sink.publish_part(Role.TOOL, result)
-        return ordered
+        return ordered, [asks[c.tool_call_id] for c in calls if c.tool_call_id in asks]
 
-    async def _execute(self, call: pm.ToolCallPart) -> ToolResultPart:
+    async def _execute(self, call: pm.ToolCallPart, *, ask: bool = True) -> ToolResultPart | NewAction:
         def error(message: str) -> ToolResultPart:
             return ToolResultPart(
                 tool_call_id=call.tool_call_id, tool_name=call.tool_name, result={"error": message}, is_error=True
@@ -415,6 +506,9 @@ class _Turn:
         args, invalid = call_args(call)
         if invalid is not None:
             return error(invalid)
+        action_for = getattr(tool, "action_for", None) if ask else None
+        if action_for is not None and (request := action_for(args)) is not None:
+            return NewAction(call.tool_call_id, call.tool_name, args, request)
         ctx = ToolContext(
             chat_id=self.options.chat_id,
             owner_id=self.options.owner_id,
@@ -580,6 +674,17 @@ def _leading_system(history: list[pm.ModelMessage]) -> list[pm.ModelMessage]:
         else:
             break
     return out
+
+
+def _append_results(history: list[pm.ModelMessage], results: list[ToolResultPart]) -> None:
+    """Results of one call batch belong in one request (Anthropic wants them together): a resumed
+    turn's results join those the step saved before it waited."""
+    returns = [_tool_return(r) for r in results]
+    last = history[-1] if history else None
+    if isinstance(last, pm.ModelRequest) and last.parts and all(isinstance(p, pm.ToolReturnPart) for p in last.parts):
+        history[-1] = pm.ModelRequest(parts=[*last.parts, *returns])
+    else:
+        history.append(pm.ModelRequest(parts=returns))
 
 
 def _tool_return(result: ToolResultPart) -> pm.ToolReturnPart:

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from chatd.domain.actions import NewAction, PendingAction
 from chatd.domain.chat import Role, Usage
 from chatd.domain.parts import Part, ToolCallPart, ToolResultPart
 from chatd.errors import ChatdError
@@ -58,6 +59,12 @@ class Step:
     finish_reason: str | None
     # True when the step was cut short by an interrupt (partial text, synthetic tool results).
     interrupted: bool = False
+    # Calls of this step that wait for a person or a client instead of a result (their tools
+    # have not run): persisted with the step, and the turn ends (`requires_action`).
+    actions: list[NewAction] = field(default_factory=list)
+    # A resumed turn's first write: the results of answered actions (no assistant message; the
+    # calls are in the history already). The ids of those actions, done with this write.
+    resolves: list[uuid.UUID] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,10 +172,13 @@ class TurnOptions:
     # Read the model's stream with chatd's own reader where there is one for its wire format
     # (`chatd.providers.streams`); False always uses pydantic-ai's.
     fast_streams: bool = True
+    # Answered actions of the last persisted step: the turn turns them into the calls' results
+    # (running approved tools) before it calls the model.
+    resume: Sequence[PendingAction] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-OutcomeReason = Literal["completed", "interrupted", "lost_ownership", "max_steps"]
+OutcomeReason = Literal["completed", "interrupted", "lost_ownership", "max_steps", "requires_action"]
 
 
 @dataclass(frozen=True, slots=True)

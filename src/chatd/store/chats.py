@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from chatd.domain.actions import ActionState, ClientTool, PendingAction
 from chatd.domain.chat import (
     MAX_QUEUED_MESSAGES,
     BusyBehavior,
@@ -34,6 +35,7 @@ from chatd.domain.chat import (
 from chatd.domain.parts import Part, TextPart, parts_to_json
 from chatd.errors import InvalidInput, NotFound
 from chatd.store import machine
+from chatd.store.actions import with_actions
 from chatd.store.database import Database
 from chatd.store.machine import insert_messages, lock_chat
 from chatd.store.rows import chat_from_row, message_from_row, queued_from_row
@@ -68,8 +70,11 @@ class SendResult:
     queue: list[QueuedMessage] = field(default_factory=list)
     queue_changed: bool = False
     status_changed: bool = False
-    # Messages that went into the history (the sent one, or a promoted backlog head).
+    # Messages that went into the history (the sent one, or "cancelled" results of pending
+    # actions and then a promoted backlog head).
     inserted: list[Message] = field(default_factory=list)
+    # Pending actions an interrupting send cancelled.
+    cancelled: list[PendingAction] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +82,16 @@ class EditResult:
     chat: Chat
     message: Message
     queue_cleared: bool
+    cancelled: list[PendingAction] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
 class StatusChange:
     chat: Chat
     changed: bool
+    # Pending actions the change cancelled, the "cancelled" results and a promoted message.
+    cancelled: list[PendingAction] = field(default_factory=list)
+    inserted: list[Message] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +100,9 @@ class QueueChange:
     queue: list[QueuedMessage]
     message: Message | None = None
     status_changed: bool = False
+    cancelled: list[PendingAction] = field(default_factory=list)
+    # "Cancelled" results of pending actions, written before the promoted message.
+    results: list[Message] = field(default_factory=list)
 
 
 async def _validate_model_config(conn: AsyncConnection, model_config_id: uuid.UUID) -> None:
@@ -129,6 +141,7 @@ async def create_chat(
     system_prompt: str | None = None,
     mcp_server_ids: list[uuid.UUID] | None = None,
     mode: str | None = None,
+    client_tools: list[ClientTool] | None = None,
 ) -> CreatedChat:
     chat_id = uuid.uuid4()
     async with db.write() as conn:
@@ -155,6 +168,7 @@ async def create_chat(
                 root_chat_id=root_id,
                 mode=mode,
                 mcp_server_ids=[str(x) for x in (mcp_server_ids or [])],
+                client_tools=[{"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in client_tools or []],
                 archived=False,
                 created_at=now,
                 updated_at=now,
@@ -214,18 +228,19 @@ async def send_message(
         chat = await machine.queue_changed(conn, chat, now)
         status_changed = plan.transition.changes_status_from(chat.status)
         # A promoted head is answered with the model this send chose.
-        chat, promoted = await machine.apply(
+        applied = await machine.execute(
             conn, dataclasses.replace(chat, last_model_config_id=model_id), plan.transition, now, **changes
         )
         queue = await machine.queue_of(conn, chat_id)
         return SendResult(
-            chat,
+            applied.chat,
             queued=True,
             queued_message=queued,
             queue=queue,
             queue_changed=True,
             status_changed=status_changed,
-            inserted=[promoted] if promoted is not None else [],
+            inserted=applied.inserted,
+            cancelled=applied.cancelled,
         )
 
 
@@ -264,30 +279,44 @@ async def edit_message(
             now,
         )
         cleared = await machine.queue_length(conn, chat_id) > 0
-        chat, _ = await machine.apply(conn, chat, plan_edit(chat.status), now)
-        return EditResult(chat, inserted[0], queue_cleared=cleared)
+        applied = await machine.execute(conn, chat, plan_edit(chat.status), now)
+        return EditResult(applied.chat, inserted[0], queue_cleared=cleared, cancelled=applied.cancelled)
 
 
 async def interrupt_chat(db: Database, now: datetime, chat_id: uuid.UUID) -> StatusChange:
     async with db.write() as conn:
         chat = await lock_chat(db, conn, chat_id)
-        plan = plan_interrupt(chat.status)
+        plan = plan_interrupt(chat.status, await machine.queue_length(conn, chat_id))
         changed = plan.changes_status_from(chat.status)
-        chat, _ = await machine.apply(conn, chat, plan, now)
-        return StatusChange(chat, changed=changed)
+        applied = await machine.execute(conn, chat, plan, now)
+        return StatusChange(applied.chat, changed=changed, cancelled=applied.cancelled, inserted=applied.inserted)
 
 
-async def set_archived(db: Database, now: datetime, chat_id: uuid.UUID, archived: bool) -> list[Chat]:
-    """Archive or unarchive a chat and its whole sub-agent tree; archiving stops busy chats."""
+@dataclass(frozen=True, slots=True)
+class ArchiveResult:
+    chats: list[Chat]
+    # Per chat of the tree that was waiting for answers: what archiving cancelled and wrote.
+    settled: list[machine.Applied] = field(default_factory=list)
+
+
+async def set_archived(db: Database, now: datetime, chat_id: uuid.UUID, archived: bool) -> ArchiveResult:
+    """Archive or unarchive a chat and its whole sub-agent tree; archiving stops busy chats and
+    cancels the pending actions of chats waiting for answers."""
     async with db.write() as conn:
         await lock_chat(db, conn, chat_id)
         tree = or_(chats.c.id == chat_id, chats.c.root_chat_id == chat_id)
+        settled: list[machine.Applied] = []
         if archived:
             for status in (ChatStatus.PENDING, ChatStatus.RUNNING):
                 values = machine.transition_values(plan_archive(status))
                 await conn.execute(update(chats).where(and_(tree, chats.c.status == status.value)).values(updated_at=now, **values))
+            waiting = (await conn.execute(select(chats).where(and_(tree, chats.c.status == ChatStatus.REQUIRES_ACTION.value)))).all()
+            for row in waiting:
+                child = await lock_chat(db, conn, row.id)
+                if child.status is ChatStatus.REQUIRES_ACTION:
+                    settled.append(await machine.execute(conn, child, plan_archive(child.status), now))
         rows = (await conn.execute(update(chats).where(tree).values(archived=archived, updated_at=now).returning(*chats.c))).all()
-        return [chat_from_row(r) for r in rows]
+        return ArchiveResult([chat_from_row(r) for r in rows], settled)
 
 
 async def delete_queued(db: Database, now: datetime, chat_id: uuid.UUID, queued_id: int) -> QueueChange:
@@ -307,11 +336,15 @@ async def promote_queued(db: Database, now: datetime, chat_id: uuid.UUID, queued
         row = await machine.pop_queued(conn, chat_id, queued_id)
         if row is None:
             raise NotFound("Queued message not found.")
-        inserted = await machine.move_into_history(conn, chat, row, now)
         plan = plan_promote(chat.status)
         changed = plan.changes_status_from(chat.status)
-        chat, _ = await machine.apply(conn, chat, plan, now)
-        return QueueChange(chat, await machine.queue_of(conn, chat_id), inserted, status_changed=changed)
+        # Pending actions are cancelled first: their calls' results must precede the message.
+        applied = await machine.execute(conn, chat, plan, now)
+        inserted = await machine.move_into_history(conn, chat, row, now)
+        return QueueChange(
+            applied.chat, await machine.queue_of(conn, chat_id), inserted, status_changed=changed,
+            cancelled=applied.cancelled, results=applied.results,
+        )
 
 
 async def update_title(db: Database, now: datetime, chat_id: uuid.UUID, title: str) -> Chat:
@@ -331,12 +364,23 @@ async def get_chat_in(conn: AsyncConnection, chat_id: uuid.UUID) -> Chat:
 
 
 async def get_chat(db: Database, chat_id: uuid.UUID) -> Chat:
+    """The chat, with its pending actions when it waits for answers."""
     async with db.read() as conn:
-        return await get_chat_in(conn, chat_id)
+        return (await with_actions(conn, [await get_chat_in(conn, chat_id)]))[0]
 
 
 async def queue_in(conn: AsyncConnection, chat_id: uuid.UUID) -> list[QueuedMessage]:
     return await machine.queue_of(conn, chat_id)
+
+
+async def waiting_actions_in(conn: AsyncConnection, chat_id: uuid.UUID) -> list[PendingAction]:
+    """The actions the chat waits for (answered ones are on their way into the history)."""
+    return await machine.open_actions(conn, chat_id, ActionState.PENDING)
+
+
+async def waiting_actions(db: Database, chat_id: uuid.UUID) -> list[PendingAction]:
+    async with db.read() as conn:
+        return await waiting_actions_in(conn, chat_id)
 
 
 async def list_chats(
@@ -364,7 +408,7 @@ async def list_chats(
         q = q.where(or_(chats.c.updated_at < at, and_(chats.c.updated_at == at, chats.c.id < last_id)))
     q = q.order_by(chats.c.updated_at.desc(), chats.c.id.desc()).limit(limit)
     async with db.read() as conn:
-        return [chat_from_row(r) for r in (await conn.execute(q)).all()]
+        return await with_actions(conn, [chat_from_row(r) for r in (await conn.execute(q)).all()])
 
 
 async def chats_updated_since(db: Database, owner_id: uuid.UUID, since: datetime, limit: int = 1000) -> list[Chat]:
@@ -377,7 +421,7 @@ async def chats_updated_since(db: Database, owner_id: uuid.UUID, since: datetime
         .limit(limit)
     )
     async with db.read() as conn:
-        return [chat_from_row(r) for r in (await conn.execute(q)).all()]
+        return await with_actions(conn, [chat_from_row(r) for r in (await conn.execute(q)).all()])
 
 
 async def visible_messages(conn: AsyncConnection, chat_id: uuid.UUID, after_id: int = 0) -> list[Message]:

@@ -8,18 +8,34 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from chatd.domain.chat import Chat, Message, NewMessage, QueuedMessage, Role, Transition
-from chatd.domain.parts import parts_from_json, parts_to_json
+from chatd.domain.actions import (
+    CANCELLED_AFTER_ANSWER_TEXT,
+    CANCELLED_BY_USER_TEXT,
+    ActionState,
+    Decision,
+    PendingAction,
+)
+from chatd.domain.chat import (
+    ActionsFate,
+    Chat,
+    Message,
+    NewMessage,
+    QueuedMessage,
+    Role,
+    Transition,
+)
+from chatd.domain.parts import ToolResultPart, parts_from_json, parts_to_json
 from chatd.errors import NotFound
 from chatd.store.database import Database
-from chatd.store.rows import chat_from_row, message_from_row, queued_from_row
-from chatd.store.tables import chats, messages, queued_messages
+from chatd.store.rows import action_from_row, chat_from_row, message_from_row, queued_from_row
+from chatd.store.tables import chats, messages, pending_actions, queued_messages
 
 # Leaving `running` (or being made pending again) always clears the worker's lease.
 RELEASE: dict[str, Any] = {"worker_id": None, "started_at": None, "heartbeat_at": None}
@@ -63,20 +79,94 @@ async def queue_changed(conn: AsyncConnection, chat: Chat, now: datetime) -> Cha
     return await set_chat(conn, chat.id, now)
 
 
-async def apply(
-    conn: AsyncConnection, chat: Chat, t: Transition, now: datetime, **extra: Any
-) -> tuple[Chat, Message | None]:
-    """Execute a transition on a locked chat (plus `extra` column changes); returns the chat as
-    it is now and the queued message promoted into the history, if any."""
+@dataclass(frozen=True, slots=True)
+class Applied:
+    chat: Chat
+    # The queued message promoted into the history, if any.
+    promoted: Message | None = None
+    # Pending actions the transition cancelled, and the "cancelled" tool results it wrote.
+    cancelled: list[PendingAction] = field(default_factory=list)
+    results: list[Message] = field(default_factory=list)
+
+    @property
+    def inserted(self) -> list[Message]:
+        """Messages that went into the history, in id order."""
+        return [*self.results, *([self.promoted] if self.promoted is not None else [])]
+
+
+async def execute(conn: AsyncConnection, chat: Chat, t: Transition, now: datetime, **extra: Any) -> Applied:
+    """Execute a transition on a locked chat (plus `extra` column changes). The pending actions'
+    fate comes first: their calls' "cancelled" results precede a promoted message."""
+    cancelled, results = await settle_actions(conn, chat, t.actions, now)
     promoted: Message | None = None
     if t.promote:
         promoted = await promote_oldest(conn, chat, now)
     if t.clear_queue:
         await conn.execute(delete(queued_messages).where(queued_messages.c.chat_id == chat.id))
     values = {**transition_values(t), **extra}
-    if not values and not (t.promote or t.clear_queue):
-        return chat, promoted
-    return await set_chat(conn, chat.id, now, **values), promoted
+    if values or t.promote or t.clear_queue:
+        chat = await set_chat(conn, chat.id, now, **values)
+    return Applied(chat, promoted, cancelled, results)
+
+
+async def apply(
+    conn: AsyncConnection, chat: Chat, t: Transition, now: datetime, **extra: Any
+) -> tuple[Chat, Message | None]:
+    """`execute`, for callers that publish only the chat and the promoted message."""
+    applied = await execute(conn, chat, t, now, **extra)
+    return applied.chat, applied.promoted
+
+
+# --- pending actions (human in the loop) ---------------------------------------------------------
+
+# Actions whose call has no result in the history yet.
+OPEN_STATES = (ActionState.PENDING.value, ActionState.ANSWERED.value)
+
+
+async def open_actions(conn: AsyncConnection, chat_id: uuid.UUID, *states: ActionState) -> list[PendingAction]:
+    wanted = [s.value for s in states] if states else list(OPEN_STATES)
+    q = (
+        select(pending_actions)
+        .where(and_(pending_actions.c.chat_id == chat_id, pending_actions.c.state.in_(wanted)))
+        .order_by(pending_actions.c.created_at, pending_actions.c.tool_call_id)
+    )
+    return [action_from_row(r) for r in (await conn.execute(q)).all()]
+
+
+async def settle_actions(
+    conn: AsyncConnection, chat: Chat, fate: ActionsFate, now: datetime
+) -> tuple[list[PendingAction], list[Message]]:
+    """Cancel the chat's open actions (`ActionsFate`): with a "cancelled" result for each call
+    (CANCEL), or without (DROP: the edit removed the calls from the history)."""
+    if fate is ActionsFate.KEEP:
+        return [], []
+    found = await open_actions(conn, chat.id)
+    if not found:
+        return [], []
+    await conn.execute(
+        update(pending_actions)
+        .where(pending_actions.c.id.in_([a.id for a in found]))
+        .values(state=ActionState.CANCELLED.value, decision=Decision.CANCEL.value, resolved_at=now)
+    )
+    cancelled = [replace(a, state=ActionState.CANCELLED, decision=Decision.CANCEL, resolved_at=now) for a in found]
+    if fate is ActionsFate.DROP:
+        return cancelled, []
+    new = [
+        NewMessage(
+            Role.TOOL,
+            [
+                ToolResultPart(
+                    tool_call_id=a.tool_call_id,
+                    tool_name=a.tool_name,
+                    result={"error": CANCELLED_BY_USER_TEXT if a.state is ActionState.PENDING else CANCELLED_AFTER_ANSWER_TEXT},
+                    is_error=True,
+                )
+            ],
+            model_config_id=chat.last_model_config_id,
+        )
+        for a in found
+    ]
+    return cancelled, await insert_messages(conn, chat.id, new, now)
 
 
 async def insert_messages(

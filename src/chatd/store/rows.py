@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import Row
 
+from chatd.domain.actions import ActionKind, ActionState, ClientTool, Decision, PendingAction
 from chatd.domain.chat import Chat, ChatStatus, Message, QueuedMessage, Role, Usage, Visibility
 from chatd.domain.parts import parts_from_json
 
@@ -32,6 +33,34 @@ def chat_from_row(r: Row[Any]) -> Chat:
         generation=r.generation,
         queued_count=r.queued_count,
         trace_id=r.trace_id,
+        allowed_tools=list(r.allowed_tools or []),
+        client_tools=[client_tool_from_json(t) for t in (r.client_tools or [])],
+    )
+
+
+def client_tool_from_json(d: Any) -> ClientTool:
+    return ClientTool(name=str(d["name"]), description=str(d.get("description") or ""), input_schema=dict(d.get("input_schema") or {}))
+
+
+def action_from_row(r: Row[Any]) -> PendingAction:
+    return PendingAction(
+        id=r.id,
+        chat_id=r.chat_id,
+        kind=ActionKind(r.kind),
+        tool_call_id=r.tool_call_id,
+        tool_name=r.tool_name,
+        args=dict(r.args or {}),
+        state=ActionState(r.state),
+        created_at=r.created_at,
+        server=r.server,
+        message=r.message,
+        schema=r.schema,
+        url=r.url,
+        options=list(r.options) if r.options is not None else None,
+        deadline=r.deadline,
+        decision=Decision(r.decision) if r.decision else None,
+        answer=dict(r.answer or {}),
+        resolved_at=r.resolved_at,
     )
 
 

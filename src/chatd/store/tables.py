@@ -128,7 +128,11 @@ chats = Table(
     Column("queued_count", Integer, nullable=False, server_default="0"),
     # The OpenTelemetry trace id (32 hex digits) of the latest turn, when tracing is on.
     Column("trace_id", String(32), nullable=True),
-    CheckConstraint("status in ('pending', 'running', 'waiting', 'error')", name="status"),
+    # Human in the loop: tool names the owner approved for the rest of the chat, and the tools
+    # the chat's client runs ([{name, description, input_schema}]).
+    Column("allowed_tools", Json, nullable=False, server_default=text("'[]'")),
+    Column("client_tools", Json, nullable=False, server_default=text("'[]'")),
+    CheckConstraint("status in ('pending', 'running', 'waiting', 'error', 'requires_action')", name="status"),
 )
 # Drives acquisition: only pending chats, oldest first.
 Index(
@@ -228,6 +232,9 @@ mcp_servers = Table(
     # Seconds; NULL = the deployment's default for the transport (stdio start-up gets longer).
     Column("connect_timeout_s", Float, nullable=True),
     Column("call_timeout_s", Float, nullable=True),
+    # Human in the loop: never | always | unless_read_only, and {tool name: policy} overrides.
+    Column("approval", String(32), nullable=False, server_default="never"),
+    Column("approval_overrides", Json, nullable=False, server_default=text("'{}'")),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     CheckConstraint("transport in ('streamable_http', 'sse', 'stdio')", name="transport"),
@@ -403,6 +410,42 @@ tool_calls_started = Table(
     Column("args_sha256", String(64), nullable=False),
     Column("after_message_id", BigId, nullable=False),
     Column("started_at", UTCDateTime, nullable=False),
+)
+
+# Human in the loop (ARCHITECTURE.md): a tool call of a persisted step that waits for a person
+# (approval, question, elicitation) or a client (client tools). Rows are kept after they are
+# answered, so a second answer is told "already resolved" (409) instead of "unknown".
+pending_actions = Table(
+    "pending_actions",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("chat_id", Uuid, ForeignKey("chats.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("tool_call_id", Text, nullable=False),
+    Column("tool_name", Text, nullable=False),
+    Column("server", Text, nullable=True),
+    Column("args", Json, nullable=False),
+    Column("message", Text, nullable=True),
+    Column("schema", Json, nullable=True),
+    Column("url", Text, nullable=True),
+    Column("options", Json, nullable=True),
+    Column("deadline", UTCDateTime, nullable=True),
+    Column("decision", String(16), nullable=True),
+    # The answer's args / content / result.
+    Column("answer", Json, nullable=True),
+    Column("answered_by", Uuid, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("resolved_at", UTCDateTime, nullable=True),
+    CheckConstraint("state in ('pending', 'answered', 'done', 'cancelled')", name="state"),
+)
+Index("ix_pending_actions_chat_state", pending_actions.c.chat_id, pending_actions.c.state)
+# The deadline sweep reads only waiting actions that have a deadline.
+Index(
+    "ix_pending_actions_deadline",
+    pending_actions.c.deadline,
+    postgresql_where=text("state = 'pending' and deadline is not null"),
+    sqlite_where=text("state = 'pending' and deadline is not null"),
 )
 
 # Web push (SPEC §5.10): each browser a user enabled notifications in. The endpoint identifies

@@ -12,23 +12,28 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 
+from chatd.domain.actions import NewAction, PendingAction
 from chatd.domain.chat import (
+    ActionsFate,
     Chat,
     ChatStatus,
     Message,
     NewMessage,
     QueuedMessage,
     Role,
+    Transition,
     TurnEnd,
     Visibility,
     WriteKind,
     plan_acquire,
     plan_finish,
     plan_release,
+    plan_request_actions,
     worker_owns,
 )
 from chatd.errors import ChatdError, UsageLimitExceeded
 from chatd.store import machine
+from chatd.store.actions import finish_actions, insert_actions
 from chatd.store.database import Database
 from chatd.store.machine import insert_messages, lock_chat
 from chatd.store.rows import chat_from_row, message_from_row
@@ -138,6 +143,14 @@ async def release_chats(db: Database, now: datetime, leases: Leases, worker_id: 
     return [chat_from_row(r) for r in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class StepWritten:
+    messages: list[Message]
+    # The step's calls that wait for answers; the chat is `requires_action` when there are any.
+    actions: list[PendingAction] = field(default_factory=list)
+    chat: Chat | None = None
+
+
 async def persist_step(
     db: Database,
     now: datetime,
@@ -147,11 +160,18 @@ async def persist_step(
     new: Sequence[NewMessage],
     *,
     ends_tool_calls: bool = True,
-) -> list[Message]:
+    actions: Sequence[NewAction] = (),
+    resolves: Sequence[uuid.UUID] = (),
+) -> StepWritten:
     """Write one step's messages in one transaction, only under the turn's generation. A chat
     interrupted to `waiting` still takes its partial answer; an edited, promoted or re-acquired
     one does not (`LostOwnership`). A step ends the journal of started tool calls
-    (`ends_tool_calls`); compaction rows, written between steps, do not."""
+    (`ends_tool_calls`); compaction rows, written between steps, do not.
+
+    `actions`: calls of the step that wait for answers. They are stored with the step and the
+    chat goes `requires_action`, released (`plan_request_actions`); if the chat was interrupted
+    meanwhile they get "cancelled" results instead. `resolves`: answered actions whose results
+    are among `new` (a resumed turn); they are done."""
     async with db.write() as conn:
         chat = await lock_chat(db, conn, chat_id)
         if not worker_owns(chat.status, chat.generation, chat.worker_id, mine=generation, me=worker_id, kind=WriteKind.STEP):
@@ -160,7 +180,17 @@ async def persist_step(
         if ends_tool_calls:
             # The step's tool calls have results now (and earlier orphans are behind this point).
             await forget_started(conn, chat_id)
-        return inserted
+        if resolves:
+            await finish_actions(conn, chat_id, resolves, now)
+        if not actions:
+            return StepWritten(inserted)
+        stored = await insert_actions(conn, chat, actions, now)
+        t = plan_request_actions(chat.status)
+        if t is None:
+            applied = await machine.execute(conn, chat, Transition(actions=ActionsFate.CANCEL), now)
+            return StepWritten([*inserted, *applied.results], chat=applied.chat)
+        chat = (await machine.execute(conn, chat, t, now)).chat
+        return StepWritten(inserted, stored, chat)
 
 
 async def take_steered(
@@ -192,8 +222,9 @@ async def finish_turn(
     """Settle the chat's status after a turn (`domain.chat.plan_finish`)."""
     async with db.write() as conn:
         chat = await lock_chat(db, conn, chat_id)
-        # Settling is a step-kind write: an interrupted (waiting) chat is still this turn's to settle.
-        owned = worker_owns(chat.status, chat.generation, chat.worker_id, mine=generation, me=worker_id, kind=WriteKind.STEP)
+        # An interrupted (waiting) chat is still this turn's to settle, and so is one waiting for
+        # the answers its last step asked for.
+        owned = worker_owns(chat.status, chat.generation, chat.worker_id, mine=generation, me=worker_id, kind=WriteKind.SETTLE)
         has_queue = await machine.queue_length(conn, chat_id) > 0
         limited: UsageLimitExceeded | None = None
         if owned and has_queue and not chat.archived and end not in (TurnEnd.SHUTDOWN, TurnEnd.DATABASE_LOST):
@@ -272,6 +303,7 @@ __all__ = [
     "Leases",
     "LostOwnership",
     "NewMessage",
+    "StepWritten",
     "TurnEnd",
     "acquire_chats",
     "finish_turn",

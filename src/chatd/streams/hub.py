@@ -19,6 +19,8 @@ from typing import Any
 from chatd import metrics
 from chatd.domain.chat import ChatStatus, Message, Role, status_version
 from chatd.domain.events import (
+    ActionRequiredEvent,
+    ActionResolvedEvent,
     ErrorEvent,
     MessageEvent,
     MessagePartEvent,
@@ -275,6 +277,8 @@ class StreamHub:
         if snap.chat.status is ChatStatus.RUNNING:
             self._want_relay(chat_id, st, snap.chat.worker_id)
         last_id, last_status, last_version = _position(after_id, snap)
+        # Actions this subscriber was told about: each is announced once.
+        shown = {a.id for a in snap.actions}
         for ev in snap.events(parts, queue_if_empty=False):
             yield ev
 
@@ -285,6 +289,10 @@ class StreamHub:
                 snap = await read_snapshot(self.db, chat_id, last_id)
                 last_id, last_status, last_version = _position(last_id, snap)
                 for ev in snap.events([], queue_if_empty=True):
+                    if isinstance(ev, ActionRequiredEvent):
+                        if ev.action.id in shown:
+                            continue
+                        shown.add(ev.action.id)
                     yield ev
             get = asyncio.ensure_future(sub.queue.get())
             wake = asyncio.ensure_future(sub.wake.wait())
@@ -323,6 +331,13 @@ class StreamHub:
                     yield StatusEvent(
                         chat_id=chat_id, status=status, worker_id=uuid.UUID(note.worker_id) if note.worker_id else None
                     )
+            for action_id, decision in note.resolved:
+                yield ActionResolvedEvent(chat_id=chat_id, action_id=uuid.UUID(action_id), decision=decision)
+            if note.actions or (note.status == ChatStatus.REQUIRES_ACTION.value and last_status is ChatStatus.REQUIRES_ACTION):
+                for a in await chat_store.waiting_actions(self.db, chat_id):
+                    if a.id not in shown:
+                        shown.add(a.id)
+                        yield ActionRequiredEvent(chat_id=chat_id, action=a)
             if note.queue_update:
                 yield QueueUpdateEvent(chat_id=chat_id, queued_messages=await chat_store.list_queue(self.db, chat_id))
             if note.retry:

@@ -3,7 +3,7 @@ PostgreSQL NOTIFY payload, and its codec. Subscribers re-read the database on it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -21,6 +21,10 @@ class Notification:
     queue_update: bool = False
     retry: dict[str, Any] | None = None
     error: str | None = None
+    # Human in the loop: the chat's pending actions changed (re-read them), and the (action id,
+    # decision) of actions that no longer wait.
+    actions: bool = False
+    resolved: list[tuple[str, str]] = field(default_factory=list)
 
     def to_payload(self) -> dict[str, Any]:
         d: dict[str, Any] = {}
@@ -40,6 +44,11 @@ class Notification:
             d["r"] = self.retry
         if self.error:
             d["e"] = self.error[:2000]
+        if self.actions:
+            d["x"] = 1
+        if self.resolved:
+            # Bounded by the calls of one step; ~60 bytes each, far below NOTIFY's 8000.
+            d["xr"] = [list(r) for r in self.resolved[:100]]
         return d
 
     @classmethod
@@ -53,4 +62,6 @@ class Notification:
             queue_update=bool(d.get("q")),
             retry=d.get("r"),
             error=d.get("e"),
+            actions=bool(d.get("x")),
+            resolved=[(str(r[0]), str(r[1])) for r in d.get("xr") or []],
         )

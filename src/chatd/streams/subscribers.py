@@ -9,8 +9,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from chatd.domain.actions import PendingAction
 from chatd.domain.chat import Chat, Message, QueuedMessage
 from chatd.domain.events import (
+    ActionRequiredEvent,
     MessageEvent,
     MessagePartEvent,
     QueueUpdateEvent,
@@ -49,21 +51,25 @@ class Subscriber:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """The chat as the database has it: its row, the visible messages after a cursor, its queue."""
+    """The chat as the database has it: its row, the visible messages after a cursor, its queue,
+    the actions it waits for."""
 
     chat: Chat
     messages: list[Message]
     queue: list[QueuedMessage]
+    actions: list[PendingAction] = field(default_factory=list)
 
     def events(self, parts: list[MessagePartEvent], *, queue_if_empty: bool) -> list[StreamEvent]:
-        """Status, the parts in flight, the messages, the queue: the order a stream starts in. A
-        new subscriber assumes an empty queue; a re-synced one must hear that it emptied."""
+        """Status, the parts in flight, the messages, the queue, the waiting actions: the order a
+        stream starts in. A new subscriber assumes an empty queue; a re-synced one must hear that
+        it emptied."""
         chat_id = self.chat.id
         out: list[StreamEvent] = [StatusEvent(chat_id=chat_id, status=self.chat.status, worker_id=self.chat.worker_id)]
         out += parts
         out += [MessageEvent(chat_id=chat_id, message=m) for m in self.messages]
         if self.queue or queue_if_empty:
             out.append(QueueUpdateEvent(chat_id=chat_id, queued_messages=self.queue))
+        out += [ActionRequiredEvent(chat_id=chat_id, action=a) for a in self.actions]
         return out
 
 
@@ -72,7 +78,8 @@ async def read_snapshot(db: Database, chat_id: uuid.UUID, after_id: int) -> Snap
         chat = await chat_store.get_chat_in(conn, chat_id)
         msgs = await chat_store.visible_messages(conn, chat_id, after_id)
         queue = await chat_store.queue_in(conn, chat_id)
-    return Snapshot(chat, msgs, queue)
+        actions = await chat_store.waiting_actions_in(conn, chat_id)
+    return Snapshot(chat, msgs, queue, actions)
 
 
 @dataclass(eq=False)

@@ -13,8 +13,10 @@ from datetime import datetime
 from typing import Any
 
 from chatd import logs, metrics
+from chatd.domain.actions import Decision
 from chatd.domain.chat import Chat, ChatStatus
 from chatd.pubsub.base import PENDING_CHANNEL, chat_channel, owner_channel
+from chatd.store import actions as action_store
 from chatd.store import chats as chat_store
 from chatd.store import replicas, turns
 from chatd.streams.hub import Notification
@@ -72,6 +74,7 @@ class Workers:
                     tg.create_task(self._every(s.acquire_interval, self.acquire_once, wake=self._wake), name="acquire"),
                     tg.create_task(self._every(s.heartbeat_interval, self.heartbeat_once), name="heartbeat"),
                     tg.create_task(self._every(self.recovery_interval, self.recover_once), name="recover"),
+                    tg.create_task(self._every(self.recovery_interval, self.expire_actions_once), name="action-deadlines"),
                     tg.create_task(self._every(max(s.replica_stale_after / 3, 0.05), self.replica_heartbeat_once), name="replica"),
                 ]
                 await stop.wait()
@@ -179,6 +182,30 @@ class Workers:
             self._wake.set()
             await d.pubsub.publish(PENDING_CHANNEL, {})
         return recovered
+
+    async def expire_actions_once(self) -> list[Chat]:
+        """The deadline sweep of pending actions (client tools): past its deadline an action is
+        answered with a timeout, and a chat with nothing left to wait for resumes. Every replica
+        sweeps; each chat is re-checked under its row lock, so an answer that came first wins."""
+        d = self.deps
+        resumed: list[Chat] = []
+        for expired in await action_store.expire_due(d.db, d.clock.now()):
+            chat = expired.chat
+            log.info("chat %s: %d pending action(s) passed their deadline", chat.id, len(expired.actions))
+            await d.hub.notify(
+                chat.id,
+                Notification(
+                    resolved=[(str(a.id), Decision.TIMEOUT.value) for a in expired.actions],
+                    status=chat.status.value if expired.status_changed else None, generation=chat.generation,
+                ),
+            )
+            if expired.status_changed:
+                await d.pubsub.publish(owner_channel(chat.owner_id), {"k": "status_change", "c": str(chat.id)})
+                resumed.append(chat)
+        if resumed:
+            self._wake.set()
+            await d.pubsub.publish(PENDING_CHANNEL, {})
+        return resumed
 
     # --- one chat ----------------------------------------------------------------------------
 

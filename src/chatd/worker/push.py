@@ -1,4 +1,5 @@
-"""Web push when a root chat's turn ends (SPEC §5.10, reference §11.3).
+"""Web push when a root chat's turn ends (SPEC §5.10, reference §11.3), and when a chat starts
+waiting for its user's answer (human in the loop).
 
 `WebPush.on_turn_end` is a `TurnEndHook`: it decides whether the owner is told (root chats
 only, never after an interrupt or when the chat goes on running), then hands the work to a
@@ -26,6 +27,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,12 +38,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid
 
-from chatd.domain.chat import ChatStatus
+from chatd.domain.actions import ActionKind, action_prompt
+from chatd.domain.chat import Chat, ChatStatus
 from chatd.domain.net import blocked_reason, has_userinfo, ip_literal
 from chatd.domain.push import PushNotification, PushSubscription
 from chatd.errors import InvalidInput
 from chatd.loop import TurnOutcome, generate_push_summary
 from chatd.settings import Settings
+from chatd.store import chats as chat_store
 from chatd.store import push as push_store
 from chatd.store.database import Database
 from chatd.store.secrets import SecretBox
@@ -251,6 +255,12 @@ class WebPush:
 
     async def on_turn_end(self, ctx: TurnContext, res: FinishResult, outcome: TurnOutcome | None, error: str | None) -> None:
         chat = res.chat
+        if chat.status is ChatStatus.REQUIRES_ACTION:
+            # The chat waits for its user (a sub-agent's too: nobody else can answer it), unless
+            # all it waits for is a client-side tool: that is the client's to answer.
+            if outcome is not None and outcome.reason == "requires_action":
+                self._spawn(self._notify_action(chat), chat.id)
+            return
         if ctx.chat.parent_chat_id is not None:
             return  # a sub-agent reports to its parent, not to the user
         if error is not None:
@@ -259,9 +269,23 @@ class WebPush:
         elif outcome is None or outcome.reason not in ("completed", "max_steps") or chat.status is not ChatStatus.WAITING:
             # Interrupted (the user is there), lost to an edit, or a queued message runs next.
             return
-        task = asyncio.create_task(self._notify_end(ctx, res, outcome, error), name=f"web-push-{chat.id}")
+        self._spawn(self._notify_end(ctx, res, outcome, error), chat.id)
+
+    def _spawn(self, work: Coroutine[Any, Any, None], chat_id: uuid.UUID) -> None:
+        task = asyncio.create_task(work, name=f"web-push-{chat_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _notify_action(self, chat: Chat) -> None:
+        try:
+            actions = [a for a in await chat_store.waiting_actions(self.db, chat.id) if a.kind is not ActionKind.CLIENT_TOOL]
+            if not actions:
+                return
+            subscriptions = await push_store.user_subscriptions(self.db, self.box, chat.owner_id)
+            if subscriptions:
+                await self.send(subscriptions, PushNotification(title=chat.title, body=_cap(action_prompt(actions)), url=chat_url(chat.id)))
+        except Exception:
+            log.warning("web push for chat %s failed", chat.id, exc_info=True)
 
     async def _notify_end(self, ctx: TurnContext, res: FinishResult, outcome: TurnOutcome | None, error: str | None) -> None:
         chat = res.chat

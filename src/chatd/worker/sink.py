@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
+from chatd.domain.actions import NewAction
 from chatd.domain.chat import NewMessage, Role, Visibility
 from chatd.domain.clock import Clock
 from chatd.domain.parts import Part
@@ -44,31 +45,40 @@ class StoreSink:
     async def publish_part(self, role: Role, part: Part) -> None:
         self.hub.publish_part(self.chat_id, role, part)
 
-    async def _write(self, new: list[NewMessage], *, ends_tool_calls: bool = True) -> None:
+    async def _write(
+        self, new: list[NewMessage], *, ends_tool_calls: bool = True, actions: list[NewAction] | None = None,
+        resolves: list[uuid.UUID] | None = None,
+    ) -> None:
         try:
-            msgs = await turns.persist_step(
-                self.db, self.clock.now(), self.chat_id, self.worker_id, self.generation, new, ends_tool_calls=ends_tool_calls
+            written = await turns.persist_step(
+                self.db, self.clock.now(), self.chat_id, self.worker_id, self.generation, new, ends_tool_calls=ends_tool_calls,
+                actions=actions or (), resolves=resolves or (),
             )
         except LostOwnership as exc:
             raise Interrupted(str(exc)) from exc
         # The parts of this step are a message now; a late subscriber must not get both.
         self.hub.clear_parts(self.chat_id)
-        await self.hub.publish_messages(self.chat_id, msgs)
+        await self.hub.publish_messages(self.chat_id, written.messages)
+        if written.actions:
+            # The status (`requires_action`) follows when the turn settles (`ChatTurn._finish`).
+            await self.hub.notify(self.chat_id, Notification(actions=True))
 
     async def persist_step(self, step: Step) -> None:
-        new = [
-            NewMessage(
-                Role.ASSISTANT,
-                list(step.assistant_parts),
-                model_config_id=self.model_config_id,
-                usage=step.usage,
-                context_limit=step.context_limit,
-                total_cost_micros=step.cost_micros,
-                runtime_ms=step.runtime_ms,
+        new: list[NewMessage] = []
+        if not step.resolves:
+            new.append(
+                NewMessage(
+                    Role.ASSISTANT,
+                    list(step.assistant_parts),
+                    model_config_id=self.model_config_id,
+                    usage=step.usage,
+                    context_limit=step.context_limit,
+                    total_cost_micros=step.cost_micros,
+                    runtime_ms=step.runtime_ms,
+                )
             )
-        ]
         new += [NewMessage(Role.TOOL, [r], model_config_id=self.model_config_id) for r in step.tool_results]
-        await self._write(new)
+        await self._write(new, actions=step.actions, resolves=step.resolves)
 
     async def on_retry(self, attempt: int, delay_s: float, error: RetryDecision) -> None:
         from chatd.loop import describe

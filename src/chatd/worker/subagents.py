@@ -176,7 +176,11 @@ class SubAgents:
         child = await self._child(args)
         # Archiving stops a busy chat (-> waiting); the status notification interrupts its turn
         # on whichever replica runs it, and an archived chat promotes no queued message.
-        for c in await chat_store.set_archived(self.db, self.clock.now(), child.id, True):
+        archived = await chat_store.set_archived(self.db, self.clock.now(), child.id, True)
+        for applied in archived.settled:
+            await self.hub.publish_messages(applied.chat.id, applied.results)
+            await self.hub.notify(applied.chat.id, Notification(resolved=[(str(a.id), a.decision or "cancel") for a in applied.cancelled]))
+        for c in archived.chats:
             await self.hub.notify(c.id, Notification(status=c.status.value, generation=c.generation))
             await self.pubsub.publish(owner_channel(c.owner_id), {"k": "deleted", "c": str(c.id)})
         return ToolResult({"chat_id": str(child.id), "closed": True})
@@ -208,7 +212,8 @@ class SubAgents:
         return child
 
     async def _settled(self, child: Chat) -> bool:
-        if child.status is ChatStatus.ERROR:
+        if child.status in (ChatStatus.ERROR, ChatStatus.REQUIRES_ACTION):
+            # A child waiting for the user's answer does not move until the user answers it.
             return True
         if child.status is not ChatStatus.WAITING:
             return False
@@ -219,6 +224,13 @@ class SubAgents:
     async def _report(self, child: Chat) -> ToolResult:
         if child.status is ChatStatus.ERROR:
             return _error(child.last_error or "The sub-agent failed.", chat_id=str(child.id), status=child.status.value)
+        if child.status is ChatStatus.REQUIRES_ACTION:
+            waits_for = [a.kind.value + ": " + a.tool_name for a in child.pending_actions]
+            return _error(
+                "The sub-agent is waiting for the user to answer in its chat (" + ", ".join(waits_for) + "); it "
+                "continues once the user answers. Call wait_agent again later, or close_agent to stop it.",
+                chat_id=str(child.id), status=child.status.value,
+            )  # fmt: skip
         report = ""
         for m in reversed(await chat_store.all_messages(self.db, child.id)):
             if m.role is Role.ASSISTANT and (text := text_of(m.content).strip()):

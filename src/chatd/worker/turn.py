@@ -37,6 +37,7 @@ from chatd.mcp.pool import McpPool
 from chatd.providers import ProviderClients, ProviderLease
 from chatd.pubsub.base import PENDING_CHANNEL, PubSub, owner_channel
 from chatd.settings import Settings
+from chatd.store import actions as action_store
 from chatd.store import chats as chat_store
 from chatd.store import files as file_store
 from chatd.store import mcp_servers as mcp_store
@@ -45,6 +46,8 @@ from chatd.store.database import Database, is_connection_error
 from chatd.store.secrets import SecretBox
 from chatd.store.turns import FinishResult, TurnEnd
 from chatd.streams.hub import Notification, StreamHub
+from chatd.tools.question import QUESTION_SECTION, AskUserQuestion
+from chatd.worker.approval import client_tools, gate_tools
 from chatd.worker.config_cache import ConfigCache
 from chatd.worker.journal import ToolJournal
 from chatd.worker.models import TurnModel, resolve_turn_model
@@ -245,11 +248,12 @@ class ChatTurn:
 
         mcp_task = asyncio.create_task(mcp(), name=f"mcp-{chat.id}")
         try:
-            model, rows, owner, _ = await asyncio.gather(
+            model, rows, owner, _, answered = await asyncio.gather(
                 self._resolve_model(),
                 turns.prompt_messages(d.db, chat.id),
                 d.config.user(chat.owner_id),
                 self._record_trace(),
+                action_store.answered_actions(d.db, chat.id),
             )
             ctx = self.ctx = TurnContext(chat, owner, model, self.worker_id)
             self._maybe_title(ctx)
@@ -261,6 +265,9 @@ class ChatTurn:
                 more_tools, more_sections = await provide(ctx)
                 tools += more_tools
                 sections += more_sections
+            more_tools, more_sections = self._action_tools()
+            tools += more_tools
+            sections += more_sections
             sections.append(user_instructions(owner.custom_prompt))
             try:
                 mcp_tools, mcp_section, close_mcp = await mcp_task
@@ -284,10 +291,13 @@ class ChatTurn:
                 fast_streams=d.settings.fast_streams,
                 file_resolver=self._resolve_files,
                 sleep=d.sleep,
+                resume=answered,
             )
             # Non-idempotent calls are recorded before they run: at most once across crashes.
             journal = ToolJournal(d.db, d.clock, chat.id, self.worker_id, chat.generation)
-            outcome = await run_turn(model.resolved, prompt, journal.wrap([*tools, *mcp_tools]), options, sink, self.control)
+            # Client tools last: a client's tool replaces a built-in of the same name in its chat.
+            offered = gate_tools([*tools, *mcp_tools], chat, d.settings) + client_tools(chat, d.settings)
+            outcome = await run_turn(model.resolved, prompt, journal.wrap(offered), options, sink, self.control)
             return outcome, ctx
         finally:
             if not mcp_task.done():
@@ -304,6 +314,13 @@ class ChatTurn:
         # Only while tracing is on: a turn without a trace costs no extra write.
         if (trace_id := tracing.current_trace_id()) is not None:
             await turns.record_trace(self.deps.db, self.chat.id, self.worker_id, self.chat.generation, trace_id)
+
+    def _action_tools(self) -> tuple[list[Tool], list[str]]:
+        """Built-ins that stop the turn for a person: questions go to the user of a root chat (a
+        sub-agent's chat is not where the user looks)."""
+        if self.chat.parent_chat_id is not None or not self.deps.settings.ask_user_question:
+            return [], []
+        return [AskUserQuestion()], [QUESTION_SECTION]
 
     async def _resolve_model(self) -> TurnModel:
         d = self.deps

@@ -1,0 +1,84 @@
+"""Which calls of a turn wait for a person before they run (human in the loop, domain/actions.py):
+MCP tools by their server's approval policy and the tool's annotations, built-in workspace tools
+by the deployment's `workspace_tool_approval`; a tool the owner allowed for the chat ("always
+allow") runs without asking. Client-side tools always wait for the client."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from chatd.domain.actions import ActionKind, ActionRequest, ApprovalPolicy, needs_approval
+from chatd.domain.chat import Chat
+from chatd.domain.tools import Tool, ToolContext, ToolResult
+from chatd.settings import Settings
+from chatd.tools.client import ClientSideTool
+
+# Built-in workspace tools by what they do (tools/workspace.py).
+WORKSPACE_COMMANDS = frozenset({"execute", "process_signal"})
+WORKSPACE_WRITES = frozenset({"write_file", "edit_files"})
+
+
+def workspace_policy(setting: str, tool_name: str) -> bool:
+    if setting == "execute":
+        return tool_name in WORKSPACE_COMMANDS
+    if setting == "writes":
+        return tool_name in WORKSPACE_COMMANDS | WORKSPACE_WRITES
+    return False
+
+
+def _mcp_asks(tool: Tool) -> bool:
+    config = getattr(getattr(tool, "server", None), "config", None)
+    if config is None:
+        return False
+    original = getattr(tool, "original_name", tool.name)
+    raw = (getattr(config, "approval_overrides", None) or {}).get(original) or getattr(config, "approval", None) or "never"
+    try:
+        policy = ApprovalPolicy(str(raw))
+    except ValueError:
+        policy = ApprovalPolicy.ALWAYS  # an unknown policy must not run a tool unasked
+    return needs_approval(policy, read_only=getattr(tool, "read_only", None))
+
+
+class ApprovalGate:
+    """A tool whose calls wait for the owner's approval (approve, deny, or approve edited args)."""
+
+    def __init__(self, tool: Tool, server: str | None) -> None:
+        self.tool = tool
+        self.server = server
+
+    @property
+    def name(self) -> str:
+        return self.tool.name
+
+    @property
+    def description(self) -> str:
+        return self.tool.description
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return self.tool.parameters
+
+    def __getattr__(self, name: str) -> Any:
+        # The journal's `idempotent`, a tool's `concurrency_key` and locks stay reachable.
+        return getattr(self.tool, name)
+
+    def action_for(self, args: dict[str, Any]) -> ActionRequest:
+        return ActionRequest(ActionKind.TOOL_APPROVAL, message=f"Run {self.tool.name}?", server=self.server)
+
+    async def call(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        return await self.tool.call(args, ctx)
+
+
+def gate_tools(tools: Sequence[Tool], chat: Chat, settings: Settings) -> list[Tool]:
+    allowed = set(chat.allowed_tools)
+    out: list[Tool] = []
+    for tool in tools:
+        slug = getattr(tool, "server_slug", None)
+        asks = _mcp_asks(tool) if slug is not None else workspace_policy(settings.workspace_tool_approval, tool.name)
+        out.append(ApprovalGate(tool, slug) if asks and tool.name not in allowed else tool)
+    return out
+
+
+def client_tools(chat: Chat, settings: Settings) -> list[Tool]:
+    return [ClientSideTool(spec, settings.client_tool_timeout) for spec in chat.client_tools]

@@ -1,0 +1,404 @@
+"""Human in the loop (issue 11) end to end over the HTTP API, on SQLite and PostgreSQL: a turn
+stops at a call that needs a person (a question, an approval) or a client (a client-side tool),
+the chat waits in `requires_action` holding no worker, and the answer resumes it — on a new
+worker pool, on a new service after a restart — turning the answer into the call's result
+without asking the model first. Answers race (one wins, the tool runs once), a new message with
+`interrupt` and archiving cancel the wait, and only the owner answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from chatd.bootstrap import build, turn_deps
+from chatd.domain.actions import CANCELLED_BY_USER_TEXT, DENIED_TEXT, Answer, Decision
+from chatd.domain.chat import ChatStatus, Role
+from chatd.domain.parts import ToolResultPart
+from chatd.domain.tools import ToolContext, ToolResult
+from chatd.errors import Conflict
+from chatd.settings import Settings
+from chatd.store import actions as action_store
+from chatd.worker import Workers
+from tests.fakes.llm_server import Reply, ToolCall
+from tests.fakes.turn_doubles import FnTool
+from tests.worker.conftest import Rig
+
+
+@dataclass
+class Counter:
+    """A tool with an effect: every execution is recorded."""
+
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    def tool(self, name: str = "execute") -> FnTool:
+        async def fn(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+            self.runs.append(args)
+            return ToolResult({"ran": args})
+
+        return FnTool(name, fn)
+
+
+def auth(rig: Rig, who: str = "alice") -> dict[str, str]:
+    return getattr(rig.people, who).headers  # type: ignore[no-any-return]
+
+
+async def create(client: httpx.AsyncClient, rig: Rig, text: str, **extra: Any) -> dict[str, Any]:
+    r = await client.post("/api/v1/chats", json={"content": text, **extra}, headers=auth(rig))
+    assert r.status_code == 201, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+async def chat_of(client: httpx.AsyncClient, rig: Rig, chat_id: str) -> dict[str, Any]:
+    r = await client.get(f"/api/v1/chats/{chat_id}", headers=auth(rig))
+    assert r.status_code == 200, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+async def answer(client: httpx.AsyncClient, rig: Rig, chat_id: str, action_id: str, who: str = "alice", **body: Any) -> httpx.Response:
+    return await client.post(f"/api/v1/chats/{chat_id}/actions/{action_id}", json=body, headers=auth(rig, who))
+
+
+def tool_messages(request_body: dict[str, Any]) -> list[dict[str, Any]]:
+    return [m for m in request_body["messages"] if m["role"] == "tool"]
+
+
+async def results(rig: Rig, chat_id: str) -> list[ToolResultPart]:
+    return [p for m in await rig.messages(uuid.UUID(chat_id)) if m.role is Role.TOOL for p in m.content if isinstance(p, ToolResultPart)]
+
+
+def ask(call_id: str = "q1", question: str = "Which colour?", options: list[str] | None = None) -> Reply:
+    return Reply(text="Let me ask.", tool_calls=[ToolCall(call_id, "ask_user_question", {"question": question, "options": options or ["red", "blue"]})])
+
+
+# --- questions ---------------------------------------------------------------------------------------
+
+
+async def test_a_question_waits_without_a_worker_and_the_answer_is_the_tool_result(rig: Rig, client: httpx.AsyncClient) -> None:
+    rig.llm.script(ask(), Reply(text="Blue it is."))
+    chat = await create(client, rig, "paint it")
+    await rig.run()
+
+    waiting = await chat_of(client, rig, chat["id"])
+    assert waiting["status"] == ChatStatus.REQUIRES_ACTION.value
+    [action] = waiting["pending_actions"]
+    assert {k: action[k] for k in ("kind", "tool_call_id", "tool_name", "message", "options", "deadline")} == {
+        "kind": "question", "tool_call_id": "q1", "tool_name": "ask_user_question", "message": "Which colour?",
+        "options": ["red", "blue"], "deadline": None,
+    }  # fmt: skip
+    row = await rig.get(uuid.UUID(chat["id"]))
+    assert (row.worker_id, row.started_at, row.heartbeat_at) == (None, None, None)
+    assert len(rig.llm.requests) == 1
+    # The step is in the history: the call is stored, its result is not (yet).
+    assert [m.role for m in await rig.messages(uuid.UUID(chat["id"]))][-1] is Role.ASSISTANT
+
+    r = await answer(client, rig, chat["id"], action["id"], decision="accept", content="blue, please")
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == ChatStatus.PENDING.value and r.json()["pending_actions"] == []
+    await rig.run()
+
+    assert (await chat_of(client, rig, chat["id"]))["status"] == ChatStatus.WAITING.value
+    # One more model call, and it already carries the answer as the call's result.
+    assert len(rig.llm.requests) == 2
+    [tool_msg] = tool_messages(rig.llm.requests[1].body)
+    assert tool_msg["tool_call_id"] == "q1" and json.loads(tool_msg["content"]) == {"answer": "blue, please"}
+    assert [(r.tool_call_id, r.result, r.is_error) for r in await results(rig, chat["id"])] == [("q1", {"answer": "blue, please"}, False)]
+
+
+async def test_declining_a_question_tells_the_model(rig: Rig, client: httpx.AsyncClient) -> None:
+    rig.llm.script(ask(), Reply(text="Fine, I will pick."))
+    chat = await create(client, rig, "paint it")
+    await rig.run()
+    [action] = (await chat_of(client, rig, chat["id"]))["pending_actions"]
+    assert (await answer(client, rig, chat["id"], action["id"], decision="decline")).status_code == 200
+    await rig.run()
+    [result] = await results(rig, chat["id"])
+    assert result.is_error and result.result["decision"] == "decline"
+
+
+async def test_answers_that_do_not_fit_the_action_are_refused_and_change_nothing(rig: Rig, client: httpx.AsyncClient) -> None:
+    rig.llm.script(ask())
+    chat = await create(client, rig, "paint it")
+    await rig.run()
+    [action] = (await chat_of(client, rig, chat["id"]))["pending_actions"]
+    for body in (
+        {"decision": "approve"},  # a question is not a tool approval
+        {"decision": "accept"},  # no answer
+        {"decision": "accept", "content": "   "},
+        {"decision": "accept", "content": "x", "always_allow": True},
+        {"decision": "maybe"},
+    ):
+        r = await answer(client, rig, chat["id"], action["id"], **body)
+        assert r.status_code == 400, (body, r.text)
+    assert (await chat_of(client, rig, chat["id"]))["status"] == ChatStatus.REQUIRES_ACTION.value
+
+
+async def test_only_the_owner_answers_and_a_second_answer_is_a_conflict(rig: Rig, client: httpx.AsyncClient) -> None:
+    rig.llm.script(ask())
+    chat = await create(client, rig, "paint it")
+    await rig.run()
+    [action] = (await chat_of(client, rig, chat["id"]))["pending_actions"]
+    r = await answer(client, rig, chat["id"], action["id"], who="bob", decision="accept", content="red")
+    assert r.status_code == 404
+    r = await answer(client, rig, chat["id"], str(uuid.uuid4()), decision="accept", content="red")
+    assert r.status_code == 404
+    assert (await answer(client, rig, chat["id"], action["id"], decision="accept", content="red")).status_code == 200
+    again = await answer(client, rig, chat["id"], action["id"], decision="accept", content="blue")
+    assert again.status_code == 409 and again.json()["code"] == "action_resolved"
+
+
+# --- approvals ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def gated(rig: Rig) -> Counter:
+    """`execute` (a workspace tool by name) waits for approval under CHATD_WORKSPACE_TOOL_APPROVAL=execute."""
+    rig.app.settings.workspace_tool_approval = "execute"
+    counter = Counter()
+    rig.tools = [counter.tool("execute")]
+    return counter
+
+
+async def wait_for_approval(rig: Rig, client: httpx.AsyncClient, args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    rig.llm.script(Reply(text="Running it.", tool_calls=[ToolCall("e1", "execute", args)]))
+    chat = await create(client, rig, "run it")
+    await rig.run()
+    body = await chat_of(client, rig, chat["id"])
+    assert body["status"] == ChatStatus.REQUIRES_ACTION.value, body
+    [action] = body["pending_actions"]
+    assert (action["kind"], action["tool_name"], action["args"]) == ("tool_approval", "execute", args)
+    return chat, action
+
+
+async def test_an_approved_call_runs_once_when_the_chat_resumes(rig: Rig, client: httpx.AsyncClient, gated: Counter) -> None:
+    chat, action = await wait_for_approval(rig, client, {"x": 1})
+    assert gated.runs == []
+    rig.llm.script(Reply(text="Done."))
+    assert (await answer(client, rig, chat["id"], action["id"], decision="approve")).status_code == 200
+    await rig.run()
+    assert gated.runs == [{"x": 1}]
+    assert [(r.result, r.is_error) for r in await results(rig, chat["id"])] == [({"ran": {"x": 1}}, False)]
+    assert json.loads(tool_messages(rig.llm.requests[1].body)[0]["content"]) == {"ran": {"x": 1}}
+
+
+async def test_a_denied_call_never_runs_and_the_model_reads_why(rig: Rig, client: httpx.AsyncClient, gated: Counter) -> None:
+    chat, action = await wait_for_approval(rig, client, {"x": 1})
+    rig.llm.script(Reply(text="Understood."))
+    assert (await answer(client, rig, chat["id"], action["id"], decision="deny")).status_code == 200
+    await rig.run()
+    assert gated.runs == []
+    assert [(r.result, r.is_error) for r in await results(rig, chat["id"])] == [({"error": DENIED_TEXT}, True)]
+
+
+async def test_approving_with_edited_arguments_runs_those_and_tells_the_model(rig: Rig, client: httpx.AsyncClient, gated: Counter) -> None:
+    chat, action = await wait_for_approval(rig, client, {"x": 1})
+    rig.llm.script(Reply(text="Done."))
+    r = await answer(client, rig, chat["id"], action["id"], decision="approve", args={"x": 2})
+    assert r.status_code == 200, r.text
+    await rig.run()
+    assert gated.runs == [{"x": 2}]
+    [result] = await results(rig, chat["id"])
+    assert result.result == {"edited_args": {"x": 2}, "result": {"ran": {"x": 2}}}
+
+
+async def test_always_allow_runs_the_tool_unasked_for_the_rest_of_the_chat(rig: Rig, client: httpx.AsyncClient, gated: Counter) -> None:
+    chat, action = await wait_for_approval(rig, client, {"x": 1})
+    rig.llm.script(Reply(tool_calls=[ToolCall("e2", "execute", {"x": 3})]), Reply(text="Both done."))
+    r = await answer(client, rig, chat["id"], action["id"], decision="approve", always_allow=True)
+    assert r.status_code == 200 and r.json()["allowed_tools"] == ["execute"]
+    await rig.run()
+    assert gated.runs == [{"x": 1}, {"x": 3}]
+    assert (await chat_of(client, rig, chat["id"]))["status"] == ChatStatus.WAITING.value
+
+
+async def test_two_racing_answers_one_wins_and_the_tool_runs_once(rig: Rig, client: httpx.AsyncClient, gated: Counter) -> None:
+    chat, action = await wait_for_approval(rig, client, {"x": 1})
+    barrier = asyncio.Barrier(2)
+
+    async def contender(decision: Decision) -> str:
+        await barrier.wait()
+        try:
+            await action_store.answer_action(
+                rig.app.db, rig.app.clock.now(), uuid.UUID(chat["id"]), uuid.UUID(action["id"]), Answer(decision),
+                rig.people.alice.user.id,
+            )
+        except Conflict as exc:
+            return exc.code
+        return "won"
+
+    outcomes = await asyncio.gather(contender(Decision.APPROVE), contender(Decision.APPROVE))
+    assert sorted(outcomes) == ["action_resolved", "won"]
+    rig.llm.script(Reply(text="Done."))
+    await rig.run()
+    assert gated.runs == [{"x": 1}]
+    # And over HTTP, once more: the action is resolved.
+    assert (await answer(client, rig, chat["id"], action["id"], decision="approve")).status_code == 409
+
+
+# --- the wait survives restarts and ends with the chat's other moves ---------------------------------
+
+
+async def test_a_restart_between_question_and_answer_resumes_on_a_new_service(
+    rig: Rig, client: httpx.AsyncClient, db_url: str, tmp_path: Path
+) -> None:
+    rig.llm.script(ask())
+    chat = await create(client, rig, "paint it")
+    await rig.run()
+    [action] = (await chat_of(client, rig, chat["id"]))["pending_actions"]
+    await rig.workers.shutdown()
+
+    # A fresh process: its own service, hub and worker pool on the same database.
+    settings = Settings(data_dir=rig.app.settings.data_dir, database_url=db_url, run_workers=False, secret_key="", generate_titles=False)
+    settings.secret_key = ""
+    app = await build(settings, clock=rig.app.clock)
+    try:
+        got = await app.service.answer_action(rig.people.alice.user, uuid.UUID(chat["id"]), uuid.UUID(action["id"]), Answer(Decision.ACCEPT, content="red"))
+        assert got.status is ChatStatus.PENDING
+        rig.llm.script(Reply(text="Red."))
+        workers = Workers(turn_deps(app), worker_id=uuid.uuid4())
+        try:
+            await workers.acquire_once()
+            await workers.drain()
+        finally:
+            await workers.shutdown()
+    finally:
+        await app.close()
+    assert (await chat_of(client, rig, chat["id"]))["status"] == ChatStatus.WAITING.value
+    assert json.loads(tool_messages(rig.llm.requests[1].body)[0]["content"]) == {"answer": "red"}
+
+
+async def test_an_interrupting_message_cancels_the_wait_and_runs_after_the_cancelled_result(
+    rig: Rig, client: httpx.AsyncClient, gated: Counter
+) -> None:
+    chat, action = await wait_for_approval(rig, client, {"x": 1})
+    queued = await client.post(f"/api/v1/chats/{chat['id']}/messages", json={"content": "never mind"}, headers=auth(rig))
+    assert queued.json()["queued"] is True and queued.json()["chat"]["status"] == ChatStatus.REQUIRES_ACTION.value
+    r = await client.post(
+        f"/api/v1/chats/{chat['id']}/messages", json={"content": "stop, do this instead", "busy_behavior": "interrupt"}, headers=auth(rig)
+    )
+    assert r.status_code == 200 and r.json()["chat"]["status"] == ChatStatus.PENDING.value, r.text
+    rig.llm.script(Reply(text="Ok."), Reply(text="And this."))
+    await rig.run()
+    assert gated.runs == []
+    roles = [(m.role, m.content[0]) for m in await rig.messages(uuid.UUID(chat["id"])) if m.role in (Role.TOOL, Role.USER)]
+    assert [(role, getattr(p, "result", getattr(p, "text", None))) for role, p in roles] == [
+        (Role.USER, "run it"),
+        (Role.TOOL, {"error": CANCELLED_BY_USER_TEXT}),
+        (Role.USER, "never mind"),
+        (Role.USER, "stop, do this instead"),
+    ]
+    assert (await answer(client, rig, chat["id"], action["id"], decision="approve")).status_code == 409
+
+
+async def test_archiving_a_waiting_chat_cancels_its_actions(rig: Rig, client: httpx.AsyncClient, gated: Counter) -> None:
+    chat, action = await wait_for_approval(rig, client, {"x": 1})
+    assert (await client.post(f"/api/v1/chats/{chat['id']}/archive", headers=auth(rig))).status_code == 204
+    body = await chat_of(client, rig, chat["id"])
+    assert (body["status"], body["pending_actions"], body["archived"]) == (ChatStatus.WAITING.value, [], True)
+    assert [(r.result, r.is_error) for r in await results(rig, chat["id"])] == [({"error": CANCELLED_BY_USER_TEXT}, True)]
+    assert (await answer(client, rig, chat["id"], action["id"], decision="approve")).status_code == 409
+    await rig.run()
+    assert gated.runs == [] and len(rig.llm.requests) == 1
+
+
+async def test_editing_the_message_drops_the_wait(rig: Rig, client: httpx.AsyncClient, gated: Counter) -> None:
+    chat, action = await wait_for_approval(rig, client, {"x": 1})
+    first = next(m for m in await rig.messages(uuid.UUID(chat["id"])) if m.role is Role.USER)
+    r = await client.patch(f"/api/v1/chats/{chat['id']}/messages/{first.id}", json={"content": "just say hi"}, headers=auth(rig))
+    assert r.status_code == 200 and r.json()["chat"]["status"] == ChatStatus.PENDING.value
+    rig.llm.script(Reply(text="hi"))
+    await rig.run()
+    assert gated.runs == [] and await results(rig, chat["id"]) == []
+    assert (await answer(client, rig, chat["id"], action["id"], decision="approve")).status_code == 409
+
+
+# --- client-side tools -------------------------------------------------------------------------------
+
+CLIENT_TOOLS = [{"name": "open_file", "description": "Open a file in the editor.", "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}}}]
+
+
+async def test_a_client_tool_waits_for_the_clients_result(rig: Rig, client: httpx.AsyncClient) -> None:
+    rig.llm.script(Reply(tool_calls=[ToolCall("c1", "open_file", {"path": "a.py"})]), Reply(text="Opened."))
+    chat = await create(client, rig, "open a.py", client_tools=CLIENT_TOOLS)
+    assert chat["client_tools"] == CLIENT_TOOLS
+    await rig.run()
+    offered = [t["function"] for t in rig.llm.requests[0].body["tools"] if t["function"]["name"] == "open_file"]
+    assert offered and offered[0]["description"] == "Open a file in the editor."
+    [action] = (await chat_of(client, rig, chat["id"]))["pending_actions"]
+    assert action["kind"] == "client_tool" and action["args"] == {"path": "a.py"} and action["deadline"] is not None
+    r = await answer(client, rig, chat["id"], action["id"], decision="accept", result={"lines": 12})
+    assert r.status_code == 200, r.text
+    await rig.run()
+    assert json.loads(tool_messages(rig.llm.requests[1].body)[0]["content"]) == {"lines": 12}
+
+
+async def test_a_client_tool_past_its_deadline_gives_the_model_a_timeout(rig: Rig, client: httpx.AsyncClient) -> None:
+    rig.app.settings.client_tool_timeout = 30
+    rig.llm.script(Reply(tool_calls=[ToolCall("c1", "open_file", {"path": "a.py"})]), Reply(text="The editor did not answer."))
+    chat = await create(client, rig, "open a.py", client_tools=CLIENT_TOOLS)
+    await rig.run()
+    [action] = (await chat_of(client, rig, chat["id"]))["pending_actions"]
+    assert await rig.workers.expire_actions_once() == []  # not yet
+    rig.app.clock.advance(31)  # type: ignore[attr-defined]
+    # Two replicas sweep at once: the chat resumes once.
+    other = rig.new_workers()
+    swept = await asyncio.gather(rig.workers.expire_actions_once(), other.expire_actions_once())
+    assert sorted(len(s) for s in swept) == [0, 1]
+    await rig.run()
+    [result] = await results(rig, chat["id"])
+    assert result.is_error and "Timed out" in result.result["error"]
+    assert (await answer(client, rig, chat["id"], action["id"], decision="accept", result=1)).status_code == 409
+
+
+@pytest.mark.parametrize(
+    "tools",
+    [
+        [{"name": "1bad"}],
+        [{"name": "a"}, {"name": "a"}],
+        [{"name": "a", "input_schema": {"type": "string"}}],
+        [{"name": "a", "input_schema": {"type": "object", "properties": 3}}],
+    ],
+)
+async def test_bad_client_tools_are_refused(rig: Rig, client: httpx.AsyncClient, tools: list[dict[str, Any]]) -> None:
+    r = await client.post("/api/v1/chats", json={"content": "hi", "client_tools": tools}, headers=auth(rig))
+    assert r.status_code == 400, r.text
+
+
+# --- the stream ----------------------------------------------------------------------------------------
+
+
+async def test_the_stream_announces_the_action_and_its_resolution(rig: Rig, client: httpx.AsyncClient) -> None:
+    rig.llm.script(ask())
+    chat = await create(client, rig, "paint it")
+    await rig.run()
+    events: list[dict[str, Any]] = []
+    got_required = asyncio.Event()
+    done = asyncio.Event()
+
+    async def follow() -> None:
+        async with client.stream("GET", f"/api/v1/chats/{chat['id']}/stream", headers=auth(rig)) as resp:
+            async for line in resp.aiter_lines():
+                if line.startswith("data:"):
+                    ev = json.loads(line[5:])
+                    events.append(ev)
+                    if ev["type"] == "action_required":
+                        got_required.set()
+                    if ev["type"] == "action_resolved":
+                        done.set()
+                        return
+
+    task = asyncio.create_task(follow())
+    await asyncio.wait_for(got_required.wait(), 10)
+    action = next(e["action"] for e in events if e["type"] == "action_required")
+    assert action["kind"] == "question" and action["options"] == ["red", "blue"]
+    assert next(e["status"] for e in events if e["type"] == "status") == ChatStatus.REQUIRES_ACTION.value
+    await answer(client, rig, chat["id"], action["id"], decision="accept", content="red")
+    await asyncio.wait_for(done.wait(), 10)
+    await task
+    assert events[-1] == {"type": "action_resolved", "chat_id": chat["id"], "action_id": action["id"], "decision": "accept"}
