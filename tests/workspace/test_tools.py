@@ -20,7 +20,8 @@ from chatd.store import users as user_store
 from chatd.store import workspaces as ws_store
 from chatd.store.database import Database
 from chatd.tools.instructions import instructions_section, load_instructions, workspace_note
-from chatd.tools.workspace import parse_duration, split_background, workspace_tools
+from chatd.tools.workspace import workspace_tools
+from chatd.tools.workspace.processes import parse_duration, split_background
 from chatd.workspace.manager import WorkspaceManager
 from chatd.workspace.provisioner import LocalProvisioner
 
