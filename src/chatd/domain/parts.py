@@ -89,10 +89,6 @@ Part = Annotated[
 PARTS = TypeAdapter(list[Part])
 PART = TypeAdapter(Part)
 
-# Fields that never leave the server.
-_INTERNAL_FIELDS = {"signature", "provider"}
-
-
 def parts_to_json(parts: list[Part]) -> list[dict[str, Any]]:
     """Serialise parts for storage (internal fields kept)."""
     return [p.model_dump(mode="json", exclude_none=True) for p in parts]
@@ -100,11 +96,6 @@ def parts_to_json(parts: list[Part]) -> list[dict[str, Any]]:
 
 def parts_from_json(data: Any) -> list[Part]:
     return PARTS.validate_python(data)
-
-
-def part_for_client(part: Part) -> dict[str, Any]:
-    """A part as a client sees it: internal fields stripped."""
-    return part.model_dump(mode="json", exclude_none=True, exclude=_INTERNAL_FIELDS & set(type(part).model_fields))
 
 
 def text_of(parts: list[Part]) -> str:

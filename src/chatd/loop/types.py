@@ -175,7 +175,6 @@ class TurnOptions:
     # Answered actions of the last persisted step: the turn turns them into the calls' results
     # (running approved tools) before it calls the model.
     resume: Sequence[PendingAction] = ()
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 OutcomeReason = Literal["completed", "interrupted", "lost_ownership", "max_steps", "requires_action"]

@@ -140,7 +140,6 @@ async def create_chat(
     parent_chat_id: uuid.UUID | None = None,
     system_prompt: str | None = None,
     mcp_server_ids: list[uuid.UUID] | None = None,
-    mode: str | None = None,
     client_tools: list[ClientTool] | None = None,
 ) -> CreatedChat:
     chat_id = uuid.uuid4()
@@ -166,7 +165,6 @@ async def create_chat(
                 workspace_id=workspace_id,
                 parent_chat_id=parent_chat_id,
                 root_chat_id=root_id,
-                mode=mode,
                 mcp_server_ids=[str(x) for x in (mcp_server_ids or [])],
                 client_tools=[{"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in client_tools or []],
                 archived=False,

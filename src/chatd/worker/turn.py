@@ -74,7 +74,6 @@ class TurnContext:
     owner: User
     model: TurnModel
     worker_id: uuid.UUID
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

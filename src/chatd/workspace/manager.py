@@ -17,14 +17,13 @@ import secrets
 import uuid
 import weakref
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from chatd import metrics
 from chatd.domain.workspace import (
     Template,
     Workspace,
     WorkspaceOutcome,
-    Workspaces,
     WorkspaceStatus,
 )
 from chatd.errors import InvalidInput, NotFound
@@ -292,12 +291,6 @@ class WorkspaceManager:
         except Exception:
             # The database may already be closed at shutdown; the rows are fixed on next use.
             log.warning("could not mark %d workspaces stopped", len(running), exc_info=True)
-
-
-if TYPE_CHECKING:
-    # mypy proves the manager is what the tools expect (and so the client is a WorkspaceAgent).
-    def _conforms(m: WorkspaceManager) -> Workspaces:
-        return m
 
 
 __all__ = ["WorkspaceManager", "WorkspaceRecords", "resolve_parameters", "workspace_name"]
