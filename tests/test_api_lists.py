@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from chatd.api.paging import encode_cursor
+from chatd.api.streaming import while_authorized
 from chatd.bootstrap import App, build
 from chatd.domain.clock import ManualClock
 from chatd.settings import Settings
@@ -183,6 +185,25 @@ async def test_revoking_a_token_ends_the_streams_it_opened(client: httpx.AsyncCl
         await kept
 
 
+async def test_a_busy_stream_rechecks_its_token_as_often_as_an_idle_one() -> None:
+    """Events arriving faster than the check interval must not postpone the check."""
+    checks = 0
+
+    async def busy() -> AsyncIterator[int]:
+        for i in range(10_000):
+            await asyncio.sleep(0.005)
+            yield i
+
+    async def revoked() -> bool:
+        nonlocal checks
+        checks += 1
+        return False
+
+    got = [i async for i in while_authorized(busy(), revoked, 0.1)]
+    assert checks == 1
+    assert 0 < len(got) < 1_000  # ended at the first check (~0.1 s), not when the events ran out
+
+
 async def test_metrics_need_an_admin_token_by_default(client: httpx.AsyncClient, people: People) -> None:
     r = await client.get("/metrics")
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
@@ -220,7 +241,7 @@ async def test_chats_are_searched_by_title_on_the_server_across_pages(client: ht
     """The UI's search box finds chats that are not loaded yet: `q` filters titles in the database
     (case-insensitive, `%` and `_` literal), and the filtered list pages like the whole one."""
     h = people.alice.headers
-    titles = ["Budget for March", "budget review", "Holiday plans", "100% sure", "snake_case names", "Budget 2027"]
+    titles = ["Budget for March", "budget review", "Holiday plans", "100% sure", "snake_case names", "Budget 2027", "Über Pläne"]
     ids = {}
     for t in titles:
         ids[t] = (await client.post("/api/v1/chats", headers=h, json={"content": "hi", "title": t})).json()["id"]
@@ -244,6 +265,7 @@ async def test_chats_are_searched_by_title_on_the_server_across_pages(client: ht
     assert await search("%") == ["100% sure"]
     assert await search("_") == ["snake_case names"]
     assert await search("nothing like it") == []
+    assert await search("über") == await search("ÜBER PLÄNE") == ["Über Pläne"]  # not only ASCII
     assert len(await search("")) == len(titles)  # an empty search is no filter
     assert (await client.get("/api/v1/chats", headers=h, params={"q": "a\x00b"})).status_code == 400
     assert (await client.get("/api/v1/chats", headers=h, params={"q": "x" * 201})).status_code == 400

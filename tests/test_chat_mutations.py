@@ -91,6 +91,19 @@ async def test_idle_chat_with_backlog_still_queues_and_promotes_the_head(chatd: 
     assert [q.content for q in await chat_store.list_queue(chatd.db, chat.id)] == [text("queued-2")]
 
 
+async def test_queueing_to_a_pending_chat_keeps_its_place_in_the_line(chatd: App, people: People, clock: ManualClock) -> None:
+    """Workers take pending chats oldest update first: a message queued to a chat that already
+    waits for a worker (its count goes up) must not send it behind chats that came later."""
+    first = await chatd.service.create_chat(people.alice.user, content=text("first"))
+    clock.advance(1)
+    second = await chatd.service.create_chat(people.bob.user, content=text("second"))
+    clock.advance(1)
+    out = await chatd.service.send_message(people.alice.user, first.id, content=text("more"))
+    assert out.queued and out.chat.queued_count == 1
+    (taken,) = await turns.acquire_chats(chatd.db, clock.now(), WORKER, 1)
+    assert taken.id == first.id and taken.id != second.id
+
+
 async def test_queue_is_limited_to_twenty(chatd: App, people: People) -> None:
     chat = await chatd.service.create_chat(people.alice.user, content=text("one"))
     for i in range(20):

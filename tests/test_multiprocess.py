@@ -3,7 +3,7 @@
 Three replicas share a fresh database; the scripted LLM server runs in the test process. The tests
 read the database only to learn which replica runs a chat (the API does not say) and to see which
 replicas ran chats. Intervals are short (heartbeat 0.5 s, replica stale after 4 s, chat stale after
-12 s) so crashes are recovered within seconds. The last test runs its own PostgreSQL server so that
+30 s) so crashes are recovered within seconds. The last test runs its own PostgreSQL server so that
 it can restart it without disturbing anything else on the machine.
 
 Replica logs stay in the test's temporary directory (printed on failure); set
@@ -50,7 +50,7 @@ REPLICA_ENV = {
     "CHATD_HEARTBEAT_INTERVAL": "0.5",
     # A replica's heartbeat can lag a second or two on a loaded 2-core machine (then its chats would
     # be recovered while it still runs them: fenced, but the scripted model is asked twice).
-    "CHATD_STALE_AFTER": "12",
+    "CHATD_STALE_AFTER": "30",
     "CHATD_REPLICA_STALE_AFTER": "4",
     "CHATD_GENERATE_TITLES": "false",
     "CHATD_LOG_LEVEL": os.environ.get("CHATD_TEST_REPLICA_LOG_LEVEL", "warning"),
@@ -538,8 +538,8 @@ async def test_a_chat_on_a_killed_replica_is_resumed_elsewhere_without_loss_or_d
         assert len(llm.requests) == 3 and llm.pending == 0
         roles = [m["role"] for m in llm.requests[2].body["messages"]]
         assert roles[-3:] == ["user", "assistant", "tool"], roles
-        # Found dead by its replica heartbeat (4 s), well before the per-chat staleness (12 s).
-        assert resumed_in < 12, resumed_in
+        # Found dead by its replica heartbeat (4 s): the per-chat staleness (30 s) would take longer.
+        assert resumed_in < 20, resumed_in
 
 
 async def test_300_chats_over_3_replicas_each_run_exactly_once(cluster: Cluster, llm: FakeLLMServer) -> None:

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from alembic import command
-from sqlalchemy import insert, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy import insert, select, text, update
 
 from chatd.bootstrap import App
 from chatd.domain.mcp import McpAuthType, McpServerConfig, McpUserToken
@@ -24,9 +22,9 @@ from chatd.providers.registry import ProviderSpec, UnknownProvider
 from chatd.settings import Settings
 from chatd.store import mcp_servers as mcp_store
 from chatd.store.database import Database
-from chatd.store.migrate import alembic_config, migrate
+from chatd.store.migrate import downgrade, migrate
 from chatd.store.secrets import SecretBox
-from chatd.store.tables import mcp_servers, model_configs, providers, users
+from chatd.store.tables import chats, mcp_servers, messages, model_configs, providers, users
 from tests.conftest import People
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -102,14 +100,7 @@ async def test_dropping_the_kind_checks_keeps_every_row_that_refers_to_the_rebui
     """On SQLite the tables are rebuilt; with foreign keys on, dropping the old ones would have
     cascaded into the model configs and the users' MCP tokens."""
 
-    def to(conn: Connection, revision: str) -> None:
-        cfg = alembic_config()
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, revision)
-
-    async with db.engine.connect() as conn:
-        await conn.run_sync(to, "0012_queued_count")
-        await conn.commit()
+    await downgrade(db, "0012_queued_count")
     box = SecretBox.from_settings("", tmp_path)
     user_id, server_id = uuid.uuid4(), uuid.uuid4()
     async with db.write() as conn:
@@ -136,3 +127,27 @@ async def test_dropping_the_kind_checks_keeps_every_row_that_refers_to_the_rebui
     async with db.write() as conn:
         await conn.execute(insert(providers).values(id=uuid.uuid4(), provider="local-llm", created_at=NOW, updated_at=NOW))
 
+
+
+async def test_downgrades_keep_a_chats_messages(db: Database) -> None:
+    """A downgrade that drops a column rebuilds the table on SQLite; with foreign keys on, that
+    deleted every message of every chat (they refer to `chats`). Down to before the newest
+    columns and back up: the rows are all there."""
+    user_id, chat_id = uuid.uuid4(), uuid.uuid4()
+    async with db.write() as conn:
+        await conn.execute(insert(users).values(id=user_id, username="u", role="member", created_at=NOW))
+        await conn.execute(
+            insert(chats).values(id=chat_id, owner_id=user_id, title="t", status="waiting", mcp_server_ids=[], created_at=NOW, updated_at=NOW)
+        )
+        await conn.execute(
+            insert(messages).values(chat_id=chat_id, role="user", content=[{"type": "text", "text": "hi"}], visibility="both", created_at=NOW)
+        )
+
+    async def count() -> int:
+        async with db.read() as conn:
+            return int((await conn.execute(text("SELECT count(*) FROM messages"))).scalar_one())
+
+    await downgrade(db, "0009_server_meta")
+    assert await count() == 1
+    await migrate(db)
+    assert await count() == 1

@@ -98,5 +98,7 @@ def test_sampling_keeps_or_drops_whole_turns() -> None:
     try:
         with tracing.span("turn", root=True) as turn, tracing.span("child") as child:
             assert not turn.is_recording() and not child.is_recording()
+            # An unsampled turn has no trace to point to: nothing is recorded on the chat or the logs.
+            assert tracing.current_trace_id() is None
     finally:
         tracing.install(None)

@@ -49,7 +49,7 @@ from chatd.domain.parts import FilePart, Part, TextPart, text_of
 from chatd.domain.titles import fallback_title
 from chatd.domain.usage import PERIODS
 from chatd.domain.workspace import Template, TemplateParameter, Workspace
-from chatd.errors import Forbidden, InvalidInput, NotFound, Unavailable
+from chatd.errors import DatabaseUnavailable, Forbidden, InvalidInput, NotFound, Unavailable
 from chatd.mcp import ToolInfo, list_tools_check
 from chatd.mcp.authorization import McpAuthorization
 from chatd.mcp.config import validate_slug
@@ -138,6 +138,15 @@ class ChatService:
 
     async def authenticate(self, token: str) -> User | None:
         return await user_store.user_by_token(self.db, token, self.clock.now())
+
+    async def still_authorized(self, token: str) -> bool:
+        """An open stream's periodic check of its token. It does not count as a use of the token
+        (last_used_at stays the last request's), and a database that is unreachable for a moment
+        does not end the stream: the check comes again."""
+        try:
+            return await user_store.user_by_token(self.db, token) is not None
+        except DatabaseUnavailable:
+            return True
 
     async def list_users(self, actor: User, *, limit: int, after_username: str | None) -> list[User]:
         _admin(actor)

@@ -100,7 +100,8 @@ def capture_content() -> bool:
 def current_trace_id() -> str | None:
     """The trace id (32 hex digits) of the span current in this task, if one is being recorded."""
     ctx = trace.get_current_span().get_span_context()
-    return trace.format_trace_id(ctx.trace_id) if ctx.is_valid else None
+    # Not sampled (CHATD_OTEL_SAMPLE_RATIO below 1): no trace will exist under this id.
+    return trace.format_trace_id(ctx.trace_id) if ctx.is_valid and ctx.trace_flags.sampled else None
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ from chatd.workspace.provisioner import (
     UID_SPAN,
     LocalProvisioner,
     ProvisionFailed,
+    adopt_uids,
     bwrap_argv,
     claim_uid,
     workspace_uid,
@@ -257,3 +258,17 @@ def test_two_workspaces_whose_ids_hash_alike_never_share_a_uid(tmp_path: Path) -
     assert claim_uid(tmp_path, first) == a and claim_uid(tmp_path, twin) == b
     (tmp_path / str(twin) / "uid").unlink()
     assert claim_uid(tmp_path, twin) == b  # its claim file still names it
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="giving a directory to another uid needs root")
+def test_a_new_workspace_never_takes_the_uid_that_owns_an_older_workspace(tmp_path: Path) -> None:
+    """A workspace made before uids were claimed holds its uid only by its files: at start the
+    provisioner claims it for that workspace, so a newcomer whose id hashes alike gets another."""
+    root, state = tmp_path / "workspaces", tmp_path / "state"
+    old = uuid.uuid4()
+    (root / str(old)).mkdir(parents=True)
+    os.chown(root / str(old), workspace_uid(old), workspace_uid(old))
+    adopt_uids(state, root)
+    newcomer = uuid.UUID(int=(old.int + UID_SPAN) % (1 << 128))
+    assert claim_uid(state, newcomer) != workspace_uid(old)
+    assert claim_uid(state, old) == workspace_uid(old)

@@ -23,17 +23,22 @@ T = TypeVar("T")
 
 async def while_authorized(events: AsyncIterator[T], authorized: Callable[[], Awaitable[bool]], every: float) -> AsyncIterator[T]:
     """`events` until they end or, checked every `every` seconds, `authorized()` says no: a token
-    revoked (or its user removed) must not keep a stream it opened, which can run for days."""
+    revoked (or its user removed) must not keep a stream it opened, which can run for days. The
+    check runs on a clock, not on quiet: a busy stream is checked as often as an idle one."""
+    loop = asyncio.get_running_loop()
     it = aiter(events)
     pending: asyncio.Future[T] | None = None
+    check_at = loop.time() + every
     try:
         while True:
-            if pending is None:
-                pending = asyncio.ensure_future(anext(it))
-            done, _ = await asyncio.wait({pending}, timeout=every)
-            if not done:
+            if loop.time() >= check_at:
                 if not await authorized():
                     return
+                check_at = loop.time() + every
+            if pending is None:
+                pending = asyncio.ensure_future(anext(it))
+            done, _ = await asyncio.wait({pending}, timeout=max(0.0, check_at - loop.time()))
+            if not done:
                 continue
             try:
                 item = pending.result()
@@ -88,7 +93,7 @@ async def stream(
     stream = await svc.open_stream(user, chat_id, start)
 
     async def authorized() -> bool:
-        return await svc.authenticate(token) is not None
+        return await svc.still_authorized(token)
 
     async def gen() -> AsyncIterator[dict[str, Any]]:
         async with stream as events:
@@ -136,7 +141,7 @@ async def stream_ws(websocket: WebSocket, chat_id: str, after_id: str = "0") -> 
 
     async def authorized() -> bool:
         nonlocal revoked
-        revoked = token is None or await svc.authenticate(token) is None
+        revoked = token is None or not await svc.still_authorized(token)
         return not revoked
 
     async def send_events() -> None:
@@ -195,7 +200,7 @@ async def watch(user: CurrentUser, token: BearerToken, svc: Service, settings: A
     changes = await stack.enter_async_context(svc.watch_chats(user))
 
     async def authorized() -> bool:
-        return await svc.authenticate(token) is not None
+        return await svc.still_authorized(token)
 
     async def gen() -> AsyncIterator[dict[str, Any]]:
         try:

@@ -223,7 +223,7 @@ async def send_message(
             )
         ).one()
         queued = queued_from_row(qrow)
-        chat = await machine.queue_changed(conn, chat, now)
+        chat = await machine.queue_changed(conn, chat)
         status_changed = plan.transition.changes_status_from(chat.status)
         # A promoted head is answered with the model this send chose.
         applied = await machine.execute(
@@ -322,7 +322,7 @@ async def delete_queued(db: Database, now: datetime, chat_id: uuid.UUID, queued_
         chat = await lock_chat(db, conn, chat_id)
         if await machine.pop_queued(conn, chat_id, queued_id) is None:
             raise NotFound("Queued message not found.")
-        chat = await machine.queue_changed(conn, chat, now)
+        chat = await machine.queue_changed(conn, chat)
         return QueueChange(chat, await machine.queue_of(conn, chat_id))
 
 

@@ -159,6 +159,10 @@ def is_connection_error(exc: BaseException) -> bool:
     return False
 
 
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
 def _install_sqlite_hooks(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
@@ -169,6 +173,9 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA busy_timeout=60000")
         cur.close()
+        # SQLite's own lower() folds ASCII only: a title search for "über" would miss "Über".
+        # No index uses lower(), so replacing it changes nothing stored.
+        dbapi_conn.create_function("lower", 1, _lower, deterministic=True)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: SyncConnection) -> None:

@@ -62,21 +62,23 @@ async def lock_chat(db: Database, conn: AsyncConnection, chat_id: uuid.UUID) -> 
     return chat_from_row(row)
 
 
-async def set_chat(conn: AsyncConnection, chat_id: uuid.UUID, now: datetime, **values: Any) -> Chat:
-    """Update the chat (recounting its queue: any change may follow one) and return it as it is now."""
+async def set_chat(conn: AsyncConnection, chat_id: uuid.UUID, now: datetime | None, **values: Any) -> Chat:
+    """Update the chat (recounting its queue: any change may follow one) and return it as it is
+    now; `now` None keeps `updated_at`."""
     count = select(func.count()).select_from(queued_messages).where(queued_messages.c.chat_id == chat_id).scalar_subquery()
+    if now is not None:
+        values["updated_at"] = now
     row = (
-        await conn.execute(
-            update(chats).where(chats.c.id == chat_id).values(updated_at=now, queued_count=count, **values).returning(*chats.c)
-        )
+        await conn.execute(update(chats).where(chats.c.id == chat_id).values(queued_count=count, **values).returning(*chats.c))
     ).one()
     return chat_from_row(row)
 
 
-async def queue_changed(conn: AsyncConnection, chat: Chat, now: datetime) -> Chat:
-    """After adding to or taking from the queue without a transition: the chat's count (and its
-    `updated_at`, which a watch re-reads by) follow."""
-    return await set_chat(conn, chat.id, now)
+async def queue_changed(conn: AsyncConnection, chat: Chat) -> Chat:
+    """After adding to or taking from the queue without a transition: the chat's count follows.
+    `updated_at` does not move: acquire serves pending chats oldest update first, and a message
+    queued to a waiting-to-run chat must not send it to the back of the line."""
+    return await set_chat(conn, chat.id, None)
 
 
 @dataclass(frozen=True, slots=True)

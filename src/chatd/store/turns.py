@@ -206,7 +206,7 @@ async def take_steered(
             out.append(await machine.move_into_history(conn, chat, row, now))
         if not out:
             return [], []
-        await machine.queue_changed(conn, chat, now)
+        await machine.queue_changed(conn, chat)
         return out, await machine.queue_of(conn, chat_id)
 
 

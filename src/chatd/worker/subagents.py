@@ -170,6 +170,8 @@ class SubAgents:
             await self.pubsub.publish(owner_channel(res.chat.owner_id), {"k": "status_change", "c": str(child.id)})
             if res.chat.status is ChatStatus.PENDING:
                 await self.pubsub.publish(PENDING_CHANNEL, {})
+        elif res.queue_changed:
+            await self.pubsub.publish(owner_channel(res.chat.owner_id), {"k": "queue_change", "c": str(child.id)})
         return ToolResult({"chat_id": str(child.id), "queued": res.queued, "status": res.chat.status.value})
 
     async def close_agent(self, args: dict[str, Any]) -> ToolResult:

@@ -134,6 +134,31 @@ def workspace_uid(workspace_id: uuid.UUID) -> int:
     return UID_BASE + workspace_id.int % UID_SPAN
 
 
+def adopt_uids(state_root: Path, root: Path) -> None:
+    """Claim, for each workspace directory already on disk, the uid that owns it: workspaces made
+    before uids were claimed hold theirs only by their files, and a new workspace must not be
+    handed one of those before its owner runs again."""
+    for directory in sorted(root.iterdir()) if root.is_dir() else []:
+        try:
+            workspace_id = uuid.UUID(directory.name)
+            owner = directory.lstat().st_uid
+        except (ValueError, OSError):
+            continue
+        if not UID_BASE <= owner < UID_BASE + UID_SPAN or (state_root / str(workspace_id) / "uid").exists():
+            continue
+        claims = state_root / "uids"
+        claims.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(claims / str(owner), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue  # two old workspaces shared this uid: the second gets a new one when it starts
+        with os.fdopen(fd, "w") as f:
+            f.write(str(workspace_id))
+        state = state_root / str(workspace_id)
+        state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (state / "uid").write_text(str(owner))
+
+
 def claim_uid(state_root: Path, workspace_id: uuid.UUID) -> int:
     """This workspace's own uid, claimed once and remembered in its state directory. Hashing alone
     would give two workspaces of a few thousand the same uid by chance (a birthday collision), and
@@ -369,6 +394,8 @@ class LocalProvisioner:
             entry = self.data_dir / name
             if entry.exists() and not entry.is_symlink():
                 _private(entry, 0o700 if entry.is_dir() else 0o600)
+        if self.run_as_workspace_user:
+            adopt_uids(self.state_root, self.root)
 
     def _owner(self, workspace_id: uuid.UUID) -> tuple[int, int] | None:
         if not self.run_as_workspace_user:

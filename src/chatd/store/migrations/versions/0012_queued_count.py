@@ -1,5 +1,9 @@
 """chats.queued_count: how many messages wait in the chat's queue, for the chat list's badge
 
+Rolling upgrades: replicas of an older version still running after this migration do not keep
+the count; it is right again once every replica runs the new version (the next change to each
+chat's queue recounts it). Nothing else depends on it.
+
 Revision ID: 0012_queued_count
 Revises: 0009_server_meta
 """
