@@ -17,7 +17,7 @@ from sqlalchemy import insert, select, text, update
 from chatd.bootstrap import App
 from chatd.domain.mcp import McpAuthType, McpServerConfig, McpUserToken
 from chatd.mcp.config import OAuthToken, auth_headers
-from chatd.providers import PROVIDERS, deployment_keys, provider_spec
+from chatd.providers import PROVIDERS, ModelSpec, ResolvedModel, deployment_keys, provider_spec
 from chatd.providers.registry import ProviderSpec, UnknownProvider
 from chatd.settings import Settings
 from chatd.store import mcp_servers as mcp_store
@@ -41,6 +41,11 @@ def test_every_provider_kind_names_a_settings_field_for_its_deployment_key() -> 
         assert spec.needs_key == (spec.key_setting is not None), spec.kind
     settings = Settings(anthropic_api_key="a-key", google_api_key="g-key")
     assert deployment_keys(settings) == {"anthropic": "a-key", "google": "g-key"}
+
+
+def test_every_provider_kind_traces_under_its_genai_provider_name() -> None:
+    names = {kind: ResolvedModel(model=None, spec=ModelSpec("m", 1000), provider_kind=kind).otel_provider for kind in PROVIDERS}  # type: ignore[arg-type]
+    assert names == {"anthropic": "anthropic", "openai": "openai", "openai-compatible": "openai", "google": "gcp.gemini"}
 
 
 def test_an_unknown_provider_kind_is_refused_with_the_known_ones() -> None:

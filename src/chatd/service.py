@@ -3,6 +3,7 @@ transaction; stream notifications are published after the commit, never before."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import uuid
@@ -73,7 +74,7 @@ from chatd.store.database import Database
 from chatd.store.secrets import SecretBox
 from chatd.store.stats import DatabaseStats, database_stats
 from chatd.streams.hub import Notification, StreamHub
-from chatd.streams.relay import RelayItem
+from chatd.streams.relay import encode
 from chatd.streams.watch import ChatChange, watch_owner
 
 
@@ -445,9 +446,12 @@ class ChatService:
         """Changes to the caller's chats (created, status, title, queue, deleted), each re-read."""
         return watch_owner(self.db, self.pubsub, self.clock, actor.id)
 
-    def follow_parts(self, chat_id: uuid.UUID) -> AsyncGenerator[RelayItem, None]:
-        """The part relay for another replica (authenticated by the internal token, not a user)."""
-        return self.hub.follow(chat_id)
+    async def relay_lines(self, chat_id: uuid.UUID) -> AsyncGenerator[str, None]:
+        """The part relay for another replica, as NDJSON lines (`streams/relay.py`); the caller
+        authenticates the replica (the internal token), not a user."""
+        async with contextlib.aclosing(self.hub.follow(chat_id)) as items:
+            async for item in items:
+                yield encode(item)
 
     # --- operations ---------------------------------------------------------------------------
 

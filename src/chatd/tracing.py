@@ -25,10 +25,6 @@ _SCOPE = "chatd"
 # attributes of several megabytes, and a trace is for finding a problem, not archiving a chat.
 MAX_CONTENT_CHARS = 16_000
 
-# chatd's provider kinds as GenAI `gen_ai.provider.name` values.
-_PROVIDER_NAMES = {"openai": "openai", "openai-compatible": "openai", "anthropic": "anthropic", "google": "gcp.gemini"}
-
-
 class _State:
     tracer: Tracer = NoOpTracer()
     provider: Any = None  # opentelemetry.sdk.trace.TracerProvider when tracing is on
@@ -141,8 +137,9 @@ def content(value: Any) -> str:
 # --- GenAI semantic conventions ---------------------------------------------------------------
 
 
-def model_call_attributes(provider_kind: str, model: str, *, conversation_id: object) -> dict[str, Any]:
-    provider = _PROVIDER_NAMES.get(provider_kind, provider_kind)
+def model_call_attributes(provider_kind: str, model: str, *, conversation_id: object, provider_name: str | None = None) -> dict[str, Any]:
+    """`provider_name` is the GenAI name of the provider (`providers.registry`; default the kind)."""
+    provider = provider_name or provider_kind
     return {
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": provider,

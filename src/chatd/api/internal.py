@@ -15,7 +15,6 @@ from fastapi.responses import StreamingResponse
 
 from chatd.api.deps import app_state
 from chatd.errors import Unauthenticated
-from chatd.streams.relay import RelayItem, encode
 
 router = APIRouter(include_in_schema=False)
 KEEPALIVE_S = 10.0
@@ -29,8 +28,8 @@ async def relay_parts(chat_id: uuid.UUID, request: Request) -> StreamingResponse
         raise Unauthenticated("Invalid internal token.")
 
     async def lines() -> AsyncIterator[str]:
-        items = state.service.follow_parts(chat_id)
-        nxt: asyncio.Task[RelayItem] | None = None
+        items = state.service.relay_lines(chat_id)
+        nxt: asyncio.Task[str] | None = None
         try:
             while True:
                 nxt = nxt or asyncio.ensure_future(items.__anext__())
@@ -43,7 +42,7 @@ async def relay_parts(chat_id: uuid.UUID, request: Request) -> StreamingResponse
                 except StopAsyncIteration:
                     return
                 nxt = None
-                yield encode(item)
+                yield item
         finally:
             if nxt is not None and not nxt.done():
                 nxt.cancel()

@@ -418,7 +418,9 @@ class _Turn:
 
     def _model_span(self, history: list[pm.ModelMessage], purpose: str) -> contextlib.AbstractContextManager[tracing.Span]:
         spec = self.model.spec
-        attrs = tracing.model_call_attributes(self.model.provider_kind, spec.model, conversation_id=self.options.chat_id)
+        attrs = tracing.model_call_attributes(
+            self.model.provider_kind, spec.model, conversation_id=self.options.chat_id, provider_name=self.model.otel_provider
+        )
         attrs["chatd.model_call.purpose"] = purpose
         if self.state is not None:
             attrs["chatd.step.index"] = self.state.index

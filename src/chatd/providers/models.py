@@ -39,6 +39,12 @@ class ResolvedModel:
     def name(self) -> str:
         return self.spec.model
 
+    @property
+    def otel_provider(self) -> str:
+        """The provider's GenAI `gen_ai.provider.name` (traces)."""
+        spec = PROVIDERS.get(self.provider_kind)
+        return (spec.otel_name if spec is not None else None) or self.provider_kind
+
 
 def _thinking(effort: str | None) -> ThinkingLevel | None:
     if effort is None:

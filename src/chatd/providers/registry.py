@@ -29,6 +29,8 @@ class ProviderSpec:
     # Provider-native web search (pydantic-ai `WebSearchTool`): OpenAI's chat completions API has
     # none (only its Responses API does).
     web_search: bool = False
+    # The OpenTelemetry GenAI `gen_ai.provider.name` of its calls; None = the kind.
+    otel_name: str | None = None
 
     @property
     def key_name(self) -> str:
@@ -46,11 +48,11 @@ PROVIDERS: dict[str, ProviderSpec] = {
         ProviderSpec("openai", "OpenAI", OPENAI_CHAT, "openai_api_key", needs_key=True, quick_model="gpt-4o-mini"),
         ProviderSpec(
             "openai-compatible", "OpenAI-compatible", OPENAI_CHAT, None, needs_key=False,
-            needs_base_url=True, example_base_url="http://localhost:11434/v1",
+            needs_base_url=True, example_base_url="http://localhost:11434/v1", otel_name="openai",
         ),
         ProviderSpec(
             "google", "Google", GOOGLE, "google_api_key", needs_key=True,
-            quick_model="gemini-2.5-flash", web_search=True,
+            quick_model="gemini-2.5-flash", web_search=True, otel_name="gcp.gemini",
         ),
     )
 }
