@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -265,3 +266,20 @@ def test_a_model_picked_for_the_chat_answers_and_its_reasoning_is_collapsed_unti
     reasoning.get_by_text("Reasoning", exact=True).click()
     expect(reasoning.get_by_text("Let me think about: THINK about lunch")).to_be_visible()
     expect(page.get_by_label("Model")).to_have_value(chatd.data["anthropic"]["id"])
+
+
+def test_an_image_address_in_a_chat_is_never_fetched_and_the_page_has_a_strict_policy(page: Page, chatd: Chatd) -> None:
+    """A model (or a tool result it repeats) could put what it read into an image address; the
+    browser would send it out on render. Remote images are links instead, and the page's
+    Content-Security-Policy forbids loading them anyway."""
+    leaked: list[str] = []
+    page.on("request", lambda r: leaked.append(r.url) if "md-image" in r.url else None)
+    sign_in(page, chatd)
+    new_chat(page, 'look ![chart](http://127.0.0.1:9/md-image?secret=42) and <img src="http://127.0.0.1:9/md-image?raw=1">')
+    expect(page.get_by_text(re.compile("^answer to: look"))).to_be_visible()
+    expect(page.locator("a.remote-image").first).to_have_attribute("href", "http://127.0.0.1:9/md-image?secret=42")
+    page.reload()
+    expect(page.get_by_text(re.compile("^answer to: look"))).to_be_visible()
+    assert leaked == []
+    policy = httpx.get(f"{chatd.base}/", timeout=30).headers.get("content-security-policy", "")
+    assert "img-src 'self' data: blob:" in policy and "connect-src 'self'" in policy

@@ -19,6 +19,18 @@ describe("renderMarkdown", () => {
     expect(code?.querySelector("span")).not.toBeNull();
   });
 
+  it("never loads a remote image: markdown images become links, raw <img> loses its source", () => {
+    const el = dom(renderMarkdown(
+      "see ![chart](http://127.0.0.1:9777/md-image?secret=42) and <img src=\"https://evil.example/x.png?d=1\" alt=\"raw\"> " +
+        "![proto](//evil.example/y.png) ![inline](data:image/png;base64,iVBORw0KGgo=)",
+    ));
+    const srcs = Array.from(el.querySelectorAll("img")).map((img) => img.getAttribute("src"));
+    expect(srcs).toEqual([null, "data:image/png;base64,iVBORw0KGgo="]);
+    const links = Array.from(el.querySelectorAll("a.remote-image")).map((a) => a.getAttribute("href"));
+    expect(links).toEqual(["http://127.0.0.1:9777/md-image?secret=42", "//evil.example/y.png"]);
+    expect(el.textContent).toContain("chart");
+  });
+
   it("removes scripts, event handlers and javascript: links from a model's answer", () => {
     const html = renderMarkdown(
       "<script>alert(1)</script><img src=x onerror=alert(2)><a href=\"javascript:alert(3)\">a</a>" +

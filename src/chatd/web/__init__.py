@@ -16,6 +16,27 @@ STATIC = Path(__file__).parent / "static"
 # The bundle has fixed file names (so a rebuild can be compared with the commit): browsers must
 # revalidate (ETag) on every load, or an upgraded server would run yesterday's script.
 NO_CACHE = {"Cache-Control": "no-cache"}
+# The page shows untrusted text (models, tools): even if some of it got past the sanitiser, nothing
+# may load from or send to another origin. An image address in an answer would otherwise be
+# fetched without a click, carrying whatever a model put into it. Styles may be inline (the
+# syntax highlighter's); scripts, frames and forms only from this origin.
+CSP = "; ".join(
+    (
+        "default-src 'self'",
+        "img-src 'self' data: blob:",
+        "media-src 'self' data: blob:",
+        "style-src 'self' 'unsafe-inline'",
+        "script-src 'self'",
+        "connect-src 'self'",
+        "worker-src 'self'",
+        "frame-src 'none'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    )
+)
+PAGE_HEADERS = {**NO_CACHE, "Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 
 
 class _Revalidated(StaticFiles):
@@ -28,6 +49,6 @@ class _Revalidated(StaticFiles):
 def mount(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
-        return FileResponse(STATIC / "index.html", media_type="text/html", headers=NO_CACHE)
+        return FileResponse(STATIC / "index.html", media_type="text/html", headers=PAGE_HEADERS)
 
     app.mount("/static", _Revalidated(directory=STATIC), name="static")
