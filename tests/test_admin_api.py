@@ -168,6 +168,10 @@ async def test_templates_are_edited_deprecated_and_deleted_by_admins(client: htt
     # Deprecated: off the list for new workspaces, still readable by id.
     assert (await client.patch(f"/api/v1/templates/{tid}", headers=a, json={"deprecated": True})).json()["deprecated"] is True
     assert [t["name"] for t in (await client.get("/api/v1/templates", headers=a)).json()] == ["go"]
+    # An admin can list it to restore it; a member cannot see it either way.
+    assert [t["name"] for t in (await client.get("/api/v1/templates?include_deprecated=true", headers=a)).json()] == ["go", "py"]
+    member_view = await client.get("/api/v1/templates?include_deprecated=true", headers=people.alice.headers)
+    assert [t["name"] for t in member_view.json()] == ["go"]
     assert (await client.get(f"/api/v1/templates/{tid}", headers=a)).status_code == 200
     # Members may not edit or delete.
     assert (await client.patch(f"/api/v1/templates/{tid}", headers=people.alice.headers, json={"description": "x"})).status_code == 403

@@ -700,8 +700,9 @@ class ChatService:
 
     # --- templates and workspaces ---------------------------------------------------------------
 
-    async def list_templates(self, actor: User) -> list[Template]:
-        return await workspace_store.list_templates(self.db)
+    async def list_templates(self, actor: User, *, include_deprecated: bool = False) -> list[Template]:
+        # An admin restores a deprecated template from the list; members only pick from the live ones.
+        return await workspace_store.list_templates(self.db, include_deprecated=include_deprecated and actor.is_admin)
 
     async def create_template(self, actor: User, fields: dict[str, Any]) -> Template:
         _admin(actor)

@@ -178,9 +178,14 @@ def test_an_admin_creates_edits_deprecates_and_deletes_a_template(page: Page, ch
 
     row.get_by_role("button", name="Deprecate pyproj").click()
     expect(page.get_by_role("status").filter(has_text="Deprecated the template pyproj")).to_be_visible()
-    expect(page.get_by_role("row").filter(has_text="pyproj")).to_have_count(0)
-    chatd.ok("PATCH", f"/templates/{saved[0]['id']}", json={"deprecated": False})
-    page.reload()
+    # Still listed for the admin, marked, with a way back; members no longer see it.
+    expect(row.get_by_text("deprecated")).to_be_visible()
+    member = chatd.member("templ-reader")
+    assert "pyproj" not in [t["name"] for t in chatd.ok("GET", "/templates?include_deprecated=true", member)]
+    row.get_by_role("button", name="Restore pyproj").click()
+    expect(page.get_by_role("status").filter(has_text="Restored the template pyproj")).to_be_visible()
+    expect(row.get_by_role("button", name="Deprecate pyproj")).to_be_visible()
+    assert "pyproj" in [t["name"] for t in chatd.ok("GET", "/templates", member)]
     page.once("dialog", lambda d: d.accept())
     page.get_by_role("row").filter(has_text="pyproj").get_by_role("button", name="Delete pyproj").click()
     expect(page.get_by_role("status").filter(has_text="Deleted the template pyproj")).to_be_visible()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 from datetime import datetime
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from chatd.api.deps import CurrentUser, Service
@@ -104,9 +105,16 @@ class WorkspaceOut(BaseModel):
 
 @router.get("/templates", tags=["workspaces"], responses=PAGED)
 async def list_templates(
-    request: Request, response: Response, user: CurrentUser, svc: Service, limit: Limit = 100, before: Before = None
+    request: Request,
+    response: Response,
+    user: CurrentUser,
+    svc: Service,
+    include_deprecated: Annotated[bool, Query(description="Deprecated ones too (admins only; members never see them).")] = False,
+    limit: Limit = 100,
+    before: Before = None,
 ) -> list[TemplateOut]:
-    rows, nxt = page(await svc.list_templates(user), lambda t: (t.name,), limit, decode_cursor(before, (str,)))
+    listed = await svc.list_templates(user, include_deprecated=include_deprecated)
+    rows, nxt = page(listed, lambda t: (t.name,), limit, decode_cursor(before, (str,)))
     set_next(request, response, nxt)
     return [TemplateOut.of(t) for t in rows]
 

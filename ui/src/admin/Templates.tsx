@@ -8,7 +8,8 @@ import type { Template } from "../api/admin";
 import { AdminPage, Alert, Check, Status, TextField, useAction, useLoad } from "./ui";
 
 export function Templates() {
-  const list = useLoad(() => admin.listTemplates());
+  // Deprecated ones too: hidden from new workspaces, but the admin must be able to restore them.
+  const list = useLoad(() => admin.listTemplates(true));
   const [editing, setEditing] = useState<Template | null>(null);
   const [done, setDone] = useState<string | null>(null);
   const row = useAction();
@@ -27,9 +28,15 @@ export function Templates() {
                   <td>{t.description}</td>
                   <td><div class="admin-actions">
                     <button type="button" class="small" onClick={() => { setDone(null); setEditing(t); }} aria-label={`Edit ${t.name}`}>Edit</button>
-                    <button type="button" class="small" disabled={row.busy} aria-label={`Deprecate ${t.name}`} onClick={() => {
-                      void row.run(async () => { await admin.updateTemplate(t.id, { deprecated: true }); setDone(`Deprecated the template ${t.name}: new workspaces no longer use it.`); list.reload(); });
-                    }}>Deprecate</button>
+                    {t.deprecated ? (
+                      <button type="button" class="small" disabled={row.busy} aria-label={`Restore ${t.name}`} onClick={() => {
+                        void row.run(async () => { await admin.updateTemplate(t.id, { deprecated: false }); setDone(`Restored the template ${t.name}: new workspaces can use it again.`); list.reload(); });
+                      }}>Restore</button>
+                    ) : (
+                      <button type="button" class="small" disabled={row.busy} aria-label={`Deprecate ${t.name}`} onClick={() => {
+                        void row.run(async () => { await admin.updateTemplate(t.id, { deprecated: true }); setDone(`Deprecated the template ${t.name}: new workspaces no longer use it (Restore undoes it).`); list.reload(); });
+                      }}>Deprecate</button>
+                    )}
                     <button type="button" class="small danger" disabled={row.busy} aria-label={`Delete ${t.name}`} onClick={() => {
                       if (confirm(`Delete the template ${t.name}? Workspaces made from it keep working.`)) {
                         void row.run(async () => { await admin.deleteTemplate(t.id); if (editing?.id === t.id) setEditing(null); setDone(`Deleted the template ${t.name}.`); list.reload(); });

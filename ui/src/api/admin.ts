@@ -70,7 +70,7 @@ export interface Template {
   git_ref: string | null; source_path: string | null; init_script: string; allow_outside: boolean; deprecated: boolean;
 }
 export type TemplateIn = Partial<Omit<Template, "id" | "deprecated" | "provisioner">>;
-export const listTemplates = () => get<Template[]>("/templates");
+export const listTemplates = (includeDeprecated = false) => get<Template[]>(`/templates${includeDeprecated ? "?include_deprecated=true" : ""}`);
 export const createTemplate = (body: TemplateIn) => post<Template>("/templates", body);
 export const updateTemplate = (id: string, body: TemplateIn & { deprecated?: boolean }) => patch<Template>(`/templates/${id}`, body);
 export const deleteTemplate = (id: string) => del(`/templates/${id}`);
