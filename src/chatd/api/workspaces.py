@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
