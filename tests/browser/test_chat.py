@@ -24,6 +24,11 @@ def test_the_printed_link_signs_the_admin_in_and_sign_out_returns_to_the_form(pa
     expect(page.get_by_role("heading", name="Sign in to chatd")).to_be_visible()
     page.reload()
     expect(page.get_by_label("API token")).to_be_visible()
+    # The printed link opened in this tab (already on the sign-in page) changes only the fragment:
+    # it signs in all the same, and the token leaves the address bar.
+    page.goto(f"{chatd.base}/#token={chatd.admin_token}")
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    assert "token=" not in page.url
 
 
 def test_a_wrong_token_is_refused_in_words_and_a_pasted_token_signs_in(page: Page, chatd: Chatd) -> None:

@@ -30,21 +30,31 @@ export function App() {
   const path = usePath();
 
   useEffect(() => {
-    const fromLink = takeTokenFromLocation();
-    const token = fromLink ?? getToken();
-    if (!token) {
-      setAuth({ state: "out", error: null });
-      return;
-    }
-    check(token)
-      .then((user) => {
-        setToken(token);
-        setAuth({ state: "in", user });
-      })
-      .catch((e) => {
-        if (!fromLink && e instanceof ApiError && e.status === 401) setToken(null);
-        setAuth({ state: "out", error: fromLink ? "The sign-in link's token is not valid. " + reason(e) : e instanceof ApiError && e.status === 401 ? "Your token is no longer valid. Sign in again." : reason(e) });
-      });
+    const signIn = (fromLink: string | null) => {
+      const token = fromLink ?? getToken();
+      if (!token) {
+        setAuth({ state: "out", error: null });
+        return;
+      }
+      check(token)
+        .then((user) => {
+          setToken(token);
+          setAuth({ state: "in", user });
+        })
+        .catch((e) => {
+          if (!fromLink && e instanceof ApiError && e.status === 401) setToken(null);
+          setAuth({ state: "out", error: fromLink ? "The sign-in link's token is not valid. " + reason(e) : e instanceof ApiError && e.status === 401 ? "Your token is no longer valid. Sign in again." : reason(e) });
+        });
+    };
+    signIn(takeTokenFromLocation());
+    // A sign-in link opened in a tab that already shows chatd only changes the fragment (no page
+    // load): take the token from it as well, and clear it from the address bar.
+    const onHash = () => {
+      const fromLink = takeTokenFromLocation();
+      if (fromLink) signIn(fromLink);
+    };
+    addEventListener("hashchange", onHash);
+    return () => removeEventListener("hashchange", onHash);
   }, []);
 
   useEffect(
