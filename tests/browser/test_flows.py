@@ -283,3 +283,11 @@ def test_an_image_address_in_a_chat_is_never_fetched_and_the_page_has_a_strict_p
     assert leaked == []
     policy = httpx.get(f"{chatd.base}/", timeout=30).headers.get("content-security-policy", "")
     assert "img-src 'self' data: blob:" in policy and "connect-src 'self'" in policy
+
+
+def test_a_long_answer_is_followed_while_it_streams(page: Page, chatd: Chatd) -> None:
+    page.set_viewport_size({"width": 1280, "height": 700})
+    sign_in(page, chatd)
+    new_chat(page, "SLOW 10\nTOKENS 500")
+    expect(page.get_by_text("tok150 ")).to_be_in_viewport()
+    expect(page.get_by_text("tok499")).to_be_in_viewport(timeout=60_000)
