@@ -227,7 +227,7 @@ def cluster(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
 async def fake_llm(c: Cluster, token_delay: float = 0.0) -> AsyncIterator[FakeLLMServer]:
     """The scripted LLM server, with the deployment's provider pointed at it."""
     async with FakeLLMServer(token_delay=token_delay) as llm:
-        async with httpx.AsyncClient(timeout=10) as http:
+        async with httpx.AsyncClient(timeout=30) as http:
             r = await http.patch(f"{c.replicas[0].url}/api/v1/providers/{c.provider_id}", headers=c.admin, json={"base_url": llm.openai_base_url})
             assert r.status_code == 200, r.text
         yield llm
@@ -434,7 +434,7 @@ def request_tag(body: dict[str, Any]) -> str:
 async def test_subscribers_on_every_replica_see_the_same_events_of_a_chat_running_elsewhere(cluster: Cluster, llm: FakeLLMServer) -> None:
     answer = "The quick brown fox jumps over the lazy dog. " * 10
     llm.script(Reply(text="hello"), Reply(text=answer, chunk_chars=3))
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(timeout=30) as http:
         api = await new_member(http, cluster, "ann")
         first, second, third = cluster.replicas
         chat = await api.create_chat(first, "job-a")
@@ -466,7 +466,7 @@ async def test_interrupt_sent_to_a_replica_that_does_not_run_the_chat_stops_it(c
     full = "word " * 400
     llm.token_delay = 0.02  # 400 parts: ~8 s if nothing stops it
     llm.script(Reply(text=full, chunk_chars=5))
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(timeout=30) as http:
         api = await new_member(http, cluster, "bea")
         chat = await api.create_chat(cluster.replicas[0], "job-b")
         owner = await running_on(cluster, chat["id"])
@@ -506,7 +506,7 @@ async def test_a_chat_on_a_killed_replica_is_resumed_elsewhere_without_loss_or_d
         # The resumed turn asks again from the last persisted step.
         Reply(text="resumed answer"),
     )
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(timeout=30) as http:
         api = await new_member(http, cluster, "cid")
         chat = await api.create_chat(cluster.replicas[0], "job-c")
         owner = await running_on(cluster, chat["id"])
@@ -705,7 +705,7 @@ async def test_replicas_reconnect_and_finish_after_postgres_restarts(private_pg:
     # when the database answers again; dead replicas are judged only after a full heartbeat
     # period), not through the per-chat staleness, set far out of reach here.
     with running_replicas(tmp_path, private_pg.url("chatd"), 2, CHATD_STALE_AFTER="120") as c:
-        async with fake_llm(c, token_delay=0.05) as llm, httpx.AsyncClient(timeout=10) as http:
+        async with fake_llm(c, token_delay=0.05) as llm, httpx.AsyncClient(timeout=30) as http:
             # 20 parts of 0.05 s: each turn streams for ~1 s. Spare replies for turns that rerun.
             llm.script(*(Reply(text=body, chunk_chars=10) for _ in range(3 * n)))
             api = await new_member(http, c, "dee")
