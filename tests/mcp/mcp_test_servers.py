@@ -46,6 +46,8 @@ class ServerState:
     slow_started: threading.Event = field(default_factory=threading.Event)
     # `visits` calls per MCP session (by Mcp-Session-Id; "" without a session).
     visits: dict[str, int] = field(default_factory=dict)
+    # Keys `delete_note` deleted, in call order.
+    deleted: list[str] = field(default_factory=list)
 
 
 def build_server(
@@ -65,6 +67,19 @@ def build_server(
         """Add two integers."""
         state.calls.append("add")
         return a + b
+
+    @srv.tool(annotations=types.ToolAnnotations(read_only_hint=True))
+    def lookup(key: str) -> str:
+        """Read a note (the server says: read-only)."""
+        state.calls.append("lookup")
+        return f"note {key}"
+
+    @srv.tool(annotations=types.ToolAnnotations(read_only_hint=False, destructive_hint=True))
+    def delete_note(key: str) -> str:
+        """Delete a note (the server says: destructive)."""
+        state.calls.append("delete_note")
+        state.deleted.append(key)
+        return f"deleted {key}"
 
     @srv.tool()
     def fail(message: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from chatd.store import actions as action_store
 from chatd.worker import Workers
 from tests.fakes.llm_server import Reply, ToolCall
 from tests.fakes.turn_doubles import FnTool
+from tests.mcp.mcp_test_servers import ServerState, build_server, serve
 from tests.worker.conftest import Rig
 
 
@@ -402,3 +404,64 @@ async def test_the_stream_announces_the_action_and_its_resolution(rig: Rig, clie
     await asyncio.wait_for(done.wait(), 10)
     await task
     assert events[-1] == {"type": "action_resolved", "chat_id": chat["id"], "action_id": action["id"], "decision": "accept"}
+
+
+# --- MCP tools by their server's approval policy -----------------------------------------------------
+
+
+@pytest.fixture
+def notes_server() -> Iterator[tuple[str, ServerState]]:
+    state = ServerState()
+    with serve(build_server(state).streamable_http_app()) as running:
+        yield running.url, state
+
+
+async def add_notes_server(client: httpx.AsyncClient, rig: Rig, url: str, **policy: Any) -> str:
+    r = await client.post(
+        "/api/v1/mcp-servers", headers=auth(rig, "admin"),
+        json={"slug": "notes", "display_name": "Notes", "url": url, "tool_allow_list": ["lookup", "delete_note", "echo"], **policy},
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
+    assert {k: r.json()[k] for k in policy} == policy
+    return str(r.json()["id"])
+
+
+async def test_unless_read_only_asks_before_a_destructive_mcp_tool_and_not_before_a_read(
+    rig: Rig, client: httpx.AsyncClient, notes_server: tuple[str, ServerState]
+) -> None:
+    url, state = notes_server
+    server_id = await add_notes_server(client, rig, url, approval="unless_read_only")
+    rig.llm.script(
+        Reply(tool_calls=[ToolCall("r1", "notes__lookup", {"key": "a"}), ToolCall("d1", "notes__delete_note", {"key": "a"})]),
+        Reply(text="Deleted."),
+    )
+    chat = await create(client, rig, "clean up note a", mcp_server_ids=[server_id])
+    await rig.run()
+    body = await chat_of(client, rig, chat["id"])
+    # The read ran at once; the delete waits, and nothing was deleted.
+    assert state.calls == ["lookup"] and state.deleted == []
+    [action] = body["pending_actions"]
+    assert (action["kind"], action["tool_name"], action["server"], action["args"]) == ("tool_approval", "notes__delete_note", "notes", {"key": "a"})
+    assert [r.tool_call_id for r in await results(rig, chat["id"])] == ["r1"]
+
+    assert (await answer(client, rig, chat["id"], action["id"], decision="approve", args={"key": "b"})).status_code == 200
+    await rig.run()
+    assert state.deleted == ["b"]
+    # Both results reach the model in one request, in call order.
+    assert [m["tool_call_id"] for m in tool_messages(rig.llm.requests[1].body)] == ["r1", "d1"]
+
+
+async def test_a_per_tool_override_wins_over_the_servers_policy(
+    rig: Rig, client: httpx.AsyncClient, notes_server: tuple[str, ServerState]
+) -> None:
+    url, state = notes_server
+    server_id = await add_notes_server(client, rig, url, approval="always", approval_overrides={"echo": "never"})
+    rig.llm.script(Reply(tool_calls=[ToolCall("e1", "notes__echo", {"text": "hi"})]), Reply(tool_calls=[ToolCall("l1", "notes__lookup", {"key": "a"})]))
+    chat = await create(client, rig, "echo hi", mcp_server_ids=[server_id])
+    await rig.run()
+    body = await chat_of(client, rig, chat["id"])
+    assert state.calls == ["echo"]
+    # `always` asks even for a read-only tool.
+    assert [a["tool_name"] for a in body["pending_actions"]] == ["notes__lookup"]
+    r = await client.patch(f"/api/v1/mcp-servers/{server_id}", headers=auth(rig, "admin"), json={"approval": "sometimes"})
+    assert r.status_code == 400

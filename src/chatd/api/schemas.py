@@ -8,7 +8,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
-from chatd.domain.actions import ActionKind, PendingAction
+from chatd.domain.actions import ActionKind, ApprovalPolicy, PendingAction
 from chatd.domain.chat import BusyBehavior, Chat, ChatStatus, Message, QueuedMessage, UserRole
 from chatd.domain.config import ApiToken, ModelConfigRecord, ProviderRecord, User
 from chatd.domain.mcp import (
@@ -329,6 +329,13 @@ _CALL_TIMEOUT_DOC = (
 )
 
 
+_APPROVAL_DOC = (
+    "Which calls of this server's tools wait for the chat owner's approval: `never`, `always`, or "
+    "`unless_read_only` (all but tools the server marks `readOnlyHint`)."
+)
+_OVERRIDES_DOC = "Per tool (its name on the server): a policy that replaces `approval` for that tool."
+
+
 class McpServerIn(_In):
     slug: str = Field(min_length=1, max_length=64)
     display_name: str = Field(min_length=1, max_length=256)
@@ -354,6 +361,8 @@ class McpServerIn(_In):
     )
     connect_timeout_s: float | None = Field(default=None, gt=0, le=3600, description=_CONNECT_TIMEOUT_DOC)
     call_timeout_s: float | None = Field(default=None, gt=0, le=3600, description=_CALL_TIMEOUT_DOC)
+    approval: ApprovalPolicy = Field(default=ApprovalPolicy.NEVER, description=_APPROVAL_DOC)
+    approval_overrides: dict[str, ApprovalPolicy] = Field(default_factory=dict, max_length=1024, description=_OVERRIDES_DOC)
 
 
 class McpServerPatch(Patch):
@@ -382,6 +391,8 @@ class McpServerPatch(Patch):
     )
     connect_timeout_s: float | None = Field(default=None, gt=0, le=3600, description="null = back to the default.")
     call_timeout_s: float | None = Field(default=None, gt=0, le=3600, description="null = back to the default.")
+    approval: ApprovalPolicy | None = Field(default=None, description=_APPROVAL_DOC)
+    approval_overrides: dict[str, ApprovalPolicy] | None = Field(default=None, max_length=1024, description=_OVERRIDES_DOC + " Replaces the stored map.")
 
 
 class OAuth2Out(_Out):
@@ -415,6 +426,8 @@ class McpServerOut(_Out):
     env_names: list[str] | None = Field(description="stdio environment variable names; admins only, values never returned.")
     connect_timeout_s: float | None = Field(description="Admins only; null = the default.")
     call_timeout_s: float | None = Field(description="Admins only; null = the default.")
+    approval: ApprovalPolicy
+    approval_overrides: dict[str, ApprovalPolicy]
     created_at: datetime
     updated_at: datetime
 
@@ -435,6 +448,7 @@ class McpServerOut(_Out):
             availability=s.availability.value, forward_identity=s.forward_identity,
             env_names=sorted(s.env) if admin else None,
             connect_timeout_s=s.connect_timeout_s if admin else None, call_timeout_s=s.call_timeout_s if admin else None,
+            approval=s.approval, approval_overrides=dict(s.approval_overrides),
             created_at=s.created_at, updated_at=s.updated_at,
         )
 

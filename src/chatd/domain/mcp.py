@@ -8,6 +8,8 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from chatd.domain.actions import ApprovalPolicy
+
 
 class McpTransport(enum.StrEnum):
     STREAMABLE_HTTP = "streamable_http"
@@ -81,6 +83,10 @@ class McpServerConfig:
     # Seconds; None = the deployment's default for the transport (see connect_timeout_for).
     connect_timeout_s: float | None = None
     call_timeout_s: float | None = None
+    # Which calls wait for the chat owner's approval (human in the loop), and per-tool overrides
+    # keyed by the tool's name on the server.
+    approval: ApprovalPolicy = ApprovalPolicy.NEVER
+    approval_overrides: dict[str, ApprovalPolicy] = field(default_factory=dict)
     created_at: datetime = _NEVER
     updated_at: datetime = _NEVER
 
@@ -97,6 +103,9 @@ class McpServerConfig:
 
     def call_timeout_for(self, default: float) -> float:
         return self.call_timeout_s or default
+
+    def approval_for(self, tool: str) -> ApprovalPolicy:
+        return self.approval_overrides.get(tool, self.approval)
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,6 +77,9 @@ class McpTool:
 
     def _set_definition(self, tool: types.Tool) -> None:
         self._description = tool.description or tool.title or ""
+        # The server's word that the tool only reads (`readOnlyHint`): an approval policy of
+        # `unless_read_only` runs it unasked. A hint, as the spec says; the admin decides to trust it.
+        self._read_only = tool.annotations.read_only_hint if tool.annotations is not None else None
         self._parameters = _parameters(tool.input_schema)
         self._validator: Validator | None = None
         try:
@@ -103,6 +106,10 @@ class McpTool:
     @property
     def parameters(self) -> dict[str, Any]:
         return self._parameters
+
+    @property
+    def read_only(self) -> bool | None:
+        return self._read_only
 
     @property
     def server_slug(self) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from chatd.domain.actions import ApprovalPolicy
 from chatd.domain.mcp import (
     McpAuthType,
     McpAvailability,
@@ -28,7 +29,7 @@ from chatd.store.tables import mcp_servers, mcp_user_tokens
 # Fields stored as-is; the secrets and JSON-ish ones are handled explicitly.
 _PLAIN = (
     "slug", "display_name", "description", "url", "transport", "command", "auth_type", "api_key_header",
-    "enabled", "availability", "forward_identity", "connect_timeout_s", "call_timeout_s",
+    "enabled", "availability", "forward_identity", "connect_timeout_s", "call_timeout_s", "approval",
 )
 
 
@@ -64,6 +65,8 @@ def _record(r: Any, box: SecretBox) -> McpServerConfig:
         env=json.loads(env) if env else {},
         connect_timeout_s=r.connect_timeout_s,
         call_timeout_s=r.call_timeout_s,
+        approval=ApprovalPolicy(r.approval),
+        approval_overrides={str(k): ApprovalPolicy(v) for k, v in (r.approval_overrides or {}).items()},
         created_at=r.created_at,
         updated_at=r.updated_at,
     )
@@ -75,6 +78,8 @@ def _values(fields: dict[str, Any], box: SecretBox) -> dict[str, Any]:
     for k in ("args", "tool_allow_list", "tool_deny_list"):
         if k in fields:
             v[k] = list(fields[k] or [])
+    if "approval_overrides" in fields:
+        v["approval_overrides"] = {str(k): str(p) for k, p in (fields["approval_overrides"] or {}).items()}
     if "api_key_value" in fields:
         v["api_key_value_enc"] = box.seal(fields["api_key_value"])
     if "custom_headers" in fields:

@@ -8,9 +8,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from chatd.domain.actions import ActionKind, ActionRequest, ApprovalPolicy, needs_approval
+from chatd.domain.actions import ActionKind, ActionRequest, needs_approval
 from chatd.domain.chat import Chat
 from chatd.domain.tools import Tool, ToolContext, ToolResult
+from chatd.mcp import McpTool
 from chatd.settings import Settings
 from chatd.tools.client import ClientSideTool
 
@@ -27,17 +28,9 @@ def workspace_policy(setting: str, tool_name: str) -> bool:
     return False
 
 
-def _mcp_asks(tool: Tool) -> bool:
-    config = getattr(getattr(tool, "server", None), "config", None)
-    if config is None:
-        return False
-    original = getattr(tool, "original_name", tool.name)
-    raw = (getattr(config, "approval_overrides", None) or {}).get(original) or getattr(config, "approval", None) or "never"
-    try:
-        policy = ApprovalPolicy(str(raw))
-    except ValueError:
-        policy = ApprovalPolicy.ALWAYS  # an unknown policy must not run a tool unasked
-    return needs_approval(policy, read_only=getattr(tool, "read_only", None))
+def _mcp_asks(tool: McpTool) -> bool:
+    policy = tool.server.config.approval_for(tool.original_name)
+    return needs_approval(policy, read_only=tool.read_only)
 
 
 class ApprovalGate:
@@ -74,8 +67,10 @@ def gate_tools(tools: Sequence[Tool], chat: Chat, settings: Settings) -> list[To
     allowed = set(chat.allowed_tools)
     out: list[Tool] = []
     for tool in tools:
-        slug = getattr(tool, "server_slug", None)
-        asks = _mcp_asks(tool) if slug is not None else workspace_policy(settings.workspace_tool_approval, tool.name)
+        if isinstance(tool, McpTool):
+            asks, slug = _mcp_asks(tool), tool.server_slug
+        else:
+            asks, slug = workspace_policy(settings.workspace_tool_approval, tool.name), None
         out.append(ApprovalGate(tool, slug) if asks and tool.name not in allowed else tool)
     return out
 
