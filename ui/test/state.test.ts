@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { Message } from "../src/api/types";
+import type { Message, PendingAction } from "../src/api/types";
 import { emptyChat, mergePart, reduce, splitToolName, turns, withHistory } from "../src/chat/state";
 
 const msg = (id: number, role: Message["role"], text: string): Message => ({
@@ -7,7 +7,21 @@ const msg = (id: number, role: Message["role"], text: string): Message => ({
   context_limit: null, total_cost_micros: null, runtime_ms: null,
 });
 
+const question: PendingAction = {
+  id: "a1", kind: "question", tool_call_id: "q1", tool_name: "ask_user_question", server: null, args: {},
+  message: "Which?", schema: null, url: null, options: ["x", "y"], deadline: null, created_at: "",
+};
+
 describe("chat state", () => {
+  it("keeps the actions a waiting chat announces until they are resolved or the chat moves on", () => {
+    let s = reduce(emptyChat, { type: "status", chat_id: "c", status: "requires_action" });
+    s = reduce(s, { type: "action_required", chat_id: "c", action: question });
+    s = reduce(s, { type: "action_required", chat_id: "c", action: question });
+    expect(s.actions).toEqual([question]);
+    expect(reduce(s, { type: "action_resolved", chat_id: "c", action_id: "a1", decision: "accept" }).actions).toEqual([]);
+    expect(reduce(s, { type: "status", chat_id: "c", status: "pending" }).actions).toEqual([]);
+  });
+
   it("joins text deltas and a tool call's argument deltas", () => {
     let live = mergePart([], { type: "text", text: "Hel" });
     live = mergePart(live, { type: "text", text: "lo" });

@@ -4,7 +4,7 @@
 
 import { useState } from "preact/hooks";
 import * as admin from "../api/admin";
-import type { AdminMcpServer, AuthType, McpCheck, McpServerIn, Transport } from "../api/admin";
+import type { AdminMcpServer, Approval, AuthType, McpCheck, McpServerIn, Transport } from "../api/admin";
 import type { Availability } from "../api/types";
 import { AdminPage, Alert, Check, Select, Status, TextField, lines, names, numberOrNull, pairs, useAction, useLoad } from "./ui";
 
@@ -12,6 +12,12 @@ const AVAILABILITY: { value: Availability; label: string }[] = [
   { value: "default_off", label: "Offered, off by default" },
   { value: "default_on", label: "Offered, on by default" },
   { value: "force_on", label: "Always on (users cannot turn it off)" },
+];
+
+const APPROVAL: { value: Approval; label: string }[] = [
+  { value: "never", label: "Never: tools run when the model calls them" },
+  { value: "unless_read_only", label: "Unless the tool only reads (readOnlyHint)" },
+  { value: "always", label: "Always ask the chat's owner" },
 ];
 
 export function McpServers() {
@@ -113,6 +119,8 @@ function ServerForm({ server, onDone }: { server: AdminMcpServer | null; onDone:
   const [identity, setIdentity] = useState(s?.forward_identity ?? false);
   const [connectTimeout, setConnectTimeout] = useState(s?.connect_timeout_s?.toString() ?? "");
   const [callTimeout, setCallTimeout] = useState(s?.call_timeout_s?.toString() ?? "");
+  const [approval, setApproval] = useState<Approval>(s?.approval ?? "never");
+  const [overrides, setOverrides] = useState(Object.entries(s?.approval_overrides ?? {}).map(([k, v]) => `${k}=${v}`).join("\n"));
   const saving = useAction();
   const stdio = transport === "stdio";
   const title = s ? `Edit ${s.display_name}` : "New MCP server";
@@ -125,6 +133,7 @@ function ServerForm({ server, onDone }: { server: AdminMcpServer | null; onDone:
       slug: slug.trim(), display_name: display.trim(), description: description.trim(), transport,
       auth_type: stdio ? "none" : auth, availability, enabled, forward_identity: identity,
       tool_allow_list: names(allow), tool_deny_list: names(deny),
+      approval, approval_overrides: pairs(overrides, "=") as Record<string, Approval>,
     };
     if (s) {
       // Null puts a timeout back to the default; only send what the form holds.
@@ -232,6 +241,9 @@ function ServerForm({ server, onDone }: { server: AdminMcpServer | null; onDone:
           <TextField label="Only these tools (allow list)" value={allow} onInput={setAllow} hint="Tool names, comma-separated; empty allows all." />
           <TextField label="Never these tools (deny list)" value={deny} onInput={setDeny} hint="Tool names, comma-separated." />
           <Select label="Availability" value={availability} onChange={setAvailability} options={AVAILABILITY} />
+          <Select label="Approval before a tool runs" value={approval} onChange={setApproval} options={APPROVAL} />
+          <TextField label="Approval per tool" multiline rows={2} value={overrides} onInput={setOverrides}
+            hint="One tool=never|always|unless_read_only per line (the tool's name on the server); wins over the setting above." />
           <TextField label="Connect timeout (seconds)" type="number" value={connectTimeout} onInput={setConnectTimeout}
             hint={`Empty: ${stdio ? "60" : "10"} s${stdio ? " (a command needs time to start)" : ""}.`} />
           <TextField label="Call timeout (seconds)" type="number" value={callTimeout} onInput={setCallTimeout} hint="Without a result or progress. Empty: 60 s." />

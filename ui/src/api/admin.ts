@@ -48,13 +48,16 @@ export interface AdminMcpServer {
   custom_header_names: string[] | null; oauth2: OAuth2 | null; tool_allow_list: string[]; tool_deny_list: string[];
   enabled: boolean; availability: Availability; forward_identity: boolean; env_names: string[] | null;
   connect_timeout_s: number | null; call_timeout_s: number | null; created_at: string; updated_at: string;
+  approval?: Approval; approval_overrides?: Record<string, Approval>;
 }
+export type Approval = "never" | "always" | "unless_read_only";
 export type McpServerIn = Partial<{
   slug: string; display_name: string; description: string; url: string; transport: Transport; command: string | null;
   args: string[]; auth_type: AuthType; api_key_header: string; api_key_value: string | null;
   custom_headers: Record<string, string>; oauth2: Partial<{ client_id: string | null; client_secret: string | null; authorize_url: string | null; token_url: string | null; scopes: string | null; grant_type: string }>;
   tool_allow_list: string[]; tool_deny_list: string[]; enabled: boolean; availability: Availability; forward_identity: boolean;
   env: Record<string, string | null>; connect_timeout_s: number | null; call_timeout_s: number | null;
+  approval: Approval; approval_overrides: Record<string, Approval>;
 }>;
 export interface McpToolInfo { name: string; original_name: string; description: string }
 export interface McpCheck { ok: boolean; tools: McpToolInfo[]; error: { code: string; message: string; status: number | null } | null }

@@ -2,7 +2,7 @@
 
 import { API, authHeaders, del, get, getAll, getPage, post, put, request } from "./client";
 import type {
-  BusyBehavior, Chat, ChatPage, FileRef, InputPart, McpServer, McpToken, MessagesPage, ModelConfig,
+  ActionAnswer, BusyBehavior, Chat, ChatPage, FileRef, InputPart, McpServer, McpToken, MessagesPage, ModelConfig,
   QueuedMessage, SendResult, UsageStatus, User,
 } from "./types";
 
@@ -36,6 +36,7 @@ export const interrupt = (id: string) => post<Chat>(`/chats/${id}/interrupt`);
 export const archive = (id: string, archived: boolean) => post<void>(`/chats/${id}/${archived ? "archive" : "unarchive"}`);
 export const deleteQueued = (id: string, q: number) => del(`/chats/${id}/queue/${q}`);
 export const promoteQueued = (id: string, q: number) => post<{ message: QueuedMessage }>(`/chats/${id}/queue/${q}/promote`);
+export const answerAction = (id: string, actionId: string, answer: ActionAnswer) => post<Chat>(`/chats/${id}/actions/${actionId}`, answer);
 
 export function uploadFile(file: File): Promise<FileRef> {
   const form = new FormData();

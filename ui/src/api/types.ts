@@ -3,7 +3,17 @@
 export type Role = "admin" | "member";
 export interface User { id: string; username: string; role: Role; created_at: string }
 
-export type ChatStatus = "pending" | "running" | "waiting" | "error";
+export type ChatStatus = "pending" | "running" | "waiting" | "error" | "requires_action";
+
+/** What a chat in `requires_action` waits for (docs/api.md, "Human in the loop"). */
+export type ActionKind = "tool_approval" | "question" | "client_tool" | "elicitation";
+export interface PendingAction {
+  id: string; kind: ActionKind; tool_call_id: string; tool_name: string; server: string | null;
+  args: Record<string, unknown>; message: string | null; schema: Record<string, unknown> | null;
+  url: string | null; options: string[] | null; deadline: string | null; created_at: string;
+}
+export type Decision = "approve" | "deny" | "accept" | "decline" | "cancel";
+export interface ActionAnswer { decision: Decision; args?: Record<string, unknown>; content?: unknown; result?: unknown; always_allow?: boolean }
 
 export interface Chat {
   id: string;
@@ -21,7 +31,8 @@ export interface Chat {
   updated_at: string;
   // Added by the API when it knows them; the UI degrades without them.
   queued_count?: number;
-  requires_action?: boolean;
+  pending_actions?: PendingAction[];
+  allowed_tools?: string[];
 }
 
 export interface ChatPage { chats: Chat[]; next_cursor: string | null }
@@ -94,6 +105,8 @@ export type StreamEvent =
   | { type: "message"; chat_id: string; message: Message }
   | { type: "queue_update"; chat_id: string; queued_messages: QueuedMessage[] }
   | { type: "retry"; chat_id: string; attempt: number; delay_ms: number; error: string; retrying_at: string }
-  | { type: "error"; chat_id: string; message: string; detail?: Record<string, unknown> };
+  | { type: "error"; chat_id: string; message: string; detail?: Record<string, unknown> }
+  | { type: "action_required"; chat_id: string; action: PendingAction }
+  | { type: "action_resolved"; chat_id: string; action_id: string; decision: string };
 
 export interface WatchEvent { kind: string; chat: Chat }

@@ -3,9 +3,10 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import { API, authHeaders, describe } from "../api/client";
 import * as api from "../api/chats";
-import type { BusyBehavior, InputPart, Message, StreamEvent } from "../api/types";
+import type { ActionAnswer, BusyBehavior, InputPart, Message, PendingAction, StreamEvent } from "../api/types";
 import { followSse } from "../lib/sse";
 import type { RouteProps } from "../shell/router";
+import { PendingActions } from "./Actions";
 import { chatCache, useChatCache } from "./chats";
 import { Composer } from "./Composer";
 import { defaultModel, useConfig } from "./config";
@@ -99,7 +100,8 @@ export function ChatPage({ params }: RouteProps) {
   }, []);
 
   const status = s.status ?? chat?.status ?? null;
-  const busy = status === "running" || status === "pending";
+  // A chat waiting for an answer takes messages as a busy one does (queued by default).
+  const busy = status === "running" || status === "pending" || status === "requires_action";
   const lastError = chat?.last_error ?? s.error;
   const chosenModel = modelId ?? chat?.last_model_config_id ?? defaultModel(config.models);
   const chosenServers = serverIds ?? chat?.mcp_server_ids ?? [];
@@ -126,6 +128,13 @@ export function ChatPage({ params }: RouteProps) {
       mcp_server_ids: serverIds ?? undefined,
     });
     chatCache.put(out.chat);
+  };
+
+  const answerAction = async (action: PendingAction, answer: ActionAnswer) => {
+    const c = await api.answerAction(id, action.id, answer);
+    chatCache.put(c);
+    // The stream confirms with `action_resolved`; drop the card now so it cannot be sent twice.
+    setS((prev) => reduce(prev, { type: "action_resolved", chat_id: id, action_id: action.id, decision: answer.decision }));
   };
 
   const saveEdit = async (messageId: number, text: string) => {
@@ -213,6 +222,7 @@ export function ChatPage({ params }: RouteProps) {
         messages={s.messages}
         live={s.live}
         running={status === "running"}
+        awaiting={new Set(s.actions.map((a) => a.tool_call_id))}
         durations={durations.current}
         onEdit={(m) => { setEditing(m.id); setEditText(textOf(m.content)); setConfirmEdit(null); }}
         editing={editing}
@@ -232,6 +242,7 @@ export function ChatPage({ params }: RouteProps) {
         </div>
       )}
       {status === "pending" && s.live.length === 0 && <p class="muted" role="status">Waiting for a worker…</p>}
+      {status === "requires_action" && <PendingActions actions={s.actions} onAnswer={answerAction} />}
       {s.queue.length > 0 && (
         <section class="queue" aria-labelledby="queue-h">
           <h2 id="queue-h">Queued ({s.queue.length})</h2>

@@ -38,10 +38,11 @@ interface PartsProps {
   progress?: Map<string, ToolProgressPart>;
   durations?: Map<string, number>;
   live: boolean;
+  awaiting?: Set<string>;
 }
 
 /** An assistant message's parts in order; tool calls as cards with their results. */
-export function Parts({ parts, results, progress, durations, live }: PartsProps) {
+export function Parts({ parts, results, progress, durations, live, awaiting }: PartsProps) {
   return (
     <>
       {parts.map((p, i) => {
@@ -58,7 +59,7 @@ export function Parts({ parts, results, progress, durations, live }: PartsProps)
           case "tool-call": {
             const r = results.get(p.tool_call_id) ?? null;
             const d = durations?.get(p.tool_call_id) ?? (r as { duration_ms?: number } | null)?.duration_ms ?? null;
-            return <ToolCard key={p.tool_call_id} call={p} result={r} progress={progress?.get(p.tool_call_id)} durationMs={d} live={live} />;
+            return <ToolCard key={p.tool_call_id} call={p} result={r} progress={progress?.get(p.tool_call_id)} durationMs={d} live={live} awaiting={awaiting?.has(p.tool_call_id)} />;
           }
           case "file":
             return <FileView key={i} fileId={p.file_id} mediaType={p.media_type} name={p.name} />;
@@ -87,9 +88,11 @@ interface Props {
   editing: number | null;
   renderEditor: (m: Message) => preact.ComponentChildren;
   canEdit: boolean;
+  /** Tool calls waiting for an answer (the chat's pending actions). */
+  awaiting?: Set<string>;
 }
 
-export function Messages({ messages, live, running, durations, onEdit, editing, renderEditor, canEdit }: Props) {
+export function Messages({ messages, live, running, durations, onEdit, editing, renderEditor, canEdit, awaiting }: Props) {
   const results = new Map<string, ToolResultPart>();
   const calls = new Set<string>();
   for (const m of messages) {
@@ -138,7 +141,7 @@ export function Messages({ messages, live, running, durations, onEdit, editing, 
             {(t.replies.length > 0 || (last && live.length > 0)) && (
               <div class="msg assistant" aria-label="Answer">
                 {t.replies.filter((m) => m.role === "assistant").map((m) => (
-                  <Parts key={m.id} parts={m.content} results={results} durations={durations} live={false} />
+                  <Parts key={m.id} parts={m.content} results={results} durations={durations} live={false} awaiting={awaiting} />
                 ))}
                 {orphanResults.map((r) => <ToolCard key={r.tool_call_id} call={null} result={r} live={false} />)}
                 {last && live.length > 0 && (

@@ -1,7 +1,9 @@
 import type { Chat, ChatStatus } from "../api/types";
 
 // "waiting" (the API's word: waiting for the person) read as "still working" to new users: show "idle".
-const LABEL: Record<ChatStatus, string> = { pending: "pending", running: "running", waiting: "idle", error: "error" };
+const LABEL: Record<ChatStatus, string> = {
+  pending: "pending", running: "running", waiting: "idle", error: "error", requires_action: "requires action",
+};
 
 /** The chat's status in words (colour is only a second cue); the API's value stays in the title. */
 export function StatusBadge({ status }: { status: ChatStatus }) {
@@ -12,7 +14,6 @@ export function ChatBadges({ chat }: { chat: Chat }) {
   return (
     <span class="badges">
       <StatusBadge status={chat.status} />
-      {chat.requires_action && <span class="badge status-action">requires action</span>}
       {!!chat.queued_count && <span class="badge">{chat.queued_count} queued</span>}
     </span>
   );

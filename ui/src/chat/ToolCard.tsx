@@ -13,6 +13,8 @@ interface Props {
   durationMs?: number | null;
   /** The turn is still running (a call without a result is then in progress, else it never ended). */
   live: boolean;
+  /** The call waits for the user's (or the client's) answer: the chat is `requires_action`. */
+  awaiting?: boolean;
 }
 
 function argsText(call: ToolCallPart | null): string {
@@ -58,18 +60,18 @@ function childChatId(call: ToolCallPart | null, result: ToolResultPart | null): 
   return a && typeof a.chat_id === "string" ? a.chat_id : null;
 }
 
-export function ToolCard({ call, result, progress, durationMs, live }: Props) {
+export function ToolCard({ call, result, progress, durationMs, live, awaiting }: Props) {
   const name = call?.tool_name ?? result?.tool_name ?? "tool";
   const { server, tool } = splitToolName(name);
-  const state = result ? (result.is_error ? "failed" : "done") : live ? "running" : "no result";
+  const state = result ? (result.is_error ? "failed" : "done") : awaiting ? "waiting for you" : live ? "running" : "no result";
   const child = childChatId(call, result);
   const args = argsText(call);
   return (
-    <article class={`tool-card tool-${state.replace(" ", "-")}`} aria-label={`Tool ${tool}${server ? ` on ${server}` : ""}`}>
+    <article class={`tool-card tool-${state.replaceAll(" ", "-")}`} aria-label={`Tool ${tool}${server ? ` on ${server}` : ""}`}>
       <header>
         <span class="tool-name">{tool}</span>
         {server && <span class="tool-server">on {server}</span>}
-        <span class={`badge tool-state-${state.replace(" ", "-")}`}>{state}</span>
+        <span class={`badge tool-state-${state.replaceAll(" ", "-")}`}>{state}</span>
         {durationMs != null && <span class="muted">{durationMs < 1000 ? `${durationMs} ms` : `${(durationMs / 1000).toFixed(1)} s`}</span>}
       </header>
       {args && args !== "{}" && (

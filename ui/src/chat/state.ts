@@ -2,7 +2,7 @@
 // (status, buffered parts, messages after the cursor, queue) and its live events go through the
 // same reducer, so a reload, a reconnect and a live turn all end in the same state.
 
-import type { ChatStatus, Message, NoticePart, Part, QueuedMessage, StreamEvent } from "../api/types";
+import type { ChatStatus, Message, NoticePart, Part, PendingAction, QueuedMessage, StreamEvent } from "../api/types";
 
 export interface Retry { attempt: number; error: string; retryingAt: string }
 
@@ -19,10 +19,12 @@ export interface ChatState {
   error: string | null;
   /** A message re-sent below the newest one known: the history changed (an edit), reload it. */
   needsReload: boolean;
+  /** What the chat waits for while `requires_action` (announced by `action_required`). */
+  actions: PendingAction[];
 }
 
 export const emptyChat: ChatState = {
-  status: null, messages: [], live: [], queue: [], notices: [], retry: null, error: null, needsReload: false,
+  status: null, messages: [], live: [], queue: [], notices: [], retry: null, error: null, needsReload: false, actions: [],
 };
 
 /** Appends one streamed part to the parts in flight: text and reasoning deltas join the previous
@@ -65,15 +67,22 @@ function insertMessage(messages: Message[], m: Message): Message[] {
 export function reduce(s: ChatState, ev: StreamEvent): ChatState {
   switch (ev.type) {
     case "status": {
-      const idle = ev.status === "waiting" || ev.status === "error";
+      const idle = ev.status === "waiting" || ev.status === "error" || ev.status === "requires_action";
       return {
         ...s,
         status: ev.status,
         live: idle ? [] : s.live,
         retry: ev.status === "running" ? s.retry : null,
         error: ev.status === "error" ? s.error : null,
+        // Only a waiting chat has actions; any other status means they were answered or ended.
+        actions: ev.status === "requires_action" ? s.actions : [],
       };
     }
+    case "action_required":
+      if (s.actions.some((a) => a.id === ev.action.id)) return s;
+      return { ...s, actions: [...s.actions, ev.action] };
+    case "action_resolved":
+      return { ...s, actions: s.actions.filter((a) => a.id !== ev.action_id) };
     case "message_part":
       if (ev.part.type === "notice") return { ...s, notices: [...s.notices, ev.part] };
       return { ...s, live: mergePart(s.live, ev.part) };
@@ -101,7 +110,8 @@ export function reduce(s: ChatState, ev: StreamEvent): ChatState {
 
 /** A (re)connection: the server re-sends the status, the buffered parts and the queue. */
 export function reconnected(s: ChatState): ChatState {
-  return { ...s, live: [] };
+  // The new snapshot announces the actions still waiting.
+  return { ...s, live: [], actions: [] };
 }
 
 /** Replace the history (after an edit) with what the API lists. Messages the stream delivered

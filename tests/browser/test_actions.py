@@ -1,0 +1,115 @@
+"""Human in the loop in the browser: a question answered with a suggested answer or free text, a
+tool call approved with edited arguments or denied; the chat list says which chat waits."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import MCP_SERVER_SCRIPT, Chatd, sign_in
+from tests.browser.test_flows import new_chat, status
+
+
+def ask(question: str, *options: str) -> str:
+    return "TOOL ask_user_question " + json.dumps({"question": question, "options": list(options)})
+
+
+def test_a_question_is_answered_with_a_suggested_answer(page: Page, chatd: Chatd) -> None:
+    sign_in(page, chatd)
+    new_chat(page, ask("Which colour?", "red", "blue"))
+    card = page.get_by_role("article", name="Question", exact=True)
+    expect(card.get_by_text("Which colour?")).to_be_visible()
+    expect(status(page).get_by_text("requires action")).to_be_visible()
+    expect(page.get_by_role("article", name="Tool ask_user_question").get_by_text("waiting for you")).to_be_visible()
+    # The chat list says it waits too.
+    expect(page.get_by_role("list", name="Chats").get_by_text("requires action").first).to_be_visible()
+    card.get_by_role("button", name="blue").click()
+    expect(page.get_by_text('The tool said: {"answer":"blue"}')).to_be_visible()
+    expect(status(page).get_by_text("idle")).to_be_visible()
+    expect(page.get_by_role("article", name="Question", exact=True)).to_have_count(0)
+
+
+def test_a_question_is_answered_in_free_text_after_a_reload(page: Page, chatd: Chatd) -> None:
+    sign_in(page, chatd)
+    new_chat(page, ask("What should I call it?", "foo", "bar"))
+    expect(page.get_by_role("article", name="Question", exact=True)).to_be_visible()
+    # The wait is durable: a reload shows the same question.
+    page.reload()
+    card = page.get_by_role("article", name="Question", exact=True)
+    card.get_by_label("Your own answer").fill("quux")
+    card.get_by_role("button", name="Answer").click()
+    expect(page.get_by_text('The tool said: {"answer":"quux"}')).to_be_visible()
+
+
+@pytest.fixture(scope="module")
+def gated(chatd: Chatd) -> Iterator[dict[str, Any]]:
+    """The MCP test server with every call waiting for approval (removed afterwards)."""
+    server = chatd.ok("POST", "/mcp-servers", json={
+        "slug": "gated", "display_name": "Gated tools", "transport": "stdio", "command": sys.executable,
+        "args": [str(MCP_SERVER_SCRIPT)], "enabled": True, "availability": "default_off", "approval": "always",
+    })  # fmt: skip
+    yield dict(server)
+    chatd.ok("DELETE", f"/mcp-servers/{server['id']}")
+
+
+def gated_chat(page: Page, chatd: Chatd, text: str) -> None:
+    sign_in(page, chatd)
+    page.get_by_text(re.compile(r"Tools: \d+ of \d+ servers")).click()
+    page.get_by_role("checkbox", name="Gated tools").check()
+    new_chat(page, text)
+
+
+def test_a_tool_call_is_approved_with_edited_arguments(page: Page, chatd: Chatd, gated: dict[str, Any]) -> None:
+    gated_chat(page, chatd, 'TOOL gated__echo {"text": "from the model"}')
+    card = page.get_by_role("article", name="Approve echo", exact=True)
+    expect(card.get_by_text("on gated")).to_be_visible()
+    args = card.get_by_label("Arguments")
+    expect(args).to_have_value(re.compile(r'"text": "from the model"'))
+    args.fill('{"text": "from the person"}')
+    card.get_by_role("button", name="Approve").click()
+    expect(page.get_by_text(re.compile(r"The tool said: .*from the person"))).to_be_visible()
+    tool = page.get_by_role("article", name="Tool echo on gated")
+    expect(tool.get_by_text("done")).to_be_visible()
+
+
+def test_a_denied_tool_call_never_runs(page: Page, chatd: Chatd, gated: dict[str, Any]) -> None:
+    gated_chat(page, chatd, 'TOOL gated__echo {"text": "not this"}')
+    page.get_by_role("article", name="Approve echo", exact=True).get_by_role("button", name="Deny").click()
+    expect(page.get_by_text(re.compile(r"The tool said: .*Denied by the user"))).to_be_visible()
+    expect(page.get_by_role("article", name="Tool echo on gated").get_by_text("failed")).to_be_visible()
+
+
+def test_bad_edited_arguments_are_refused_on_the_page(page: Page, chatd: Chatd, gated: dict[str, Any]) -> None:
+    gated_chat(page, chatd, 'TOOL gated__echo {"text": "x"}')
+    card = page.get_by_role("article", name="Approve echo", exact=True)
+    card.get_by_label("Arguments").fill("[1, 2]")
+    card.get_by_role("button", name="Approve").click()
+    expect(card.get_by_role("alert")).to_have_text("The arguments must be a JSON object.")
+    expect(status(page).get_by_text("requires action")).to_be_visible()
+
+
+def test_an_admin_sets_a_servers_approval_policy_in_its_form(page: Page, chatd: Chatd) -> None:
+    sign_in(page, chatd)
+    page.get_by_role("link", name="MCP servers").click()
+    page.get_by_role("button", name="Add MCP server").click()
+    form = page.get_by_role("form", name="New MCP server")
+    form.get_by_label("Display name").fill("Careful tools")
+    form.get_by_label("Slug").fill("careful")
+    form.get_by_label("Transport").select_option(label="stdio (a local command)")
+    form.get_by_label("Command", exact=True).fill(sys.executable)
+    form.get_by_label("Arguments (one per line)").fill(str(MCP_SERVER_SCRIPT))
+    form.get_by_label("Approval before a tool runs").select_option(label="Unless the tool only reads (readOnlyHint)")
+    form.get_by_label("Approval per tool").fill("echo=never\ndelete_note=always")
+    form.get_by_role("button", name="Add and test").click()
+    expect(page.get_by_role("status").filter(has_text="Careful tools works")).to_be_visible(timeout=30_000)
+    [server] = [s for s in chatd.ok("GET", "/mcp-servers") if s["slug"] == "careful"]
+    try:
+        assert (server["approval"], server["approval_overrides"]) == ("unless_read_only", {"echo": "never", "delete_note": "always"})
+    finally:
+        chatd.ok("DELETE", f"/mcp-servers/{server['id']}")
