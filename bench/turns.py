@@ -17,6 +17,7 @@ Every row is its own process. For each N it runs, against the same scripted serv
 - `before` (with `--baseline-src DIR`): the same chatd run with DIR (another checkout's `src`)
   first on the import path, to measure a change side by side in one run.
 
+Each measured run follows one unmeasured chat in the same process (imports, first connection).
 Columns: wall time (first acquire to the last chat settled) and its ratio to `bare` in the same
 run; CPU of the measuring process over the run (the scripted server and PostgreSQL's backends are
 not counted) per streamed event (N x events per chat); `fixed ms/turn`: CPU per turn of a second
@@ -172,9 +173,6 @@ async def _run(app: App, base_url: str, n: int, k: int) -> tuple[float, float, i
         admin, provider="openai-compatible", model="bench-model", display_name=None, context_limit=100_000,
         compression_threshold=70, is_default=True, options=ModelOptions(), pricing=Pricing(input=1_000_000, output=2_000_000),
     )
-    for _ in range(n):
-        await app.service.create_chat(admin, content=[TextPart(text="go")])
-
     tools = [_echo()]
 
     async def provider(ctx: TurnContext) -> tuple[list[Tool], list[str]]:
@@ -185,6 +183,14 @@ async def _run(app: App, base_url: str, n: int, k: int) -> tuple[float, float, i
     deps.end_hooks = []
     workers = Workers(deps, worker_id=uuid.uuid4())
     try:
+        # One chat first, not measured: the process imports the provider SDK and opens its first
+        # connection on the first turn (1.5-3 s of CPU once per process, which at N = 10 was
+        # most of what used to be reported per event).
+        await app.service.create_chat(admin, content=[TextPart(text="go")])
+        await workers.acquire_once()
+        await workers.drain()
+        for _ in range(n):
+            await app.service.create_chat(admin, content=[TextPart(text="go")])
         start, cpu0 = time.perf_counter(), time.process_time()
         started = 0
         while started < n:
@@ -195,7 +201,7 @@ async def _run(app: App, base_url: str, n: int, k: int) -> tuple[float, float, i
         await workers.shutdown()
     async with app.db.read() as conn:
         statuses: dict[str, int] = dict((await conn.execute(select(chats_table.c.status, func.count()).group_by(chats_table.c.status))).all())
-    failed = n - statuses.get(ChatStatus.WAITING.value, 0)
+    failed = n + 1 - statuses.get(ChatStatus.WAITING.value, 0)
     if failed:
         print(f"  {failed} of {n} chats did not end waiting: {statuses}", file=sys.stderr)
     return wall, cpu, failed
@@ -281,6 +287,7 @@ async def run_bare(n: int, k: int, token_delay: float, text_chars: int) -> Resul
     with LLMProcess(script, token_delay) as base_url:
         limits = httpx2.Limits(max_connections=n, max_keepalive_connections=n)
         async with httpx2.AsyncClient(limits=limits, timeout=httpx2.Timeout(600, connect=5)) as client:
+            await _bare_chat(client, base_url, k)  # warm-up, as for chatd
             start, cpu0 = time.perf_counter(), time.process_time()
             results = await asyncio.gather(*(_bare_chat(client, base_url, k) for _ in range(n)), return_exceptions=True)
             wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
