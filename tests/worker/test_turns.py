@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from chatd.domain.chat import BusyBehavior, ChatStatus, Role, Visibility
 from chatd.domain.config import UsageLimit
 from chatd.domain.events import ErrorEvent, MessageEvent, MessagePartEvent, RetryEvent, StatusEvent
@@ -249,3 +251,87 @@ async def test_hidden_system_rows_and_custom_prompt_reach_the_model(rig: Rig) ->
     assert sent[-1]["role"] == "user"
     visible = (await rig.app.service.list_messages(rig.people.alice.user, chat.id, 0))[0]
     assert all(m.visibility is not Visibility.MODEL for m in visible)
+
+
+async def test_a_finished_turn_does_not_re_read_its_chat_on_its_own_status(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker checks its ownership on a stopping status (an interrupt or edit from elsewhere);
+    the `waiting` its own finished turn announces is not one (a database read per turn for nothing)."""
+    from chatd.worker import pool
+
+    reads: list[object] = []
+    real = pool.chat_store.get_chat
+
+    async def counted(db: object, chat_id: object) -> object:
+        reads.append(chat_id)
+        return await real(db, chat_id)  # type: ignore[arg-type]
+
+    turns: list[object] = []
+    rig.workers.on_started = turns.append
+    rig.llm.script(Reply(text="hi"))
+    chat = await rig.chat()
+    monkeypatch.setattr(pool.chat_store, "get_chat", counted)
+    await rig.run()
+    (turn,) = turns
+    # Whatever ownership check the last notification started has run by now.
+    await asyncio.gather(*turn.background)  # type: ignore[attr-defined]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    monkeypatch.undo()
+    assert (await rig.get(chat.id)).status is ChatStatus.WAITING
+    # The one read at the start (an interrupt between acquire and subscribe), none after.
+    assert reads == [chat.id]
+
+
+async def test_a_tool_boundary_without_steered_messages_takes_no_second_transaction(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each step with tool calls is written in one transaction, which also looks for steered
+    messages; the separate `take_steered` transaction runs only when one is waiting."""
+    from chatd.store import turns as turn_store
+
+    taken: list[object] = []
+    real = turn_store.take_steered
+
+    async def counted(*args: object) -> object:
+        taken.append(args)
+        return await real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(turn_store, "take_steered", counted)
+    rig.tools = [echo_tool()]
+    rig.llm.script(
+        Reply(tool_calls=[ToolCall("c1", "echo", {"x": 1})]), Reply(tool_calls=[ToolCall("c2", "echo", {"x": 2})]), Reply(text="done")
+    )
+    chat = await rig.chat()
+    await rig.run()
+    msgs = [m for m in await rig.messages(chat.id) if m.role is not Role.SYSTEM]
+    assert [m.role for m in msgs] == [Role.USER, Role.ASSISTANT, Role.TOOL, Role.ASSISTANT, Role.TOOL, Role.ASSISTANT]
+    assert taken == []
+
+
+async def test_the_step_transaction_sees_steered_messages_only_while_the_turn_holds_its_lease(rig: Rig) -> None:
+    """`persist_step(peek_steered=True)` says whether `take_steered` would find something, under
+    the same lease check: nothing queued, a steered message, and an interrupted chat."""
+    import uuid
+
+    from chatd.domain.chat import NewMessage
+    from chatd.store import turns as turn_store
+
+    chat = await rig.chat()
+    me = uuid.uuid4()
+    (held,) = await turn_store.acquire_chats(rig.app.db, rig.app.clock.now(), me, 1)
+    now, gen = rig.app.clock.now(), held.generation
+
+    async def step() -> bool:
+        new = [NewMessage(Role.ASSISTANT, [TextPart(text="step")])]
+        written = await turn_store.persist_step(rig.app.db, now, chat.id, me, gen, new, peek_steered=True)
+        return written.steered
+
+    assert await step() is False
+    alice = rig.people.alice.user
+    await rig.app.service.send_message(alice, chat.id, content=[TextPart(text="steer")], busy_behavior=BusyBehavior.STEER)
+    assert await step() is True
+    assert [m.content for m in (await turn_store.take_steered(rig.app.db, now, chat.id, me, gen))[0]] == [[TextPart(text="steer")]]
+    assert await step() is False
+    await rig.app.service.send_message(alice, chat.id, content=[TextPart(text="steer 2")], busy_behavior=BusyBehavior.STEER)
+    await rig.app.service.interrupt(alice, chat.id)
+    # Interrupted: the step is still ours to write, the steered message is not ours to take.
+    assert await step() is False
+    assert await turn_store.take_steered(rig.app.db, now, chat.id, me, gen) == ([], [])

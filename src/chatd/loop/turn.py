@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -211,6 +212,8 @@ class _Turn:
             self.state.calls = calls
             results, actions = await self._run_tools(calls) if calls else ([], [])
             step = self._build_step(response, results, interrupted=False, actions=actions)
+            if calls and not actions and not self._should_compact(step.context_tokens):
+                step = dataclasses.replace(step, steer_next=True)
             # From here the step belongs to the sink: an interrupt must not persist it again.
             self.state = None
             with tracing.span("chatd.persist_step", {"chatd.step.index": step.index, "chatd.messages": 1 + len(results)}):

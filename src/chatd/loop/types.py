@@ -65,6 +65,10 @@ class Step:
     # A resumed turn's first write: the results of answered actions (no assistant message; the
     # calls are in the history already). The ids of those actions, done with this write.
     resolves: list[uuid.UUID] = field(default_factory=list)
+    # The loop asks `take_steered` right after this step, with nothing written in between (the
+    # step has tool calls, no actions, and no compaction follows): the sink may look for steered
+    # messages in the step's own transaction and skip a second one when there are none.
+    steer_next: bool = False
 
 
 @dataclass(frozen=True, slots=True)

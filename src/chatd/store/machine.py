@@ -223,6 +223,11 @@ async def queue_length(conn: AsyncConnection, chat_id: uuid.UUID) -> int:
     return int((await conn.execute(q)).scalar_one())
 
 
+async def has_steered(conn: AsyncConnection, chat_id: uuid.UUID) -> bool:
+    q = select(queued_messages.c.id).where(and_(queued_messages.c.chat_id == chat_id, queued_messages.c.steer)).limit(1)
+    return (await conn.execute(q)).first() is not None
+
+
 async def pop_queued(
     conn: AsyncConnection, chat_id: uuid.UUID, queued_id: int | None = None, *, steer_only: bool = False
 ) -> Any:

@@ -149,6 +149,9 @@ class StepWritten:
     # The step's calls that wait for answers; the chat is `requires_action` when there are any.
     actions: list[PendingAction] = field(default_factory=list)
     chat: Chat | None = None
+    # Whether steered messages may wait for `take_steered`: False only when `peek_steered` looked
+    # in the step's own transaction and found none (the boundary then needs no second one).
+    steered: bool = True
 
 
 async def persist_step(
@@ -162,6 +165,7 @@ async def persist_step(
     ends_tool_calls: bool = True,
     actions: Sequence[NewAction] = (),
     resolves: Sequence[uuid.UUID] = (),
+    peek_steered: bool = False,
 ) -> StepWritten:
     """Write one step's messages in one transaction, only under the turn's generation. A chat
     interrupted to `waiting` still takes its partial answer; an edited, promoted or re-acquired
@@ -171,7 +175,8 @@ async def persist_step(
     `actions`: calls of the step that wait for answers. They are stored with the step and the
     chat goes `requires_action`, released (`plan_request_actions`); if the chat was interrupted
     meanwhile they get "cancelled" results instead. `resolves`: answered actions whose results
-    are among `new` (a resumed turn); they are done."""
+    are among `new` (a resumed turn); they are done. `peek_steered`: also say whether
+    `take_steered` would find anything now (`StepWritten.steered`), under the same lease check."""
     async with db.write() as conn:
         chat = await lock_chat(db, conn, chat_id)
         if not worker_owns(chat.status, chat.generation, chat.worker_id, mine=generation, me=worker_id, kind=WriteKind.STEP):
@@ -183,7 +188,10 @@ async def persist_step(
         if resolves:
             await finish_actions(conn, chat_id, resolves, now)
         if not actions:
-            return StepWritten(inserted)
+            if not peek_steered:
+                return StepWritten(inserted)
+            leased = worker_owns(chat.status, chat.generation, chat.worker_id, mine=generation, me=worker_id, kind=WriteKind.LEASE)
+            return StepWritten(inserted, steered=leased and await machine.has_steered(conn, chat_id))
         stored = await insert_actions(conn, chat, actions, now)
         t = plan_request_actions(chat.status)
         if t is None:

@@ -265,6 +265,10 @@ class Workers:
                     await running.unsubscribe()
 
     def _on_chat_note(self, turn: ChatTurn, payload: dict[str, Any]) -> None:
+        if turn.settled:
+            # The turn is over; this is most likely its own `waiting`, whose re-read of the chat
+            # cost ~8% of a one-step turn's CPU for nothing.
+            return
         if payload.get("reconnected"):
             # Notifications were lost while the pubsub reconnected: ask the database instead.
             self._check_ownership(turn)

@@ -41,21 +41,25 @@ class StoreSink:
         self.model_config_id = model_config_id
         # The turn generation this turn acquired the chat with: every write is fenced by it.
         self.generation = generation
+        # False when the last step's own transaction found no steered message waiting: the next
+        # `take_steered` then returns at once instead of opening a write transaction.
+        self._steered_waiting = True
 
     async def publish_part(self, role: Role, part: Part) -> None:
         self.hub.publish_part(self.chat_id, role, part)
 
     async def _write(
         self, new: list[NewMessage], *, ends_tool_calls: bool = True, actions: list[NewAction] | None = None,
-        resolves: list[uuid.UUID] | None = None,
+        resolves: list[uuid.UUID] | None = None, peek_steered: bool = False,
     ) -> None:
         try:
             written = await turns.persist_step(
                 self.db, self.clock.now(), self.chat_id, self.worker_id, self.generation, new, ends_tool_calls=ends_tool_calls,
-                actions=actions or (), resolves=resolves or (),
+                actions=actions or (), resolves=resolves or (), peek_steered=peek_steered,
             )
         except LostOwnership as exc:
             raise Interrupted(str(exc)) from exc
+        self._steered_waiting = written.steered
         # The parts of this step are a message now; a late subscriber must not get both.
         self.hub.clear_parts(self.chat_id)
         await self.hub.publish_messages(self.chat_id, written.messages)
@@ -78,7 +82,7 @@ class StoreSink:
                 )
             )
         new += [NewMessage(Role.TOOL, [r], model_config_id=self.model_config_id) for r in step.tool_results]
-        await self._write(new, actions=step.actions, resolves=step.resolves)
+        await self._write(new, actions=step.actions, resolves=step.resolves, peek_steered=step.steer_next)
 
     async def on_retry(self, attempt: int, delay_s: float, error: RetryDecision) -> None:
         from chatd.loop import describe
@@ -91,6 +95,11 @@ class StoreSink:
         )
 
     async def take_steered(self) -> list[PromptMessage]:
+        if not self._steered_waiting:
+            # The step's transaction just found none: nothing to move. (A steer committed since
+            # is picked up at the next boundary, as one arriving a moment later would be.)
+            self._steered_waiting = True
+            return []
         msgs, _queue = await turns.take_steered(self.db, self.clock.now(), self.chat_id, self.worker_id, self.generation)
         if not msgs:
             return []

@@ -121,6 +121,9 @@ class ChatTurn:
         self.worker_id = worker_id
         self.control = TurnControl()
         self.background: set[asyncio.Task[Any]] = set()
+        # The chat's status was settled (or the turn found itself fenced off): nothing left to
+        # interrupt, so the worker ignores the status notifications that follow, its own included.
+        self.settled = False
         # Set once the model and owner are loaded, so turn-end hooks also run after an error.
         self.ctx: TurnContext | None = None
         # The turn's hold on the shared provider client, from the moment the model is resolved.
@@ -185,6 +188,7 @@ class ChatTurn:
         # The end of a turn must be written even when a shutdown cancels us meanwhile.
         with tracing.span("chatd.finish_turn", {"chatd.turn.end": end.value}):
             res = await asyncio.shield(self._settle(end, error))
+        self.settled = True
         if not res.applied:
             # Fenced off: a newer turn holds the chat. If it runs here, the buffer is its own.
             if not (res.chat.status is ChatStatus.RUNNING and res.chat.worker_id == self.worker_id):
