@@ -178,8 +178,10 @@ def chat(
     reasoning: Annotated[bool, typer.Option("--reasoning/--no-reasoning", help="Show the model's reasoning.")] = True,
 ) -> None:
     """Chat with a running server: start a chat (or send to --chat) and show its stream live until
-    the agent is done. Exit status 1 when the turn ends in an error. Without a message: an
-    interactive session (type to send or queue, /steer, /interrupt or Ctrl-C, /quit or Ctrl-D)."""
+    the agent is done. Exit status 1 when the turn ends in an error, 3 when the chat waits for an
+    answer (a question, an approval: answer it in a session or the web UI). Without a message: an
+    interactive session (type to send or queue, /steer, /interrupt or Ctrl-C, /quit or Ctrl-D) that
+    also asks for the answers a chat waits for."""
     from rich.console import Console as StdoutConsole
 
     from chatd.client import ChatdClient, ChatView, ClientError
@@ -232,6 +234,9 @@ def chat(
         raise typer.Exit(130) from None
     if status == "error":
         raise typer.Exit(1)
+    if status == "requires_action":
+        console.print(f"[dim]chat {following['id']} waits for an answer: chatd chat --chat {following['id']}[/dim]")
+        raise typer.Exit(3)
 
 
 mcp_app = typer.Typer(no_args_is_help=True, help="MCP client tools.")

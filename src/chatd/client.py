@@ -22,7 +22,8 @@ from chatd.errors import ChatdError
 __all__ = ["ChatView", "ChatdClient", "ClientError", "SseEvent"]
 
 # The statuses at which a turn is over for someone waiting on it (SPEC §2).
-DONE = frozenset({"waiting", "error"})
+# Statuses where a turn is over: idle, failed, or stopped for an answer (human in the loop).
+DONE = frozenset({"waiting", "error", "requires_action"})
 
 
 class ClientError(ChatdError):
@@ -327,3 +328,20 @@ class ChatView:
         self._end()
         if chat.get("status") == "error":
             self._line(f"[red]✗ {escape(chat.get('last_error') or 'the turn failed')}[/red]")
+        for action in chat.get("pending_actions") or []:
+            self._line(f"[yellow]? {escape(describe_action(action))}[/yellow]")
+
+
+def describe_action(action: dict[str, Any]) -> str:
+    """One line for what a chat waits for (docs/api.md, "Human in the loop")."""
+    kind, tool = action.get("kind"), action.get("tool_name", "?")
+    args = _short(action.get("args") or {}, 300)
+    if kind == "question":
+        options = "  ".join(f"{i}) {o}" for i, o in enumerate(action.get("options") or [], 1))
+        return f"{action.get('message') or 'A question'}   {options}".rstrip()
+    if kind == "tool_approval":
+        server = f" on {action['server']}" if action.get("server") else ""
+        return f"Run {tool}{server}? {args}"
+    if kind == "client_tool":
+        return f"Waiting for the chat's client to run {tool} {args}"
+    return f"{action.get('message') or (action.get('server') or 'A server') + ' asks for input'}"

@@ -6,6 +6,12 @@ the running turn at its next tool boundary, `/interrupt` or Ctrl-C stops the tur
 answer is kept), `/quit` or Ctrl-D leaves (the chat goes on on the server). Typed lines are kept
 in a history file (up/down arrows, with readline).
 
+When the chat stops for an answer (`requires_action`), the session asks for each pending action
+in turn: a question takes an option's number or any text, a tool call y(es) / n(o) / a(lways in
+this chat) or edited JSON arguments; then the answer resumes the chat and its stream is followed
+again. A client-side tool is the chat's client's to answer: the session says so and goes back to
+the prompt.
+
 Input is read on a thread of its own, so typing never waits for the stream and the stream never
 waits for typing; lines reach the event loop through a queue."""
 
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import threading
@@ -100,6 +107,8 @@ class Session:
         self.interactive = interactive
         self.lines: asyncio.Queue[str | None] = asyncio.Queue()
         self.interrupts = asyncio.Event()
+        # The newest message shown: a resumed turn is followed from there.
+        self.last_id = 0
 
     # --- input -------------------------------------------------------------------------------
 
@@ -178,6 +187,9 @@ class Session:
                 for message in await self.client.messages(self.chat_id):
                     view.message(message)
                 view.finished(chat)
+                self.last_id = view.last_id
+                if chat.get("status") == "requires_action" and await self._answer_and_follow(chat) == "quit":
+                    return 0
         while True:
             self._prompt()
             self.interrupts.clear()
@@ -246,12 +258,56 @@ class Session:
         assert self.chat_id is not None
         view = MarkdownView(self.console, reasoning=self.reasoning)
         while True:
-            outcome, sent = await self._follow_once(self.chat_id, view, after)
-            if outcome == "quit" or not sent:
+            outcome, sent, chat = await self._follow_once(self.chat_id, view, after)
+            self.last_id = max(self.last_id, view.last_id)
+            if outcome == "quit":
+                return outcome
+            if chat is not None and chat.get("status") == "requires_action":
+                return await self._answer_and_follow(chat)
+            if not sent:
                 return outcome
             after = max(after, view.last_id)
 
-    async def _follow_once(self, chat_id: str, view: MarkdownView, after: int) -> tuple[str, bool]:
+    # --- human in the loop -------------------------------------------------------------------
+
+    async def _answer_and_follow(self, chat: dict[str, Any]) -> str:
+        """Ask for each pending action; once the chat resumes, follow its turn (which may stop
+        for answers again). Returns "quit" when the user left."""
+        outcome = await self._answer(chat)
+        if outcome != "answered":
+            return outcome
+        return await self._follow(self.last_id)
+
+    async def _answer(self, chat: dict[str, Any]) -> str:
+        """"answered" when the chat resumes, "prompt" when it still waits (for a client), "quit"."""
+        assert self.chat_id is not None
+        for action in chat.get("pending_actions") or []:
+            if action.get("kind") == "client_tool":
+                self.console.print("[dim]the chat's client answers this; a message you type is queued behind it[/dim]")
+                return "prompt"
+            while True:
+                self.console.print(f"[dim]{escape(_how_to_answer(action))}[/dim]")
+                if self.interactive:
+                    self.console.print("[bold]answer ›[/bold] ", end="")
+                line = await self._next_line()
+                if line is None or line.strip() in ("/quit", "/exit"):
+                    return "quit"
+                try:
+                    body = _answer_body(action, line.strip())
+                except ValueError as exc:
+                    self.console.print(f"[red]{escape(str(exc))}[/red]")
+                    continue
+                try:
+                    chat = await self.client.request("POST", f"/api/v1/chats/{self.chat_id}/actions/{action['id']}", json=body)
+                except ClientError as exc:
+                    self.console.print(f"[red]error:[/red] {escape(exc.message)}")
+                    if exc.status == 409:
+                        break  # answered elsewhere meanwhile
+                    continue
+                break
+        return "answered" if chat.get("status") != "requires_action" else "prompt"
+
+    async def _follow_once(self, chat_id: str, view: MarkdownView, after: int) -> tuple[str, bool, dict[str, Any] | None]:
         follow = asyncio.ensure_future(self.client.follow(chat_id, view, after))
         sent = False
         try:
@@ -268,14 +324,14 @@ class Session:
                     continue
                 line = get.result()
                 if line is None:
-                    return "quit", sent
+                    return "quit", sent, None
                 text = line.strip()
                 command, _, rest = text.partition(" ")
                 if not text:
                     continue
                 if command in ("/quit", "/exit"):
                     self.console.print(f"[dim]chat {escape(chat_id)} goes on on the server[/dim]")
-                    return "quit", sent
+                    return "quit", sent, None
                 if command == "/interrupt":
                     await self._interrupt(chat_id)
                 elif command == "/help":
@@ -292,13 +348,13 @@ class Session:
                         continue
                     sent = True
                     self.console.print(f"[dim]{'steering' if steer else 'queued'}: {escape(content)}[/dim]")
-            await follow
+            chat = await follow
         finally:
             if not follow.done():
                 follow.cancel()
                 with contextlib.suppress(asyncio.CancelledError, ClientError):
                     await follow
-        return "done", sent
+        return "done", sent, chat
 
     async def _interrupt(self, chat_id: str) -> None:
         try:
@@ -307,3 +363,51 @@ class Session:
             self.console.print(f"[red]error:[/red] {escape(exc.message)}")
             return
         self.console.print("[dim]interrupted[/dim]")
+
+
+def _how_to_answer(action: dict[str, Any]) -> str:
+    kind = action.get("kind")
+    if kind == "question":
+        return "answer with an option's number or your own words; /decline to not answer"
+    if kind == "tool_approval":
+        return "y to run it, n to deny, a to run it and allow it for the rest of this chat, or the arguments to run it with as JSON"
+    return "the answer as JSON, /decline or /cancel"
+
+
+def _answer_body(action: dict[str, Any], text: str) -> dict[str, Any]:
+    """What a typed line answers; ValueError (said to the user) when it answers nothing."""
+    kind = action.get("kind")
+    if text in ("/decline", "/cancel") and kind != "tool_approval":
+        return {"decision": text[1:]}
+    if kind == "question":
+        options = action.get("options") or []
+        if text.isdigit() and 1 <= int(text) <= len(options):
+            return {"decision": "accept", "content": options[int(text) - 1]}
+        if not text:
+            raise ValueError("type an answer")
+        return {"decision": "accept", "content": text}
+    if kind == "tool_approval":
+        word = text.lower()
+        if word in ("y", "yes"):
+            return {"decision": "approve"}
+        if word in ("n", "no"):
+            return {"decision": "deny"}
+        if word in ("a", "always"):
+            return {"decision": "approve", "always_allow": True}
+        if text.startswith("{"):
+            args = json.loads(text) if _is_json(text) else None
+            if not isinstance(args, dict):
+                raise ValueError("the arguments must be one JSON object")
+            return {"decision": "approve", "args": args}
+        raise ValueError("y, n, a, or the arguments as JSON")
+    if not _is_json(text):
+        raise ValueError("the answer must be JSON")
+    return {"decision": "accept", "content": json.loads(text)}
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True

@@ -7,7 +7,9 @@ import asyncio
 
 from chatd.domain.chat import ChatStatus, Role
 from chatd.domain.parts import TextPart
+from chatd.domain.tools import ToolResult
 from tests.fakes.llm_server import Reply, ToolCall
+from tests.fakes.turn_doubles import FnTool
 from tests.worker.conftest import Gate, Rig
 from tests.worker.test_cli_chat import chatd_chat, finish, read_until, running
 
@@ -107,3 +109,60 @@ async def test_session_steers_the_running_turn_at_its_next_tool_call(rig: Rig) -
     (chat,) = await rig.app.service.list_chats(rig.people.alice.user, archived=None)
     users = [m.content for m in await rig.messages(chat.id) if m.role is Role.USER]
     assert users == [[TextPart(text="find it")], [TextPart(text="look in the attic")]]
+
+
+# --- human in the loop: the session asks for the answers a chat waits for -------------------------
+
+
+async def test_session_answers_a_question_with_an_options_number_and_follows_the_resumed_turn(rig: Rig) -> None:
+    question = {"question": "Which colour?", "options": ["red", "blue"]}
+    rig.llm.script(Reply(text="Let me ask.", tool_calls=[ToolCall("q1", "ask_user_question", question)]), Reply(text="Blue it is."))
+    async with running(rig) as url:
+        proc = await start(url, rig.people.alice.token)
+        assert proc.stdout is not None
+        await type_line(proc, "paint it")
+        seen = await read_until(proc.stdout, "option's number")
+        await type_line(proc, "2")
+        seen += await read_until(proc.stdout, "Blue it is.")
+        await type_line(proc, "/quit")
+        code, rest, err = await finish(proc)
+    assert code == 0, (seen, rest, err)
+    assert "? Which colour?   1) red  2) blue" in seen
+    (chat,) = await rig.app.service.list_chats(rig.people.alice.user, archived=None)
+    results = [p for m in await rig.messages(chat.id) if m.role is Role.TOOL for p in m.content]
+    assert [getattr(p, "result", None) for p in results] == [{"answer": "blue"}]
+
+
+async def test_session_approves_a_tool_call_with_edited_arguments(rig: Rig) -> None:
+    runs: list[dict[str, object]] = []
+
+    async def execute(args: dict[str, object], ctx: object) -> ToolResult:
+        runs.append(args)
+        return ToolResult({"ran": args})
+
+    rig.app.settings.workspace_tool_approval = "execute"
+    rig.tools = [FnTool("execute", execute)]  # type: ignore[arg-type]
+    rig.llm.script(Reply(tool_calls=[ToolCall("e1", "execute", {"x": 1})]), Reply(text="Ran it."))
+    async with running(rig) as url:
+        proc = await start(url, rig.people.alice.token)
+        assert proc.stdout is not None
+        await type_line(proc, "run it")
+        seen = await read_until(proc.stdout, "arguments to run it with")
+        await type_line(proc, "maybe")
+        seen += await read_until(proc.stdout, "y, n, a, or the arguments as JSON")
+        await type_line(proc, '{"x": 5}')
+        seen += await read_until(proc.stdout, "Ran it.")
+        proc.stdin.close()  # type: ignore[union-attr]
+        code, rest, err = await finish(proc)
+    assert code == 0, (seen, rest, err)
+    assert "? Run execute? {\"x\": 1}" in seen and runs == [{"x": 5}]
+
+
+async def test_a_one_shot_chat_that_waits_for_an_answer_says_so_and_exits_3(rig: Rig) -> None:
+    question = {"question": "Deploy now?", "options": ["yes", "no"]}
+    rig.llm.script(Reply(tool_calls=[ToolCall("q1", "ask_user_question", question)]))
+    async with running(rig) as url:
+        proc = await chatd_chat("--url", url, "deploy", token=rig.people.alice.token)
+        code, out, err = await finish(proc)
+    assert code == 3, (out, err)
+    assert "? Deploy now?   1) yes  2) no" in out and "waits for an answer: chatd chat --chat" in err
