@@ -298,6 +298,38 @@ async def test_an_interrupting_message_cancels_the_wait_and_runs_after_the_cance
     assert (await answer(client, rig, chat["id"], action["id"], decision="approve")).status_code == 409
 
 
+async def test_stop_ends_the_wait_and_a_queued_message_runs_next(rig: Rig, client: httpx.AsyncClient, gated: Counter) -> None:
+    chat, _ = await wait_for_approval(rig, client, {"x": 1})
+    await client.post(f"/api/v1/chats/{chat['id']}/messages", json={"content": "then this"}, headers=auth(rig))
+    r = await client.post(f"/api/v1/chats/{chat['id']}/interrupt", headers=auth(rig))
+    assert r.status_code == 200 and (r.json()["status"], r.json()["queued_count"]) == (ChatStatus.PENDING.value, 0), r.text
+    rig.llm.script(Reply(text="Ok."))
+    await rig.run()
+    kinds = [(m.role, getattr(m.content[0], "result", getattr(m.content[0], "text", None))) for m in await rig.messages(uuid.UUID(chat["id"]))]
+    assert kinds[-3:] == [(Role.TOOL, {"error": CANCELLED_BY_USER_TEXT}), (Role.USER, "then this"), (Role.ASSISTANT, "Ok.")]
+    assert gated.runs == []
+
+
+async def test_stop_without_a_queue_leaves_the_chat_waiting_and_sending_a_queued_message_now_cancels_first(
+    rig: Rig, client: httpx.AsyncClient, gated: Counter
+) -> None:
+    chat, _ = await wait_for_approval(rig, client, {"x": 1})
+    r = await client.post(f"/api/v1/chats/{chat['id']}/interrupt", headers=auth(rig))
+    assert (r.json()["status"], r.json()["pending_actions"]) == (ChatStatus.WAITING.value, [])
+    # Again, with "Send now" on a queued message.
+    rig.llm.script(Reply(text="Running it.", tool_calls=[ToolCall("e2", "execute", {"x": 2})]))
+    await client.post(f"/api/v1/chats/{chat['id']}/messages", json={"content": "try again"}, headers=auth(rig))
+    await rig.run()
+    queued = await client.post(f"/api/v1/chats/{chat['id']}/messages", json={"content": "no, stop"}, headers=auth(rig))
+    qid = queued.json()["queued_message"]["id"]
+    assert (await client.post(f"/api/v1/chats/{chat['id']}/queue/{qid}/promote", headers=auth(rig))).status_code == 200
+    rig.llm.script(Reply(text="Stopped."))
+    await rig.run()
+    tail = [(m.role, getattr(m.content[0], "result", getattr(m.content[0], "text", None))) for m in await rig.messages(uuid.UUID(chat["id"]))][-3:]
+    assert tail == [(Role.TOOL, {"error": CANCELLED_BY_USER_TEXT}), (Role.USER, "no, stop"), (Role.ASSISTANT, "Stopped.")]
+    assert gated.runs == []
+
+
 async def test_archiving_a_waiting_chat_cancels_its_actions(rig: Rig, client: httpx.AsyncClient, gated: Counter) -> None:
     chat, action = await wait_for_approval(rig, client, {"x": 1})
     assert (await client.post(f"/api/v1/chats/{chat['id']}/archive", headers=auth(rig))).status_code == 204

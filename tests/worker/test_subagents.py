@@ -19,6 +19,7 @@ from chatd.worker import Workers
 from chatd.worker.prompt import SUBAGENT_INSTRUCTION
 from chatd.worker.subagents import subagent_provider
 from tests.fakes.llm_server import Fault, Reply, ToolCall
+from tests.fakes.turn_doubles import echo_tool
 from tests.worker.conftest import Gate, Rig, collect
 
 AGENT_TOOLS = {"spawn_agent", "wait_agent", "message_agent", "close_agent", "list_agents"}
@@ -111,6 +112,22 @@ async def test_wait_agent_reports_a_failed_child_as_an_error(agents: Rig) -> Non
     await rig.run()
     waited = (await tool_results(rig, parent.id))[-1]
     assert waited.is_error and waited.result == {"chat_id": str(child.id), "status": "error", "error": failed.last_error}
+
+
+async def test_wait_agent_returns_when_the_child_waits_for_the_users_approval(agents: Rig) -> None:
+    rig = agents
+    rig.app.settings.workspace_tool_approval = "execute"
+    rig.tools = [echo_tool("execute")]
+    parent, child = await spawn(rig)
+    rig.llm.script(Reply(tool_calls=[ToolCall("e1", "execute", {"x": 1})]))
+    await rig.run()
+    assert (await rig.get(child.id)).status is ChatStatus.REQUIRES_ACTION
+    rig.llm.script(Reply(tool_calls=[ToolCall("w1", "wait_agent", {"chat_id": str(child.id)})]), Reply(text="it needs you"))
+    await say(rig, parent, "how is it going?")
+    await rig.run()
+    waited = (await tool_results(rig, parent.id))[-1]
+    assert waited.is_error and waited.result["status"] == "requires_action"
+    assert "waiting for the user to answer in its chat (tool_approval: execute)" in waited.result["error"]
 
 
 async def child_at_gate(rig: Rig, gate: Gate) -> tuple[Chat, Chat, Workers]:
