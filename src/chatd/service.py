@@ -15,7 +15,20 @@ from typing import Any
 
 from sqlalchemy import text
 
-from chatd.domain.actions import Answer, ClientTool, Decision, PendingAction
+from chatd.domain.actions import Answer, ClientTool
+from chatd.domain.changes import (
+    ActionsResolved,
+    Change,
+    ChatArchived,
+    ChatCreated,
+    ConfigChanged,
+    HistoryReplaced,
+    MessagesAdded,
+    QueueChanged,
+    StatusChanged,
+    WorkAvailable,
+    status_changes,
+)
 from chatd.domain.chat import (
     BusyBehavior,
     Chat,
@@ -59,7 +72,7 @@ from chatd.providers.config import ProviderConfig
 from chatd.providers.discovery import ProviderCheckFailed, list_models
 from chatd.providers.registry import deployment_keys, provider_spec
 from chatd.providers.wire import DiscoveredModel
-from chatd.pubsub.base import CONFIG_CHANNEL, PENDING_CHANNEL, PubSub, owner_channel
+from chatd.pubsub.base import PubSub
 from chatd.settings import Settings
 from chatd.store import actions as action_store
 from chatd.store import chats as chat_store
@@ -73,7 +86,8 @@ from chatd.store import workspaces as workspace_store
 from chatd.store.database import Database
 from chatd.store.secrets import SecretBox
 from chatd.store.stats import DatabaseStats, database_stats
-from chatd.streams.hub import Notification, StreamHub
+from chatd.streams.hub import StreamHub
+from chatd.streams.outbox import Outbox
 from chatd.streams.relay import encode
 from chatd.streams.watch import ChatChange, watch_owner
 
@@ -131,6 +145,8 @@ class ChatService:
         self.clock = clock
         # Read at each use: an operator's (or a test's) change applies to the next call.
         self.settings = settings
+        # Every change is announced through it, after the commit (`streams/outbox.py`).
+        self.outbox = Outbox(hub, pubsub)
         # OAuth2 of MCP servers: browser flow, single-flight refresh, client credentials. Its
         # `tokens_for` is the turn's token source.
         self.mcp_auth = McpAuthorization(mcp_oauth_store.SqlOAuthVault(db, box), clock)
@@ -199,7 +215,7 @@ class ChatService:
     async def _config_changed(self) -> None:
         """After committing a change to a provider, model config, MCP server or user: replicas
         drop their cached copies (worker/config_cache.py; a lost hint expires with the TTL)."""
-        await self.pubsub.publish(CONFIG_CHANNEL, {})
+        await self.outbox.publish([ConfigChanged()])
 
     # --- providers and models (admin) ---------------------------------------------------------
 
@@ -501,11 +517,11 @@ class ChatService:
             content=content, model_config_id=model_config_id, workspace_id=workspace_id, parent_chat_id=parent_chat_id,
             system_prompt=system_prompt, mcp_server_ids=ids, client_tools=client_tools or [],
         )
-        await self._chat_event(created.chat, "created")
-        await self.hub.publish_messages(created.chat.id, created.messages)
-        await self._status(created.chat)
-        await self._wake_workers()
-        return created.chat
+        chat = created.chat
+        await self.outbox.publish(
+            [ChatCreated(chat.id, chat.owner_id), *MessagesAdded.of(chat.id, created.messages), *status_changes(chat)]
+        )
+        return chat
 
     async def send_message(
         self,
@@ -525,21 +541,12 @@ class ChatService:
             self.db, self.clock.now(), chat_id=chat_id, sender_id=actor.id, content=content, busy_behavior=busy_behavior,
             model_config_id=model_config_id, mcp_server_ids=ids, max_queued=self.settings.max_queued_messages,
         )
-        await self.hub.publish_messages(chat_id, res.inserted)
-        note = Notification(
-            queue_update=res.queue_changed,
-            status=res.chat.status.value if res.status_changed else None,
-            generation=res.chat.generation,
-            resolved=_resolved(res.cancelled),
-        )
-        if note.queue_update or note.status or note.resolved:
-            await self.hub.notify(chat_id, note)
-        if res.status_changed:
-            await self._chat_event(res.chat, "status_change")
-            if res.chat.status is ChatStatus.PENDING:
-                await self._wake_workers()
-        elif res.queue_changed:
-            await self._chat_event(res.chat, "queue_change")
+        await self.outbox.publish([
+            *MessagesAdded.of(chat_id, res.inserted),
+            *(status_changes(res.chat) if res.status_changed else []),
+            *ActionsResolved.of(chat_id, res.cancelled),
+            *([QueueChanged(chat_id, res.chat.owner_id)] if res.queue_changed else []),
+        ])
         chat = await action_store.chat_with_actions(self.db, res.chat)
         return SendOutcome(chat, res.queued, res.message, res.queued_message)
 
@@ -549,60 +556,52 @@ class ChatService:
         await self._check_files(actor, content)
         res = await chat_store.edit_message(self.db, self.clock.now(), chat_id=chat_id, message_id=message_id, editor_id=actor.id, content=content)
         # Clients drop their history after the edit point and re-read (full refresh).
-        await self.hub.notify(
-            chat_id,
-            Notification(
-                full_refresh=True, queue_update=res.queue_cleared, status=res.chat.status.value, generation=res.chat.generation,
-                resolved=_resolved(res.cancelled),
-            ),
-        )
-        await self._chat_event(res.chat, "status_change")
-        await self._wake_workers()
+        await self.outbox.publish([
+            HistoryReplaced(chat_id),
+            *status_changes(res.chat),
+            *ActionsResolved.of(chat_id, res.cancelled),
+            *([QueueChanged(chat_id, res.chat.owner_id)] if res.queue_cleared else []),
+        ])
         return res.message, res.chat
 
     async def interrupt(self, actor: User, chat_id: uuid.UUID) -> Chat:
         await self.get_chat(actor, chat_id)
         res = await chat_store.interrupt_chat(self.db, self.clock.now(), chat_id)
-        await self.hub.publish_messages(chat_id, res.inserted)
-        if res.cancelled:
-            await self.hub.notify(chat_id, Notification(resolved=_resolved(res.cancelled), queue_update=res.chat.status is ChatStatus.PENDING))
-        if res.changed:
-            await self._status(res.chat)
-            await self._chat_event(res.chat, "status_change")
-            if res.chat.status is ChatStatus.PENDING:
-                await self._wake_workers()
+        await self.outbox.publish([
+            *MessagesAdded.of(chat_id, res.inserted),
+            *ActionsResolved.of(chat_id, res.cancelled),
+            # Cancelled actions with a backlog promote the oldest queued message.
+            *([QueueChanged(chat_id, res.chat.owner_id)] if res.cancelled and res.chat.status is ChatStatus.PENDING else []),
+            *(status_changes(res.chat) if res.changed else []),
+        ])
         return res.chat
 
     async def set_archived(self, actor: User, chat_id: uuid.UUID, archived: bool) -> None:
         await self.get_chat(actor, chat_id)
         res = await chat_store.set_archived(self.db, self.clock.now(), chat_id, archived)
+        changes: list[Change] = []
         for applied in res.settled:
-            await self.hub.publish_messages(applied.chat.id, applied.results)
-            await self.hub.notify(applied.chat.id, Notification(resolved=_resolved(applied.cancelled)))
+            changes += [*MessagesAdded.of(applied.chat.id, applied.results), *ActionsResolved.of(applied.chat.id, applied.cancelled)]
         for chat in res.chats:
-            await self._status(chat)
-            await self._chat_event(chat, "deleted" if archived else "created")
+            changes += [StatusChanged.of(chat), ChatArchived(chat.id, chat.owner_id, archived)]
+        await self.outbox.publish(changes)
 
     async def delete_queued(self, actor: User, chat_id: uuid.UUID, queued_id: int) -> None:
         await self.get_chat(actor, chat_id)
         res = await chat_store.delete_queued(self.db, self.clock.now(), chat_id, queued_id)
-        await self.hub.notify(chat_id, Notification(queue_update=True))
-        await self._chat_event(res.chat, "queue_change")
+        await self.outbox.publish([QueueChanged(chat_id, res.chat.owner_id)])
 
     async def promote_queued(self, actor: User, chat_id: uuid.UUID, queued_id: int) -> Message:
         await self.get_chat(actor, chat_id)
         res = await chat_store.promote_queued(self.db, self.clock.now(), chat_id, queued_id)
         assert res.message is not None
-        await self.hub.notify(
-            chat_id,
-            Notification(
-                after_message_id=min(m.id for m in [*res.results, res.message]) - 1, queue_update=True,
-                status=res.chat.status.value if res.status_changed else None, generation=res.chat.generation,
-                resolved=_resolved(res.cancelled),
-            ),
-        )
-        await self._chat_event(res.chat, "status_change" if res.status_changed else "queue_change")
-        await self._wake_workers()
+        await self.outbox.publish([
+            *MessagesAdded.of(chat_id, [*res.results, res.message]),
+            *([StatusChanged.of(res.chat)] if res.status_changed else []),
+            *ActionsResolved.of(chat_id, res.cancelled),
+            QueueChanged(chat_id, res.chat.owner_id),
+            WorkAvailable(),
+        ])
         return res.message
 
     async def answer_action(self, actor: User, chat_id: uuid.UUID, action_id: uuid.UUID, answer: Answer) -> Chat:
@@ -611,16 +610,10 @@ class ChatService:
         execution. The last answer makes the chat pending: a worker resumes it."""
         await self.get_chat(actor, chat_id)
         res = await action_store.answer_action(self.db, self.clock.now(), chat_id, action_id, answer, actor.id)
-        await self.hub.notify(
-            chat_id,
-            Notification(
-                resolved=[(str(res.action.id), answer.decision.value)],
-                status=res.chat.status.value if res.status_changed else None, generation=res.chat.generation,
-            ),
-        )
-        if res.status_changed:
-            await self._chat_event(res.chat, "status_change")
-            await self._wake_workers()
+        await self.outbox.publish([
+            *(status_changes(res.chat) if res.status_changed else []),
+            ActionsResolved(chat_id, ((str(res.action.id), answer.decision.value),)),
+        ])
         return await action_store.chat_with_actions(self.db, res.chat)
 
     async def list_messages(self, actor: User, chat_id: uuid.UUID, after_id: int) -> tuple[list[Message], list[QueuedMessage]]:
@@ -684,20 +677,6 @@ class ChatService:
             user_id = None
         await usage_store.set_limit(self.db, UsageLimit(scope, user_id, period, limit_micros), self.clock.now())
 
-    # --- publishing ---------------------------------------------------------------------------
-
-    async def _status(self, chat: Chat) -> None:
-        await self.hub.notify(
-            chat.id,
-            Notification(status=chat.status.value, generation=chat.generation, worker_id=str(chat.worker_id) if chat.worker_id else None),
-        )
-
-    async def _chat_event(self, chat: Chat, kind: str) -> None:
-        await self.pubsub.publish(owner_channel(chat.owner_id), {"k": kind, "c": str(chat.id)})
-
-    async def _wake_workers(self) -> None:
-        await self.pubsub.publish(PENDING_CHANNEL, {})
-
     # --- templates and workspaces ---------------------------------------------------------------
 
     async def list_templates(self, actor: User, *, include_deprecated: bool = False) -> list[Template]:
@@ -753,10 +732,6 @@ def _check_search(text: str) -> None:
         ok = "\x00" not in text
     if not ok:
         raise InvalidInput("The search text contains a NUL character or an unpaired surrogate.")
-
-
-def _resolved(actions: list[PendingAction]) -> list[tuple[str, str]]:
-    return [(str(a.id), (a.decision or Decision.CANCEL).value) for a in actions]
 
 
 _TOOL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")

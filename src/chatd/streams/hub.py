@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from chatd import metrics
-from chatd.domain.chat import ChatStatus, Message, Role, status_version
+from chatd.domain.chat import ChatStatus, Role, status_version
 from chatd.domain.events import (
     ActionRequiredEvent,
     ActionResolvedEvent,
@@ -199,13 +199,10 @@ class StreamHub:
     # --- publishing durable changes (after commit) ----------------------------------------
 
     async def notify(self, chat_id: uuid.UUID, note: Notification) -> None:
+        """The chat channel's transport; only `streams/outbox.py` publishes (tests inject notes)."""
         # Parts waiting to be merged were streamed before this change: they go first.
         self.flush_parts(chat_id)
         await self.pubsub.publish(chat_channel(chat_id), note.to_payload())
-
-    async def publish_messages(self, chat_id: uuid.UUID, msgs: list[Message]) -> None:
-        if msgs:
-            await self.notify(chat_id, Notification(after_message_id=min(m.id for m in msgs) - 1))
 
     # --- subscriber side -------------------------------------------------------------------
 

@@ -22,17 +22,17 @@ from chatd.errors import NotFound
 from chatd.pubsub.base import PubSub, owner_channel
 from chatd.store import chats as chat_store
 from chatd.store.database import Database
+from chatd.streams.outbox import read_owner_hint
 
 # A watch re-reads chats changed since its last sync point minus this margin: replicas' clocks
 # differ a little, and an event sent twice costs a client one re-render, a lost one a stale list.
 RESYNC_MARGIN = timedelta(seconds=5)
-WATCH_KINDS = ("created", "status_change", "title_change", "queue_change", "deleted")
 QUEUE = 256
 
 
 @dataclass(frozen=True, slots=True)
 class ChatChange:
-    kind: str  # one of WATCH_KINDS
+    kind: str  # one of outbox.WATCH_KINDS
     chat: Chat
 
 
@@ -97,19 +97,16 @@ async def watch_owner(db: Database, pubsub: PubSub, clock: Clock, owner_id: uuid
                     if kind is not None:
                         yield report(kind, chat)
                 since = mark - RESYNC_MARGIN
-            kind = payload.get("k")
-            try:
-                chat_id = uuid.UUID(str(payload.get("c")))
-            except ValueError:
+            hint = read_owner_hint(payload)
+            if hint is None:
                 continue  # the reconnect notice, or a payload of some other kind
-            if kind not in WATCH_KINDS:
-                continue
+            kind, chat_id = hint
             try:
                 chat = await chat_store.get_chat(db, chat_id)
             except NotFound:
                 continue
             if chat.owner_id == owner_id:
-                yield report(str(kind), chat)
+                yield report(kind, chat)
 
     try:
         yield changes()

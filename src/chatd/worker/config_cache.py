@@ -2,7 +2,7 @@
 servers), cached per replica.
 
 Each hit saves a read transaction per turn. An entry is dropped when a change is announced on
-`CONFIG_CHANNEL` (the service publishes after committing one) and in any case after `ttl`
+`CONFIG_CHANNEL` (the outbox publishes one after a change is committed) and in any case after `ttl`
 seconds: notifications are hints, so a lost one (or a change made by a path that does not
 announce it) costs at most `ttl` seconds of staleness, never a wrong value for longer.
 """

@@ -14,12 +14,13 @@ from typing import Any
 
 from chatd import logs, metrics
 from chatd.domain.actions import Decision
+from chatd.domain.changes import ActionsResolved, Change, StatusChanged, status_changes
 from chatd.domain.chat import Chat, ChatStatus
-from chatd.pubsub.base import PENDING_CHANNEL, chat_channel, owner_channel
+from chatd.pubsub.base import PENDING_CHANNEL, chat_channel
 from chatd.store import actions as action_store
 from chatd.store import chats as chat_store
 from chatd.store import replicas, turns
-from chatd.streams.hub import Notification
+from chatd.streams.notes import Notification
 from chatd.worker.turn import ChatTurn, TurnDeps
 
 log = logging.getLogger(__name__)
@@ -176,11 +177,9 @@ class Workers:
             await replicas.forget(d.db, dead)
         for chat in recovered:
             log.warning("recovered stale chat %s (worker stopped heartbeating)", chat.id)
-            await d.hub.notify(chat.id, Notification(status=chat.status.value, generation=chat.generation))
-            await d.pubsub.publish(owner_channel(chat.owner_id), {"k": "status_change", "c": str(chat.id)})
         if recovered:
             self._wake.set()
-            await d.pubsub.publish(PENDING_CHANNEL, {})
+        await d.outbox.publish([c for chat in recovered for c in status_changes(chat)])
         return recovered
 
     async def expire_actions_once(self) -> list[Chat]:
@@ -189,22 +188,17 @@ class Workers:
         sweeps; each chat is re-checked under its row lock, so an answer that came first wins."""
         d = self.deps
         resumed: list[Chat] = []
+        changes: list[Change] = []
         for expired in await action_store.expire_due(d.db, d.clock.now()):
             chat = expired.chat
             log.info("chat %s: %d pending action(s) passed their deadline", chat.id, len(expired.actions))
-            await d.hub.notify(
-                chat.id,
-                Notification(
-                    resolved=[(str(a.id), Decision.TIMEOUT.value) for a in expired.actions],
-                    status=chat.status.value if expired.status_changed else None, generation=chat.generation,
-                ),
-            )
             if expired.status_changed:
-                await d.pubsub.publish(owner_channel(chat.owner_id), {"k": "status_change", "c": str(chat.id)})
+                changes += status_changes(chat)
                 resumed.append(chat)
+            changes += ActionsResolved.of(chat.id, expired.actions, Decision.TIMEOUT)
         if resumed:
             self._wake.set()
-            await d.pubsub.publish(PENDING_CHANNEL, {})
+        await d.outbox.publish(changes)
         return resumed
 
     # --- one chat ----------------------------------------------------------------------------
@@ -240,8 +234,9 @@ class Workers:
             current = await chat_store.get_chat(d.db, chat.id)
             if not self._holds(current, turn):
                 turn.control.interrupt()
-            await d.hub.notify(chat.id, Notification(status=ChatStatus.RUNNING.value, generation=chat.generation, worker_id=str(self.worker_id)))
-            await d.pubsub.publish(owner_channel(chat.owner_id), {"k": "status_change", "c": str(chat.id)})
+            await d.outbox.publish(
+                [StatusChanged(chat.id, chat.owner_id, ChatStatus.RUNNING, chat.generation, worker_id=self.worker_id)]
+            )
             if self.on_started is not None:
                 self.on_started(turn)
             await turn.run()
@@ -334,7 +329,4 @@ class Workers:
             return
         d = self.deps
         released = await turns.release_chats(d.db, d.clock.now(), leases, self.worker_id)
-        for chat in released:
-            await d.hub.notify(chat.id, Notification(status=chat.status.value, generation=chat.generation))
-        if released:
-            await d.pubsub.publish(PENDING_CHANNEL, {})
+        await d.outbox.publish([c for chat in released for c in status_changes(chat)])

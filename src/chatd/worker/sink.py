@@ -4,11 +4,11 @@ compaction rows go to the store under the ownership check, and are announced aft
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from chatd.domain.actions import NewAction
-from chatd.domain.chat import NewMessage, Role, Visibility
+from chatd.domain.changes import ActionsRequested, MessagesAdded, QueueChanged, RetryScheduled
+from chatd.domain.chat import Chat, NewMessage, Role, Visibility
 from chatd.domain.clock import Clock
 from chatd.domain.parts import Part
 from chatd.loop import Compaction, Interrupted, PromptMessage, Step
@@ -16,7 +16,8 @@ from chatd.providers import RetryDecision
 from chatd.store import turns
 from chatd.store.database import Database
 from chatd.store.turns import LostOwnership
-from chatd.streams.hub import Notification, StreamHub
+from chatd.streams.hub import StreamHub
+from chatd.streams.outbox import Outbox
 
 
 class StoreSink:
@@ -24,23 +25,22 @@ class StoreSink:
         self,
         db: Database,
         hub: StreamHub,
+        outbox: Outbox,
         clock: Clock,
-        chat_id: uuid.UUID,
+        chat: Chat,
         worker_id: uuid.UUID,
         model_config_id: uuid.UUID,
-        generation: int,
-        on_queue_change: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.db = db
-        # Tells the owner's chat lists that the queue shrank (steered messages were taken).
-        self.on_queue_change = on_queue_change
         self.hub = hub
+        self.outbox = outbox
         self.clock = clock
-        self.chat_id = chat_id
+        self.chat_id = chat.id
+        self.owner_id = chat.owner_id
         self.worker_id = worker_id
         self.model_config_id = model_config_id
         # The turn generation this turn acquired the chat with: every write is fenced by it.
-        self.generation = generation
+        self.generation = chat.generation
         # False when the last step's own transaction found no steered message waiting: the next
         # `take_steered` then returns at once instead of opening a write transaction.
         self._steered_waiting = True
@@ -62,10 +62,10 @@ class StoreSink:
         self._steered_waiting = written.steered
         # The parts of this step are a message now; a late subscriber must not get both.
         self.hub.clear_parts(self.chat_id)
-        await self.hub.publish_messages(self.chat_id, written.messages)
-        if written.actions:
-            # The status (`requires_action`) follows when the turn settles (`ChatTurn._finish`).
-            await self.hub.notify(self.chat_id, Notification(actions=True))
+        # With actions, the status (`requires_action`) follows when the turn settles.
+        await self.outbox.publish(
+            [*MessagesAdded.of(self.chat_id, written.messages), *([ActionsRequested(self.chat_id)] if written.actions else [])]
+        )
 
     async def persist_step(self, step: Step) -> None:
         new: list[NewMessage] = []
@@ -89,10 +89,7 @@ class StoreSink:
 
         self.hub.clear_parts(self.chat_id)
         at = self.clock.now() + timedelta(seconds=delay_s)
-        await self.hub.notify(
-            self.chat_id,
-            Notification(retry={"attempt": attempt, "delay_ms": int(delay_s * 1000), "error": describe(error)[:1000], "retrying_at": at.isoformat()}),
-        )
+        await self.outbox.publish([RetryScheduled(self.chat_id, attempt, int(delay_s * 1000), describe(error), at)])
 
     async def take_steered(self) -> list[PromptMessage]:
         if not self._steered_waiting:
@@ -103,10 +100,7 @@ class StoreSink:
         msgs, _queue = await turns.take_steered(self.db, self.clock.now(), self.chat_id, self.worker_id, self.generation)
         if not msgs:
             return []
-        await self.hub.publish_messages(self.chat_id, msgs)
-        await self.hub.notify(self.chat_id, Notification(queue_update=True))
-        if self.on_queue_change is not None:
-            await self.on_queue_change()
+        await self.outbox.publish([*MessagesAdded.of(self.chat_id, msgs), QueueChanged(self.chat_id, self.owner_id)])
         return [PromptMessage(m.role, list(m.content)) for m in msgs]
 
     async def persist_compaction(self, compaction: Compaction) -> None:

@@ -18,16 +18,28 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatd.domain.changes import (
+    ActionsResolved,
+    Change,
+    ChatArchived,
+    ChatCreated,
+    MessagesAdded,
+    QueueChanged,
+    StatusChanged,
+    status_changes,
+)
 from chatd.domain.chat import MAX_QUEUED_MESSAGES, BusyBehavior, Chat, ChatStatus, Role
 from chatd.domain.clock import Clock
 from chatd.domain.parts import TextPart, text_of
 from chatd.domain.titles import fallback_title
 from chatd.domain.tools import Tool, ToolContext, ToolResult
 from chatd.errors import ChatdError, NotFound
-from chatd.pubsub.base import PENDING_CHANNEL, PubSub, chat_channel, owner_channel
+from chatd.pubsub.base import PubSub, chat_channel
 from chatd.store import chats as chat_store
 from chatd.store.database import Database
-from chatd.streams.hub import Notification, StreamHub
+from chatd.streams.hub import StreamHub
+from chatd.streams.notes import Notification
+from chatd.streams.outbox import Outbox
 from chatd.worker.turn import ToolProvider, TurnContext
 
 DEFAULT_WAIT_SECONDS = 300.0  # REFERENCE §7.5
@@ -68,6 +80,10 @@ class SubAgents:
     model_config_id: uuid.UUID | None
     max_queued: int = MAX_QUEUED_MESSAGES
 
+    @property
+    def outbox(self) -> Outbox:
+        return Outbox(self.hub, self.pubsub)
+
     def tools(self) -> list[Tool]:
         wait_schema = _schema({"chat_id": _STR, "timeout_seconds": {"type": "number", "minimum": 0, "maximum": MAX_WAIT_SECONDS}}, ["chat_id"])
         busy = {"type": "string", "enum": ["queue", "interrupt", "steer"]}
@@ -103,10 +119,9 @@ class SubAgents:
         child = created.chat
         # Announced after commit, as ChatService.create_chat does; the pending wake-up lets any
         # replica's worker pick the child up at once.
-        await self.pubsub.publish(owner_channel(child.owner_id), {"k": "created", "c": str(child.id)})
-        await self.hub.publish_messages(child.id, created.messages)
-        await self.hub.notify(child.id, Notification(status=child.status.value, generation=child.generation))
-        await self.pubsub.publish(PENDING_CHANNEL, {})
+        await self.outbox.publish(
+            [ChatCreated(child.id, child.owner_id), *MessagesAdded.of(child.id, created.messages), *status_changes(child)]
+        )
         return ToolResult({"chat_id": str(child.id), "title": child.title, "status": child.status.value})
 
     async def wait_agent(self, args: dict[str, Any]) -> ToolResult:
@@ -160,18 +175,12 @@ class SubAgents:
             busy_behavior=BusyBehavior(raw), max_queued=self.max_queued,
         )  # fmt: skip
         # Announced as ChatService.send_message does.
-        await self.hub.publish_messages(child.id, res.inserted)
-        note = Notification(
-            queue_update=res.queue_changed, status=res.chat.status.value if res.status_changed else None, generation=res.chat.generation
-        )
-        if note.queue_update or note.status:
-            await self.hub.notify(child.id, note)
-        if res.status_changed:
-            await self.pubsub.publish(owner_channel(res.chat.owner_id), {"k": "status_change", "c": str(child.id)})
-            if res.chat.status is ChatStatus.PENDING:
-                await self.pubsub.publish(PENDING_CHANNEL, {})
-        elif res.queue_changed:
-            await self.pubsub.publish(owner_channel(res.chat.owner_id), {"k": "queue_change", "c": str(child.id)})
+        await self.outbox.publish([
+            *MessagesAdded.of(child.id, res.inserted),
+            *(status_changes(res.chat) if res.status_changed else []),
+            *ActionsResolved.of(child.id, res.cancelled),
+            *([QueueChanged(child.id, res.chat.owner_id)] if res.queue_changed else []),
+        ])
         return ToolResult({"chat_id": str(child.id), "queued": res.queued, "status": res.chat.status.value})
 
     async def close_agent(self, args: dict[str, Any]) -> ToolResult:
@@ -179,12 +188,12 @@ class SubAgents:
         # Archiving stops a busy chat (-> waiting); the status notification interrupts its turn
         # on whichever replica runs it, and an archived chat promotes no queued message.
         archived = await chat_store.set_archived(self.db, self.clock.now(), child.id, True)
+        changes: list[Change] = []
         for applied in archived.settled:
-            await self.hub.publish_messages(applied.chat.id, applied.results)
-            await self.hub.notify(applied.chat.id, Notification(resolved=[(str(a.id), a.decision or "cancel") for a in applied.cancelled]))
+            changes += [*MessagesAdded.of(applied.chat.id, applied.results), *ActionsResolved.of(applied.chat.id, applied.cancelled)]
         for c in archived.chats:
-            await self.hub.notify(c.id, Notification(status=c.status.value, generation=c.generation))
-            await self.pubsub.publish(owner_channel(c.owner_id), {"k": "deleted", "c": str(c.id)})
+            changes += [StatusChanged.of(c), ChatArchived(c.id, c.owner_id)]
+        await self.outbox.publish(changes)
         return ToolResult({"chat_id": str(child.id), "closed": True})
 
     async def list_agents(self, args: dict[str, Any]) -> ToolResult:

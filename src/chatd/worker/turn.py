@@ -14,6 +14,13 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from chatd import tracing
+from chatd.domain.changes import (
+    MessagesAdded,
+    QueueChanged,
+    TitleChanged,
+    TurnFailed,
+    status_changes,
+)
 from chatd.domain.chat import Chat, ChatStatus, Role
 from chatd.domain.clock import Clock
 from chatd.domain.config import User
@@ -35,7 +42,7 @@ from chatd.loop import (
 from chatd.mcp import OAuthToken, connect_all, system_prompt_section
 from chatd.mcp.pool import McpPool
 from chatd.providers import ProviderClients, ProviderLease
-from chatd.pubsub.base import PENDING_CHANNEL, PubSub, owner_channel
+from chatd.pubsub.base import PubSub
 from chatd.settings import Settings
 from chatd.store import actions as action_store
 from chatd.store import chats as chat_store
@@ -45,7 +52,8 @@ from chatd.store import turns
 from chatd.store.database import Database, is_connection_error
 from chatd.store.secrets import SecretBox
 from chatd.store.turns import FinishResult, TurnEnd
-from chatd.streams.hub import Notification, StreamHub
+from chatd.streams.hub import StreamHub
+from chatd.streams.outbox import Outbox
 from chatd.tools.question import QUESTION_SECTION, AskUserQuestion
 from chatd.worker.approval import client_tools, gate_tools
 from chatd.worker.config_cache import ConfigCache
@@ -100,6 +108,11 @@ class TurnDeps:
     workspace_aware: bool = False
     # Injected by tests to control retry waits.
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    # Announces what the turns changed, after each commit (the only publisher).
+    outbox: Outbox = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.outbox = Outbox(self.hub, self.pubsub)
 
 
 def internal_error_text(exc: Exception) -> str:
@@ -195,19 +208,13 @@ class ChatTurn:
                 d.hub.stop_buffering(chat_id)
             return
         d.hub.stop_buffering(chat_id)
-        if error is not None and res.chat.status is ChatStatus.ERROR:
-            await d.hub.notify(chat_id, Notification(error=error))
-        if res.promoted is not None:
-            await d.hub.publish_messages(chat_id, [res.promoted])
-        if res.usage_limited is not None:
-            await d.hub.notify(chat_id, Notification(error=res.usage_limited.message))
-        await d.hub.notify(
-            chat_id,
-            Notification(status=res.chat.status.value, generation=res.chat.generation, queue_update=res.queue_changed),
-        )
-        await d.pubsub.publish(owner_channel(res.chat.owner_id), {"k": "status_change", "c": str(chat_id)})
-        if res.chat.status is ChatStatus.PENDING:
-            await d.pubsub.publish(PENDING_CHANNEL, {})
+        await d.outbox.publish([
+            *([TurnFailed(chat_id, error)] if error is not None and res.chat.status is ChatStatus.ERROR else []),
+            *MessagesAdded.of(chat_id, [res.promoted] if res.promoted is not None else []),
+            *([TurnFailed(chat_id, res.usage_limited.message)] if res.usage_limited is not None else []),
+            *status_changes(res.chat),
+            *([QueueChanged(chat_id, res.chat.owner_id)] if res.queue_changed else []),
+        ])
         if ctx is not None and end not in (TurnEnd.SHUTDOWN, TurnEnd.DATABASE_LOST):
             for hook in d.end_hooks:
                 try:
@@ -279,12 +286,7 @@ class ChatTurn:
                 mcp_section = ""
             sections.append(mcp_section)
             prompt = build_prompt(rows, sections, replace_workspace_note=d.workspace_aware)
-            lists = owner_channel(chat.owner_id)
-            queue_note = {"k": "queue_change", "c": str(chat.id)}
-            sink = StoreSink(
-                d.db, d.hub, d.clock, chat.id, self.worker_id, model.config.id, chat.generation,
-                on_queue_change=lambda: d.pubsub.publish(lists, queue_note),
-            )  # fmt: skip
+            sink = StoreSink(d.db, d.hub, d.outbox, d.clock, chat, self.worker_id, model.config.id)
             options = TurnOptions(
                 chat_id=chat.id,
                 owner_id=chat.owner_id,
@@ -406,7 +408,7 @@ class ChatTurn:
             if not title:
                 return
             await chat_store.update_title(d.db, d.clock.now(), chat.id, title)
-            await d.pubsub.publish(owner_channel(chat.owner_id), {"k": "title_change", "c": str(chat.id)})
+            await d.outbox.publish([TitleChanged(chat.id, chat.owner_id)])
         except Exception:
             log.info("title generation for chat %s failed", chat.id, exc_info=True)
 

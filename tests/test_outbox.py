@@ -1,0 +1,122 @@
+"""One outbox (issue 10, item 1): use cases name what changed (`domain/changes.py`), and only
+`streams/outbox.py` turns that into channels and payloads, after the commit."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chatd.domain.changes import (
+    ActionsResolved,
+    ChatArchived,
+    ChatCreated,
+    ConfigChanged,
+    MessagesAdded,
+    QueueChanged,
+    RetryScheduled,
+    StatusChanged,
+    TitleChanged,
+    TurnFailed,
+    WorkAvailable,
+)
+from chatd.domain.chat import ChatStatus
+from chatd.pubsub.base import CONFIG_CHANNEL, PENDING_CHANNEL, chat_channel, owner_channel
+from chatd.streams.notes import Notification
+from chatd.streams.outbox import Outbox, read_owner_hint
+
+CHAT, OWNER = uuid.uuid4(), uuid.uuid4()
+SRC = Path(__file__).parent.parent / "src" / "chatd"
+
+
+class Recorder:
+    """Stands in for the hub (its `notify`) and the pubsub: what was published, in order."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    async def notify(self, chat_id: uuid.UUID, note: Notification) -> None:
+        self.sent.append((chat_channel(chat_id), note.to_payload()))
+
+    async def publish(self, channel: str, payload: dict[str, Any]) -> None:
+        self.sent.append((channel, payload))
+
+
+@pytest.fixture
+def sent() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def outbox(sent: Recorder) -> Outbox:
+    return Outbox(sent, sent)  # type: ignore[arg-type]
+
+
+def status(s: ChatStatus, generation: int = 3) -> StatusChanged:
+    return StatusChanged(CHAT, OWNER, s, generation)
+
+
+async def test_a_send_is_one_notification_one_list_hint_and_one_wake_up(outbox: Outbox, sent: Recorder) -> None:
+    await outbox.publish([
+        MessagesAdded(CHAT, 41), status(ChatStatus.PENDING), ActionsResolved(CHAT, (("a1", "cancel"),)),
+        QueueChanged(CHAT, OWNER), WorkAvailable(),
+    ])
+    assert sent.sent == [
+        (chat_channel(CHAT), {"a": 41, "s": "pending", "g": 3, "q": 1, "xr": [["a1", "cancel"]]}),
+        (owner_channel(OWNER), {"k": "status_change", "c": str(CHAT)}),
+        (PENDING_CHANNEL, {}),
+    ]
+
+
+async def test_changes_a_subscriber_reads_in_another_order_travel_separately(outbox: Outbox, sent: Recorder) -> None:
+    # The end of a turn: the error first, then the promoted message, a limit's error, the status.
+    await outbox.publish([
+        TurnFailed(CHAT, "boom"), MessagesAdded(CHAT, 9), TurnFailed(CHAT, "limit"), status(ChatStatus.PENDING),
+        QueueChanged(CHAT, OWNER),
+    ])
+    assert [payload for channel, payload in sent.sent if channel == chat_channel(CHAT)] == [
+        {"e": "boom"}, {"a": 9, "e": "limit"}, {"s": "pending", "g": 3, "q": 1},
+    ]
+
+
+async def test_the_owner_hears_once_per_chat_with_the_most_telling_kind(outbox: Outbox, sent: Recorder) -> None:
+    other = uuid.uuid4()
+    await outbox.publish([
+        status(ChatStatus.WAITING), ChatArchived(CHAT, OWNER), QueueChanged(other, OWNER), TitleChanged(other, OWNER),
+        ChatCreated(uuid.uuid4(), OWNER),
+    ])
+    hints = [read_owner_hint(p) for c, p in sent.sent if c == owner_channel(OWNER)]
+    assert [h[0] for h in hints if h] == ["deleted", "title_change", "created"]
+
+
+async def test_retries_and_configuration_changes(outbox: Outbox, sent: Recorder) -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    await outbox.publish([RetryScheduled(CHAT, 2, 1500, "x" * 2000, at), ConfigChanged(), ConfigChanged()])
+    assert sent.sent == [
+        (chat_channel(CHAT), {"r": {"attempt": 2, "delay_ms": 1500, "error": "x" * 1000, "retrying_at": at.isoformat()}}),
+        (CONFIG_CHANNEL, {}),
+    ]
+
+
+def test_an_owner_payload_of_another_kind_is_not_a_hint() -> None:
+    assert read_owner_hint({"reconnected": True}) is None
+    assert read_owner_hint({"k": "exploded", "c": str(CHAT)}) is None
+    assert read_owner_hint({"k": "created", "c": "not-a-uuid"}) is None
+    assert read_owner_hint({"k": "created", "c": str(CHAT)}) == ("created", CHAT)
+
+
+def test_no_module_but_the_outbox_publishes_notifications() -> None:
+    """The hub's `notify` is the chat channel's transport and the pubsub the others': outside the
+    outbox (and the hub and pubsub themselves), nothing calls them."""
+    allowed = {SRC / "streams" / "outbox.py", SRC / "streams" / "hub.py", *(SRC / "pubsub").glob("*.py")}
+    publishing = re.compile(r"\.notify\(|pubsub\.publish\(|\bNotification\(")
+    found = [
+        f"{path.relative_to(SRC)}:{n}: {line.strip()}"
+        for path in SRC.rglob("*.py") if path not in allowed
+        for n, line in enumerate(path.read_text().splitlines(), 1) if publishing.search(line)
+    ]
+    assert found == []
