@@ -127,6 +127,13 @@ class ConfigChanged:
     """A provider, model config, MCP server or user changed: replicas drop their cached copies."""
 
 
+@dataclass(frozen=True, slots=True)
+class McpServerReachable:
+    """An MCP server answered a check: replicas that remember it failing try it again at once."""
+
+    server_id: uuid.UUID
+
+
 Change = (
     MessagesAdded
     | HistoryReplaced
@@ -141,6 +148,7 @@ Change = (
     | TitleChanged
     | WorkAvailable
     | ConfigChanged
+    | McpServerReachable
 )
 
 

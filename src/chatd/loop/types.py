@@ -179,6 +179,8 @@ class TurnOptions:
     # Answered actions of the last persisted step: the turn turns them into the calls' results
     # (running approved tools) before it calls the model.
     resume: Sequence[PendingAction] = ()
+    # Why a tool the model called is not there (its MCP server is down this turn), if known.
+    explain_missing_tool: Callable[[str], str | None] | None = None
 
 
 OutcomeReason = Literal["completed", "interrupted", "lost_ownership", "max_steps", "requires_action"]
