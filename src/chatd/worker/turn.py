@@ -56,6 +56,7 @@ from chatd.streams.hub import StreamHub
 from chatd.streams.outbox import Outbox
 from chatd.tools.question import QUESTION_SECTION, AskUserQuestion
 from chatd.worker.approval import client_tools, gate_tools
+from chatd.worker.asking import InFlightAsker
 from chatd.worker.config_cache import ConfigCache
 from chatd.worker.journal import ToolJournal
 from chatd.worker.models import TurnModel, resolve_turn_model
@@ -306,6 +307,9 @@ class ChatTurn:
                 resume=answered,
                 # A call to a tool of a chat's server that is down or disabled says so.
                 explain_missing_tool=conns.explain_missing if conns is not None else None,
+                ask=InFlightAsker(
+                    d.db, d.hub, d.pubsub, d.clock, chat.id, self.worker_id, chat.generation, d.settings.mcp_elicitation_timeout
+                ),
             )
             # Non-idempotent calls are recorded before they run: at most once across crashes.
             journal = ToolJournal(d.db, d.clock, chat.id, self.worker_id, chat.generation)
