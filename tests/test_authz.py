@@ -175,10 +175,9 @@ MATRIX: dict[tuple[str, str], Rule] = {
 }
 
 # Not part of the matrix: /healthz and / need no token; the OAuth callback is reached by the
-# browser from the authorization server, authenticated by its single-use state, and the client
-# metadata document is fetched by authorization servers and holds no secret
+# browser from the authorization server, authenticated by its single-use state
 # (tests/mcp/test_mcp_oauth.py). /metrics needs an admin unless CHATD_METRICS_PUBLIC.
-UNGUARDED = {"/healthz", "/", "/api/v1/mcp-servers/oauth/callback", "/api/v1/mcp-servers/oauth/client-metadata.json"}
+UNGUARDED = {"/healthz", "/", "/api/v1/mcp-servers/oauth/callback"}
 
 BAD_AUTH = (
     "Bearer chatd_not-a-real-token",

@@ -114,7 +114,7 @@ async def build(settings: Settings, *, clock: Clock | None = None, run_migration
     service = ChatService(db, hub, pubsub, box, clock, settings)
     config = ConfigCache(db, box, pubsub, ttl=settings.config_cache_ttl)
     await config.start()
-    mcp_sessions = McpSessions(db, box, pubsub, settings, clock)
+    mcp_sessions = McpSessions(db, box, pubsub, settings)
     await mcp_sessions.start()
     app = App(
         settings, db, pubsub, hub, service, box, clock, internal_token=token, relay=relay,

@@ -106,9 +106,6 @@ class Settings(BaseSettings):
     mcp_stdio_connect_timeout: float = 60.0
     mcp_call_timeout: float = 60.0
     mcp_max_result_chars: int = 100_000
-    # Seconds a call whose MCP server asks the user for input (elicitation) waits for the answer
-    # (its call timeout is paused meanwhile); then the server gets `cancel`.
-    mcp_elicitation_timeout: float = Field(default=600.0, gt=0)
     # Warm sessions (chatd.mcp.pool): an idle connection (a stdio process) closes after
     # mcp_idle_timeout; one idle for mcp_health_check_after is pinged before a turn uses it; a
     # server that failed is retried after mcp_retry_initial, doubling up to mcp_retry_max.

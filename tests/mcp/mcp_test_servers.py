@@ -12,16 +12,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 
 import anyio
 import mcp_types as types
 import uvicorn
-from mcp.server.elicitation import AcceptedElicitation, ElicitationResult
 from mcp.server.lowlevel import Server
-from mcp.server.mcpserver import Context, MCPServer, Resolve
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.server.mcpserver.resolve import Elicit
 from mcp.server.mcpserver.utilities.types import Image
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel
@@ -37,16 +35,6 @@ INSTRUCTIONS = "Use echo to repeat things back."
 class Weather(BaseModel):
     city: str
     celsius: float
-
-
-class Contact(BaseModel):
-    name: str
-    team: str = "platform"
-
-
-def ask_contact() -> Elicit[Contact]:
-    """The `register` tool's question (a resolver: the SDK asks in the protocol era it speaks)."""
-    return Elicit("Who is registering?", Contact)
 
 
 @dataclass
@@ -92,22 +80,6 @@ def build_server(
         state.calls.append("delete_note")
         state.deleted.append(key)
         return f"deleted {key}"
-
-    @srv.tool()
-    def register(contact: Annotated[ElicitationResult[Contact], Resolve(ask_contact)]) -> str:
-        """Register the user: asks them for a name (form elicitation; 2025-11-25 sends
-        elicitation/create mid-call, 2026-07-28 answers input_required and takes the retry)."""
-        state.calls.append("register")
-        if isinstance(contact, AcceptedElicitation):
-            return f"registered {contact.data.name} in {contact.data.team}"
-        return f"not registered: {contact.action}"
-
-    @srv.tool()
-    async def connect_account(ctx: Context) -> str:
-        """Asks the user to open a page (URL elicitation; 2025-11-25 sessions only)."""
-        state.calls.append("connect_account")
-        result = await ctx.elicit_url("Sign in to the account service", "https://accounts.example/connect", "e-1")
-        return f"connect: {result.action}"
 
     @srv.tool()
     def fail(message: str) -> str:
@@ -290,42 +262,6 @@ class SessionCounter:
             await send(message)
 
         await self.app(scope, receive, counting_send)
-
-
-class ScopeGate:
-    """ASGI middleware: tools/call needs more scope than any token has (403 insufficient_scope
-    naming `scope`, RFC 6750 §3.1); everything else passes."""
-
-    def __init__(self, app: ASGIApp, scope: str) -> None:
-        self.app = app
-        self.scope = scope
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        chunks: list[bytes] = []
-        more = True
-        while more:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        if b'"tools/call"' in body:
-            challenge = f'Bearer error="insufficient_scope", scope="{self.scope}"'.encode()
-            await send({"type": "http.response.start", "status": 403, "headers": [(b"www-authenticate", challenge), (b"content-type", b"text/plain")]})
-            await send({"type": "http.response.body", "body": b"insufficient scope"})
-            return
-        replayed = False
-
-        async def replay() -> Any:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
 
 
 async def failing_app(scope: Scope, receive: Receive, send: Send) -> None:

@@ -127,13 +127,6 @@ class ConfigChanged:
     """A provider, model config, MCP server or user changed: replicas drop their cached copies."""
 
 
-@dataclass(frozen=True, slots=True)
-class McpServerReachable:
-    """An MCP server answered a check: replicas that remember it failing try it again at once."""
-
-    server_id: uuid.UUID
-
-
 Change = (
     MessagesAdded
     | HistoryReplaced
@@ -148,7 +141,6 @@ Change = (
     | TitleChanged
     | WorkAvailable
     | ConfigChanged
-    | McpServerReachable
 )
 
 

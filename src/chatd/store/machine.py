@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from chatd.domain.actions import (
     CANCELLED_AFTER_ANSWER_TEXT,
     CANCELLED_BY_USER_TEXT,
-    ActionKind,
     ActionState,
     Decision,
     PendingAction,
@@ -152,9 +151,7 @@ async def settle_actions(
         .values(state=ActionState.CANCELLED.value, decision=Decision.CANCEL.value, resolved_at=now)
     )
     cancelled = [replace(a, state=ActionState.CANCELLED, decision=Decision.CANCEL, resolved_at=now) for a in found]
-    # An elicitation is asked during a call: the call's own result (or the fence) answers it.
-    found = [a for a in found if a.kind is not ActionKind.ELICITATION]
-    if fate is ActionsFate.DROP or not found:
+    if fate is ActionsFate.DROP:
         return cancelled, []
     new = [
         NewMessage(

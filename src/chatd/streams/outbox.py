@@ -22,7 +22,6 @@ from chatd.domain.changes import (
     ChatCreated,
     ConfigChanged,
     HistoryReplaced,
-    McpServerReachable,
     MessagesAdded,
     QueueChanged,
     RetryScheduled,
@@ -31,7 +30,7 @@ from chatd.domain.changes import (
     TurnFailed,
     WorkAvailable,
 )
-from chatd.pubsub.base import CONFIG_CHANNEL, MCP_CHANNEL, PENDING_CHANNEL, PubSub, owner_channel
+from chatd.pubsub.base import CONFIG_CHANNEL, PENDING_CHANNEL, PubSub, owner_channel
 from chatd.streams.hub import StreamHub
 from chatd.streams.notes import Notification
 
@@ -121,7 +120,7 @@ def _owner_kind(change: Change) -> tuple[uuid.UUID, uuid.UUID, str] | None:
             return owner_id, chat_id, "queue_change"
         case (
             MessagesAdded() | HistoryReplaced() | ActionsRequested() | ActionsResolved() | RetryScheduled() | TurnFailed()
-            | WorkAvailable() | ConfigChanged() | McpServerReachable()
+            | WorkAvailable() | ConfigChanged()
         ):
             return None
         case other:
@@ -139,7 +138,6 @@ class Outbox:
         open_: _Open | None = None
         hints: dict[tuple[uuid.UUID, uuid.UUID], str] = {}
         wake = config = False
-        reachable: list[uuid.UUID] = []
         for change in changes:
             if isinstance(change, _STREAM):
                 rank = _RANK[type(change)]
@@ -156,8 +154,6 @@ class Outbox:
                     hints[(owner_id, chat_id)] = kind
             wake = wake or isinstance(change, WorkAvailable)
             config = config or isinstance(change, ConfigChanged)
-            if isinstance(change, McpServerReachable):
-                reachable.append(change.server_id)
         if open_ is not None:
             await self.hub.notify(open_.chat_id, open_.note)
         for (owner_id, chat_id), kind in hints.items():
@@ -166,5 +162,3 @@ class Outbox:
             await self.pubsub.publish(PENDING_CHANNEL, {})
         if config:
             await self.pubsub.publish(CONFIG_CHANNEL, {})
-        for server_id in reachable:
-            await self.pubsub.publish(MCP_CHANNEL, {"reachable": str(server_id)})

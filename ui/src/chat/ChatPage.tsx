@@ -242,7 +242,7 @@ export function ChatPage({ params }: RouteProps) {
         </div>
       )}
       {status === "pending" && s.live.length === 0 && <p class="muted" role="status">Waiting for a worker…</p>}
-      {s.actions.length > 0 && <PendingActions actions={s.actions} onAnswer={answerAction} />}
+      {status === "requires_action" && <PendingActions actions={s.actions} onAnswer={answerAction} />}
       {s.queue.length > 0 && (
         <section class="queue" aria-labelledby="queue-h">
           <h2 id="queue-h">Queued ({s.queue.length})</h2>
