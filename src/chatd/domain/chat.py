@@ -190,7 +190,9 @@ def plan_archive(status: ChatStatus) -> Transition:
     cancels the pending actions of a chat waiting for answers."""
     if status is ChatStatus.REQUIRES_ACTION:
         return Transition(ChatStatus.WAITING, advance=True, release=True, actions=ActionsFate.CANCEL)
-    return Transition(ChatStatus.WAITING, release=True) if status.busy else NOTHING
+    # A pending chat may hold answered actions whose results its next turn was to produce: they
+    # get their results now, or a later message would follow the calls without them.
+    return Transition(ChatStatus.WAITING, release=True, actions=ActionsFate.CANCEL) if status.busy else NOTHING
 
 
 def plan_acquire(status: ChatStatus) -> Transition | None:
