@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from datetime import UTC, datetime
@@ -11,11 +12,14 @@ from typing import Any
 
 import pytest
 
+from chatd.api.schemas import event_json
 from chatd.domain.changes import (
+    ActionsRequested,
     ActionsResolved,
     ChatArchived,
     ChatCreated,
     ConfigChanged,
+    HistoryReplaced,
     MessagesAdded,
     QueueChanged,
     RetryScheduled,
@@ -26,7 +30,7 @@ from chatd.domain.changes import (
 )
 from chatd.domain.chat import ChatStatus
 from chatd.pubsub.base import CONFIG_CHANNEL, PENDING_CHANNEL, chat_channel, owner_channel
-from chatd.streams.notes import Notification
+from chatd.streams.notes import Notification, _by_tag
 from chatd.streams.outbox import Outbox, read_owner_hint
 
 CHAT, OWNER = uuid.uuid4(), uuid.uuid4()
@@ -60,16 +64,22 @@ def status(s: ChatStatus, generation: int = 3) -> StatusChanged:
     return StatusChanged(CHAT, OWNER, s, generation)
 
 
+def notes(sent: Recorder) -> list[tuple[Any, ...]]:
+    """The chat channel's notifications, decoded as another replica decodes them."""
+    return [Notification.from_payload(json.loads(json.dumps(p))).changes for c, p in sent.sent if c == chat_channel(CHAT)]
+
+
 async def test_a_send_is_one_notification_one_list_hint_and_one_wake_up(outbox: Outbox, sent: Recorder) -> None:
-    await outbox.publish([
-        MessagesAdded(CHAT, 41), status(ChatStatus.PENDING), ActionsResolved(CHAT, (("a1", "cancel"),)),
-        QueueChanged(CHAT, OWNER), WorkAvailable(),
-    ])
-    assert sent.sent == [
-        (chat_channel(CHAT), {"a": 41, "s": "pending", "g": 3, "q": 1, "xr": [["a1", "cancel"]]}),
-        (owner_channel(OWNER), {"k": "status_change", "c": str(CHAT)}),
-        (PENDING_CHANNEL, {}),
+    action = str(uuid.uuid4())
+    changes = [
+        MessagesAdded(CHAT, 41), status(ChatStatus.PENDING), ActionsResolved(CHAT, ((action, "cancel"),)),
+        QueueChanged(CHAT, OWNER),
     ]
+    await outbox.publish([*changes, WorkAvailable()])
+    assert [c for c, _ in sent.sent] == [chat_channel(CHAT), owner_channel(OWNER), PENDING_CHANNEL]
+    assert notes(sent) == [tuple(changes)]
+    assert sent.sent[1][1] == {"k": "status_change", "c": str(CHAT)}
+    assert sent.sent[2][1] == {}
 
 
 async def test_changes_a_subscriber_reads_in_another_order_travel_separately(outbox: Outbox, sent: Recorder) -> None:
@@ -78,8 +88,9 @@ async def test_changes_a_subscriber_reads_in_another_order_travel_separately(out
         TurnFailed(CHAT, "boom"), MessagesAdded(CHAT, 9), TurnFailed(CHAT, "limit"), status(ChatStatus.PENDING),
         QueueChanged(CHAT, OWNER),
     ])
-    assert [payload for channel, payload in sent.sent if channel == chat_channel(CHAT)] == [
-        {"e": "boom"}, {"a": 9, "e": "limit"}, {"s": "pending", "g": 3, "q": 1},
+    assert notes(sent) == [
+        (TurnFailed(CHAT, "boom"),), (MessagesAdded(CHAT, 9), TurnFailed(CHAT, "limit")),
+        (status(ChatStatus.PENDING), QueueChanged(CHAT, OWNER)),
     ]
 
 
@@ -96,9 +107,38 @@ async def test_the_owner_hears_once_per_chat_with_the_most_telling_kind(outbox: 
 async def test_retries_and_configuration_changes(outbox: Outbox, sent: Recorder) -> None:
     at = datetime(2026, 1, 1, tzinfo=UTC)
     await outbox.publish([RetryScheduled(CHAT, 2, 1500, "x" * 2000, at), ConfigChanged(), ConfigChanged()])
-    assert sent.sent == [
-        (chat_channel(CHAT), {"r": {"attempt": 2, "delay_ms": 1500, "error": "x" * 1000, "retrying_at": at.isoformat()}}),
-        (CONFIG_CHANNEL, {}),
+    assert [c for c, _ in sent.sent] == [chat_channel(CHAT), CONFIG_CHANNEL]
+    assert notes(sent) == [(RetryScheduled(CHAT, 2, 1500, "x" * 1000, at),)]
+
+
+def test_every_stream_change_crosses_replicas_intact_and_an_unknown_one_is_skipped() -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    every = (
+        MessagesAdded(CHAT, 7), HistoryReplaced(CHAT), StatusChanged(CHAT, OWNER, ChatStatus.RUNNING, 4, uuid.uuid4()),
+        ActionsResolved(CHAT, ((str(uuid.uuid4()), "approve"),)), ActionsRequested(CHAT), QueueChanged(CHAT, OWNER),
+        RetryScheduled(CHAT, 1, 10, "e", at), TurnFailed(CHAT, "t"),
+    )
+    # Every stream change of domain/changes.py is here: a new one fails this until it is added.
+    assert {type(c) for c in every} == set(_by_tag().values())
+    payload = Notification(every).to_payload()
+    assert len(json.dumps(payload)) < 8000  # PostgreSQL's NOTIFY limit
+    assert Notification.from_payload(json.loads(json.dumps(payload))).changes == every
+    # A newer replica's change (during a rolling upgrade) and a malformed one are skipped.
+    payload["c"] += [["zz", {"chat_id": str(CHAT)}], ["s", {"chat_id": "nope"}], "junk"]
+    assert Notification.from_payload(payload).changes == every
+    assert Notification.from_payload({"reconnected": True}).changes == ()
+
+
+def test_announced_changes_are_their_own_events_and_plain_events_their_own_json() -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    action = uuid.uuid4()
+    announced = (
+        RetryScheduled(CHAT, 2, 1500, "slow", at), TurnFailed(CHAT, "boom"), ActionsResolved(CHAT, ((str(action), "deny"),))
+    )
+    assert [event_json(ev) for c in announced for ev in c.events()] == [
+        {"type": "retry", "chat_id": str(CHAT), "attempt": 2, "delay_ms": 1500, "error": "slow", "retrying_at": at.isoformat()},
+        {"type": "error", "chat_id": str(CHAT), "message": "boom"},
+        {"type": "action_resolved", "chat_id": str(CHAT), "action_id": str(action), "decision": "deny"},
     ]
 
 

@@ -15,6 +15,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from chatd.bootstrap import App, build, make_workers, turn_deps
+from chatd.domain.changes import StatusChanged
 from chatd.domain.chat import ChatStatus, Role, UserRole
 from chatd.domain.clock import ManualClock
 from chatd.domain.config import ModelOptions, Pricing
@@ -177,7 +178,8 @@ async def test_a_late_pending_note_neither_stops_the_turn_nor_cuts_the_relay(two
     await asyncio.sleep(0.2)
     await wa.acquire_once()
     await asyncio.wait_for(flowing.wait(), 20)
-    await a.hub.notify(chat.id, Notification(status=ChatStatus.PENDING.value))
+    # A stale `pending` (published before the acquire, delivered after it).
+    await a.hub.notify(chat.id, Notification((StatusChanged(chat.id, chat.owner_id, ChatStatus.PENDING, 0),)))
     await asyncio.wait_for(wa.drain(), 20)
     await asyncio.wait_for(watcher, 20)
     msgs = [m for m in await chat_store.all_messages(a.db, chat.id) if m.role is Role.ASSISTANT]

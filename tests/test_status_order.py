@@ -8,6 +8,7 @@ import asyncio
 import uuid
 
 from chatd.bootstrap import App
+from chatd.domain.changes import QueueChanged, StatusChanged
 from chatd.domain.chat import ChatStatus
 from chatd.domain.events import QueueUpdateEvent, StatusEvent, StreamEvent
 from chatd.domain.parts import TextPart
@@ -29,9 +30,9 @@ async def test_a_late_running_notification_does_not_undo_the_interrupt_a_subscri
         first = await anext(stream)
         assert isinstance(first, StatusEvent) and first.status is ChatStatus.WAITING
         # The worker's `running`, committed before the interrupt, is delivered only now.
-        late = Notification(status=ChatStatus.RUNNING.value, generation=acquired.generation, worker_id=str(WORKER))
-        await chatd.hub.notify(chat.id, late)
-        await chatd.hub.notify(chat.id, Notification(queue_update=True))  # a marker after it
+        late = StatusChanged(chat.id, alice.id, ChatStatus.RUNNING, acquired.generation, WORKER)
+        await chatd.hub.notify(chat.id, Notification((late,)))
+        await chatd.hub.notify(chat.id, Notification((QueueChanged(chat.id, alice.id),)))  # a marker after it
         while not isinstance(ev := await anext(stream), QueueUpdateEvent):
             seen.append(ev)
         assert not [e for e in seen if isinstance(e, StatusEvent)], seen
@@ -43,6 +44,6 @@ async def test_a_late_running_notification_does_not_undo_the_interrupt_a_subscri
 
 
 def test_a_notification_carries_the_generation_across_replicas() -> None:
-    note = Notification(status="running", generation=7, worker_id=str(WORKER))
+    note = Notification((StatusChanged(uuid.uuid4(), uuid.uuid4(), ChatStatus.RUNNING, 7, WORKER),))
     assert Notification.from_payload(note.to_payload()) == note
-    assert Notification.from_payload({"s": "waiting"}).generation is None
+    assert note.status is not None and note.status.generation == 7

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 from chatd.bootstrap import App
+from chatd.domain.changes import StatusChanged
 from chatd.domain.chat import ChatStatus, Role
 from chatd.domain.events import MessageEvent, MessagePartEvent, StatusEvent, StreamEvent
 from chatd.domain.parts import Part, ReasoningPart, TextPart, ToolCallPart
@@ -83,7 +84,7 @@ async def test_waiting_deltas_are_published_before_a_later_notification(chatd: A
         assert isinstance(await next_event(events), StatusEvent)
         assert isinstance(await next_event(events), MessageEvent)  # the snapshot: the user's message
         hub.publish_part(chat_id, Role.ASSISTANT, text("last words"))
-        await hub.notify(chat_id, Notification(status=ChatStatus.WAITING.value))
+        await hub.notify(chat_id, Notification((StatusChanged(chat_id, uuid.uuid4(), ChatStatus.WAITING, 99),)))
         first, second = await next_event(events), await next_event(events)
     assert first == MessagePartEvent(chat_id=chat_id, role=Role.ASSISTANT, part=text("last words"))
     assert isinstance(second, StatusEvent) and second.status is ChatStatus.WAITING

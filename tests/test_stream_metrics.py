@@ -8,7 +8,8 @@ import asyncio
 from prometheus_client import REGISTRY
 
 from chatd.bootstrap import App
-from chatd.domain.chat import Role
+from chatd.domain.changes import StatusChanged
+from chatd.domain.chat import ChatStatus, Role
 from chatd.domain.events import MessageEvent, StatusEvent
 from chatd.domain.parts import TextPart, ToolCallPart
 from chatd.streams.hub import Notification
@@ -36,7 +37,8 @@ async def test_a_slow_subscriber_is_counted_as_dropping_parts_then_resyncing(cha
         # a round trip later): wait for its delivery before reading.
         state = chatd.hub._chats[chat.id]
         seen = state.notes_seen
-        await chatd.hub.notify(chat.id, Notification(status="running"))
+        running = StatusChanged(chat.id, chat.owner_id, ChatStatus.RUNNING, chat.generation)
+        await chatd.hub.notify(chat.id, Notification((running,)))
 
         async def delivered() -> None:
             while state.notes_seen == seen:  # noqa: ASYNC110 - the hub has no event for a delivered note

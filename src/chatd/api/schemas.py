@@ -769,14 +769,8 @@ def event_json(ev: Any) -> dict[str, Any]:
         base["status"] = ev.status.value
     elif isinstance(ev, e.QueueUpdateEvent):
         base["queued_messages"] = [QueuedMessageOut.of(q).model_dump(mode="json") for q in ev.queued_messages]
-    elif isinstance(ev, e.RetryEvent):
-        base.update(attempt=ev.attempt, delay_ms=ev.delay_ms, error=ev.error, retrying_at=ev.retrying_at.isoformat())
-    elif isinstance(ev, e.ErrorEvent):
-        base["message"] = ev.message
-        if ev.detail:
-            base["detail"] = ev.detail
     elif isinstance(ev, e.ActionRequiredEvent):
         base["action"] = PendingActionOut.of(ev.action).model_dump(mode="json", by_alias=True)
-    elif isinstance(ev, e.ActionResolvedEvent):
-        base.update(action_id=str(ev.action_id), decision=ev.decision)
+    elif isinstance(ev, e.Plain):
+        base.update(ev.fields_json())
     return base

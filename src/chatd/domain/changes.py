@@ -2,7 +2,14 @@
 chat lists, the workers, every replica's configuration cache. Typed here; turned into channels
 and payloads in one place only, `streams/outbox.py`, after the commit.
 
-Changes are hints: the database is the truth, and every listener re-reads it."""
+Changes are hints: the database is the truth, and every listener re-reads it.
+
+Each change says where it goes by its class: `OnStream` changes reach the chat's subscribers (by
+`tag` on the wire, in `rank` order within one notification), `Announced` ones carry their stream
+events whole (no database read), and `owner_hint` names the owner's chat-list hint, if any. So a
+new stream event is an event in `domain/events.py`, an `Announced` change here (and in `Change`),
+and the use case that names it: the outbox, the wire codec (`streams/notes.py`), the hub and the
+API's JSON need no entry."""
 
 from __future__ import annotations
 
@@ -10,14 +17,48 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import ClassVar
 
 from chatd.domain.actions import Decision, PendingAction
 from chatd.domain.chat import Chat, ChatStatus, Message
+from chatd.domain.events import ActionResolvedEvent, ErrorEvent, RetryEvent, StreamEvent
+
+
+class _Change:
+    __slots__ = ()
+
+    def owner_hint(self) -> tuple[uuid.UUID, uuid.UUID, str] | None:
+        """(owner, chat, `/chats/watch` kind) when the owner's chat lists must hear of this."""
+        return None
+
+
+class OnStream(_Change):
+    """A change the chat's subscribers hear of, on the chat channel."""
+
+    __slots__ = ()
+    # The wire name (`streams/notes.py`), unique among stream changes.
+    tag: ClassVar[str]
+    # The order in which a subscriber reads the changes of one notification: changes of one chat
+    # join one notification only while their ranks rise.
+    rank: ClassVar[int]
+    chat_id: uuid.UUID
+
+
+class Announced(OnStream):
+    """A stream change that carries its events whole: subscribers get `events()`, no database read."""
+
+    __slots__ = ()
+
+    def events(self) -> list[StreamEvent]:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True, slots=True)
-class MessagesAdded:
+class MessagesAdded(OnStream):
     """Messages with ids above `after_id` are new in the chat's history."""
+
+    tag = "a"
+    rank = 0
 
     chat_id: uuid.UUID
     after_id: int
@@ -30,14 +71,19 @@ class MessagesAdded:
 
 
 @dataclass(frozen=True, slots=True)
-class HistoryReplaced:
+class HistoryReplaced(OnStream):
     """An edit replaced the history from some message on: re-read it all."""
+
+    tag = "f"
+    rank = 0
 
     chat_id: uuid.UUID
 
 
 @dataclass(frozen=True, slots=True)
-class StatusChanged:
+class StatusChanged(OnStream):
+    tag = "s"
+    rank = 1
     chat_id: uuid.UUID
     owner_id: uuid.UUID
     status: ChatStatus
@@ -50,26 +96,46 @@ class StatusChanged:
     def of(cls, chat: Chat) -> StatusChanged:
         return cls(chat.id, chat.owner_id, chat.status, chat.generation, chat.worker_id)
 
+    def owner_hint(self) -> tuple[uuid.UUID, uuid.UUID, str] | None:
+        return self.owner_id, self.chat_id, "status_change"
+
 
 @dataclass(frozen=True, slots=True)
-class QueueChanged:
+class QueueChanged(OnStream):
+    tag = "q"
+    rank = 4
     chat_id: uuid.UUID
     owner_id: uuid.UUID
 
+    def owner_hint(self) -> tuple[uuid.UUID, uuid.UUID, str] | None:
+        return self.owner_id, self.chat_id, "queue_change"
+
 
 @dataclass(frozen=True, slots=True)
-class ActionsRequested:
+class ActionsRequested(OnStream):
     """The chat's pending actions changed: new ones wait for an answer."""
 
+    tag = "x"
+    rank = 3
+
     chat_id: uuid.UUID
 
 
 @dataclass(frozen=True, slots=True)
-class ActionsResolved:
+class ActionsResolved(Announced):
     """These actions no longer wait: (action id, decision) each."""
 
+    tag = "xr"
+    rank = 2
     chat_id: uuid.UUID
     resolved: tuple[tuple[str, str], ...]
+
+    def __post_init__(self) -> None:
+        # Bounded by the calls of one step; ~60 bytes each, far below NOTIFY's 8000.
+        object.__setattr__(self, "resolved", self.resolved[:100])
+
+    def events(self) -> list[StreamEvent]:
+        return [ActionResolvedEvent(self.chat_id, uuid.UUID(a), d) for a, d in self.resolved]
 
     @classmethod
     def of(cls, chat_id: uuid.UUID, actions: Sequence[PendingAction], decision: Decision | None = None) -> list[ActionsResolved]:
@@ -79,51 +145,76 @@ class ActionsResolved:
 
 
 @dataclass(frozen=True, slots=True)
-class RetryScheduled:
+class RetryScheduled(Announced):
     """A model call failed and is retried at `retrying_at` (nothing was written)."""
 
+    tag = "r"
+    rank = 5
     chat_id: uuid.UUID
     attempt: int
     delay_ms: int
     error: str
     retrying_at: datetime
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "error", self.error[:1000])
+
+    def events(self) -> list[StreamEvent]:
+        return [RetryEvent(self.chat_id, self.attempt, self.delay_ms, self.error, self.retrying_at)]
+
 
 @dataclass(frozen=True, slots=True)
-class TurnFailed:
+class TurnFailed(Announced):
     """A readable reason for the chat's user (the turn raised, or a limit held the queue)."""
 
+    tag = "e"
+    rank = 6
     chat_id: uuid.UUID
     message: str
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", self.message[:2000])
+
+    def events(self) -> list[StreamEvent]:
+        return [ErrorEvent(self.chat_id, self.message)]
+
 
 @dataclass(frozen=True, slots=True)
-class ChatCreated:
+class ChatCreated(_Change):
     chat_id: uuid.UUID
     owner_id: uuid.UUID
 
+    def owner_hint(self) -> tuple[uuid.UUID, uuid.UUID, str] | None:
+        return self.owner_id, self.chat_id, "created"
+
 
 @dataclass(frozen=True, slots=True)
-class ChatArchived:
+class ChatArchived(_Change):
     chat_id: uuid.UUID
     owner_id: uuid.UUID
     # False: restored from the archive.
     archived: bool = True
 
+    def owner_hint(self) -> tuple[uuid.UUID, uuid.UUID, str] | None:
+        return self.owner_id, self.chat_id, "deleted" if self.archived else "created"
+
 
 @dataclass(frozen=True, slots=True)
-class TitleChanged:
+class TitleChanged(_Change):
     chat_id: uuid.UUID
     owner_id: uuid.UUID
 
+    def owner_hint(self) -> tuple[uuid.UUID, uuid.UUID, str] | None:
+        return self.owner_id, self.chat_id, "title_change"
+
 
 @dataclass(frozen=True, slots=True)
-class WorkAvailable:
+class WorkAvailable(_Change):
     """A chat became pending: wake the workers of every replica."""
 
 
 @dataclass(frozen=True, slots=True)
-class ConfigChanged:
+class ConfigChanged(_Change):
     """A provider, model config, MCP server or user changed: replicas drop their cached copies."""
 
 

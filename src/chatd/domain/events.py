@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Literal
 
@@ -14,6 +15,30 @@ from chatd.domain.parts import Part
 EventType = Literal[
     "message_part", "message", "status", "queue_update", "retry", "error", "action_required", "action_resolved"
 ]
+
+
+class Plain:
+    """An event whose JSON is its own fields (`api/schemas.event_json` needs no entry for it):
+    uuids and datetimes as strings, enums as values, None fields left out."""
+
+    __slots__ = ()
+
+    def fields_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            if f.name in ("chat_id", "type"):
+                continue
+            v = getattr(self, f.name)
+            if v is None:
+                continue
+            if isinstance(v, uuid.UUID):
+                v = str(v)
+            elif isinstance(v, datetime):
+                v = v.isoformat()
+            elif isinstance(v, enum.Enum):
+                v = v.value
+            out[f.name] = v
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +72,7 @@ class QueueUpdateEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class RetryEvent:
+class RetryEvent(Plain):
     chat_id: uuid.UUID
     attempt: int
     delay_ms: int
@@ -57,7 +82,7 @@ class RetryEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class ErrorEvent:
+class ErrorEvent(Plain):
     chat_id: uuid.UUID
     message: str
     detail: dict[str, Any] | None = None
@@ -74,7 +99,7 @@ class ActionRequiredEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class ActionResolvedEvent:
+class ActionResolvedEvent(Plain):
     """An action was answered, timed out or cancelled; it no longer waits."""
 
     chat_id: uuid.UUID

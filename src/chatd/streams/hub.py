@@ -13,19 +13,23 @@ import logging
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from chatd import metrics
+from chatd.domain.changes import (
+    ActionsRequested,
+    Announced,
+    HistoryReplaced,
+    MessagesAdded,
+    QueueChanged,
+    StatusChanged,
+)
 from chatd.domain.chat import ChatStatus, Role, status_version
 from chatd.domain.events import (
     ActionRequiredEvent,
-    ActionResolvedEvent,
-    ErrorEvent,
     MessageEvent,
     MessagePartEvent,
     QueueUpdateEvent,
-    RetryEvent,
     StatusEvent,
     StreamEvent,
 )
@@ -225,9 +229,10 @@ class StreamHub:
                 sub.lost()
             return
         note = Notification.from_payload(payload)
-        if note.status == ChatStatus.RUNNING.value and note.worker_id:
-            self._want_relay(chat_id, st, uuid.UUID(note.worker_id))
-        elif note.status and not st.parts.buffering and st.relaying:
+        status = note.status
+        if status is not None and status.status is ChatStatus.RUNNING and status.worker_id is not None:
+            self._want_relay(chat_id, st, status.worker_id)
+        elif status is not None and not st.parts.buffering and st.relaying:
             self._check_relay(chat_id, st)
         arrival = NoteArrival(st.notes_seen, note)
         for sub in st.subscribers:
@@ -306,48 +311,52 @@ class StreamHub:
             if isinstance(item, MessagePartEvent):
                 yield item
                 continue
-            note = item.note
-            if note.after_message_id or note.full_refresh:
-                if note.full_refresh:
-                    last_id = 0
-                msgs = await st.cache.messages_after(self.db, chat_id, last_id, item.seq, lambda: st.notes_seen)
-                for m in msgs:
-                    if m.id > last_id:
-                        last_id = m.id
-                        yield MessageEvent(chat_id=chat_id, message=m)
-            if note.status:
-                status = ChatStatus(note.status)
-                version = status_version(status, note.generation) if note.generation is not None else None
-                if version is not None and version < last_version:
-                    # Published before a change this subscriber has already shown: stale.
-                    status = last_status
-                elif version is not None:
-                    last_version = version
-                if status != last_status:
-                    last_status = status
-                    yield StatusEvent(
-                        chat_id=chat_id, status=status, worker_id=uuid.UUID(note.worker_id) if note.worker_id else None
-                    )
-            for action_id, decision in note.resolved:
-                yield ActionResolvedEvent(chat_id=chat_id, action_id=uuid.UUID(action_id), decision=decision)
-            if note.actions or (note.status == ChatStatus.REQUIRES_ACTION.value and last_status is ChatStatus.REQUIRES_ACTION):
-                for a in await chat_store.waiting_actions(self.db, chat_id):
-                    if a.id not in shown:
-                        shown.add(a.id)
-                        yield ActionRequiredEvent(chat_id=chat_id, action=a)
-            if note.queue_update:
-                yield QueueUpdateEvent(chat_id=chat_id, queued_messages=await chat_store.list_queue(self.db, chat_id))
-            if note.retry:
-                r = note.retry
-                yield RetryEvent(
-                    chat_id=chat_id,
-                    attempt=int(r["attempt"]),
-                    delay_ms=int(r["delay_ms"]),
-                    error=str(r["error"]),
-                    retrying_at=datetime.fromisoformat(r["retrying_at"]),
-                )
-            if note.error:
-                yield ErrorEvent(chat_id=chat_id, message=note.error)
+            # In `rank` order (the outbox's): messages, status, resolved and requested actions,
+            # the queue, then what `Announced` changes carry.
+            actions_due = False
+            for change in item.note.changes:
+                if actions_due and change.rank > ActionsRequested.rank:
+                    actions_due = False
+                    async for ev in self._new_actions(chat_id, shown):
+                        yield ev
+                match change:
+                    case MessagesAdded() | HistoryReplaced():
+                        if isinstance(change, HistoryReplaced):
+                            last_id = 0
+                        msgs = await st.cache.messages_after(self.db, chat_id, last_id, item.seq, lambda: st.notes_seen)
+                        for m in msgs:
+                            if m.id > last_id:
+                                last_id = m.id
+                                yield MessageEvent(chat_id=chat_id, message=m)
+                    case StatusChanged(status=status, generation=generation, worker_id=worker_id):
+                        version = status_version(status, generation)
+                        if version < last_version:
+                            # Published before a change this subscriber has already shown: stale.
+                            status = last_status
+                        else:
+                            last_version = version
+                        if status != last_status:
+                            last_status = status
+                            yield StatusEvent(chat_id=chat_id, status=status, worker_id=worker_id)
+                        waits = change.status is ChatStatus.REQUIRES_ACTION and last_status is ChatStatus.REQUIRES_ACTION
+                        actions_due = actions_due or waits
+                    case ActionsRequested():
+                        actions_due = True
+                    case QueueChanged():
+                        yield QueueUpdateEvent(chat_id=chat_id, queued_messages=await chat_store.list_queue(self.db, chat_id))
+                    case Announced():
+                        for ev in change.events():
+                            yield ev
+            if actions_due:
+                async for ev in self._new_actions(chat_id, shown):
+                    yield ev
+
+    async def _new_actions(self, chat_id: uuid.UUID, shown: set[uuid.UUID]) -> AsyncIterator[StreamEvent]:
+        """The chat's waiting actions this subscriber was not shown yet (each is shown once)."""
+        for a in await chat_store.waiting_actions(self.db, chat_id):
+            if a.id not in shown:
+                shown.add(a.id)
+                yield ActionRequiredEvent(chat_id=chat_id, action=a)
 
 
 def _position(last_id: int, snap: Snapshot) -> tuple[int, ChatStatus, tuple[int, int]]:

@@ -1,67 +1,69 @@
-"""What crosses replicas about one chat's durable changes: a `Notification`, small enough for a
-PostgreSQL NOTIFY payload, and its codec. Subscribers re-read the database on it."""
+"""What crosses replicas about one chat's durable changes: a `Notification` (the stream changes of
+one use case, `domain/changes.OnStream`), small enough for a PostgreSQL NOTIFY payload, and its
+codec. Subscribers re-read the database on it.
+
+The codec is generic: a change travels as `[tag, fields]`, its fields as pydantic dumps them, so a
+new change needs no entry here. A tag this replica does not know (a newer replica's, during a
+rolling upgrade) is skipped."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+import logging
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, get_args
+
+from pydantic import TypeAdapter, ValidationError
+
+from chatd.domain.changes import Change, OnStream, StatusChanged
+
+log = logging.getLogger(__name__)
+
+
+@cache
+def _by_tag() -> dict[str, type[OnStream]]:
+    kinds: dict[str, type[OnStream]] = {}
+    for kind in get_args(Change):
+        if issubclass(kind, OnStream):
+            assert kind.tag not in kinds, f"two stream changes are tagged {kind.tag!r}"
+            kinds[kind.tag] = kind
+    return kinds
+
+
+_ADAPTERS: dict[type[OnStream], TypeAdapter[Any]] = {}
+
+
+def _adapter(kind: type[OnStream]) -> TypeAdapter[Any]:
+    adapter = _ADAPTERS.get(kind)
+    if adapter is None:
+        adapter = _ADAPTERS[kind] = TypeAdapter(kind)
+    return adapter
 
 
 @dataclass(frozen=True, slots=True)
 class Notification:
-    """What crosses replicas about one chat: ids and flags only (NOTIFY payload < 8000 bytes)."""
+    """The stream changes of one chat from one use case, in `rank` order."""
 
-    after_message_id: int = 0
-    full_refresh: bool = False
-    status: str | None = None
-    # The chat's generation when `status` was committed: orders status notifications that
-    # arrive out of order (`domain.chat.status_version`); None from a sender that does not know.
-    generation: int | None = None
-    worker_id: str | None = None
-    queue_update: bool = False
-    retry: dict[str, Any] | None = None
-    error: str | None = None
-    # Human in the loop: the chat's pending actions changed (re-read them), and the (action id,
-    # decision) of actions that no longer wait.
-    actions: bool = False
-    resolved: list[tuple[str, str]] = field(default_factory=list)
+    changes: tuple[OnStream, ...] = ()
+
+    @property
+    def status(self) -> StatusChanged | None:
+        return next((c for c in self.changes if isinstance(c, StatusChanged)), None)
 
     def to_payload(self) -> dict[str, Any]:
-        d: dict[str, Any] = {}
-        if self.after_message_id:
-            d["a"] = self.after_message_id
-        if self.full_refresh:
-            d["f"] = 1
-        if self.status:
-            d["s"] = self.status
-        if self.generation is not None:
-            d["g"] = self.generation
-        if self.worker_id:
-            d["w"] = self.worker_id
-        if self.queue_update:
-            d["q"] = 1
-        if self.retry:
-            d["r"] = self.retry
-        if self.error:
-            d["e"] = self.error[:2000]
-        if self.actions:
-            d["x"] = 1
-        if self.resolved:
-            # Bounded by the calls of one step; ~60 bytes each, far below NOTIFY's 8000.
-            d["xr"] = [list(r) for r in self.resolved[:100]]
-        return d
+        return {"c": [[c.tag, _adapter(type(c)).dump_python(c, mode="json")] for c in self.changes]}
 
     @classmethod
     def from_payload(cls, d: dict[str, Any]) -> Notification:
-        return cls(
-            after_message_id=int(d.get("a", 0)),
-            full_refresh=bool(d.get("f")),
-            status=d.get("s"),
-            generation=int(d["g"]) if d.get("g") is not None else None,
-            worker_id=d.get("w"),
-            queue_update=bool(d.get("q")),
-            retry=d.get("r"),
-            error=d.get("e"),
-            actions=bool(d.get("x")),
-            resolved=[(str(r[0]), str(r[1])) for r in d.get("xr") or []],
-        )
+        kinds = _by_tag()
+        changes: list[OnStream] = []
+        for item in d.get("c") or []:
+            try:
+                tag, fields = item
+                kind = kinds.get(tag)
+                if kind is None:
+                    continue
+                changes.append(_adapter(kind).validate_python(fields))
+            except (ValueError, TypeError, ValidationError):
+                log.warning("skipping a malformed stream change in a notification")
+        return cls(tuple(changes))

@@ -3,33 +3,18 @@ It owns the channels (a chat's, its owner's lists, the workers' wake-up, configu
 payloads: the chat channel's `Notification`, the owner channel's `{k, c}` hint.
 
 A batch is what one use case changed, in order. Consecutive changes of one chat travel as one
-notification when that keeps their order for a subscriber (the hub reads a notification's parts
-in `_RANK` order); the owner's lists get one hint per chat (the re-read chat shows every change),
-and the workers one wake-up."""
+notification while their `rank`s rise (the order a subscriber reads them in); the owner's lists
+get one hint per chat (the re-read chat shows every change), and the workers one wake-up. Where a
+change goes is said by its class (`domain/changes.py`): this module has no entry per change."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
-from typing import Any, assert_never
+from dataclasses import dataclass, field
+from typing import Any
 
-from chatd.domain.changes import (
-    ActionsRequested,
-    ActionsResolved,
-    Change,
-    ChatArchived,
-    ChatCreated,
-    ConfigChanged,
-    HistoryReplaced,
-    MessagesAdded,
-    QueueChanged,
-    RetryScheduled,
-    StatusChanged,
-    TitleChanged,
-    TurnFailed,
-    WorkAvailable,
-)
+from chatd.domain.changes import Change, ConfigChanged, OnStream, WorkAvailable
 from chatd.pubsub.base import CONFIG_CHANNEL, PENDING_CHANNEL, PubSub, owner_channel
 from chatd.streams.hub import StreamHub
 from chatd.streams.notes import Notification
@@ -37,26 +22,6 @@ from chatd.streams.notes import Notification
 # The kinds of the owner channel's hints (`/chats/watch` events), most telling first: a chat's
 # lists get one hint per batch, of the first kind here that the batch has.
 WATCH_KINDS = ("created", "deleted", "status_change", "title_change", "queue_change")
-
-# The order in which a subscriber reads the parts of one notification (`StreamHub._events`):
-# changes of one chat join one notification only while their ranks rise.
-_RANK: dict[type[Any], int] = {
-    MessagesAdded: 0,
-    HistoryReplaced: 0,
-    StatusChanged: 1,
-    ActionsResolved: 2,
-    ActionsRequested: 3,
-    QueueChanged: 4,
-    RetryScheduled: 5,
-    TurnFailed: 6,
-}
-
-
-# The changes a chat's subscribers hear of (on the chat channel).
-_STREAM = (MessagesAdded, HistoryReplaced, StatusChanged, ActionsResolved, ActionsRequested, QueueChanged, RetryScheduled, TurnFailed)
-StreamChange = (
-    MessagesAdded | HistoryReplaced | StatusChanged | ActionsResolved | ActionsRequested | QueueChanged | RetryScheduled | TurnFailed
-)
 
 
 def owner_hint(kind: str, chat_id: uuid.UUID) -> dict[str, Any]:
@@ -79,52 +44,8 @@ class _Open:
     """The notification being assembled for one chat."""
 
     chat_id: uuid.UUID
-    note: Notification = field(default_factory=Notification)
+    changes: list[OnStream] = field(default_factory=list)
     rank: int = -1
-
-
-def _add(note: Notification, change: StreamChange) -> Notification:
-    match change:
-        case MessagesAdded(after_id=after_id):
-            return replace(note, after_message_id=after_id)
-        case HistoryReplaced():
-            return replace(note, full_refresh=True)
-        case StatusChanged(status=status, generation=generation, worker_id=worker_id):
-            return replace(note, status=status.value, generation=generation, worker_id=str(worker_id) if worker_id else None)
-        case ActionsResolved(resolved=resolved):
-            return replace(note, resolved=list(resolved))
-        case ActionsRequested():
-            return replace(note, actions=True)
-        case QueueChanged():
-            return replace(note, queue_update=True)
-        case RetryScheduled(attempt=attempt, delay_ms=delay_ms, error=error, retrying_at=at):
-            return replace(note, retry={"attempt": attempt, "delay_ms": delay_ms, "error": error[:1000], "retrying_at": at.isoformat()})
-        case TurnFailed(message=message):
-            return replace(note, error=message)
-        case other:
-            assert_never(other)
-
-
-def _owner_kind(change: Change) -> tuple[uuid.UUID, uuid.UUID, str] | None:
-    """(owner, chat, hint kind) when the owner's chat lists must hear of `change`."""
-    match change:
-        case ChatCreated(chat_id=chat_id, owner_id=owner_id):
-            return owner_id, chat_id, "created"
-        case ChatArchived(chat_id=chat_id, owner_id=owner_id, archived=archived):
-            return owner_id, chat_id, "deleted" if archived else "created"
-        case StatusChanged(chat_id=chat_id, owner_id=owner_id):
-            return owner_id, chat_id, "status_change"
-        case TitleChanged(chat_id=chat_id, owner_id=owner_id):
-            return owner_id, chat_id, "title_change"
-        case QueueChanged(chat_id=chat_id, owner_id=owner_id):
-            return owner_id, chat_id, "queue_change"
-        case (
-            MessagesAdded() | HistoryReplaced() | ActionsRequested() | ActionsResolved() | RetryScheduled() | TurnFailed()
-            | WorkAvailable() | ConfigChanged()
-        ):
-            return None
-        case other:
-            assert_never(other)
 
 
 class Outbox:
@@ -139,14 +60,14 @@ class Outbox:
         hints: dict[tuple[uuid.UUID, uuid.UUID], str] = {}
         wake = config = False
         for change in changes:
-            if isinstance(change, _STREAM):
-                rank = _RANK[type(change)]
-                if open_ is None or open_.chat_id != change.chat_id or rank <= open_.rank:
+            if isinstance(change, OnStream):
+                if open_ is None or open_.chat_id != change.chat_id or change.rank <= open_.rank:
                     if open_ is not None:
-                        await self.hub.notify(open_.chat_id, open_.note)
+                        await self.hub.notify(open_.chat_id, Notification(tuple(open_.changes)))
                     open_ = _Open(change.chat_id)
-                open_.note, open_.rank = _add(open_.note, change), rank
-            hint = _owner_kind(change)
+                open_.changes.append(change)
+                open_.rank = change.rank
+            hint = change.owner_hint()
             if hint is not None:
                 owner_id, chat_id, kind = hint
                 seen = hints.get((owner_id, chat_id))
@@ -155,7 +76,7 @@ class Outbox:
             wake = wake or isinstance(change, WorkAvailable)
             config = config or isinstance(change, ConfigChanged)
         if open_ is not None:
-            await self.hub.notify(open_.chat_id, open_.note)
+            await self.hub.notify(open_.chat_id, Notification(tuple(open_.changes)))
         for (owner_id, chat_id), kind in hints.items():
             await self.pubsub.publish(owner_channel(owner_id), owner_hint(kind, chat_id))
         if wake:

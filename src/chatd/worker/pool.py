@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 TURNS_PER_CONNECTION = 10
 
-_STOPS = {ChatStatus.WAITING.value, ChatStatus.PENDING.value, ChatStatus.ERROR.value}
+_STOPS = {ChatStatus.WAITING, ChatStatus.PENDING, ChatStatus.ERROR}
 
 
 @dataclass(eq=False)
@@ -268,8 +268,10 @@ class Workers:
             # Notifications were lost while the pubsub reconnected: ask the database instead.
             self._check_ownership(turn)
             return
-        note = Notification.from_payload(payload)
-        if note.status in _STOPS or (note.status == ChatStatus.RUNNING.value and note.worker_id not in (None, str(self.worker_id))):
+        change = Notification.from_payload(payload).status
+        if change is not None and (
+            change.status in _STOPS or (change.status is ChatStatus.RUNNING and change.worker_id not in (None, self.worker_id))
+        ):
             # A hint, not the truth: the `pending` that a send or a recovery publishes after its
             # commit can arrive after this worker acquired the chat (another replica's poll won
             # the race), and must not stop the turn it started. Interrupt and edit change the row

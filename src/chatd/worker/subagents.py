@@ -131,7 +131,7 @@ class SubAgents:
 
         def on_note(payload: dict[str, Any]) -> None:
             # A status change, or a pubsub reconnect (notifications may have been lost meanwhile).
-            if payload.get("reconnected") or Notification.from_payload(payload).status:
+            if payload.get("reconnected") or Notification.from_payload(payload).status is not None:
                 changed.set()
 
         # Subscribed before the first read: a change between the read and the wait is not missed.
