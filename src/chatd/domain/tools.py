@@ -41,3 +41,34 @@ class Tool(Protocol):
     def parameters(self) -> dict[str, Any]: ...
 
     async def call(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult: ...
+
+
+class ToolWrapper:
+    """A tool around another: the model sees the inner tool's name, description and parameters,
+    and anything else the inner tool exposes (a journal's `idempotent`, a `concurrency_key`,
+    shared locks) stays reachable through the wrapper. Subclasses override `call`."""
+
+    def __init__(self, tool: Tool) -> None:
+        self.tool = tool
+
+    @property
+    def name(self) -> str:
+        return self.tool.name
+
+    @property
+    def description(self) -> str:
+        return self.tool.description
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return self.tool.parameters
+
+    def concurrency_key(self, args: dict[str, Any]) -> str | None:
+        key_fn = getattr(self.tool, "concurrency_key", None)
+        return key_fn(args) if key_fn is not None else None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.tool, name)
+
+    async def call(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        return await self.tool.call(args, ctx)

@@ -10,7 +10,7 @@ from typing import Any
 
 from chatd.domain.actions import ActionKind, ActionRequest, needs_approval
 from chatd.domain.chat import Chat
-from chatd.domain.tools import Tool, ToolContext, ToolResult
+from chatd.domain.tools import Tool, ToolWrapper
 from chatd.mcp import McpTool
 from chatd.settings import Settings
 from chatd.tools.client import ClientSideTool
@@ -33,34 +33,16 @@ def _mcp_asks(tool: McpTool) -> bool:
     return needs_approval(policy, read_only=tool.read_only)
 
 
-class ApprovalGate:
-    """A tool whose calls wait for the owner's approval (approve, deny, or approve edited args)."""
+class ApprovalGate(ToolWrapper):
+    """A tool whose calls wait for the owner's approval (approve, deny, or approve edited args):
+    the turn asks before it calls (`action_for`); the call itself is the inner tool's."""
 
     def __init__(self, tool: Tool, server: str | None) -> None:
-        self.tool = tool
+        super().__init__(tool)
         self.server = server
-
-    @property
-    def name(self) -> str:
-        return self.tool.name
-
-    @property
-    def description(self) -> str:
-        return self.tool.description
-
-    @property
-    def parameters(self) -> dict[str, Any]:
-        return self.tool.parameters
-
-    def __getattr__(self, name: str) -> Any:
-        # The journal's `idempotent`, a tool's `concurrency_key` and locks stay reachable.
-        return getattr(self.tool, name)
 
     def action_for(self, args: dict[str, Any]) -> ActionRequest:
         return ActionRequest(ActionKind.TOOL_APPROVAL, message=f"Run {self.tool.name}?", server=self.server)
-
-    async def call(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
-        return await self.tool.call(args, ctx)
 
 
 def gate_tools(tools: Sequence[Tool], chat: Chat, settings: Settings) -> list[Tool]:

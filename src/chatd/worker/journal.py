@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from chatd.domain.clock import Clock
-from chatd.domain.tools import Tool, ToolContext, ToolResult
+from chatd.domain.tools import Tool, ToolContext, ToolResult, ToolWrapper
 from chatd.store import tool_calls
 from chatd.store.database import Database
 from chatd.store.tool_calls import ToolStart
@@ -59,32 +59,12 @@ class ToolJournal:
         return [t if getattr(t, "idempotent", False) else JournaledTool(t, self) for t in tools]
 
 
-class JournaledTool:
+class JournaledTool(ToolWrapper):
     """A tool whose calls are recorded as started before they run (see the module docstring)."""
 
     def __init__(self, tool: Tool, journal: ToolJournal) -> None:
-        self.tool = tool
+        super().__init__(tool)
         self.journal = journal
-
-    @property
-    def name(self) -> str:
-        return self.tool.name
-
-    @property
-    def description(self) -> str:
-        return self.tool.description
-
-    @property
-    def parameters(self) -> dict[str, Any]:
-        return self.tool.parameters
-
-    def concurrency_key(self, args: dict[str, Any]) -> str | None:
-        key_fn = getattr(self.tool, "concurrency_key", None)
-        return key_fn(args) if key_fn is not None else None
-
-    def __getattr__(self, name: str) -> Any:
-        # Anything else a tool exposes (e.g. shared locks) stays reachable through the wrapper.
-        return getattr(self.tool, name)
 
     async def call(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
         started = await self.journal.start(self.tool.name, args, ctx.tool_call_id)
