@@ -144,6 +144,11 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/chats/{chat_id}/messages"): Rule("owner", 200, _json({"content": "more"})),
     ("PATCH", "/api/v1/chats/{chat_id}/messages/{message_id}"): Rule("owner", 200, _json({"content": "edited"})),
     ("POST", "/api/v1/chats/{chat_id}/interrupt"): Rule("owner", 200),
+    # MCP Apps: alice's chat does not use the world's MCP server, so her request gets past
+    # authorisation to the server check (404, "does not use that MCP server"; tests/mcp/test_mcp_apps_api.py
+    # covers the successes against a real server).
+    ("POST", "/api/v1/chats/{chat_id}/mcp-apps/frames"): Rule("owner", 404, lambda w: {"json": {"server_id": w.ids["server_id"], "resource_uri": "ui://x/view"}}),
+    ("POST", "/api/v1/chats/{chat_id}/mcp-apps/tools-call"): Rule("owner", 404, lambda w: {"json": {"server_id": w.ids["server_id"], "name": "echo"}}),
     ("POST", "/api/v1/chats/{chat_id}/archive"): Rule("owner", 204),
     ("POST", "/api/v1/chats/{chat_id}/unarchive"): Rule("owner", 204),
     ("DELETE", "/api/v1/chats/{chat_id}/queue/{queued_id}"): Rule("owner", 204),
@@ -177,7 +182,8 @@ MATRIX: dict[tuple[str, str], Rule] = {
 # Not part of the matrix: /healthz and / need no token; the OAuth callback is reached by the
 # browser from the authorization server, authenticated by its single-use state
 # (tests/mcp/test_mcp_oauth.py). /metrics needs an admin unless CHATD_METRICS_PUBLIC.
-UNGUARDED = {"/healthz", "/", "/api/v1/mcp-servers/oauth/callback"}
+# The MCP App frame is authorised by the ticket in its address (an iframe sends no bearer token).
+UNGUARDED = {"/healthz", "/", "/api/v1/mcp-servers/oauth/callback", "/api/v1/mcp-apps/frame"}
 
 BAD_AUTH = (
     "Bearer chatd_not-a-real-token",

@@ -116,6 +116,8 @@ async def build(settings: Settings, *, clock: Clock | None = None, run_migration
     await config.start()
     mcp_sessions = McpSessions(db, box, pubsub, settings)
     await mcp_sessions.start()
+    # MCP Apps' requests (views, tools/call from a view) share the turns' warm connections.
+    service.mcp_pool = mcp_sessions.pool
     app = App(
         settings, db, pubsub, hub, service, box, clock, internal_token=token, relay=relay,
         providers=ProviderClients(max_connections=settings.provider_max_connections),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from cryptography.fernet import InvalidToken
 from sqlalchemy import text
 
 from chatd.domain.actions import Answer, ClientTool
@@ -64,10 +65,19 @@ from chatd.domain.titles import fallback_title
 from chatd.domain.usage import PERIODS
 from chatd.domain.workspace import Template, TemplateParameter, Workspace
 from chatd.errors import DatabaseUnavailable, Forbidden, InvalidInput, NotFound, Unavailable
-from chatd.mcp import ToolInfo, list_tools_check
+from chatd.mcp import (
+    AppResourceError,
+    AppToolRefused,
+    AppView,
+    ToolInfo,
+    call_app_tool,
+    list_tools_check,
+    read_app_view,
+)
 from chatd.mcp.authorization import McpAuthorization
-from chatd.mcp.config import validate_slug
-from chatd.mcp.errors import McpAuthError, McpConnectError
+from chatd.mcp.config import OAuthToken, validate_slug
+from chatd.mcp.errors import McpAuthError, McpConnectError, McpError
+from chatd.mcp.pool import McpPool
 from chatd.providers.config import ProviderConfig
 from chatd.providers.discovery import ProviderCheckFailed, list_models
 from chatd.providers.registry import deployment_keys, provider_spec
@@ -150,6 +160,10 @@ class ChatService:
         # OAuth2 of MCP servers: browser flow, single-flight refresh, client credentials. Its
         # `tokens_for` is the turn's token source.
         self.mcp_auth = McpAuthorization(mcp_oauth_store.SqlOAuthVault(db, box), clock)
+        # The replica's MCP pool (set by bootstrap): an MCP App's requests reuse the chat's
+        # warm connection. Without one (tests) each request connects on its own.
+        self.mcp_pool: McpPool | None = None
+        self._app_tickets = box.ticket_sealer("chatd mcp-app view tickets v1")
 
     # --- identity ---------------------------------------------------------------------------
 
@@ -396,6 +410,74 @@ class ChatService:
         """The authorization server's redirect: the state names (and authenticates) the user."""
         done = await self.mcp_auth.finish(state, code, error)
         return await mcp_store.get_server(self.db, self.box, done.server_id)
+
+    # --- MCP Apps (io.modelcontextprotocol/ui) ---------------------------------------------------
+
+    async def _app_server(self, owner_id: uuid.UUID, chat_id: uuid.UUID, server_id: uuid.UUID) -> tuple[McpServerConfig, OAuthToken | None]:
+        """The server an MCP App of this chat talks to: the chat must be the user's (else 404, as
+        for any chat) and the server one its turns use (named by the chat or forced on) and enabled."""
+        chat = await chat_store.get_chat(self.db, chat_id)
+        if chat.owner_id != owner_id:
+            raise NotFound("Chat not found.")
+        forced, _default = await mcp_store.forced_and_default(self.db)
+        if server_id not in {*chat.mcp_server_ids, *forced}:
+            raise NotFound("This chat does not use that MCP server.")
+        config = await mcp_store.get_server(self.db, self.box, server_id)
+        if not config.enabled:
+            raise NotFound("This chat does not use that MCP server.")
+        return config, await self.mcp_auth.token_for(config, owner_id)
+
+    async def mcp_app_ticket(self, actor: User, chat_id: uuid.UUID, server_id: uuid.UUID, resource_uri: str) -> str:
+        """A short-lived, sealed ticket naming (user, chat, server, view): the frame's address.
+        An iframe's navigation carries no bearer token, so the ticket is its authorisation."""
+        await self._app_server(actor.id, chat_id, server_id)
+        if not resource_uri.startswith("ui://"):
+            raise InvalidInput("An MCP App view is a ui:// resource.")
+        payload = json.dumps({"u": str(actor.id), "c": str(chat_id), "s": str(server_id), "r": resource_uri})
+        return self._app_tickets.encrypt_at_time(payload.encode(), int(self.clock.now().timestamp())).decode()
+
+    async def mcp_app_view(self, ticket: str) -> AppView:
+        """The view a ticket names, read now from its server (checked again: the chat may have
+        been deleted or the server turned off since the ticket was issued)."""
+        try:
+            raw = self._app_tickets.decrypt_at_time(
+                ticket.encode(), int(self.settings.mcp_app_ticket_ttl), int(self.clock.now().timestamp())
+            )
+            fields = json.loads(raw)
+            owner_id, chat_id, server_id = (uuid.UUID(fields[k]) for k in ("u", "c", "s"))
+            uri = str(fields["r"])
+        except (InvalidToken, ValueError, KeyError, TypeError) as exc:
+            raise NotFound("This MCP App view has expired; reload the chat.") from exc
+        config, token = await self._app_server(owner_id, chat_id, server_id)
+        try:
+            return await read_app_view(
+                config, token, uri, max_bytes=self.settings.mcp_app_max_bytes, call_timeout=self.settings.mcp_call_timeout,
+                pool=self.mcp_pool, identity=(owner_id, chat_id), connect_timeout=self.settings.mcp_connect_timeout,
+                stdio_connect_timeout=self.settings.mcp_stdio_connect_timeout,
+            )
+        except AppToolRefused as exc:
+            raise NotFound(exc.message) from exc
+        except AppResourceError as exc:
+            raise InvalidInput(str(exc)) from exc
+        except McpError as exc:
+            raise Unavailable(exc.message) from exc
+
+    async def call_mcp_app_tool(
+        self, actor: User, chat_id: uuid.UUID, server_id: uuid.UUID, name: str, arguments: dict[str, Any]
+    ) -> dict[str, Any]:
+        """An MCP App's tools/call: a tool of the view's own server that apps may call, as the
+        chat's owner (their OAuth2 token). The answer is the CallToolResult the view expects."""
+        config, token = await self._app_server(actor.id, chat_id, server_id)
+        try:
+            return await call_app_tool(
+                config, token, name, arguments, call_timeout=self.settings.mcp_call_timeout, pool=self.mcp_pool,
+                identity=(actor.id, chat_id), connect_timeout=self.settings.mcp_connect_timeout,
+                stdio_connect_timeout=self.settings.mcp_stdio_connect_timeout,
+            )
+        except AppToolRefused as exc:
+            raise Forbidden(exc.message) from exc
+        except McpError as exc:
+            raise Unavailable(exc.message) from exc
 
     async def _resolve_mcp_ids(self, requested: list[uuid.UUID] | None, *, creating: bool) -> list[uuid.UUID] | None:
         """Validate requested ids; add force_on servers always and default_on ones on create when

@@ -106,6 +106,11 @@ class Settings(BaseSettings):
     mcp_stdio_connect_timeout: float = 60.0
     mcp_call_timeout: float = 60.0
     mcp_max_result_chars: int = 100_000
+    # MCP Apps: the largest view (a tool's ui:// HTML resource) the web UI is given, in bytes; a
+    # larger one is refused with a message naming this setting. A view's frame address is valid
+    # for mcp_app_ticket_ttl seconds after the UI asked for it.
+    mcp_app_max_bytes: int = 2_000_000
+    mcp_app_ticket_ttl: float = 120.0
     # Warm sessions (chatd.mcp.pool): an idle connection (a stdio process) closes after
     # mcp_idle_timeout; one idle for mcp_health_check_after is pinged before a turn uses it; a
     # server that failed is retried after mcp_retry_initial, doubling up to mcp_retry_max.

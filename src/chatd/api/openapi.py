@@ -38,6 +38,7 @@ DESCRIPTIONS = {
     404: "Not found (another user's chat or file is not found either).",
     409: "Conflict: queue full, chat busy, spend limit reached, or a duplicate name.",
     413: "The request body is too large.",
+    503: "A service chatd depends on (an MCP server, the database) cannot be reached now.",
 }
 
 _REF = {"$ref": "#/components/schemas/Error"}

@@ -40,6 +40,9 @@ from chatd.api.schemas import (
     EditIn,
     EditOut,
     FileOut,
+    McpAppFrameIn,
+    McpAppFrameOut,
+    McpAppToolCallIn,
     McpCheckErrorOut,
     McpOAuthStartOut,
     McpServerIn,
@@ -453,6 +456,53 @@ async def list_chats(
     rows, nxt = fetched(chats, lambda c: (time_key(c.updated_at), str(c.id)), limit)
     set_next(request, response, nxt)
     return [ChatOut.of(c) for c in rows]
+
+
+@router.post("/chats/{chat_id}/mcp-apps/frames", tags=["mcp"], responses=errors(400, 404))
+async def open_mcp_app_frame(chat_id: uuid.UUID, body: McpAppFrameIn, user: CurrentUser, svc: Service) -> McpAppFrameOut:
+    """The address of an MCP App view (a tool result's `app`) for a sandboxed iframe. 404 when the
+    chat is not the caller's or does not use that server."""
+    ticket = await svc.mcp_app_ticket(user, chat_id, body.server_id, body.resource_uri)
+    return McpAppFrameOut(url=f"/api/v1/mcp-apps/frame?ticket={quote(ticket)}")
+
+
+# Sent with every frame answer, the view and the error page alike: no referrer (the address holds
+# the ticket), no sniffing, never cached (a ticket is short-lived and the view is per user).
+_FRAME_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+_FRAME_ERROR_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'self'; sandbox"
+
+
+@router.get(
+    "/mcp-apps/frame",
+    tags=["mcp"],
+    response_class=HTMLResponse,
+    responses={404: {"description": "Unknown or expired ticket, or the chat or server is gone.", "content": {"text/html": {}}},
+               400: {"description": "The view is not HTML or is over `mcp_app_max_bytes`.", "content": {"text/html": {}}},
+               503: {"description": "The MCP server cannot be reached.", "content": {"text/html": {}}}},
+)
+async def mcp_app_frame(svc: Service, ticket: Annotated[str, Query(max_length=4096)] = "") -> HTMLResponse:
+    """An MCP App view's document, loaded by the web UI into an iframe with `sandbox="allow-scripts"`
+    (no same-origin). No bearer token (an iframe cannot send one): the ticket from
+    `POST /chats/{id}/mcp-apps/frames` authorises it. The answer's Content-Security-Policy is the
+    view's own (`mcp/apps.py`: the extension's restrictive default widened only by the origins the
+    resource declares) and includes `sandbox allow-scripts`, so the document runs in an opaque
+    origin even when opened directly."""
+    try:
+        view = await svc.mcp_app_view(ticket)
+    except ChatdError as exc:
+        page = f"<!doctype html><meta charset=utf-8><p style='font:14px sans-serif;color:#b00'>{html.escape(exc.message)}</p>"
+        return HTMLResponse(page, status_code=status_of(exc), headers={**_FRAME_HEADERS, "Content-Security-Policy": _FRAME_ERROR_CSP})
+    return HTMLResponse(view.html, headers={**_FRAME_HEADERS, "Content-Security-Policy": view.csp})
+
+
+@router.post("/chats/{chat_id}/mcp-apps/tools-call", tags=["mcp"], responses=errors(403, 404, 503))
+async def call_mcp_app_tool(chat_id: uuid.UUID, body: McpAppToolCallIn, user: CurrentUser, svc: Service) -> dict[str, Any]:
+    """An MCP App view's `tools/call`, relayed by the web UI: a tool of the view's own server whose
+    visibility includes `"app"`, called as the chat's owner. Answers the MCP `CallToolResult`
+    (wire JSON; a failed call is `isError: true`). 404 when the chat is not the caller's or does
+    not use the server; 403 when the server offers no such tool to apps (absent, filtered, or
+    model-only); 503 when the server cannot be reached."""
+    return await svc.call_mcp_app_tool(user, chat_id, body.server_id, body.name, body.arguments)
 
 
 @router.get("/chats/{chat_id}", tags=["chats"])

@@ -484,6 +484,21 @@ class McpCheckErrorOut(_Out):
     status: int | None = Field(default=None, description="The server's HTTP status, when it answered 401/403.")
 
 
+class McpAppFrameIn(_In):
+    server_id: uuid.UUID = Field(description="The MCP server of the tool result's `app` (`app.server_id`).")
+    resource_uri: str = Field(max_length=2048, description="The view, a `ui://` resource (`app.resource_uri`).")
+
+
+class McpAppFrameOut(_Out):
+    url: str = Field(description="The view's document, for an iframe's `src`: carries a short-lived ticket (`mcp_app_ticket_ttl`), no bearer token.")
+
+
+class McpAppToolCallIn(_In):
+    server_id: uuid.UUID = Field(description="The view's MCP server; only its tools are callable.")
+    name: str = Field(min_length=1, max_length=256, description="The tool's name on that server (not the model's `<slug>__<tool>`).")
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
 class McpToolsOut(_Out):
     """The result of a live connection check. The check itself succeeding or failing is data, so
     the endpoint answers 200 either way: `ok` with the tools, or `ok: false` with the error."""

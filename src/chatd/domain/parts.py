@@ -36,6 +36,16 @@ class ToolCallPart(_Part):
     provider_executed: bool = False
 
 
+class McpAppLink(_Part):
+    """An MCP App view for a tool result (`io.modelcontextprotocol/ui`): the UI shows the server's
+    `ui://` resource in the tool card; the view may call `server_id`'s app-visible tools."""
+
+    server_id: str
+    resource_uri: str
+    # The tool's name on its server (the view's tools/call and the host context use it).
+    tool: str
+
+
 class ToolResultPart(_Part):
     type: Literal["tool-result"] = "tool-result"
     tool_call_id: str
@@ -45,6 +55,8 @@ class ToolResultPart(_Part):
     provider_executed: bool = False
     # How long the tool ran (kept with the result so a reloaded page shows it; never sent to the model).
     duration_ms: int | None = None
+    # The tool's MCP App view, if it has one (never sent to the model).
+    app: McpAppLink | None = None
 
 
 class FilePart(_Part):

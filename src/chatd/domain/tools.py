@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from chatd.domain.parts import Part
+from chatd.domain.parts import McpAppLink, Part
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +17,8 @@ class ToolResult:
     result: Any
     is_error: bool = False
     files: list[Part] = field(default_factory=list)
+    # An MCP tool's view (MCP Apps): shown by the UI with the result; the model never sees it.
+    app: McpAppLink | None = None
 
 
 @dataclass(frozen=True, slots=True)

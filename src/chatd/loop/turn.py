@@ -537,7 +537,8 @@ class _Turn:
             log.warning("tool %s failed", call.tool_name, exc_info=True)
             return error(str(exc) or type(exc).__name__)
         return ToolResultPart(
-            tool_call_id=call.tool_call_id, tool_name=call.tool_name, result=result.result, is_error=result.is_error
+            tool_call_id=call.tool_call_id, tool_name=call.tool_name, result=result.result, is_error=result.is_error,
+            app=result.app,
         )
 
     async def _emit(self, part: Part) -> None:

@@ -21,11 +21,12 @@ from jsonschema.protocols import Validator  # type: ignore[import-untyped]
 
 from chatd import metrics
 from chatd.domain.mcp import McpAuthType, McpServerConfig
-from chatd.domain.parts import ToolProgressPart
+from chatd.domain.parts import McpAppLink, ToolProgressPart
 from chatd.domain.tools import Tool, ToolContext, ToolResult
+from chatd.mcp import apps
 from chatd.mcp.config import OAuthToken, connection_headers, redact_url
 from chatd.mcp.connection import ServerConnection
-from chatd.mcp.errors import McpCallError, McpConnectError, McpSessionLost
+from chatd.mcp.errors import McpCallError, McpConnectError, McpError, McpSessionLost
 from chatd.mcp.naming import ToolNamer
 from chatd.mcp.pool import Lease, McpPool
 from chatd.mcp.results import DEFAULT_MAX_RESULT_CHARS, StoreFile, convert_result
@@ -81,6 +82,8 @@ class McpTool:
         # `unless_read_only` runs it unasked. A hint, as the spec says; the admin decides to trust it.
         self._read_only = tool.annotations.read_only_hint if tool.annotations is not None else None
         self._parameters = _parameters(tool.input_schema)
+        uri = apps.resource_uri(tool)
+        self._app = McpAppLink(server_id=str(self.server.config.id), resource_uri=uri, tool=tool.name) if uri else None
         self._validator: Validator | None = None
         try:
             cls = jsonschema_validators.validator_for(self._parameters)
@@ -171,12 +174,15 @@ class McpTool:
             return ToolResult(result=f"The MCP tool call failed: {exc.message}", is_error=True)
         finally:
             metrics.MCP_CALL_SECONDS.labels(self.server.config.slug).observe(time.monotonic() - started)
-        return await convert_result(
+        converted = await convert_result(
             result,
             tool_name=self._name,
             store_file=self._owner.store_file,
             max_chars=self._owner.max_result_chars,
         )
+        if self._app is None:
+            return converted
+        return ToolResult(converted.result, converted.is_error, converted.files, app=self._app)
 
     def _check_arguments(self, args: dict[str, Any]) -> str | None:
         if self._validator is None:
@@ -247,6 +253,8 @@ class McpConnections:
         old = {t.original_name: t for t in self._tools.get(server.config.id, [])}
         tools: list[McpTool] = []
         for listed in server.listing.tools:
+            if not apps.for_model(listed):
+                continue  # MCP Apps: an app-only tool is callable by its view, never offered to the model
             existing = old.get(listed.name)
             if existing is not None:
                 # Same object, so a call the model already chose still resolves.
@@ -506,3 +514,107 @@ def system_prompt_section(connected: McpConnections) -> str:
             lines.extend(f"  {line}" for line in server.instructions.strip()[:4000].splitlines())
             lines.append("  </server-instructions>")
     return "\n".join(lines)
+
+
+# -- MCP Apps: a view's requests, outside any turn --------------------------------------------
+
+
+class AppToolRefused(McpError):
+    """A view asked for a tool its server does not offer to apps (absent, filtered out by the
+    admin's allow/deny lists, or model-only)."""
+
+    code = "mcp_app_tool_refused"
+
+
+async def _with_server(
+    config: McpServerConfig,
+    token: OAuthToken | None,
+    use: Callable[[ServerConnection], Awaitable[Any]],
+    *,
+    pool: McpPool | None,
+    identity: tuple[uuid.UUID, uuid.UUID],
+    connect_timeout: float,
+    stdio_connect_timeout: float,
+) -> Any:
+    """Lease one server (the replica's pool keeps it warm for the chat's next turn, as a turn
+    does) and run `use` on it. Raises McpConnectError when it cannot be reached."""
+    failures: list[str] = []
+    _tools, conns = await connect_all(
+        [config], {config.id: token} if token is not None else {},
+        connect_timeout=connect_timeout, stdio_connect_timeout=stdio_connect_timeout,
+        on_server_error=lambda _config, message: failures.append(message),
+        identity=identity, pool=pool,
+    )
+    try:
+        if not conns.servers:
+            raise McpConnectError(failures[0] if failures else f"MCP server {config.slug} offers no tools")
+        return await use(conns.servers[0])
+    finally:
+        await conns.close()
+
+
+async def read_app_view(
+    config: McpServerConfig,
+    token: OAuthToken | None,
+    uri: str,
+    *,
+    max_bytes: int,
+    call_timeout: float,
+    pool: McpPool | None,
+    identity: tuple[uuid.UUID, uuid.UUID],
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    stdio_connect_timeout: float = DEFAULT_STDIO_CONNECT_TIMEOUT,
+) -> apps.AppView:
+    """resources/read of a tool's `ui://` view on its own server. Raises AppToolRefused when no
+    offered tool names that view (a view is reachable only through a tool that declares it),
+    AppResourceError when it is not servable HTML within `max_bytes`."""
+
+    async def use(server: ServerConnection) -> apps.AppView:
+        if not any(apps.resource_uri(t) == uri for t in server.listing.tools):
+            raise AppToolRefused(f"no tool of MCP server {config.slug} has the view {uri}")
+        timeout = config.call_timeout_for(call_timeout)
+        result = await server.read_resource(uri, timeout=timeout)
+        return apps.view_from(result, uri, max_bytes)
+
+    view: apps.AppView = await _with_server(
+        config, token, use, pool=pool, identity=identity,
+        connect_timeout=connect_timeout, stdio_connect_timeout=stdio_connect_timeout,
+    )
+    log.info("MCP server %s: serving view %s under CSP %r", config.slug, uri, view.csp)
+    return view
+
+
+async def call_app_tool(
+    config: McpServerConfig,
+    token: OAuthToken | None,
+    name: str,
+    arguments: dict[str, Any],
+    *,
+    call_timeout: float,
+    pool: McpPool | None,
+    identity: tuple[uuid.UUID, uuid.UUID],
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    stdio_connect_timeout: float = DEFAULT_STDIO_CONNECT_TIMEOUT,
+) -> dict[str, Any]:
+    """A view's tools/call: only a tool of this server whose visibility includes "app". Returns
+    the CallToolResult as the view expects it (wire JSON); a failed call is a result with
+    `isError`, as the spec has a tool's own failures travel."""
+
+    async def use(server: ServerConnection) -> dict[str, Any]:
+        tool = next((t for t in server.listing.tools if t.name == name), None)
+        if tool is None:
+            raise AppToolRefused(f"MCP server {config.slug} offers no tool {name!r}")
+        if not apps.for_app(tool):
+            raise AppToolRefused(f"the tool {name!r} of MCP server {config.slug} is not callable by apps")
+        try:
+            result = await server.call(name, arguments, call_timeout=config.call_timeout_for(call_timeout))
+        except McpCallError as exc:
+            return {"content": [{"type": "text", "text": f"The MCP tool call failed: {exc.message}"}], "isError": True}
+        dumped: dict[str, Any] = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        return dumped
+
+    outcome: dict[str, Any] = await _with_server(
+        config, token, use, pool=pool, identity=identity,
+        connect_timeout=connect_timeout, stdio_connect_timeout=stdio_connect_timeout,
+    )
+    return outcome

@@ -27,6 +27,7 @@ import httpx2
 import mcp_types as types
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp import Client
+from mcp.client.extension import advertise
 from mcp.client.session import IncomingMessage
 from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
@@ -37,6 +38,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 import chatd
 from chatd import metrics
 from chatd.domain.mcp import McpServerConfig
+from chatd.mcp import apps
 from chatd.mcp.config import redact_text, redact_url
 from chatd.mcp.errors import McpAuthError, McpCallError, McpConnectError, McpSessionLost
 
@@ -65,7 +67,7 @@ class _CallRequest:
     abandoned: bool = False
     # "ping" (a pool's health check) and "relist" (a listing past its ttlMs) use the same queue
     # as calls: only the owner task may touch the session.
-    kind: Literal["call", "ping", "relist"] = "call"
+    kind: Literal["call", "ping", "relist", "read"] = "call"
 
 
 @dataclass
@@ -216,6 +218,13 @@ class ServerConnection:
         )
         return result
 
+    async def read_resource(self, uri: str, *, timeout: float) -> types.ReadResourceResult:
+        """resources/read (an MCP App's view), through the owner task like a call."""
+        result: types.ReadResourceResult = await self._submit(
+            _CallRequest(uri, {}, timeout, None, asyncio.get_running_loop().create_future(), kind="read")
+        )
+        return result
+
     async def ping(self, timeout: float) -> None:
         """A health check: raises McpCallError when the server does not answer a ping in time."""
         await self._submit(_CallRequest("ping", {}, timeout, None, asyncio.get_running_loop().create_future(), kind="ping"))
@@ -318,6 +327,8 @@ class ServerConnection:
             cache=None,  # tool lists must be re-read on list_changed, never served stale
             message_handler=self._on_message,
             client_info=types.Implementation(name="chatd", version=chatd.__version__),
+            # MCP Apps: tools may name a ui:// view, which the web UI shows (mcp/apps.py).
+            extensions=[advertise(apps.EXTENSION_ID, apps.CAPABILITY)],
         )
         await stack.enter_async_context(client)
         self.protocol_version = client.protocol_version
@@ -386,6 +397,8 @@ class ServerConnection:
                     await client.session.send_ping()
                 elif request.kind == "relist":
                     await self._relist(client, initial=False)
+                elif request.kind == "read":
+                    result = await client.read_resource(request.name)
                 else:
                     result = await client.call_tool(
                         request.name, request.arguments, progress_callback=on_progress

@@ -29,7 +29,8 @@ CSP = "; ".join(
         "script-src 'self'",
         "connect-src 'self'",
         "worker-src 'self'",
-        "frame-src 'none'",
+        # MCP App views only, from this origin and sandboxed (api: /mcp-apps/frame, mcp/apps.py).
+        "frame-src 'self'",
         "object-src 'none'",
         "base-uri 'none'",
         "form-action 'self'",

@@ -43,8 +43,12 @@ export interface ToolCallPart {
   type: "tool-call"; tool_call_id: string; tool_name: string; args?: Record<string, unknown>;
   args_delta?: string | null; provider_executed?: boolean;
 }
+/** A tool result's MCP App view (a `ui://` resource on the tool's server). */
+export interface McpAppLink { server_id: string; resource_uri: string; tool: string }
+
 export interface ToolResultPart {
   type: "tool-result"; tool_call_id: string; tool_name: string; result?: unknown; is_error?: boolean; provider_executed?: boolean;
+  app?: McpAppLink | null;
 }
 export interface FilePart { type: "file"; file_id: string; media_type: string; name?: string | null }
 export interface SourcePart { type: "source"; url: string; title?: string | null }

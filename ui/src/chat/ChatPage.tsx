@@ -14,6 +14,7 @@ import { Messages, textOf } from "./Messages";
 import { ModelPicker, ServerPicker } from "./Pickers";
 import { emptyChat, formatCost, reconnected, reduce, totals, withHistory, type ChatState } from "./state";
 import { StatusBadge } from "./StatusBadge";
+import { ChatIdContext } from "./McpApp";
 
 export function ChatPage({ params }: RouteProps) {
   const id = params.id;
@@ -218,6 +219,7 @@ export function ChatPage({ params }: RouteProps) {
         </div>
       </header>
       {chat?.archived && <p class="notice notice-info">This chat is archived. Unarchive it to continue.</p>}
+      <ChatIdContext.Provider value={id}>
       <Messages
         messages={s.messages}
         live={s.live}
@@ -229,6 +231,7 @@ export function ChatPage({ params }: RouteProps) {
         renderEditor={editor}
         canEdit={!chat?.archived}
       />
+      </ChatIdContext.Provider>
       {s.notices.map((n, i) => <p key={i} class={`notice notice-${n.level}`} role="note">{n.text}</p>)}
       {s.retry && status === "running" && (
         <p class="notice notice-warning" role="status">

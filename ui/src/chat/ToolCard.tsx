@@ -4,6 +4,7 @@
 import type { ToolCallPart, ToolProgressPart, ToolResultPart } from "../api/types";
 import { FileView } from "./FileView";
 import { Markdown } from "./Markdown";
+import { McpApp } from "./McpApp";
 import { splitToolName } from "./state";
 
 interface Props {
@@ -85,6 +86,7 @@ export function ToolCard({ call, result, progress, durationMs, live, awaiting }:
           {progress.message ?? "Working"} {progress.total ? `${Math.round((progress.progress / progress.total) * 100)}%` : ""}
         </p>
       )}
+      {result?.app && <McpApp app={result.app} call={call} result={result} />}
       {result && result.is_error && <p class="error">Error: {errorText(result.result)}</p>}
       {result && !result.is_error && (
         <details open={typeof result.result === "string" ? result.result.length < 600 : false}>

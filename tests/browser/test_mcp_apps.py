@@ -1,0 +1,61 @@
+"""MCP Apps in the browser: a tool's ui:// view renders in its tool card inside a sandboxed
+iframe, gets the handshake, the tool's input and result, calls the server's app-only tool through
+chatd, is refused a model-only tool, and cannot reach the page's DOM or storage."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import Chatd, sign_in
+
+APPS_SERVER = Path(__file__).parents[1] / "mcp" / "apps_test_server.py"
+
+
+@pytest.fixture(scope="module")
+def dice(chatd: Chatd) -> Iterator[dict[str, Any]]:
+    server = chatd.ok("POST", "/mcp-servers", json={
+        "slug": "dice", "display_name": "Dice", "transport": "stdio", "command": sys.executable,
+        "args": [str(APPS_SERVER)], "enabled": True, "availability": "default_off",
+    })
+    try:
+        yield server
+    finally:
+        chatd.ok("DELETE", f"/mcp-servers/{server['id']}")
+
+
+def test_a_tools_app_renders_sandboxed_gets_its_result_and_calls_back_through_chatd(page: Page, chatd: Chatd, dice: dict[str, Any]) -> None:
+    sign_in(page, chatd, chatd.member("apps-user"))
+    page.get_by_text(re.compile(r"Tools: \d+ of \d+ servers")).click()
+    page.get_by_role("checkbox", name="Dice").check()
+    box = page.get_by_label("Message", exact=True)
+    box.fill('TOOL dice__roll {"sides": 6}')
+    box.press("Enter")
+    card = page.get_by_role("article", name="Tool roll on dice")
+    expect(card.get_by_text("done")).to_be_visible()
+    iframe = card.locator("iframe.mcp-app")
+    expect(iframe).to_have_attribute("sandbox", "allow-scripts")
+    app = card.frame_locator("iframe.mcp-app")
+    expect(app.get_by_text("handshake: chatd 2026-01-26 tool roll")).to_be_visible()
+    expect(app.get_by_text('input: {"sides":6}')).to_be_visible()
+    expect(app.get_by_text("result: rolled 3 of 6")).to_be_visible()
+    # The app-only tool, called by the view through chatd's endpoint; the model-only one refused.
+    expect(app.get_by_text("tally: total 2")).to_be_visible()
+    expect(app.get_by_text("model-only refused: -32000")).to_be_visible()
+    expect(app.get_by_text("isolation: parent and storage unreachable")).to_be_visible()
+    # The same, asked from inside the frame: an opaque origin, no way to the page or the token.
+    frame = iframe.element_handle().content_frame()
+    assert frame is not None
+    probe = frame.evaluate("""() => {
+        const out = {origin: self.origin};
+        try { out.dom = parent.document.body.innerHTML.length; } catch (e) { out.dom = "blocked"; }
+        try { out.token = localStorage.getItem("chatd-token"); } catch (e) { out.token = "blocked"; }
+        return out;
+    }""")
+    assert probe == {"origin": "null", "dom": "blocked", "token": "blocked"}
