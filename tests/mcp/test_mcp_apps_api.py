@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from tests.conftest import People
 
 SERVER = Path(__file__).parent / "apps_test_server.py"
