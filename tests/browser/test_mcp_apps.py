@@ -38,7 +38,8 @@ def test_a_tools_app_renders_sandboxed_gets_its_result_and_calls_back_through_ch
     box.fill('TOOL dice__roll {"sides": 6}')
     box.press("Enter")
     card = page.get_by_role("article", name="Tool roll on dice")
-    expect(card.get_by_text("done")).to_be_visible()
+    # The stdio server starts (Python, the SDK) before the first call: slow on a loaded machine.
+    expect(card.get_by_text("done")).to_be_visible(timeout=60_000)
     iframe = card.locator("iframe.mcp-app")
     expect(iframe).to_have_attribute("sandbox", "allow-scripts")
     app = card.frame_locator("iframe.mcp-app")
