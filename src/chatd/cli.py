@@ -42,16 +42,27 @@ def serve(
     port: Annotated[int | None, typer.Option(envvar="CHATD_PORT")] = None,
     no_api: Annotated[bool, typer.Option("--no-api", help="Run workers only (a worker replica).")] = False,
     no_workers: Annotated[bool, typer.Option("--no-workers", help="Serve the API without running chats.")] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", envvar="CHATD_WORKERS", min=1, help="Processes on this machine sharing the port, each a whole replica (PostgreSQL only)."),
+    ] = None,
 ) -> None:
-    """Migrate, then serve the API and run the workers in one process."""
+    """Migrate, then serve the API and run the workers in one process (or --workers N)."""
     from chatd.server import run
 
-    settings = _settings(data_dir, database_url, host=host, port=port)
+    settings = _settings(data_dir, database_url, host=host, port=port, workers=workers)
     if no_workers:
         settings.run_workers = False
     from chatd import logs
 
     logs.configure(settings.log_level, replica=settings.replica_id)
+    if settings.workers > 1:
+        from chatd.supervisor import supervise
+
+        code = _run_cli(supervise(settings, api=not no_api))
+        if code:
+            raise typer.Exit(code)
+        return
     # A port in use (CannotListen) and the like end in one line, not a traceback.
     _run_cli(run(settings, api=not no_api))
 
@@ -59,7 +70,7 @@ def serve(
 @app.command()
 def worker(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
     """Run workers only (no API): a worker replica."""
-    serve(data_dir=data_dir, database_url=database_url, host=None, port=None, no_api=True, no_workers=False)
+    serve(data_dir=data_dir, database_url=database_url, host=None, port=None, no_api=True, no_workers=False, workers=None)
 
 
 @app.command()
@@ -130,11 +141,11 @@ def tokens_create(
     _run_cli(go())
 
 
-def _run_cli(coro: Any) -> None:
+def _run_cli(coro: Any) -> Any:
     from chatd.errors import ChatdError
 
     try:
-        asyncio.run(coro)
+        return asyncio.run(coro)
     except ChatdError as exc:
         # One line whatever the terminal's width (rich would wrap it at 80 columns in a pipe).
         console.print(f"[red]error:[/red] {escape(exc.message)}", soft_wrap=True, highlight=False)

@@ -9,6 +9,7 @@ import importlib
 import logging
 import signal
 import socket
+from dataclasses import dataclass
 
 import uvicorn
 
@@ -58,7 +59,7 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve_without_signals(server: uvicorn.Server, sock: socket.socket) -> None:
+async def serve_without_signals(server: uvicorn.Server, sockets: list[socket.socket]) -> None:
     """What `uvicorn.Server.serve` does, through its public `startup`, `main_loop` and `shutdown`,
     without `serve`'s signal capture: uvicorn would take SIGINT/SIGTERM for itself and raise them
     again once it stopped, while chatd owns them (`run`) so that the workers give their chats back
@@ -67,11 +68,11 @@ async def serve_without_signals(server: uvicorn.Server, sock: socket.socket) -> 
     if not config.loaded:
         config.load()
     server.lifespan = config.lifespan_class(config)
-    await server.startup(sockets=[sock])
+    await server.startup(sockets=sockets)
     if not server.should_exit:
         await server.main_loop()
     if server.started:
-        await server.shutdown(sockets=[sock])
+        await server.shutdown(sockets=sockets)
 
 
 async def admin_sign_in_token(app: App) -> str | None:
@@ -89,12 +90,32 @@ async def admin_sign_in_token(app: App) -> str | None:
     return token
 
 
-async def run(settings: Settings, *, api: bool = True) -> None:
+@dataclass(frozen=True)
+class WorkerProcess:
+    """What one worker process of `chatd serve --workers N` gets from its supervisor
+    (`chatd.supervisor`): the listening socket every process shares, a socket of its own for the
+    part relay (its `internal_url`: a relay request must reach the process that runs the chat, so
+    it cannot go through the shared port), and its line to the supervisor. The supervisor migrated
+    the database and announced the admin's link already."""
+
+    shared: socket.socket
+    relay: socket.socket
+    control: socket.socket
+
+
+async def run(settings: Settings, *, api: bool = True, process: WorkerProcess | None = None) -> None:
     logs.replica_var.set(str(settings.replica_id))
+    if process is not None:
+        await _run_traced(settings, process.shared, api=api, process=process)
+        return
     sock = listen(settings.host, settings.port)
     if settings.port == 0:
         # An ephemeral port (--port 0): announce and advertise the one the kernel picked.
         settings.port = sock.getsockname()[1]
+    await _run_traced(settings, sock, api=api)
+
+
+async def _run_traced(settings: Settings, sock: socket.socket, *, api: bool, process: WorkerProcess | None = None) -> None:
     try:
         tracing.configure(
             settings.otel_endpoint, replica_id=settings.replica_id, sample_ratio=settings.otel_sample_ratio,
@@ -104,17 +125,18 @@ async def run(settings: Settings, *, api: bool = True) -> None:
         sock.close()
         raise InvalidInput(str(exc)) from exc
     try:
-        await _run(settings, sock, api=api)
+        await _run(settings, sock, api=api, process=process)
     finally:
         sock.close()
         # Spans still buffered are sent (the exporter gives up after its own timeout).
         await asyncio.to_thread(tracing.shutdown)
 
 
-async def _run(settings: Settings, sock: socket.socket, *, api: bool) -> None:
-    app = await build(settings)
-    created = await ensure_admin(app) if api else None
-    token = await admin_sign_in_token(app) if api else None
+async def _run(settings: Settings, sock: socket.socket, *, api: bool, process: WorkerProcess | None = None) -> None:
+    # A worker process's supervisor migrated the database and announces the admin's link, once.
+    app = await build(settings, run_migrations=process is None)
+    created = await ensure_admin(app) if api and process is None else None
+    token = await admin_sign_in_token(app) if api and process is None else None
     logs.register_secret(token)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -136,19 +158,27 @@ async def _run(settings: Settings, sock: socket.socket, *, api: bool) -> None:
             )
             async def serve() -> None:
                 try:
-                    await serve_without_signals(server, sock)
+                    await serve_without_signals(server, [sock] if process is None else [sock, process.relay])
                 finally:
                     if not server.started:
                         log.error("could not listen on %s:%s", settings.host, settings.port)
                     stop.set()
 
             tg.create_task(serve(), name="http")
+            if process is not None:
+                tg.create_task(follow_supervisor(process.control, stop), name="supervisor")
 
             async def announce() -> None:
                 while not server.started:
                     if stop.is_set():
                         return
                     await asyncio.sleep(0.05)
+                if process is not None:
+                    # The supervisor prints the address once, when every process listens.
+                    await loop.sock_sendall(process.control, b"ready\n")
+                    if settings.run_workers:
+                        await asyncio.to_thread(preload)
+                    return
                 url = settings.resolved_public_url()
                 what = "chatd is listening on" if api else "chatd worker replica (internal endpoints) on"
                 print(f"{what} {url} (database: {app.db.dialect})", flush=True)
@@ -168,3 +198,24 @@ async def _run(settings: Settings, sock: socket.socket, *, api: bool) -> None:
             server.should_exit = True
     finally:
         await app.close()
+
+
+async def follow_supervisor(control: socket.socket, stop: asyncio.Event) -> None:
+    """A worker process stops when its supervisor is gone (killed with no chance to stop its
+    children): the end of the control socket, never an orphan serving on. Ends with `stop`."""
+    loop = asyncio.get_running_loop()
+
+    async def until_gone() -> None:
+        while await loop.sock_recv(control, 4096):
+            pass
+        log.warning("the supervisor of this worker process is gone; stopping")
+
+    gone = asyncio.create_task(until_gone(), name="supervisor-gone")
+    stopping = asyncio.create_task(stop.wait(), name="supervisor-stop")
+    try:
+        await asyncio.wait({gone, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (gone, stopping):
+            task.cancel()
+        await asyncio.gather(gone, stopping, return_exceptions=True)
+    stop.set()

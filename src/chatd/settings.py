@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     metrics_public: bool = False
     # Where other replicas reach this one (part relay); defaults to http://host:port.
     internal_url: str = ""
+    # Processes `chatd serve` runs on this machine, each a whole replica sharing the port and the
+    # database (chatd.supervisor); more than 1 needs PostgreSQL.
+    workers: int = Field(default=1, ge=1)
 
     # Workers (SPEC §4), in seconds.
     run_workers: bool = True
