@@ -205,7 +205,7 @@ async def test_chats_created_over_the_shared_port_each_run_exactly_once_on_both_
             sampler = asyncio.create_task(sample())
             try:
                 ids = await asyncio.gather(*(create(i) for i in range(n)))
-                await eventually(all_done, 180, f"{n} chats to finish", interval=0.3)
+                await eventually(all_done, 600, f"{n} chats to finish", interval=0.5)
             finally:
                 sampler.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -183,6 +183,11 @@ class Supervisor:
                     log.warning("%s replaces the one that exited", child.name)
                     self._print_process(child)
             return await self._stop_all()
+        except BaseException:
+            # The supervisor itself failed (no port for a relay socket, say): stop the processes
+            # now rather than when they notice their control socket closing.
+            self._send(signal.SIGTERM)
+            raise
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
