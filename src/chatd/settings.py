@@ -102,13 +102,19 @@ class Settings(BaseSettings):
     # timeout result and the turn goes on.
     client_tool_timeout: float = Field(default=600.0, gt=0)
 
+    # Tool results (MCP and built-in): a result longer than this many characters (its JSON text)
+    # is stored as a chat file; the model sees its head and reads the rest with read_tool_output.
+    tool_result_max_chars: int = Field(default=100_000, ge=1000)
+    # Images a tool returns go to models that accept images up to this size each (base64 of
+    # 3.75 MB is Anthropic's 5 MB per image); a larger one is shown in the chat only.
+    tool_image_max_bytes: int = Field(default=3_750_000, ge=0)
+
     # MCP (SPEC §7), in seconds / characters.
     mcp_connect_timeout: float = 10.0
     # stdio servers start a process first (`npx -y …` took 25 s warm); a server's own
     # connect_timeout_s wins over both.
     mcp_stdio_connect_timeout: float = 60.0
     mcp_call_timeout: float = 60.0
-    mcp_max_result_chars: int = 100_000
     # MCP Apps: the largest view (a tool's ui:// HTML resource) the web UI is given, in bytes; a
     # larger one is refused with a message naming this setting. A view's frame address is valid
     # for mcp_app_ticket_ttl seconds after the UI asked for it.

@@ -61,10 +61,37 @@ def test_an_image_from_a_tool_result_is_shown_inline(page: Page, chatd: Chatd, t
     new_chat(page, "TOOL tests__image {}")
     card = page.get_by_role("article", name="Tool image on tests")
     expect(card.get_by_text("done")).to_be_visible()
-    card.get_by_text("Result").click()
+    # A result with an image opens by itself.
     image = card.get_by_role("img")
     expect(image).to_be_visible()
     assert image.evaluate("img => img.naturalWidth") == 1
+    # The model (it takes images) got the image as an image part of its request.
+    requests = [r.body for r in chatd.model.requests if r.body.get("stream")]
+    assert any(
+        c.get("type") == "image_url" and c["image_url"]["url"].startswith("data:image/png;base64,")
+        for m in requests[-1]["messages"] if isinstance(m.get("content"), list) for c in m["content"]
+    )
+
+
+def test_a_long_tool_output_shows_its_preview_and_links_the_whole_output(page: Page, chatd: Chatd, tools: dict[str, Any]) -> None:
+    sign_in(page, chatd)
+    page.get_by_text(re.compile(r"Tools: \d+ of \d+ servers")).click()
+    page.get_by_role("checkbox", name="Test tools").check()
+    n = 150_000  # over CHATD_TOOL_RESULT_MAX_CHARS (100000)
+    new_chat(page, f'TOOL tests__big {{"n": {n}}}')
+    card = page.get_by_role("article", name="Tool big on tests")
+    expect(card.get_by_text("done")).to_be_visible()
+    expect(card.locator("pre.tool-preview")).to_have_text("x" * 4000)
+    expect(card.get_by_text("The first 4,000 of 150,000 characters.")).to_be_visible()
+    link = card.get_by_role("link", name="Whole output (150,000 characters)")
+    with page.expect_download() as download:
+        link.click()
+    saved = download.value
+    assert saved.suggested_filename == "tests__big-output.txt"
+    with open(saved.path(), "rb") as f:
+        assert f.read() == b"x" * n
+    # The model was told where the rest is, not given it.
+    expect(page.get_by_text(re.compile(r"The tool said: .*output_file"))).to_be_visible()
 
 
 def test_a_failing_tool_shows_its_error_on_the_card(page: Page, chatd: Chatd, tools: dict[str, Any]) -> None:

@@ -242,6 +242,8 @@ class ModelOptionsIn(_In):
     temperature: float | None = Field(default=None, ge=0, le=2)
     reasoning_effort: Literal["low", "medium", "high"] | None = None
     web_search: Bool = False
+    # The model accepts images: images MCP tools return go to it (else it reads a note).
+    images: Bool = True
 
 
 class PricingIn(_In):
@@ -297,7 +299,7 @@ class ModelConfigOut(_Out):
         return cls(
             id=m.id, provider=m.provider, model=m.model, display_name=m.display_name, context_limit=m.context_limit,
             compression_threshold=m.compression_threshold, is_default=m.is_default, enabled=m.enabled,
-            options=ModelOptionsIn(max_output_tokens=o.max_output_tokens, temperature=o.temperature, reasoning_effort=o.reasoning_effort, web_search=o.web_search),
+            options=ModelOptionsIn(max_output_tokens=o.max_output_tokens, temperature=o.temperature, reasoning_effort=o.reasoning_effort, web_search=o.web_search, images=o.images),
             pricing=PricingIn(input=p.input, output=p.output, cache_read=p.cache_read, cache_write=p.cache_write, reasoning=p.reasoning),
             created_at=m.created_at, updated_at=m.updated_at,
         )

@@ -53,6 +53,9 @@ class ModelOptions:
     temperature: float | None = None
     reasoning_effort: str | None = None
     web_search: bool = False
+    # The model accepts images (user attachments, images tools return); false: tool images reach
+    # it as a note.
+    images: bool = True
 
 
 @dataclass(frozen=True, slots=True)

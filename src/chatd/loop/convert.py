@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from pydantic_ai import messages as pm
@@ -19,7 +19,7 @@ from chatd.domain.parts import (
     ToolCallPart,
     ToolResultPart,
 )
-from chatd.loop.types import FileResolver, PromptMessage, ResolvedFile
+from chatd.loop.types import FileResolver, PromptMessage, ResolvedFile, ToolImages
 from chatd.providers.streams import call_args as call_args  # shared with the stream readers
 
 log = logging.getLogger(__name__)
@@ -37,22 +37,35 @@ def sanitize_tool_call_id(tool_call_id: str) -> str:
 
 
 async def to_model_messages(
-    prompt: Sequence[PromptMessage], resolver: FileResolver | None = None, *, awaiting: Collection[str] = ()
+    prompt: Sequence[PromptMessage],
+    resolver: FileResolver | None = None,
+    *,
+    awaiting: Collection[str] = (),
+    images: ToolImages | None = None,
 ) -> list[pm.ModelMessage]:
     """`awaiting`: ids of the last step's calls whose results the caller is about to add (the
-    answers of a chat that waited for them); they get no synthetic result."""
-    files = await _resolve_files(prompt, resolver)
+    answers of a chat that waited for them); they get no synthetic result. `images`: how images
+    tool results name go to the model (None: tool results as stored)."""
+    files = await _resolve_files(prompt, resolver, images)
     out: list[pm.ModelMessage] = []
     for message in prompt:
-        converted = _convert(message, files)
+        converted = _convert(message, files, images)
         if converted is not None:
             out.append(converted)
     return repair(out, awaiting=awaiting)
 
 
-async def _resolve_files(prompt: Sequence[PromptMessage], resolver: FileResolver | None) -> dict[str, ResolvedFile]:
-    # Only user attachments are sent back to the model, as in the reference.
+async def _resolve_files(
+    prompt: Sequence[PromptMessage], resolver: FileResolver | None, images: ToolImages | None
+) -> dict[str, ResolvedFile]:
+    # User attachments, and the images tool results name when the model takes them.
     ids = [p.file_id for m in prompt if m.role is Role.USER for p in m.parts if isinstance(p, FilePart)]
+    if images is not None and images.accepted:
+        ids += [
+            fid for m in prompt if m.role is Role.TOOL for p in m.parts
+            if isinstance(p, ToolResultPart) and not p.provider_executed and not p.is_error
+            for fid, _ in tool_images(p.result)
+        ]  # fmt: skip
     if not ids or resolver is None:
         return {}
     found = dict(await resolver(ids))
@@ -61,7 +74,7 @@ async def _resolve_files(prompt: Sequence[PromptMessage], resolver: FileResolver
     return found
 
 
-def _convert(message: PromptMessage, files: dict[str, ResolvedFile]) -> pm.ModelMessage | None:
+def _convert(message: PromptMessage, files: dict[str, ResolvedFile], images: ToolImages | None) -> pm.ModelMessage | None:
     if message.role is Role.SYSTEM:
         text = "\n\n".join(p.text for p in message.parts if isinstance(p, TextPart) and p.text.strip())
         return pm.ModelRequest(parts=[pm.SystemPromptPart(text)]) if text else None
@@ -71,7 +84,7 @@ def _convert(message: PromptMessage, files: dict[str, ResolvedFile]) -> pm.Model
         parts = [p for part in message.parts if (p := _assistant_part(part)) is not None]
         return pm.ModelResponse(parts=parts) if parts else None
     returns = [
-        _tool_return(p) for p in message.parts if isinstance(p, ToolResultPart) and not p.provider_executed
+        tool_return(p, files, images) for p in message.parts if isinstance(p, ToolResultPart) and not p.provider_executed
     ]
     return pm.ModelRequest(parts=returns) if returns else None
 
@@ -109,12 +122,54 @@ def _assistant_part(part: Part) -> pm.ModelResponsePart | None:
     return None
 
 
-def _tool_return(part: ToolResultPart) -> pm.ToolReturnPart:
+# Image types every provider with image input takes.
+_MODEL_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+
+
+def tool_images(result: Any) -> list[tuple[str, str]]:
+    """(file id, media type) of the images a tool result names (stored from an MCP result)."""
+    if not isinstance(result, dict) or not isinstance(result.get("attachments"), list):
+        return []
+    return [
+        (a["file_id"], a["media_type"])
+        for a in result["attachments"]
+        if isinstance(a, dict) and isinstance(a.get("file_id"), str) and a.get("media_type") in _MODEL_IMAGE_TYPES
+    ]
+
+
+def tool_return(
+    part: ToolResultPart, files: Mapping[str, ResolvedFile], images: ToolImages | None, *, sanitize: bool = True
+) -> pm.ToolReturnPart:
+    """The model's view of a tool result: with the images it names as image parts when the model
+    takes images, else with a note in place of each (never silently left out)."""
     result = part.result if part.result is not None else {}
+    found = tool_images(result) if images is not None and not part.is_error else []
+    content: Any = result
+    if found:
+        assert images is not None
+        notes: dict[str, str] = {}
+        binaries: list[pm.BinaryContent] = []
+        for fid, media_type in found:
+            f = files.get(fid)
+            if not images.accepted:
+                notes[fid] = "not shown to you: this model does not accept images (the user sees it in the chat)"
+            elif f is None:
+                notes[fid] = "not shown to you: the image file is no longer available"
+            elif len(f.data) > images.max_bytes:
+                notes[fid] = f"not shown to you: {len(f.data)} bytes, over the {images.max_bytes} bytes an image may have (the user sees it in the chat)"
+            else:
+                binaries.append(pm.BinaryContent(f.data, media_type=media_type, identifier=fid))
+                notes[fid] = "attached below"
+        described = dict(result)
+        described["attachments"] = [
+            {**a, "note": notes[a["file_id"]]} if isinstance(a, dict) and a.get("file_id") in notes else a
+            for a in result["attachments"]
+        ]
+        content = [described, *binaries] if binaries else described
     return pm.ToolReturnPart(
         part.tool_name,
-        result,
-        sanitize_tool_call_id(part.tool_call_id),
+        content,
+        sanitize_tool_call_id(part.tool_call_id) if sanitize else part.tool_call_id,
         outcome="failed" if part.is_error else "success",
     )
 

@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -24,7 +24,14 @@ from chatd.domain.actions import edited as action_edited
 from chatd.domain.chat import Role, Usage
 from chatd.domain.parts import Part, ToolCallPart, ToolResultPart, text_of
 from chatd.domain.tools import Tool, ToolContext, ToolResult
-from chatd.loop.convert import call_args, estimate_tokens, response_parts, to_model_messages
+from chatd.loop.convert import (
+    call_args,
+    estimate_tokens,
+    response_parts,
+    to_model_messages,
+    tool_images,
+    tool_return,
+)
 from chatd.loop.prompts import SUMMARY_PREFIX, SUMMARY_PROMPT
 from chatd.loop.stream import open_stream
 from chatd.loop.types import (
@@ -34,6 +41,7 @@ from chatd.loop.types import (
     Interrupted,
     ModelCallFailed,
     PromptMessage,
+    ResolvedFile,
     RetriesExhausted,
     Step,
     TurnControl,
@@ -51,6 +59,7 @@ from chatd.providers.retry import (
     classify,
 )
 from chatd.providers.streams import ModelStream
+from chatd.tools.output import ReadToolOutput, spilled_file
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -99,7 +108,9 @@ async def run_turn(
         control._attach(task)
     try:
         awaiting = {a.tool_call_id for a in options.resume}
-        history = await to_model_messages(prompt, options.file_resolver, awaiting=awaiting)
+        history = await to_model_messages(prompt, options.file_resolver, awaiting=awaiting, images=options.tool_images)
+        if any(spilled_file(p.result) for m in prompt for p in m.parts if isinstance(p, ToolResultPart)):
+            turn.offer_reader()
         return await turn.run(history)
     except asyncio.CancelledError:
         if control is None or not control.interrupted:
@@ -184,6 +195,25 @@ class _Turn:
         self._compacted_since_step = False
         self._locks: dict[str, asyncio.Lock] = {}
 
+    def offer_reader(self) -> None:
+        """Offer `read_tool_output` from now on: a result of this chat was stored as a file."""
+        outputs = self.options.tool_outputs
+        if outputs is None or ReadToolOutput.name in self.tools:
+            return
+        reader = ReadToolOutput(outputs)
+        self.tools[reader.name] = reader
+        self.tool_defs.append(ToolDefinition(name=reader.name, description=reader.description, parameters_json_schema=reader.parameters))
+
+    async def _returns(self, results: Sequence[ToolResultPart]) -> list[pm.ToolReturnPart]:
+        """The model's view of this turn's results, with the images they name when it takes them."""
+        images = self.options.tool_images
+        files: Mapping[str, ResolvedFile] = {}
+        if images is not None and images.accepted and self.options.file_resolver is not None:
+            ids = [fid for r in results if not r.is_error for fid, _ in tool_images(r.result)]
+            if ids:
+                files = await self.options.file_resolver(ids)
+        return [tool_return(r, files, images, sanitize=False) for r in results]
+
     # ------------------------------------------------------------------------------ the loop
 
     async def run(self, history: list[pm.ModelMessage]) -> TurnOutcome:
@@ -226,7 +256,7 @@ class _Turn:
                 return self.outcome("requires_action")
             history.append(response)
             if results:
-                history.append(pm.ModelRequest(parts=[_tool_return(r) for r in results]))
+                history.append(pm.ModelRequest(parts=await self._returns(results)))
             self._known_context = (step.context_tokens + step.usage.output_tokens, len(history))
             self._compacted_since_step = False
             history = await self._compact_if_needed(history, step.context_tokens, before_step=False)
@@ -234,7 +264,7 @@ class _Turn:
                 return self.outcome("completed")
             steered = await self.sink.take_steered()
             if steered:
-                history.extend(await to_model_messages(steered, self.options.file_resolver))
+                history.extend(await to_model_messages(steered, self.options.file_resolver, images=self.options.tool_images))
         return self.outcome("max_steps")
 
     def outcome(self, reason: Any) -> TurnOutcome:
@@ -300,7 +330,7 @@ class _Turn:
         # From here the results belong to the sink: an interrupt must not persist them again.
         self.resuming = None
         await _uncancellable(self.sink.persist_step(self._resumed_step(results, actions)))
-        _append_results(history, results)
+        _append_results(history, await self._returns(results))
 
     async def _answer(self, action: PendingAction) -> ToolResultPart:
         outcome = result_for(action)
@@ -529,6 +559,11 @@ class _Turn:
                 tracing.set_content(span, "gen_ai.tool.call.arguments", args)
                 async with lock if lock is not None else contextlib.nullcontext():
                     result: ToolResult = await tool.call(args, ctx)
+                outputs = self.options.tool_outputs
+                if outputs is not None and not getattr(tool, "keeps_output", False):
+                    result = await outputs.spill(call.tool_name, result)
+                    if spilled_file(result.result):
+                        self.offer_reader()
                 tracing.set_content(span, "gen_ai.tool.call.result", result.result)
                 if result.is_error:
                     tracing.fail(span, "tool_error")
@@ -682,21 +717,11 @@ def _leading_system(history: list[pm.ModelMessage]) -> list[pm.ModelMessage]:
     return out
 
 
-def _append_results(history: list[pm.ModelMessage], results: list[ToolResultPart]) -> None:
+def _append_results(history: list[pm.ModelMessage], returns: list[pm.ToolReturnPart]) -> None:
     """Results of one call batch belong in one request (Anthropic wants them together): a resumed
     turn's results join those the step saved before it waited."""
-    returns = [_tool_return(r) for r in results]
     last = history[-1] if history else None
     if isinstance(last, pm.ModelRequest) and last.parts and all(isinstance(p, pm.ToolReturnPart) for p in last.parts):
         history[-1] = pm.ModelRequest(parts=[*last.parts, *returns])
     else:
         history.append(pm.ModelRequest(parts=returns))
-
-
-def _tool_return(result: ToolResultPart) -> pm.ToolReturnPart:
-    return pm.ToolReturnPart(
-        result.tool_name,
-        result.result if result.result is not None else {},
-        result.tool_call_id,
-        outcome="failed" if result.is_error else "success",
-    )

@@ -15,6 +15,7 @@ from chatd.domain.chat import Role, Usage
 from chatd.domain.parts import Part, ToolCallPart, ToolResultPart
 from chatd.errors import ChatdError
 from chatd.providers.retry import RetryDecision
+from chatd.tools.output import ToolOutputs
 
 SUMMARY_TOOL_NAME = "chat_summarized"
 INTERRUPTED_TOOL_RESULT = "tool call was interrupted before it produced a result"
@@ -36,6 +37,16 @@ class ResolvedFile:
 
 # Batch lookup of file bytes by id (user-message attachments); missing ids are skipped.
 FileResolver = Callable[[Sequence[str]], Awaitable[Mapping[str, ResolvedFile]]]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolImages:
+    """Whether images tools returned (stored files named in their results) go to the model."""
+
+    # The model accepts images; when False it reads a note in their place.
+    accepted: bool = True
+    # Larger images are left out, with a note (a provider's per-image limit).
+    max_bytes: int = 3_750_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +190,10 @@ class TurnOptions:
     # Answered actions of the last persisted step: the turn turns them into the calls' results
     # (running approved tools) before it calls the model.
     resume: Sequence[PendingAction] = ()
+    # Where results over the size limit are stored (None: results go to the model as they are).
+    tool_outputs: ToolOutputs | None = None
+    # Images in tool results go to the model (None: tool results are sent as stored, no images).
+    tool_images: ToolImages | None = None
 
 
 OutcomeReason = Literal["completed", "interrupted", "lost_ownership", "max_steps", "requires_action"]

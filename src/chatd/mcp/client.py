@@ -29,7 +29,7 @@ from chatd.mcp.connection import ServerConnection
 from chatd.mcp.errors import McpCallError, McpConnectError, McpError, McpSessionLost
 from chatd.mcp.naming import ToolNamer
 from chatd.mcp.pool import Lease, McpPool
-from chatd.mcp.results import DEFAULT_MAX_RESULT_CHARS, StoreFile, convert_result
+from chatd.mcp.results import StoreFile, convert_result
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ class McpConnections:
         *,
         store_file: StoreFile | None,
         call_timeout: float,
-        max_result_chars: int,
+        max_result_chars: int | None,
         on_tools_changed: Callable[[], None] | None = None,
         reauthorize: Reauthorize | None = None,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
@@ -387,7 +387,7 @@ async def connect_all(
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     stdio_connect_timeout: float = DEFAULT_STDIO_CONNECT_TIMEOUT,
     call_timeout: float = DEFAULT_CALL_TIMEOUT,
-    max_result_chars: int = DEFAULT_MAX_RESULT_CHARS,
+    max_result_chars: int | None = None,
     on_server_error: OnServerError | None = None,
     on_tools_changed: Callable[[], None] | None = None,
     reauthorize: Reauthorize | None = None,

@@ -3,7 +3,8 @@
 Every content item is kept: text is joined, images, audio and binary resources become file parts
 (the bytes go to the files table through `store_file`), text resources and resource links are
 described, structured content is preserved. The model sees a plain string when the result is
-text only, and a JSON object otherwise.
+text only, and a JSON object otherwise. Nothing is cut unless the caller asks for `max_chars`: the
+agent loop stores a result too long for the model as a file instead (`chatd.tools.output`).
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ log = logging.getLogger(__name__)
 
 StoreFile = Callable[[bytes, str, str], Awaitable[str]]
 """store_file(data, media_type, name) -> file id; persists bytes produced by a tool."""
-
-DEFAULT_MAX_RESULT_CHARS = 100_000
 
 
 def _file_name(tool_name: str, index: int, media_type: str) -> str:
@@ -68,7 +67,7 @@ async def convert_result(
     *,
     tool_name: str,
     store_file: StoreFile | None,
-    max_chars: int = DEFAULT_MAX_RESULT_CHARS,
+    max_chars: int | None = None,
 ) -> ToolResult:
     texts: list[str] = []
     attachments: list[dict[str, Any]] = []
@@ -115,7 +114,9 @@ async def convert_result(
         text = "\n".join(texts)
     if not attachments and structured is None:
         return ToolResult(
-            result=_truncate_text(text, max_chars), is_error=result.is_error, files=files
+            result=text if max_chars is None else _truncate_text(text, max_chars),
+            is_error=result.is_error,
+            files=files,
         )
 
     body: dict[str, Any] = {}
@@ -125,7 +126,9 @@ async def convert_result(
         body["structured_content"] = structured
     if attachments:
         body["attachments"] = attachments
-    return ToolResult(result=_fit(body, max_chars), is_error=result.is_error, files=files)
+    return ToolResult(
+        result=body if max_chars is None else _fit(body, max_chars), is_error=result.is_error, files=files
+    )
 
 
 def _drop_duplicate(text: str, structured: Any) -> tuple[list[str], Any]:

@@ -31,6 +31,7 @@ from chatd.errors import ChatdError, DatabaseUnavailable
 from chatd.logs import redact
 from chatd.loop import (
     ResolvedFile,
+    ToolImages,
     TurnControl,
     TurnError,
     TurnOptions,
@@ -54,6 +55,7 @@ from chatd.store.secrets import SecretBox
 from chatd.store.turns import FinishResult, TurnEnd
 from chatd.streams.hub import StreamHub
 from chatd.streams.outbox import Outbox
+from chatd.tools.output import ToolOutputs
 from chatd.tools.question import QUESTION_SECTION, AskUserQuestion
 from chatd.worker.approval import client_tools, gate_tools
 from chatd.worker.config_cache import ConfigCache
@@ -249,7 +251,6 @@ class ChatTurn:
                     configs, tokens, store_file=self._store_file, on_server_error=self._mcp_failed,
                     connect_timeout=d.settings.mcp_connect_timeout, call_timeout=d.settings.mcp_call_timeout,
                     stdio_connect_timeout=d.settings.mcp_stdio_connect_timeout,
-                    max_result_chars=d.settings.mcp_max_result_chars,
                     reauthorize=self._reauthorize if d.reauthorize is not None else None,
                     identity=(chat.owner_id, chat.id), pool=d.mcp_pool,
                 )
@@ -297,6 +298,11 @@ class ChatTurn:
                 file_resolver=self._resolve_files,
                 sleep=d.sleep,
                 resume=answered,
+                tool_outputs=ToolOutputs(d.settings.tool_result_max_chars, self._store_file, self._read_output),
+                tool_images=ToolImages(
+                    accepted=model.config.options.images and d.settings.tool_image_max_bytes > 0,
+                    max_bytes=d.settings.tool_image_max_bytes,
+                ),
             )
             # Non-idempotent calls are recorded before they run: at most once across crashes.
             journal = ToolJournal(d.db, d.clock, chat.id, self.worker_id, chat.generation)
@@ -366,6 +372,11 @@ class ChatTurn:
     async def _store_file(self, data: bytes, media_type: str, name: str) -> str:
         f = await file_store.save_file(self.deps.db, self.deps.clock.now(), self.chat.owner_id, name, media_type, data)
         return str(f.id)
+
+    async def _read_output(self, file_id: str) -> tuple[bytes, str] | None:
+        found = await self._resolve_files([file_id])
+        f = found.get(file_id)
+        return (f.data, f.media_type) if f is not None else None
 
     async def _resolve_files(self, ids: Sequence[str]) -> Mapping[str, ResolvedFile]:
         out: dict[str, ResolvedFile] = {}

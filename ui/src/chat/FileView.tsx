@@ -1,8 +1,9 @@
 import { useEffect, useState } from "preact/hooks";
 import { fileBlobUrl } from "../api/chats";
 
-/** A stored file: images inline, anything else as a link (both fetched with the token). */
-export function FileView({ fileId, mediaType, name }: { fileId: string; mediaType: string; name?: string | null }) {
+/** A stored file: images inline, anything else as a link (both fetched with the token); `label`
+ * names the link (default: the file's name or type). */
+export function FileView({ fileId, mediaType, name, label: shown }: { fileId: string; mediaType: string; name?: string | null; label?: string }) {
   const [url, setUrl] = useState<string | null>(null);
   const [failed, setFailed] = useState(false);
   useEffect(() => {
@@ -13,7 +14,7 @@ export function FileView({ fileId, mediaType, name }: { fileId: string; mediaTyp
       .catch(() => { if (!gone) setFailed(true); });
     return () => { gone = true; if (made) URL.revokeObjectURL(made); };
   }, [fileId]);
-  const label = name || mediaType;
+  const label = shown || name || mediaType;
   if (failed) return <span class="file muted">{label} (unavailable)</span>;
   if (mediaType.startsWith("image/")) {
     return url ? <img class="file-image" src={url} alt={name || "image"} /> : <span class="file muted">{label}…</span>;

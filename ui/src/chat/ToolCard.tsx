@@ -25,13 +25,42 @@ function argsText(call: ToolCallPart | null): string {
 }
 
 interface Attachment { type?: string; file_id?: string; media_type?: string; name?: string }
+interface OutputFile { file_id: string; name?: string; media_type: string; total_chars: number }
+
+/** A result too long for the model was stored as a file: `{output_file, preview, note}` (docs/api.md). */
+function outputFile(result: unknown): OutputFile | null {
+  if (!result || typeof result !== "object") return null;
+  const f = (result as { output_file?: Partial<OutputFile> }).output_file;
+  return f && typeof f.file_id === "string" && typeof f.media_type === "string" && typeof f.total_chars === "number" ? (f as OutputFile) : null;
+}
+
+function attachments(result: unknown): Attachment[] {
+  if (!result || typeof result !== "object" || Array.isArray(result)) return [];
+  const list = (result as { attachments?: unknown }).attachments;
+  return Array.isArray(list) ? (list as Attachment[]).filter((a) => a && a.file_id && a.media_type) : [];
+}
 
 function ResultBody({ result }: { result: unknown }) {
   if (result == null) return <p class="muted">No output.</p>;
   if (typeof result === "string") return <Markdown text={result} />;
+  const stored = outputFile(result);
+  if (stored) {
+    const preview = String((result as { preview?: unknown }).preview ?? "");
+    return (
+      <>
+        <pre class="json tool-preview">{preview}</pre>
+        <p class="muted tool-output-file">
+          The first {preview.length.toLocaleString()} of {stored.total_chars.toLocaleString()} characters.{" "}
+          <FileView fileId={stored.file_id} mediaType={stored.media_type} name={stored.name ?? "output.txt"}
+            label={`Whole output (${stored.total_chars.toLocaleString()} characters)`} />
+        </p>
+        {attachments(result).map((a) => <FileView key={a.file_id} fileId={a.file_id!} mediaType={a.media_type!} name={a.name} />)}
+      </>
+    );
+  }
   if (typeof result === "object" && !Array.isArray(result)) {
     const r = result as { text?: unknown; error?: unknown; attachments?: Attachment[]; structured_content?: unknown };
-    const files = (r.attachments ?? []).filter((a) => a && a.file_id && a.media_type);
+    const files = attachments(result);
     const rest = { ...r } as Record<string, unknown>;
     delete rest.text;
     delete rest.attachments;
@@ -44,6 +73,12 @@ function ResultBody({ result }: { result: unknown }) {
     );
   }
   return <pre class="json">{JSON.stringify(result, null, 2)}</pre>;
+}
+
+/** Short text, images and a stored output's preview show at once; other results on demand. */
+function openByDefault(result: unknown): boolean {
+  if (typeof result === "string") return result.length < 600;
+  return outputFile(result) != null || attachments(result).some((a) => a.media_type!.startsWith("image/"));
 }
 
 function errorText(result: unknown): string {
@@ -89,7 +124,7 @@ export function ToolCard({ call, result, progress, durationMs, live, awaiting }:
       {result?.app && <McpApp app={result.app} call={call} result={result} />}
       {result && result.is_error && <p class="error">Error: {errorText(result.result)}</p>}
       {result && !result.is_error && (
-        <details open={typeof result.result === "string" ? result.result.length < 600 : false}>
+        <details open={openByDefault(result.result)}>
           <summary>Result</summary>
           <ResultBody result={result.result} />
         </details>
