@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -318,3 +319,31 @@ def test_a_long_answer_is_followed_while_it_streams(page: Page, chatd: Chatd) ->
     new_chat(page, "SLOW 10\nTOKENS 500")
     expect(page.get_by_text("tok150 ")).to_be_in_viewport()
     expect(page.get_by_text("tok499")).to_be_in_viewport(timeout=60_000)
+
+
+def test_an_admin_marks_a_model_text_only_and_its_chats_get_a_note_for_a_tool_image(page: Page, chatd: Chatd, tools: dict[str, Any]) -> None:
+    created = chatd.ok("POST", "/model-configs", json={
+        "provider": "openai-compatible", "model": "text-only-1", "display_name": "Text only", "context_limit": 100_000,
+    })
+    assert created["options"]["images"] is True
+    sign_in(page, chatd)
+    page.get_by_role("link", name="Models").click()
+    page.get_by_role("button", name="Edit Text only").click()
+    form = page.get_by_role("form", name="Edit Text only")
+    form.get_by_role("checkbox", name="Accepts images").uncheck()
+    form.get_by_role("button", name="Save").click()
+    expect(form).to_be_hidden()
+    configs = {m["model"]: m for m in chatd.ok("GET", "/model-configs")}
+    assert configs["text-only-1"]["options"]["images"] is False
+    page.get_by_role("link", name="New chat").click()
+    page.get_by_text(re.compile(r"Tools: \d+ of \d+ servers")).click()
+    page.get_by_role("checkbox", name="Test tools").check()
+    page.get_by_label("Model").select_option(label="Text only")
+    send(page, "TOOL tests__image {}")
+    card = page.get_by_role("article", name="Tool image on tests")
+    expect(card.get_by_role("img")).to_be_visible()  # the person sees it either way
+    expect(page.get_by_text(re.compile("The tool said: "))).to_be_visible()
+    last = [r.body for r in chatd.model.requests if r.body.get("stream")][-1]
+    assert last["model"] == "text-only-1" and "image_url" not in json.dumps(last)
+    [tool] = [m for m in last["messages"] if m["role"] == "tool"]
+    assert "this model does not accept images" in tool["content"]

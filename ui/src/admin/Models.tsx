@@ -82,6 +82,7 @@ function ModelForm({ model, providers, onDone }: { model: ModelConfig | null; pr
   );
   const [isDefault, setIsDefault] = useState(model?.is_default ?? false);
   const [enabled, setEnabled] = useState(model?.enabled ?? true);
+  const [images, setImages] = useState((model?.options as { images?: boolean } | undefined)?.images ?? true);
   const [found, setFound] = useState<admin.DiscoveredModel[]>([]);
   const loading = useAction();
   const saving = useAction();
@@ -99,7 +100,7 @@ function ModelForm({ model, providers, onDone }: { model: ModelConfig | null; pr
         const body: admin.ModelConfigIn = {
           provider, model: name.trim(), display_name: display.trim() || name.trim(), context_limit: ctx,
           compression_threshold: Number(threshold), is_default: isDefault, enabled, pricing,
-          options: { max_output_tokens: out },
+          options: { max_output_tokens: out, images },
         };
         if (model) await admin.updateModelConfig(model.id, body);
         else await admin.createModelConfig(body);
@@ -137,6 +138,8 @@ function ModelForm({ model, providers, onDone }: { model: ModelConfig | null; pr
       </fieldset>
       <Check label="Default model" checked={isDefault} onChange={setIsDefault} hint="New chats use it unless they pick another." />
       <Check label="Enabled" checked={enabled} onChange={setEnabled} />
+      <Check label="Accepts images" checked={images} onChange={setImages}
+        hint="Images MCP tools return are sent to the model; off for a text-only model (it reads a note instead)." />
       <div class="admin-actions">
         <button type="submit" class="primary" disabled={saving.busy}>{model ? "Save model" : "Add the model"}</button>
         <button type="button" onClick={onDone}>Cancel</button>

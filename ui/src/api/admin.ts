@@ -32,7 +32,7 @@ export const providerModels = (id: string) => get<ProviderCheck>(`/providers/${i
 export interface Pricing { input: number | null; output: number | null; cache_read: number | null; cache_write: number | null; reasoning?: number | null }
 export interface ModelConfigIn {
   provider?: string; model?: string; display_name?: string | null; context_limit?: number; compression_threshold?: number;
-  is_default?: boolean; enabled?: boolean; options?: { max_output_tokens?: number | null }; pricing?: Partial<Pricing>;
+  is_default?: boolean; enabled?: boolean; options?: { max_output_tokens?: number | null; images?: boolean }; pricing?: Partial<Pricing>;
 }
 export const listModelConfigs = () => get<ModelConfig[]>("/model-configs");
 export const createModelConfig = (body: ModelConfigIn) => post<ModelConfig>("/model-configs", body);
