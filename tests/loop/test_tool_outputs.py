@@ -9,7 +9,7 @@ import uuid
 
 from pydantic_ai import messages as pm
 
-from chatd.domain.parts import ToolResultPart
+from chatd.domain.parts import McpAppLink, ToolResultPart
 from chatd.domain.tools import ToolContext, ToolResult
 from chatd.loop.convert import tool_return
 from chatd.loop.types import ResolvedFile, ToolImages
@@ -44,8 +44,9 @@ async def test_a_structured_result_is_stored_as_json_and_keeps_its_attachments()
     out, files = outputs()
     image = {"type": "image", "media_type": "image/png", "file_id": "img", "name": "t-0.png", "size": 3}
     body = {"structured_content": {"rows": ["é" * 50] * 40}, "attachments": [image]}
-    spilled = await out.spill("t", ToolResult(body, is_error=True))
-    assert spilled.is_error and spilled.result["attachments"] == [image]
+    app = McpAppLink(server_id=str(uuid.uuid4()), resource_uri="ui://t/view", tool="t")
+    spilled = await out.spill("t", ToolResult(body, is_error=True, app=app))
+    assert spilled.is_error and spilled.app == app and spilled.result["attachments"] == [image]
     fid = spilled.result["output_file"]["file_id"]
     data, media_type = files[fid]
     assert media_type == "application/json" and json.loads(data) == body

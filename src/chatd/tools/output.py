@@ -8,6 +8,7 @@ character offset and length. The web UI shows the same preview and links the fil
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -58,16 +59,12 @@ class ToolOutputs:
         except Exception as exc:
             # Without the store the model still gets the head and is told the rest is lost.
             log.warning("storing a large output of %s failed", tool_name, exc_info=True)
-            return ToolResult(
-                {
-                    "preview": text[:PREVIEW_CHARS],
-                    "total_chars": len(text),
-                    "note": f"The output has {len(text)} characters; only the first {PREVIEW_CHARS} are shown "
-                    f"because it could not be stored ({type(exc).__name__}).",
-                },
-                is_error=result.is_error,
-                files=result.files,
-            )
+            return dataclasses.replace(result, result={
+                "preview": text[:PREVIEW_CHARS],
+                "total_chars": len(text),
+                "note": f"The output has {len(text)} characters; only the first {PREVIEW_CHARS} are shown "
+                f"because it could not be stored ({type(exc).__name__}).",
+            })
         shown = min(PREVIEW_CHARS, self.max_chars)
         body: dict[str, Any] = {
             "output_file": {"file_id": file_id, "name": name, "media_type": media_type, "total_chars": len(text)},
@@ -81,7 +78,8 @@ class ToolOutputs:
         # Images and other files a tool returned stay listed (the chat shows them; the model may see them).
         if isinstance(result.result, dict) and isinstance(result.result.get("attachments"), list):
             body["attachments"] = result.result["attachments"]
-        return ToolResult(body, is_error=result.is_error, files=result.files)
+        # Only the model's part changes: the error flag, files and an MCP App view stay.
+        return dataclasses.replace(result, result=body)
 
 
 def spilled_file(result: Any) -> str | None:
