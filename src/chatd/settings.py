@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chatd.domain.chat import MAX_QUEUED_MESSAGES
@@ -20,7 +20,7 @@ def default_data_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CHATD_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CHATD_", extra="ignore", populate_by_name=True)
 
     data_dir: Path = Field(default_factory=default_data_dir)
     host: str = "127.0.0.1"
@@ -104,7 +104,10 @@ class Settings(BaseSettings):
 
     # Tool results (MCP and built-in): a result longer than this many characters (its JSON text)
     # is stored as a chat file; the model sees its head and reads the rest with read_tool_output.
-    tool_result_max_chars: int = Field(default=100_000, ge=1000)
+    # CHATD_MCP_MAX_RESULT_CHARS is its former name (MCP results only, cut there): still read.
+    tool_result_max_chars: int = Field(
+        default=100_000, ge=1000, validation_alias=AliasChoices("CHATD_TOOL_RESULT_MAX_CHARS", "CHATD_MCP_MAX_RESULT_CHARS")
+    )
     # Images a tool returns go to models that accept images up to this size each (base64 of
     # 3.75 MB is Anthropic's 5 MB per image); a larger one is shown in the chat only.
     tool_image_max_bytes: int = Field(default=3_750_000, ge=0)
