@@ -59,6 +59,10 @@ class Wire:
 def _openai_provider(provider: ProviderConfig, http_client: httpx2.AsyncClient | None) -> Provider[Any]:
     from pydantic_ai.providers.openai import OpenAIProvider
 
+    from chatd.providers import openai_body
+
+    # The same request body without the SDK's walk over it (see openai_body).
+    openai_body.install()
     return OpenAIProvider(base_url=provider.base_url, api_key=provider.api_key or "not-needed", http_client=http_client)
 
 
