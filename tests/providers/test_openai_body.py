@@ -88,8 +88,10 @@ def _histories() -> Iterator[tuple[str, list[pm.ModelMessage]]]:
 
 SETTINGS: list[ModelSettings] = [
     ModelSettings(max_tokens=100, max_retries=0),
-    ModelSettings(max_tokens=5, temperature=0.3, top_p=0.9, seed=7, stop_sequences=["x"], parallel_tool_calls=False,
-                  presence_penalty=0.1, frequency_penalty=0.2, logit_bias={"50256": -100}, thinking="high", openai_user="u"),  # fmt: skip
+    ModelSettings(
+        max_tokens=5, temperature=0.3, top_p=0.9, seed=7, stop_sequences=["x"], parallel_tool_calls=False,
+        presence_penalty=0.1, frequency_penalty=0.2, logit_bias={"50256": -100}, thinking="high", openai_user="u",
+    ),
 ]
 
 

@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Select, Table, event, select
+from sqlalchemy import Select, Table, bindparam, event, select
 from sqlalchemy.engine import Connection as SyncConnection
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError, DBAPIError
@@ -65,6 +65,7 @@ class Database:
         self.capacity: int = kwargs["pool_size"] + kwargs["max_overflow"]
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         self._writer: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
+        self._lock_queries: dict[Table, Select[Any]] = {}
         if self.is_sqlite:
             _install_sqlite_hooks(self.engine)
 
@@ -122,8 +123,13 @@ class Database:
         return query
 
     async def lock_row(self, conn: AsyncConnection, table: Table, row_id: uuid.UUID) -> Any:
-        row = (await conn.execute(self.for_update(select(table).where(table.c.id == row_id)))).first()
-        return row
+        query = self._lock_queries.get(table)
+        if query is None:
+            # Built once per table (a statement memoizes its cache key): every step of every turn
+            # locks its chat, and building and keying a SELECT of the chat's columns each time
+            # cost about as much CPU as running it (~450 vs ~200 µs per lock, measured alone).
+            query = self._lock_queries[table] = self.for_update(select(table).where(table.c.id == bindparam("p_row_id")))
+        return (await conn.execute(query, {"p_row_id": row_id})).first()
 
     async def dispose(self) -> None:
         await self.engine.dispose()

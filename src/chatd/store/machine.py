@@ -10,10 +10,12 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import ReturningUpdate
+from sqlalchemy.sql.elements import ClauseElement
 
 from chatd.domain.actions import (
     CANCELLED_AFTER_ANSWER_TEXT,
@@ -65,13 +67,25 @@ async def lock_chat(db: Database, conn: AsyncConnection, chat_id: uuid.UUID) -> 
 async def set_chat(conn: AsyncConnection, chat_id: uuid.UUID, now: datetime | None, **values: Any) -> Chat:
     """Update the chat (recounting its queue: any change may follow one) and return it as it is
     now; `now` None keeps `updated_at`."""
-    count = select(func.count()).select_from(queued_messages).where(queued_messages.c.chat_id == chat_id).scalar_subquery()
     if now is not None:
         values["updated_at"] = now
-    row = (
-        await conn.execute(update(chats).where(chats.c.id == chat_id).values(queued_count=count, **values).returning(*chats.c))
-    ).one()
-    return chat_from_row(row)
+    if any(isinstance(v, ClauseElement) for v in values.values()):
+        count = select(func.count()).select_from(queued_messages).where(queued_messages.c.chat_id == chat_id).scalar_subquery()
+        built = update(chats).where(chats.c.id == chat_id).values(queued_count=count, **values).returning(*chats.c)
+        return chat_from_row((await conn.execute(built)).one())
+    # Plain values (a turn's end, most transitions): a statement built once per set of columns.
+    keys = tuple(sorted(values))
+    query = _SET_CHAT.get(keys)
+    if query is None:
+        query = _SET_CHAT[keys] = (
+            update(chats)
+            .where(chats.c.id == bindparam("p_chat_id"))
+            .values(queued_count=_QUEUE_LENGTH.scalar_subquery(), **{k: bindparam(f"p_{k}", type_=chats.c[k].type) for k in keys})
+            .returning(*chats.c)
+        )
+    params = {f"p_{k}": v for k, v in values.items()}
+    params["p_chat_id"] = chat_id
+    return chat_from_row((await conn.execute(query, params)).one())
 
 
 async def queue_changed(conn: AsyncConnection, chat: Chat) -> Chat:
@@ -125,14 +139,26 @@ async def apply(
 OPEN_STATES = (ActionState.PENDING.value, ActionState.ANSWERED.value)
 
 
+# Statements every turn or step runs, built once: a statement memoizes its cache key, and
+# building and keying one each time cost about as much CPU as running it (issue 15).
+_OPEN_ACTIONS: Final = (
+    select(pending_actions)
+    .where(and_(pending_actions.c.chat_id == bindparam("p_chat_id"), pending_actions.c.state.in_(bindparam("p_states", expanding=True))))
+    .order_by(pending_actions.c.created_at, pending_actions.c.tool_call_id)
+)
+_INSERT_MESSAGE: Final = insert(messages).returning(*messages.c)
+_QUEUE_LENGTH: Final = select(func.count()).select_from(queued_messages).where(queued_messages.c.chat_id == bindparam("p_chat_id"))
+# `set_chat`'s UPDATE for each set of columns it was given plain values for.
+_SET_CHAT: dict[tuple[str, ...], ReturningUpdate[Any]] = {}
+_HAS_STEERED: Final = (
+    select(queued_messages.c.id).where(and_(queued_messages.c.chat_id == bindparam("p_chat_id"), queued_messages.c.steer)).limit(1)
+)
+
+
 async def open_actions(conn: AsyncConnection, chat_id: uuid.UUID, *states: ActionState) -> list[PendingAction]:
     wanted = [s.value for s in states] if states else list(OPEN_STATES)
-    q = (
-        select(pending_actions)
-        .where(and_(pending_actions.c.chat_id == chat_id, pending_actions.c.state.in_(wanted)))
-        .order_by(pending_actions.c.created_at, pending_actions.c.tool_call_id)
-    )
-    return [action_from_row(r) for r in (await conn.execute(q)).all()]
+    rows = (await conn.execute(_OPEN_ACTIONS, {"p_chat_id": chat_id, "p_states": wanted})).all()
+    return [action_from_row(r) for r in rows]
 
 
 async def settle_actions(
@@ -177,32 +203,26 @@ async def insert_messages(
     out: list[Message] = []
     for m in new:
         u = m.usage
-        row = (
-            await conn.execute(
-                insert(messages)
-                .values(
-                    chat_id=chat_id,
-                    role=m.role.value,
-                    content=parts_to_json(m.content),
-                    visibility=m.visibility.value,
-                    created_by=m.created_by,
-                    model_config_id=m.model_config_id,
-                    input_tokens=u.input_tokens if u else None,
-                    output_tokens=u.output_tokens if u else None,
-                    total_tokens=u.total_tokens if u else None,
-                    reasoning_tokens=u.reasoning_tokens if u else None,
-                    cache_creation_tokens=u.cache_creation_tokens if u else None,
-                    cache_read_tokens=u.cache_read_tokens if u else None,
-                    context_limit=m.context_limit,
-                    total_cost_micros=m.total_cost_micros,
-                    runtime_ms=m.runtime_ms,
-                    compressed=m.compressed,
-                    created_at=now,
-                )
-                .returning(*messages.c)
-            )
-        ).one()
-        out.append(message_from_row(row))
+        values = {
+            "chat_id": chat_id,
+            "role": m.role.value,
+            "content": parts_to_json(m.content),
+            "visibility": m.visibility.value,
+            "created_by": m.created_by,
+            "model_config_id": m.model_config_id,
+            "input_tokens": u.input_tokens if u else None,
+            "output_tokens": u.output_tokens if u else None,
+            "total_tokens": u.total_tokens if u else None,
+            "reasoning_tokens": u.reasoning_tokens if u else None,
+            "cache_creation_tokens": u.cache_creation_tokens if u else None,
+            "cache_read_tokens": u.cache_read_tokens if u else None,
+            "context_limit": m.context_limit,
+            "total_cost_micros": m.total_cost_micros,
+            "runtime_ms": m.runtime_ms,
+            "compressed": m.compressed,
+            "created_at": now,
+        }
+        out.append(message_from_row((await conn.execute(_INSERT_MESSAGE, values)).one()))
     return out
 
 
@@ -219,13 +239,11 @@ async def queue_of(conn: AsyncConnection, chat_id: uuid.UUID) -> list[QueuedMess
 
 
 async def queue_length(conn: AsyncConnection, chat_id: uuid.UUID) -> int:
-    q = select(func.count()).select_from(queued_messages).where(queued_messages.c.chat_id == chat_id)
-    return int((await conn.execute(q)).scalar_one())
+    return int((await conn.execute(_QUEUE_LENGTH, {"p_chat_id": chat_id})).scalar_one())
 
 
 async def has_steered(conn: AsyncConnection, chat_id: uuid.UUID) -> bool:
-    q = select(queued_messages.c.id).where(and_(queued_messages.c.chat_id == chat_id, queued_messages.c.steer)).limit(1)
-    return (await conn.execute(q)).first() is not None
+    return (await conn.execute(_HAS_STEERED, {"p_chat_id": chat_id})).first() is not None
 
 
 async def pop_queued(

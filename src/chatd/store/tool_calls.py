@@ -6,7 +6,6 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import datetime
-
 from typing import Final
 
 from sqlalchemy import and_, bindparam, delete, exists, func, or_, select, update
@@ -98,6 +97,7 @@ _START: Final = tool_calls_started.insert().from_select(
     [*_START_COLUMNS, "after_message_id"],
     select(*(_P[name] for name in _START_COLUMNS), _POSITION).where(~exists(_ORPHAN)),
 )
+_FORGET: Final = delete(tool_calls_started).where(_t.chat_id == _P["chat_id"])
 _ADOPT: Final = (
     update(tool_calls_started)
     .where(_t.id == _ORPHAN.scalar_subquery())
@@ -108,7 +108,7 @@ _ADOPT: Final = (
 async def forget_started(conn: AsyncConnection, chat_id: uuid.UUID) -> None:
     """In the transaction that persists a step: its calls have results now, and any orphan of an
     earlier run is behind the new position of the history, so no re-issued call can match it."""
-    await conn.execute(delete(tool_calls_started).where(tool_calls_started.c.chat_id == chat_id))
+    await conn.execute(_FORGET, {"p_chat_id": chat_id})
 
 
 async def started_calls(db: Database, chat_id: uuid.UUID) -> list[tuple[str, str]]:

@@ -9,10 +9,11 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, Final
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, func, or_, select, update
 
-from chatd.domain.actions import NewAction, PendingAction
+from chatd.domain.actions import ActionState, NewAction, PendingAction
 from chatd.domain.chat import (
     ActionsFate,
     Chat,
@@ -250,46 +251,61 @@ async def finish_turn(
         return FinishResult(chat, applied=True, usage_limited=limited if plan.spend_blocked else None)
 
 
+def _prompt_window() -> Select[Any]:
+    # The newest compaction summary, in the same statement (one round trip per turn).
+    summary = (
+        select(messages.c.id)
+        .where(
+            and_(
+                messages.c.chat_id == bindparam("p_chat_id"),
+                messages.c.compressed.is_(True),
+                messages.c.visibility == Visibility.MODEL.value,
+                messages.c.deleted.is_(False),
+            )
+        )
+        .order_by(messages.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    # Without a summary: everything not compressed (message ids start at 1), and no summary row.
+    keep = or_(
+        and_(messages.c.role == Role.SYSTEM.value, messages.c.compressed.is_(False)),
+        and_(messages.c.compressed.is_(False), messages.c.id > func.coalesce(summary, 0)),
+        messages.c.id == func.coalesce(summary, -1),
+    )
+    return (
+        select(messages)
+        .where(
+            and_(
+                messages.c.chat_id == bindparam("p_chat_id"),
+                messages.c.deleted.is_(False),
+                messages.c.visibility.in_([Visibility.MODEL.value, Visibility.BOTH.value]),
+                keep,
+            )
+        )
+        .order_by(messages.c.id)
+    )
+
+
+# Built once: a statement memoizes its cache key (building and keying it each time cost about as
+# much CPU as running it).
+_PROMPT_WINDOW: Final = _prompt_window()
+
+
 async def prompt_messages(db: Database, chat_id: uuid.UUID) -> list[Message]:
     """The prompt window: model-visible, not deleted; original system rows always; everything
     after the newest compaction summary, and the summary itself."""
     async with db.read() as conn:
-        summary_id = (
-            await conn.execute(
-                select(messages.c.id)
-                .where(
-                    and_(
-                        messages.c.chat_id == chat_id,
-                        messages.c.compressed.is_(True),
-                        messages.c.visibility == Visibility.MODEL.value,
-                        messages.c.deleted.is_(False),
-                    )
-                )
-                .order_by(messages.c.id.desc())
-                .limit(1)
-            )
-        ).scalar()
-        after: ColumnElement[bool] = messages.c.compressed.is_(False)
-        if summary_id is not None:
-            after = and_(after, messages.c.id > summary_id)
-        keep = or_(
-            and_(messages.c.role == Role.SYSTEM.value, messages.c.compressed.is_(False)),
-            after,
-            messages.c.id == (summary_id if summary_id is not None else -1),
-        )
-        q = (
-            select(messages)
-            .where(
-                and_(
-                    messages.c.chat_id == chat_id,
-                    messages.c.deleted.is_(False),
-                    messages.c.visibility.in_([Visibility.MODEL.value, Visibility.BOTH.value]),
-                    keep,
-                )
-            )
-            .order_by(messages.c.id)
-        )
-        return [message_from_row(r) for r in (await conn.execute(q)).all()]
+        return [message_from_row(r) for r in (await conn.execute(_PROMPT_WINDOW, {"p_chat_id": chat_id})).all()]
+
+
+async def turn_inputs(db: Database, chat_id: uuid.UUID) -> tuple[list[Message], list[PendingAction]]:
+    """What a turn reads of its chat before calling the model, in one read transaction: the
+    prompt window (`prompt_messages`) and the answered actions a resumed turn turns into results
+    (`store.actions.answered_actions`)."""
+    async with db.read() as conn:
+        rows = [message_from_row(r) for r in (await conn.execute(_PROMPT_WINDOW, {"p_chat_id": chat_id})).all()]
+        return rows, await machine.open_actions(conn, chat_id, ActionState.ANSWERED)
 
 
 async def has_model_turns(db: Database, chat_id: uuid.UUID) -> tuple[int, bool]:
@@ -322,6 +338,7 @@ __all__ = [
     "recover_stale",
     "release_chats",
     "take_steered",
+    "turn_inputs",
 ]
 
 

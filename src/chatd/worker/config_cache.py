@@ -9,6 +9,7 @@ announce it) costs at most `ttl` seconds of staleness, never a wrong value for l
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Hashable
@@ -24,6 +25,7 @@ from chatd.store.database import Database
 from chatd.store.secrets import SecretBox
 
 T = TypeVar("T")
+_MISS: Any = object()
 
 
 class ConfigCache:
@@ -36,6 +38,8 @@ class ConfigCache:
         self.ttl = ttl
         self._now = monotonic
         self._entries: dict[Hashable, tuple[float, Any]] = {}
+        # Loads under way, with the generation they began in.
+        self._loading: dict[Hashable, tuple[int, asyncio.Future[Any]]] = {}
         # Bumped by every invalidation: a load that began before it must not be stored after it.
         self._generation = 0
         self._unsubscribe: Unsubscribe | None = None
@@ -60,11 +64,28 @@ class ConfigCache:
         if hit is not None and hit[0] > self._now():
             return cast(T, hit[1])
         generation = self._generation
-        self.loads += 1
-        value = await load()
-        if self.ttl > 0 and generation == self._generation:
-            self._entries[key] = (self._now() + self.ttl, value)
-        return value
+        # One load per key at a time: when an entry expires under load, every turn starting in
+        # that moment misses at once (at 100 concurrent chats, up to 100 identical reads per TTL).
+        # A turn does not join a load that began before an invalidation, and when the load it
+        # joined fails (or its caller is cancelled) it loads on its own, as it would have.
+        flight = self._loading.get(key) if self.ttl > 0 else None
+        if flight is not None and flight[0] == generation:
+            value = await asyncio.shield(flight[1])
+            if value is not _MISS:
+                return cast(T, value)
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._loading[key] = (generation, done)
+        value = _MISS
+        try:
+            self.loads += 1
+            value = await load()
+            if self.ttl > 0 and generation == self._generation:
+                self._entries[key] = (self._now() + self.ttl, value)
+            return value
+        finally:
+            done.set_result(value)
+            if self._loading.get(key, (0, None))[1] is done:
+                del self._loading[key]
 
     # --- the reads a turn makes -----------------------------------------------------------
 

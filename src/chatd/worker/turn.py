@@ -45,7 +45,6 @@ from chatd.mcp.pool import McpPool
 from chatd.providers import ProviderClients, ProviderLease
 from chatd.pubsub.base import PubSub
 from chatd.settings import Settings
-from chatd.store import actions as action_store
 from chatd.store import chats as chat_store
 from chatd.store import files as file_store
 from chatd.store import mcp_servers as mcp_store
@@ -259,12 +258,11 @@ class ChatTurn:
 
         mcp_task = asyncio.create_task(mcp(), name=f"mcp-{chat.id}")
         try:
-            model, rows, owner, _, answered = await asyncio.gather(
+            model, (rows, answered), owner, _ = await asyncio.gather(
                 self._resolve_model(),
-                turns.prompt_messages(d.db, chat.id),
+                turns.turn_inputs(d.db, chat.id),
                 d.config.user(chat.owner_id),
                 self._record_trace(),
-                action_store.answered_actions(d.db, chat.id),
             )
             ctx = self.ctx = TurnContext(chat, owner, model, self.worker_id)
             self._maybe_title(ctx)
