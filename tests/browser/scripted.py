@@ -11,7 +11,8 @@
                       (the Anthropic wire carries reasoning; the OpenAI one drops it)
     anything else     `answer to: <the message>`
 
-Title requests (not streamed) are answered `Title: <first words>`.
+Title requests (not streamed) are answered `Title: "About <first words>"` (as models do: the server
+strips the label and the quotes).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class ScriptedModel:
         users = [m for m in messages if m.get("role") == "user"]
         text = _user_text(users[-1]) if users else ""
         if not body.get("stream"):
-            return Reply(text="Title: " + " ".join(text.split()[:4]))
+            return Reply(text='Title: "About ' + " ".join(text.split()[:4]) + '"')
         last = messages[-1] if messages else {}
         delay = 0.0
         tokens: int | None = None

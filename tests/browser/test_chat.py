@@ -63,4 +63,4 @@ def test_the_history_is_there_after_a_reload(page: Page, chatd: Chatd) -> None:
     page.reload()
     expect(page.get_by_text("remember the milk", exact=True)).to_be_visible()
     expect(page.get_by_text("answer to: remember the milk")).to_be_visible()
-    expect(page.get_by_role("heading", level=1)).to_have_text("Title: remember the milk")
+    expect(page.get_by_role("heading", level=1)).to_have_text("About remember the milk")

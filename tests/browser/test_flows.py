@@ -253,9 +253,9 @@ def test_an_attached_file_is_sent_with_the_message_and_shown_in_it(page: Page, c
 def test_the_chat_list_is_searched_by_title(page: Page, chatd: Chatd) -> None:
     sign_in(page, chatd)
     new_chat(page, "zebra facts")
-    expect(page.get_by_role("heading", level=1)).to_have_text("Title: zebra facts")
+    expect(page.get_by_role("heading", level=1)).to_have_text("About zebra facts")
     new_chat(page, "giraffe facts")
-    expect(page.get_by_role("heading", level=1)).to_have_text("Title: giraffe facts")
+    expect(page.get_by_role("heading", level=1)).to_have_text("About giraffe facts")
     chats = page.get_by_role("list", name="Chats")
     page.get_by_label("Search chats by title").fill("zebra")
     expect(chats.get_by_role("link", name=re.compile("zebra facts"))).to_be_visible()

@@ -25,11 +25,23 @@ QUICK_TIMEOUT_S = 30.0
 QUICK_MAX_TOKENS = 256
 PUSH_MAX_CHARS = 160
 _WS = re.compile(r"\s+")
+# Models often answer `Title: "Foo"` (or `**Chat title:** Foo`, `# Foo`) although the prompt asks
+# for the bare title: the label, markdown emphasis and the quotes are not part of it.
+_TITLE_LABEL = re.compile(r"^(?:#+\s*)?[*_]*\s*(?:(?:chat|suggested|short)\s+)?title\s*[*_]*\s*[:\-–—]\s*[*_]*\s*", re.IGNORECASE)
+_QUOTES = "\"'`“”‘’«»*"
 
 
 def normalize_title(raw: str) -> str:
-    title = _WS.sub(" ", raw).strip().strip("\"'`“”‘’").strip()
-    title = title.rstrip(".!?:;,").strip()
+    title = _WS.sub(" ", raw).strip()
+    # Repeated: a quoted label (`"Title: Foo"`) and a labelled quote (`Title: "Foo"`) both occur.
+    for _ in range(3):
+        before = title
+        title = title.strip(_QUOTES).strip()
+        title = _TITLE_LABEL.sub("", title, count=1).strip()
+        title = title.lstrip("#").strip()
+        if title == before:
+            break
+    title = title.rstrip(".!?:;,").strip().strip(_QUOTES).strip()
     return _cap(title, TITLE_MAX_CHARS)
 
 
