@@ -189,6 +189,16 @@ class ChatdClient:
         return chat
 
 
+# A chat's status as people read it, the same words as the web UI's badges (ui/src/chat/StatusBadge.tsx):
+# the API's `waiting` means the chat waits for its person, which read as "still working"; `idle`
+# says it is done. The API's values stay as they are (`--json` prints them).
+STATUS_WORDS = {"pending": "pending", "running": "running", "waiting": "idle", "error": "error", "requires_action": "requires action"}
+
+
+def status_word(status: str) -> str:
+    return STATUS_WORDS.get(status, status)
+
+
 def _raise_for(r: httpx2.Response) -> None:
     if r.status_code < 400:
         return

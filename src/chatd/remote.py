@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from chatd.client import ChatdClient, ClientError
+from chatd.client import ChatdClient, ClientError, status_word
 from chatd.settings import Settings
 from chatd.terminal import MarkdownView
 
@@ -86,20 +87,52 @@ def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
 
+# Columns whose text may be cut short (with an ellipsis) to fit the terminal's width: free text.
+# Every other column keeps its whole values (ids, statuses, times are read and copied whole).
+SHRINKING = frozenset({"TITLE", "ERROR", "NAME", "DESCRIPTION", "URL", "BASE URL", "MODEL"})
+# A shrinking column keeps at least this many characters, however narrow the terminal.
+SHRINK_MIN = 8
+
+
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str | Callable[[dict[str, Any]], Any]]], *, empty: str) -> None:
+    """Rows as one line each: in a narrow terminal free text is cut with an ellipsis (never
+    wrapped: a wrapped title broke every row into several lines), ids and short values stay whole."""
     if not rows:
         err.print(f"[dim]{empty}[/dim]")
         return
+    cells = [[_cell(get(row) if callable(get) else row.get(get)) for _, get in columns] for row in rows]
+    natural = [max([len(title)] + [len(r[i]) for r in cells]) for i, (title, _) in enumerate(columns)]
+    console = out()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        # Piped (`chatd chats list | grep …`): no terminal to fit, keep every value whole.
+        console = Console(soft_wrap=False, width=10_000)
+    widths = _fit([title in SHRINKING for title, _ in columns], natural, console.width - 3 * (len(columns) - 1))
     t = Table(show_edge=False, header_style="bold", pad_edge=False)
-    for title, _ in columns:
-        # Ids are copied into the next command: never wrapped; other columns fold.
-        if title == "ID":
-            t.add_column(title, no_wrap=True, min_width=36)
-        else:
-            t.add_column(title, overflow="fold")
-    for row in rows:
-        t.add_row(*(escape(_cell(get(row) if callable(get) else row.get(get))) for _, get in columns))
-    out().print(t)
+    for (title, _), width, shrinks in zip(columns, widths, (title in SHRINKING for title, _ in columns), strict=True):
+        t.add_column(title, no_wrap=True, overflow="ellipsis" if shrinks else "crop", width=width)
+    for r in cells:
+        t.add_row(*(escape(c) for c in r))
+    # A terminal too narrow for even the whole ids and shortest texts: the lines run longer (the
+    # terminal wraps them) rather than cut an id.
+    console.width = max(console.width, sum(widths) + 3 * (len(columns) - 1))
+    console.print(t)
+
+
+def _fit(shrinks: Sequence[bool], natural: Sequence[int], room: int) -> list[int]:
+    """Column widths: whole values where they are not free text; the room left is shared among
+    the free-text columns, the first (a title, a name) weighing twice the others; each takes
+    what it needs up to its share, the narrowest first, and leaves the rest to the others."""
+    widths = list(natural)
+    flexible = [i for i, s in enumerate(shrinks) if s]
+    weight = {i: 2 if n == 0 else 1 for n, i in enumerate(flexible)}
+    left = room - sum(w for w, s in zip(natural, shrinks, strict=True) if not s)
+    total = sum(weight.values())
+    for i in sorted(flexible, key=lambda i: natural[i] / weight[i]):
+        share = left * weight[i] // total if total else 0
+        widths[i] = max(min(natural[i], share), min(natural[i], SHRINK_MIN))
+        left -= widths[i]
+        total -= weight[i]
+    return widths
 
 
 def _cell(value: Any) -> str:
@@ -128,15 +161,14 @@ def chats_list(
         print_json(rows)
         return
     rows = sorted(rows, key=lambda r: str(r.get("updated_at", "")), reverse=True)
-    table(
-        rows,
-        [("ID", "id"), ("TITLE", "title"), ("STATUS", _status), ("UPDATED", "updated_at"), ("ERROR", lambda r: _short(r.get("last_error"), 60))],
-        empty="no chats",
-    )
+    columns: list[tuple[str, str | Callable[[dict[str, Any]], Any]]] = [("ID", "id"), ("TITLE", "title"), ("STATUS", _status), ("UPDATED", "updated_at")]
+    if any(r.get("last_error") for r in rows):  # a column of dashes only takes the title's room
+        columns.append(("ERROR", lambda r: _short(r.get("last_error"), 60)))
+    table(rows, columns, empty="no chats")
 
 
 def _status(chat: dict[str, Any]) -> str:
-    status = str(chat.get("status", ""))
+    status = status_word(str(chat.get("status", "")))
     return f"{status} (archived)" if chat.get("archived") else status
 
 
@@ -202,7 +234,7 @@ def chats_interrupt(chat_id: Annotated[str, typer.Argument(help="The chat's id."
         print_json(chat)
         return
     status = chat.get("status") if isinstance(chat, dict) else None
-    out().print(f"interrupted {escape(chat_id)}" + (f" (now {escape(str(status))})" if status else ""), highlight=False)
+    out().print(f"interrupted {escape(chat_id)}" + (f" (now {escape(status_word(str(status)))})" if status else ""), highlight=False)
 
 
 @chats_app.command("archive")

@@ -21,10 +21,10 @@ from tests.worker.conftest import Gate, Rig
 from tests.worker.test_cli_chat import running
 
 
-async def chatd(url: str, token: str, *args: str) -> Result:
+async def chatd(url: str, token: str, *args: str, columns: int = 200) -> Result:
     """`chatd ARGS` with CHATD_URL and CHATD_TOKEN set, on its own thread and event loop."""
     runner = CliRunner()
-    env = {"CHATD_URL": url, "CHATD_TOKEN": token, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
+    env = {"CHATD_URL": url, "CHATD_TOKEN": token, "COLUMNS": str(columns), "NO_COLOR": "1", "TERM": "dumb"}
     return await asyncio.to_thread(runner.invoke, app, list(args), env=env)
 
 
@@ -60,13 +60,15 @@ async def test_chats_list_show_interrupt_and_archive(rig: Rig) -> None:
         interrupted = await chatd(url, alice, "chats", "interrupt", str(chat.id))
         assert interrupted.exit_code == 0, interrupted.output
         assert interrupted.stdout.startswith(f"interrupted {chat.id}")
+        assert "waiting" not in interrupted.stdout
         gate.release.set()
         await rig.wait_status(chat.id, ChatStatus.WAITING)
 
         shown = await chatd(url, alice, "chats", "show", str(chat.id))
         assert shown.exit_code == 0, shown.output
         lines = [line.rstrip() for line in shown.stdout.splitlines() if line.strip()]
-        assert lines[0] == f"find the answer  {chat.id}  waiting"
+        # The web UI's word for a chat that waits for its person (the API's `waiting`).
+        assert lines[0] == f"find the answer  {chat.id}  idle"
         assert lines[1:4] == ["you › find the answer", "Checking.", "⏺ wait({})"]
         body = as_json(await chatd(url, alice, "chats", "show", str(chat.id), "--json"))
         assert body["chat"]["status"] == "waiting" and body["messages"][0]["role"] in ("system", "user")
@@ -89,6 +91,31 @@ async def test_chats_list_show_interrupt_and_archive(rig: Rig) -> None:
         assert debug_json["generation"] == (await rig.get(chat.id)).generation and debug_json["worker_id"] is None
         not_admin = await chatd(url, alice, "chats", "debug", str(chat.id))
         assert not_admin.exit_code == 2 and "403" in not_admin.stderr
+
+
+async def test_chats_list_fits_a_narrow_terminal_one_line_per_chat_with_whole_ids(rig: Rig) -> None:
+    alice = rig.people.alice.token
+    long_title = "Plan the spring trip to Lisbon with the whole family and the dog"
+    rig.llm.script(Reply(text="ok"), Reply(text="ok"))
+    async with running(rig) as url:
+        chats = [await rig.chat("one", title=long_title), await rig.chat("two", title="Short")]
+        for chat in chats:
+            await rig.wait_status(chat.id, ChatStatus.WAITING)
+        listed = await chatd(url, alice, "chats", "list", columns=80)
+        assert listed.exit_code == 0, listed.output
+        lines = listed.stdout.splitlines()
+        assert all(len(line) <= 80 for line in lines), lines
+        header, _rule, *rows = lines
+        assert header.split()[:3] == ["ID", "┃", "TITLE"]
+        # One line per chat: the whole id, the title cut with an ellipsis, the status in the web
+        # UI's words.
+        by_id = {row.split()[0]: [cell.strip() for cell in row.split("│")] for row in rows}
+        assert sorted(by_id) == sorted(str(c.id) for c in chats)
+        cut = by_id[str(chats[0].id)][1]
+        assert cut.endswith("…") and long_title.startswith(cut[:-1]) and len(cut) > 8
+        assert by_id[str(chats[1].id)][1:3] == ["Short", "idle"] and by_id[str(chats[0].id)][2] == "idle"
+        # A wide terminal: nothing is cut.
+        assert long_title in (await chatd(url, alice, "chats", "list", columns=1000)).stdout
 
 
 async def test_providers_models_and_mcp_servers(rig: Rig) -> None:
