@@ -262,7 +262,7 @@ class StreamHub:
             await self._ensure_channel(chat_id, st)
             # Captured after registering: later parts reach sub.queue, earlier ones are here.
             parts = st.parts.snapshot()
-            yield self._events(chat_id, st, sub, after_id, parts)
+            yield self._events(chat_id, st, sub, after_id, parts, st.parts.generation)
         finally:
             metrics.STREAM_SUBSCRIBERS.dec()
             st.subscribers.discard(sub)
@@ -273,9 +273,21 @@ class StreamHub:
             self._maybe_forget(chat_id, st)
 
     async def _events(
-        self, chat_id: uuid.UUID, st: _ChatState, sub: Subscriber, after_id: int, parts: list[MessagePartEvent]
+        self,
+        chat_id: uuid.UUID,
+        st: _ChatState,
+        sub: Subscriber,
+        after_id: int,
+        parts: list[MessagePartEvent],
+        parts_generation: int,
     ) -> AsyncIterator[StreamEvent]:
         snap = await read_snapshot(self.db, chat_id, after_id)
+        if st.parts.generation != parts_generation:
+            # The buffer was emptied since the parts were captured: their step is persisted (it
+            # is among the messages read, or its message event is in the queue) or was retried.
+            # Sent after those messages they would show the step twice; the parts that followed
+            # are in the subscriber's queue.
+            parts = []
         if snap.chat.status is ChatStatus.RUNNING:
             self._want_relay(chat_id, st, snap.chat.worker_id)
         last_id, last_status, last_version = _position(after_id, snap)

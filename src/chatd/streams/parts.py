@@ -87,6 +87,9 @@ class PartLog:
     # Sequence number of parts[0]; every published part gets the next number.
     first_seq: int = 1
     next_seq: int = 1
+    # Grows whenever the buffer is emptied (a step persisted, a retry, a turn's start or end): a
+    # snapshot taken before a change of it holds parts that are no longer in flight.
+    generation: int = 0
     followers: set[_Follower] = field(default_factory=set)
     # Text (or reasoning) deltas not yet published, to be merged into one part: the first delta
     # (its role and kind), and the texts of all of them.
@@ -100,12 +103,14 @@ class PartLog:
         self.buffering = True
         self.parts.clear()
         self.first_seq = self.next_seq
+        self.generation += 1
 
     def stop(self) -> None:
         self.flush()
         self.buffering = False
         self.parts.clear()
         self.first_seq = self.next_seq
+        self.generation += 1
         self._to_followers(RelayItem("end", 0))
 
     def clear(self) -> None:
@@ -113,6 +118,7 @@ class PartLog:
         self.flush()
         self.parts.clear()
         self.first_seq = self.next_seq
+        self.generation += 1
         self._to_followers(RelayItem("clear", self.next_seq - 1))
 
     def publish(self, role: Role, part: Part) -> None:
@@ -147,6 +153,7 @@ class PartLog:
     def drop_buffered(self) -> None:
         """A mirrored turn's step was persisted, or the turn ended, on the replica running it."""
         self.parts.clear()
+        self.generation += 1
 
     def _coalesce(self, role: Role, part: TextPart | ReasoningPart) -> None:
         pending = self.pending

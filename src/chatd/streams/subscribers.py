@@ -60,13 +60,16 @@ class Snapshot:
     actions: list[PendingAction] = field(default_factory=list)
 
     def events(self, parts: list[MessagePartEvent], *, queue_if_empty: bool) -> list[StreamEvent]:
-        """Status, the parts in flight, the messages, the queue, the waiting actions: the order a
-        stream starts in. A new subscriber assumes an empty queue; a re-synced one must hear that
-        it emptied."""
+        """Status, the messages, the parts in flight, the queue, the waiting actions: the order a
+        stream starts in. The parts come after the messages because they continue them (the step
+        under way follows every persisted message): a client that lets a persisted assistant
+        message replace the parts streamed before it would otherwise drop the beginning of the
+        answer when the history holds an earlier answer. A new subscriber assumes an empty
+        queue; a re-synced one must hear that it emptied."""
         chat_id = self.chat.id
         out: list[StreamEvent] = [StatusEvent(chat_id=chat_id, status=self.chat.status, worker_id=self.chat.worker_id)]
-        out += parts
         out += [MessageEvent(chat_id=chat_id, message=m) for m in self.messages]
+        out += parts
         if self.queue or queue_if_empty:
             out.append(QueueUpdateEvent(chat_id=chat_id, queued_messages=self.queue))
         out += [ActionRequiredEvent(chat_id=chat_id, action=a) for a in self.actions]
