@@ -139,6 +139,46 @@ async def test_tokens_are_listed_without_secrets_and_revoked_by_their_owner_or_a
     assert [t["name"] for t in (await client.get("/api/v1/me/tokens", headers=alice)).json()] == ["test"]
 
 
+async def test_a_disabled_user_is_refused_at_once_and_enabled_again_by_an_admin(
+    client: httpx.AsyncClient, people: People, chatd: App
+) -> None:
+    chatd.settings.sse_keepalive = 0.3
+    alice, admin = people.alice.headers, people.admin.headers
+    uid = people.alice.user.id
+    chat = (await client.post("/api/v1/chats", headers=alice, json={"content": "hello"})).json()
+
+    async def stream_ends() -> None:
+        async with client.stream("GET", f"/api/v1/chats/{chat['id']}/stream", headers=alice) as r:
+            assert r.status_code == 200
+            async for _ in r.aiter_lines():
+                pass
+
+    open_stream = asyncio.create_task(stream_ends())
+    await asyncio.sleep(0.5)
+    assert not open_stream.done()
+
+    # Members cannot; an admin cannot lock themself out.
+    assert (await client.patch(f"/api/v1/users/{uid}", headers=alice, json={"disabled": True})).status_code == 403
+    myself = await client.patch(f"/api/v1/users/{people.admin.user.id}", headers=admin, json={"disabled": True})
+    assert myself.status_code == 400 and myself.json()["message"] == "You cannot disable yourself."
+    assert (await client.patch(f"/api/v1/users/{uuid.uuid4()}", headers=admin, json={"disabled": True})).status_code == 404
+
+    disabled = await client.patch(f"/api/v1/users/{uid}", headers=admin, json={"disabled": True})
+    assert disabled.status_code == 200
+    body = disabled.json()
+    assert (body["username"], body["disabled"], body["disabled_at"] is not None) == ("alice", True, True)
+    # Every token of hers is refused from the next request on, and her open stream ends.
+    assert (await client.get("/api/v1/me", headers=alice)).status_code == 401
+    await asyncio.wait_for(open_stream, 20)
+    listed = {u["username"]: u["disabled"] for u in (await client.get("/api/v1/users", headers=admin)).json()}
+    assert listed == {"admin": False, "alice": True, "bob": False}
+
+    enabled = await client.patch(f"/api/v1/users/{uid}", headers=admin, json={"disabled": False})
+    assert (enabled.status_code, enabled.json()["disabled"], enabled.json()["disabled_at"]) == (200, False, None)
+    assert (await client.get("/api/v1/me", headers=alice)).json()["username"] == "alice"
+    assert [c["id"] for c in (await client.get("/api/v1/chats", headers=alice)).json()] == [chat["id"]]
+
+
 async def test_revoking_a_token_ends_the_streams_it_opened(client: httpx.AsyncClient, people: People, chatd: App) -> None:
     """A chat stream, the watch and a WebSocket stay open for days: each re-checks its token (every
     CHATD_SSE_KEEPALIVE seconds) and ends once it is revoked; one opened with another token lives on."""

@@ -108,6 +108,7 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("PUT", "/api/v1/me/custom-prompt"): Rule("member", 200, _json({"custom_prompt": "Be brief."})),
     ("POST", "/api/v1/users"): Rule("admin", 201, _new_user()),
     ("POST", "/api/v1/users/{user_id}/tokens"): Rule("self", 201, _json({"name": "laptop"})),
+    ("PATCH", "/api/v1/users/{user_id}"): Rule("admin", 200, _json({"disabled": False})),
     # providers and model configs: members read, admins write
     ("GET", "/api/v1/providers"): Rule("member", 200),
     ("POST", "/api/v1/providers"): Rule("admin", 201, _json({"provider": "google", "api_key": "g-key"})),

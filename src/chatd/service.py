@@ -214,6 +214,15 @@ class ChatService:
             raise InvalidInput("A username is 1–64 letters, digits, '.', '_' or '-', starting with a letter or digit.")
         return await user_store.create_user(self.db, self.clock.now(), username, role)
 
+    async def set_user_disabled(self, actor: User, user_id: uuid.UUID, disabled: bool) -> User:
+        """An admin disables a user (every token of theirs is refused at once; their chats and
+        tokens stay, so enabling them again restores access) or enables them again. Admins cannot
+        disable themselves: that would lock the last admin out."""
+        _admin(actor)
+        if disabled and user_id == actor.id:
+            raise InvalidInput("You cannot disable yourself.")
+        return await user_store.set_user_disabled(self.db, self.clock.now(), user_id, disabled)
+
     async def create_token(self, actor: User, user_id: uuid.UUID, name: str) -> str:
         if not actor.is_admin and actor.id != user_id:
             raise Forbidden("You can only create tokens for yourself.")

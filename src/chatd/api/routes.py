@@ -75,6 +75,7 @@ from chatd.api.schemas import (
     UsageStatusOut,
     UserIn,
     UserOut,
+    UserPatch,
     UserSpendOut,
     to_parts,
 )
@@ -168,6 +169,14 @@ def _time_id(cursor: Key | None) -> tuple[Any, uuid.UUID] | None:
 @router.post("/users", status_code=201, tags=["identity"], responses=errors(403, 409))
 async def create_user(body: UserIn, user: CurrentUser, svc: Service) -> UserOut:
     return UserOut.of(await svc.create_user(user, body.username, body.role))
+
+
+@router.patch("/users/{user_id}", tags=["identity"], responses=errors(403))
+async def update_user(user_id: uuid.UUID, body: UserPatch, user: CurrentUser, svc: Service) -> UserOut:
+    """Disable a user (admin): their tokens are refused from the next request on and their open
+    streams end at their next token check; their chats and tokens are kept. `disabled: false`
+    enables them again. An admin cannot disable themself (400)."""
+    return UserOut.of(await svc.set_user_disabled(user, user_id, body.disabled))
 
 
 @router.post("/users/{user_id}/tokens", status_code=201, tags=["identity"], responses=errors(403))

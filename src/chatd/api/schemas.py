@@ -138,10 +138,19 @@ class UserOut(_Out):
     username: str
     role: UserRole
     created_at: datetime
+    disabled: bool = Field(description="An admin disabled the user: every token of theirs is refused.")
+    disabled_at: datetime | None = None
 
     @classmethod
     def of(cls, u: User) -> UserOut:
-        return cls(id=u.id, username=u.username, role=u.role, created_at=u.created_at)
+        return cls(
+            id=u.id, username=u.username, role=u.role, created_at=u.created_at,
+            disabled=u.disabled_at is not None, disabled_at=u.disabled_at,
+        )
+
+
+class UserPatch(_In):
+    disabled: bool = Field(description="True: the user's tokens are refused from now on; false: they work again.")
 
 
 class UserIn(_In):
@@ -669,10 +678,14 @@ class QueuedMessageOut(_Out):
     chat_id: uuid.UUID
     content: list[Part]
     created_at: datetime
+    steer: bool = Field(
+        default=False,
+        description="Sent with `steer` to the running turn: it joins that turn at its next tool boundary rather than waiting for it to end.",
+    )
 
     @classmethod
     def of(cls, q: QueuedMessage) -> QueuedMessageOut:
-        return cls(id=q.id, chat_id=q.chat_id, content=client_parts(q.content), created_at=q.created_at)
+        return cls(id=q.id, chat_id=q.chat_id, content=client_parts(q.content), created_at=q.created_at, steer=q.steer)
 
 
 class ChatIn(_In):

@@ -383,6 +383,9 @@ class QueuedMessage:
     chat_id: uuid.UUID
     content: list[Part]
     created_at: datetime
+    # Sent with busy behaviour `steer` to a running turn: it joins that turn at its next tool
+    # boundary instead of waiting for the turn to end (if the turn ends first, it runs next).
+    steer: bool = False
 
 
 @dataclass(frozen=True, slots=True)

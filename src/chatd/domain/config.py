@@ -18,6 +18,8 @@ class User:
     role: UserRole
     created_at: datetime
     custom_prompt: str = ""
+    # When an admin disabled the user (their tokens are refused), or None.
+    disabled_at: datetime | None = None
 
     @property
     def is_admin(self) -> bool:

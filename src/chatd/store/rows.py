@@ -99,4 +99,4 @@ def message_from_row(r: Row[Any]) -> Message:
 
 
 def queued_from_row(r: Row[Any]) -> QueuedMessage:
-    return QueuedMessage(id=r.id, chat_id=r.chat_id, content=parts_from_json(r.content), created_at=r.created_at)
+    return QueuedMessage(id=r.id, chat_id=r.chat_id, content=parts_from_json(r.content), created_at=r.created_at, steer=r.steer)

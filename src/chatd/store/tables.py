@@ -42,6 +42,8 @@ users = Table(
     # The user's own instructions, sent in <user-instructions> tags.
     Column("custom_prompt", Text, nullable=False, server_default=""),
     Column("created_at", UTCDateTime, nullable=False),
+    # Set by an admin: the user's tokens authenticate nothing while it is set (their chats stay).
+    Column("disabled_at", UTCDateTime, nullable=True),
     CheckConstraint("role in ('admin', 'member')", name="role"),
 )
 

@@ -33,6 +33,7 @@ def _user(r: object) -> User:
         role=UserRole(r.role),  # type: ignore[attr-defined]
         created_at=r.created_at,  # type: ignore[attr-defined]
         custom_prompt=r.custom_prompt,  # type: ignore[attr-defined]
+        disabled_at=r.disabled_at,  # type: ignore[attr-defined]
     )
 
 
@@ -117,6 +118,16 @@ async def revoke_token(db: Database, token_id: uuid.UUID) -> None:
             raise NotFound("Token not found.")
 
 
+async def set_user_disabled(db: Database, now: datetime, user_id: uuid.UUID, disabled: bool) -> User:
+    """Disable (tokens refused) or enable a user. Disabling a disabled user keeps its first time."""
+    async with db.write() as conn:
+        value = func.coalesce(users.c.disabled_at, now) if disabled else None
+        row = (await conn.execute(update(users).where(users.c.id == user_id).values(disabled_at=value).returning(*users.c))).first()
+    if row is None:
+        raise NotFound("User not found.")
+    return _user(row)
+
+
 async def set_custom_prompt(db: Database, user_id: uuid.UUID, prompt: str) -> User:
     async with db.write() as conn:
         row = (await conn.execute(update(users).where(users.c.id == user_id).values(custom_prompt=prompt).returning(*users.c))).first()
@@ -145,7 +156,9 @@ async def user_by_token(db: Database, token: str, now: datetime | None = None) -
             await conn.execute(
                 select(users, api_tokens.c.id.label("token_id"), api_tokens.c.last_used_at)
                 .join(api_tokens, api_tokens.c.user_id == users.c.id)
-                .where(api_tokens.c.token_hash == hash_token(token))
+                # A disabled user's tokens are refused from the next request on (an open stream's
+                # periodic check ends it too): nothing caches a token's user.
+                .where(and_(api_tokens.c.token_hash == hash_token(token), users.c.disabled_at.is_(None)))
             )
         ).first()
     if row is None:
