@@ -47,6 +47,31 @@ def test_a_question_is_answered_in_free_text_after_a_reload(page: Page, chatd: C
     expect(page.get_by_text('The tool said: {"answer":"quux"}')).to_be_visible()
 
 
+def test_while_a_question_waits_the_composer_keeps_the_draft_and_says_how_long_it_waited(page: Page, chatd: Chatd) -> None:
+    sign_in(page, chatd)
+    new_chat(page, ask("Which size?", "S", "L"))
+    card = page.get_by_role("article", name="Question", exact=True)
+    expect(card.get_by_text("Waiting for you for less than a minute")).to_be_visible()
+    # The composer says what a message does now: no answer runs, so there is nothing to steer.
+    expect(page.get_by_role("note").filter(has_text="The agent waits for your answer above")).to_be_visible()
+    expect(page.get_by_role("group", name="While the agent waits for you")).to_be_visible()
+    expect(page.get_by_role("radio", name="Steer")).to_have_count(0)
+    expect(page.get_by_role("button", name="Cancel the question")).to_be_visible()
+    # What the person types is kept: across a reload and a visit to another page.
+    box = page.get_by_label("Message", exact=True)
+    box.fill("a note for later")
+    page.reload()
+    expect(page.get_by_label("Message", exact=True)).to_have_value("a note for later")
+    chat_url = page.url
+    page.get_by_role("link", name="New chat").click()
+    expect(page.get_by_label("Message", exact=True)).to_have_value("")
+    page.goto(chat_url)
+    expect(page.get_by_label("Message", exact=True)).to_have_value("a note for later")
+    page.get_by_role("article", name="Question", exact=True).get_by_role("button", name="L", exact=True).click()
+    expect(page.get_by_text('The tool said: {"answer":"L"}')).to_be_visible()
+    expect(page.get_by_label("Message", exact=True)).to_have_value("a note for later")
+
+
 @pytest.fixture(scope="module")
 def gated(chatd: Chatd) -> Iterator[dict[str, Any]]:
     """The MCP test server with every call waiting for approval (removed afterwards)."""

@@ -154,6 +154,24 @@ def test_an_admin_creates_a_user_and_a_token_that_signs_them_in_then_revokes_it(
     assert chatd.api("GET", "/me", token).status_code == 401
 
 
+def test_an_admin_disables_a_user_whose_token_stops_working_at_once_and_enables_them_again(page: Page, chatd: Chatd) -> None:
+    token = chatd.member("dora")
+    assert chatd.api("GET", "/me", token).status_code == 200
+    sign_in(page, chatd)
+    page.get_by_role("link", name="Users and tokens").click()
+    row = page.get_by_role("row").filter(has_text="dora")
+    expect(row.get_by_role("cell", name="active")).to_be_visible()
+    # An admin cannot lock themself out: no such button on their own row.
+    expect(page.get_by_role("row").filter(has_text="admin").get_by_role("button", name=re.compile("^Disable"))).to_have_count(0)
+    page.once("dialog", lambda d: d.accept())
+    row.get_by_role("button", name="Disable dora").click()
+    expect(row.get_by_text("disabled", exact=True)).to_be_visible()
+    assert chatd.api("GET", "/me", token).status_code == 401
+    row.get_by_role("button", name="Enable dora").click()
+    expect(row.get_by_role("cell", name="active")).to_be_visible()
+    assert chatd.api("GET", "/me", token).status_code == 200
+
+
 def test_an_admin_creates_edits_deprecates_and_deletes_a_template(page: Page, chatd: Chatd) -> None:
     sign_in(page, chatd)
     page.get_by_role("link", name="Templates").click()

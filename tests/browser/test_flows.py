@@ -120,10 +120,14 @@ def test_messages_sent_while_an_answer_runs_are_queued_deleted_and_sent_after_st
     # The chat list shows the queue too, live (the watch's queue_change).
     chats = page.get_by_role("list", name="Chats")
     expect(chats.get_by_text("2 queued")).to_be_visible()
+    # Stop says what happens to the queue: its head runs next, at once.
+    expect(page.get_by_role("button", name="Stop (2 queued will run next)")).to_be_visible()
+    expect(queue.get_by_role("listitem").first.get_by_text("next", exact=True)).to_be_visible()
+    expect(queue.get_by_text("Sent one by one after this answer, also when you stop it.")).to_be_visible()
     queue.get_by_role("listitem").filter(has_text="changed my mind").get_by_role("button", name="Delete").click()
     expect(queue.get_by_role("listitem")).to_have_count(1)
     expect(chats.get_by_text("1 queued")).to_be_visible()
-    page.get_by_role("button", name="Stop").click()
+    page.get_by_role("button", name="Stop (1 queued will run next)").click()
     # The partial answer stays; the queued message goes next and gets its answer.
     expect(page.get_by_text("answer to: first in line")).to_be_visible()
     expect(page.get_by_text("changed my mind")).to_have_count(0)
@@ -136,6 +140,42 @@ def test_messages_sent_while_an_answer_runs_are_queued_deleted_and_sent_after_st
     expect(answer_totals.first).to_contain_text("stopped")
     expect(answer_totals.first).not_to_contain_text("0 tokens")
     expect(answer_totals.last).not_to_contain_text("stopped")
+
+
+def test_a_steered_message_shows_as_steering_not_in_the_queue(page: Page, chatd: Chatd) -> None:
+    sign_in(page, chatd)
+    new_chat(page, "SLOW 100\nTOKENS 400")
+    expect(page.get_by_text("tok3 ")).to_be_visible()
+    page.get_by_role("radio", name="Steer").check()
+    send(page, "mention cats too")
+    steering = page.get_by_role("region", name=re.compile("Steering"))
+    expect(steering.get_by_role("listitem").filter(has_text="mention cats too")).to_be_visible()
+    expect(steering.get_by_text("Joins the running answer at its next step.")).to_be_visible()
+    expect(page.get_by_role("region", name=re.compile("Queued"))).to_have_count(0)
+    # A queued one is listed apart from it.
+    page.get_by_role("radio", name="Queue").check()
+    send(page, "and then dogs")
+    queue = page.get_by_role("region", name=re.compile("Queued"))
+    expect(queue.get_by_role("listitem")).to_have_count(1)
+    expect(queue.get_by_text("mention cats too")).to_have_count(0)
+    expect(steering.get_by_role("listitem")).to_have_count(1)
+
+
+def test_a_page_opened_mid_answer_shows_the_answer_from_its_first_token(page: Page, chatd: Chatd) -> None:
+    """The chat has an earlier answer: the stream's snapshot must not let it replace the parts of
+    the answer in flight (the page showed the answer from a later token on until it was saved)."""
+    chat = chatd.ok("POST", "/chats", json={"content": "hello there"})
+    sign_in(page, chatd)
+    page.goto(f"{chatd.base}/#/chats/{chat['id']}")
+    expect(page.get_by_text("answer to: hello there")).to_be_visible()
+    chatd.ok("POST", f"/chats/{chat['id']}/messages", json={"content": "SLOW 100\nTOKENS 300"})
+    expect(page.get_by_text("tok5 ")).to_be_visible()
+    # Opened again while the answer streams: the snapshot holds its first tokens.
+    page.reload()
+    expect(page.get_by_text(re.compile(r"^tok0 tok1 tok2"))).to_be_visible(timeout=10_000)
+    expect(status(page).get_by_text("running")).to_be_visible()
+    expect(page.get_by_text("tok299")).to_have_count(0)
+    page.get_by_role("button", name="Stop").click()
 
 
 def test_interrupt_stops_the_answer_and_sends_the_new_message_at_once(page: Page, chatd: Chatd) -> None:

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Message, PendingAction } from "../src/api/types";
+import { waitedFor } from "../src/chat/Actions";
 import { emptyChat, mergePart, reduce, splitToolName, turns, withHistory } from "../src/chat/state";
 
 const msg = (id: number, role: Message["role"], text: string): Message => ({
@@ -42,6 +43,25 @@ describe("chat state", () => {
     s = reduce(s, { type: "message", chat_id: "c", message: msg(2, "assistant", "hello") });
     expect(s.live).toEqual([]);
     expect(s.messages.map((m) => m.id)).toEqual([1, 2]);
+  });
+
+  it("shows the whole answer of a chat joined mid-answer: the history, then the parts in flight, then live parts", () => {
+    // The stream's snapshot of a chat on its second turn (docs/api.md, "The chat stream").
+    let s = reduce(emptyChat, { type: "status", chat_id: "c", status: "running" });
+    for (const m of [msg(1, "user", "hi"), msg(2, "assistant", "hello"), msg(3, "user", "count")]) {
+      s = reduce(s, { type: "message", chat_id: "c", message: m });
+    }
+    for (const t of ["tok0 ", "tok1 ", "tok2 "]) s = reduce(s, { type: "message_part", chat_id: "c", role: "assistant", part: { type: "text", text: t } });
+    // An older answer delivered again (a resync) does not drop the parts in flight.
+    s = reduce(s, { type: "message", chat_id: "c", message: msg(2, "assistant", "hello") });
+    s = reduce(s, { type: "message_part", chat_id: "c", role: "assistant", part: { type: "text", text: "tok3" } });
+    expect(s.live).toEqual([{ type: "text", text: "tok0 tok1 tok2 tok3" }]);
+  });
+
+  it("says how long an action has waited in words", () => {
+    expect([0, 59_000, 60_000, 5 * 60_000, 60 * 60_000, 125 * 60_000, 49 * 3_600_000].map(waitedFor)).toEqual([
+      "less than a minute", "less than a minute", "1 minute", "5 minutes", "1 hour", "2 hours 5 minutes", "2 days",
+    ]);
   });
 
   it("asks for a reload when an older message arrives (an edit replaced the history)", () => {

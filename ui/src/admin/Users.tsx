@@ -1,5 +1,5 @@
-// Users and their API tokens: create a user, create a token (shown once, with a sign-in link),
-// list and revoke tokens.
+// Users and their API tokens: create a user, disable or enable one (a disabled user's tokens are
+// refused at once), create a token (shown once, with a sign-in link), list and revoke tokens.
 
 import { Fragment } from "preact";
 import { useState } from "preact/hooks";
@@ -15,6 +15,8 @@ export function Users() {
   const [created, setCreated] = useState<string | null>(null);
   const [open, setOpen] = useState<string | null>(null);
   const adding = useAction();
+  const toggling = useAction();
+  const me = useSession().user;
   return (
     <AdminPage title="Users" lead="People who may sign in, and their API tokens." error={list.error}>
       <form class="admin-form" aria-label="New user" onSubmit={(e) => {
@@ -39,7 +41,7 @@ export function Users() {
       {list.data && (
         <div class="admin-table-wrap">
           <table class="admin-table">
-            <thead><tr><th>User</th><th>Role</th><th>Since</th><th><span class="visually-hidden">Actions</span></th></tr></thead>
+            <thead><tr><th>User</th><th>Role</th><th>Since</th><th>State</th><th><span class="visually-hidden">Actions</span></th></tr></thead>
             <tbody>
               {list.data.map((u) => (
                 <Fragment key={u.id}>
@@ -47,19 +49,27 @@ export function Users() {
                     <td>{u.username}</td>
                     <td>{u.role}</td>
                     <td>{new Date(u.created_at).toLocaleDateString()}</td>
-                    <td>
+                    <td>{u.disabled ? <span class="badge status-error" title={u.disabled_at ? `Disabled ${new Date(u.disabled_at).toLocaleString()}` : undefined}>disabled</span> : "active"}</td>
+                    <td class="admin-row-actions">
+                      {u.id !== me.id && (
+                        <button type="button" class={u.disabled ? "small" : "small danger"} disabled={toggling.busy} onClick={() => {
+                          if (!u.disabled && !confirm(`Disable ${u.username}? Their tokens stop working at once; their chats are kept.`)) return;
+                          void toggling.run(async () => { await admin.setUserDisabled(u.id, !u.disabled); list.reload(); });
+                        }}>{u.disabled ? `Enable ${u.username}` : `Disable ${u.username}`}</button>
+                      )}
                       <button type="button" class="small" aria-expanded={open === u.id} onClick={() => setOpen(open === u.id ? null : u.id)}>
                         Tokens of {u.username}
                       </button>
                     </td>
                   </tr>
                   {open === u.id && (
-                    <tr><td colSpan={4}><Tokens user={u} /></td></tr>
+                    <tr><td colSpan={5}><Tokens user={u} /></td></tr>
                   )}
                 </Fragment>
               ))}
             </tbody>
           </table>
+          {toggling.error && <Alert>{toggling.error}</Alert>}
         </div>
       )}
     </AdminPage>

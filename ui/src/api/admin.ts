@@ -89,6 +89,7 @@ export async function listUsers(): Promise<User[]> {
   }
 }
 export const createUser = (body: { username: string; role: "admin" | "member" }) => post<User>("/users", body);
+export const setUserDisabled = (userId: string, disabled: boolean) => patch<User>(`/users/${userId}`, { disabled });
 export const listUserTokens = (userId: string) => get<ApiToken[]>(`/users/${userId}/tokens`);
 export const createToken = (userId: string, name: string) => post<{ token: string }>(`/users/${userId}/tokens`, { name });
 export const revokeToken = (id: string) => del(`/tokens/${id}`);

@@ -1,7 +1,7 @@
 // The public API's shapes (src/chatd/api/schemas.py, docs/api.md). Only what the UI reads.
 
 export type Role = "admin" | "member";
-export interface User { id: string; username: string; role: Role; created_at: string }
+export interface User { id: string; username: string; role: Role; created_at: string; disabled?: boolean; disabled_at?: string | null }
 
 export type ChatStatus = "pending" | "running" | "waiting" | "error" | "requires_action";
 
@@ -77,7 +77,8 @@ export interface Message {
   runtime_ms: number | null;
 }
 
-export interface QueuedMessage { id: number; chat_id: string; content: Part[]; created_at: string }
+/** `steer`: sent to steer the running turn; it joins that turn at its next step instead of waiting. */
+export interface QueuedMessage { id: number; chat_id: string; content: Part[]; created_at: string; steer?: boolean }
 export interface MessagesPage { messages: Message[]; queued_messages: QueuedMessage[] }
 
 export type BusyBehavior = "queue" | "interrupt" | "steer" | "reject";

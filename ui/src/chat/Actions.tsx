@@ -2,7 +2,7 @@
 // suggested answers and a free-text box, a tool call to approve or deny (arguments editable,
 // "always allow" for the chat), or a client-side tool the chat's client must answer.
 
-import { useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
 import { describe } from "../api/client";
 import type { ActionAnswer, PendingAction } from "../api/types";
 import { splitToolName } from "./state";
@@ -52,8 +52,36 @@ function ActionCard({ action, onAnswer }: { action: PendingAction; onAnswer: Pro
   return (
     <article class={`action action-${action.kind}`} aria-label={label(action)}>
       {body}
+      <Waited since={action.created_at} />
       {error && <p class="error" role="alert">{error}</p>}
     </article>
+  );
+}
+
+/** How long ago, in words: "less than a minute", "3 minutes", "2 hours 5 minutes", "3 days". */
+export function waitedFor(ms: number): string {
+  const minutes = Math.floor(Math.max(0, ms) / 60_000);
+  if (minutes < 1) return "less than a minute";
+  const plural = (n: number, unit: string) => `${n} ${unit}${n === 1 ? "" : "s"}`;
+  if (minutes < 60) return plural(minutes, "minute");
+  const hours = Math.floor(minutes / 60);
+  if (hours < 24) return minutes % 60 ? `${plural(hours, "hour")} ${plural(minutes % 60, "minute")}` : plural(hours, "hour");
+  return plural(Math.floor(hours / 24), "day");
+}
+
+/** How long the action has waited for its person, kept current. */
+function Waited({ since }: { since: string | undefined }) {
+  const [now, setNow] = useState(() => Date.now());
+  useEffect(() => {
+    const t = setInterval(() => setNow(Date.now()), 15_000);
+    return () => clearInterval(t);
+  }, []);
+  const at = since ? Date.parse(since) : NaN;
+  if (Number.isNaN(at)) return null;
+  return (
+    <p class="muted action-waited">
+      Waiting for you for <time dateTime={since} title={new Date(at).toLocaleString()}>{waitedFor(now - at)}</time>
+    </p>
   );
 }
 

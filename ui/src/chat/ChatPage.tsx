@@ -192,6 +192,9 @@ export function ChatPage({ params }: RouteProps) {
   }
 
   const chatTotals = totals(s.messages);
+  // Steered messages wait in the queue table too, but join the running turn instead of following it.
+  const steering = s.queue.filter((q) => q.steer);
+  const queued = s.queue.filter((q) => !q.steer);
   return (
     <div class="chat">
       <header class="chat-header">
@@ -246,24 +249,50 @@ export function ChatPage({ params }: RouteProps) {
       )}
       {status === "pending" && s.live.length === 0 && <p class="muted" role="status">Waiting for a worker…</p>}
       {status === "requires_action" && <PendingActions actions={s.actions} onAnswer={answerAction} />}
-      {s.queue.length > 0 && (
-        <section class="queue" aria-labelledby="queue-h">
-          <h2 id="queue-h">Queued ({s.queue.length})</h2>
+      {steering.length > 0 && (
+        <section class="queue steering" aria-labelledby="steer-h">
+          <h2 id="steer-h">Steering ({steering.length})</h2>
+          <p class="muted">{status === "running" ? "Joins the running answer at its next step." : "Runs next: the answer ended before it could join."}</p>
           <ol>
-            {s.queue.map((q) => (
+            {steering.map((q) => (
               <li key={q.id}>
                 <span class="queued-text">{textOf(q.content) || "(attachment)"}</span>
-                <button type="button" class="small" onClick={() => act(() => api.promoteQueued(id, q.id))}>Send now</button>
                 <button type="button" class="small" onClick={() => act(() => api.deleteQueued(id, q.id))}>Delete</button>
               </li>
             ))}
           </ol>
         </section>
       )}
+      {queued.length > 0 && (
+        <section class="queue" aria-labelledby="queue-h">
+          <h2 id="queue-h">Queued ({queued.length})</h2>
+          <p class="muted">
+            {status === "requires_action" ? "Sent one by one once the question above is answered (or cancelled)."
+              : busy ? "Sent one by one after this answer, also when you stop it."
+              : "Sent one by one, starting now."}
+          </p>
+          <ol>
+            {queued.map((q, i) => (
+              <li key={q.id}>
+                <span class="queued-text">{textOf(q.content) || "(attachment)"}</span>
+                {i === 0 && busy && s.queue[0]?.id === q.id && <span class="badge">next</span>}
+                <button type="button" class="small" onClick={() => act(() => api.promoteQueued(id, q.id))}>Send now</button>
+                <button type="button" class="small" onClick={() => act(() => api.deleteQueued(id, q.id))}>Delete</button>
+              </li>
+            ))}
+          </ol>
+          {queued.length > 1 && (
+            <button type="button" class="small" onClick={() => act(async () => { for (const q of queued) await api.deleteQueued(id, q.id); })}>Delete all queued</button>
+          )}
+        </section>
+      )}
       {actionError && <p class="error" role="alert">{actionError}</p>}
       <div ref={bottom} />
       <Composer
         busy={busy}
+        awaitingAnswer={status === "requires_action"}
+        queued={s.queue.length}
+        draftKey={`chatd:draft:${id}`}
         disabled={!!chat?.archived}
         disabledReason="This chat is archived."
         onSend={send}

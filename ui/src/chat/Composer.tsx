@@ -1,13 +1,21 @@
 // The message box: Enter sends, Shift+Enter is a new line; files are uploaded as they are picked;
-// while a turn runs the user picks what the message does (queue, steer, interrupt).
+// while a turn runs the user picks what the message does (queue, steer, interrupt). What is typed
+// is a draft of its chat (kept in the tab's session storage): it survives a reload or a visit to
+// another chat, and one chat's draft never shows in another.
 
-import { useRef, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import { describe } from "../api/client";
 import { uploadFile } from "../api/chats";
 import type { BusyBehavior, FilePart, InputPart } from "../api/types";
 
 interface Props {
   busy: boolean;
+  /** The chat waits for the person's answer to a pending action (shown above the composer). */
+  awaitingAnswer?: boolean;
+  /** Messages queued (or steering) behind the running answer: they run when it ends or is stopped. */
+  queued?: number;
+  /** Where the draft is kept (one per chat); none: the draft lives only as long as the page. */
+  draftKey?: string;
   disabled?: boolean;
   disabledReason?: string;
   onSend: (content: InputPart[], behavior: BusyBehavior) => Promise<void>;
@@ -20,9 +28,48 @@ const BEHAVIORS: { value: BusyBehavior; label: string; hint: string }[] = [
   { value: "steer", label: "Steer", hint: "add to the running answer" },
   { value: "interrupt", label: "Interrupt", hint: "stop the answer and send" },
 ];
+// Waiting for an answer no turn runs: a steer has nothing to join (the server queues it), and
+// interrupting cancels the question.
+const WHILE_ASKED: { value: BusyBehavior; label: string; hint: string }[] = [
+  { value: "queue", label: "Queue", hint: "send after the question is answered" },
+  { value: "interrupt", label: "Cancel the question and send", hint: "the agent is told the question was cancelled" },
+];
 
-export function Composer({ busy, disabled, disabledReason, onSend, onStop, placeholder }: Props) {
-  const [text, setText] = useState("");
+function loadDraft(key: string | undefined): string {
+  if (!key) return "";
+  try {
+    return sessionStorage.getItem(key) ?? "";
+  } catch {
+    return "";
+  }
+}
+
+function saveDraft(key: string | undefined, text: string): void {
+  if (!key) return;
+  try {
+    if (text) sessionStorage.setItem(key, text);
+    else sessionStorage.removeItem(key);
+  } catch {
+    // Storage full or refused: the draft lives as long as the page.
+  }
+}
+
+export function Composer({ busy, awaitingAnswer, queued = 0, draftKey, disabled, disabledReason, onSend, onStop, placeholder }: Props) {
+  const [text, setTextState] = useState(() => loadDraft(draftKey));
+  const keyRef = useRef(draftKey);
+  // Another chat: its own draft.
+  useEffect(() => {
+    if (keyRef.current === draftKey) return;
+    keyRef.current = draftKey;
+    setTextState(loadDraft(draftKey));
+  }, [draftKey]);
+  const setText = (next: string | ((t: string) => string)) => {
+    setTextState((t) => {
+      const value = typeof next === "function" ? next(t) : next;
+      saveDraft(keyRef.current, value);
+      return value;
+    });
+  };
   const [files, setFiles] = useState<FilePart[]>([]);
   const [uploading, setUploading] = useState(0);
   const [behavior, setBehavior] = useState<BusyBehavior>("queue");
@@ -44,7 +91,7 @@ export function Composer({ busy, disabled, disabledReason, onSend, onStop, place
     setSending(true);
     setError(null);
     try {
-      await onSend(content, busy ? behavior : "queue");
+      await onSend(content, busy ? (awaitingAnswer && behavior === "steer" ? "queue" : behavior) : "queue");
     } catch (e) {
       setError(describe(e));
       setText((t) => (t === "" ? sentText : t));
@@ -81,12 +128,17 @@ export function Composer({ busy, disabled, disabledReason, onSend, onStop, place
         void send();
       }}
     >
+      {awaitingAnswer && (
+        <p class="composer-note" role="note">
+          The agent waits for your answer above. A message sent here is queued until then, unless you cancel the question.
+        </p>
+      )}
       {busy && (
         <fieldset class="behavior">
-          <legend>While the answer runs</legend>
-          {BEHAVIORS.map((b) => (
+          <legend>{awaitingAnswer ? "While the agent waits for you" : "While the answer runs"}</legend>
+          {(awaitingAnswer ? WHILE_ASKED : BEHAVIORS).map((b) => (
             <label key={b.value} title={b.hint}>
-              <input type="radio" name="behavior" value={b.value} checked={behavior === b.value} onChange={() => setBehavior(b.value)} />
+              <input type="radio" name="behavior" value={b.value} checked={behavior === b.value || (awaitingAnswer && behavior === "steer" && b.value === "queue")} onChange={() => setBehavior(b.value)} />
               {b.label}
             </label>
           ))}
@@ -124,7 +176,14 @@ export function Composer({ busy, disabled, disabledReason, onSend, onStop, place
           <button type="button" onClick={() => fileInput.current?.click()} disabled={disabled} aria-label="Attach files">
             {uploading ? "Uploading…" : "Attach"}
           </button>
-          {busy && onStop && <button type="button" class="danger" onClick={onStop}>Stop</button>}
+          {busy && onStop && awaitingAnswer && (
+            <button type="button" class="danger" onClick={onStop} title="The agent is told the question was cancelled; queued messages run next.">Cancel the question</button>
+          )}
+          {busy && onStop && !awaitingAnswer && (
+            <button type="button" class="danger" onClick={onStop} title={queued ? "The queued messages are kept: the first one runs as soon as the answer stops." : undefined}>
+              {queued ? `Stop (${queued} queued will run next)` : "Stop"}
+            </button>
+          )}
           <button type="submit" class="primary" disabled={!canSend}>Send</button>
         </div>
       </div>

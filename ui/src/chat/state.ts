@@ -92,8 +92,9 @@ export function reduce(s: ChatState, ev: StreamEvent): ChatState {
       const known = s.messages.some((x) => x.id === m.id);
       const next: ChatState = { ...s, messages: insertMessage(s.messages, m), retry: null };
       if (!known && m.id < newest) next.needsReload = true;
-      // A persisted step replaces the parts that streamed it; a new user message starts a turn.
-      if (m.role === "assistant" || m.role === "tool") next.live = [];
+      // A newly persisted step replaces the parts that streamed it (an older answer sent again
+      // does not: the parts in flight continue the history); a new user message starts a turn.
+      if ((m.role === "assistant" || m.role === "tool") && m.id > newest) next.live = [];
       if (m.role === "user" && m.id > newest) next.notices = [];
       return next;
     }
