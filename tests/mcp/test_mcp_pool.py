@@ -293,6 +293,75 @@ async def test_tool_list_changes_reach_the_next_turn_without_reconnecting(pool: 
         assert pool.connections(config.id)[0].protocol_version == era
 
 
+# -- races: an entry replaced while the pool awaited ---------------------------------------------
+
+
+def gate_closing(pool: McpPool, monkeypatch: pytest.MonkeyPatch, which: Any) -> tuple[asyncio.Event, asyncio.Event]:
+    """Hold the pool's close of the entries `which(entry)` picks until `gate` is set; `reached`
+    says one is held."""
+    gate, reached = asyncio.Event(), asyncio.Event()
+    close_entry = pool._close_entry
+
+    async def held(entry: Any) -> None:
+        if which(entry):
+            reached.set()
+            await gate.wait()
+        await close_entry(entry)
+
+    monkeypatch.setattr(pool, "_close_entry", held)
+    return gate, reached
+
+
+async def test_a_lease_replacing_a_dead_connection_joins_the_one_another_lease_opened_meanwhile(
+    pool: McpPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with legacy_server() as server:
+        config = make_config(server.url, slug="web")
+
+        async def lease() -> Any:
+            return await pool.lease(config, None, user_id=USER, chat_id=CHAT, connect_timeout=10)
+
+        first = await lease()
+        dead = first.connection
+        await first.release()
+        dead.transport_ended = True  # found dead by the next lease
+        gate, reached = gate_closing(pool, monkeypatch, lambda entry: entry.conn is dead)
+        a = asyncio.create_task(lease())
+        await reached.wait()  # a retired the dead one and is closing it
+        b = await lease()  # meanwhile b opens its replacement
+        gate.set()
+        held = await a
+        # One replacement, shared: a second one would have taken the key from b's, leaving b's
+        # connection in no table (never reaped, never closed at shutdown).
+        assert held.connection is b.connection and pool.opened == 2
+        await held.release()
+        await b.release()
+        assert pool.connections(config.id) == [b.connection]
+        await pool.close()
+        assert not b.connection.alive
+
+
+async def test_the_reaper_leaves_alone_an_entry_that_replaced_the_one_it_saw(
+    pool: McpPool, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with legacy_server() as one, legacy_server() as two:
+        first, second = make_config(one.url, slug="one"), make_config(two.url, slug="two")
+        for config in (first, second):
+            await (await pool.lease(config, None, user_id=USER, chat_id=CHAT, connect_timeout=10)).release()
+        clock.now += pool.idle_ttl  # both idle long enough
+        gate, reached = gate_closing(pool, monkeypatch, lambda entry: entry.key.server_id == first.id)
+        reaping = asyncio.create_task(pool.reap())
+        await reached.wait()  # the reaper is closing `one`'s connection
+        # Meanwhile an admin's edit reaches a turn: `two`'s idle connection is replaced.
+        edited = dataclasses.replace(second, display_name="Two, renamed")
+        lease = await pool.lease(edited, None, user_id=USER, chat_id=CHAT, connect_timeout=10)
+        gate.set()
+        assert await reaping == 1
+        assert pool.connections(second.id) == [lease.connection] and lease.connection.alive
+        await lease.release()
+        assert pool.connections(second.id) == [lease.connection]  # kept warm, still the pool's
+
+
 # -- failing servers: the negative cache ---------------------------------------------------------
 
 

@@ -195,9 +195,11 @@ class McpPool:
         failure_key = (config.id, fingerprint(config, auth_headers(config, token)))
         for _attempt in range(3):
             entry = self._entries.get(key)
-            if entry is not None and (entry.fingerprint != fp or self._dead(entry)):
+            while entry is not None and (entry.fingerprint != fp or self._dead(entry)):
                 await self._retire(entry)
-                entry = None
+                # Re-read after the await: another lease may have opened the key's replacement
+                # meanwhile, and opening a second one would orphan it (held, but in no table).
+                entry = self._entries.get(key)
             if entry is None:
                 failure = self._failures.get(failure_key)
                 if failure is not None and failure.retry_at > self._now():
@@ -333,12 +335,18 @@ class McpPool:
                 del self._entries[entry.key]
             await self._close_entry(entry)
             return
-        idle = [e for e in self._entries.values() if e.leases == 0 and e.connecting is None]
+        idle = [e for e in self._entries.values() if self._idle(e)]
         if len(idle) > self.max_idle:
             idle.sort(key=lambda e: e.last_used)
             for extra in idle[: len(idle) - self.max_idle]:
-                del self._entries[extra.key]
-                await self._close_entry(extra)
+                # Each close awaits: one leased, retired or replaced meanwhile is no longer extra.
+                if self._entries.get(extra.key) is extra and self._idle(extra):
+                    del self._entries[extra.key]
+                    await self._close_entry(extra)
+
+    @staticmethod
+    def _idle(entry: _Entry) -> bool:
+        return entry.leases == 0 and entry.connecting is None
 
     # -- retiring and closing ----------------------------------------------------------------------
 
@@ -393,7 +401,9 @@ class McpPool:
         now = self._now()
         closed = 0
         for entry in list(self._entries.values()):
-            if entry.leases or entry.connecting is not None:
+            # Re-read after every close (an await): a lease may have retired this entry and put
+            # its replacement under the key, which is not ours to delete.
+            if self._entries.get(entry.key) is not entry or not self._idle(entry):
                 continue
             if now - entry.last_used >= self.idle_ttl or not entry.conn.connected:
                 del self._entries[entry.key]
