@@ -264,6 +264,65 @@ class SessionCounter:
         await self.app(scope, receive, counting_send)
 
 
+class SessionLostMidCall:
+    """ASGI middleware: the session is lost while two calls share it. `delete_note` runs, but
+    its answer is held; `echo` then gets the 404 of a lost session; only after that does the
+    held answer fail (HTTP 500), so the first call fails on a connection whose session is lost
+    though it was sent (and ran) before. Once; everything after passes."""
+
+    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+        self.app = app
+        self.state = state
+        self.lost = threading.Event()
+        self.done = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.done or scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        more = True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        if b'"tools/call"' in body and b'"echo"' in body and not self.lost.is_set():
+            while not self.state.deleted:  # noqa: ASYNC110 - the other call has run (a list the tool fills)
+                await anyio.sleep(0.01)
+            error = b'{"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": "Session not found"}}'
+            await send({"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": error})
+            self.lost.set()
+            return
+        if b'"tools/call"' in body and b'"delete_note"' in body:
+            answered = False
+
+            async def held(message: Any) -> None:
+                nonlocal answered
+                if answered:
+                    return
+                answered = True
+                while not self.lost.is_set():  # noqa: ASYNC110 - a threading.Event, set in this loop
+                    await anyio.sleep(0.01)
+                self.done = True
+                await send({"type": "http.response.start", "status": 500, "headers": [(b"content-type", b"text/plain")]})
+                await send({"type": "http.response.body", "body": b"the answer was lost"})
+
+            await self.app(scope, replay, held)
+            return
+        await self.app(scope, replay, send)
+
+
 async def failing_app(scope: Scope, receive: Receive, send: Send) -> None:
     """Answers every request with HTTP 503 (a server that is down behind a proxy)."""
     if scope["type"] == "lifespan":

@@ -17,6 +17,7 @@ import pytest
 from mcp_test_servers import (
     ServerState,
     SessionCounter,
+    SessionLostMidCall,
     build_server,
     failing_app,
     free_port,
@@ -274,6 +275,31 @@ async def test_a_server_restarted_mid_chat_gets_a_new_session_and_the_call_goes_
         # The call reached the new server once: the lost session's 404 was not a call.
         assert second.state.visits and sum(second.state.visits.values()) == 1
     assert pool.opened == 2
+
+
+async def test_a_lost_session_resends_only_the_call_it_refused_not_one_that_ran_beside_it(pool: McpPool) -> None:
+    """Two calls share a session; `delete_note` runs, then `echo` gets the 404 of the lost
+    session, then delete_note's answer fails. Only echo was refused unprocessed: it goes through
+    on a new session, and delete_note is reported failed, not sent (and run) a second time."""
+    state = ServerState()
+    counter = SessionCounter(SessionLostMidCall(build_server(state).streamable_http_app(), state), legacy_only=True)
+    with serve(counter) as running:
+        config = make_config(running.url, slug="web")
+        tools, conns = await connect_all([config], {}, pool=pool, identity=(USER, CHAT))
+        try:
+            deleted, echoed = await asyncio.wait_for(
+                asyncio.gather(
+                    by_name(tools)["web__delete_note"].call({"key": "k"}, make_ctx()),
+                    by_name(tools)["web__echo"].call({"text": "hi"}, make_ctx()),
+                ),
+                20,
+            )
+        finally:
+            await conns.close()
+    assert not echoed.is_error and echoed.result == "hi"
+    assert deleted.is_error and "failed" in str(deleted.result)
+    assert state.deleted == ["k"]
+    assert counter.sessions == 2
 
 
 @pytest.mark.parametrize("era", ["2025-11-25", "2026-07-28"])

@@ -68,6 +68,15 @@ class _CallRequest:
     # "ping" (a pool's health check) and "relist" (a listing past its ttlMs) use the same queue
     # as calls: only the owner task may touch the session.
     kind: Literal["call", "ping", "relist", "read"] = "call"
+    # The server answered this request's own POST with 404 to the session: it never ran, so it
+    # may be sent again on a new session. Per request: when calls share a connection, the
+    # session being lost says nothing of a call that was already sent (it may have run).
+    unprocessed: bool = False
+
+
+# The call a task serves: the SDK posts a request in a task that carries the sending call's
+# context, so a 404 to the session can be told apart per request.
+_serving: contextvars.ContextVar[_CallRequest | None] = contextvars.ContextVar("mcp_call_served", default=None)
 
 
 @dataclass
@@ -348,8 +357,12 @@ class ServerConnection:
                 self.http_error_status = response.status_code
             elif response.status_code == 404 and response.request.headers.get("mcp-session-id"):
                 # The server no longer knows our session (restarted, or expired it): this request
-                # was not processed, and every later one would get the same answer.
+                # was not processed, and every later one would get the same answer. The SDK posts
+                # in a task that carries the sending call's context, so `_serving` names the call
+                # this answer is for (none for a ping, a listing or an unattributable request).
                 self.session_lost = True
+                if (served := _serving.get()) is not None:
+                    served.unprocessed = True
 
         return httpx2.AsyncClient(
             headers=headers,
@@ -400,9 +413,13 @@ class ServerConnection:
                 elif request.kind == "read":
                     result = await client.read_resource(request.name)
                 else:
-                    result = await client.call_tool(
-                        request.name, request.arguments, progress_callback=on_progress
-                    )
+                    served = _serving.set(request)
+                    try:
+                        result = await client.call_tool(
+                            request.name, request.arguments, progress_callback=on_progress
+                        )
+                    finally:
+                        _serving.reset(served)
             if request.future.done():
                 return
             if scope.cancelled_caught:
@@ -414,7 +431,9 @@ class ServerConnection:
         except Exception as exc:  # one call's failure is its caller's error, not the connection's
             self.suspect = True
             if not request.future.done():
-                error = McpSessionLost(self._describe(exc)) if self.session_lost else McpCallError(self._describe(exc))
+                # Only this request's own 404 makes it safe to resend: another call's may have
+                # lost the session after this one was sent and ran.
+                error = McpSessionLost(self._describe(exc)) if request.unprocessed else McpCallError(self._describe(exc))
                 request.future.set_exception(error)
         finally:
             # The owner is being cancelled (close or a dead transport): answer the caller.

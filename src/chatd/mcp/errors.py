@@ -32,7 +32,8 @@ class McpCallError(McpError):
 
 
 class McpSessionLost(McpCallError):
-    """The server answered 404 to the session id: it restarted or expired the session. The
-    request was not processed, so it is safe to send again on a new session."""
+    """The server answered this request 404 to its session id: it restarted or expired the
+    session. This request was not processed, so it is safe to send again on a new session (a
+    call sent before the loss, on the same connection, gets a plain McpCallError)."""
 
     code = "mcp_session_lost"
