@@ -26,7 +26,9 @@ def _dsn(url: str) -> str:
 
 
 class PostgresPubSub:
-    def __init__(self, url: str, *, probe_interval: float = 5.0, reconnect_delay: float = 0.5) -> None:
+    def __init__(
+        self, url: str, *, probe_interval: float = 5.0, reconnect_delay: float = 0.5, probe_timeout: float = 10.0
+    ) -> None:
         self._dsn = _dsn(url)
         self._subs: defaultdict[str, list[Callback]] = defaultdict(list)
         self._listen: asyncpg.Connection | None = None
@@ -34,6 +36,10 @@ class PostgresPubSub:
         self._lock = asyncio.Lock()
         self._publish_lock = asyncio.Lock()
         self._probe_interval = probe_interval
+        # How long the probe's `SELECT 1` may take before the connection counts as lost: apart
+        # from the interval, so that probing often never makes a slow answer (a busy database or
+        # machine) read as a dead connection.
+        self._probe_timeout = max(probe_timeout, probe_interval)
         self._reconnect_delay = reconnect_delay
         self._supervisor: asyncio.Task[None] | None = None
         self._closed = False
@@ -90,7 +96,7 @@ class PostgresPubSub:
                 # Under the lock: asyncpg allows one operation at a time per connection, and
                 # subscribe/unsubscribe LISTEN and UNLISTEN on this one.
                 async with self._lock:
-                    await asyncio.wait_for(self._listen.fetchval("SELECT 1"), self._probe_interval)
+                    await asyncio.wait_for(self._listen.fetchval("SELECT 1"), self._probe_timeout)
             except Exception as exc:
                 self._healthy = False
                 log.warning("pubsub: connection lost (%s); reconnecting", exc)
