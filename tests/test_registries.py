@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import Uuid, bindparam, insert, select, text, update
 
 from chatd.bootstrap import App
 from chatd.domain.mcp import McpAuthType, McpServerConfig, McpUserToken
@@ -25,6 +25,7 @@ from chatd.store.database import Database
 from chatd.store.migrate import downgrade, migrate
 from chatd.store.secrets import SecretBox
 from chatd.store.tables import chats, mcp_servers, messages, model_configs, providers, users
+from chatd.store.types import UTCDateTime
 from tests.conftest import People
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -111,11 +112,13 @@ async def test_dropping_the_kind_checks_keeps_every_row_that_refers_to_the_rebui
     async with db.write() as conn:
         await conn.execute(insert(users).values(id=user_id, username="u", role="member", created_at=NOW))
         await conn.execute(insert(providers).values(id=uuid.uuid4(), provider="anthropic", created_at=NOW, updated_at=NOW))
+        # Before 0017 a model config names its provider's kind (a column the tables no longer have).
         await conn.execute(
-            insert(model_configs).values(
-                id=uuid.uuid4(), provider="anthropic", model="m", display_name="m", context_limit=1000,
-                options={}, pricing={}, created_at=NOW, updated_at=NOW,
-            )
+            text(
+                "INSERT INTO model_configs (id, provider, model, display_name, context_limit, options, pricing, created_at, updated_at) "
+                "VALUES (:id, 'anthropic', 'm', 'm', 1000, '{}', '{}', :now, :now)"
+            ).bindparams(bindparam("id", type_=Uuid()), bindparam("now", type_=UTCDateTime())),
+            {"id": uuid.uuid4(), "now": NOW},
         )
         await conn.execute(
             insert(mcp_servers).values(
@@ -130,7 +133,7 @@ async def test_dropping_the_kind_checks_keeps_every_row_that_refers_to_the_rebui
     assert (await mcp_store.get_token(db, box, server_id, user_id)) is not None
     # The checks are gone: a value the registry knows tomorrow needs no migration.
     async with db.write() as conn:
-        await conn.execute(insert(providers).values(id=uuid.uuid4(), provider="local-llm", created_at=NOW, updated_at=NOW))
+        await conn.execute(insert(providers).values(id=uuid.uuid4(), name="local", provider="local-llm", created_at=NOW, updated_at=NOW))
 
 
 

@@ -365,7 +365,7 @@ def providers_list(url: Url = None, token: Token = None, data_dir: DataDir = Non
         return
     table(
         rows,
-        [("ID", "id"), ("PROVIDER", "provider"), ("NAME", "display_name"), ("BASE URL", "base_url"), ("KEY SET", "api_key_set"), ("ENABLED", "enabled")],
+        [("ID", "id"), ("NAME", "name"), ("KIND", "provider"), ("DISPLAY NAME", "display_name"), ("BASE URL", "base_url"), ("KEY SET", "api_key_set"), ("ENABLED", "enabled")],
         empty="no providers",
     )
 
@@ -380,7 +380,7 @@ def models_list(url: Url = None, token: Token = None, data_dir: DataDir = None, 
     table(
         rows,
         [
-            ("ID", "id"), ("PROVIDER", "provider"), ("MODEL", "model"), ("NAME", "display_name"),
+            ("ID", "id"), ("PROVIDER", "provider_name"), ("MODEL", "model"), ("NAME", "display_name"),
             ("CONTEXT", "context_limit"), ("DEFAULT", "is_default"), ("ENABLED", "enabled"),
         ],
         empty="no model configurations",

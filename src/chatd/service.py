@@ -246,15 +246,21 @@ class ChatService:
         # Members read providers too (API.md); the API leaves out what only admins see.
         return await model_store.list_providers(self.db, self.box)
 
-    async def create_provider(self, actor: User, *, provider: str, display_name: str | None, api_key: str | None, base_url: str | None, enabled: bool) -> ProviderRecord:
+    async def create_provider(
+        self, actor: User, *, provider: str, name: str | None = None, display_name: str | None, api_key: str | None,
+        base_url: str | None, enabled: bool,
+    ) -> ProviderRecord:
+        """`name` is unique (409 when taken) and defaults to the kind: one provider of a kind needs
+        no name, a second one does."""
         _admin(actor)
         spec = provider_spec(provider.strip().lower())
         kind = spec.kind
         if spec.needs_base_url and not base_url:
             raise InvalidInput(f"An {kind} provider needs a base_url.")
         _check_url(base_url)
+        name = _provider_name(kind if name is None else name)
         record = await model_store.create_provider(
-            self.db, self.box, self.clock.now(), provider=kind, display_name=display_name or kind,
+            self.db, self.box, self.clock.now(), name=name, provider=kind, display_name=(display_name or "").strip() or name,
             api_key=api_key or None, base_url=base_url or None, enabled=enabled,
         )
         await self._config_changed()
@@ -263,19 +269,30 @@ class ChatService:
     async def update_provider(self, actor: User, provider_id: uuid.UUID, changes: dict[str, Any]) -> ProviderRecord:
         _admin(actor)
         _check_url(changes.get("base_url"))
+        if "name" in changes:
+            changes = {**changes, "name": _provider_name(str(changes["name"] or ""))}
+        if "base_url" in changes and not changes["base_url"]:
+            current = await model_store.get_provider(self.db, self.box, provider_id)
+            if provider_spec(current.provider).needs_base_url:
+                raise InvalidInput(f"An {current.provider} provider needs a base_url.")
+            changes = {**changes, "base_url": None}
         record = await model_store.update_provider(self.db, self.box, self.clock.now(), provider_id, changes)
         await self._config_changed()
         return record
 
     async def delete_provider(self, actor: User, provider_id: uuid.UUID) -> None:
+        """Refused (409) while live model configs use the provider."""
         _admin(actor)
         await model_store.delete_provider(self.db, provider_id)
         await self._config_changed()
 
-    async def test_provider(self, actor: User, *, provider: str, base_url: str | None, api_key: str | None) -> ProviderCheck:
-        """List the models of a provider that may not be saved yet. Without a key, the saved
-        provider's key of that kind is used (or the deployment's), so an edit can be tested
-        without typing the key again. Admins only: the URL may point anywhere, loopback included.
+    async def test_provider(
+        self, actor: User, *, provider: str, base_url: str | None, api_key: str | None, provider_id: uuid.UUID | None = None
+    ) -> ProviderCheck:
+        """List the models of a provider that may not be saved yet. Without a key, a saved
+        provider's key is used (the one `provider_id` names, else the first of that kind saved with
+        this base URL), or the deployment's, so an edit can be tested without typing the key
+        again. Admins only: the URL may point anywhere, loopback included.
 
         A stored key is reused only for the URL it is stored with (the deployment's only for the
         provider's own API): a key is write-only, and a URL typed here must not carry it to a
@@ -285,7 +302,12 @@ class ChatService:
         _check_url(base_url)
         base_url = base_url or None
         if not api_key:
-            stored = await model_store.get_provider_by_kind(self.db, self.box, kind)
+            if provider_id is not None:
+                stored: ProviderRecord | None = await model_store.get_provider(self.db, self.box, provider_id)
+                if stored is not None and stored.provider != kind:
+                    raise InvalidInput(f"The provider {stored.name!r} is of the kind {stored.provider}, not {kind}.")
+            else:
+                stored = await model_store.find_provider(self.db, self.box, kind=kind, base_url=base_url)
             # The URL the saved provider (and so every turn) uses, or the provider's own API.
             saved_url = stored is not None and (stored.base_url or None) == base_url
             if saved_url or base_url is None:
@@ -302,10 +324,25 @@ class ChatService:
     async def list_model_configs(self, actor: User) -> list[ModelConfigRecord]:
         return await model_store.list_model_configs(self.db)
 
-    async def create_model_config(self, actor: User, *, provider: str, model: str, display_name: str | None, context_limit: int, compression_threshold: int, is_default: bool, options: ModelOptions, pricing: Pricing) -> ModelConfigRecord:
+    async def _provider_ref(self, provider_id: uuid.UUID | None, provider: str | None) -> uuid.UUID | None:
+        """A model config's provider: its id, or (older clients) its name, which for providers from
+        before names is their kind."""
+        if provider_id is not None:
+            return provider_id
+        if provider is not None and provider.strip():
+            return await model_store.provider_id_by_name(self.db, provider.strip().lower())
+        return None
+
+    async def create_model_config(
+        self, actor: User, *, provider_id: uuid.UUID | None = None, provider: str | None = None, model: str, display_name: str | None,
+        context_limit: int, compression_threshold: int, is_default: bool, options: ModelOptions, pricing: Pricing,
+    ) -> ModelConfigRecord:
         _admin(actor)
+        pid = await self._provider_ref(provider_id, provider)
+        if pid is None:
+            raise InvalidInput("A model config needs its provider: provider_id (or the provider's name in provider).")
         config = await model_store.create_model_config(
-            self.db, self.clock.now(), provider=provider.strip().lower(), model=model.strip(), display_name=(display_name or model).strip(),
+            self.db, self.clock.now(), provider_id=pid, model=model.strip(), display_name=(display_name or model).strip(),
             context_limit=context_limit, compression_threshold=compression_threshold, is_default=is_default, options=options, pricing=pricing,
         )
         await self._config_changed()
@@ -313,6 +350,10 @@ class ChatService:
 
     async def update_model_config(self, actor: User, config_id: uuid.UUID, changes: dict[str, Any]) -> ModelConfigRecord:
         _admin(actor)
+        changes = dict(changes)
+        pid = await self._provider_ref(changes.pop("provider_id", None), changes.pop("provider", None))
+        if pid is not None:
+            changes["provider_id"] = pid
         config = await model_store.update_model_config(self.db, self.clock.now(), config_id, changes)
         await self._config_changed()
         return config
@@ -858,6 +899,16 @@ def _check_content(content: list[Part]) -> None:
         raise InvalidInput("The message content must not be empty.")
     if all(isinstance(p, TextPart) and not p.text.strip() for p in content):
         raise InvalidInput("The message text must not be blank.")
+
+
+_PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+
+
+def _provider_name(name: str) -> str:
+    name = name.strip().lower()
+    if not _PROVIDER_NAME.fullmatch(name):
+        raise InvalidInput("A provider name is 1–64 letters, digits, '.', '_' or '-', starting with a letter or digit (e.g. ollama, vllm-gpu1).")
+    return name
 
 
 def _check_url(url: Any) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from chatd.domain.chat import ChatStatus, Role
 from chatd.domain.config import ModelOptions, Pricing
 from chatd.domain.parts import TextPart
-from tests.fakes.llm_server import RecordedRequest, Reply
+from tests.fakes.llm_server import FakeLLMServer, RecordedRequest, Reply
 from tests.worker.conftest import Rig
 
 
@@ -68,3 +68,31 @@ async def test_a_deleted_model_config_falls_back_to_the_default(rig: Rig) -> Non
     await rig.run()
     assert [r.wire for r in rig.llm.requests] == ["anthropic", "openai"]
     assert (await rig.get(chat.id)).status is ChatStatus.WAITING
+
+
+async def test_two_providers_of_one_kind_each_serve_their_own_models_with_their_own_key(rig: Rig) -> None:
+    """Issue 12: Ollama and vLLM both as `openai-compatible`. Each model's turns go to its own
+    provider's server with that provider's key, and the two share no SDK client (alternating
+    turns do not retire one another's)."""
+    admin, svc = rig.people.admin.user, rig.app.service
+    async with FakeLLMServer() as other:
+        vllm = await svc.create_provider(admin, provider="openai-compatible", name="vllm", display_name=None, api_key="sk-vllm", base_url=other.openai_base_url, enabled=True)
+        on_vllm = await svc.create_model_config(
+            admin, provider_id=vllm.id, model="fake-model", display_name="Same model on vLLM", context_limit=100_000,
+            compression_threshold=0, is_default=False, options=ModelOptions(), pricing=Pricing(),
+        )
+        assert (on_vllm.provider, on_vllm.provider_name) == ("openai-compatible", "vllm")
+        built = rig.app.providers.clients_built
+        for n in range(2):
+            rig.llm.script(Reply(text=f"first {n}"))
+            other.script(Reply(text=f"second {n}"))
+            a = await rig.chat("hello", model_config_id=rig.model_config_id)
+            b = await rig.chat("hello", model_config_id=on_vllm.id)
+            await rig.run()
+            for chat, text in ((a, f"first {n}"), (b, f"second {n}")):
+                answer = next(m for m in await rig.messages(chat.id) if m.role is Role.ASSISTANT)
+                assert answer.content == [TextPart(text=text)]
+        assert [key_of(r) for r in rig.llm.requests] == ["sk-test", "sk-test"]
+        assert [key_of(r) for r in other.requests] == ["sk-vllm", "sk-vllm"]
+        # One client each, built once: neither retired the other.
+        assert rig.app.providers.clients_built - built <= 2

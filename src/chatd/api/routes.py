@@ -191,7 +191,7 @@ async def create_token(user_id: uuid.UUID, body: TokenIn, user: CurrentUser, svc
 async def list_providers(
     request: Request, response: Response, user: CurrentUser, svc: Service, limit: Limit = 100, before: Before = None
 ) -> list[ProviderOut]:
-    rows, nxt = page(await svc.list_providers(user), lambda p: (p.provider,), limit, decode_cursor(before, (str,)))
+    rows, nxt = page(await svc.list_providers(user), lambda p: (p.name,), limit, decode_cursor(before, (str,)))
     set_next(request, response, nxt)
     return [ProviderOut.of(p, admin=user.is_admin) for p in rows]
 
@@ -199,7 +199,8 @@ async def list_providers(
 @router.post("/providers", status_code=201, tags=["providers"], responses=errors(403, 409))
 async def create_provider(body: ProviderIn, user: CurrentUser, svc: Service) -> ProviderOut:
     p = await svc.create_provider(
-        user, provider=body.provider, display_name=body.display_name, api_key=body.api_key, base_url=body.base_url, enabled=body.enabled
+        user, provider=body.provider, name=body.name, display_name=body.display_name, api_key=body.api_key, base_url=body.base_url,
+        enabled=body.enabled,
     )
     return ProviderOut.of(p, admin=True)
 
@@ -209,7 +210,7 @@ async def test_provider(body: ProviderTestIn, user: CurrentUser, svc: Service) -
     """Connection test for provider settings that need not be saved yet: lists the provider's
     models from its own models endpoint, or says in words why it could not (refused key, wrong
     base URL, unreachable). Admins only; the URL may be a loopback one (Ollama on this host)."""
-    check = await svc.test_provider(user, provider=body.provider, base_url=body.base_url, api_key=body.api_key)
+    check = await svc.test_provider(user, provider=body.provider, base_url=body.base_url, api_key=body.api_key, provider_id=body.provider_id)
     return _provider_check(check)
 
 
@@ -227,13 +228,14 @@ def _provider_check(check: ProviderCheck) -> ProviderCheckOut:
     )
 
 
-@router.patch("/providers/{provider_id}", tags=["providers"], responses=errors(403))
+@router.patch("/providers/{provider_id}", tags=["providers"], responses=errors(403, 409))
 async def update_provider(provider_id: uuid.UUID, body: ProviderPatch, user: CurrentUser, svc: Service) -> ProviderOut:
     return ProviderOut.of(await svc.update_provider(user, provider_id, body.model_dump(exclude_unset=True)), admin=True)
 
 
-@router.delete("/providers/{provider_id}", status_code=204, tags=["providers"], responses=errors(403))
+@router.delete("/providers/{provider_id}", status_code=204, tags=["providers"], responses=errors(403, 409))
 async def delete_provider(provider_id: uuid.UUID, user: CurrentUser, svc: Service) -> Response:
+    """409 while model configs use the provider."""
     await svc.delete_provider(user, provider_id)
     return Response(status_code=204)
 
@@ -251,7 +253,7 @@ async def list_model_configs(
 @router.post("/model-configs", status_code=201, tags=["providers"], responses=errors(403))
 async def create_model_config(body: ModelConfigIn, user: CurrentUser, svc: Service) -> ModelConfigOut:
     m = await svc.create_model_config(
-        user, provider=body.provider, model=body.model, display_name=body.display_name, context_limit=body.context_limit,
+        user, provider_id=body.provider_id, provider=body.provider, model=body.model, display_name=body.display_name, context_limit=body.context_limit,
         compression_threshold=body.compression_threshold, is_default=body.is_default,
         options=ModelOptions(**body.options.model_dump()), pricing=Pricing(**body.pricing.model_dump()),
     )

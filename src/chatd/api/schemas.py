@@ -183,8 +183,15 @@ class ApiTokenOut(_Out):
 _KINDS_DOC = " | ".join(KINDS)
 
 
+_NAME_DOC = (
+    "Unique, 1–64 letters, digits, '.', '_' or '-' (stored in lower case), e.g. `ollama`, `vllm-gpu1`. "
+    "Several providers may share a kind; the name tells them apart."
+)
+
+
 class ProviderIn(_In):
-    provider: str = Field(max_length=32, description=_KINDS_DOC)
+    provider: str = Field(max_length=32, description=f"The kind: {_KINDS_DOC}")
+    name: str | None = Field(default=None, max_length=64, description=f"{_NAME_DOC} Omitted: the kind (409 if taken).")
     display_name: str | None = Field(default=None, max_length=128)
     api_key: str | None = Field(default=None, max_length=4096, description="Write-only.")
     base_url: str | None = Field(default=None, max_length=2048)
@@ -193,6 +200,7 @@ class ProviderIn(_In):
 
 class ProviderPatch(Patch):
     nullable = frozenset({"api_key", "base_url"})
+    name: str | None = Field(default=None, max_length=64, description=_NAME_DOC)
     display_name: str | None = Field(default=None, max_length=128)
     api_key: str | None = Field(default=None, max_length=4096, description="Write-only; null removes the key.")
     base_url: str | None = Field(default=None, max_length=2048, description="null removes it.")
@@ -201,7 +209,8 @@ class ProviderPatch(Patch):
 
 class ProviderOut(_Out):
     id: uuid.UUID
-    provider: str
+    name: str = Field(description="Unique; model configs may refer to the provider by it.")
+    provider: str = Field(description="The kind.")
     display_name: str
     api_key_set: bool
     base_url: str | None = Field(description="Shown to admins only.")
@@ -212,18 +221,20 @@ class ProviderOut(_Out):
     @classmethod
     def of(cls, p: ProviderRecord, *, admin: bool) -> ProviderOut:
         return cls(
-            id=p.id, provider=p.provider, display_name=p.display_name, api_key_set=bool(p.api_key),
+            id=p.id, name=p.name, provider=p.provider, display_name=p.display_name, api_key_set=bool(p.api_key),
             base_url=p.base_url if admin else None, enabled=p.enabled, created_at=p.created_at, updated_at=p.updated_at,
         )
 
 
 class ProviderTestIn(_In):
-    provider: str = Field(description=_KINDS_DOC)
+    provider: str = Field(description=f"The kind: {_KINDS_DOC}")
     base_url: str | None = Field(default=None, max_length=2048)
     api_key: str | None = Field(
         default=None, max_length=4096,
-        description="Omitted: the saved provider's key of this kind (or the deployment's) is used.",
+        description="Omitted: a saved provider's key is used (the one provider_id names, else the first of this kind "
+        "saved with this base_url), or the deployment's; a stored key only for the URL it is saved with.",
     )
+    provider_id: uuid.UUID | None = Field(default=None, description="The saved provider being edited, whose key to use.")
 
 
 class DiscoveredModelOut(_Out):
@@ -265,8 +276,12 @@ class PricingIn(_In):
     reasoning: Price | None = None
 
 
+_PROVIDER_REF_DOC = "The provider's name (providers from before named providers are named after their kind); or use provider_id."
+
+
 class ModelConfigIn(_In):
-    provider: str = Field(max_length=32)
+    provider_id: uuid.UUID | None = Field(default=None, description="The provider the model runs on (or name it in `provider`).")
+    provider: str | None = Field(default=None, max_length=64, description=_PROVIDER_REF_DOC)
     model: str = Field(min_length=1, max_length=256)
     display_name: str | None = Field(default=None, max_length=256)
     context_limit: Int = Field(gt=0, le=100_000_000)
@@ -277,7 +292,8 @@ class ModelConfigIn(_In):
 
 
 class ModelConfigPatch(Patch):
-    provider: str | None = Field(default=None, max_length=32)
+    provider_id: uuid.UUID | None = None
+    provider: str | None = Field(default=None, max_length=64, description=_PROVIDER_REF_DOC)
     model: str | None = Field(default=None, min_length=1, max_length=256)
     display_name: str | None = Field(default=None, max_length=256)
     context_limit: Int | None = Field(default=None, gt=0, le=100_000_000)
@@ -290,7 +306,9 @@ class ModelConfigPatch(Patch):
 
 class ModelConfigOut(_Out):
     id: uuid.UUID
-    provider: str
+    provider_id: uuid.UUID
+    provider: str = Field(description="The provider's kind.")
+    provider_name: str = Field(description="The provider's name.")
     model: str
     display_name: str
     context_limit: int
@@ -306,7 +324,7 @@ class ModelConfigOut(_Out):
     def of(cls, m: ModelConfigRecord) -> ModelConfigOut:
         o, p = m.options, m.pricing
         return cls(
-            id=m.id, provider=m.provider, model=m.model, display_name=m.display_name, context_limit=m.context_limit,
+            id=m.id, provider_id=m.provider_id, provider=m.provider, provider_name=m.provider_name, model=m.model, display_name=m.display_name, context_limit=m.context_limit,
             compression_threshold=m.compression_threshold, is_default=m.is_default, enabled=m.enabled,
             options=ModelOptionsIn(max_output_tokens=o.max_output_tokens, temperature=o.temperature, reasoning_effort=o.reasoning_effort, web_search=o.web_search, images=o.images),
             pricing=PricingIn(input=p.input, output=p.output, cache_read=p.cache_read, cache_write=p.cache_write, reasoning=p.reasoning),

@@ -40,6 +40,9 @@ class ApiToken:
 @dataclass(frozen=True, slots=True)
 class ProviderRecord:
     id: uuid.UUID
+    # Unique, the admin's choice ("ollama", "vllm-gpu1"); model configs may name a provider by it.
+    name: str
+    # The kind (`providers.registry`); several providers may share one.
     provider: str
     display_name: str
     api_key: str | None  # decrypted; never leaves the server
@@ -74,7 +77,10 @@ class Pricing:
 @dataclass(frozen=True, slots=True)
 class ModelConfigRecord:
     id: uuid.UUID
+    provider_id: uuid.UUID
+    # The provider's kind and name, as read with the config.
     provider: str
+    provider_name: str
     model: str
     display_name: str
     context_limit: int

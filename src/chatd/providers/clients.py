@@ -1,4 +1,4 @@
-"""Provider SDK clients shared by every turn of a replica, one per (kind, key, base URL).
+"""Provider SDK clients shared by every turn of a replica, one per (provider record, kind, key, base URL).
 
 Building an HTTP client costs ~25 ms of CPU (a TLS context with the CA bundle loaded) and a
 pydantic-ai model ~1 ms (a price-table lookup); per turn that was a quarter of the daemon's CPU
@@ -42,6 +42,12 @@ def _tls_for(base_url: str | None) -> ssl.SSLContext:
         # verification rather than go unverified.
         return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     return _verified_tls()
+
+
+def _same_provider(a: ProviderConfig, b: ProviderConfig) -> bool:
+    if a.source is not None or b.source is not None:
+        return a.source == b.source
+    return a.kind == b.kind
 
 
 @dataclass(eq=False)
@@ -112,8 +118,9 @@ class ProviderClients:
         )
         self.clients_built += 1
         entry = _Entry(config, client, build_provider(config, client))
-        # One provider row per kind: a new key or URL for a kind replaces the old entry.
-        stale = [e for c, e in self._current.items() if c.kind == config.kind]
+        # A new key or URL for a provider replaces its old entry. Providers are told apart by
+        # their record (several may share a kind); a config built without one by its kind.
+        stale = [e for c, e in self._current.items() if _same_provider(c, config)]
         self._current[config] = entry
         # Held before closing the stale clients: another change while one closes may retire this
         # entry too, and a retired entry without leases is closed at once.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 
 DEFAULT_MAX_OUTPUT_TOKENS = 32_000
@@ -14,10 +15,15 @@ class ProviderConfig:
     kind: str
     api_key: str | None = None
     base_url: str | None = None
+    # The provider record it was read from (several may share a kind); None: built for one call.
+    source: uuid.UUID | None = None
 
     def __repr__(self) -> str:
         # Keys end up in logs through reprs of larger objects; never print them.
-        return f"ProviderConfig(kind={self.kind!r}, base_url={self.base_url!r}, api_key={'***' if self.api_key else None})"
+        return (
+            f"ProviderConfig(kind={self.kind!r}, base_url={self.base_url!r}, api_key={'***' if self.api_key else None}, "
+            f"source={self.source!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -20,6 +20,7 @@ from chatd.store.tables import model_configs, providers
 def _provider(r: Any, box: SecretBox) -> ProviderRecord:
     return ProviderRecord(
         id=r.id,
+        name=r.name,
         provider=r.provider,
         display_name=r.display_name,
         api_key=box.open(r.api_key_enc),
@@ -33,7 +34,9 @@ def _provider(r: Any, box: SecretBox) -> ProviderRecord:
 def _model(r: Any) -> ModelConfigRecord:
     return ModelConfigRecord(
         id=r.id,
-        provider=r.provider,
+        provider_id=r.provider_id,
+        provider=r.kind,
+        provider_name=r.provider_name,
         model=r.model,
         display_name=r.display_name,
         context_limit=r.context_limit,
@@ -47,9 +50,15 @@ def _model(r: Any) -> ModelConfigRecord:
     )
 
 
+# A model config with its provider's kind and name (the API shows both).
+_MODELS = select(model_configs, providers.c.provider.label("kind"), providers.c.name.label("provider_name")).join(
+    providers, providers.c.id == model_configs.c.provider_id
+)
+
+
 async def list_providers(db: Database, box: SecretBox) -> list[ProviderRecord]:
     async with db.read() as conn:
-        return [_provider(r, box) for r in (await conn.execute(select(providers).order_by(providers.c.provider))).all()]
+        return [_provider(r, box) for r in (await conn.execute(select(providers).order_by(providers.c.name))).all()]
 
 
 async def get_provider(db: Database, box: SecretBox, provider_id: uuid.UUID) -> ProviderRecord:
@@ -60,38 +69,56 @@ async def get_provider(db: Database, box: SecretBox, provider_id: uuid.UUID) -> 
     return _provider(r, box)
 
 
-async def get_provider_by_kind(db: Database, box: SecretBox, kind: str) -> ProviderRecord | None:
+async def find_provider(db: Database, box: SecretBox, *, kind: str, base_url: str | None) -> ProviderRecord | None:
+    """The first provider (by name) of `kind` saved with `base_url` (None: the kind's own API)."""
+    url = providers.c.base_url.is_(None) if base_url is None else providers.c.base_url == base_url
     async with db.read() as conn:
-        r = (await conn.execute(select(providers).where(providers.c.provider == kind))).first()
+        r = (await conn.execute(select(providers).where(and_(providers.c.provider == kind, url)).order_by(providers.c.name).limit(1))).first()
     return _provider(r, box) if r else None
 
 
+async def provider_id_by_name(db: Database, name: str) -> uuid.UUID:
+    async with db.read() as conn:
+        pid = (await conn.execute(select(providers.c.id).where(providers.c.name == name))).scalar_one_or_none()
+    if pid is None:
+        raise InvalidInput(f"No provider is named {name!r}.")
+    return cast(uuid.UUID, pid)
+
+
+def _name_taken(name: str) -> Conflict:
+    return Conflict(f"A provider named {name!r} already exists; choose another name.")
+
+
 async def create_provider(
-    db: Database, box: SecretBox, now: datetime, *, provider: str, display_name: str, api_key: str | None, base_url: str | None, enabled: bool
+    db: Database, box: SecretBox, now: datetime, *, name: str, provider: str, display_name: str, api_key: str | None,
+    base_url: str | None, enabled: bool,
 ) -> ProviderRecord:
     pid = uuid.uuid4()
     try:
         async with db.write() as conn:
             await conn.execute(
                 insert(providers).values(
-                    id=pid, provider=provider, display_name=display_name, api_key_enc=box.seal(api_key),
+                    id=pid, name=name, provider=provider, display_name=display_name, api_key_enc=box.seal(api_key),
                     base_url=base_url, enabled=enabled, created_at=now, updated_at=now,
                 )
             )
     except IntegrityError as exc:
-        raise Conflict(f"Provider {provider!r} is already configured.") from exc
+        raise _name_taken(name) from exc
     return await get_provider(db, box, pid)
 
 
 async def update_provider(db: Database, box: SecretBox, now: datetime, provider_id: uuid.UUID, changes: dict[str, Any]) -> ProviderRecord:
     values: dict[str, Any] = {"updated_at": now}
-    for k in ("display_name", "base_url", "enabled"):
+    for k in ("name", "display_name", "base_url", "enabled"):
         if k in changes:
             values[k] = changes[k]
     if "api_key" in changes:
         values["api_key_enc"] = box.seal(changes["api_key"])
-    async with db.write() as conn:
-        n = (await conn.execute(update(providers).where(providers.c.id == provider_id).values(**values))).rowcount
+    try:
+        async with db.write() as conn:
+            n = (await conn.execute(update(providers).where(providers.c.id == provider_id).values(**values))).rowcount
+    except IntegrityError as exc:
+        raise _name_taken(changes["name"]) from exc
     if not n:
         raise NotFound("Provider not found.")
     return await get_provider(db, box, provider_id)
@@ -105,24 +132,24 @@ async def delete_provider(db: Database, provider_id: uuid.UUID) -> None:
         used = (
             await conn.execute(
                 select(func.count()).select_from(model_configs).where(
-                    and_(model_configs.c.provider == r.provider, model_configs.c.deleted.is_(False))
+                    and_(model_configs.c.provider_id == provider_id, model_configs.c.deleted.is_(False))
                 )
             )
         ).scalar_one()
         if used:
-            raise InvalidInput("Model configs still use this provider; delete them first.")
+            raise Conflict(f"Model configs ({used}) still use the provider {r.name!r}; delete them or move them to another provider first.")
         # Soft-deleted configs keep history readable; drop them with the provider.
         await conn.execute(providers.delete().where(providers.c.id == provider_id))
 
 
 async def list_model_configs(db: Database) -> list[ModelConfigRecord]:
     async with db.read() as conn:
-        rows = (await conn.execute(select(model_configs).where(model_configs.c.deleted.is_(False)).order_by(model_configs.c.created_at))).all()
+        rows = (await conn.execute(_MODELS.where(model_configs.c.deleted.is_(False)).order_by(model_configs.c.created_at))).all()
     return [_model(r) for r in rows]
 
 
 async def get_model_config(db: Database, config_id: uuid.UUID, *, include_deleted: bool = False) -> ModelConfigRecord:
-    q = select(model_configs).where(model_configs.c.id == config_id)
+    q = _MODELS.where(model_configs.c.id == config_id)
     if not include_deleted:
         q = q.where(model_configs.c.deleted.is_(False))
     async with db.read() as conn:
@@ -134,18 +161,18 @@ async def get_model_config(db: Database, config_id: uuid.UUID, *, include_delete
 
 async def get_default_model_config(db: Database) -> ModelConfigRecord | None:
     async with db.read() as conn:
-        r = (await conn.execute(select(model_configs).where(and_(model_configs.c.is_default.is_(True), model_configs.c.deleted.is_(False))))).first()
+        r = (await conn.execute(_MODELS.where(and_(model_configs.c.is_default.is_(True), model_configs.c.deleted.is_(False))))).first()
     return _model(r) if r else None
 
 
 async def create_model_config(
-    db: Database, now: datetime, *, provider: str, model: str, display_name: str, context_limit: int,
+    db: Database, now: datetime, *, provider_id: uuid.UUID, model: str, display_name: str, context_limit: int,
     compression_threshold: int, is_default: bool, options: ModelOptions, pricing: Pricing,
 ) -> ModelConfigRecord:
     cid = uuid.uuid4()
     async with db.write() as conn:
-        if (await conn.execute(select(providers.c.id).where(providers.c.provider == provider))).first() is None:
-            raise InvalidInput(f"Provider {provider!r} is not configured.")
+        if (await conn.execute(select(providers.c.id).where(providers.c.id == provider_id))).first() is None:
+            raise InvalidInput(f"No provider has the id {provider_id}.")
         live = (await conn.execute(select(func.count()).select_from(model_configs).where(model_configs.c.deleted.is_(False)))).scalar_one()
         # The first config becomes the default; a new default replaces the old one.
         is_default = is_default or live == 0
@@ -153,7 +180,7 @@ async def create_model_config(
             await conn.execute(update(model_configs).where(model_configs.c.is_default.is_(True)).values(is_default=False))
         await conn.execute(
             insert(model_configs).values(
-                id=cid, provider=provider, model=model, display_name=display_name, context_limit=context_limit,
+                id=cid, provider_id=provider_id, model=model, display_name=display_name, context_limit=context_limit,
                 compression_threshold=compression_threshold, is_default=is_default, enabled=True, deleted=False,
                 options=dataclasses.asdict(options), pricing=dataclasses.asdict(pricing), created_at=now, updated_at=now,
             )
@@ -170,10 +197,10 @@ async def update_model_config(db: Database, now: datetime, config_id: uuid.UUID,
         for k in ("model", "display_name", "context_limit", "compression_threshold", "enabled"):
             if k in changes:
                 values[k] = changes[k]
-        if "provider" in changes:
-            if (await conn.execute(select(providers.c.id).where(providers.c.provider == changes["provider"]))).first() is None:
-                raise InvalidInput(f"Provider {changes['provider']!r} is not configured.")
-            values["provider"] = changes["provider"]
+        if "provider_id" in changes:
+            if (await conn.execute(select(providers.c.id).where(providers.c.id == changes["provider_id"]))).first() is None:
+                raise InvalidInput(f"No provider has the id {changes['provider_id']}.")
+            values["provider_id"] = changes["provider_id"]
         if "options" in changes:
             values["options"] = {**(r.options or {}), **changes["options"]}
         if "pricing" in changes:

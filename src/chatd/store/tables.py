@@ -63,7 +63,10 @@ providers = Table(
     "providers",
     metadata,
     Column("id", Uuid, primary_key=True),
-    Column("provider", String(32), nullable=False, unique=True),
+    # The admin's name for it, unique: several providers may share a kind (Ollama and vLLM, both
+    # `openai-compatible`). Providers from before 0017 (one per kind) are named after their kind.
+    Column("name", String(64), nullable=False, unique=True),
+    Column("provider", String(32), nullable=False),
     Column("display_name", String(128), nullable=False, server_default=""),
     Column("api_key_enc", Text, nullable=True),
     Column("base_url", Text, nullable=True),
@@ -77,7 +80,7 @@ model_configs = Table(
     "model_configs",
     metadata,
     Column("id", Uuid, primary_key=True),
-    Column("provider", String(32), ForeignKey("providers.provider", ondelete="CASCADE"), nullable=False),
+    Column("provider_id", Uuid, ForeignKey("providers.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("model", String(256), nullable=False),
     Column("display_name", String(256), nullable=False),
     Column("context_limit", Integer, nullable=False),

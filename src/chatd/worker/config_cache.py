@@ -95,8 +95,8 @@ class ConfigCache:
     async def default_model_config(self) -> ModelConfigRecord | None:
         return await self._get(("default_model_config",), lambda: model_store.get_default_model_config(self.db))
 
-    async def provider(self, kind: str) -> ProviderRecord | None:
-        return await self._get(("provider", kind), lambda: model_store.get_provider_by_kind(self.db, self.box, kind))
+    async def provider(self, provider_id: uuid.UUID) -> ProviderRecord:
+        return await self._get(("provider", provider_id), lambda: model_store.get_provider(self.db, self.box, provider_id))
 
     async def user(self, user_id: uuid.UUID) -> User:
         return await self._get(("user", user_id), lambda: user_store.get_user(self.db, user_id))

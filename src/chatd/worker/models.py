@@ -1,5 +1,6 @@
-"""Model resolution for a turn: the chat's model config (or the default when it is gone), its
-provider's key (stored keys win over deployment keys), as plain values for `chatd.providers`."""
+"""Model resolution for a turn: the chat's model config (or the default when it is gone), the
+provider record it names and that provider's key (a stored key wins over the deployment's key of
+its kind), as plain values for `chatd.providers`."""
 
 from __future__ import annotations
 
@@ -64,16 +65,16 @@ async def resolve_turn_model(
     reads: ConfigCache, settings: Settings, clients: ProviderClients, config_id: uuid.UUID | None
 ) -> TurnModel:
     cfg = await load_model_config(reads, config_id)
-    if cfg.provider not in PROVIDERS:
-        raise NoModelConfigured(f"Unknown provider {cfg.provider!r} in model config {cfg.display_name or cfg.model!r}.")
-    kind = cfg.provider
-    stored = await reads.provider(kind)
-    deployment = deployment_keys(settings).get(kind, "")
-    api_key = (stored.api_key if stored and stored.api_key else None) or deployment or None
-    base_url = stored.base_url if stored else None
-    if stored is not None and not stored.enabled:
-        raise NoModelConfigured(f"The {kind} provider is disabled.")
-    provider = ProviderConfig(kind=kind, api_key=api_key, base_url=base_url)
+    stored = await reads.provider(cfg.provider_id)
+    kind = stored.provider
+    if kind not in PROVIDERS:
+        raise NoModelConfigured(f"Unknown provider kind {kind!r} of the provider {stored.name!r}.")
+    if not stored.enabled:
+        raise NoModelConfigured(f"The provider {stored.name!r} is disabled.")
+    # The deployment's key of the kind (CHATD_OPENAI_API_KEY, ...) serves every provider of that
+    # kind that has no key of its own (docs/configuration.md).
+    api_key = stored.api_key or deployment_keys(settings).get(kind) or None
+    provider = ProviderConfig(kind=kind, api_key=api_key, base_url=stored.base_url, source=stored.id)
     o, p = cfg.options, cfg.pricing
     spec = ModelSpec(
         model=cfg.model,

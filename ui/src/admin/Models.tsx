@@ -33,7 +33,7 @@ export function Models() {
               {list.data.map((m) => (
                 <tr key={m.id}>
                   <td>{m.display_name}</td>
-                  <td>{m.provider}</td>
+                  <td>{m.provider_name}</td>
                   <td><code>{m.model}</code></td>
                   <td class="num">{m.context_limit.toLocaleString()}</td>
                   <td class="num">{fromMicros(m.pricing.input) || "—"} / {fromMicros(m.pricing.output) || "—"}</td>
@@ -70,8 +70,9 @@ export function Models() {
 }
 
 function ModelForm({ model, providers, onDone }: { model: ModelConfig | null; providers: admin.Provider[]; onDone: () => void }) {
-  const kinds = providers.length ? providers.map((p) => p.provider) : admin.PROVIDER_KINDS.map((k) => k.kind);
-  const [provider, setProvider] = useState<string>(model?.provider ?? kinds[0]);
+  const [chosenProvider, setProvider] = useState<string>(model?.provider_id ?? "");
+  // The providers may still be loading when the form opens: the first one once they are there.
+  const providerId = chosenProvider || providers[0]?.id || "";
   const [name, setName] = useState(model?.model ?? "");
   const [display, setDisplay] = useState(model?.display_name ?? "");
   const [context, setContext] = useState(String(model?.context_limit ?? DEFAULT_CONTEXT));
@@ -86,7 +87,7 @@ function ModelForm({ model, providers, onDone }: { model: ModelConfig | null; pr
   const [found, setFound] = useState<admin.DiscoveredModel[]>([]);
   const loading = useAction();
   const saving = useAction();
-  const saved = providers.find((p) => p.provider === provider);
+  const saved = providers.find((p) => p.id === providerId);
   const title = model ? `Edit ${model.display_name}` : "New model";
   return (
     <form class="admin-form" aria-label={title} onSubmit={(e) => {
@@ -97,8 +98,9 @@ function ModelForm({ model, providers, onDone }: { model: ModelConfig | null; pr
         const pricing = Object.fromEntries(PRICES.map(([k]) => [k, toMicros(prices[k])]));
         if (Object.values(pricing).some((v) => v !== null && (Number.isNaN(v) || v < 0))) throw new Error("Prices are dollars per million tokens, 0 or more.");
         const out = numberOrNull(maxOut);
+        if (!providerId) throw new Error("Add a provider first (Admin → Providers).");
         const body: admin.ModelConfigIn = {
-          provider, model: name.trim(), display_name: display.trim() || name.trim(), context_limit: ctx,
+          provider_id: providerId, model: name.trim(), display_name: display.trim() || name.trim(), context_limit: ctx,
           compression_threshold: Number(threshold), is_default: isDefault, enabled, pricing,
           options: { max_output_tokens: out, images },
         };
@@ -109,7 +111,8 @@ function ModelForm({ model, providers, onDone }: { model: ModelConfig | null; pr
     }}>
       <h2>{title}</h2>
       <div class="admin-grid">
-        <Select label="Provider" value={provider} onChange={setProvider} options={kinds.map((k) => ({ value: k, label: k }))} />
+        <Select label="Provider" value={providerId} onChange={(id) => { setProvider(id); setFound([]); }}
+          options={providers.map((p) => ({ value: p.id, label: p.display_name && p.display_name !== p.name ? `${p.name} — ${p.display_name} (${p.provider})` : `${p.name} (${p.provider})` }))} />
         <TextField label="Model name" value={name} onInput={setName} required list="model-suggestions" hint="As the provider spells it." />
         <TextField label="Display name" value={display} onInput={setDisplay} placeholder={name} />
         <TextField label="Context limit (tokens)" type="number" value={context} onInput={setContext} required />
@@ -123,7 +126,7 @@ function ModelForm({ model, providers, onDone }: { model: ModelConfig | null; pr
             const check = await admin.providerModels(saved.id);
             if (!check.ok) throw new Error(check.error?.message ?? "Listing the models failed.");
             setFound(check.models);
-          })}>Suggest models from {saved.display_name}</button>
+          })}>Suggest models from {saved.name}</button>
           {found.length > 0 && <Status>{found.length} models to pick from in Model name.</Status>}
         </div>
       )}

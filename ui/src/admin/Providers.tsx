@@ -1,5 +1,6 @@
 // Providers: add, edit (the key is write-only: empty keeps it), test the connection, list a saved
-// provider's models, delete.
+// provider's models, delete. Several providers may share a kind (Ollama and vLLM, both
+// OpenAI-compatible); each has its own unique name.
 
 import { useState } from "preact/hooks";
 import * as admin from "../api/admin";
@@ -12,15 +13,16 @@ export function Providers() {
   const [models, setModels] = useState<{ id: string; check: ProviderCheck } | null>(null);
   const row = useAction();
   return (
-    <AdminPage title="Providers" lead="Where models run: a provider's kind, base URL and API key." error={list.error}>
+    <AdminPage title="Providers" lead="Where models run: each provider has a name, a kind, a base URL and an API key. Add as many of one kind as you need." error={list.error}>
       {list.data && list.data.length === 0 && <p>No provider yet. <a href="#/admin/setup">Run the setup</a> or add one below.</p>}
       {list.data && list.data.length > 0 && (
         <div class="admin-table-wrap">
           <table class="admin-table">
-            <thead><tr><th>Name</th><th>Kind</th><th>Base URL</th><th>API key</th><th>Enabled</th><th><span class="visually-hidden">Actions</span></th></tr></thead>
+            <thead><tr><th>Name</th><th>Display name</th><th>Kind</th><th>Base URL</th><th>API key</th><th>Enabled</th><th><span class="visually-hidden">Actions</span></th></tr></thead>
             <tbody>
               {list.data.map((p) => (
                 <tr key={p.id}>
+                  <td><code>{p.name}</code></td>
                   <td>{p.display_name}</td>
                   <td>{p.provider}</td>
                   <td>{p.base_url ?? <span class="muted">default</span>}</td>
@@ -28,12 +30,12 @@ export function Providers() {
                   <td>{p.enabled ? "yes" : "no"}</td>
                   <td><div class="admin-actions">
                     <button type="button" class="small" onClick={() => row.run(async () => setModels({ id: p.id, check: await admin.providerModels(p.id) }))}>
-                      Models of {p.display_name}
+                      Models of {p.name}
                     </button>
-                    <button type="button" class="small" onClick={() => setEditing(p)}>Edit {p.display_name}</button>
+                    <button type="button" class="small" onClick={() => setEditing(p)}>Edit {p.name}</button>
                     <button type="button" class="small danger" onClick={() => {
-                      if (confirm(`Delete the provider ${p.display_name}? Its models stop working.`)) void row.run(async () => { await admin.deleteProvider(p.id); list.reload(); });
-                    }}>Delete {p.display_name}</button>
+                      if (confirm(`Delete the provider ${p.name}?`)) void row.run(async () => { await admin.deleteProvider(p.id); list.reload(); });
+                    }}>Delete {p.name}</button>
                     </div>
                   </td>
                 </tr>
@@ -43,13 +45,14 @@ export function Providers() {
         </div>
       )}
       {row.error && <Alert>{row.error}</Alert>}
-      {models && <ModelList check={models.check} name={list.data?.find((p) => p.id === models.id)?.display_name ?? ""} />}
+      {models && <ModelList check={models.check} name={list.data?.find((p) => p.id === models.id)?.name ?? ""} />}
       {editing === null ? (
         <div class="admin-actions"><button type="button" class="primary" onClick={() => setEditing("new")}>Add provider</button></div>
       ) : (
         <ProviderForm
           key={editing === "new" ? "new" : editing.id}
           provider={editing === "new" ? null : editing}
+          others={(list.data ?? []).filter((p) => editing === "new" || p.id !== editing.id)}
           onDone={() => { setEditing(null); list.reload(); }}
         />
       )}
@@ -72,21 +75,27 @@ function ModelList({ check, name }: { check: ProviderCheck; name: string }) {
   );
 }
 
-export function ProviderForm({ provider, onDone }: { provider: Provider | null; onDone: () => void }) {
+export function ProviderForm({ provider, others, onDone }: { provider: Provider | null; others: Provider[]; onDone: () => void }) {
   const [kind, setKind] = useState<ProviderKind>(provider?.provider ?? "openai-compatible");
-  const [name, setName] = useState(provider?.display_name ?? "");
+  const [name, setName] = useState(provider?.name ?? "");
+  const [display, setDisplay] = useState(provider && provider.display_name !== provider.name ? provider.display_name : "");
   const [baseUrl, setBaseUrl] = useState(provider?.base_url ?? (provider ? "" : admin.PROVIDER_KINDS[0].baseUrl));
   const [apiKey, setApiKey] = useState("");
   const [enabled, setEnabled] = useState(provider?.enabled ?? true);
   const [check, setCheck] = useState<ProviderCheck | null>(null);
   const testing = useAction();
   const saving = useAction();
-  const title = provider ? `Edit ${provider.display_name}` : "New provider";
+  const title = provider ? `Edit ${provider.name}` : "New provider";
+  // A new provider's name when left empty: its kind, or the kind numbered when that is taken.
+  const defaultName = provider?.name ?? admin.freeProviderName(kind, others);
   return (
     <form class="admin-form" aria-label={title} onSubmit={(e) => {
       e.preventDefault();
       void saving.run(async () => {
-        const body = { display_name: name.trim() || null, base_url: baseUrl.trim() || null, enabled, ...(apiKey.trim() ? { api_key: apiKey.trim() } : {}) };
+        const body = {
+          name: name.trim() || defaultName, display_name: display.trim() || null, base_url: baseUrl.trim() || null, enabled,
+          ...(apiKey.trim() ? { api_key: apiKey.trim() } : {}),
+        };
         if (provider) await admin.updateProvider(provider.id, body);
         else await admin.createProvider({ provider: kind, ...body });
         onDone();
@@ -98,7 +107,9 @@ export function ProviderForm({ provider, onDone }: { provider: Provider | null; 
           <Select label="Provider kind" value={kind} onChange={(k) => { setKind(k); setBaseUrl(admin.PROVIDER_KINDS.find((x) => x.kind === k)!.baseUrl); }}
             options={admin.PROVIDER_KINDS.map((k) => ({ value: k.kind, label: k.label }))} />
         )}
-        <TextField label="Display name" value={name} onInput={setName} placeholder={kind} />
+        <TextField label="Name" value={name} onInput={setName} placeholder={defaultName}
+          hint="Unique: letters, digits, '.', '_' or '-' (e.g. ollama, vllm). Tells providers of one kind apart." />
+        <TextField label="Display name" value={display} onInput={setDisplay} placeholder={name.trim() || defaultName} />
         <TextField label="Base URL" value={baseUrl} onInput={setBaseUrl} required={kind === "openai-compatible"} hint="Empty uses the provider's public API." />
         <TextField label="API key" type="password" value={apiKey} onInput={setApiKey} autoComplete="new-password"
           hint={provider?.api_key_set ? "A key is saved; leave empty to keep it." : "Stored encrypted; never shown again."} />
@@ -107,7 +118,10 @@ export function ProviderForm({ provider, onDone }: { provider: Provider | null; 
       <div class="admin-actions">
         <button type="button" disabled={testing.busy} onClick={() => testing.run(async () => {
           setCheck(null);
-          setCheck(await admin.testProvider({ provider: provider?.provider ?? kind, base_url: baseUrl.trim() || null, api_key: apiKey.trim() || null }));
+          setCheck(await admin.testProvider({
+            provider: provider?.provider ?? kind, base_url: baseUrl.trim() || null, api_key: apiKey.trim() || null,
+            ...(provider ? { provider_id: provider.id } : {}),
+          }));
         })}>{testing.busy ? "Testing…" : "Test connection"}</button>
         <button type="submit" class="primary" disabled={saving.busy}>{provider ? "Save provider" : "Add the provider"}</button>
         <button type="button" onClick={onDone}>Cancel</button>

@@ -51,16 +51,19 @@ export function Setup() {
       if (!Number.isInteger(n) || n <= 0) throw new Error(`The context limit of ${c.model} must be a whole number of tokens.`);
     }
     const providers = await admin.listProviders();
-    const body = { base_url: baseUrl.trim() || null, ...(apiKey.trim() ? { api_key: apiKey.trim() } : {}) };
-    const saved = providers.find((p) => p.provider === kind);
-    if (saved) await admin.updateProvider(saved.id, { ...body, enabled: true });
-    else await admin.createProvider({ provider: kind, ...body, enabled: true });
+    const url = baseUrl.trim() || null;
+    const body = { base_url: url, ...(apiKey.trim() ? { api_key: apiKey.trim() } : {}) };
+    // The same kind at the same URL is the provider set up before; another URL is another provider.
+    const saved = providers.find((p) => p.provider === kind && (p.base_url ?? null) === url);
+    const provider = saved
+      ? await admin.updateProvider(saved.id, { ...body, enabled: true })
+      : await admin.createProvider({ provider: kind, name: admin.freeProviderName(kind, providers), ...body, enabled: true });
     const configs = await admin.listModelConfigs();
     for (const c of chosen) {
       const isDefault = c.model === defaultModel;
-      const same = configs.find((m) => m.provider === kind && m.model === c.model);
+      const same = configs.find((m) => m.provider_id === provider.id && m.model === c.model);
       if (same) await admin.updateModelConfig(same.id, { is_default: isDefault, enabled: true });
-      else await admin.createModelConfig({ provider: kind, model: c.model, display_name: c.label, context_limit: Number(c.context), is_default: isDefault });
+      else await admin.createModelConfig({ provider_id: provider.id, model: c.model, display_name: c.label, context_limit: Number(c.context), is_default: isDefault });
     }
     navigate("/");
   });

@@ -12,11 +12,12 @@ export const PROVIDER_KINDS: { kind: ProviderKind; label: string; baseUrl: strin
   { kind: "google", label: "Google Gemini", baseUrl: "", needsKey: true },
 ];
 
+/** A provider record: `name` is unique (several providers may share a kind); `provider` is the kind. */
 export interface Provider {
-  id: string; provider: ProviderKind; display_name: string; api_key_set: boolean; base_url: string | null;
+  id: string; name: string; provider: ProviderKind; display_name: string; api_key_set: boolean; base_url: string | null;
   enabled: boolean; created_at: string; updated_at: string;
 }
-export interface ProviderIn { provider?: ProviderKind; display_name?: string | null; api_key?: string | null; base_url?: string | null; enabled?: boolean }
+export interface ProviderIn { provider?: ProviderKind; name?: string; display_name?: string | null; api_key?: string | null; base_url?: string | null; enabled?: boolean }
 
 export interface DiscoveredModel { id: string; display_name: string; context_limit: number | null }
 export interface ProviderCheck { ok: boolean; models: DiscoveredModel[]; error: { message: string; status: number | null } | null }
@@ -25,19 +26,28 @@ export const listProviders = () => get<Provider[]>("/providers");
 export const createProvider = (body: ProviderIn) => post<Provider>("/providers", body);
 export const updateProvider = (id: string, body: ProviderIn) => patch<Provider>(`/providers/${id}`, body);
 export const deleteProvider = (id: string) => del(`/providers/${id}`);
-export const testProvider = (body: { provider: ProviderKind; base_url?: string | null; api_key?: string | null }) =>
+export const testProvider = (body: { provider: ProviderKind; base_url?: string | null; api_key?: string | null; provider_id?: string }) =>
   post<ProviderCheck>("/providers/test", body);
 export const providerModels = (id: string) => get<ProviderCheck>(`/providers/${id}/models`);
 
 export interface Pricing { input: number | null; output: number | null; cache_read: number | null; cache_write: number | null; reasoning?: number | null }
 export interface ModelConfigIn {
-  provider?: string; model?: string; display_name?: string | null; context_limit?: number; compression_threshold?: number;
+  provider_id?: string; model?: string; display_name?: string | null; context_limit?: number; compression_threshold?: number;
   is_default?: boolean; enabled?: boolean; options?: { max_output_tokens?: number | null; images?: boolean }; pricing?: Partial<Pricing>;
 }
 export const listModelConfigs = () => get<ModelConfig[]>("/model-configs");
 export const createModelConfig = (body: ModelConfigIn) => post<ModelConfig>("/model-configs", body);
 export const updateModelConfig = (id: string, body: ModelConfigIn) => patch<ModelConfig>(`/model-configs/${id}`, body);
 export const deleteModelConfig = (id: string) => del(`/model-configs/${id}`);
+
+/** A provider name not taken yet: the kind, else the kind with a number ("openai-compatible-2"). */
+export function freeProviderName(kind: ProviderKind, providers: Provider[]): string {
+  const taken = new Set(providers.map((p) => p.name));
+  if (!taken.has(kind)) return kind;
+  let n = 2;
+  while (taken.has(`${kind}-${n}`)) n++;
+  return `${kind}-${n}`;
+}
 
 export type Transport = "streamable_http" | "sse" | "stdio";
 export type AuthType = "none" | "api_key" | "custom_headers" | "oauth2";

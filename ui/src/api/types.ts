@@ -84,8 +84,9 @@ export interface MessagesPage { messages: Message[]; queued_messages: QueuedMess
 export type BusyBehavior = "queue" | "interrupt" | "steer" | "reject";
 export interface SendResult { queued: boolean; message: Message | null; queued_message: QueuedMessage | null; chat: Chat }
 
+/** `provider` is the kind of the provider the model runs on; `provider_name` its (unique) name. */
 export interface ModelConfig {
-  id: string; provider: string; model: string; display_name: string; context_limit: number;
+  id: string; provider_id: string; provider: string; provider_name: string; model: string; display_name: string; context_limit: number;
   compression_threshold: number; is_default: boolean; enabled: boolean;
   options: Record<string, unknown>; pricing: Record<string, number | null>;
   created_at: string; updated_at: string;

@@ -8,12 +8,17 @@ import type { McpServer, ModelConfig } from "../api/types";
 
 export function ModelPicker({ models, value, onChange, id = "model" }: { models: ModelConfig[]; value: string | null; onChange: (id: string) => void; id?: string }) {
   if (models.length === 0) return null;
+  // Which provider a model runs on matters once there are several (Ollama and vLLM both serving
+  // "llama3"): each option then names it.
+  const several = new Set(models.map((m) => m.provider_id)).size > 1;
   return (
     <span class="picker">
       <label for={id}>Model</label>
       <select id={id} value={value ?? ""} onChange={(e) => onChange((e.target as HTMLSelectElement).value)}>
         {models.map((m) => (
-          <option key={m.id} value={m.id}>{m.display_name || m.model}{m.is_default ? " (default)" : ""}</option>
+          <option key={m.id} value={m.id}>
+            {m.display_name || m.model}{several && m.provider_name ? ` · ${m.provider_name}` : ""}{m.is_default ? " (default)" : ""}
+          </option>
         ))}
       </select>
     </span>
