@@ -335,7 +335,7 @@ class ChatService:
 
     async def create_model_config(
         self, actor: User, *, provider_id: uuid.UUID | None = None, provider: str | None = None, model: str, display_name: str | None,
-        context_limit: int, compression_threshold: int, is_default: bool, options: ModelOptions, pricing: Pricing,
+        context_limit: int, compression_threshold: int, is_default: bool, options: ModelOptions, pricing: Pricing, enabled: bool = True,
     ) -> ModelConfigRecord:
         _admin(actor)
         pid = await self._provider_ref(provider_id, provider)
@@ -344,6 +344,7 @@ class ChatService:
         config = await model_store.create_model_config(
             self.db, self.clock.now(), provider_id=pid, model=model.strip(), display_name=(display_name or model).strip(),
             context_limit=context_limit, compression_threshold=compression_threshold, is_default=is_default, options=options, pricing=pricing,
+            enabled=enabled,
         )
         await self._config_changed()
         return config

@@ -42,7 +42,7 @@ def _add_provider(page: Page, name: str, url: str, key: str) -> None:
     form.get_by_role("button", name="Test connection").click()
     expect(form.get_by_role("status")).to_contain_text("Connected:")
     form.get_by_role("button", name="Add the provider").click()
-    expect(page.get_by_role("cell", name=name, exact=True)).to_be_visible()
+    expect(page.get_by_role("button", name=f"Edit {name}", exact=True)).to_be_visible()
 
 
 def _add_model(page: Page, provider_label: str, model: str, display: str) -> None:
@@ -69,11 +69,16 @@ def _key(request: Any) -> str:
     return str(request.headers.get("authorization", "")).removeprefix("Bearer ")
 
 
+# A server start, two providers and two models through the forms, two chats: more than the default
+# 120 s on a busy machine.
+@pytest.mark.timeout(360)
 def test_an_admin_adds_two_openai_compatible_providers_and_each_model_answers_from_its_own_server(
     page: Page, tmp_path: Path, model: FakeLLMServer, second: FakeLLMServer
 ) -> None:
     with run_chatd(tmp_path, model, None) as server:
         sign_in(page, server)
+        # No model yet: the admin lands on the setup first; providers can be added on their page too.
+        expect(page.get_by_role("heading", name="Set up chatd")).to_be_visible()
         page.goto(f"{server.base}/#/admin/providers")
         expect(page.get_by_role("heading", name="Providers")).to_be_visible()
         _add_provider(page, "ollama", model.openai_base_url, "key-of-ollama")
@@ -97,10 +102,10 @@ def test_an_admin_adds_two_openai_compatible_providers_and_each_model_answers_fr
 
         # The picker names each model's provider; each chat is answered by its own server.
         _chat(page, server.base, "Llama on vLLM · vllm", "hello vllm")
-        expect(page.get_by_text("the second server answers")).to_be_visible()
+        expect(page.get_by_role("list", name="Messages").get_by_text("the second server answers")).to_be_visible()
         _shot(page, "chat-on-vllm")
         _chat(page, server.base, "Llama on Ollama · ollama (default)", "hello ollama")
-        expect(page.get_by_text("answer to: hello ollama")).to_be_visible()
+        expect(page.get_by_role("list", name="Messages").get_by_text("answer to: hello ollama")).to_be_visible()
 
         to_second = [r for r in second.requests if r.path.endswith("/chat/completions")]
         to_first = [r for r in model.requests if r.path.endswith("/chat/completions") and r.body.get("model") == "model-on-ollama"]

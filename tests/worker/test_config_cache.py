@@ -103,7 +103,7 @@ async def test_a_provider_change_on_one_replica_clears_the_cache_of_another(pg_u
         created = await a.service.create_provider(admin, provider="openai", display_name=None, api_key="sk-one", base_url=None, enabled=True)
         cache_b = b.config
         assert isinstance(cache_b, ConfigCache)
-        first = await cache_b.provider("openai")
+        first = await cache_b.provider(created.id)
         assert first is not None and first.api_key == "sk-one"
         heard = asyncio.Event()
         unsubscribe = await b.pubsub.subscribe(CONFIG_CHANNEL, lambda _p: heard.set())
@@ -111,9 +111,9 @@ async def test_a_provider_change_on_one_replica_clears_the_cache_of_another(pg_u
         async with asyncio.timeout(10):
             await heard.wait()
         await unsubscribe()
-        second = await cache_b.provider("openai")
+        second = await cache_b.provider(created.id)
         assert second is not None and second.api_key == "sk-two"
-        assert (await model_store.get_provider_by_kind(b.db, b.box, "openai")) == second
+        assert (await model_store.get_provider(b.db, b.box, created.id)) == second
     finally:
         for app in apps:
             await app.close()

@@ -254,7 +254,7 @@ async def list_model_configs(
 async def create_model_config(body: ModelConfigIn, user: CurrentUser, svc: Service) -> ModelConfigOut:
     m = await svc.create_model_config(
         user, provider_id=body.provider_id, provider=body.provider, model=body.model, display_name=body.display_name, context_limit=body.context_limit,
-        compression_threshold=body.compression_threshold, is_default=body.is_default,
+        compression_threshold=body.compression_threshold, is_default=body.is_default, enabled=body.enabled,
         options=ModelOptions(**body.options.model_dump()), pricing=Pricing(**body.pricing.model_dump()),
     )
     return ModelConfigOut.of(m)

@@ -287,6 +287,7 @@ class ModelConfigIn(_In):
     context_limit: Int = Field(gt=0, le=100_000_000)
     compression_threshold: Int = Field(default=70, ge=0, le=100)
     is_default: Bool = False
+    enabled: Bool = Field(default=True, description="A disabled model is kept but offered to no chat.")
     options: ModelOptionsIn = Field(default_factory=ModelOptionsIn)
     pricing: PricingIn = Field(default_factory=PricingIn)
 

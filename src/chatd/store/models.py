@@ -167,7 +167,7 @@ async def get_default_model_config(db: Database) -> ModelConfigRecord | None:
 
 async def create_model_config(
     db: Database, now: datetime, *, provider_id: uuid.UUID, model: str, display_name: str, context_limit: int,
-    compression_threshold: int, is_default: bool, options: ModelOptions, pricing: Pricing,
+    compression_threshold: int, is_default: bool, options: ModelOptions, pricing: Pricing, enabled: bool = True,
 ) -> ModelConfigRecord:
     cid = uuid.uuid4()
     async with db.write() as conn:
@@ -181,7 +181,7 @@ async def create_model_config(
         await conn.execute(
             insert(model_configs).values(
                 id=cid, provider_id=provider_id, model=model, display_name=display_name, context_limit=context_limit,
-                compression_threshold=compression_threshold, is_default=is_default, enabled=True, deleted=False,
+                compression_threshold=compression_threshold, is_default=is_default, enabled=enabled, deleted=False,
                 options=dataclasses.asdict(options), pricing=dataclasses.asdict(pricing), created_at=now, updated_at=now,
             )
         )
