@@ -6,7 +6,7 @@ points at the provider of its kind: nothing is lost, and API clients that name a
 kind in a model config keep working (the name is the kind).
 
 Revision ID: 0017_named_providers
-Revises: 0015_pending_actions
+Revises: 0016_mcp_server_status
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0017_named_providers"
-down_revision = "0015_pending_actions"
+down_revision = "0016_mcp_server_status"
 branch_labels = None
 depends_on = None
 
