@@ -1,5 +1,5 @@
 """Several providers of one kind (issue 12): provider records with a unique name, model configs
-that refer to one by id, and the migration (0017) that turned the one provider per kind into
+that refer to one by id, and the migration (0018) that turned the one provider per kind into
 records named after their kind, on both databases."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from chatd.store.types import UTCDateTime
 from tests.conftest import People
 
 NOW = datetime(2026, 11, 30, tzinfo=UTC)
-BEFORE = ScriptDirectory.from_config(alembic_config()).get_revision("0017_named_providers").down_revision
+BEFORE = ScriptDirectory.from_config(alembic_config()).get_revision("0018_named_providers").down_revision
 assert isinstance(BEFORE, str)
 
 
@@ -113,8 +113,8 @@ def _diff(conn: Connection) -> list[object]:
     return [d for d in found if "providers" in repr(d) or "model_configs" in repr(d)]
 
 
-async def _insert_pre_0017(db: Database, box: SecretBox) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
-    """One provider per kind, model configs naming the kind (the schema before 0017)."""
+async def _insert_pre_0018(db: Database, box: SecretBox) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
+    """One provider per kind, model configs naming the kind (the schema before 0018)."""
     anthropic, compat, cfg = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     typed = (bindparam("id", type_=Uuid()), bindparam("now", type_=UTCDateTime()))
     async with db.write() as conn:
@@ -140,7 +140,7 @@ async def _insert_pre_0017(db: Database, box: SecretBox) -> tuple[uuid.UUID, uui
 async def test_upgrading_names_each_provider_after_its_kind_and_keeps_keys_and_model_configs(db: Database, tmp_path: Path) -> None:
     box = SecretBox.from_settings("", tmp_path)
     await downgrade(db, BEFORE)
-    anthropic, compat, cfg = await _insert_pre_0017(db, box)
+    anthropic, compat, cfg = await _insert_pre_0018(db, box)
     await migrate(db)
     async with db.engine.connect() as c:
         # The migrated schema is the declared one (constraints, foreign key, indexes).

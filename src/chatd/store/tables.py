@@ -64,7 +64,7 @@ providers = Table(
     metadata,
     Column("id", Uuid, primary_key=True),
     # The admin's name for it, unique: several providers may share a kind (Ollama and vLLM, both
-    # `openai-compatible`). Providers from before 0017 (one per kind) are named after their kind.
+    # `openai-compatible`). Providers from before 0018 (one per kind) are named after their kind.
     Column("name", String(64), nullable=False, unique=True),
     Column("provider", String(32), nullable=False),
     Column("display_name", String(128), nullable=False, server_default=""),

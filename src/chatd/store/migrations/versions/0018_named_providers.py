@@ -5,8 +5,8 @@ Each existing provider (one per kind before this) is named after its kind, and e
 points at the provider of its kind: nothing is lost, and API clients that name a provider by its
 kind in a model config keep working (the name is the kind).
 
-Revision ID: 0017_named_providers
-Revises: 0016_mcp_server_status
+Revision ID: 0018_named_providers
+Revises: 0017_user_disabled
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0017_named_providers"
-down_revision = "0016_mcp_server_status"
+revision = "0018_named_providers"
+down_revision = "0017_user_disabled"
 branch_labels = None
 depends_on = None
 
@@ -67,7 +67,7 @@ def downgrade() -> None:
         # The previous schema holds one provider per kind; picking which to drop is the admin's call.
         raise RuntimeError(
             f"Several providers of the kind(s) {', '.join(sorted(repeated))}: delete all but one of each "
-            "(and their model configs) before downgrading below 0017."
+            "(and their model configs) before downgrading below 0018."
         )
     with op.batch_alter_table("providers") as batch:
         batch.create_unique_constraint(op.f("uq_providers_provider"), ["provider"])
