@@ -1,4 +1,4 @@
-"""chatd's own Chat Completions reader against pydantic-ai's stream, on the same bytes.
+"""chatd's own stream readers against pydantic-ai's stream, on the same bytes.
 
 Every stream here is served twice by the scripted server and read once through each path
 (`loop.stream.open_stream(fast=False | True)`): the parts published per event, the final (or, after
@@ -32,11 +32,14 @@ from chatd.domain.parts import Part, ToolResultPart
 from chatd.loop import Step, run_turn
 from chatd.loop.stream import PydanticStream, open_stream
 from chatd.providers import classify
+from chatd.providers.streams.anthropic_messages import MessagesReader
 from chatd.providers.streams.openai_chat import ChatCompletionsReader
-from tests.fakes.llm_server import FakeLLMServer, Fault, RawReply, Reply, TokenUsage, ToolCall
+from tests.fakes.llm_server import FakeLLMServer, Fault, RawReply, Reply, TokenUsage, ToolCall, Wire
 from tests.fakes.turn_doubles import RecordingSink, echo_tool, model_for, options, system, user
 
 CASSETTES = Path(__file__).parent.parent / "data" / "cassettes"
+# The recordings name dated models; the SDK warns that some of them are being retired.
+pytestmark = pytest.mark.filterwarnings("ignore:The model 'claude-.*' is deprecated:DeprecationWarning")
 TOOLS = [
     ToolDefinition(name="echo", description="echo", parameters_json_schema={"type": "object", "properties": {"x": {"type": "integer"}}}),
     ToolDefinition(name="_Person", description="a person", parameters_json_schema={"type": "object"}),
@@ -71,9 +74,11 @@ def _normalised(response: pm.ModelResponse) -> pm.ModelResponse:
     return dataclasses.replace(response, timestamp=datetime(2000, 1, 1, tzinfo=UTC))
 
 
-async def _read(llm: FakeLLMServer, wire_reply: Reply | RawReply, *, fast: bool, model: str = "gpt-4o-mini") -> Outcome:
+async def _read(
+    llm: FakeLLMServer, wire_reply: Reply | RawReply, *, fast: bool, model: str = "gpt-4o-mini", wire: Wire = "openai"
+) -> Outcome:
     llm.script(wire_reply)
-    resolved = model_for(llm, "openai", model=model)
+    resolved = model_for(llm, wire, model=model)
     params = ModelRequestParameters(function_tools=TOOLS)
     batches: list[list[tuple[Role, Part]]] = []
     response: pm.ModelResponse | None = None
@@ -81,7 +86,8 @@ async def _read(llm: FakeLLMServer, wire_reply: Reply | RawReply, *, fast: bool,
     stream = None
     try:
         async with open_stream(resolved, HISTORY, params, fast=fast) as stream:
-            assert isinstance(stream, ChatCompletionsReader if fast else PydanticStream)
+            reader = ChatCompletionsReader if wire == "openai" else MessagesReader
+            assert isinstance(stream, reader if fast else PydanticStream)
             async for batch in stream:
                 batches.append(batch)
             response = stream.get()
@@ -445,3 +451,113 @@ async def test_settings_that_change_the_stream_leave_it_to_pydantic_ai(llm: Fake
     async with open_stream(resolved, HISTORY, ModelRequestParameters(), fast=True) as stream:
         assert isinstance(stream, PydanticStream)
         [b async for b in stream]
+
+
+# ------------------------------------------------------------------------------ Anthropic Messages
+
+ANTHROPIC_SCRIPTED: dict[str, Reply] = {
+    "text": Reply(text="Hello there, how are you doing today?"),
+    "thinking with a signature, text and a call": Reply(
+        thinking="let me think", thinking_signature="sig-9", text="Checking.", tool_calls=[ToolCall("toolu_1", "echo", {"x": 1})]
+    ),
+    "parallel calls split across chunks": Reply(tool_calls=[ToolCall("toolu_a", "echo", {"x": 1}, pieces=4), ToolCall("toolu_b", "echo", {"x": 2}, pieces=2)]),
+    "usage with cache": Reply(text="priced", usage=TokenUsage(input=1000, output=500, cache_read=300, cache_write=20)),
+    "dropped mid-stream": Reply(text="partial answer that will be cut", fault=Fault.drop(after=3)),
+    "truncated": Reply(text="this answer stops halfway", fault=Fault.truncate(after=3)),
+    "empty stream": Reply(text="never", fault=Fault.truncate(after=0)),
+    "overloaded": Reply(fault=Fault.overloaded()),
+    "rate limited": Reply(fault=Fault.status(429, retry_after=7)),
+    "bad key": Reply(fault=Fault.status(401, message="invalid x-api-key")),
+}
+
+
+@pytest.mark.parametrize("name", list(ANTHROPIC_SCRIPTED))
+async def test_anthropic_scripted_replies_read_the_same(llm: FakeLLMServer, name: str) -> None:
+    reference, _ = await _both(llm, ANTHROPIC_SCRIPTED[name], model="claude-sonnet-4-5", wire="anthropic")
+    if name in ("dropped mid-stream", "empty stream", "overloaded", "rate limited", "bad key"):
+        assert reference.error is not None
+    else:
+        assert reference.error is None and reference.published
+
+
+@pytest.mark.parametrize(("cassette", "index"), [("anthropic_agent_loop_streaming", 0), ("anthropic_agent_loop_streaming", 1), ("anthropic_thinking", 1)])
+@pytest.mark.parametrize("chunk_bytes", [0, 7])
+async def test_recorded_anthropic_streams_read_the_same(llm: FakeLLMServer, cassette: str, index: int, chunk_bytes: int) -> None:
+    interaction = _cassette(cassette)[index]
+    body = interaction["body"] if isinstance(interaction["body"], bytes) else interaction["body"].encode()
+    assert body.startswith(b"event:")
+    reference, _ = await _both(llm, _raw(body, chunk_bytes=chunk_bytes), model=interaction["request"]["model"], wire="anthropic")
+    assert reference.error is None and reference.response is not None and reference.response.finish_reason is not None
+
+
+def _anthropic_sse(*events: dict[str, Any]) -> bytes:
+    return b"".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events)
+
+
+START = {
+    "type": "message_start",
+    "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x", "content": [], "stop_reason": None,
+                "stop_sequence": None, "usage": {"input_tokens": 12, "output_tokens": 1}},
+}  # fmt: skip
+TEXT_START = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+
+
+def _text(t: str, index: int = 0) -> dict[str, Any]:
+    return {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": t}}
+
+
+STOP0 = {"type": "content_block_stop", "index": 0}
+END = [{"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": 7}}, {"type": "message_stop"}]
+
+ANTHROPIC_RAW: dict[str, bytes] = {
+    "pings between events": b"event: ping\ndata: {\"type\": \"ping\"}\n\n".join(
+        [_anthropic_sse(START), _anthropic_sse(TEXT_START, _text("a"), _text("b"), STOP0, *END)]
+    ),
+    "error event mid-stream": _anthropic_sse(START, TEXT_START, _text("partial"))
+    + b'event: error\ndata: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}\n\n',
+    "error event first": b'event: error\ndata: {"type": "error", "error": {"type": "api_error", "message": "Internal server error"}}\n\n',
+    "invalid JSON mid-stream": _anthropic_sse(START, TEXT_START, _text("partial")) + b"event: content_block_delta\ndata: {not json\n\n",
+    "refusal": _anthropic_sse(
+        START, TEXT_START, _text("I can't"), STOP0,
+        {"type": "message_delta", "delta": {"stop_reason": "refusal", "stop_sequence": None}, "usage": {"output_tokens": 3}},
+        {"type": "message_stop"},
+    ),
+    "max tokens": _anthropic_sse(
+        START, TEXT_START, _text("cut"), STOP0,
+        {"type": "message_delta", "delta": {"stop_reason": "max_tokens", "stop_sequence": None}, "usage": {"output_tokens": 3}},
+        {"type": "message_stop"},
+    ),
+    "redacted thinking": _anthropic_sse(
+        START, {"type": "content_block_start", "index": 0, "content_block": {"type": "redacted_thinking", "data": "opaque"}}, STOP0,
+        {"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}}, _text("ok", 1), {"type": "content_block_stop", "index": 1},
+        *END,
+    ),
+    "data without an event name is skipped": _anthropic_sse(START, TEXT_START, _text("a"))
+    + b'data: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "ignored"}}\n\n'
+    + _anthropic_sse(_text("b"), STOP0, *END),
+}
+
+
+@pytest.mark.parametrize("name", list(ANTHROPIC_RAW))
+async def test_anthropic_wire_bytes_read_the_same(llm: FakeLLMServer, name: str) -> None:
+    await _both(llm, _raw(ANTHROPIC_RAW[name]), model="claude-sonnet-4-5", wire="anthropic")
+
+
+async def test_an_anthropic_turn_persists_and_sends_the_same(llm: FakeLLMServer) -> None:
+    runs: list[tuple[RecordingSink, list[dict[str, Any]]]] = []
+    for fast in (False, True):
+        llm.script(
+            Reply(thinking="plan", text="Let me check.", tool_calls=[ToolCall("toolu_1", "echo", {"x": 1}), ToolCall("toolu_2", "echo", {"x": 2})]),
+            Reply(fault=Fault.overloaded()),
+            Reply(text="All done.", usage=TokenUsage(input=50, output=9, cache_read=20)),
+        )
+        sink = RecordingSink()
+        first = len(llm.requests)
+        outcome = await run_turn(model_for(llm, "anthropic"), [system("be brief"), user("hi")], [echo_tool()], options(fast_streams=fast), sink)
+        assert (outcome.reason, outcome.steps) == ("completed", 2)
+        runs.append((sink, [r.body for r in llm.requests[first:]]))
+    (ref_sink, ref_requests), (fast_sink, fast_requests) = runs
+    assert fast_requests == ref_requests and len(ref_requests) == 3
+    assert _untimed_parts(fast_sink.parts) == _untimed_parts(ref_sink.parts)
+    assert _untimed_steps(fast_sink.steps) == _untimed_steps(ref_sink.steps)
+    assert [(a, e.kind) for a, _, e in fast_sink.retries] == [(a, e.kind) for a, _, e in ref_sink.retries] == [(1, "overloaded")]

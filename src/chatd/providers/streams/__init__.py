@@ -15,6 +15,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from pydantic_ai import messages as pm
+from pydantic_ai._parts_manager import ModelResponsePartsManager
 from pydantic_ai.messages import INVALID_JSON_KEY
 from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.settings import ModelSettings
@@ -120,15 +121,67 @@ class EventParts:
         return []
 
 
+class EventPipeline:
+    """What pydantic-ai's `StreamedResponse.__aiter__` does to the events its mapping yields, without
+    its generators: chat-template tokens restored (`_restored_events`, for models that need it),
+    the previous part ended when one starts (`iterator_with_part_end`), then `EventParts`."""
+
+    __slots__ = ("_last_start", "_parts", "_publish", "_restorer")
+
+    def __init__(self, parts: ModelResponsePartsManager) -> None:
+        self._parts = parts
+        self._restorer = parts.special_token_restorer
+        self._publish = EventParts()
+        self._last_start: pm.PartStartEvent | None = None
+
+    def emit(self, event: pm.ModelResponseStreamEvent, out: Published) -> None:
+        restorer = self._restorer
+        if restorer is not None:
+            if type(event) is pm.PartStartEvent:
+                for flushed in restorer.flush_text():
+                    self._emit_restored(flushed, out)
+            event = restorer.restore(event)
+        self._emit_restored(event, out)
+
+    def end(self, out: Published) -> None:
+        """The mapping's events are over: what is still held, then the last part's end."""
+        if self._restorer is not None:
+            for flushed in self._restorer.flush():
+                self._emit_restored(flushed, out)
+        if self._last_start is not None:
+            self._part_end(out)
+
+    def _emit_restored(self, event: pm.ModelResponseStreamEvent, out: Published) -> None:
+        if type(event) is pm.PartStartEvent:
+            if self._last_start is not None:
+                self._part_end(out)
+            self._last_start = event
+        out.extend(self._publish.parts(event))
+
+    def _part_end(self, out: Published) -> None:
+        assert self._last_start is not None
+        index = self._last_start.index
+        # Looked up as pydantic-ai does (by index into the complete parts), only the part kinds
+        # that publish anything at their end are turned into an event.
+        part = self._parts.get_parts()[index]
+        if isinstance(part, pm.BaseToolCallPart):
+            out.extend(self._publish.parts(pm.PartEndEvent(index=index, part=part)))
+
+
 def fast_stream(model: Model, settings: ModelSettings, params: ModelRequestParameters) -> StreamOpener | None:
     """A purpose-built reader for `model`'s wire format, or None when there is none (or the model
     is set up in a way only pydantic-ai's own stream handles): the caller then uses pydantic-ai."""
     # Checked by module, not by class: importing the SDK adapters here would load them at start.
-    if type(model).__module__.startswith("pydantic_ai.models.openai"):
+    module = type(model).__module__
+    if module.startswith("pydantic_ai.models.openai"):
         from chatd.providers.streams.openai_chat import chat_completions_opener
 
         return chat_completions_opener(model, settings, params)
+    if module.startswith("pydantic_ai.models.anthropic"):
+        from chatd.providers.streams.anthropic_messages import messages_opener
+
+        return messages_opener(model, settings, params)
     return None
 
 
-__all__ = ["EventParts", "ModelStream", "Published", "StreamOpener", "call_args", "fast_stream"]
+__all__ = ["EventParts", "EventPipeline", "ModelStream", "Published", "StreamOpener", "call_args", "fast_stream"]

@@ -66,7 +66,7 @@ from pydantic_ai.profiles import DEFAULT_THINKING_TAGS
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.usage import RequestUsage
 
-from chatd.providers.streams import EventParts, ModelStream, Published, StreamOpener
+from chatd.providers.streams import EventPipeline, ModelStream, Published, StreamOpener
 from chatd.providers.streams.sse import ServerEvent, SSEDecoder
 
 # Settings that shape only the request: the stream reads the same with or without them. Any other
@@ -178,11 +178,10 @@ class ChatCompletionsReader:
         self._parts = ModelResponsePartsManager(model_request_parameters=params)
         # Open-weight models get a joiner inside chat-template tokens in what they are sent; it is
         # taken out of what they write, as pydantic-ai's `restoring_request_stream` does.
-        self._restorer: StreamRestorer | None = None
         if model._restores_special_tokens:  # pyright: ignore[reportPrivateUsage]
-            self._restorer = self._parts.special_token_restorer = StreamRestorer()
-        self._publish = EventParts()
-        self._last_start: pm.PartStartEvent | None = None
+            self._parts.special_token_restorer = StreamRestorer()
+        self._pipeline = EventPipeline(self._parts)
+        self._emit = self._pipeline.emit
 
         profile = model.profile
         custom = profile.get("openai_chat_thinking_field", None)
@@ -466,32 +465,6 @@ class ChatCompletionsReader:
             self._content_generation += 1
             self._awaiting_text_after_reasoning = source == "reasoning"
 
-    def _emit(self, event: pm.ModelResponseStreamEvent, out: Published) -> None:
-        """Publish an event's parts: special tokens restored first when the model needs it (as
-        pydantic-ai's `_restored_events` does), then the end of the previous part when one starts
-        (its `iterator_with_part_end`)."""
-        restorer = self._restorer
-        if restorer is not None:
-            if type(event) is pm.PartStartEvent:
-                for flushed in restorer.flush_text():
-                    self._emit_restored(flushed, out)
-            event = restorer.restore(event)
-        self._emit_restored(event, out)
-
-    def _emit_restored(self, event: pm.ModelResponseStreamEvent, out: Published) -> None:
-        if type(event) is pm.PartStartEvent:
-            if self._last_start is not None:
-                self._part_end(out)
-            self._last_start = event
-        out.extend(self._publish.parts(event))
-
-    def _part_end(self, out: Published) -> None:
-        assert self._last_start is not None
-        index = self._last_start.index
-        part = self._parts.get_parts()[index]
-        if isinstance(part, pm.BaseToolCallPart):
-            out.extend(self._publish.parts(pm.PartEndEvent(index=index, part=part)))
-
     def _end(self) -> Published:
         """The stream's end: what `_get_event_iterator` does after its loop, then the last part's end."""
         if self._refusal_text:
@@ -506,11 +479,7 @@ class ChatCompletionsReader:
         out: Published = []
         for event in self._annotation_events():
             self._emit(event, out)
-        if self._restorer is not None:
-            for flushed in self._restorer.flush():
-                self._emit_restored(flushed, out)
-        if self._last_start is not None:
-            self._part_end(out)
+        self._pipeline.end(out)
         return out
 
     def _annotation_events(self) -> list[pm.ModelResponseStreamEvent]:
