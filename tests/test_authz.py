@@ -181,10 +181,14 @@ MATRIX: dict[tuple[str, str], Rule] = {
 }
 
 # Not part of the matrix: /healthz and / need no token; the OAuth callback is reached by the
-# browser from the authorization server, authenticated by its single-use state
+# browser from the authorization server, authenticated by its single-use state, and the client
+# metadata document is fetched by authorization servers and holds no secret
 # (tests/mcp/test_mcp_oauth.py). /metrics needs an admin unless CHATD_METRICS_PUBLIC.
 # The MCP App frame is authorised by the ticket in its address (an iframe sends no bearer token).
-UNGUARDED = {"/healthz", "/", "/api/v1/mcp-servers/oauth/callback", "/api/v1/mcp-apps/frame"}
+UNGUARDED = {
+    "/healthz", "/", "/api/v1/mcp-servers/oauth/callback", "/api/v1/mcp-apps/frame",
+    "/api/v1/mcp-servers/oauth/client-metadata.json",
+}
 
 BAD_AUTH = (
     "Bearer chatd_not-a-real-token",

@@ -452,10 +452,12 @@ class ChatService:
             return McpToolsCheck([], exc, disabled=disabled)
         return McpToolsCheck(tools, disabled=disabled)
 
-    async def start_mcp_oauth(self, actor: User, server_id: uuid.UUID, redirect_uri: str) -> str:
+    async def start_mcp_oauth(
+        self, actor: User, server_id: uuid.UUID, redirect_uri: str, *, client_metadata_url: str | None = None
+    ) -> str:
         """Begin the caller's browser authorization; returns the URL to open."""
         config = await self.get_mcp_server(actor, server_id)
-        return await self.mcp_auth.start(config, actor.id, redirect_uri)
+        return await self.mcp_auth.start(config, actor.id, redirect_uri, client_metadata_url=client_metadata_url)
 
     async def finish_mcp_oauth(self, *, state: str, code: str | None, error: str | None) -> McpServerConfig:
         """The authorization server's redirect: the state names (and authenticates) the user."""

@@ -264,6 +264,42 @@ class SessionCounter:
         await self.app(scope, receive, counting_send)
 
 
+class ScopeGate:
+    """ASGI middleware: tools/call needs more scope than any token has (403 insufficient_scope
+    naming `scope`, RFC 6750 §3.1); everything else passes."""
+
+    def __init__(self, app: ASGIApp, scope: str) -> None:
+        self.app = app
+        self.scope = scope
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        more = True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if b'"tools/call"' in body:
+            challenge = f'Bearer error="insufficient_scope", scope="{self.scope}"'.encode()
+            await send({"type": "http.response.start", "status": 403, "headers": [(b"www-authenticate", challenge), (b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"insufficient scope"})
+            return
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
 class SessionLostMidCall:
     """ASGI middleware: the session is lost while two calls share it. `delete_note` runs, but
     its answer is held; `echo` then gets the 404 of a lost session; only after that does the

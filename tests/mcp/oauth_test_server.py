@@ -70,7 +70,18 @@ class AuthState:
     client_credentials_grants: int = 0
     refresh_reuse: int = 0
     authorize_requests: list[dict[str, str]] = field(default_factory=list)
+    # Client ID Metadata Documents (SEP-991): advertised when set; an https client_id is looked up
+    # here (what fetching it would return), since the tests' chatd has no reachable public URL.
+    metadata_documents: dict[str, dict[str, Any]] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def client(self, client_id: str) -> Client | None:
+        known = self.clients.get(client_id)
+        if known is None and self.metadata_documents is not None and client_id.startswith("https://"):
+            doc = self.metadata_documents.get(client_id)
+            if doc is not None and doc.get("client_id") == client_id:
+                return Client(client_id, None, list(doc.get("redirect_uris") or []), "none")
+        return known
 
     def live(self, access_token: str) -> bool:
         with self.lock:
@@ -113,6 +124,7 @@ def build_auth_server(state: AuthState) -> Starlette:
                 "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
                 "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
                 "code_challenge_methods_supported": ["S256"],
+                **({"client_id_metadata_document_supported": True} if state.metadata_documents is not None else {}),
             }
         )
 
@@ -140,7 +152,7 @@ def build_auth_server(state: AuthState) -> Starlette:
         q = dict(request.query_params)
         with state.lock:
             state.authorize_requests.append(q)
-            client = state.clients.get(q.get("client_id", ""))
+            client = state.client(q.get("client_id", ""))
         if client is None or q.get("redirect_uri") not in client.redirect_uris:
             return _error("invalid_request", "unknown client or redirect_uri")
         if q.get("response_type") != "code" or q.get("code_challenge_method") != "S256" or not q.get("code_challenge"):
@@ -163,7 +175,7 @@ def build_auth_server(state: AuthState) -> Starlette:
             raw = base64.b64decode(header[6:]).decode()
             cid, _, sec = raw.partition(":")
             client_id, secret = unquote(cid), unquote(sec)
-        client = state.clients.get(client_id or "")
+        client = state.client(client_id or "")
         if client is None:
             return None
         if client.client_secret is not None and secret != client.client_secret:

@@ -14,6 +14,7 @@ from mcp_test_servers import (
     INSTRUCTIONS,
     PNG_BYTES,
     RequireHeader,
+    ScopeGate,
     build_server,
     free_port,
     garbage_app,
@@ -34,6 +35,7 @@ from chatd.mcp import (
     system_prompt_section,
 )
 from chatd.mcp.client import McpTool
+from chatd.mcp.oauth import merge_scopes
 from conftest import Emitted, FileStore, PyServer, make_config, make_ctx
 
 pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
@@ -505,3 +507,18 @@ async def test_tools_are_mcp_tools_exposing_their_origin(py_server: PyServer) ->
 
 def test_png_fixture_is_valid() -> None:
     assert base64.b64encode(PNG_BYTES).startswith(b"iVBOR")
+
+
+async def test_a_call_refused_for_scope_says_which_scopes_the_server_wants() -> None:
+    with serve(ScopeGate(build_server().streamable_http_app(), "files:write admin")) as running:
+        tools, close = await connect_all([make_config(running.url, slug="gated")], {})
+        try:
+            result = await call(by_name(tools)["gated__echo"], {"text": "x"})
+        finally:
+            await close()
+    assert result.is_error and "'files:write admin'" in str(result.result) and "connects again" in str(result.result)
+
+
+def test_step_up_asks_for_the_granted_scopes_and_the_challenged_ones_once_each() -> None:
+    assert merge_scopes("mcp:basic", "mcp:basic mcp:write") == "mcp:basic mcp:write"
+    assert merge_scopes(None, "a") == "a" and merge_scopes(None, None) is None

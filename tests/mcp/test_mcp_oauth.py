@@ -457,3 +457,44 @@ async def test_a_token_revoked_mid_turn_is_refreshed_and_the_call_retried(
         assert stored is not None and world.auth.live(stored.access_token)
     finally:
         await conns.close()
+
+
+async def test_with_a_public_https_url_chatd_is_identified_by_its_client_metadata_document(
+    client: httpx.AsyncClient, people: People, world: OAuthWorld, chatd: App
+) -> None:
+    """SEP-991: where the authorization server accepts them, chatd's client_id is the URL of the
+    document it serves, and it registers nothing."""
+    missing = await client.get("/api/v1/mcp-servers/oauth/client-metadata.json")
+    assert missing.status_code == 404  # no public https URL, no document
+    chatd.settings.public_url = "https://chat.example.org/"
+    document_url = "https://chat.example.org/api/v1/mcp-servers/oauth/client-metadata.json"
+    served = await client.get("/api/v1/mcp-servers/oauth/client-metadata.json")
+    assert served.status_code == 200
+    document = served.json()
+    assert document["client_id"] == document_url
+    assert document["redirect_uris"] == ["https://chat.example.org" + CALLBACK]
+    assert document["token_endpoint_auth_method"] == "none" and "client_secret" not in document
+    world.auth.metadata_documents = {document_url: document}
+
+    server_id = await create_server(client, people, world.mcp_url)
+    r = await client.post(f"/api/v1/mcp-servers/{server_id}/oauth/start", headers=people.alice.headers)
+    assert r.status_code == 200, r.text
+    async with httpx.AsyncClient(timeout=10) as browser:
+        approved = await browser.get(r.json()["authorize_url"])
+    assert approved.status_code == 302, approved.text
+    back = urlsplit(approved.headers["location"])
+    assert f"{back.scheme}://{back.netloc}{back.path}" == "https://chat.example.org" + CALLBACK
+    # The proxy in front of chatd would forward the browser here.
+    page = await client.get(CALLBACK + "?" + back.query)
+    assert page.status_code == 200, page.text
+    assert world.auth.registrations == 0 and world.auth.authorize_requests[-1]["client_id"] == document_url
+    body = (await client.get(f"/api/v1/mcp-servers/{server_id}/tools", headers=people.alice.headers)).json()
+    assert body["ok"] is True
+
+    # The refresh presents the same client id.
+    stored = await mcp_store.get_token(chatd.db, chatd.box, uuid.UUID(server_id), people.alice.user.id)
+    assert stored is not None
+    rejected = OAuthToken.from_record(stored)
+    config = await mcp_store.get_server(chatd.db, chatd.box, uuid.UUID(server_id))
+    fresh = await chatd.service.mcp_auth.refresh_after_unauthorized(people.alice.user.id, config, rejected)
+    assert fresh is not None and fresh.access_token != rejected.access_token and world.auth.refreshes == 1

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, File, Path, Query, Request, Response, UploadFile
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.responses import Response as RawResponse
 
 from chatd.api.deps import AppSettings, CurrentUser, Service
@@ -82,7 +82,8 @@ from chatd.api.schemas import (
 from chatd.domain.actions import Answer, ClientTool, Decision
 from chatd.domain.config import ModelOptions, Pricing
 from chatd.domain.mcp import McpUserToken
-from chatd.errors import ChatdError, InvalidInput, PayloadTooLarge
+from chatd.errors import ChatdError, InvalidInput, NotFound, PayloadTooLarge
+from chatd.mcp import oauth
 from chatd.service import ProviderCheck
 from chatd.settings import Settings
 
@@ -386,8 +387,36 @@ async def start_mcp_oauth(
     """Start the caller's OAuth2 authorization (code flow with PKCE) for an `oauth2` server.
     400 if the server does not use OAuth2 or uses client credentials; 502 if its authorization
     server cannot be discovered or refuses registration."""
-    url = await svc.start_mcp_oauth(user, server_id, _callback_url(request, settings))
+    url = await svc.start_mcp_oauth(
+        user, server_id, _callback_url(request, settings), client_metadata_url=_client_metadata_url(settings)
+    )
     return McpOAuthStartOut(authorize_url=url)
+
+
+CLIENT_METADATA_PATH = "/mcp-servers/oauth/client-metadata.json"
+
+
+@router.get(
+    CLIENT_METADATA_PATH,
+    tags=["mcp"],
+    responses={404: {"description": "chatd has no public https URL (`CHATD_PUBLIC_URL`), so it has no such document."}},
+)
+async def mcp_oauth_client_metadata(settings: AppSettings) -> JSONResponse:
+    """chatd's OAuth Client ID Metadata Document (SEP-991). Authorization servers that accept
+    these fetch it when chatd uses its URL as client_id, instead of chatd registering itself. No
+    bearer token: it is public, and holds no secret."""
+    url = _client_metadata_url(settings)
+    if url is None:
+        raise NotFound("chatd has no public https URL, so it has no client metadata document.")
+    callback = settings.public_url.rstrip("/") + "/api/v1/mcp-servers/oauth/callback"
+    return JSONResponse(oauth.client_metadata_document(url, callback), headers={"Cache-Control": "public, max-age=3600"})
+
+
+def _client_metadata_url(settings: Settings) -> str | None:
+    # An https URL only: a client_id that names a document must be one the server can trust.
+    if not settings.public_url.startswith("https://"):
+        return None
+    return settings.public_url.rstrip("/") + "/api/v1" + CLIENT_METADATA_PATH
 
 
 @router.get(

@@ -117,8 +117,14 @@ class McpAuthorization:
 
     # --- the browser flow ---------------------------------------------------------------------
 
-    async def start(self, config: McpServerConfig, user_id: uuid.UUID, redirect_uri: str) -> str:
-        """Prepare a browser authorization for `user_id`; returns the URL to open."""
+    async def start(
+        self, config: McpServerConfig, user_id: uuid.UUID, redirect_uri: str, *, client_metadata_url: str | None = None
+    ) -> str:
+        """Prepare a browser authorization for `user_id`; returns the URL to open.
+
+        Without a configured client_id, chatd is identified by `client_metadata_url` (its Client
+        ID Metadata Document, when chatd has a public https URL) where the authorization server
+        accepts those, else it registers itself (RFC 7591) once per server and redirect URI."""
         _check_user_flow(config)
         now = self.clock.now()
         async with self._http() as http:
@@ -134,8 +140,14 @@ class McpAuthorization:
                     and known.server_url == config.url
                     and known.redirect_uri == redirect_uri
                     and known.issuer == server.issuer
+                    # A metadata-document id stays valid only while the server accepts those.
+                    and (known.client_id != client_metadata_url or server.client_id_metadata_documents)
                 ):
                     client = ClientRegistration(known.client_id, known.client_secret, known.auth_method)
+                elif (document := oauth.metadata_document_client(server, client_metadata_url)) is not None:
+                    # Kept like a registered client (refresh and the callback find it the same way).
+                    client = document
+                    log.info("MCP server %s: identified by the client metadata document %s", config.slug, client.client_id)
                 else:
                     client = await oauth.register_client(http, server, redirect_uri, scopes)
                     log.info("MCP server %s: registered OAuth client %s", config.slug, client.client_id)

@@ -171,7 +171,16 @@ class McpTool:
                     raise
                 result = await self.server.call(self.original_name, args, call_timeout=timeout, on_progress=on_progress)
         except McpCallError as exc:
-            return ToolResult(result=f"The MCP tool call failed: {exc.message}", is_error=True)
+            text = f"The MCP tool call failed: {exc.message}"
+            server = self.server
+            if server.http_error_status == 403 and server.scope_challenge:
+                # A step-up the user must do in a browser: say which scopes, so an admin can add
+                # them to the server's OAuth scopes and the user can connect again.
+                text += (
+                    f" The server requires the OAuth scope(s) {server.scope_challenge!r}, which the user's sign-in "
+                    "did not grant: an admin can add them to the server's OAuth scopes, then the user connects again."
+                )
+            return ToolResult(result=text, is_error=True)
         finally:
             metrics.MCP_CALL_SECONDS.labels(self.server.config.slug).observe(time.monotonic() - started)
         converted = await convert_result(

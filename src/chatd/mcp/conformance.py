@@ -26,11 +26,15 @@ from chatd.mcp import oauth
 from chatd.mcp.config import OAuthToken, connection_headers
 from chatd.mcp.connection import ServerConnection
 from chatd.mcp.errors import McpAuthError, McpError
+from chatd.mcp.oauth import merge_scopes
 
 log = logging.getLogger(__name__)
 
 # A loopback redirect nobody listens on: the code is read from the Location header.
 REDIRECT_URI = "http://127.0.0.1:3000/callback"
+# The client's metadata document (SEP-991) as the suite knows it: its authorization server
+# expects this id and does not fetch it. chatd itself serves its document under CHATD_PUBLIC_URL.
+CLIENT_METADATA_URL = "https://conformance-test.local/client-metadata.json"
 CONNECT_TIMEOUT = 10.0
 CALL_TIMEOUT = 10.0
 
@@ -56,17 +60,20 @@ async def run_scenario(url: str, scenario: Scenario) -> None:
     Raises McpError when the server cannot be used; the CLI maps that to exit status 1.
     """
     token: OAuthToken | None = None
+    granted: str | None = None
     if scenario.name.startswith("auth/"):
-        token = await _authorize(url, scenario)
+        token, granted = await _authorize(url, scenario)
     try:
         await _use(url, scenario, token)
-    except McpAuthError:
+    except McpAuthError as exc:
         if not scenario.name.startswith("auth/"):
             raise
-        # Step-up: the server wants a token for more (or other) scopes; discovery reads the
-        # scope from the new WWW-Authenticate challenge. One retry only: a server that keeps
-        # refusing must not make the client loop (auth/scope-retry-limit).
-        token = await _authorize(url, scenario)
+        # Step-up: the server wants a token for more scopes. A 403 insufficient_scope names them
+        # (ask for those plus what was granted); without one, discovery reads the new challenge.
+        # One retry only: a server that keeps refusing must not make the client loop
+        # (auth/scope-retry-limit).
+        wanted = merge_scopes(granted, exc.required_scope) if exc.required_scope else None
+        token, _ = await _authorize(url, scenario, wanted)
         await _use(url, scenario, token)
 
 
@@ -98,26 +105,31 @@ async def _use(url: str, scenario: Scenario, token: OAuthToken | None) -> None:
             except McpError as exc:
                 # A 403 on a call (insufficient_scope) surfaces as a call error; the hook kept the status.
                 if conn.http_error_status in (401, 403):
-                    raise McpAuthError("the server refused the token", conn.http_error_status) from exc
+                    raise McpAuthError("the server refused the token", conn.http_error_status, conn.scope_challenge) from exc
                 raise
         if conn.http_error_status in (401, 403):
-            raise McpAuthError("the server refused the token", conn.http_error_status)
+            raise McpAuthError("the server refused the token", conn.http_error_status, conn.scope_challenge)
     finally:
         await conn.aclose()
 
 
-async def _authorize(url: str, scenario: Scenario) -> OAuthToken:
+async def _authorize(url: str, scenario: Scenario, scopes: str | None = None) -> tuple[OAuthToken, str | None]:
+    """A token, and the scopes asked for (`scopes`, else what discovery suggests)."""
     settings = OAuth2Settings(
         client_id=scenario.text("client_id"), client_secret=scenario.text("client_secret")
     )
     now = datetime.now(UTC)
     async with oauth.new_http_client() as http:
         server = await oauth.discover(http, url, settings, legacy_fallback=True)
-        scopes = server.default_scopes
+        scopes = scopes or server.default_scopes
         if scenario.name.startswith("auth/client-credentials"):
-            return await _client_credentials(http, server, scenario, scopes, now)
-        client = oauth.configured_client(settings, server) or await oauth.register_client(
-            http, server, REDIRECT_URI, scopes
+            return await _client_credentials(http, server, scenario, scopes, now), scopes
+        if (id_token := scenario.text("idp_id_token")) is not None:
+            return await _cross_app_access(http, server, url, scenario, id_token, scopes, now), scopes
+        client = (
+            oauth.configured_client(settings, server)
+            or oauth.metadata_document_client(server, CLIENT_METADATA_URL)
+            or await oauth.register_client(http, server, REDIRECT_URI, scopes)
         )
         pkce = oauth.Pkce.generate()
         state = uuid.uuid4().hex
@@ -134,7 +146,7 @@ async def _authorize(url: str, scenario: Scenario) -> OAuthToken:
             redirect_uri=REDIRECT_URI,
             resource=server.resource,
         )
-        return grant.to_token(now)
+        return grant.to_token(now), scopes
 
 
 async def _client_credentials(
@@ -162,6 +174,32 @@ async def _client_credentials(
         grant = await oauth.client_credentials(
             http, server.token_endpoint, client, scopes=scopes, resource=server.resource
         )
+    return grant.to_token(now)
+
+
+async def _cross_app_access(
+    http: httpx2.AsyncClient,
+    server: oauth.AuthServer,
+    url: str,
+    scenario: Scenario,
+    id_token: str,
+    scopes: str | None,
+    now: datetime,
+) -> OAuthToken:
+    """SEP-990: the ID token the user got from their identity provider, exchanged there for an
+    ID-JAG, then at the MCP server's authorization server for an access token."""
+    idp_endpoint = scenario.text("idp_token_endpoint")
+    if idp_endpoint is None:
+        raise McpError("cross-app access scenario without idp_token_endpoint in MCP_CONFORMANCE_CONTEXT")
+    idp_client = oauth.ClientRegistration(scenario.text("idp_client_id") or "chatd")
+    jag = await oauth.identity_assertion_grant(
+        http, idp_endpoint, idp_client, id_token=id_token, audience=server.issuer or server.token_endpoint,
+        resource=server.resource or url, scopes=scopes,
+    )
+    client = oauth.configured_client(
+        OAuth2Settings(client_id=scenario.text("client_id"), client_secret=scenario.text("client_secret")), server
+    ) or oauth.ClientRegistration(scenario.text("client_id") or "chatd")
+    grant = await oauth.jwt_bearer(http, server.token_endpoint, client, assertion=jag, scopes=scopes)
     return grant.to_token(now)
 
 

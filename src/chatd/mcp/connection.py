@@ -27,6 +27,7 @@ import httpx2
 import mcp_types as types
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp import Client
+from mcp.client.auth.utils import extract_scope_from_www_auth
 from mcp.client.extension import advertise
 from mcp.client.session import IncomingMessage
 from mcp.client.sse import sse_client
@@ -121,6 +122,7 @@ class ServerConnection:
         # Set by the httpx2 response hook: the SDK reports a 401 as a nested exception group
         # with the status lost, so the hook is how a connect failure is told apart as auth.
         self.http_error_status: int | None = None
+        self.scope_challenge: str | None = None
         self._send: MemoryObjectSendStream[_CallRequest]
         self._receive: MemoryObjectReceiveStream[_CallRequest]
         self._send, self._receive = anyio.create_memory_object_stream[_CallRequest](math.inf)
@@ -355,6 +357,8 @@ class ServerConnection:
         async def on_response(response: httpx2.Response) -> None:
             if response.status_code in (401, 403):
                 self.http_error_status = response.status_code
+                # RFC 6750: the challenge may name the scopes needed (a 403 insufficient_scope).
+                self.scope_challenge = extract_scope_from_www_auth(response) or self.scope_challenge
             elif response.status_code == 404 and response.request.headers.get("mcp-session-id"):
                 # The server no longer knows our session (restarted, or expired it): this request
                 # was not processed, and every later one would get the same answer. The SDK posts

@@ -20,9 +20,11 @@ class McpAuthError(McpConnectError):
 
     code = "mcp_unauthorized"
 
-    def __init__(self, message: str, status: int = 401) -> None:
+    def __init__(self, message: str, status: int = 401, required_scope: str | None = None) -> None:
         super().__init__(message, {"status": status})
         self.status = status
+        # A 403 `insufficient_scope` challenge names the scopes the request needs (step-up).
+        self.required_scope = required_scope
 
 
 class McpCallError(McpError):

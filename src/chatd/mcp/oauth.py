@@ -80,6 +80,8 @@ class AuthServer:
     resource: str | None = None
     # The scopes to ask for when the config names none (PRM, then WWW-Authenticate).
     default_scopes: str | None = None
+    # The server accepts an https URL naming the client's metadata document as client_id (SEP-991).
+    client_id_metadata_documents: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +187,7 @@ async def discover(
         token_endpoint=token,
         registration_endpoint=registration,
         token_auth_methods=tuple(asm.token_endpoint_auth_methods_supported or ()) if asm else (),
+        client_id_metadata_documents=bool(asm and asm.client_id_metadata_document_supported),
         resource=resource,
         default_scopes=default_scopes,
     )
@@ -305,6 +308,28 @@ async def register_client(
     return ClientRegistration(info.client_id, info.client_secret, method)
 
 
+def metadata_document_client(server: AuthServer, document_url: str | None) -> ClientRegistration | None:
+    """Client ID Metadata Documents (SEP-991): when the authorization server accepts them, the
+    client's id is the https URL of its metadata document (`client_metadata_document`) and no
+    registration is needed. A public client: no secret, PKCE only."""
+    if not server.client_id_metadata_documents or not document_url or not document_url.startswith("https://"):
+        return None
+    return ClientRegistration(document_url, None, "none")
+
+
+def client_metadata_document(document_url: str, redirect_uri: str) -> dict[str, Any]:
+    """The document served at `document_url`: its own URL as client_id, what registration sends."""
+    return {
+        "client_id": document_url,
+        "client_name": CLIENT_NAME,
+        "redirect_uris": [redirect_uri],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none",
+        "application_type": "web",
+    }
+
+
 def configured_client(settings: OAuth2Settings, server: AuthServer | None) -> ClientRegistration | None:
     """The client the admin configured, if any (it wins over dynamic registration)."""
     if not settings.client_id:
@@ -396,6 +421,51 @@ async def client_credentials(
         data["client_assertion_type"] = JWT_BEARER_ASSERTION
         data["client_assertion"] = client_assertion
     return await _token_request(http, token_endpoint, client, data, resource)
+
+
+# Cross-app access (SEP-990, "Enterprise-managed authorization"): the user's identity provider
+# turns their ID token into an identity assertion grant for one resource (RFC 8693 token
+# exchange), which the MCP server's authorization server takes as a JWT bearer grant (RFC 7523).
+TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"
+ID_JAG_TYPE = "urn:ietf:params:oauth:token-type:id-jag"
+
+
+async def identity_assertion_grant(
+    http: httpx2.AsyncClient,
+    idp_token_endpoint: str,
+    idp_client: ClientRegistration,
+    *,
+    id_token: str,
+    audience: str,
+    resource: str,
+    scopes: str | None = None,
+) -> str:
+    """Exchange the user's ID token at their identity provider for an ID-JAG naming `audience`
+    (the MCP server's authorization server) and `resource` (the MCP server)."""
+    data = {
+        "grant_type": TOKEN_EXCHANGE_GRANT,
+        "subject_token": id_token,
+        "subject_token_type": ID_TOKEN_TYPE,
+        "requested_token_type": ID_JAG_TYPE,
+        "audience": audience,
+    }
+    if scopes:
+        data["scope"] = scopes
+    # The answer's access_token is the ID-JAG (token_type N_A: it is no access token).
+    return (await _token_request(http, idp_token_endpoint, idp_client, data, resource)).access_token
+
+
+async def jwt_bearer(
+    http: httpx2.AsyncClient, token_endpoint: str, client: ClientRegistration, *, assertion: str, scopes: str | None = None
+) -> TokenGrant:
+    """An access token for an assertion (RFC 7523 §2.1), e.g. an ID-JAG; the client still
+    authenticates (its secret, or none for a public client)."""
+    data = {"grant_type": JWT_BEARER_GRANT, "assertion": assertion}
+    if scopes:
+        data["scope"] = scopes
+    return await _token_request(http, token_endpoint, client, data, None)
 
 
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -501,3 +571,13 @@ def _error_reason(response: httpx2.Response) -> str:
 
 def _transport_reason(exc: httpx2.HTTPError) -> str:
     return type(exc).__name__
+
+
+def merge_scopes(*scopes: str | None) -> str | None:
+    """The union of space-separated scope strings, in first-seen order (a step-up asks for what
+    it had plus what the challenge names, RFC 6750 §3.1 `insufficient_scope`)."""
+    seen: dict[str, None] = {}
+    for value in scopes:
+        for scope in (value or "").split():
+            seen.setdefault(scope, None)
+    return " ".join(seen) or None
