@@ -72,6 +72,7 @@ from chatd.mcp import (
     ToolInfo,
     call_app_tool,
     list_tools_check,
+    oauth,
     read_app_view,
 )
 from chatd.mcp.authorization import McpAuthorization
@@ -458,6 +459,10 @@ class ChatService:
         """Begin the caller's browser authorization; returns the URL to open."""
         config = await self.get_mcp_server(actor, server_id)
         return await self.mcp_auth.start(config, actor.id, redirect_uri, client_metadata_url=client_metadata_url)
+
+    def mcp_oauth_client_metadata(self, document_url: str, redirect_uri: str) -> dict[str, Any]:
+        """chatd's OAuth Client ID Metadata Document, served at `document_url` (public, no secret)."""
+        return oauth.client_metadata_document(document_url, redirect_uri)
 
     async def finish_mcp_oauth(self, *, state: str, code: str | None, error: str | None) -> McpServerConfig:
         """The authorization server's redirect: the state names (and authenticates) the user."""

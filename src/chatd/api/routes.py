@@ -83,7 +83,6 @@ from chatd.domain.actions import Answer, ClientTool, Decision
 from chatd.domain.config import ModelOptions, Pricing
 from chatd.domain.mcp import McpUserToken
 from chatd.errors import ChatdError, InvalidInput, NotFound, PayloadTooLarge
-from chatd.mcp import oauth
 from chatd.service import ProviderCheck
 from chatd.settings import Settings
 
@@ -401,7 +400,7 @@ CLIENT_METADATA_PATH = "/mcp-servers/oauth/client-metadata.json"
     tags=["mcp"],
     responses={404: {"description": "chatd has no public https URL (`CHATD_PUBLIC_URL`), so it has no such document."}},
 )
-async def mcp_oauth_client_metadata(settings: AppSettings) -> JSONResponse:
+async def mcp_oauth_client_metadata(svc: Service, settings: AppSettings) -> JSONResponse:
     """chatd's OAuth Client ID Metadata Document (SEP-991). Authorization servers that accept
     these fetch it when chatd uses its URL as client_id, instead of chatd registering itself. No
     bearer token: it is public, and holds no secret."""
@@ -409,7 +408,7 @@ async def mcp_oauth_client_metadata(settings: AppSettings) -> JSONResponse:
     if url is None:
         raise NotFound("chatd has no public https URL, so it has no client metadata document.")
     callback = settings.public_url.rstrip("/") + "/api/v1/mcp-servers/oauth/callback"
-    return JSONResponse(oauth.client_metadata_document(url, callback), headers={"Cache-Control": "public, max-age=3600"})
+    return JSONResponse(svc.mcp_oauth_client_metadata(url, callback), headers={"Cache-Control": "public, max-age=3600"})
 
 
 def _client_metadata_url(settings: Settings) -> str | None:
