@@ -114,7 +114,7 @@ async def build(settings: Settings, *, clock: Clock | None = None, run_migration
     service = ChatService(db, hub, pubsub, box, clock, settings)
     config = ConfigCache(db, box, pubsub, ttl=settings.config_cache_ttl)
     await config.start()
-    mcp_sessions = McpSessions(db, box, pubsub, settings)
+    mcp_sessions = McpSessions(db, box, pubsub, settings, clock)
     await mcp_sessions.start()
     # MCP Apps' requests (views, tools/call from a view) share the turns' warm connections.
     service.mcp_pool = mcp_sessions.pool

@@ -24,6 +24,7 @@ from chatd.domain.changes import (
     ChatCreated,
     ConfigChanged,
     HistoryReplaced,
+    McpServerReachable,
     MessagesAdded,
     QueueChanged,
     StatusChanged,
@@ -54,7 +55,9 @@ from chatd.domain.events import StreamEvent
 from chatd.domain.mcp import (
     McpAuthType,
     McpAvailability,
+    McpHealth,
     McpServerConfig,
+    McpStatusView,
     McpTransport,
     McpUserToken,
     OAuth2GrantType,
@@ -113,6 +116,11 @@ class McpToolsCheck:
     needs_authorization: bool = False
     # The server is disabled: no chat uses it, whatever the connection found.
     disabled: bool = False
+
+
+def _user_oauth(config: McpServerConfig) -> bool:
+    """Each user authorizes in a browser: a 401 is that user's, not the server's, problem."""
+    return config.auth_type == McpAuthType.OAUTH2 and config.oauth2.grant_type == OAuth2GrantType.AUTHORIZATION_CODE
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,6 +438,28 @@ class ChatService:
         await self.get_mcp_server(actor, server_id)
         await mcp_store.delete_token(self.db, server_id, actor.id)
 
+    async def mcp_statuses(self, actor: User, servers: list[McpServerConfig]) -> dict[uuid.UUID, McpStatusView]:
+        """Each server's last known health (any replica's), and whether the caller still has to
+        connect an OAuth2 server in the browser."""
+        known = await mcp_store.statuses(self.db, [s.id for s in servers])
+        tokens = await mcp_store.servers_with_token(self.db, actor.id) if any(map(_user_oauth, servers)) else set()
+        return {s.id: McpStatusView(known.get(s.id), _user_oauth(s) and s.id not in tokens) for s in servers}
+
+    async def _record_check(self, config: McpServerConfig, check: McpToolsCheck) -> None:
+        """A check is an attempt like a turn's: it updates the server's status, except when one
+        user's OAuth grant was refused, which says nothing about the server."""
+        if check.error is None:
+            health, reason = McpHealth.CONNECTED, None
+            # Turns that skipped it after a failure need not wait out their retry interval.
+            await self.outbox.publish([McpServerReachable(config.id)])
+        elif isinstance(check.error, McpAuthError):
+            if _user_oauth(config):
+                return
+            health, reason = McpHealth.UNAUTHORIZED, check.error.message
+        else:
+            health, reason = McpHealth.FAILING, check.error.message
+        await mcp_store.record_status(self.db, self.clock.now(), config.id, health, reason)
+
     async def check_mcp_tools(self, actor: User, server_id: uuid.UUID) -> McpToolsCheck:
         """Connect now, as the caller (their OAuth2 token, refreshed when due and after a 401).
         A disabled server (admins only reach it) is still connected, so it can be tested before
@@ -447,11 +477,13 @@ class ChatService:
                     raise
                 tools = await list_tools_check(config, newer, **timeouts)
         except McpAuthError as exc:
-            user_flow = config.auth_type == McpAuthType.OAUTH2 and config.oauth2.grant_type == OAuth2GrantType.AUTHORIZATION_CODE
-            return McpToolsCheck([], exc, needs_authorization=user_flow, disabled=disabled)
+            check = McpToolsCheck([], exc, needs_authorization=_user_oauth(config), disabled=disabled)
         except McpConnectError as exc:
-            return McpToolsCheck([], exc, disabled=disabled)
-        return McpToolsCheck(tools, disabled=disabled)
+            check = McpToolsCheck([], exc, disabled=disabled)
+        else:
+            check = McpToolsCheck(tools, disabled=disabled)
+        await self._record_check(config, check)
+        return check
 
     async def start_mcp_oauth(
         self, actor: User, server_id: uuid.UUID, redirect_uri: str, *, client_metadata_url: str | None = None

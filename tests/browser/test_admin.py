@@ -209,3 +209,39 @@ def test_an_admin_creates_edits_deprecates_and_deletes_a_template(page: Page, ch
     expect(page.get_by_role("status").filter(has_text="Deleted the template pyproj")).to_be_visible()
     expect(page.get_by_role("row").filter(has_text="pyproj")).to_have_count(0)
     assert chatd.api("GET", f"/templates/{saved[0]['id']}").status_code == 404
+
+
+def test_mcp_servers_show_their_status_to_the_admin_and_a_member_sees_which_is_unreachable(page: Page, chatd: Chatd, browser: Browser) -> None:
+    working = chatd.add_mcp_server("status-ok", availability="default_off")
+    down = chatd.ok("POST", "/mcp-servers", json={
+        "slug": "status-down", "display_name": "Down server", "url": "http://127.0.0.1:9/mcp", "availability": "default_off",
+    })
+    try:
+        sign_in(page, chatd)
+        page.get_by_role("link", name="MCP servers").click()
+        card = page.get_by_role("listitem", name="Down server")
+        expect(card.get_by_text("not tried yet")).to_be_visible()
+        card.get_by_role("button", name="Test Down server").click()
+        # The check is recorded: the card says the server fails, when, and why (admins only).
+        expect(card.get_by_text("failing", exact=True)).to_be_visible(timeout=30_000)
+        expect(card.get_by_role("note")).to_contain_text("Last error")
+        expect(card.get_by_role("note")).to_contain_text("cannot connect")
+        ok_card = page.get_by_role("listitem", name="Test tools")
+        ok_card.get_by_role("button", name="Test Test tools").click()
+        expect(ok_card.get_by_text("connected", exact=True)).to_be_visible(timeout=30_000)
+
+        # A member choosing servers for a chat sees that one is not reachable now, but not why.
+        member = browser.new_page()
+        try:
+            sign_in(member, chatd, chatd.member("status-viewer"))
+            member.get_by_role("link", name="New chat").click()
+            member.get_by_text(re.compile(r"^Tools: ")).click()
+            down_row = member.locator(".server").filter(has_text="Down server")
+            expect(down_row.get_by_text("(not reachable now)")).to_be_visible()
+            expect(member.locator(".server").filter(has_text="Test tools").get_by_text("(not reachable now)")).to_have_count(0)
+            expect(member.get_by_text("cannot connect")).to_have_count(0)
+        finally:
+            member.close()
+    finally:
+        for s in (working, down):
+            chatd.ok("DELETE", f"/mcp-servers/{s['id']}")

@@ -24,7 +24,7 @@ from mcp_test_servers import (
     serve,
 )
 
-from chatd.domain.mcp import McpServerConfig
+from chatd.domain.mcp import McpHealth, McpServerConfig
 from chatd.domain.tools import Tool, ToolResult
 from chatd.mcp import connect_all
 from chatd.mcp.pool import McpPool, McpUnavailable, ServerHealth
@@ -423,7 +423,7 @@ async def test_a_down_server_costs_one_attempt_per_interval_with_backoff(clock: 
             await turn(pool, config, user=uuid.uuid4(), errors=errors)
             assert counter.requests == 3 * attempt
         await asyncio.sleep(0)
-        assert [h.state for _, h in health.seen] == ["failing"] * 3
+        assert [h.state for _, h in health.seen] == [McpHealth.FAILING] * 3
     finally:
         await pool.close()
 
@@ -442,7 +442,7 @@ async def test_a_server_that_comes_back_is_used_after_the_interval(clock: Clock)
             names, _ = await turn(pool, config, errors=errors)
             assert "later__echo" in names and server.counter.sessions == 1
         await asyncio.sleep(0)
-        assert [h.state for _, h in health.seen] == ["failing", "connected"]
+        assert [h.state for _, h in health.seen] == [McpHealth.FAILING, McpHealth.CONNECTED]
         assert health.seen[0][1].reason == errors[0]
     finally:
         await pool.close()

@@ -15,7 +15,9 @@ import pytest
 
 from chatd.domain.chat import ChatStatus, Role
 from chatd.domain.events import MessagePartEvent, StatusEvent
+from chatd.domain.mcp import McpHealth
 from chatd.domain.parts import NoticePart, TextPart, ToolResultPart
+from chatd.store import mcp_servers as mcp_store
 from tests.fakes.llm_server import Reply, ToolCall
 from tests.mcp.mcp_test_servers import ServerState, build_server, free_port, serve
 from tests.worker.conftest import Rig, collect
@@ -114,3 +116,79 @@ async def test_a_chats_stdio_server_process_serves_all_its_turns_and_an_admins_e
     await rig.app.service.send_message(rig.people.alice.user, chat.id, content=[TextPart(text="echo four")])
     await rig.run()
     assert len(starts()) == 2
+
+
+async def test_a_turn_records_a_failing_server_and_its_recovery_for_the_status_pages(
+    rig: Rig, mcp_server: tuple[str, ServerState]
+) -> None:
+    url, _state = mcp_server
+    port = free_port()
+    server = await add_server(rig, "later", f"http://127.0.0.1:{port}/mcp")
+
+    async def health() -> McpHealth | None:
+        async with asyncio.timeout(10):
+            while (known := await mcp_store.statuses(rig.app.db, [server.id])).get(server.id) is None:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        return known[server.id].state
+
+    rig.llm.script(Reply(text="fine without it"))
+    chat = await rig.chat("hi", mcp_server_ids=[server.id])
+    await rig.run()
+    assert await health() is McpHealth.FAILING
+    # The admin points it at a server that works: the edit retires the pool's negative entry too.
+    await rig.app.service.update_mcp_server(rig.people.admin.user, server.id, {"url": url})
+    rig.llm.script(Reply(text="now with it"))
+    await rig.app.service.send_message(rig.people.alice.user, chat.id, content=[TextPart(text="again")])
+    await rig.run()
+    async with asyncio.timeout(10):
+        while await health() is not McpHealth.CONNECTED:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    assert any(t.startswith("later__") for t in offered_tools(rig, 1))
+
+
+async def test_a_disabled_server_the_chat_chose_is_named_in_the_chat_and_to_the_model(
+    rig: Rig, mcp_server: tuple[str, ServerState]
+) -> None:
+    url, state = mcp_server
+    server = await add_server(rig, "calc", url)
+    rig.llm.script(Reply(text="ok"))
+    chat = await rig.chat("hi", mcp_server_ids=[server.id])
+    await rig.run()
+    await rig.app.service.update_mcp_server(rig.people.admin.user, server.id, {"enabled": False})
+
+    # History makes the model call the tool it used before; the answer says why it is gone.
+    rig.llm.script(Reply(tool_calls=[ToolCall("c1", "calc__add", {"a": 1, "b": 2})]), Reply(text="it is off"))
+    await rig.app.service.send_message(rig.people.alice.user, chat.id, content=[TextPart(text="add 1 and 2")])
+    after = (await rig.messages(chat.id))[-1].id
+    events = asyncio.create_task(collect(rig.app, chat.id, lambda e: isinstance(e, StatusEvent) and e.status is ChatStatus.WAITING, after_id=after))
+    await asyncio.sleep(0.05)
+    await rig.run()
+    notices = [e.part for e in await events if isinstance(e, MessagePartEvent) and isinstance(e.part, NoticePart)]
+    assert len(notices) == 1 and notices[0].source == "calc" and "disabled" in notices[0].text
+    system = " ".join(str(m["content"]) for m in rig.llm.requests[1].body["messages"] if m["role"] == "system")
+    assert "Calc (calc): an admin disabled it" in system
+    [result] = [p for m in await rig.messages(chat.id) if m.role is Role.TOOL for p in m.content if isinstance(p, ToolResultPart)]
+    assert result.is_error and "Calc (calc) is unavailable this turn: an admin disabled it" in json.dumps(result.result)
+    assert state.calls == []
+
+
+async def test_an_admins_successful_check_lets_the_next_turn_retry_a_failed_server_at_once(rig: Rig) -> None:
+    rig.app.mcp_sessions.pool.retry_initial = 600  # no retry within this test but the forced one
+    port = free_port()
+    server = await add_server(rig, "back", f"http://127.0.0.1:{port}/mcp")
+    rig.llm.script(Reply(text="without it"))
+    chat = await rig.chat("hi", mcp_server_ids=[server.id])
+    await rig.run()
+    assert not any(t.startswith("back__") for t in offered_tools(rig, 0))
+    with serve(build_server().streamable_http_app(), port=port):
+        # Within the retry interval the server is skipped without an attempt...
+        rig.llm.script(Reply(text="still without"))
+        await rig.app.service.send_message(rig.people.alice.user, chat.id, content=[TextPart(text="again")])
+        await rig.run()
+        assert not any(t.startswith("back__") for t in offered_tools(rig, 1))
+        # ...until an admin's check reaches it.
+        assert (await rig.app.service.check_mcp_tools(rig.people.admin.user, server.id)).error is None
+        rig.llm.script(Reply(text="with it"))
+        await rig.app.service.send_message(rig.people.alice.user, chat.id, content=[TextPart(text="and now")])
+        await rig.run()
+        assert any(t.startswith("back__") for t in offered_tools(rig, 2))

@@ -287,7 +287,8 @@ async def list_mcp_servers(
     key = lambda s: (s.display_name, s.slug)  # noqa: E731
     rows, nxt = page(await svc.list_mcp_servers(user), key, limit, decode_cursor(before, (str, str)))
     set_next(request, response, nxt)
-    return [McpServerOut.of(s, admin=user.is_admin) for s in rows]
+    status = await svc.mcp_statuses(user, rows)
+    return [McpServerOut.of(s, admin=user.is_admin, status=status[s.id]) for s in rows]
 
 
 @router.post("/mcp-servers", status_code=201, tags=["mcp"], responses=errors(403, 409))
@@ -295,12 +296,14 @@ async def create_mcp_server(body: McpServerIn, user: CurrentUser, svc: Service) 
     fields: dict[str, Any] = body.model_dump()
     if body.oauth2 is None:
         fields.pop("oauth2")
-    return McpServerOut.of(await svc.create_mcp_server(user, fields), admin=True)
+    server = await svc.create_mcp_server(user, fields)
+    return McpServerOut.of(server, admin=True, status=(await svc.mcp_statuses(user, [server]))[server.id])
 
 
 @router.get("/mcp-servers/{server_id}", tags=["mcp"])
 async def get_mcp_server(server_id: uuid.UUID, user: CurrentUser, svc: Service) -> McpServerOut:
-    return McpServerOut.of(await svc.get_mcp_server(user, server_id), admin=user.is_admin)
+    server = await svc.get_mcp_server(user, server_id)
+    return McpServerOut.of(server, admin=user.is_admin, status=(await svc.mcp_statuses(user, [server]))[server.id])
 
 
 @router.patch("/mcp-servers/{server_id}", tags=["mcp"], responses=errors(403, 409))
@@ -308,7 +311,8 @@ async def update_mcp_server(server_id: uuid.UUID, body: McpServerPatch, user: Cu
     fields = body.model_dump(exclude_unset=True)
     if body.oauth2 is not None:
         fields["oauth2"] = body.oauth2.model_dump(exclude_unset=True)
-    return McpServerOut.of(await svc.update_mcp_server(user, server_id, fields), admin=True)
+    server = await svc.update_mcp_server(user, server_id, fields)
+    return McpServerOut.of(server, admin=True, status=(await svc.mcp_statuses(user, [server]))[server.id])
 
 
 @router.delete("/mcp-servers/{server_id}", status_code=204, tags=["mcp"], responses=errors(403))

@@ -14,7 +14,9 @@ from chatd.domain.config import ApiToken, ModelConfigRecord, ProviderRecord, Use
 from chatd.domain.mcp import (
     McpAuthType,
     McpAvailability,
+    McpHealth,
     McpServerConfig,
+    McpStatusView,
     McpTransport,
     OAuth2GrantType,
 )
@@ -460,10 +462,12 @@ class McpServerOut(_Out):
     approval_overrides: dict[str, ApprovalPolicy]
     created_at: datetime
     updated_at: datetime
+    status: McpServerStatusOut
 
     @classmethod
-    def of(cls, s: McpServerConfig, *, admin: bool) -> McpServerOut:
+    def of(cls, s: McpServerConfig, *, admin: bool, status: McpStatusView | None = None) -> McpServerOut:
         return cls(
+            status=McpServerStatusOut.of(status or McpStatusView(None, False), admin=admin),
             id=s.id, slug=s.slug, display_name=s.display_name, description=s.description,
             url=s.url if admin else None, transport=s.transport.value if admin else None,
             command=s.command if admin else None, args=list(s.args) if admin else None,
@@ -480,6 +484,37 @@ class McpServerOut(_Out):
             connect_timeout_s=s.connect_timeout_s if admin else None, call_timeout_s=s.call_timeout_s if admin else None,
             approval=s.approval, approval_overrides=dict(s.approval_overrides),
             created_at=s.created_at, updated_at=s.updated_at,
+        )
+
+
+class McpServerStatusOut(_Out):
+    """What the last attempt to reach the server said, on any replica: a turn connecting, or a
+    check (`GET /mcp-servers/{id}/tools`)."""
+
+    state: Literal["unknown", "connected", "failing", "unauthorized"] = Field(
+        description="`unknown`: nothing tried since the server was created. `failing`: unreachable, timed out, "
+        "refused or answered garbage. `unauthorized`: HTTP 401/403 to the server's own credentials (API key, "
+        "headers, client credentials); one user's missing or expired OAuth sign-in never counts here, see "
+        "`needs_authorization`."
+    )
+    reason: str | None = Field(description="Admins only: why the last attempt failed (URLs redacted, never a secret).")
+    last_error_at: datetime | None
+    last_connected_at: datetime | None
+    checked_at: datetime | None = Field(description="When the state was last recorded.")
+    needs_authorization: bool = Field(
+        description="For the caller: an OAuth2 server they have not connected yet (`POST /mcp-servers/{id}/oauth/start`)."
+    )
+
+    @classmethod
+    def of(cls, view: McpStatusView, *, admin: bool) -> McpServerStatusOut:
+        h = view.health
+        if h is None:
+            return cls(state="unknown", reason=None, last_error_at=None, last_connected_at=None, checked_at=None,
+                       needs_authorization=view.needs_authorization)
+        return cls(
+            state=h.state.value, reason=h.reason if admin and h.state is not McpHealth.CONNECTED else None,
+            last_error_at=h.last_error_at, last_connected_at=h.last_connected_at, checked_at=h.updated_at,
+            needs_authorization=view.needs_authorization,
         )
 
 

@@ -218,6 +218,13 @@ class ConfigChanged(_Change):
     """A provider, model config, MCP server or user changed: replicas drop their cached copies."""
 
 
+@dataclass(frozen=True, slots=True)
+class McpServerReachable(_Change):
+    """An MCP server answered a check: replicas that remember it failing try it again at once."""
+
+    server_id: uuid.UUID
+
+
 Change = (
     MessagesAdded
     | HistoryReplaced
@@ -232,6 +239,7 @@ Change = (
     | TitleChanged
     | WorkAvailable
     | ConfigChanged
+    | McpServerReachable
 )
 
 

@@ -116,3 +116,30 @@ class McpUserToken:
     refresh_token: str | None
     token_type: str
     expires_at: datetime | None
+
+
+class McpHealth(enum.StrEnum):
+    """What the last attempt to reach a server said (any replica, any user but OAuth ones)."""
+
+    CONNECTED = "connected"
+    FAILING = "failing"  # unreachable, timed out, refused, a bad answer
+    UNAUTHORIZED = "unauthorized"  # 401/403 to the server's own credentials (not a user's token)
+
+
+@dataclass(frozen=True, slots=True)
+class McpServerStatus:
+    server_id: uuid.UUID
+    state: McpHealth
+    reason: str | None
+    last_error_at: datetime | None
+    last_connected_at: datetime | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class McpStatusView:
+    """A server's status as one caller sees it."""
+
+    health: McpServerStatus | None  # None: no attempt recorded yet
+    # An OAuth2 (authorization code) server the caller has not connected in the browser.
+    needs_authorization: bool

@@ -537,7 +537,8 @@ class _Turn:
 
         tool = self.tools.get(call.tool_name)
         if tool is None:
-            return error(f"Tool not found: {call.tool_name}")
+            explain = self.options.explain_missing_tool
+            return error((explain(call.tool_name) if explain else None) or f"Tool not found: {call.tool_name}")
         args, invalid = call_args(call)
         if invalid is not None:
             return error(invalid)

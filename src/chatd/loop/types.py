@@ -194,6 +194,8 @@ class TurnOptions:
     tool_outputs: ToolOutputs | None = None
     # Images in tool results go to the model (None: tool results are sent as stored, no images).
     tool_images: ToolImages | None = None
+    # Why a tool the model called is not there (its MCP server is down this turn), if known.
+    explain_missing_tool: Callable[[str], str | None] | None = None
 
 
 OutcomeReason = Literal["completed", "interrupted", "lost_ownership", "max_steps", "requires_action"]

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import mcp_types as types
 from jsonschema import exceptions as jsonschema_exceptions  # type: ignore[import-untyped]
@@ -26,8 +26,8 @@ from chatd.domain.tools import Tool, ToolContext, ToolResult
 from chatd.mcp import apps
 from chatd.mcp.config import OAuthToken, connection_headers, redact_url
 from chatd.mcp.connection import ServerConnection
-from chatd.mcp.errors import McpCallError, McpConnectError, McpError, McpSessionLost
-from chatd.mcp.naming import ToolNamer
+from chatd.mcp.errors import McpAuthError, McpCallError, McpConnectError, McpError, McpSessionLost
+from chatd.mcp.naming import SEPARATOR, ToolNamer
 from chatd.mcp.pool import Lease, McpPool
 from chatd.mcp.results import StoreFile, convert_result
 
@@ -64,6 +64,38 @@ def _parameters(schema: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+@dataclass(frozen=True, slots=True)
+class _Definition:
+    description: str
+    parameters: dict[str, Any]  # read only: shared by every turn that uses this listing
+    validator: Validator | None
+
+
+def _definition(server: ServerConnection, tool: types.Tool) -> _Definition:
+    """The tool as the model and the argument check see it, prepared once per listing: checking
+    a schema against its metaschema cost ~2 ms a tool, every turn, once connections were kept."""
+    prepared = server.listing.prepared
+    if (known := prepared.get(tool.name)) is not None and known[0] is tool:
+        return cast(_Definition, known[1])
+    parameters = _parameters(tool.input_schema)
+    validator: Validator | None = None
+    try:
+        cls = jsonschema_validators.validator_for(parameters)
+        cls.check_schema(parameters)
+        validator = cls(parameters)
+    except jsonschema_exceptions.SchemaError as exc:
+        # A broken schema from the server must not make the tool unusable; the server validates.
+        log.warning(
+            "MCP server %s: tool %r has an invalid input schema (%s); arguments are not checked",
+            server.config.slug,
+            tool.name,
+            exc.message,
+        )
+    definition = _Definition(tool.description or tool.title or "", parameters, validator)
+    prepared[tool.name] = (tool, definition)
+    return definition
+
+
 class McpTool:
     """One MCP tool exposed to the model as `slug__tool` (or its sanitised form)."""
 
@@ -77,26 +109,15 @@ class McpTool:
         self._set_definition(tool)
 
     def _set_definition(self, tool: types.Tool) -> None:
-        self._description = tool.description or tool.title or ""
+        definition = _definition(self.server, tool)
+        self._description = definition.description
+        self._parameters = definition.parameters
+        self._validator = definition.validator
         # The server's word that the tool only reads (`readOnlyHint`): an approval policy of
         # `unless_read_only` runs it unasked. A hint, as the spec says; the admin decides to trust it.
         self._read_only = tool.annotations.read_only_hint if tool.annotations is not None else None
-        self._parameters = _parameters(tool.input_schema)
         uri = apps.resource_uri(tool)
         self._app = McpAppLink(server_id=str(self.server.config.id), resource_uri=uri, tool=tool.name) if uri else None
-        self._validator: Validator | None = None
-        try:
-            cls = jsonschema_validators.validator_for(self._parameters)
-            cls.check_schema(self._parameters)
-            self._validator = cls(self._parameters)
-        except jsonschema_exceptions.SchemaError as exc:
-            # A broken schema from the server must not make the tool unusable; the server validates.
-            log.warning(
-                "MCP server %s: tool %r has an invalid input schema (%s); arguments are not checked",
-                self.server.config.slug,
-                tool.name,
-                exc.message,
-            )
 
     @property
     def name(self) -> str:
@@ -247,7 +268,24 @@ class McpConnections:
         self._leases: dict[uuid.UUID, Lease] = {}
         self._namer = ToolNamer()
         self._tools: dict[uuid.UUID, list[McpTool]] = {}
+        # The chat's servers that are not there this turn: slug -> (label, why).
+        self.unavailable: dict[str, tuple[str, str]] = {}
         self._closed = False
+
+    def mark_unavailable(self, config: McpServerConfig, reason: str) -> None:
+        self.unavailable[config.slug] = (config.label, reason)
+
+    def explain_missing(self, tool_name: str) -> str | None:
+        """For a tool the model called that is not offered: the reason, when the name belongs to
+        one of the chat's servers that is unavailable this turn (history from earlier turns makes
+        models call them)."""
+        for slug, (label, reason) in self.unavailable.items():
+            if tool_name.startswith(f"{slug}{SEPARATOR}"):
+                return (
+                    f"The MCP server {label} ({slug}) is unavailable this turn: {reason}. "
+                    "Its tools cannot be called now; tell the user if the task needs them."
+                )
+        return None
 
     # -- tools -----------------------------------------------------------------------------
 
@@ -459,6 +497,13 @@ async def connect_all(
                 raise outcome
             if isinstance(outcome, BaseException):
                 message = outcome.message if isinstance(outcome, McpConnectError) else str(outcome)
+                # The model gets the kind of failure, not the text: a server's error (or its
+                # stderr) is untrusted and has no place in a system prompt. The user sees it.
+                why = "it could not be reached"
+                if isinstance(outcome, McpAuthError):
+                    signed_in = connections._tokens.get(config.id) is not None
+                    why = "it refused the credentials" if signed_in or config.auth_type != McpAuthType.OAUTH2 else "the user has not signed in to it"
+                connections.mark_unavailable(config, why)
                 await _report(on_server_error, config, message)
                 continue
             conn = outcome.connection
@@ -510,9 +555,10 @@ async def list_tools_check(
 
 
 def system_prompt_section(connected: McpConnections) -> str:
-    """A short system-prompt section naming the connected servers, their tools and instructions."""
+    """A short system-prompt section naming the connected servers, their tools and instructions,
+    and the chat's servers that are unavailable this turn (and why)."""
     if not connected.servers:
-        return ""
+        return "\n".join(["## MCP servers", *_unavailable_lines(connected)]) if connected.unavailable else ""
     lines = ["## Connected MCP servers", "Tools from these servers are available this turn:"]
     for server in connected.servers:
         names = ", ".join(t.name for t in connected._tools.get(server.config.id, []))
@@ -522,7 +568,16 @@ def system_prompt_section(connected: McpConnections) -> str:
             lines.append(f'  <server-instructions server="{server.config.slug}">')
             lines.extend(f"  {line}" for line in server.instructions.strip()[:4000].splitlines())
             lines.append("  </server-instructions>")
-    return "\n".join(lines)
+    return "\n".join([*lines, *_unavailable_lines(connected)])
+
+
+def _unavailable_lines(connected: McpConnections) -> list[str]:
+    if not connected.unavailable:
+        return []
+    lines = ["The chat also uses these MCP servers, which are unavailable this turn (their tools cannot be called):"]
+    for slug, (label, reason) in connected.unavailable.items():
+        lines.append(f"- {label} ({slug}): {reason}")
+    return lines
 
 
 # -- MCP Apps: a view's requests, outside any turn --------------------------------------------

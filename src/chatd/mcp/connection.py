@@ -87,6 +87,8 @@ class ListedTools:
     # time.monotonic() after which a 2026-07-28 server's listing is stale (its ttlMs); None for
     # servers that announce changes instead (the listing holds until tools/list_changed).
     expires_at: float | None = None
+    # What the client derived from each tool (schema checks), kept as long as the listing is.
+    prepared: dict[str, tuple[types.Tool, Any]] = field(default_factory=dict)
 
 
 def filter_tools(config: McpServerConfig, tools: list[types.Tool]) -> list[types.Tool]:

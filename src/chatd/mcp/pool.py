@@ -35,17 +35,15 @@ import contextlib
 import contextvars
 import hashlib
 import inspect
-import json
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
 
 from chatd import logs, metrics
-from chatd.domain.mcp import McpServerConfig
+from chatd.domain.mcp import McpHealth, McpServerConfig
 from chatd.mcp.config import OAuthToken, auth_headers, connection_headers
 from chatd.mcp.connection import ServerConnection
 from chatd.mcp.errors import McpAuthError, McpCallError, McpConnectError
@@ -53,7 +51,6 @@ from chatd.mcp.errors import McpAuthError, McpCallError, McpConnectError
 log = logging.getLogger(__name__)
 
 ToolsChanged = Callable[[ServerConnection], None]
-HealthState = Literal["connected", "failing", "unauthorized"]
 
 # A ping is tiny; a server that cannot answer one in this time will not serve a turn either.
 PING_TIMEOUT = 5.0
@@ -75,7 +72,7 @@ class PoolKey:
 class ServerHealth:
     """What the last attempt to reach a server said (reported on changes, for status pages)."""
 
-    state: HealthState
+    state: McpHealth
     reason: str | None = None
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
@@ -95,9 +92,10 @@ class McpUnavailable(McpConnectError):
 
 
 def fingerprint(config: McpServerConfig, headers: dict[str, str]) -> str:
-    """Everything a connection was opened with, hashed (the config holds secrets: never kept)."""
-    data = json.dumps([asdict(config), sorted(headers.items())], default=str, sort_keys=True)
-    return hashlib.sha256(data.encode()).hexdigest()
+    """Everything a connection was opened with, hashed (the config holds secrets: never kept).
+    The dataclass repr names every field; dicts keep insertion order, so an equal config with
+    its headers in another order merely opens a new connection once."""
+    return hashlib.sha256(repr((config, sorted(headers.items()))).encode()).hexdigest()
 
 
 @dataclass(eq=False)
@@ -164,7 +162,7 @@ class McpPool:
         self._entries: dict[PoolKey, _Entry] = {}
         self._retired: set[_Entry] = set()
         self._failures: dict[tuple[uuid.UUID, str], _Failure] = {}
-        self._health: dict[uuid.UUID, HealthState] = {}
+        self._health: dict[uuid.UUID, McpHealth] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
@@ -271,7 +269,7 @@ class McpPool:
         entry.connecting = None
         entry.last_used = self._now()
         self._failures.pop(failure_key, None)
-        self._report(config, ServerHealth("connected"))
+        self._report(config, ServerHealth(McpHealth.CONNECTED))
 
     async def _wait_connected(self, entry: _Entry) -> None:
         task = entry.connecting
@@ -293,9 +291,9 @@ class McpPool:
         if isinstance(error, McpAuthError):
             # One user's missing or expired OAuth grant says nothing about the server.
             if not user_flow:
-                self._report(config, ServerHealth("unauthorized", error.message))
+                self._report(config, ServerHealth(McpHealth.UNAUTHORIZED, error.message))
         else:
-            self._report(config, ServerHealth("failing", error.message))
+            self._report(config, ServerHealth(McpHealth.FAILING, error.message))
 
     def _dead(self, entry: _Entry) -> bool:
         return entry.connecting is None and not entry.conn.connected
@@ -382,6 +380,11 @@ class McpPool:
             if server_ids is None or fkey[0] in server_ids:
                 del self._failures[fkey]
 
+    def forget_failures(self, server_id: uuid.UUID) -> None:
+        """The server answered someone else (an admin's check): the next turn tries it at once."""
+        for fkey in [k for k in self._failures if k[0] == server_id]:
+            del self._failures[fkey]
+
     async def reconcile(self, current: dict[uuid.UUID, McpServerConfig]) -> None:
         """Retire connections whose server is gone, disabled or configured differently now
         (after a config-change hint; the turns' own fingerprints catch the rest)."""
@@ -444,7 +447,7 @@ class McpPool:
     def _report(self, config: McpServerConfig, health: ServerHealth) -> None:
         # Only changes are reported (and a failure's reason, which may change between attempts):
         # a status row is written per change, not per turn.
-        if self._health.get(config.id) == health.state == "connected":
+        if self._health.get(config.id) is health.state is McpHealth.CONNECTED:
             return
         self._health[config.id] = health.state
         if self._on_health is None:

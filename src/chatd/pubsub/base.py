@@ -16,6 +16,8 @@ MAX_PAYLOAD = 7000
 PENDING_CHANNEL = "chatd_pending"
 # A provider, model config, MCP server or user changed: replicas drop their cached copies.
 CONFIG_CHANNEL = "chatd_config"
+# An MCP server answered a check after failing: replicas retry it at once ({"reachable": id}).
+MCP_CHANNEL = "chatd_mcp"
 
 
 def chat_channel(chat_id: uuid.UUID) -> str:

@@ -8,13 +8,16 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from chatd.domain.actions import ApprovalPolicy
 from chatd.domain.mcp import (
     McpAuthType,
     McpAvailability,
+    McpHealth,
     McpServerConfig,
+    McpServerStatus,
     McpTransport,
     McpUserToken,
     OAuth2GrantType,
@@ -24,7 +27,7 @@ from chatd.errors import DuplicateSlug, NotFound
 from chatd.store.chats import remove_mcp_server_from_chats
 from chatd.store.database import Database
 from chatd.store.secrets import SecretBox
-from chatd.store.tables import mcp_servers, mcp_user_tokens
+from chatd.store.tables import mcp_server_status, mcp_servers, mcp_user_tokens
 
 # Fields stored as-is; the secrets and JSON-ish ones are handled explicitly.
 _PLAIN = (
@@ -238,3 +241,55 @@ async def delete_token(db: Database, server_id: uuid.UUID, user_id: uuid.UUID) -
         await conn.execute(
             delete(mcp_user_tokens).where(and_(mcp_user_tokens.c.server_id == server_id, mcp_user_tokens.c.user_id == user_id))
         )
+
+
+# --- health --------------------------------------------------------------------------------------
+
+MAX_REASON_CHARS = 1000
+
+
+async def record_status(
+    db: Database, now: datetime, server_id: uuid.UUID, state: McpHealth, reason: str | None = None
+) -> None:
+    """Upsert the server's health: a failure keeps the last connect time, a connect the last
+    error (so a page can say "failing since …, last worked at …"). A server deleted meanwhile is
+    not an error: there is nothing to report on."""
+    ok = state is McpHealth.CONNECTED
+    values: dict[str, Any] = {"state": state.value, "updated_at": now}
+    if ok:
+        values["last_connected_at"] = now
+    else:
+        values["reason"] = (reason or "")[:MAX_REASON_CHARS] or None
+        values["last_error_at"] = now
+    upsert = postgresql.insert if db.is_postgres else sqlite.insert
+    stmt = upsert(mcp_server_status).values(server_id=server_id, **values)
+    stmt = stmt.on_conflict_do_update(index_elements=[mcp_server_status.c.server_id], set_=values)
+    try:
+        async with db.write() as conn:
+            await conn.execute(stmt)
+    except IntegrityError:
+        pass  # the server was deleted between the attempt and this write
+
+
+async def statuses(db: Database, ids: list[uuid.UUID] | None = None) -> dict[uuid.UUID, McpServerStatus]:
+    query = select(mcp_server_status)
+    if ids is not None:
+        if not ids:
+            return {}
+        query = query.where(mcp_server_status.c.server_id.in_(ids))
+    async with db.read() as conn:
+        rows = (await conn.execute(query)).all()
+    return {
+        r.server_id: McpServerStatus(
+            server_id=r.server_id, state=McpHealth(r.state), reason=r.reason, last_error_at=r.last_error_at,
+            last_connected_at=r.last_connected_at, updated_at=r.updated_at,
+        )
+        for r in rows
+    }
+
+
+async def servers_with_token(db: Database, user_id: uuid.UUID) -> set[uuid.UUID]:
+    """The servers the user holds an OAuth token for (nothing decrypted)."""
+    async with db.read() as conn:
+        rows = (await conn.execute(select(mcp_user_tokens.c.server_id).where(mcp_user_tokens.c.user_id == user_id))).all()
+    return {r.server_id for r in rows}

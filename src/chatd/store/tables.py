@@ -247,6 +247,21 @@ mcp_servers = Table(
     CheckConstraint("availability in ('force_on', 'default_on', 'default_off')", name="availability"),
 )
 
+# What the last attempt to reach a server said, written by whichever replica saw a change (a
+# connect failing or recovering, an admin's check): a hint for status pages, never a gate.
+mcp_server_status = Table(
+    "mcp_server_status",
+    metadata,
+    Column("server_id", Uuid, ForeignKey("mcp_servers.id", ondelete="CASCADE"), primary_key=True),
+    # connected | failing | unauthorized (`domain.mcp.McpHealth`).
+    Column("state", String(16), nullable=False),
+    # The last failure's reason, redacted (URLs without credentials, secrets replaced).
+    Column("reason", Text, nullable=True),
+    Column("last_error_at", UTCDateTime, nullable=True),
+    Column("last_connected_at", UTCDateTime, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
 mcp_user_tokens = Table(
     "mcp_user_tokens",
     metadata,

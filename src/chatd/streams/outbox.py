@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatd.domain.changes import Change, ConfigChanged, OnStream, WorkAvailable
-from chatd.pubsub.base import CONFIG_CHANNEL, PENDING_CHANNEL, PubSub, owner_channel
+from chatd.domain.changes import Change, ConfigChanged, McpServerReachable, OnStream, WorkAvailable
+from chatd.pubsub.base import CONFIG_CHANNEL, MCP_CHANNEL, PENDING_CHANNEL, PubSub, owner_channel
 from chatd.streams.hub import StreamHub
 from chatd.streams.notes import Notification
 
@@ -59,6 +59,7 @@ class Outbox:
         open_: _Open | None = None
         hints: dict[tuple[uuid.UUID, uuid.UUID], str] = {}
         wake = config = False
+        reachable: list[uuid.UUID] = []
         for change in changes:
             if isinstance(change, OnStream):
                 if open_ is None or open_.chat_id != change.chat_id or change.rank <= open_.rank:
@@ -75,6 +76,8 @@ class Outbox:
                     hints[(owner_id, chat_id)] = kind
             wake = wake or isinstance(change, WorkAvailable)
             config = config or isinstance(change, ConfigChanged)
+            if isinstance(change, McpServerReachable):
+                reachable.append(change.server_id)
         if open_ is not None:
             await self.hub.notify(open_.chat_id, Notification(tuple(open_.changes)))
         for (owner_id, chat_id), kind in hints.items():
@@ -83,3 +86,5 @@ class Outbox:
             await self.pubsub.publish(PENDING_CHANNEL, {})
         if config:
             await self.pubsub.publish(CONFIG_CHANNEL, {})
+        for server_id in reachable:
+            await self.pubsub.publish(MCP_CHANNEL, {"reachable": str(server_id)})

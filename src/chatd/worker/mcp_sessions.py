@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import Any
 
-from chatd.mcp.pool import McpPool, OnHealth
-from chatd.pubsub.base import CONFIG_CHANNEL, PubSub, Unsubscribe
+from chatd.domain.clock import Clock
+from chatd.domain.mcp import McpServerConfig
+from chatd.mcp.pool import McpPool, ServerHealth
+from chatd.pubsub.base import CONFIG_CHANNEL, MCP_CHANNEL, PubSub, Unsubscribe
 from chatd.settings import Settings
 from chatd.store import mcp_servers as mcp_store
 from chatd.store.database import Database
@@ -24,8 +27,9 @@ log = logging.getLogger(__name__)
 
 
 class McpSessions:
-    def __init__(self, db: Database, box: SecretBox, pubsub: PubSub, settings: Settings, *, on_health: OnHealth | None = None) -> None:
+    def __init__(self, db: Database, box: SecretBox, pubsub: PubSub, settings: Settings, clock: Clock) -> None:
         self.db = db
+        self.clock = clock
         self.box = box
         self.pubsub = pubsub
         self.pool = McpPool(
@@ -34,18 +38,36 @@ class McpSessions:
             retry_initial=settings.mcp_retry_initial,
             retry_max=settings.mcp_retry_max,
             max_idle=settings.mcp_pool_max_idle,
-            on_health=on_health,
+            on_health=self._record_health,
         )
         self._changed = asyncio.Event()
         self._unsubscribe: Unsubscribe | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._unsubscribe = await self.pubsub.subscribe(CONFIG_CHANNEL, self._on_hint)
+        unsubscribe_config = await self.pubsub.subscribe(CONFIG_CHANNEL, self._on_hint)
+        unsubscribe_mcp = await self.pubsub.subscribe(MCP_CHANNEL, self._on_reachable)
+
+        async def unsubscribe() -> None:
+            await unsubscribe_config()
+            await unsubscribe_mcp()
+
+        self._unsubscribe = unsubscribe
         self._task = asyncio.create_task(self._follow(), name="mcp-sessions-follow-config")
+
+    async def _record_health(self, config: McpServerConfig, health: ServerHealth) -> None:
+        """A server's health changed here: every replica's status pages read it from the database."""
+        await mcp_store.record_status(self.db, self.clock.now(), config.id, health.state, health.reason)
 
     def _on_hint(self, _payload: dict[str, Any]) -> None:
         self._changed.set()
+
+    def _on_reachable(self, payload: dict[str, Any]) -> None:
+        try:
+            server_id = uuid.UUID(str(payload.get("reachable")))
+        except ValueError:
+            return  # a reconnect notice, or garbage: nothing to forget
+        self.pool.forget_failures(server_id)
 
     async def _follow(self) -> None:
         while True:

@@ -40,7 +40,7 @@ from chatd.loop import (
     generate_title,
     run_turn,
 )
-from chatd.mcp import OAuthToken, connect_all, system_prompt_section
+from chatd.mcp import McpConnections, OAuthToken, connect_all, system_prompt_section
 from chatd.mcp.pool import McpPool
 from chatd.providers import ProviderClients, ProviderLease
 from chatd.pubsub.base import PubSub
@@ -64,6 +64,9 @@ from chatd.worker.prompt import SUBAGENT_INSTRUCTION, build_prompt, user_instruc
 from chatd.worker.sink import StoreSink
 
 log = logging.getLogger(__name__)
+
+# Why a chat's server is not there this turn, when an admin disabled it after the chat chose it.
+DISABLED = "an admin disabled it"
 
 # Seconds between attempts to settle a turn's end while the database is away (bounded: ~30 s).
 SETTLE_BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
@@ -239,11 +242,13 @@ class ChatTurn:
     async def _run_turn(self) -> tuple[TurnOutcome, TurnContext]:
         d, chat = self.deps, self.chat
         mcp_tools: list[Tool] = []
-        close_mcp: Callable[[], Awaitable[None]] | None = None
+        conns: McpConnections | None = None
 
-        async def mcp() -> tuple[list[Tool], str, Callable[[], Awaitable[None]] | None]:
-            configs, tokens = await self._mcp_configs()
-            if not configs:
+        async def mcp() -> tuple[list[Tool], str, McpConnections | None]:
+            configs, disabled, tokens = await self._mcp_configs()
+            for config in disabled:
+                await self._mcp_failed(config, DISABLED)
+            if not configs and not disabled:
                 return [], "", None
             with tracing.span("chatd.mcp.connect", {"chatd.mcp.servers": [c.slug for c in configs]}) as span:
                 tools, conns = await connect_all(
@@ -254,7 +259,9 @@ class ChatTurn:
                     identity=(chat.owner_id, chat.id), pool=d.mcp_pool,
                 )
                 tracing.set_attributes(span, {"chatd.mcp.connected": [c.config.slug for c in conns.servers], "chatd.mcp.tools": len(tools)})
-            return tools, system_prompt_section(conns), conns.close
+            for config in disabled:
+                conns.mark_unavailable(config, DISABLED)
+            return tools, system_prompt_section(conns), conns
 
         mcp_task = asyncio.create_task(mcp(), name=f"mcp-{chat.id}")
         try:
@@ -279,7 +286,7 @@ class ChatTurn:
             sections += more_sections
             sections.append(user_instructions(owner.custom_prompt))
             try:
-                mcp_tools, mcp_section, close_mcp = await mcp_task
+                mcp_tools, mcp_section, conns = await mcp_task
             except Exception:
                 log.warning("MCP connections for chat %s failed", chat.id, exc_info=True)
                 mcp_section = ""
@@ -301,6 +308,8 @@ class ChatTurn:
                     accepted=model.config.options.images and d.settings.tool_image_max_bytes > 0,
                     max_bytes=d.settings.tool_image_max_bytes,
                 ),
+                # A call to a tool of a chat's server that is down or disabled says so.
+                explain_missing_tool=conns.explain_missing if conns is not None else None,
             )
             # Non-idempotent calls are recorded before they run: at most once across crashes.
             journal = ToolJournal(d.db, d.clock, chat.id, self.worker_id, chat.generation)
@@ -313,11 +322,11 @@ class ChatTurn:
                 mcp_task.cancel()
                 with contextlib.suppress(BaseException):
                     await mcp_task
-            elif close_mcp is None and not mcp_task.cancelled() and mcp_task.exception() is None:
-                close_mcp = mcp_task.result()[2]
-            if close_mcp is not None:
+            elif conns is None and not mcp_task.cancelled() and mcp_task.exception() is None:
+                conns = mcp_task.result()[2]
+            if conns is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(close_mcp())
+                    await asyncio.shield(conns.close())
 
     async def _record_trace(self) -> None:
         # Only while tracing is on: a turn without a trace costs no extra write.
@@ -339,13 +348,18 @@ class ChatTurn:
 
     # --- MCP -------------------------------------------------------------------------------
 
-    async def _mcp_configs(self) -> tuple[list[McpServerConfig], dict[uuid.UUID, OAuthToken]]:
+    async def _mcp_configs(self) -> tuple[list[McpServerConfig], list[McpServerConfig], dict[uuid.UUID, OAuthToken]]:
+        """The enabled servers to connect, the disabled ones the chat names (it was created before
+        an admin disabled them: the chat is told rather than left with "tool not found"), and
+        the owner's tokens."""
         d, chat = self.deps, self.chat
         forced, _default = await d.config.mcp_forced_and_default()
         ids = list(dict.fromkeys([*chat.mcp_server_ids, *forced]))
         if not ids:
-            return [], {}
-        records = [r for r in await d.config.mcp_servers(ids) if r.enabled]
+            return [], [], {}
+        found = await d.config.mcp_servers(ids)
+        records = [r for r in found if r.enabled]
+        disabled = [r for r in found if not r.enabled and r.id in chat.mcp_server_ids]
         tokens: dict[uuid.UUID, OAuthToken] = {}
         try:
             if d.token_source is not None:
@@ -355,7 +369,7 @@ class ChatTurn:
                 tokens = {sid: OAuthToken.from_record(tok) for sid, tok in stored.items()}
         except Exception:
             log.warning("could not load MCP tokens of user %s", chat.owner_id, exc_info=True)
-        return records, tokens
+        return records, disabled, tokens
 
     async def _reauthorize(self, config: McpServerConfig, rejected: OAuthToken | None) -> OAuthToken | None:
         assert self.deps.reauthorize is not None

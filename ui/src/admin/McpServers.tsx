@@ -5,7 +5,7 @@
 import { useState } from "preact/hooks";
 import * as admin from "../api/admin";
 import type { AdminMcpServer, Approval, AuthType, McpCheck, McpServerIn, Transport } from "../api/admin";
-import type { Availability } from "../api/types";
+import type { Availability, McpServerStatus } from "../api/types";
 import { AdminPage, Alert, Check, Select, Status, TextField, lines, names, numberOrNull, pairs, useAction, useLoad } from "./ui";
 
 const AVAILABILITY: { value: Availability; label: string }[] = [
@@ -30,6 +30,7 @@ export function McpServers() {
     try {
       const result = await admin.checkMcpServer(s.id);
       setChecks((c) => ({ ...c, [s.id]: result }));
+      list.reload(); // the check updated the server's status
     } catch (e) {
       setChecks((c) => { const { [s.id]: _, ...rest } = c; return rest; });
       throw e;
@@ -47,7 +48,9 @@ export function McpServers() {
                 <span class="admin-tag">{s.transport === "stdio" ? "stdio" : s.transport === "sse" ? "SSE" : "HTTP"}</span>
                 <span class={"admin-tag " + (s.enabled ? "on" : "off")}>{s.enabled ? "enabled" : "disabled"}</span>
                 <span class="admin-tag">{AVAILABILITY.find((a) => a.value === s.availability)?.label}</span>
+                <HealthTag status={s.status} />
               </div>
+              <HealthDetail status={s.status} />
               <p class="muted">{s.transport === "stdio" ? [s.command, ...(s.args ?? [])].join(" ") : s.url}{s.description ? ` — ${s.description}` : ""}</p>
               <div class="admin-actions">
                 <button type="button" class="small" disabled={checks[s.id] === "testing"} onClick={() => test(s)} aria-label={`Test ${s.display_name}`}>Test</button>
@@ -73,6 +76,34 @@ export function McpServers() {
           }} />
       )}
     </AdminPage>
+  );
+}
+
+const HEALTH: Record<McpServerStatus["state"], { label: string; cls: string }> = {
+  unknown: { label: "not tried yet", cls: "" },
+  connected: { label: "connected", cls: "on" },
+  failing: { label: "failing", cls: "bad" },
+  unauthorized: { label: "credentials refused", cls: "bad" },
+};
+
+function when(iso: string | null): string {
+  return iso ? new Date(iso).toLocaleString() : "";
+}
+
+// The server's state as the last turn or check on any replica found it.
+function HealthTag({ status }: { status: McpServerStatus | undefined }) {
+  if (!status) return null;
+  const h = HEALTH[status.state];
+  return <span class={"admin-tag " + h.cls} title={status.checked_at ? `as of ${when(status.checked_at)}` : undefined}>{h.label}</span>;
+}
+
+function HealthDetail({ status }: { status: McpServerStatus | undefined }) {
+  if (!status || (status.state !== "failing" && status.state !== "unauthorized")) return null;
+  return (
+    <p class="admin-health" role="note">
+      Last error {when(status.last_error_at)}{status.reason ? `: ${status.reason}` : ""}
+      {status.last_connected_at ? <span class="muted"> (last connected {when(status.last_connected_at)})</span> : null}
+    </p>
   );
 }
 

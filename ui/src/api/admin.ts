@@ -2,7 +2,7 @@
 // templates, users and tokens, spend and limits. Shapes mirror src/chatd/api/schemas.py.
 
 import { ApiError, del, get, patch, post, put } from "./client";
-import type { Availability, ModelConfig, User } from "./types";
+import type { Availability, McpServerStatus, ModelConfig, User } from "./types";
 
 export type ProviderKind = "openai-compatible" | "openai" | "anthropic" | "google";
 export const PROVIDER_KINDS: { kind: ProviderKind; label: string; baseUrl: string; needsKey: boolean }[] = [
@@ -59,6 +59,7 @@ export interface AdminMcpServer {
   enabled: boolean; availability: Availability; forward_identity: boolean; env_names: string[] | null;
   connect_timeout_s: number | null; call_timeout_s: number | null; created_at: string; updated_at: string;
   approval?: Approval; approval_overrides?: Record<string, Approval>;
+  status: McpServerStatus;
 }
 export type Approval = "never" | "always" | "unless_read_only";
 export type McpServerIn = Partial<{

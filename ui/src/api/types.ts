@@ -93,9 +93,14 @@ export interface ModelConfig {
 }
 
 export type Availability = "force_on" | "default_on" | "default_off";
+// What the last attempt to reach a server said (any replica); `reason` is for admins only.
+export interface McpServerStatus {
+  state: "unknown" | "connected" | "failing" | "unauthorized"; reason: string | null;
+  last_error_at: string | null; last_connected_at: string | null; checked_at: string | null; needs_authorization: boolean;
+}
 export interface McpServer {
   id: string; slug: string; display_name: string; description: string; auth_type: string;
-  enabled: boolean; availability: Availability; oauth2?: { grant_type: string } | null;
+  enabled: boolean; availability: Availability; oauth2?: { grant_type: string } | null; status?: McpServerStatus;
   [more: string]: unknown;
 }
 export interface McpToken { connected: boolean; expires_at: string | null }

@@ -92,6 +92,9 @@ export function ServerPicker({ servers, value, onChange }: { servers: McpServer[
                 />
                 {s.display_name}
                 {forced && <span class="muted"> (always on)</span>}
+                {(s.status?.state === "failing" || s.status?.state === "unauthorized") && (
+                  <span class="error" title={s.status.last_error_at ? `since ${new Date(s.status.last_error_at).toLocaleString()}` : undefined}> (not reachable now)</span>
+                )}
               </label>
               {s.description && <span class="muted description">{s.description}</span>}
               {s.auth_type === "oauth2" && <ConnectButton server={s} />}

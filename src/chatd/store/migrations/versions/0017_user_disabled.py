@@ -12,7 +12,7 @@ from alembic import op
 import chatd.store.types
 
 revision = "0017_user_disabled"
-# 0016 is the reland branch's (MCP server status); when it is on main first, this follows it.
+# 0016 was kept for the MCP server status migration, which landed later as 0019.
 down_revision = "0015_pending_actions"
 branch_labels = None
 depends_on = None
