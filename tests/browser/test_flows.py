@@ -121,13 +121,13 @@ def test_messages_sent_while_an_answer_runs_are_queued_deleted_and_sent_after_st
     chats = page.get_by_role("list", name="Chats")
     expect(chats.get_by_text("2 queued")).to_be_visible()
     # Stop says what happens to the queue: its head runs next, at once.
-    expect(page.get_by_role("button", name="Stop (2 queued will run next)")).to_be_visible()
+    expect(page.get_by_role("button", name="Stop (2 more messages will run next)")).to_be_visible()
     expect(queue.get_by_role("listitem").first.get_by_text("next", exact=True)).to_be_visible()
     expect(queue.get_by_text("Sent one by one after this answer, also when you stop it.")).to_be_visible()
     queue.get_by_role("listitem").filter(has_text="changed my mind").get_by_role("button", name="Delete").click()
     expect(queue.get_by_role("listitem")).to_have_count(1)
     expect(chats.get_by_text("1 queued")).to_be_visible()
-    page.get_by_role("button", name="Stop (1 queued will run next)").click()
+    page.get_by_role("button", name="Stop (1 more message will run next)").click()
     # The partial answer stays; the queued message goes next and gets its answer.
     expect(page.get_by_text("answer to: first in line")).to_be_visible()
     expect(page.get_by_text("changed my mind")).to_have_count(0)
@@ -152,6 +152,8 @@ def test_a_steered_message_shows_as_steering_not_in_the_queue(page: Page, chatd:
     expect(steering.get_by_role("listitem").filter(has_text="mention cats too")).to_be_visible()
     expect(steering.get_by_text("Joins the running answer at its next step.")).to_be_visible()
     expect(page.get_by_role("region", name=re.compile("Queued"))).to_have_count(0)
+    # Stop says what runs after it without calling a steering message queued.
+    expect(page.get_by_role("button", name="Stop (1 more message will run next)")).to_be_visible()
     # A queued one is listed apart from it.
     page.get_by_role("radio", name="Queue").check()
     send(page, "and then dogs")

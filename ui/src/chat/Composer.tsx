@@ -180,8 +180,8 @@ export function Composer({ busy, awaitingAnswer, queued = 0, draftKey, disabled,
             <button type="button" class="danger" onClick={onStop} title="The agent is told the question was cancelled; queued messages run next.">Cancel the question</button>
           )}
           {busy && onStop && !awaitingAnswer && (
-            <button type="button" class="danger" onClick={onStop} title={queued ? "The queued messages are kept: the first one runs as soon as the answer stops." : undefined}>
-              {queued ? `Stop (${queued} queued will run next)` : "Stop"}
+            <button type="button" class="danger" onClick={onStop} title={queued ? "Waiting messages (queued or steering) are kept: the first one runs as soon as the answer stops." : undefined}>
+              {queued ? `Stop (${queued} more ${queued === 1 ? "message" : "messages"} will run next)` : "Stop"}
             </button>
           )}
           <button type="submit" class="primary" disabled={!canSend}>Send</button>
