@@ -157,6 +157,8 @@ def test_an_admin_creates_a_user_and_a_token_that_signs_them_in_then_revokes_it(
 def test_an_admin_disables_a_user_whose_token_stops_working_at_once_and_enables_them_again(page: Page, chatd: Chatd) -> None:
     token = chatd.member("dora")
     assert chatd.api("GET", "/me", token).status_code == 200
+    theirs = page.context.browser.new_page()  # type: ignore[union-attr]
+    sign_in(theirs, chatd, token)
     sign_in(page, chatd)
     page.get_by_role("link", name="Users and tokens").click()
     row = page.get_by_role("row").filter(has_text="dora")
@@ -167,6 +169,10 @@ def test_an_admin_disables_a_user_whose_token_stops_working_at_once_and_enables_
     row.get_by_role("button", name="Disable dora").click()
     expect(row.get_by_text("disabled", exact=True)).to_be_visible()
     assert chatd.api("GET", "/me", token).status_code == 401
+    # Dora, signed in elsewhere, is told why she was signed out (not only that her token is bad).
+    theirs.reload()
+    expect(theirs.get_by_role("alert")).to_contain_text("an admin disabled your account")
+    theirs.close()
     row.get_by_role("button", name="Enable dora").click()
     expect(row.get_by_role("cell", name="active")).to_be_visible()
     assert chatd.api("GET", "/me", token).status_code == 200

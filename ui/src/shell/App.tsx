@@ -43,7 +43,7 @@ export function App() {
         })
         .catch((e) => {
           if (!fromLink && e instanceof ApiError && e.status === 401) setToken(null);
-          setAuth({ state: "out", error: fromLink ? "The sign-in link's token is not valid. " + reason(e) : e instanceof ApiError && e.status === 401 ? "Your token is no longer valid. Sign in again." : reason(e) });
+          setAuth({ state: "out", error: fromLink ? "The sign-in link's token is not valid. " + reason(e) : e instanceof ApiError && e.status === 401 ? "Your token is no longer valid: it was revoked, or an admin disabled your account. Sign in with a new token, or ask an admin." : reason(e) });
         });
     };
     signIn(takeTokenFromLocation());
@@ -60,7 +60,7 @@ export function App() {
   useEffect(
     () => onUnauthorized(() => {
       setToken(null);
-      setAuth({ state: "out", error: "Your token is no longer valid. Sign in again." });
+      setAuth({ state: "out", error: "Your token is no longer valid: it was revoked, or an admin disabled your account. Sign in with a new token, or ask an admin." });
     }),
     [],
   );
