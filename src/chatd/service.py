@@ -147,6 +147,10 @@ class SendOutcome:
     queued_message: QueuedMessage | None
 
 
+# Tickets chatd issues are a few hundred characters; a longer one is not worth decrypting.
+_MAX_TICKET_CHARS = 4096
+
+
 class ChatService:
     def __init__(
         self,
@@ -530,6 +534,8 @@ class ChatService:
         """The view a ticket names, read now from its server (checked again: the chat may have
         been deleted or the server turned off since the ticket was issued)."""
         try:
+            if len(ticket) > _MAX_TICKET_CHARS:
+                raise ValueError("not a ticket chatd issued")
             raw = self._app_tickets.decrypt_at_time(
                 ticket.encode(), int(self.settings.mcp_app_ticket_ttl), int(self.clock.now().timestamp())
             )

@@ -523,7 +523,9 @@ _FRAME_ERROR_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancesto
                400: {"description": "The view is not HTML or is over `mcp_app_max_bytes`.", "content": {"text/html": {}}},
                503: {"description": "The MCP server cannot be reached.", "content": {"text/html": {}}}},
 )
-async def mcp_app_frame(svc: Service, ticket: Annotated[str, Query(max_length=4096)] = "") -> HTMLResponse:
+async def mcp_app_frame(svc: Service, ticket: str = "") -> HTMLResponse:
+    # No length limit in the schema: a request validation error would be JSON, and this route
+    # answers HTML only (an over-long ticket is an unknown one, 404, in `mcp_app_view`).
     """An MCP App view's document, loaded by the web UI into an iframe with `sandbox="allow-scripts"`
     (no same-origin). No bearer token (an iframe cannot send one): the ticket from
     `POST /chats/{id}/mcp-apps/frames` authorises it. The answer's Content-Security-Policy is the

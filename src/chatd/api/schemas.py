@@ -33,6 +33,8 @@ MAX_PRICE = 10**12
 # JSON numbers and booleans are taken as they are: `0` is not `false` and `false` is not `0`.
 Int = Annotated[int, Strict()]
 Bool = Annotated[bool, Strict()]
+# A JSON number (an integer is one too); never a boolean.
+Float = Annotated[float, Strict()]
 Price = Annotated[int, Strict(), Field(ge=0, le=MAX_PRICE)]
 
 
@@ -261,7 +263,7 @@ class ProviderCheckOut(_Out):
 
 class ModelOptionsIn(_In):
     max_output_tokens: Int | None = Field(default=None, gt=0, le=1_000_000)
-    temperature: float | None = Field(default=None, ge=0, le=2)
+    temperature: Float | None = Field(default=None, ge=0, le=2)
     reasoning_effort: Literal["low", "medium", "high"] | None = None
     web_search: Bool = False
     # The model accepts images: images MCP tools return go to it (else it reads a note).
@@ -391,8 +393,8 @@ class McpServerIn(_In):
         description="stdio only: extra environment variables for the server process (merged over a minimal safe "
         "environment). Write-only values, sealed at rest; reads show `env_names`.",
     )
-    connect_timeout_s: float | None = Field(default=None, gt=0, le=3600, description=_CONNECT_TIMEOUT_DOC)
-    call_timeout_s: float | None = Field(default=None, gt=0, le=3600, description=_CALL_TIMEOUT_DOC)
+    connect_timeout_s: Float | None = Field(default=None, gt=0, le=3600, description=_CONNECT_TIMEOUT_DOC)
+    call_timeout_s: Float | None = Field(default=None, gt=0, le=3600, description=_CALL_TIMEOUT_DOC)
     approval: ApprovalPolicy = Field(default=ApprovalPolicy.NEVER, description=_APPROVAL_DOC)
     approval_overrides: dict[str, ApprovalPolicy] = Field(default_factory=dict, max_length=1024, description=_OVERRIDES_DOC)
 
@@ -421,8 +423,8 @@ class McpServerPatch(Patch):
         description="Merged into the stored variables: a string sets a variable, null removes it, and names "
         "not mentioned keep their (unreadable) values.",
     )
-    connect_timeout_s: float | None = Field(default=None, gt=0, le=3600, description="null = back to the default.")
-    call_timeout_s: float | None = Field(default=None, gt=0, le=3600, description="null = back to the default.")
+    connect_timeout_s: Float | None = Field(default=None, gt=0, le=3600, description="null = back to the default.")
+    call_timeout_s: Float | None = Field(default=None, gt=0, le=3600, description="null = back to the default.")
     approval: ApprovalPolicy | None = Field(default=None, description=_APPROVAL_DOC)
     approval_overrides: dict[str, ApprovalPolicy] | None = Field(default=None, max_length=1024, description=_OVERRIDES_DOC + " Replaces the stored map.")
 
