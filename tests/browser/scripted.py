@@ -18,6 +18,7 @@ strips the label and the quotes).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 from typing import Any
@@ -47,11 +48,17 @@ class ScriptedModel:
         self.failed: set[str] = set()
 
     def __call__(self, body: dict[str, Any]) -> Reply:
+        reply, delay = self._reply(body)
+        # The delay is this answer's own: a chat an earlier test left running (its queued messages
+        # have no SLOW) must not speed up another test's slow answer, as a server-wide delay did.
+        return dataclasses.replace(reply, frame_delay=delay)
+
+    def _reply(self, body: dict[str, Any]) -> tuple[Reply, float]:
         messages = body.get("messages") or []
         users = [m for m in messages if m.get("role") == "user"]
         text = _user_text(users[-1]) if users else ""
         if not body.get("stream"):
-            return Reply(text='Title: "About ' + " ".join(text.split()[:4]) + '"')
+            return Reply(text='Title: "About ' + " ".join(text.split()[:4]) + '"'), 0.0
         last = messages[-1] if messages else {}
         delay = 0.0
         tokens: int | None = None
@@ -61,31 +68,29 @@ class ScriptedModel:
                 delay = int(arg) / 1000
             elif word == "TOKENS" and arg.isdigit():
                 tokens = int(arg)
-        # One stream at a time in these tests, so the server-wide delay is this answer's delay.
-        self.server.token_delay = delay
         if last.get("role") == "tool":
-            return Reply(text="The tool said: " + str(last.get("content"))[:200])
+            return Reply(text="The tool said: " + str(last.get("content"))[:200]), delay
         for line in text.splitlines():
             word, _, arg = line.strip().partition(" ")
             if word == "TOOL":
                 name, _, raw = arg.partition(" ")
-                return Reply(tool_calls=[ToolCall("call_1", name, json.loads(raw or "{}"))])
+                return Reply(tool_calls=[ToolCall("call_1", name, json.loads(raw or "{}"))]), delay
             if word == "FAIL":
                 if text in self.failed:
-                    return Reply(text=f"recovered: {text}")
+                    return Reply(text=f"recovered: {text}"), delay
                 self.failed.add(text)
-                return Reply(fault=Fault.status(400, message="The scripted model refuses this request."))
+                return Reply(fault=Fault.status(400, message="The scripted model refuses this request.")), delay
             if word == "FLAKY" and text not in self.flaky_seen:
                 self.flaky_seen.add(text)
                 # Retry-After 3 s: long enough for a page that opens the chat meanwhile to see the wait.
-                return Reply(fault=Fault.status(503, retry_after=3, message="The scripted model is overloaded."))
+                return Reply(fault=Fault.status(503, retry_after=3, message="The scripted model is overloaded.")), delay
             if word == "THINK":
-                return Reply(thinking=f"Let me think about: {text}", text="Thought it through.")
+                return Reply(thinking=f"Let me think about: {text}", text="Thought it through."), delay
             if word == "MARKDOWN":
-                return Reply(text=MARKDOWN_ANSWER, chunk_chars=12)
+                return Reply(text=MARKDOWN_ANSWER, chunk_chars=12), delay
         if tokens is not None:
-            return Reply(text=" ".join(f"tok{i}" for i in range(tokens)), chunk_chars=len("tok0 "))
-        return Reply(text=f"answer to: {text}")
+            return Reply(text=" ".join(f"tok{i}" for i in range(tokens)), chunk_chars=len("tok0 ")), delay
+        return Reply(text=f"answer to: {text}"), delay
 
 
 class ModelThread:
