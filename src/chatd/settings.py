@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     # for mcp_app_ticket_ttl seconds after the UI asked for it.
     mcp_app_max_bytes: int = 2_000_000
     mcp_app_ticket_ttl: float = 120.0
+    # Seconds a call whose MCP server asks the user for input (elicitation) waits for the answer
+    # (its call timeout is paused meanwhile); then the server gets `cancel`.
+    mcp_elicitation_timeout: float = Field(default=600.0, gt=0)
     # Warm sessions (chatd.mcp.pool): an idle connection (a stdio process) closes after
     # mcp_idle_timeout; one idle for mcp_health_check_after is pinged before a turn uses it; a
     # server that failed is retried after mcp_retry_initial, doubling up to mcp_retry_max.

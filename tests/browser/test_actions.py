@@ -138,3 +138,27 @@ def test_an_admin_sets_a_servers_approval_policy_in_its_form(page: Page, chatd: 
         assert (server["approval"], server["approval_overrides"]) == ("unless_read_only", {"echo": "never", "delete_note": "always"})
     finally:
         chatd.ok("DELETE", f"/mcp-servers/{server['id']}")
+
+
+@pytest.fixture(scope="module")
+def forms(chatd: Chatd) -> Iterator[dict[str, Any]]:
+    """The MCP test server, whose `register` tool asks the user for a form."""
+    server = chatd.ok("POST", "/mcp-servers", json={
+        "slug": "forms", "display_name": "Form tools", "transport": "stdio", "command": sys.executable,
+        "args": [str(MCP_SERVER_SCRIPT)], "enabled": True, "availability": "default_off",
+    })  # fmt: skip
+    yield dict(server)
+    chatd.ok("DELETE", f"/mcp-servers/{server['id']}")
+
+
+def test_an_mcp_servers_form_is_filled_in_while_its_call_waits(page: Page, chatd: Chatd, forms: dict[str, Any]) -> None:
+    sign_in(page, chatd)
+    page.get_by_text(re.compile(r"Tools: \d+ of \d+ servers")).click()
+    page.get_by_role("checkbox", name="Form tools").check()
+    new_chat(page, "TOOL forms__register {}")
+    card = page.get_by_role("article", name="Input for forms", exact=True)
+    expect(card.get_by_text("Who is registering?")).to_be_visible()
+    expect(card.get_by_label("Team")).to_have_value("platform")
+    card.get_by_label("Name *").fill("Ada")
+    card.get_by_role("button", name="Send").click()
+    expect(page.get_by_text(re.compile(r"The tool said: .*registered Ada in platform"))).to_be_visible()

@@ -12,14 +12,16 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import mcp_types as types
 import uvicorn
+from mcp.server.elicitation import AcceptedElicitation, ElicitationResult
 from mcp.server.lowlevel import Server
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context, MCPServer, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.resolve import Elicit
 from mcp.server.mcpserver.utilities.types import Image
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel
@@ -35,6 +37,16 @@ INSTRUCTIONS = "Use echo to repeat things back."
 class Weather(BaseModel):
     city: str
     celsius: float
+
+
+class Contact(BaseModel):
+    name: str
+    team: str = "platform"
+
+
+def ask_contact() -> Elicit[Contact]:
+    """The `register` tool's question (a resolver: the SDK asks in the protocol era it speaks)."""
+    return Elicit("Who is registering?", Contact)
 
 
 @dataclass
@@ -80,6 +92,22 @@ def build_server(
         state.calls.append("delete_note")
         state.deleted.append(key)
         return f"deleted {key}"
+
+    @srv.tool()
+    def register(contact: Annotated[ElicitationResult[Contact], Resolve(ask_contact)]) -> str:
+        """Register the user: asks them for a name (form elicitation; 2025-11-25 sends
+        elicitation/create mid-call, 2026-07-28 answers input_required and takes the retry)."""
+        state.calls.append("register")
+        if isinstance(contact, AcceptedElicitation):
+            return f"registered {contact.data.name} in {contact.data.team}"
+        return f"not registered: {contact.action}"
+
+    @srv.tool()
+    async def connect_account(ctx: Context) -> str:
+        """Asks the user to open a page (URL elicitation; 2025-11-25 sessions only)."""
+        state.calls.append("connect_account")
+        result = await ctx.elicit_url("Sign in to the account service", "https://accounts.example/connect", "e-1")
+        return f"connect: {result.action}"
 
     @srv.tool()
     def fail(message: str) -> str:

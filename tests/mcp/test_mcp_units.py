@@ -14,7 +14,7 @@ from chatd.domain.tools import ToolResult
 from chatd.errors import InvalidInput
 from chatd.mcp import OAuthToken, redact_url, validate_slug
 from chatd.mcp.config import auth_headers, redact_text
-from chatd.mcp.connection import filter_tools
+from chatd.mcp.connection import filter_tools, with_defaults
 from chatd.mcp.naming import NAME_RE, ToolNamer, sanitize_tool_name
 from chatd.mcp.results import convert_result
 from conftest import FileStore, make_config
@@ -289,3 +289,12 @@ async def test_small_overflow_cuts_text_and_keeps_structured_content_whole() -> 
     )
     assert result.result["structured_content"] == {"ok": True}
     assert "[truncated: showing" in result.result["text"]
+
+
+def test_an_accepted_form_gets_the_schemas_defaults_for_the_fields_it_leaves_out() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string", "default": "John"}, "age": {"type": "integer", "default": 30}, "note": {"type": "string"}},
+    }
+    assert with_defaults({"name": "Ada"}, schema) == {"name": "Ada", "age": 30}
+    assert with_defaults({}, {"type": "object"}) == {}

@@ -29,7 +29,7 @@ from chatd.store import actions as action_store
 from chatd.worker import Workers
 from tests.fakes.llm_server import Reply, ToolCall
 from tests.fakes.turn_doubles import FnTool
-from tests.mcp.mcp_test_servers import ServerState, build_server, serve
+from tests.mcp.mcp_test_servers import ServerState, SessionCounter, build_server, serve
 from tests.worker.conftest import Rig
 
 
@@ -497,3 +497,92 @@ async def test_a_per_tool_override_wins_over_the_servers_policy(
     assert [a["tool_name"] for a in body["pending_actions"]] == ["notes__lookup"]
     r = await client.patch(f"/api/v1/mcp-servers/{server_id}", headers=auth(rig, "admin"), json={"approval": "sometimes"})
     assert r.status_code == 400
+
+
+# --- MCP elicitation: a running call asks the user -------------------------------------------------
+
+
+async def elicited(rig: Rig, client: httpx.AsyncClient, url: str, call: ToolCall) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Start a chat whose turn calls `call` on the notes server and wait until the call asks."""
+    r = await client.post("/api/v1/mcp-servers", headers=auth(rig, "admin"), json={"slug": "notes", "display_name": "Notes", "url": url})
+    rig.llm.script(Reply(tool_calls=[call]), Reply(text="Done."))
+    chat = await create(client, rig, "go", mcp_server_ids=[r.json()["id"]])
+    await rig.workers.acquire_once()
+    async with asyncio.timeout(20):
+        while not (body := await chat_of(client, rig, chat["id"]))["pending_actions"]:  # noqa: ASYNC110 - polls the API as a client does
+            await asyncio.sleep(0.05)
+    assert body["status"] == ChatStatus.RUNNING.value
+    return chat, body["pending_actions"][0]
+
+
+async def test_an_mcp_servers_form_is_answered_by_the_user_while_the_call_waits(
+    rig: Rig, client: httpx.AsyncClient, notes_server: tuple[str, ServerState]
+) -> None:
+    url, _state = notes_server
+    chat, action = await elicited(rig, client, url, ToolCall("r1", "notes__register", {}))
+    assert (action["kind"], action["server"], action["message"]) == ("elicitation", "notes", "Who is registering?")
+    assert action["schema"]["properties"]["name"]["type"] == "string" and action["schema"]["required"] == ["name"]
+    # An answer that does not fit the form is refused, and the call keeps waiting.
+    bad = await answer(client, rig, chat["id"], action["id"], decision="accept", content={"team": "x"})
+    assert bad.status_code == 400, bad.text
+    ok = await answer(client, rig, chat["id"], action["id"], decision="accept", content={"name": "Ada"})
+    assert ok.status_code == 200, ok.text
+    await rig.workers.drain()
+    [result] = await results(rig, chat["id"])
+    assert "registered Ada in platform" in json.dumps(result.result) and not result.is_error
+    assert (await chat_of(client, rig, chat["id"]))["status"] == ChatStatus.WAITING.value
+    assert (await answer(client, rig, chat["id"], action["id"], decision="decline")).status_code == 409
+
+
+@pytest.mark.parametrize("decision", ["decline", "cancel"])
+async def test_declining_an_mcp_servers_form_is_the_servers_answer(
+    rig: Rig, client: httpx.AsyncClient, notes_server: tuple[str, ServerState], decision: str
+) -> None:
+    url, _state = notes_server
+    chat, action = await elicited(rig, client, url, ToolCall("r1", "notes__register", {}))
+    assert (await answer(client, rig, chat["id"], action["id"], decision=decision)).status_code == 200
+    await rig.workers.drain()
+    [result] = await results(rig, chat["id"])
+    assert f"not registered: {decision}" in json.dumps(result.result)
+
+
+@pytest.fixture
+def legacy_notes_server() -> Iterator[tuple[str, ServerState]]:
+    """The same server, refusing 2026-07-28 requests: a 2025-11-25 session, where the server's
+    elicitation/create arrives on the session while the call is open."""
+    state = ServerState()
+    with serve(SessionCounter(build_server(state).streamable_http_app(), legacy_only=True)) as running:
+        yield running.url, state
+
+
+async def test_a_2025_session_asks_mid_call_too(rig: Rig, client: httpx.AsyncClient, legacy_notes_server: tuple[str, ServerState]) -> None:
+    url, _state = legacy_notes_server
+    chat, action = await elicited(rig, client, url, ToolCall("r1", "notes__register", {}))
+    assert (await answer(client, rig, chat["id"], action["id"], decision="accept", content={"name": "Lin", "team": "db"})).status_code == 200
+    await rig.workers.drain()
+    [result] = await results(rig, chat["id"])
+    assert "registered Lin in db" in json.dumps(result.result)
+
+
+async def test_a_url_elicitation_shows_the_url_and_takes_the_users_accept(
+    rig: Rig, client: httpx.AsyncClient, legacy_notes_server: tuple[str, ServerState]
+) -> None:
+    url, _state = legacy_notes_server
+    chat, action = await elicited(rig, client, url, ToolCall("c1", "notes__connect_account", {}))
+    assert (action["url"], action["message"], action["schema"]) == ("https://accounts.example/connect", "Sign in to the account service", None)
+    assert (await answer(client, rig, chat["id"], action["id"], decision="accept")).status_code == 200
+    await rig.workers.drain()
+    [result] = await results(rig, chat["id"])
+    assert "connect: accept" in json.dumps(result.result)
+
+
+async def test_an_unanswered_elicitation_is_cancelled_after_its_timeout(
+    rig: Rig, client: httpx.AsyncClient, notes_server: tuple[str, ServerState]
+) -> None:
+    rig.app.settings.mcp_elicitation_timeout = 0.5
+    url, _state = notes_server
+    chat, action = await elicited(rig, client, url, ToolCall("r1", "notes__register", {}))
+    await rig.workers.drain()
+    [result] = await results(rig, chat["id"])
+    assert "not registered: cancel" in json.dumps(result.result)
+    assert (await answer(client, rig, chat["id"], action["id"], decision="accept", content={"name": "late"})).status_code == 409

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from chatd.domain.actions import ActionRequest, Answer
 from chatd.domain.parts import McpAppLink, Part
 
 
@@ -28,6 +29,9 @@ class ToolContext:
     tool_call_id: str
     # Streams a transient message part (e.g. MCP progress) into the chat's stream.
     emit: Callable[[Part], Awaitable[None]] | None = None
+    # Asks the chat's user while the call runs (an MCP server's elicitation) and waits, bounded,
+    # for the answer; None when nobody can be asked.
+    ask: Callable[[ActionRequest], Awaitable[Answer]] | None = None
 
 
 class Tool(Protocol):

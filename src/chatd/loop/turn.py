@@ -545,11 +545,13 @@ class _Turn:
         action_for = getattr(tool, "action_for", None) if ask else None
         if action_for is not None and (request := action_for(args)) is not None:
             return NewAction(call.tool_call_id, call.tool_name, args, request)
+        asker = self.options.ask
         ctx = ToolContext(
             chat_id=self.options.chat_id,
             owner_id=self.options.owner_id,
             tool_call_id=call.tool_call_id,
             emit=self._emit,
+            ask=(lambda request: asker(call.tool_call_id, call.tool_name, args, request)) if asker is not None else None,
         )
         lock = self._lock_for(tool, args)
         attrs = tracing.tool_attributes(

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from chatd.domain.actions import NewAction, PendingAction
+from chatd.domain.actions import ActionRequest, Answer, NewAction, PendingAction
 from chatd.domain.chat import Role, Usage
 from chatd.domain.parts import Part, ToolCallPart, ToolResultPart
 from chatd.errors import ChatdError
@@ -196,6 +196,8 @@ class TurnOptions:
     tool_images: ToolImages | None = None
     # Why a tool the model called is not there (its MCP server is down this turn), if known.
     explain_missing_tool: Callable[[str], str | None] | None = None
+    # Asks the user while a tool call runs (elicitation): (tool call id, tool name, args, request).
+    ask: Callable[[str, str, dict[str, Any], ActionRequest], Awaitable[Answer]] | None = None
 
 
 OutcomeReason = Literal["completed", "interrupted", "lost_ownership", "max_steps", "requires_action"]

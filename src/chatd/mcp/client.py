@@ -180,17 +180,17 @@ class McpTool:
                 # nothing was sent yet, so a fresh connection can take the call.
                 await self._owner.reconnect(self.server)
             try:
-                result = await self.server.call(self.original_name, args, call_timeout=timeout, on_progress=on_progress)
+                result = await self.server.call(self.original_name, args, call_timeout=timeout, on_progress=on_progress, elicit=ctx.ask)
             except McpSessionLost:
                 # The server answered 404 to the session: it did not run the call. New session, once.
                 if await self._owner.reconnect(self.server) is None:
                     raise
-                result = await self.server.call(self.original_name, args, call_timeout=timeout, on_progress=on_progress)
+                result = await self.server.call(self.original_name, args, call_timeout=timeout, on_progress=on_progress, elicit=ctx.ask)
             except McpCallError:
                 # A token revoked or expired mid-chat: refresh it once, reconnect, call again.
                 if not await self._owner.reauthorize(self.server):
                     raise
-                result = await self.server.call(self.original_name, args, call_timeout=timeout, on_progress=on_progress)
+                result = await self.server.call(self.original_name, args, call_timeout=timeout, on_progress=on_progress, elicit=ctx.ask)
         except McpCallError as exc:
             text = f"The MCP tool call failed: {exc.message}"
             server = self.server

@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 
+from chatd.domain.actions import ActionRequest, Answer, Decision
 from chatd.domain.mcp import McpAuthType, McpServerConfig, OAuth2Settings
 from chatd.mcp import oauth
 from chatd.mcp.config import OAuthToken, connection_headers
@@ -93,6 +94,14 @@ async def _use(url: str, scenario: Scenario, token: OAuthToken | None) -> None:
         if scenario.name == "tools_call" and "add_numbers" in names:
             result = await conn.call("add_numbers", {"a": 5, "b": 3}, call_timeout=CALL_TIMEOUT)
             log.info("add_numbers -> %s", result.content)
+        elif scenario.name.startswith("elicitation") and "test_client_elicitation_defaults" in names:
+            # No person here: accept the form as it comes, pre-filled (the client applies the
+            # schema's defaults to what the answer leaves out).
+            async def accept(_request: ActionRequest) -> Answer:
+                return Answer(Decision.ACCEPT, content={})
+
+            result = await conn.call("test_client_elicitation_defaults", {}, call_timeout=CALL_TIMEOUT, elicit=accept)
+            log.info("test_client_elicitation_defaults -> %s", result.content)
         elif scenario.name == "sse-retry" and names:
             # The server ends the call's SSE stream after a priming event; the result only comes
             # after a reconnect that waits `retry` and sends Last-Event-ID (the SDK's transport).

@@ -38,6 +38,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 import chatd
 from chatd import metrics
+from chatd.domain.actions import ActionKind, ActionRequest, Answer, Decision
 from chatd.domain.mcp import McpServerConfig
 from chatd.mcp import apps
 from chatd.mcp.config import redact_text, redact_url
@@ -46,6 +47,8 @@ from chatd.mcp.errors import McpAuthError, McpCallError, McpConnectError, McpSes
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
+# Asks the chat's user on behalf of a server's elicitation and waits (bounded) for the answer.
+ElicitFn = Callable[[ActionRequest], Awaitable[Answer]]
 
 # Bounds the graceful part of a close (DELETE of the HTTP session, stdin close of a stdio
 # server); past it every remaining wait in the owner is cancelled.
@@ -73,10 +76,14 @@ class _CallRequest:
     # may be sent again on a new session. Per request: when calls share a connection, the
     # session being lost says nothing of a call that was already sent (it may have run).
     unprocessed: bool = False
+    # Who answers the server's elicitations during this call (its chat's user).
+    elicit: ElicitFn | None = None
 
 
 # The call a task serves: the SDK posts a request in a task that carries the sending call's
-# context, so a 404 to the session can be told apart per request.
+# context, so a 404 to the session can be told apart per request, and a 2026-07-28 server's
+# `input_required` is answered inside the call's own task, so the elicitation it brings belongs
+# to that call.
 _serving: contextvars.ContextVar[_CallRequest | None] = contextvars.ContextVar("mcp_call_served", default=None)
 
 
@@ -89,6 +96,18 @@ class ListedTools:
     expires_at: float | None = None
     # What the client derived from each tool (schema checks), kept as long as the listing is.
     prepared: dict[str, tuple[types.Tool, Any]] = field(default_factory=dict)
+
+
+def with_defaults(content: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """An accepted form's content with the schema's defaults for the fields it leaves out
+    (SEP-1034: the client applies them; a person sends a pre-filled form as it is)."""
+    out = dict(content)
+    properties = schema.get("properties")
+    if isinstance(properties, dict):
+        for name, prop in properties.items():
+            if name not in out and isinstance(prop, dict) and "default" in prop:
+                out[name] = prop["default"]
+    return out
 
 
 def filter_tools(config: McpServerConfig, tools: list[types.Tool]) -> list[types.Tool]:
@@ -225,9 +244,10 @@ class ServerConnection:
         *,
         call_timeout: float,
         on_progress: ProgressFn | None = None,
+        elicit: ElicitFn | None = None,
     ) -> types.CallToolResult:
         result: types.CallToolResult = await self._submit(
-            _CallRequest(name, arguments, call_timeout, on_progress, asyncio.get_running_loop().create_future())
+            _CallRequest(name, arguments, call_timeout, on_progress, asyncio.get_running_loop().create_future(), elicit=elicit)
         )
         return result
 
@@ -339,6 +359,8 @@ class ServerConnection:
             mode="auto",
             cache=None,  # tool lists must be re-read on list_changed, never served stale
             message_handler=self._on_message,
+            # Declares form and URL elicitation; answered by the user of the chat whose call asks.
+            elicitation_callback=self._on_elicit,
             client_info=types.Implementation(name="chatd", version=chatd.__version__),
             # MCP Apps: tools may name a ui:// view, which the web UI shows (mcp/apps.py).
             extensions=[advertise(apps.EXTENSION_ID, apps.CAPABILITY)],
@@ -447,6 +469,49 @@ class ServerConnection:
                 request.future.set_exception(
                     McpCallError(self._dead_reason or "the MCP connection closed")
                 )
+
+    async def _on_elicit(self, context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        """A server asks for input during a call. A 2026-07-28 `input_required` arrives in the
+        call's own task; a 2025-11-25 `elicitation/create` on the session, where the call it is
+        for is only known when one call is in flight (several from the pool's turns at once: nobody
+        can be sure whose it is, so it is declined rather than put to the wrong person)."""
+        request = _serving.get()
+        if request is None:
+            calls = [r for r in self._pending if r.kind == "call" and not r.future.done()]
+            request = calls[0] if len(calls) == 1 else None
+        if request is None or request.elicit is None:
+            return types.ElicitResult(action="decline")
+        if isinstance(params, types.ElicitRequestURLParams):
+            ask = ActionRequest(ActionKind.ELICITATION, message=params.message, url=params.url, server=self.config.slug)
+        else:
+            schema = dict(params.requested_schema)
+            ask = ActionRequest(ActionKind.ELICITATION, message=params.message, schema=schema, server=self.config.slug)
+        scope = request.scope
+        if scope is not None:
+            # A person is being asked: the call's silence timeout does not run meanwhile.
+            scope.deadline = math.inf
+        waiting = asyncio.ensure_future(request.elicit(ask))
+        try:
+            await asyncio.wait({waiting, request.future}, return_when=asyncio.FIRST_COMPLETED)
+            if not waiting.done():
+                # The call ended meanwhile (its turn was interrupted, or it failed): stop asking.
+                waiting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await waiting
+                return types.ElicitResult(action="cancel")
+            answer = waiting.result()
+        except Exception:
+            log.warning("asking for MCP server %s's elicitation failed", self.config.slug, exc_info=True)
+            return types.ElicitResult(action="cancel")
+        finally:
+            if scope is not None:
+                scope.deadline = anyio.current_time() + request.timeout
+        if answer.decision is Decision.ACCEPT:
+            if ask.schema is None:
+                return types.ElicitResult(action="accept")
+            content = answer.content if isinstance(answer.content, dict) else {}
+            return types.ElicitResult(action="accept", content=with_defaults(content, ask.schema))
+        return types.ElicitResult(action="decline" if answer.decision is Decision.DECLINE else "cancel")
 
     async def _on_message(self, message: IncomingMessage) -> None:
         if isinstance(message, types.ToolListChangedNotification):

@@ -22,7 +22,7 @@ from chatd.domain.actions import (
     PendingAction,
     check_answer,
 )
-from chatd.domain.chat import Chat, ChatStatus, plan_answer_action
+from chatd.domain.chat import Chat, ChatStatus, WriteKind, plan_answer_action, worker_owns
 from chatd.errors import Conflict, NotFound
 from chatd.store import machine
 from chatd.store.database import Database
@@ -89,9 +89,59 @@ async def finish_actions(conn: AsyncConnection, chat_id: uuid.UUID, ids: Sequenc
 
 
 async def answered_actions(db: Database, chat_id: uuid.UUID) -> list[PendingAction]:
-    """What a resumed turn turns into results before it calls the model."""
+    """What a resumed turn turns into results before it calls the model. Elicitations are asked
+    during a call and answered into it: one left over from a turn that died is dropped here (its
+    call is the journal's to answer). One read for a turn start unless there is such a leftover."""
     async with db.read() as conn:
-        return await machine.open_actions(conn, chat_id, ActionState.ANSWERED)
+        found = await machine.open_actions(conn, chat_id)
+    stale = [a.id for a in found if a.kind is ActionKind.ELICITATION]
+    if stale:
+        async with db.write() as conn:
+            await conn.execute(
+                update(pending_actions)
+                .where(and_(pending_actions.c.id.in_(stale), pending_actions.c.state.in_(machine.OPEN_STATES)))
+                .values(state=ActionState.CANCELLED.value, decision=Decision.CANCEL.value)
+            )
+    return [a for a in found if a.state is ActionState.ANSWERED and a.kind is not ActionKind.ELICITATION]
+
+
+async def ask_in_flight(
+    db: Database, now: datetime, chat_id: uuid.UUID, worker_id: uuid.UUID, generation: int, new: NewAction
+) -> PendingAction | None:
+    """A running call asks the user (an MCP server's elicitation): the action is stored while the
+    turn holds the chat (None when it no longer does); the chat stays `running`."""
+    async with db.write() as conn:
+        chat = await lock_chat(db, conn, chat_id)
+        if not worker_owns(chat.status, chat.generation, chat.worker_id, mine=generation, me=worker_id, kind=WriteKind.LEASE):
+            return None
+        return (await insert_actions(conn, chat, [new], now))[0]
+
+
+async def get_action(db: Database, action_id: uuid.UUID) -> PendingAction:
+    async with db.read() as conn:
+        row = (await conn.execute(select(pending_actions).where(pending_actions.c.id == action_id))).first()
+    if row is None:
+        raise NotFound("Action not found.")
+    return action_from_row(row)
+
+
+async def end_in_flight(db: Database, now: datetime, action_id: uuid.UUID) -> PendingAction:
+    """The call that asked is done with the answer (done), or stopped waiting for it (cancelled)."""
+    async with db.write() as conn:
+        row = (await conn.execute(select(pending_actions).where(pending_actions.c.id == action_id))).one()
+        action = action_from_row(row)
+        if action.state is ActionState.ANSWERED:
+            action = replace(action, state=ActionState.DONE)
+        elif action.state is ActionState.PENDING:
+            action = replace(action, state=ActionState.CANCELLED, decision=Decision.CANCEL, resolved_at=now)
+        else:
+            return action
+        await conn.execute(
+            update(pending_actions)
+            .where(pending_actions.c.id == action_id)
+            .values(state=action.state.value, decision=action.decision.value if action.decision else None, resolved_at=action.resolved_at)
+        )
+        return action
 
 
 async def answer_action(
@@ -110,7 +160,9 @@ async def answer_action(
         if row is None:
             raise NotFound("Action not found.")
         action = action_from_row(row)
-        if action.state is not ActionState.PENDING or chat.status is not ChatStatus.REQUIRES_ACTION:
+        # An elicitation is answered into the call that is waiting for it, while the chat runs.
+        waits = ChatStatus.RUNNING if action.kind is ActionKind.ELICITATION else ChatStatus.REQUIRES_ACTION
+        if action.state is not ActionState.PENDING or chat.status is not waits:
             raise ActionResolved(
                 "This action was already resolved.",
                 {"state": action.state.value, "decision": action.decision.value if action.decision else None},
@@ -188,8 +240,9 @@ async def expire_due(db: Database, now: datetime, limit: int = 100) -> list[Expi
 
 
 async def with_actions(conn: AsyncConnection, found: list[Chat]) -> list[Chat]:
-    """The chats with their pending actions (one read, only for chats that wait for answers)."""
-    waiting = [c.id for c in found if c.status is ChatStatus.REQUIRES_ACTION]
+    """The chats with their pending actions (one read, only for chats that wait for answers or
+    run a call that asks)."""
+    waiting = [c.id for c in found if c.status in (ChatStatus.REQUIRES_ACTION, ChatStatus.RUNNING)]
     if not waiting:
         return found
     q = (
@@ -204,7 +257,7 @@ async def with_actions(conn: AsyncConnection, found: list[Chat]) -> list[Chat]:
 
 
 async def chat_with_actions(db: Database, chat: Chat) -> Chat:
-    if chat.status is not ChatStatus.REQUIRES_ACTION:
+    if chat.status not in (ChatStatus.REQUIRES_ACTION, ChatStatus.RUNNING):
         return chat
     async with db.read() as conn:
         return (await with_actions(conn, [chat]))[0]

@@ -20,6 +20,7 @@ from sqlalchemy.sql.elements import ClauseElement
 from chatd.domain.actions import (
     CANCELLED_AFTER_ANSWER_TEXT,
     CANCELLED_BY_USER_TEXT,
+    ActionKind,
     ActionState,
     Decision,
     PendingAction,
@@ -177,7 +178,9 @@ async def settle_actions(
         .values(state=ActionState.CANCELLED.value, decision=Decision.CANCEL.value, resolved_at=now)
     )
     cancelled = [replace(a, state=ActionState.CANCELLED, decision=Decision.CANCEL, resolved_at=now) for a in found]
-    if fate is ActionsFate.DROP:
+    # An elicitation is asked during a call: the call's own result (or the fence) answers it.
+    found = [a for a in found if a.kind is not ActionKind.ELICITATION]
+    if fate is ActionsFate.DROP or not found:
         return cancelled, []
     new = [
         NewMessage(

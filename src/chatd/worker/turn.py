@@ -57,6 +57,7 @@ from chatd.streams.outbox import Outbox
 from chatd.tools.output import ToolOutputs
 from chatd.tools.question import QUESTION_SECTION, AskUserQuestion
 from chatd.worker.approval import client_tools, gate_tools
+from chatd.worker.asking import InFlightAsker
 from chatd.worker.config_cache import ConfigCache
 from chatd.worker.journal import ToolJournal
 from chatd.worker.models import TurnModel, resolve_turn_model
@@ -310,6 +311,9 @@ class ChatTurn:
                 ),
                 # A call to a tool of a chat's server that is down or disabled says so.
                 explain_missing_tool=conns.explain_missing if conns is not None else None,
+                ask=InFlightAsker(
+                    d.db, d.hub, d.pubsub, d.clock, chat.id, self.worker_id, chat.generation, d.settings.mcp_elicitation_timeout
+                ),
             )
             # Non-idempotent calls are recorded before they run: at most once across crashes.
             journal = ToolJournal(d.db, d.clock, chat.id, self.worker_id, chat.generation)

@@ -182,37 +182,95 @@ function ClientTool({ action, sending, answer }: KindProps) {
   );
 }
 
-/** An MCP server's request for input: a JSON object matching its schema (or a URL to visit). */
+type Field = { name: string; type: string; title: string; description?: string; enum?: string[]; required: boolean; default?: unknown };
+
+/** The fields of a flat form schema (what MCP elicitation allows: primitive properties), or
+ * null when the schema is something else (then the answer is typed as JSON). */
+function fields(schema: Record<string, unknown> | null): Field[] | null {
+  if (!schema || schema.type !== "object" || typeof schema.properties !== "object" || !schema.properties) return null;
+  const required = new Set(Array.isArray(schema.required) ? (schema.required as string[]) : []);
+  const out: Field[] = [];
+  for (const [name, raw] of Object.entries(schema.properties as Record<string, Record<string, unknown>>)) {
+    const type = String(raw.type ?? "string");
+    if (!["string", "number", "integer", "boolean"].includes(type)) return null;
+    out.push({
+      name, type, title: String(raw.title ?? name), description: raw.description as string | undefined,
+      enum: Array.isArray(raw.enum) ? (raw.enum as string[]) : undefined, required: required.has(name), default: raw.default,
+    });
+  }
+  return out;
+}
+
+/** An MCP server's request for input while a call waits: a form from its schema, or a page to
+ * open (URL mode); declining and cancelling are answers too. */
 function Form({ action, sending, answer }: KindProps) {
+  const form = fields(action.schema);
+  const [values, setValues] = useState<Record<string, unknown>>(() =>
+    Object.fromEntries((form ?? []).filter((f) => f.default !== undefined).map((f) => [f.name, f.default])),
+  );
   const [text, setText] = useState("{}");
   const [bad, setBad] = useState<string | null>(null);
-  const id = `form-${action.id}`;
   const submit = () => {
+    setBad(null);
+    if (action.url) {
+      void answer({ decision: "accept" });
+      return;
+    }
+    if (form) {
+      void answer({ decision: "accept", content: values });
+      return;
+    }
     try {
-      setBad(null);
       void answer({ decision: "accept", content: JSON.parse(text) as unknown });
     } catch {
       setBad("The answer must be JSON.");
     }
   };
+  const set = (f: Field, raw: string | boolean) => {
+    const v = typeof raw === "boolean" ? raw : f.type === "number" || f.type === "integer" ? (raw === "" ? undefined : Number(raw)) : raw;
+    setValues((old) => ({ ...old, [f.name]: v }));
+  };
   return (
-    <>
-      <p class="action-title"><strong>{action.message ?? `${action.server ?? "A server"} asks for input.`}</strong></p>
-      {action.url && <p><a href={action.url} target="_blank" rel="noopener noreferrer nofollow">{action.url}</a></p>}
-      {action.schema && (
-        <details>
-          <summary>Requested fields</summary>
-          <pre class="json">{JSON.stringify(action.schema, null, 2)}</pre>
-        </details>
+    <form class="action-form" onSubmit={(e) => { e.preventDefault(); submit(); }}>
+      <p class="action-title"><strong>{action.message ?? `${action.server ?? "A server"} asks for input.`}</strong>
+        {action.server && <span class="muted"> ({action.server})</span>}</p>
+      {action.url && <p><a href={action.url} target="_blank" rel="noopener noreferrer nofollow">Open {action.url}</a></p>}
+      {!action.url && form && form.map((f) => {
+        const id = `f-${action.id}-${f.name}`;
+        return (
+          <div key={f.name} class="action-field">
+            {f.type === "boolean" ? (
+              <label class="check"><input id={id} type="checkbox" checked={!!values[f.name]} disabled={sending} onChange={(e) => set(f, (e.target as HTMLInputElement).checked)} />{f.title}</label>
+            ) : (
+              <>
+                <label for={id}>{f.title}{f.required ? " *" : ""}</label>
+                {f.enum ? (
+                  <select id={id} value={String(values[f.name] ?? "")} disabled={sending} onChange={(e) => set(f, (e.target as HTMLSelectElement).value)}>
+                    <option value="" disabled>Choose…</option>
+                    {f.enum.map((o) => <option key={o} value={o}>{o}</option>)}
+                  </select>
+                ) : (
+                  <input id={id} type={(f.type === "string" ? "text" : "number") as "text"} required={f.required} value={values[f.name] == null ? "" : String(values[f.name])}
+                    disabled={sending} onInput={(e) => set(f, (e.target as HTMLInputElement).value)} />
+                )}
+              </>
+            )}
+            {f.description && <small class="muted">{f.description}</small>}
+          </div>
+        );
+      })}
+      {!action.url && !form && (
+        <>
+          <label for={`form-${action.id}`}>Answer (JSON)</label>
+          <textarea id={`form-${action.id}`} class="json" rows={4} value={text} disabled={sending} onInput={(e) => setText((e.target as HTMLTextAreaElement).value)} />
+        </>
       )}
-      <label for={id}>Answer (JSON)</label>
-      <textarea id={id} class="json" rows={4} value={text} disabled={sending} onInput={(e) => setText((e.target as HTMLTextAreaElement).value)} />
       {bad && <p class="error" role="alert">{bad}</p>}
       <div class="action-buttons">
-        <button type="button" class="primary" disabled={sending} onClick={submit}>Send</button>
+        <button type="submit" class="primary" disabled={sending}>{action.url ? "Done" : "Send"}</button>
         <button type="button" disabled={sending} onClick={() => answer({ decision: "decline" })}>Decline</button>
         <button type="button" disabled={sending} onClick={() => answer({ decision: "cancel" })}>Cancel</button>
       </div>
-    </>
+    </form>
   );
 }

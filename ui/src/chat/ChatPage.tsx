@@ -248,7 +248,7 @@ export function ChatPage({ params }: RouteProps) {
         </div>
       )}
       {status === "pending" && s.live.length === 0 && <p class="muted" role="status">Waiting for a worker…</p>}
-      {status === "requires_action" && <PendingActions actions={s.actions} onAnswer={answerAction} />}
+      {s.actions.length > 0 && <PendingActions actions={s.actions} onAnswer={answerAction} />}
       {steering.length > 0 && (
         <section class="queue steering" aria-labelledby="steer-h">
           <h2 id="steer-h">Steering ({steering.length})</h2>

@@ -74,8 +74,9 @@ export function reduce(s: ChatState, ev: StreamEvent): ChatState {
         live: idle ? [] : s.live,
         retry: ev.status === "running" ? s.retry : null,
         error: ev.status === "error" ? s.error : null,
-        // Only a waiting chat has actions; any other status means they were answered or ended.
-        actions: ev.status === "requires_action" ? s.actions : [],
+        // A waiting chat has actions, and so may a running one (a call asks the user: an MCP
+        // server's elicitation); any other status means they were answered or ended.
+        actions: ev.status === "requires_action" || ev.status === "running" ? s.actions : [],
       };
     }
     case "action_required":
