@@ -257,6 +257,7 @@ class ChatView:
         self._streamed = {"text": "", "reasoning": ""}
         self._shown_calls: set[str] = set()
         self._shown_results: set[str] = set()
+        self._shown_actions: set[str] = set()
 
     # -- output helpers -------------------------------------------------------------------------
 
@@ -288,6 +289,9 @@ class ChatView:
             self._line(f"[yellow]↻ retry {data.get('attempt')} in {int(data.get('delay_ms', 0)) / 1000:g}s: {escape(str(data.get('error', '')))}[/yellow]")
         elif kind == "error":
             self._line(f"[red]✗ {escape(str(data.get('message', '')))}[/red]")
+        elif kind == "action_required":
+            # A running call asks (an MCP server's form): answer it in the web UI or the API.
+            self._action(data.get("action") or {})
         elif kind == "queue_update" and data.get("queued_messages"):
             self._line(f"[dim]{len(data['queued_messages'])} message(s) queued[/dim]")
 
@@ -339,7 +343,13 @@ class ChatView:
         if chat.get("status") == "error":
             self._line(f"[red]✗ {escape(chat.get('last_error') or 'the turn failed')}[/red]")
         for action in chat.get("pending_actions") or []:
-            self._line(f"[yellow]? {escape(describe_action(action))}[/yellow]")
+            self._action(action)
+
+    def _action(self, action: dict[str, Any]) -> None:
+        if action.get("id") in self._shown_actions:
+            return
+        self._shown_actions.add(str(action.get("id")))
+        self._line(f"[yellow]? {escape(describe_action(action))}[/yellow]")
 
 
 def describe_action(action: dict[str, Any]) -> str:
