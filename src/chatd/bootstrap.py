@@ -179,6 +179,7 @@ def turn_deps(app: App) -> TurnDeps:
     deps.tool_providers.append(workspace_provider(app.workspaces))
     deps.workspace_aware = True
     deps.end_hooks.append(app.push.web_push.on_turn_end)
+    deps.ask_hooks.append(app.push.web_push.on_ask)
     deps.tool_providers.append(subagent_provider(app.db, app.hub, app.pubsub, app.clock, max_queued=app.settings.max_queued_messages))
     return deps
 

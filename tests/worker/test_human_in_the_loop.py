@@ -586,3 +586,38 @@ async def test_an_unanswered_elicitation_is_cancelled_after_its_timeout(
     [result] = await results(rig, chat["id"])
     assert "not registered: cancel" in json.dumps(result.result)
     assert (await answer(client, rig, chat["id"], action["id"], decision="accept", content={"name": "late"})).status_code == 409
+
+
+async def test_a_replica_that_dies_while_a_form_waits_leaves_no_question_and_the_call_is_not_rerun(
+    rig: Rig, client: httpx.AsyncClient, notes_server: tuple[str, ServerState], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, state = notes_server
+    dying = rig.new_workers()
+
+    async def died_first(*_args: Any) -> Any:
+        raise asyncio.CancelledError  # the process is gone before it writes the question's end
+
+    monkeypatch.setattr(action_store, "end_in_flight", died_first)
+    r = await client.post("/api/v1/mcp-servers", headers=auth(rig, "admin"), json={"slug": "notes", "display_name": "Notes", "url": url})
+    rig.llm.script(Reply(tool_calls=[ToolCall("r1", "notes__register", {})]), Reply(text="It did not go through."))
+    chat = await create(client, rig, "go", mcp_server_ids=[r.json()["id"]])
+    await dying.acquire_once()
+    async with asyncio.timeout(20):
+        while not (body := await chat_of(client, rig, chat["id"]))["pending_actions"]:  # noqa: ASYNC110 - polls the API as a client does
+            await asyncio.sleep(0.05)
+    [action] = body["pending_actions"]
+    await dying.shutdown()
+    monkeypatch.undo()
+    # Still open in the database: the dead replica never said otherwise.
+    assert (await action_store.get_action(rig.app.db, uuid.UUID(action["id"]))).state.value == "pending"
+
+    rig.app.clock.advance(rig.app.settings.stale_after + 1)  # type: ignore[attr-defined]
+    await rig.workers.recover_once()
+    await rig.run()
+    body = await chat_of(client, rig, chat["id"])
+    assert body["status"] == ChatStatus.WAITING.value and body["pending_actions"] == []
+    # The recovered turn dropped the question; the step that asked was never persisted and the
+    # tool's body never ran (the form was not answered), so the turn starts over with the model.
+    assert (await action_store.get_action(rig.app.db, uuid.UUID(action["id"]))).state.value == "cancelled"
+    assert state.calls == [] and await results(rig, chat["id"]) == [] and len(rig.llm.requests) == 2
+    assert (await answer(client, rig, chat["id"], action["id"], decision="accept", content={"name": "late"})).status_code == 409

@@ -88,19 +88,18 @@ async def finish_actions(conn: AsyncConnection, chat_id: uuid.UUID, ids: Sequenc
     )
 
 
-async def answered_actions(db: Database, chat_id: uuid.UUID) -> list[PendingAction]:
-    """What a resumed turn turns into results before it calls the model. Elicitations are asked
-    during a call and answered into it: one left over from a turn that died is dropped here (its
-    call is the journal's to answer). One read for a turn start unless there is such a leftover."""
-    async with db.read() as conn:
-        found = await machine.open_actions(conn, chat_id)
+async def resumable_actions(db: Database, now: datetime, found: Sequence[PendingAction]) -> list[PendingAction]:
+    """Of a chat's open actions (read as a turn starts), the answered ones the resumed turn turns
+    into results before it calls the model. Elicitations are asked during a call and answered into
+    it: one still open when a turn starts was left by a turn that died, and is cancelled here (its
+    call is the journal's to answer; the user's late answer gets a conflict)."""
     stale = [a.id for a in found if a.kind is ActionKind.ELICITATION]
     if stale:
         async with db.write() as conn:
             await conn.execute(
                 update(pending_actions)
                 .where(and_(pending_actions.c.id.in_(stale), pending_actions.c.state.in_(machine.OPEN_STATES)))
-                .values(state=ActionState.CANCELLED.value, decision=Decision.CANCEL.value)
+                .values(state=ActionState.CANCELLED.value, decision=Decision.CANCEL.value, resolved_at=now)
             )
     return [a for a in found if a.state is ActionState.ANSWERED and a.kind is not ActionKind.ELICITATION]
 
@@ -268,10 +267,10 @@ __all__ = [
     "AnswerResult",
     "Expired",
     "answer_action",
-    "answered_actions",
     "chat_with_actions",
     "expire_due",
     "finish_actions",
     "insert_actions",
+    "resumable_actions",
     "with_actions",
 ]

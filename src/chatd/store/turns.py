@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from sqlalchemy import ColumnElement, Select, and_, bindparam, func, or_, select, update
 
-from chatd.domain.actions import ActionState, NewAction, PendingAction
+from chatd.domain.actions import NewAction, PendingAction
 from chatd.domain.chat import (
     ActionsFate,
     Chat,
@@ -34,7 +34,7 @@ from chatd.domain.chat import (
 )
 from chatd.errors import ChatdError, UsageLimitExceeded
 from chatd.store import machine
-from chatd.store.actions import finish_actions, insert_actions
+from chatd.store.actions import finish_actions, insert_actions, resumable_actions
 from chatd.store.database import Database
 from chatd.store.machine import insert_messages, lock_chat
 from chatd.store.rows import chat_from_row, message_from_row
@@ -299,13 +299,14 @@ async def prompt_messages(db: Database, chat_id: uuid.UUID) -> list[Message]:
         return [message_from_row(r) for r in (await conn.execute(_PROMPT_WINDOW, {"p_chat_id": chat_id})).all()]
 
 
-async def turn_inputs(db: Database, chat_id: uuid.UUID) -> tuple[list[Message], list[PendingAction]]:
+async def turn_inputs(db: Database, now: datetime, chat_id: uuid.UUID) -> tuple[list[Message], list[PendingAction]]:
     """What a turn reads of its chat before calling the model, in one read transaction: the
     prompt window (`prompt_messages`) and the answered actions a resumed turn turns into results
-    (`store.actions.answered_actions`)."""
+    (`store.actions.resumable_actions`, which writes only to drop a dead turn's question)."""
     async with db.read() as conn:
         rows = [message_from_row(r) for r in (await conn.execute(_PROMPT_WINDOW, {"p_chat_id": chat_id})).all()]
-        return rows, await machine.open_actions(conn, chat_id, ActionState.ANSWERED)
+        found = await machine.open_actions(conn, chat_id)
+    return rows, await resumable_actions(db, now, found)
 
 
 async def has_model_turns(db: Database, chat_id: uuid.UUID) -> tuple[int, bool]:

@@ -13,15 +13,24 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from chatd.domain.actions import ActionRequest, ActionState, Answer, Decision, NewAction
+from chatd.domain.actions import (
+    ActionRequest,
+    ActionState,
+    Answer,
+    Decision,
+    NewAction,
+    PendingAction,
+)
+from chatd.domain.changes import ActionsRequested, ActionsResolved
 from chatd.domain.clock import Clock
 from chatd.pubsub.base import PubSub, chat_channel
 from chatd.store import actions as action_store
 from chatd.store.database import Database
-from chatd.streams.hub import Notification, StreamHub
+from chatd.streams.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +41,15 @@ RECHECK_SECONDS = 5.0
 @dataclass
 class InFlightAsker:
     db: Database
-    hub: StreamHub
+    outbox: Outbox
     pubsub: PubSub
     clock: Clock
     chat_id: uuid.UUID
     worker_id: uuid.UUID
     generation: int
     timeout: float
+    # Told once the question is stored (web push: the chat stays `running`, no turn end says so).
+    on_asked: Sequence[Callable[[PendingAction], Awaitable[None]]] = field(default=())
 
     async def __call__(self, tool_call_id: str, tool_name: str, args: dict[str, Any], request: ActionRequest) -> Answer:
         new = NewAction(tool_call_id, tool_name, args, request)
@@ -49,7 +60,12 @@ class InFlightAsker:
         # Subscribed before the first read: an answer between the read and the wait is not missed.
         unsubscribe = await self.pubsub.subscribe(chat_channel(self.chat_id), lambda _p: changed.set())
         try:
-            await self.hub.notify(self.chat_id, Notification(actions=True))
+            await self.outbox.publish([ActionsRequested(self.chat_id)])
+            for hook in self.on_asked:
+                try:
+                    await hook(action)
+                except Exception:
+                    log.warning("chat %s: a hook on an elicitation failed", self.chat_id, exc_info=True)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self.timeout
             while True:
@@ -72,6 +88,6 @@ class InFlightAsker:
             ended = await asyncio.shield(action_store.end_in_flight(self.db, self.clock.now(), action.id))
             if ended.state is ActionState.CANCELLED:
                 with contextlib.suppress(Exception):
-                    await self.hub.notify(self.chat_id, Notification(resolved=[(str(ended.id), Decision.CANCEL.value)]))
+                    await self.outbox.publish(ActionsResolved.of(self.chat_id, [ended], Decision.CANCEL))
             with contextlib.suppress(Exception):
                 await unsubscribe()

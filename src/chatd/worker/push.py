@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid
 
-from chatd.domain.actions import ActionKind, action_prompt
+from chatd.domain.actions import ActionKind, PendingAction, action_prompt
 from chatd.domain.chat import Chat, ChatStatus
 from chatd.domain.net import blocked_reason, has_userinfo, ip_literal
 from chatd.domain.push import PushNotification, PushSubscription
@@ -270,6 +270,20 @@ class WebPush:
             # Interrupted (the user is there), lost to an edit, or a queued message runs next.
             return
         self._spawn(self._notify_end(ctx, res, outcome, error), chat.id)
+
+    async def on_ask(self, ctx: TurnContext, action: PendingAction) -> None:
+        """A running call waits for the chat's user (an MCP server's form or page): tell them, as
+        for a chat that starts waiting. A sub-agent's too: nobody else can answer it."""
+        if action.kind is ActionKind.ELICITATION:
+            self._spawn(self._notify_asked(ctx.chat, action), ctx.chat.id)
+
+    async def _notify_asked(self, chat: Chat, action: PendingAction) -> None:
+        try:
+            subscriptions = await push_store.user_subscriptions(self.db, self.box, chat.owner_id)
+            if subscriptions:
+                await self.send(subscriptions, PushNotification(title=chat.title, body=_cap(action_prompt([action])), url=chat_url(chat.id)))
+        except Exception:
+            log.warning("web push for chat %s failed", chat.id, exc_info=True)
 
     def _spawn(self, work: Coroutine[Any, Any, None], chat_id: uuid.UUID) -> None:
         task = asyncio.create_task(work, name=f"web-push-{chat_id}")

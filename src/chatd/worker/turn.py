@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -14,6 +15,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from chatd import tracing
+from chatd.domain.actions import PendingAction
 from chatd.domain.changes import (
     MessagesAdded,
     QueueChanged,
@@ -79,6 +81,9 @@ TokenSource = Callable[[uuid.UUID, list[McpServerConfig]], Awaitable[Mapping[uui
 # text of a failed turn (once the model and owner were loaded); not on shutdown or lost ownership
 # to another worker. A hook must return quickly (the next turn of the chat may be waiting).
 TurnEndHook = Callable[["TurnContext", FinishResult, TurnOutcome | None, str | None], Awaitable[None]]
+# Called when a running call starts waiting for the chat's user (an MCP server's elicitation: the
+# chat stays `running`, so no turn end says so). Must return quickly: the call is waiting.
+AskHook = Callable[["TurnContext", PendingAction], Awaitable[None]]
 
 
 @dataclass
@@ -103,6 +108,7 @@ class TurnDeps:
     config: ConfigCache
     tool_providers: list[ToolProvider] = field(default_factory=list)
     end_hooks: list[TurnEndHook] = field(default_factory=list)
+    ask_hooks: list[AskHook] = field(default_factory=list)
     # The owner's OAuth2 tokens for these servers, refreshed when due (default: as stored).
     token_source: TokenSource | None = None
     # A fresh OAuth2 token after an MCP server answered 401 mid-turn (single-flight refresh).
@@ -268,7 +274,7 @@ class ChatTurn:
         try:
             model, (rows, answered), owner, _ = await asyncio.gather(
                 self._resolve_model(),
-                turns.turn_inputs(d.db, chat.id),
+                turns.turn_inputs(d.db, d.clock.now(), chat.id),
                 d.config.user(chat.owner_id),
                 self._record_trace(),
             )
@@ -312,7 +318,15 @@ class ChatTurn:
                 # A call to a tool of a chat's server that is down or disabled says so.
                 explain_missing_tool=conns.explain_missing if conns is not None else None,
                 ask=InFlightAsker(
-                    d.db, d.hub, d.pubsub, d.clock, chat.id, self.worker_id, chat.generation, d.settings.mcp_elicitation_timeout
+                    d.db,
+                    d.outbox,
+                    d.pubsub,
+                    d.clock,
+                    chat.id,
+                    self.worker_id,
+                    chat.generation,
+                    d.settings.mcp_elicitation_timeout,
+                    on_asked=[functools.partial(hook, ctx) for hook in d.ask_hooks],
                 ),
             )
             # Non-idempotent calls are recorded before they run: at most once across crashes.
