@@ -31,7 +31,7 @@ from chatd.domain.changes import (
 from chatd.domain.chat import ChatStatus
 from chatd.pubsub.base import CONFIG_CHANNEL, PENDING_CHANNEL, chat_channel, owner_channel
 from chatd.streams.notes import Notification, _by_tag
-from chatd.streams.outbox import Outbox, read_owner_hint
+from chatd.streams.outbox import WATCH_KINDS, Outbox, read_owner_hint
 
 CHAT, OWNER = uuid.uuid4(), uuid.uuid4()
 SRC = Path(__file__).parent.parent / "src" / "chatd"
@@ -102,6 +102,22 @@ async def test_the_owner_hears_once_per_chat_with_the_most_telling_kind(outbox: 
     ])
     hints = [read_owner_hint(p) for c, p in sent.sent if c == owner_channel(OWNER)]
     assert [h[0] for h in hints if h] == ["deleted", "title_change", "created"]
+
+
+def test_each_chat_list_change_names_its_watch_kind_and_no_other_change_names_one() -> None:
+    other = uuid.uuid4()
+    watched = (
+        StatusChanged(CHAT, OWNER, ChatStatus.RUNNING, 1), QueueChanged(CHAT, OWNER), ChatCreated(CHAT, OWNER),
+        ChatArchived(CHAT, OWNER), ChatArchived(CHAT, OWNER, archived=False), TitleChanged(other, OWNER),
+    )
+    hints = [c.owner_hint() for c in watched]
+    assert hints == [
+        (OWNER, CHAT, "status_change"), (OWNER, CHAT, "queue_change"), (OWNER, CHAT, "created"), (OWNER, CHAT, "deleted"),
+        (OWNER, CHAT, "created"), (OWNER, other, "title_change"),
+    ]
+    assert {h[2] for h in hints if h} == set(WATCH_KINDS)
+    quiet = (MessagesAdded(CHAT, 1), HistoryReplaced(CHAT), ActionsRequested(CHAT), TurnFailed(CHAT, "x"), WorkAvailable(), ConfigChanged())
+    assert [c.owner_hint() for c in quiet] == [None] * len(quiet)
 
 
 async def test_retries_and_configuration_changes(outbox: Outbox, sent: Recorder) -> None:

@@ -6,7 +6,8 @@ Changes are hints: the database is the truth, and every listener re-reads it.
 
 Each change says where it goes by its class: `OnStream` changes reach the chat's subscribers (by
 `tag` on the wire, in `rank` order within one notification), `Announced` ones carry their stream
-events whole (no database read), and `owner_hint` names the owner's chat-list hint, if any. So a
+events whole (no database read), and `_Watched` ones name the owner's chat-list hint by their
+`watch` kind (`owner_hint`). So a
 new stream event is an event in `domain/events.py`, an `Announced` change here (and in `Change`),
 and the use case that names it: the outbox, the wire codec (`streams/notes.py`), the hub and the
 API's JSON need no entry."""
@@ -30,6 +31,18 @@ class _Change:
     def owner_hint(self) -> tuple[uuid.UUID, uuid.UUID, str] | None:
         """(owner, chat, `/chats/watch` kind) when the owner's chat lists must hear of this."""
         return None
+
+
+class _Watched(_Change):
+    """A change of one chat that the owner's chat lists hear of, as the `/chats/watch` kind `watch`."""
+
+    __slots__ = ()
+    watch: ClassVar[str]
+    chat_id: uuid.UUID
+    owner_id: uuid.UUID
+
+    def owner_hint(self) -> tuple[uuid.UUID, uuid.UUID, str] | None:
+        return self.owner_id, self.chat_id, self.watch
 
 
 class OnStream(_Change):
@@ -81,7 +94,8 @@ class HistoryReplaced(OnStream):
 
 
 @dataclass(frozen=True, slots=True)
-class StatusChanged(OnStream):
+class StatusChanged(OnStream, _Watched):
+    watch = "status_change"
     tag = "s"
     rank = 1
     chat_id: uuid.UUID
@@ -96,19 +110,14 @@ class StatusChanged(OnStream):
     def of(cls, chat: Chat) -> StatusChanged:
         return cls(chat.id, chat.owner_id, chat.status, chat.generation, chat.worker_id)
 
-    def owner_hint(self) -> tuple[uuid.UUID, uuid.UUID, str] | None:
-        return self.owner_id, self.chat_id, "status_change"
-
 
 @dataclass(frozen=True, slots=True)
-class QueueChanged(OnStream):
+class QueueChanged(OnStream, _Watched):
+    watch = "queue_change"
     tag = "q"
     rank = 4
     chat_id: uuid.UUID
     owner_id: uuid.UUID
-
-    def owner_hint(self) -> tuple[uuid.UUID, uuid.UUID, str] | None:
-        return self.owner_id, self.chat_id, "queue_change"
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,32 +189,30 @@ class TurnFailed(Announced):
 
 
 @dataclass(frozen=True, slots=True)
-class ChatCreated(_Change):
+class ChatCreated(_Watched):
+    watch = "created"
     chat_id: uuid.UUID
     owner_id: uuid.UUID
 
-    def owner_hint(self) -> tuple[uuid.UUID, uuid.UUID, str] | None:
-        return self.owner_id, self.chat_id, "created"
-
 
 @dataclass(frozen=True, slots=True)
-class ChatArchived(_Change):
+class ChatArchived(_Watched):
+    watch = "deleted"
     chat_id: uuid.UUID
     owner_id: uuid.UUID
     # False: restored from the archive.
     archived: bool = True
 
     def owner_hint(self) -> tuple[uuid.UUID, uuid.UUID, str] | None:
-        return self.owner_id, self.chat_id, "deleted" if self.archived else "created"
+        # Restored from the archive, the chat is back in the owner's lists as if created.
+        return self.owner_id, self.chat_id, self.watch if self.archived else ChatCreated.watch
 
 
 @dataclass(frozen=True, slots=True)
-class TitleChanged(_Change):
+class TitleChanged(_Watched):
+    watch = "title_change"
     chat_id: uuid.UUID
     owner_id: uuid.UUID
-
-    def owner_hint(self) -> tuple[uuid.UUID, uuid.UUID, str] | None:
-        return self.owner_id, self.chat_id, "title_change"
 
 
 @dataclass(frozen=True, slots=True)
