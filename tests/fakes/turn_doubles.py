@@ -116,6 +116,19 @@ class RecordedSleep:
         await asyncio.sleep(0)
 
 
+class HeldSleep(RecordedSleep):
+    """The wait before a retry lasts until the turn is cancelled: a test can act meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = asyncio.Event()
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        self.waiting.set()
+        await asyncio.Event().wait()
+
+
 def options(sleep: RecordedSleep | None = None, **kw: Any) -> TurnOptions:
     return TurnOptions(
         chat_id=CHAT_ID,

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from chatd.domain.parts import TextPart
-from chatd.loop import RetriesExhausted, run_turn
+from chatd.loop import RetriesExhausted, TurnControl, run_turn
 from tests.fakes.llm_server import FakeLLMServer, Fault, Reply
-from tests.fakes.turn_doubles import RecordedSleep, RecordingSink, model_for, options, user
+from tests.fakes.turn_doubles import (
+    HeldSleep,
+    RecordedSleep,
+    RecordingSink,
+    model_for,
+    options,
+    user,
+)
 
 
 async def test_rate_limit_honours_retry_after(llm: FakeLLMServer, wire: str, sink: RecordingSink, sleep: RecordedSleep) -> None:
@@ -20,6 +29,18 @@ async def test_rate_limit_honours_retry_after(llm: FakeLLMServer, wire: str, sin
     assert (attempt, delay, decision.kind, decision.status_code, decision.retry_after_s) == (1, 7.0, "rate_limit", 429, 7.0)
     assert len(llm.requests) == 2
     assert sink.steps[0].assistant_parts == [TextPart(text="finally")]
+
+
+async def test_a_stop_while_waiting_to_retry_persists_an_empty_stopped_answer(llm: FakeLLMServer, wire: str, sink: RecordingSink) -> None:
+    llm.script(Reply(fault=Fault.status(500)), Reply(text="never asked for"))
+    control, held = TurnControl(), HeldSleep()
+    turn = asyncio.create_task(run_turn(model_for(llm, wire), [user("hi")], [], options(held), sink, control))
+    await asyncio.wait_for(held.waiting.wait(), 10)
+    control.interrupt()
+    outcome = await asyncio.wait_for(turn, 10)
+    assert (outcome.reason, outcome.steps, len(llm.requests)) == ("interrupted", 1, 1)
+    ((step,),) = [sink.steps]
+    assert (step.assistant_parts, step.tool_results, step.interrupted, step.usage.total_tokens) == ([], [], True, 0)
 
 
 async def test_anthropic_overloaded_529_is_retried(llm: FakeLLMServer, sink: RecordingSink, sleep: RecordedSleep) -> None:

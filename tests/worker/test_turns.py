@@ -7,14 +7,14 @@ import asyncio
 
 import pytest
 
-from chatd.domain.chat import BusyBehavior, ChatStatus, Role, Visibility
+from chatd.domain.chat import BusyBehavior, ChatStatus, Role, Usage, Visibility
 from chatd.domain.config import UsageLimit
 from chatd.domain.events import ErrorEvent, MessageEvent, MessagePartEvent, RetryEvent, StatusEvent
 from chatd.domain.parts import TextPart, ToolCallPart, ToolResultPart
 from chatd.errors import UsageLimitExceeded
 from chatd.store import usage as usage_store
 from tests.fakes.llm_server import Fault, Reply, TokenUsage, ToolCall
-from tests.fakes.turn_doubles import echo_tool
+from tests.fakes.turn_doubles import HeldSleep, echo_tool
 from tests.worker.conftest import Gate, Rig, collect
 
 
@@ -148,6 +148,31 @@ async def test_interrupt_mid_step_keeps_the_partial_answer_and_promotes_the_queu
     await rig.run()
     assert (await rig.get(chat.id)).status is ChatStatus.WAITING
     assert [m.role for m in await rig.messages(chat.id) if m.role is not Role.SYSTEM][-1] is Role.ASSISTANT
+
+
+async def test_a_stop_while_a_failed_call_waits_to_retry_leaves_a_stopped_answer_as_a_stop_mid_stream_does(rig: Rig) -> None:
+    await rig.workers.shutdown()
+    rig.sleep = held = HeldSleep()
+    rig.workers = rig.new_workers()
+    rig.llm.script(Reply(fault=Fault.status(500)), Reply(text="the next answer"))
+    chat = await rig.chat("first")
+    await rig.workers.acquire_once()
+    await asyncio.wait_for(held.waiting.wait(), 10)
+    alice = rig.people.alice.user
+    await rig.app.service.interrupt(alice, chat.id)
+    await rig.workers.drain()
+    assert (await rig.get(chat.id)).status is ChatStatus.WAITING
+    msgs = [m for m in await rig.messages(chat.id) if m.role is not Role.SYSTEM]
+    # What a stop mid-stream leaves (the partial answer, here none: the failed call's parts were
+    # dropped for the retry), without usage: the web UI reads it as "stopped".
+    assert [(m.role, m.content) for m in msgs] == [(Role.USER, [TextPart(text="first")]), (Role.ASSISTANT, [])]
+    assert msgs[1].usage in (None, Usage()) and msgs[1].model_config_id == rig.model_config_id
+
+    # The next turn's model does not see the empty answer.
+    await rig.app.service.send_message(alice, chat.id, content=[TextPart(text="again")])
+    await rig.run()
+    assert [m["role"] for m in rig.llm.requests[-1].body["messages"] if m["role"] != "system"] == ["user", "user"]
+    assert (await rig.messages(chat.id))[-1].content == [TextPart(text="the next answer")]
 
 
 async def test_edit_while_a_step_runs_writes_nothing_after_the_edit(rig: Rig) -> None:

@@ -162,6 +162,9 @@ class _StepState:
     response: pm.ModelResponse | None = None
     calls: list[pm.ToolCallPart] = field(default_factory=list)
     results: dict[str, ToolResultPart] = field(default_factory=dict)
+    # A model call of this step failed and is being retried: an interrupt from here on keeps an
+    # answer even with nothing to show, so the chat records that the turn was stopped.
+    retrying: bool = False
 
 
 @dataclass
@@ -368,6 +371,10 @@ class _Turn:
         response = state.response
         if response is None and state.stream is not None:
             response = state.stream.get()
+        if response is None and state.retrying:
+            # Stopped while waiting to retry a failed call: an empty answer, as a stop before the
+            # first token of a retry also is (the model sees neither: `convert` drops it).
+            response = pm.ModelResponse(parts=[])
         if response is None:
             return
         calls = state.calls or [p for p in response.parts if isinstance(p, pm.ToolCallPart)]
@@ -384,7 +391,7 @@ class _Turn:
         self.state = state  # index and start time for the step record
         step = self._build_step(response, results, interrupted=True)
         self.state = None
-        if not step.assistant_parts and not step.tool_results:
+        if not step.assistant_parts and not step.tool_results and not state.retrying:
             return
         try:
             await _uncancellable(self.sink.persist_step(step))
@@ -434,6 +441,7 @@ class _Turn:
                 if self.state is not None:
                     # The retry starts the step over; the sink clears its part buffer in on_retry.
                     self.state.stream = None
+                    self.state.retrying = True
                 decision = classify(exc)
                 attempt += 1
                 metrics.PROVIDER_ERRORS.labels(decision.kind).inc()
