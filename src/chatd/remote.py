@@ -266,7 +266,34 @@ def users_list(url: Url = None, token: Token = None, data_dir: DataDir = None, a
     if as_json:
         print_json(rows)
         return
-    table(rows, [("ID", "id"), ("USERNAME", "username"), ("ROLE", "role"), ("CREATED", "created_at")], empty="no users")
+    table(rows, [("ID", "id"), ("USERNAME", "username"), ("ROLE", "role"), ("DISABLED", "disabled"), ("CREATED", "created_at")], empty="no users")
+
+
+UserArg = Annotated[str, typer.Argument(help="The user's id or username (see `chatd users list`).")]
+
+
+def users_disable(user: UserArg, url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False) -> None:
+    """Disable a user (admins): their tokens are refused from now on; their chats and tokens are kept."""
+    _set_disabled(user, True, url, token, data_dir, as_json)
+
+
+def users_enable(user: UserArg, url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False) -> None:
+    """Enable a disabled user again (admins): their tokens work again."""
+    _set_disabled(user, False, url, token, data_dir, as_json)
+
+
+def _set_disabled(user: str, disabled: bool, url: str | None, token: str | None, data_dir: Path | None, as_json: bool) -> None:
+    async def work(c: ChatdClient) -> dict[str, Any]:
+        user_id = await _resolve(c, "/api/v1/users", "username", user, "user named")
+        result: dict[str, Any] = await c.request("PATCH", f"/api/v1/users/{user_id}", json={"disabled": disabled})
+        return result
+
+    changed = call(url, token, data_dir, work)
+    if as_json:
+        print_json(changed)
+        return
+    verb = "disabled" if disabled else "enabled"
+    out().print(f"{verb} {escape(str(changed.get('username')))} ({escape(str(changed.get('id')))})", highlight=False)
 
 
 def tokens_list(url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False) -> None:
@@ -320,12 +347,7 @@ def mcp_test(
     """Connect to the server now, as you, and list its tools. Exit status 1 if it fails."""
 
     async def work(c: ChatdClient) -> dict[str, Any]:
-        server_id = server
-        if not _looks_like_uuid(server):
-            found = [s for s in await c.list_all("/api/v1/mcp-servers") if s.get("slug") == server]
-            if not found:
-                raise ClientError(f"No MCP server with the slug {server!r}.", 404)
-            server_id = found[0]["id"]
+        server_id = await _resolve(c, "/api/v1/mcp-servers", "slug", server, "MCP server with the slug")
         result: dict[str, Any] = await c.request("GET", f"/api/v1/mcp-servers/{server_id}/tools")
         return result
 
@@ -341,6 +363,17 @@ def mcp_test(
         err.print(f"[red]failed[/red] ({escape(str(error.get('code', '')))}): {escape(str(error.get('message', '')))}")
     if not result.get("ok"):
         raise typer.Exit(1)
+
+
+async def _resolve(c: ChatdClient, path: str, key: str, value: str, what: str) -> str:
+    """`value` as an id: itself when it is one, else the id of the row of the list at `path`
+    whose `key` is `value` (a slug, a username: unique)."""
+    if _looks_like_uuid(value):
+        return value
+    found = [r for r in await c.list_all(path) if r.get(key) == value]
+    if not found:
+        raise ClientError(f"No {what} {value!r}.", 404)
+    return str(found[0]["id"])
 
 
 def _looks_like_uuid(value: str) -> bool:
@@ -393,6 +426,8 @@ def install(app: typer.Typer, users_app: typer.Typer, tokens_app: typer.Typer, m
     app.add_typer(providers_app, name="providers")
     app.add_typer(models_app, name="models")
     users_app.command("list")(users_list)
+    users_app.command("disable")(users_disable)
+    users_app.command("enable")(users_enable)
     tokens_app.command("list")(tokens_list)
     tokens_app.command("revoke")(tokens_revoke)
     mcp_app.command("list")(mcp_list)

@@ -178,6 +178,32 @@ async def test_users_list_and_tokens_list_and_revoke(rig: Rig) -> None:
         assert gone.exit_code == 2 and "401" in gone.stderr
 
 
+async def test_users_disable_and_enable_by_username_or_id(rig: Rig) -> None:
+    admin, bob = rig.people.admin, rig.people.bob
+    async with running(rig) as url:
+        disabled = await chatd(url, admin.token, "users", "disable", "bob")
+        assert disabled.exit_code == 0, disabled.output
+        assert disabled.stdout.strip() == f"disabled bob ({bob.user.id})"
+        refused = await chatd(url, bob.token, "chats", "list")
+        assert refused.exit_code == 2 and "401" in refused.stderr
+        listed = await chatd(url, admin.token, "users", "list")
+        (row,) = [line.split() for line in listed.stdout.splitlines() if "bob" in line]
+        assert row[0] == str(bob.user.id) and "yes" in row
+
+        enabled = as_json(await chatd(url, admin.token, "users", "enable", str(bob.user.id), "--json"))
+        assert (enabled["id"], enabled["username"], enabled["disabled"]) == (str(bob.user.id), "bob", False)
+        assert as_json(await chatd(url, bob.token, "chats", "list", "--json")) == []
+
+        # Refusals are the API's, one line, exit status 2: a member, an unknown name, oneself.
+        member = await chatd(url, rig.people.alice.token, "users", "disable", "bob")
+        assert member.exit_code == 2 and "403" in member.stderr
+        unknown = await chatd(url, admin.token, "users", "disable", "nobody")
+        assert unknown.exit_code == 2 and unknown.stderr.strip() == "error: No user named 'nobody'."
+        oneself = await chatd(url, admin.token, "users", "disable", "admin")
+        assert oneself.exit_code == 2 and "400" in oneself.stderr
+        assert not any(u["disabled"] for u in as_json(await chatd(url, admin.token, "users", "list", "--json")))
+
+
 async def test_an_id_that_is_not_a_uuid_is_refused_before_any_request(rig: Rig) -> None:
     # An id goes into the request path: `../users` would name another endpoint.
     async with running(rig) as url:
