@@ -183,7 +183,7 @@ def chat(
     url: Annotated[str | None, typer.Option("--url", envvar="CHATD_URL", help="The chatd server (default: http://HOST:PORT of the settings).")] = None,
     token: Annotated[str | None, typer.Option("--token", envvar="CHATD_TOKEN", help="An API token (default: the admin token in the data dir).")] = None,
     data_dir: DataDir = None,
-    chat_id: Annotated[str | None, typer.Option("--chat", help="Send to this chat instead of starting a new one.")] = None,
+    chat_id: Annotated[str | None, typer.Option("--chat", help="Send to this chat (its id, or its start as `chatd chats list` shows it) instead of starting a new one.")] = None,
     title: Annotated[str | None, typer.Option("--title", help="The new chat's title.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="A model config id (default: the server's default).")] = None,
     reasoning: Annotated[bool, typer.Option("--reasoning/--no-reasoning", help="Show the model's reasoning.")] = True,
@@ -210,7 +210,7 @@ def chat(
         async def session() -> int:
             async with ChatdClient(url, token) as client:
                 return await Session(
-                    client, out, chat_id=chat_id, title=title, model=model, reasoning=reasoning,
+                    client, out, chat_id=await client.resolve_chat_id(chat_id) if chat_id else None, title=title, model=model, reasoning=reasoning,
                     history_file=settings.data_dir / "chat-history", interactive=sys.stdin.isatty(),
                 ).run()
 
@@ -223,10 +223,11 @@ def chat(
     async def go() -> str:
         async with ChatdClient(url, token) as client:
             if chat_id:
-                sent = await client.send_message(chat_id, message)
-                following["id"] = chat_id
+                whole = await client.resolve_chat_id(chat_id)
+                sent = await client.send_message(whole, message)
+                following["id"] = whole
                 # Everything before the message just sent is history: follow from there.
-                after = sent["message"]["id"] - 1 if sent.get("message") else max((m["id"] for m in await client.messages(chat_id)), default=0)
+                after = sent["message"]["id"] - 1 if sent.get("message") else max((m["id"] for m in await client.messages(whole)), default=0)
             else:
                 created = await client.create_chat(message, title=title, model_config_id=model)
                 following["id"], after = created["id"], 0

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -117,6 +119,26 @@ class ChatdClient:
         sent: dict[str, Any] = await self._call("POST", f"/api/v1/chats/{chat_id}/messages", json={"content": content})
         return sent
 
+    async def resolve_chat_id(self, ref: str) -> str:
+        """The id of the chat `ref` names: a whole id as it is, else one of the caller's chats
+        (archived or not) whose id starts with `ref` (`chatd chats list` shows such short ids in a
+        narrow terminal). Anything else is refused before it reaches a request path."""
+        if is_uuid(ref):
+            return ref
+        if not is_id_prefix(ref):
+            raise ClientError(f"{ref!r} is not an id (ids are UUIDs, or the start of one).")
+        start = ref.lower()
+        found = [
+            str(c["id"]) for archived in ("false", "true")
+            for c in await self.list_all("/api/v1/chats", {"archived": archived}) if str(c.get("id", "")).startswith(start)
+        ]  # fmt: skip
+        if len(found) != 1:
+            raise ClientError(
+                f"No chat of yours has an id starting with {ref!r}." if not found
+                else f"{ref!r} starts the ids of {len(found)} of your chats: give more of the id."
+            )
+        return found[0]
+
     async def get_chat(self, chat_id: str) -> dict[str, Any]:
         chat: dict[str, Any] = await self._call("GET", f"/api/v1/chats/{chat_id}")
         return chat
@@ -193,6 +215,23 @@ class ChatdClient:
 # the API's `waiting` means the chat waits for its person, which read as "still working"; `idle`
 # says it is done. The API's values stay as they are (`--json` prints them).
 STATUS_WORDS = {"pending": "pending", "running": "running", "waiting": "idle", "error": "error", "requires_action": "requires action"}
+
+
+def is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+# The start of an id, as `chatd chats list` shows it in a narrow terminal (at least 8 characters;
+# 4 are accepted, as git accepts short hashes).
+_ID_PREFIX = re.compile(r"[0-9a-fA-F][0-9a-fA-F-]{3,35}")
+
+
+def is_id_prefix(value: str) -> bool:
+    return _ID_PREFIX.fullmatch(value) is not None
 
 
 def status_word(status: str) -> str:

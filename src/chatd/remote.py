@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -19,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from chatd.client import ChatdClient, ClientError, status_word
+from chatd.client import ChatdClient, ClientError, is_id_prefix, is_uuid, status_word
 from chatd.settings import Settings
 from chatd.terminal import MarkdownView
 
@@ -94,18 +95,15 @@ SHRINKING = frozenset({"TITLE", "ERROR", "NAME", "DESCRIPTION", "URL", "BASE URL
 SHRINK_MIN = 8
 
 
-def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str | Callable[[dict[str, Any]], Any]]], *, empty: str) -> None:
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[Column], *, empty: str) -> None:
     """Rows as one line each: in a narrow terminal free text is cut with an ellipsis (never
     wrapped: a wrapped title broke every row into several lines), ids and short values stay whole."""
     if not rows:
         err.print(f"[dim]{empty}[/dim]")
         return
-    cells = [[_cell(get(row) if callable(get) else row.get(get)) for _, get in columns] for row in rows]
-    natural = [max([len(title)] + [len(r[i]) for r in cells]) for i, (title, _) in enumerate(columns)]
-    console = out()
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        # Piped (`chatd chats list | grep …`): no terminal to fit, keep every value whole.
-        console = Console(soft_wrap=False, width=10_000)
+    cells = _cells(rows, columns)
+    natural = _natural(cells, columns)
+    console = _table_console()
     widths = _fit([title in SHRINKING for title, _ in columns], natural, console.width - 3 * (len(columns) - 1))
     t = Table(show_edge=False, header_style="bold", pad_edge=False)
     for (title, _), width, shrinks in zip(columns, widths, (title in SHRINKING for title, _ in columns), strict=True):
@@ -116,6 +114,31 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str | Cal
     # terminal wraps them) rather than cut an id.
     console.width = max(console.width, sum(widths) + 3 * (len(columns) - 1))
     console.print(t)
+
+
+Column = tuple[str, str | Callable[[dict[str, Any]], Any]]
+
+
+def _table_console() -> Console:
+    console = out()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        # Piped (`chatd chats list | grep …`): no terminal to fit, keep every value whole.
+        console = Console(soft_wrap=False, width=10_000)
+    return console
+
+
+def _cells(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> list[list[str]]:
+    return [[_cell(get(row) if callable(get) else row.get(get)) for _, get in columns] for row in rows]
+
+
+def _natural(cells: Sequence[Sequence[str]], columns: Sequence[Column]) -> list[int]:
+    """Each column's width with every value whole."""
+    return [max([len(title)] + [len(r[i]) for r in cells]) for i, (title, _) in enumerate(columns)]
+
+
+def _fits(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> bool:
+    """Whether the table fits the terminal with nothing cut."""
+    return sum(_natural(_cells(rows, columns), columns)) + 3 * (len(columns) - 1) <= _table_console().width
 
 
 def _fit(shrinks: Sequence[bool], natural: Sequence[int], room: int) -> list[int]:
@@ -161,10 +184,33 @@ def chats_list(
         print_json(rows)
         return
     rows = sorted(rows, key=lambda r: str(r.get("updated_at", "")), reverse=True)
-    columns: list[tuple[str, str | Callable[[dict[str, Any]], Any]]] = [("ID", "id"), ("TITLE", "title"), ("STATUS", _status), ("UPDATED", "updated_at")]
+    columns: list[Column] = [("ID", "id"), ("TITLE", "title"), ("STATUS", _status), ("UPDATED", "updated_at")]
     if any(r.get("last_error") for r in rows):  # a column of dashes only takes the title's room
         columns.append(("ERROR", lambda r: _short(r.get("last_error"), 60)))
+    if not _fits(rows, columns):
+        # Too narrow for everything whole: the ids and times give way before the titles do. A
+        # short id is the start of the whole one, as long as the listed chats need to tell them
+        # apart, and every command that takes a chat id takes it.
+        short = _short_ids([str(r.get("id", "")) for r in rows])
+        this_year = str(datetime.now(UTC).year)
+        columns[0] = ("ID", lambda r: short[str(r.get("id", ""))])
+        columns[3] = ("UPDATED", lambda r: _when(r.get("updated_at"), this_year))
     table(rows, columns, empty="no chats")
+
+
+def _short_ids(ids: Sequence[str], least: int = 8) -> dict[str, str]:
+    """Each id cut to one length, at least `least`, at which no two of them are the same."""
+    n = least
+    while n < max(map(len, ids), default=0) and len({i[:n] for i in ids}) < len(set(ids)):
+        n += 1
+    return {i: i[:n] for i in ids}
+
+
+def _when(value: Any, this_year: str) -> Any:
+    """An ISO time as `ls -l` shows one: month, day and minute this year, the date before."""
+    if not isinstance(value, str) or len(value) < 16 or value[4] != "-" or value[10] != "T":
+        return value
+    return value[5:16].replace("T", " ") if value[:4] == this_year else value[:10]
 
 
 def _status(chat: dict[str, Any]) -> str:
@@ -181,21 +227,32 @@ def _short(value: Any, limit: int) -> str | None:
 
 def _an_id(value: str) -> str:
     """Ids go into request paths: anything but a UUID (`../users`, say) would name another endpoint."""
-    if not _looks_like_uuid(value):
+    if not is_uuid(value):
         raise typer.BadParameter(f"{value!r} is not an id (ids are UUIDs).")
     return value
 
 
+def _a_chat_id(value: str) -> str:
+    """A chat's whole id, or the start of it (resolved by `ChatdClient.resolve_chat_id`)."""
+    if not (is_uuid(value) or is_id_prefix(value)):
+        raise typer.BadParameter(f"{value!r} is not an id (ids are UUIDs, or the start of one as `chatd chats list` shows it).")
+    return value
+
+
+ChatId = Annotated[str, typer.Argument(help="The chat's id, or its start as `chatd chats list` shows it.", callback=_a_chat_id)]
+
+
 @chats_app.command("show")
 def chats_show(
-    chat_id: Annotated[str, typer.Argument(help="The chat's id.", callback=_an_id)],
+    chat_id: ChatId,
     reasoning: Annotated[bool, typer.Option("--reasoning/--no-reasoning", help="Show the model's reasoning.")] = False,
     url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False,
 ) -> None:
     """A chat: its status, then the conversation (tool calls and results as lines)."""
 
     async def work(c: ChatdClient) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        return await c.get_chat(chat_id), await c.messages(chat_id)
+        whole = await c.resolve_chat_id(chat_id)
+        return await c.get_chat(whole), await c.messages(whole)
 
     chat, messages = call(url, token, data_dir, work)
     if as_json:
@@ -212,11 +269,16 @@ def chats_show(
 
 @chats_app.command("debug")
 def chats_debug(
-    chat_id: Annotated[str, typer.Argument(help="The chat's id.", callback=_an_id)],
+    chat_id: ChatId,
     url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False,
 ) -> None:
     """Any chat as the workers see it, for admins: status, replica, turn, lease, trace id (no content)."""
-    debug = call(url, token, data_dir, lambda c: c.request("GET", f"/api/v1/chats/{chat_id}/debug"))
+
+    async def work(c: ChatdClient) -> dict[str, Any]:
+        debug: dict[str, Any] = await c.request("GET", f"/api/v1/chats/{await c.resolve_chat_id(chat_id)}/debug")
+        return debug
+
+    debug = call(url, token, data_dir, work)
     if as_json:
         print_json(debug)
         return
@@ -227,19 +289,24 @@ def chats_debug(
 
 
 @chats_app.command("interrupt")
-def chats_interrupt(chat_id: Annotated[str, typer.Argument(help="The chat's id.", callback=_an_id)], url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False) -> None:
+def chats_interrupt(chat_id: ChatId, url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False) -> None:
     """Stop the chat's running turn (the partial answer is kept)."""
-    chat = call(url, token, data_dir, lambda c: c.request("POST", f"/api/v1/chats/{chat_id}/interrupt"))
+
+    async def work(c: ChatdClient) -> tuple[str, Any]:
+        whole = await c.resolve_chat_id(chat_id)
+        return whole, await c.request("POST", f"/api/v1/chats/{whole}/interrupt")
+
+    whole, chat = call(url, token, data_dir, work)
     if as_json:
         print_json(chat)
         return
     status = chat.get("status") if isinstance(chat, dict) else None
-    out().print(f"interrupted {escape(chat_id)}" + (f" (now {escape(status_word(str(status)))})" if status else ""), highlight=False)
+    out().print(f"interrupted {escape(whole)}" + (f" (now {escape(status_word(str(status)))})" if status else ""), highlight=False)
 
 
 @chats_app.command("archive")
 def chats_archive(
-    chat_id: Annotated[str, typer.Argument(help="The chat's id.", callback=_an_id)],
+    chat_id: ChatId,
     undo: Annotated[bool, typer.Option("--undo", help="Unarchive instead.")] = False,
     url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False,
 ) -> None:
@@ -247,14 +314,15 @@ def chats_archive(
     action = "unarchive" if undo else "archive"
 
     async def work(c: ChatdClient) -> dict[str, Any]:
-        await c.request("POST", f"/api/v1/chats/{chat_id}/{action}")
-        return await c.get_chat(chat_id)
+        whole = await c.resolve_chat_id(chat_id)
+        await c.request("POST", f"/api/v1/chats/{whole}/{action}")
+        return await c.get_chat(whole)
 
     chat = call(url, token, data_dir, work)
     if as_json:
         print_json(chat)
         return
-    out().print(f"{action}d {escape(chat_id)}", highlight=False)
+    out().print(f"{action}d {escape(str(chat['id']))}", highlight=False)
 
 
 # --- users and tokens --------------------------------------------------------------------------
@@ -368,22 +436,12 @@ def mcp_test(
 async def _resolve(c: ChatdClient, path: str, key: str, value: str, what: str) -> str:
     """`value` as an id: itself when it is one, else the id of the row of the list at `path`
     whose `key` is `value` (a slug, a username: unique)."""
-    if _looks_like_uuid(value):
+    if is_uuid(value):
         return value
     found = [r for r in await c.list_all(path) if r.get(key) == value]
     if not found:
         raise ClientError(f"No {what} {value!r}.", 404)
     return str(found[0]["id"])
-
-
-def _looks_like_uuid(value: str) -> bool:
-    import uuid
-
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
 
 
 # --- providers and models ----------------------------------------------------------------------

@@ -93,7 +93,7 @@ async def test_chats_list_show_interrupt_and_archive(rig: Rig) -> None:
         assert not_admin.exit_code == 2 and "403" in not_admin.stderr
 
 
-async def test_chats_list_fits_a_narrow_terminal_one_line_per_chat_with_whole_ids(rig: Rig) -> None:
+async def test_chats_list_gives_a_narrow_terminal_to_the_titles_with_short_ids_the_other_commands_take(rig: Rig) -> None:
     alice = rig.people.alice.token
     long_title = "Plan the spring trip to Lisbon with the whole family and the dog"
     rig.llm.script(Reply(text="ok"), Reply(text="ok"))
@@ -101,21 +101,45 @@ async def test_chats_list_fits_a_narrow_terminal_one_line_per_chat_with_whole_id
         chats = [await rig.chat("one", title=long_title), await rig.chat("two", title="Short")]
         for chat in chats:
             await rig.wait_status(chat.id, ChatStatus.WAITING)
+        updated = {str(c.id): (await rig.get(c.id)).updated_at for c in chats}
         listed = await chatd(url, alice, "chats", "list", columns=80)
         assert listed.exit_code == 0, listed.output
         lines = listed.stdout.splitlines()
         assert all(len(line) <= 80 for line in lines), lines
         header, _rule, *rows = lines
-        assert header.split()[:3] == ["ID", "┃", "TITLE"]
-        # One line per chat: the whole id, the title cut with an ellipsis, the status in the web
-        # UI's words.
-        by_id = {row.split()[0]: [cell.strip() for cell in row.split("│")] for row in rows}
-        assert sorted(by_id) == sorted(str(c.id) for c in chats)
-        cut = by_id[str(chats[0].id)][1]
-        assert cut.endswith("…") and long_title.startswith(cut[:-1]) and len(cut) > 8
-        assert by_id[str(chats[1].id)][1:3] == ["Short", "idle"] and by_id[str(chats[0].id)][2] == "idle"
-        # A wide terminal: nothing is cut.
-        assert long_title in (await chatd(url, alice, "chats", "list", columns=1000)).stdout
+        assert [cell.strip() for cell in header.split("┃")] == ["ID", "TITLE", "STATUS", "UPDATED"]
+        # One line per chat: the start of the id (8 characters tell these apart), the title with
+        # most of the line (cut with an ellipsis), the status in the web UI's words, the time as
+        # `ls -l` shows this year's.
+        cells = [[cell.strip() for cell in row.split("│")] for row in rows]
+        by_id = {next(str(c.id) for c in chats if str(c.id).startswith(r[0])): r for r in cells}
+        assert sorted(by_id) == sorted(str(c.id) for c in chats) and all(len(r[0]) == 8 for r in cells)
+        long_row, short_row = by_id[str(chats[0].id)], by_id[str(chats[1].id)]
+        assert long_row[1].endswith("…") and long_title.startswith(long_row[1][:-1]) and len(long_row[1]) > 40
+        assert short_row[1:] == ["Short", "idle", updated[str(chats[1].id)].strftime("%m-%d %H:%M")]
+
+        # The short id is what `chats show` (and every command taking a chat id) takes.
+        shown = await chatd(url, alice, "chats", "show", long_row[0])
+        assert shown.exit_code == 0, shown.output
+        assert shown.stdout.splitlines()[0].split()[-2:] == [str(chats[0].id), "idle"]
+        archived = await chatd(url, alice, "chats", "archive", short_row[0])
+        assert archived.exit_code == 0 and archived.stdout.strip() == f"archived {chats[1].id}"
+        unarchived = await chatd(url, alice, "chats", "archive", "--undo", short_row[0])
+        assert unarchived.exit_code == 0 and unarchived.stdout.strip() == f"unarchived {chats[1].id}"
+        # Only the caller's own chats: bob has no chat of that start.
+        others = await chatd(url, rig.people.bob.token, "chats", "show", long_row[0])
+        assert others.exit_code == 2 and others.stderr.strip() == f"error: No chat of yours has an id starting with '{long_row[0]}'."
+
+        # A wide terminal: nothing is cut, the ids and times whole.
+        wide = (await chatd(url, alice, "chats", "list", columns=160)).stdout.splitlines()
+        assert all(len(line) <= 160 for line in wide)
+        wide_rows = {row.split()[0]: [cell.strip() for cell in row.split("│")] for row in wide[2:]}
+        assert sorted(wide_rows) == sorted(str(c.id) for c in chats)
+        assert wide_rows[str(chats[0].id)][1:] == [long_title, "idle", updated[str(chats[0].id)].strftime("%Y-%m-%d %H:%M")]
+        # Scripts read the same JSON whatever the width.
+        narrow_json = as_json(await chatd(url, alice, "chats", "list", "--json", columns=80))
+        assert narrow_json == as_json(await chatd(url, alice, "chats", "list", "--json", columns=160))
+        assert sorted(c["id"] for c in narrow_json) == sorted(str(c.id) for c in chats)
 
 
 async def test_providers_models_and_mcp_servers(rig: Rig) -> None:
@@ -207,7 +231,10 @@ async def test_users_disable_and_enable_by_username_or_id(rig: Rig) -> None:
 async def test_an_id_that_is_not_a_uuid_is_refused_before_any_request(rig: Rig) -> None:
     # An id goes into the request path: `../users` would name another endpoint.
     async with running(rig) as url:
-        for args in (("chats", "show", "../users"), ("chats", "archive", "../../me"), ("tokens", "revoke", "x/../y")):
+        for args in (
+            ("chats", "show", "../users"), ("chats", "archive", "../../me"), ("chats", "interrupt", "abc"), ("chats", "debug", "0123/../x"),
+            ("tokens", "revoke", "x/../y"), ("tokens", "revoke", "0123abcd"),
+        ):
             result = await chatd(url, rig.people.alice.token, *args)
             assert result.exit_code == 2, (args, result.output)
             assert "is not an id" in result.output + result.stderr, args
