@@ -179,17 +179,7 @@ async def _run(settings: Settings, sock: socket.socket, *, api: bool, process: W
                     if settings.run_workers:
                         await asyncio.to_thread(preload)
                     return
-                url = settings.resolved_public_url()
-                what = "chatd is listening on" if api else "chatd worker replica (internal endpoints) on"
-                print(f"{what} {url} (database: {app.db.dialect})", flush=True)
-                if api:
-                    # The CLI's default address: this server may listen on another --port.
-                    with contextlib.suppress(OSError):
-                        (settings.data_dir / "server-url").write_text(url + "\n")
-                if created:
-                    print(f"First start: an admin was created; its token is in {settings.data_dir / 'admin-token'}", flush=True)
-                if token:
-                    print(f"Open {url}/#token={token}", flush=True)
+                announce_start(settings, api=api, database=app.db.dialect, created=created, token=token)
                 if settings.run_workers:
                     await asyncio.to_thread(preload)
 
@@ -198,6 +188,22 @@ async def _run(settings: Settings, sock: socket.socket, *, api: bool, process: W
             server.should_exit = True
     finally:
         await app.close()
+
+
+def announce_start(settings: Settings, *, api: bool, database: str, created: str | None, token: str | None) -> None:
+    """Say on stdout that chatd listens (where, on what database), where the first admin's token
+    is and the admin's sign-in link; leave the address in the data dir for the CLI."""
+    url = settings.resolved_public_url()
+    what = "chatd is listening on" if api else "chatd worker replica (internal endpoints) on"
+    print(f"{what} {url} (database: {database})", flush=True)
+    if api:
+        # The CLI's default address: this server may listen on another --port.
+        with contextlib.suppress(OSError):
+            (settings.data_dir / "server-url").write_text(url + "\n")
+    if created:
+        print(f"First start: an admin was created; its token is in {settings.data_dir / 'admin-token'}", flush=True)
+    if token:
+        print(f"Open {url}/#token={token}", flush=True)
 
 
 async def follow_supervisor(control: socket.socket, stop: asyncio.Event) -> None:

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 from chatd import logs
 from chatd.bootstrap import build, ensure_admin
 from chatd.errors import ChatdError, InvalidInput
-from chatd.server import WorkerProcess, admin_sign_in_token, listen, run
+from chatd.server import WorkerProcess, admin_sign_in_token, announce_start, listen, run
 from chatd.settings import Settings
 
 log = logging.getLogger("chatd.supervisor")
@@ -245,19 +245,10 @@ class Supervisor:
         print(f"{child.name} relays on {child.relay}", flush=True)
 
     def _announce(self, created: str | None, token: str | None, dialect: str) -> None:
-        s = self.settings
         for c in self.children:
             self._print_process(c)
-        url = s.resolved_public_url()
-        what = "chatd is listening on" if self.api else "chatd worker replica (internal endpoints) on"
-        print(f"{what} {url} (database: {dialect}, {s.workers} worker processes)", flush=True)
-        if self.api:
-            with contextlib.suppress(OSError):
-                (s.data_dir / "server-url").write_text(url + "\n")
-        if created:
-            print(f"First start: an admin was created; its token is in {s.data_dir / 'admin-token'}", flush=True)
-        if token:
-            print(f"Open {url}/#token={token}", flush=True)
+        database = f"{dialect}, {self.settings.workers} worker processes"
+        announce_start(self.settings, api=self.api, database=database, created=created, token=token)
 
 
 def describe(code: int | None) -> str:
