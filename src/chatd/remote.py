@@ -178,8 +178,13 @@ def chats_list(
     url: Url = None, token: Token = None, data_dir: DataDir = None, as_json: Json = False,
 ) -> None:
     """Your chats, most recently updated first."""
-    params: dict[str, Any] = {} if all_ else {"archived": str(archived).lower()}
-    rows = call(url, token, data_dir, lambda c: c.list_all("/api/v1/chats", params))
+    # The API lists one side of the archive at a time (without `archived`, the chats not archived).
+    sides = ("false", "true") if all_ else (str(archived).lower(),)
+
+    async def work(c: ChatdClient) -> list[dict[str, Any]]:
+        return [chat for side in sides for chat in await c.list_all("/api/v1/chats", {"archived": side})]
+
+    rows = call(url, token, data_dir, work)
     if as_json:
         print_json(rows)
         return

@@ -77,6 +77,8 @@ async def test_chats_list_show_interrupt_and_archive(rig: Rig) -> None:
         assert archived.exit_code == 0 and archived.stdout.strip() == f"archived {chat.id}"
         assert as_json(await chatd(url, alice, "chats", "list", "--json")) == []
         assert [c["id"] for c in as_json(await chatd(url, alice, "chats", "list", "--archived", "--json"))] == [str(chat.id)]
+        other = await rig.chat("not archived")
+        assert sorted(c["id"] for c in as_json(await chatd(url, alice, "chats", "list", "--all", "--json"))) == sorted([str(chat.id), str(other.id)])
 
         # Someone else's chat does not exist for bob: the API's 404, one line, exit status 2.
         refused = await chatd(url, rig.people.bob.token, "chats", "show", str(chat.id))
