@@ -292,6 +292,28 @@ class SessionCounter:
         await self.app(scope, receive, counting_send)
 
 
+async def read_body(receive: Receive) -> tuple[bytes, Receive]:
+    """Read a request's whole body (for a middleware to look at), and a `receive` that hands the
+    app the same body again, then whatever the connection says next (a disconnect)."""
+    chunks: list[bytes] = []
+    more = True
+    while more:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    body = b"".join(chunks)
+    replayed = False
+
+    async def replay() -> Any:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return body, replay
+
+
 class ScopeGate:
     """ASGI middleware: tools/call needs more scope than any token has (403 insufficient_scope
     naming `scope`, RFC 6750 §3.1); everything else passes."""
@@ -304,27 +326,12 @@ class ScopeGate:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        more = True
-        while more:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
+        body, replay = await read_body(receive)
         if b'"tools/call"' in body:
             challenge = f'Bearer error="insufficient_scope", scope="{self.scope}"'.encode()
             await send({"type": "http.response.start", "status": 403, "headers": [(b"www-authenticate", challenge), (b"content-type", b"text/plain")]})
             await send({"type": "http.response.body", "body": b"insufficient scope"})
             return
-        replayed = False
-
-        async def replay() -> Any:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
         await self.app(scope, replay, send)
 
 
@@ -344,22 +351,7 @@ class SessionLostMidCall:
         if self.done or scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        more = True
-        while more:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> Any:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
+        body, replay = await read_body(receive)
         if b'"tools/call"' in body and b'"echo"' in body and not self.lost.is_set():
             while not self.state.deleted:  # noqa: ASYNC110 - the other call has run (a list the tool fills)
                 await anyio.sleep(0.01)
