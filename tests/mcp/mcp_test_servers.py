@@ -256,6 +256,31 @@ class RequireHeader:
         await self.app(scope, receive, send)
 
 
+class IdentityGate:
+    """ASGI middleware for a server that receives its callers' identity: 401 to the users
+    (X-Chatd-User-Id) and bearer tokens in `refused`, and every request counted per user, so a
+    test sees how many attempts each caller cost the server."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.refused: set[str] = set()
+        self.attempts: dict[str, int] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        user = headers.get(b"x-chatd-user-id", b"").decode()
+        token = headers.get(b"authorization", b"").decode().removeprefix("Bearer ")
+        self.attempts[user] = self.attempts.get(user, 0) + 1
+        if user in self.refused or token in self.refused:
+            await send({"type": "http.response.start", "status": 401, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"unauthorized"})
+            return
+        await self.app(scope, receive, send)
+
+
 class SessionCounter:
     """ASGI middleware counting what a pool must save: MCP sessions started (a response that
     hands out a new Mcp-Session-Id) and every request. With `legacy_only` it refuses 2026-07-28

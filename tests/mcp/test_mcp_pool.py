@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from mcp_test_servers import (
+    IdentityGate,
     ServerState,
     SessionCounter,
     SessionLostMidCall,
@@ -27,6 +28,7 @@ from mcp_test_servers import (
 from chatd.domain.mcp import McpHealth, McpServerConfig
 from chatd.domain.tools import Tool, ToolResult
 from chatd.mcp import connect_all
+from chatd.mcp.config import OAuthToken
 from chatd.mcp.pool import McpPool, McpUnavailable, ServerHealth
 from conftest import make_config, make_ctx
 
@@ -68,7 +70,7 @@ def by_name(tools: list[Tool]) -> dict[str, Tool]:
 
 async def turn(
     pool: McpPool, config: McpServerConfig, tool: str | None = None, args: dict[str, Any] | None = None,
-    *, user: uuid.UUID = USER, errors: list[str] | None = None,
+    *, user: uuid.UUID = USER, errors: list[str] | None = None, token: OAuthToken | None = None,
 ) -> tuple[list[str], ToolResult | None]:
     """One turn's MCP use: lease, optionally call one tool, give the lease back."""
 
@@ -76,7 +78,8 @@ async def turn(
         if errors is not None:
             errors.append(message)
 
-    tools, conns = await connect_all([config], {}, pool=pool, identity=(user, CHAT), on_server_error=failed)
+    tokens = {config.id: token} if token is not None else {}
+    tools, conns = await connect_all([config], tokens, pool=pool, identity=(user, CHAT), on_server_error=failed)
     try:
         result = await by_name(tools)[tool].call(args or {}, make_ctx()) if tool else None
         return sorted(by_name(tools)), result
@@ -444,6 +447,59 @@ async def test_a_server_that_comes_back_is_used_after_the_interval(clock: Clock)
         await asyncio.sleep(0)
         assert [h.state for _, h in health.seen] == [McpHealth.FAILING, McpHealth.CONNECTED]
         assert health.seen[0][1].reason == errors[0]
+    finally:
+        await pool.close()
+
+
+async def test_a_server_refusing_one_forwarded_identity_stays_up_for_the_others(clock: Clock) -> None:
+    health = Health([])
+    pool = McpPool(idle_ttl=60, retry_initial=5, retry_max=40, monotonic=clock, on_health=health)
+    gate = IdentityGate(build_server().streamable_http_app())
+    alice, bob = uuid.uuid4(), uuid.uuid4()
+    gate.refused.add(str(alice))
+    try:
+        with serve(gate) as running:
+            config = make_config(running.url, slug="ident", forward_identity=True)
+            errors: list[str] = []
+            assert (await turn(pool, config, user=alice, errors=errors))[0] == []
+            refused = gate.attempts[str(alice)]
+            assert refused > 0 and len(errors) == 1
+            # Bob is served at once: Alice's refusal is hers, not the server's.
+            names, _ = await turn(pool, config, user=bob, errors=errors)
+            assert "ident__echo" in names and gate.attempts[str(bob)] > 0 and len(errors) == 1
+            # Alice again within her interval: nothing reaches the server.
+            await turn(pool, config, user=alice, errors=errors)
+            assert gate.attempts[str(alice)] == refused and len(errors) == 2
+            # The server lets her in; she is tried once her own interval is over.
+            gate.refused.discard(str(alice))
+            clock.now += 5
+            names, _ = await turn(pool, config, user=alice, errors=errors)
+            assert "ident__echo" in names and len(errors) == 2
+        await asyncio.sleep(0)
+        # A refused identity never made the server's status unauthorized for everyone.
+        assert [h.state for _, h in health.seen] == [McpHealth.CONNECTED]
+    finally:
+        await pool.close()
+
+
+async def test_a_users_new_token_is_tried_at_once_and_their_old_ones_failure_blocks_nobody_else(clock: Clock) -> None:
+    pool = McpPool(idle_ttl=60, retry_initial=5, retry_max=40, monotonic=clock)
+    gate = IdentityGate(build_server().streamable_http_app())
+    gate.refused.add("revoked")
+    alice, bob = uuid.uuid4(), uuid.uuid4()
+    try:
+        with serve(gate) as running:
+            config = make_config(running.url, slug="oauth", auth_type="oauth2", forward_identity=True)
+            errors: list[str] = []
+            assert (await turn(pool, config, user=alice, token=OAuthToken("revoked"), errors=errors))[0] == []
+            assert (await turn(pool, config, user=alice, token=OAuthToken("revoked"), errors=errors))[0] == []
+            refused = gate.attempts[str(alice)]
+            assert len(errors) == 2 and refused > 0  # the second turn was the negative cache's
+            names, _ = await turn(pool, config, user=bob, token=OAuthToken("bobs"), errors=errors)
+            assert "oauth__echo" in names
+            # Alice reconnected (a new token): no waiting out the old token's interval.
+            names, _ = await turn(pool, config, user=alice, token=OAuthToken("fresh"), errors=errors)
+            assert "oauth__echo" in names and gate.attempts[str(alice)] > refused and len(errors) == 2
     finally:
         await pool.close()
 

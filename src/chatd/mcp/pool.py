@@ -18,10 +18,12 @@ turn. The pool keeps a connection open between turns instead:
 - **Health.** A connection that died (process exited, transport closed, session 404) is
   replaced at the next lease; one idle for `health_check_after`, or whose last call failed
   below the tool, is pinged first.
-- **Negative cache.** A failed connect is remembered per (server, credentials): until the retry
-  time, leases fail at once with the last reason, so a down server costs one attempt per
+- **Negative cache.** A failed connect is remembered per (server, headers it was sent): until the
+  retry time, leases fail at once with the last reason, so a down server costs one attempt per
   interval (doubling from `retry_initial` to `retry_max`), not one per turn. Users with the same
-  credentials share the entry; OAuth users each have their own.
+  credentials share the entry; OAuth users each have their own, and so do the (user, chat) of a
+  server that receives the caller's identity (it may refuse one user and serve the next). A
+  new token is new headers: a user who reconnected is not held back by their old token's failure.
 - **Single flight.** Concurrent leases of one key wait for one connect.
 
 Connections run in tasks the pool owns (started in a clean context, so a turn's log fields do
@@ -44,7 +46,7 @@ from datetime import UTC, datetime
 
 from chatd import logs, metrics
 from chatd.domain.mcp import McpHealth, McpServerConfig
-from chatd.mcp.config import OAuthToken, auth_headers, connection_headers
+from chatd.mcp.config import OAuthToken, connection_headers
 from chatd.mcp.connection import ServerConnection
 from chatd.mcp.errors import McpAuthError, McpCallError, McpConnectError
 
@@ -190,7 +192,9 @@ class McpPool:
         key = PoolKey.of(config, user_id, chat_id)
         headers = connection_headers(config, token, (user_id, chat_id) if user_id and chat_id else None)
         fp = fingerprint(config, headers)
-        failure_key = (config.id, fingerprint(config, auth_headers(config, token)))
+        # Keyed on the headers the attempt is sent with (credentials and any forwarded identity),
+        # never on the server alone: one caller's refusal must not make it down for the others.
+        failure_key = (config.id, fp)
         for _attempt in range(3):
             entry = self._entries.get(key)
             while entry is not None and (entry.fingerprint != fp or self._dead(entry)):
@@ -289,8 +293,9 @@ class McpPool:
         self._failures[failure_key] = _Failure(error.message, error, failures, self._now() + wait)
         user_flow = config.auth_type == "oauth2" and config.oauth2.grant_type == "authorization_code"
         if isinstance(error, McpAuthError):
-            # One user's missing or expired OAuth grant says nothing about the server.
-            if not user_flow:
+            # One user's missing or expired OAuth grant, or a server refusing the identity it was
+            # given, says nothing about the server.
+            if not (user_flow or config.forward_identity):
                 self._report(config, ServerHealth(McpHealth.UNAUTHORIZED, error.message))
         else:
             self._report(config, ServerHealth(McpHealth.FAILING, error.message))
