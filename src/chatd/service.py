@@ -67,7 +67,15 @@ from chatd.domain.parts import FilePart, Part, TextPart, text_of
 from chatd.domain.titles import fallback_title
 from chatd.domain.usage import PERIODS
 from chatd.domain.workspace import Template, TemplateParameter, Workspace
-from chatd.errors import DatabaseUnavailable, Forbidden, InvalidInput, NotFound, Unavailable
+from chatd.errors import (
+    DatabaseUnavailable,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+    Upstream,
+)
 from chatd.mcp import (
     AppResourceError,
     AppToolRefused,
@@ -76,11 +84,12 @@ from chatd.mcp import (
     call_app_tool,
     list_tools_check,
     oauth,
+    read_app_resource,
     read_app_view,
 )
 from chatd.mcp.authorization import McpAuthorization
 from chatd.mcp.config import OAuthToken, validate_slug
-from chatd.mcp.errors import McpAuthError, McpConnectError, McpError
+from chatd.mcp.errors import McpAuthError, McpCallError, McpConnectError, McpError
 from chatd.mcp.pool import McpPool
 from chatd.providers.config import ProviderConfig
 from chatd.providers.discovery import ProviderCheckFailed, list_models
@@ -555,6 +564,26 @@ class ChatService:
             raise NotFound(exc.message) from exc
         except AppResourceError as exc:
             raise InvalidInput(str(exc)) from exc
+        except McpError as exc:
+            raise Unavailable(exc.message) from exc
+
+    async def read_mcp_app_resource(self, actor: User, chat_id: uuid.UUID, server_id: uuid.UUID, uri: str) -> dict[str, Any]:
+        """An MCP App's resources/read: relayed to the view's own server (one the chat uses) as the
+        chat's owner, so a view reads only what that server shows that user. The answer is the
+        ReadResourceResult the view expects, whole, within mcp_app_max_bytes."""
+        config, token = await self._app_server(actor.id, chat_id, server_id)
+        try:
+            return await read_app_resource(
+                config, token, uri, max_bytes=self.settings.mcp_app_max_bytes, call_timeout=self.settings.mcp_call_timeout,
+                pool=self.mcp_pool, identity=(actor.id, chat_id), connect_timeout=self.settings.mcp_connect_timeout,
+                stdio_connect_timeout=self.settings.mcp_stdio_connect_timeout,
+            )
+        except AppToolRefused as exc:
+            raise Forbidden(exc.message) from exc
+        except AppResourceError as exc:
+            raise PayloadTooLarge(str(exc)) from exc
+        except McpCallError as exc:  # the server refused or failed the read (unknown URI, timeout)
+            raise Upstream(exc.message) from exc
         except McpError as exc:
             raise Unavailable(exc.message) from exc
 

@@ -118,8 +118,9 @@ class Settings(BaseSettings):
     # connect_timeout_s wins over both.
     mcp_stdio_connect_timeout: float = 60.0
     mcp_call_timeout: float = 60.0
-    # MCP Apps: the largest view (a tool's ui:// HTML resource) the web UI is given, in bytes; a
-    # larger one is refused with a message naming this setting. A view's frame address is valid
+    # MCP Apps: the largest view (a tool's ui:// HTML resource) the web UI is given, and the
+    # largest resource a view reads, in bytes; a larger one is refused with a message naming this
+    # setting. A view's frame address is valid
     # for mcp_app_ticket_ttl seconds after the UI asked for it.
     mcp_app_max_bytes: int = 2_000_000
     mcp_app_ticket_ttl: float = 120.0

@@ -4,8 +4,11 @@ it); `model_note` is model-only (a view may not call it).
 
 The view speaks the extension's postMessage JSON-RPC by hand (no SDK): it initialises, shows the
 tool's input and result when the host sends them, then calls `tally` and `model_note` through the
-host and shows both answers. It also reports whether it can reach its parent's DOM or storage
-(it must not: the frame is sandboxed without same-origin).
+host, reads the resources `dice://faces` and `dice://missing` (absent), sends a request the host
+does not support, and shows every answer. Its buttons ask the host to open a link (https, or a
+`javascript:` one) and to put a message in the chat. It also reports whether it can reach its
+parent's DOM or storage (it must not: the frame is sandboxed without same-origin).
+`dice://huge` is over the default mcp_app_max_bytes.
 
 Run as a stdio server: `python apps_test_server.py`.
 """
@@ -16,6 +19,9 @@ from mcp.server.mcpserver import MCPServer
 
 VIEW_URI = "ui://dice/view"
 APP_MIME = "text/html;profile=mcp-app"
+FACES_URI = "dice://faces"
+HUGE_URI = "dice://huge"
+HUGE_BYTES = 2_100_000  # over the default mcp_app_max_bytes (2 000 000)
 
 VIEW_HTML = """<!doctype html>
 <html><head><meta charset="utf-8"><title>Dice</title>
@@ -28,6 +34,14 @@ VIEW_HTML = """<!doctype html>
 <p id="tally">tally: none</p>
 <p id="model-only">model-only: none</p>
 <p id="isolation">isolation: unknown</p>
+<p id="resource">resource: none</p>
+<p id="missing">missing resource: none</p>
+<p id="unsupported">unsupported: none</p>
+<p id="link">link: none</p>
+<p id="message">message: none</p>
+<button id="open" onclick="openLink('https://dice.example/rules')">Open the rules</button>
+<button id="open-script" onclick="openLink('javascript:alert(1)')">Open a script</button>
+<button id="say" onclick="say()">Ask to roll again</button>
 <script>
 var next = 1, waiting = {};
 function request(method, params) {
@@ -37,6 +51,14 @@ function request(method, params) {
 }
 function notify(method, params) { parent.postMessage({jsonrpc: "2.0", method: method, params: params}, "*"); }
 function show(id, text) { document.getElementById(id).textContent = text; }
+function failed(id) { return function (e) { show(id, id + " refused: " + e.code); }; }
+function openLink(url) {
+  request("ui/open-link", {url: url}).then(function () { show("link", "link: opened " + url); }, failed("link"));
+}
+function say() {
+  request("ui/message", {role: "user", content: {type: "text", text: "Roll the die again, please"}})
+    .then(function () { show("message", "message: in the box"); }, failed("message"));
+}
 function textOf(result) { return (result.content || []).map(function (c) { return c.text || ""; }).join(" "); }
 window.addEventListener("message", function (ev) {
   var m = ev.data || {};
@@ -52,6 +74,12 @@ window.addEventListener("message", function (ev) {
       .then(function (r) { show("tally", "tally: " + textOf(r)); }, function (e) { show("tally", "tally error: " + e.message); });
     request("tools/call", {name: "model_note", arguments: {}})
       .then(function (r) { show("model-only", "model-only: allowed " + textOf(r)); }, function (e) { show("model-only", "model-only refused: " + e.code); });
+    request("resources/read", {uri: "dice://faces"})
+      .then(function (r) { show("resource", "resource: " + r.contents[0].text); }, failed("resource"));
+    request("resources/read", {uri: "dice://missing"})
+      .then(function () { show("missing", "missing resource: read"); }, failed("missing"));
+    request("ui/update-model-context", {content: [{type: "text", text: "x"}]})
+      .then(function () { show("unsupported", "unsupported: answered"); }, failed("unsupported"));
   }
 });
 var reached = [];
@@ -93,6 +121,14 @@ def build_server() -> MCPServer:
     @srv.resource(VIEW_URI, name="dice_view", mime_type=APP_MIME)
     def view() -> str:
         return VIEW_HTML
+
+    @srv.resource(FACES_URI, name="faces", mime_type="text/plain")
+    def faces() -> str:
+        return "six faces"
+
+    @srv.resource(HUGE_URI, name="huge", mime_type="text/plain")
+    def huge() -> str:
+        return "x" * HUGE_BYTES
 
     return srv
 

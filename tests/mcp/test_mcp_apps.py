@@ -12,7 +12,15 @@ import pytest
 
 from chatd.domain.mcp import McpServerConfig, McpTransport
 from chatd.domain.tools import ToolContext
-from chatd.mcp import AppResourceError, AppToolRefused, call_app_tool, connect_all, read_app_view
+from chatd.mcp import (
+    AppResourceError,
+    AppToolRefused,
+    McpCallError,
+    call_app_tool,
+    connect_all,
+    read_app_resource,
+    read_app_view,
+)
 from chatd.mcp.apps import content_security_policy
 
 SERVER = Path(__file__).parent / "apps_test_server.py"
@@ -71,3 +79,13 @@ def test_the_policy_takes_only_declared_origins_and_drops_anything_else() -> Non
     assert "script-src 'unsafe-inline' https://*.cdn.example;" in csp
     assert "unsafe-eval" not in csp and "x.test" not in csp
     assert "frame-src 'none'" in csp and "base-uri 'none'" in csp
+
+
+async def test_a_views_resource_read_is_relayed_whole_or_refused() -> None:
+    config = apps_server()
+    read = await read_app_resource(config, None, "dice://faces", max_bytes=100, call_timeout=30, pool=None, identity=IDENTITY)
+    assert read == {"contents": [{"uri": "dice://faces", "mimeType": "text/plain", "text": "six faces"}]}
+    with pytest.raises(AppResourceError, match="mcp_app_max_bytes"):
+        await read_app_resource(config, None, "dice://faces", max_bytes=5, call_timeout=30, pool=None, identity=IDENTITY)
+    with pytest.raises(McpCallError):
+        await read_app_resource(config, None, "dice://missing", max_bytes=100, call_timeout=30, pool=None, identity=IDENTITY)

@@ -42,6 +42,7 @@ from chatd.api.schemas import (
     FileOut,
     McpAppFrameIn,
     McpAppFrameOut,
+    McpAppResourceReadIn,
     McpAppToolCallIn,
     McpCheckErrorOut,
     McpOAuthStartOut,
@@ -538,6 +539,24 @@ async def mcp_app_frame(svc: Service, ticket: str = "") -> HTMLResponse:
         page = f"<!doctype html><meta charset=utf-8><p style='font:14px sans-serif;color:#b00'>{html.escape(exc.message)}</p>"
         return HTMLResponse(page, status_code=status_of(exc), headers={**_FRAME_HEADERS, "Content-Security-Policy": _FRAME_ERROR_CSP})
     return HTMLResponse(view.html, headers={**_FRAME_HEADERS, "Content-Security-Policy": view.csp})
+
+
+@router.post(
+    "/chats/{chat_id}/mcp-apps/resources-read",
+    tags=["mcp"],
+    responses={
+        **errors(403, 503),
+        413: {"description": "The request body is too large, or the resource is over `mcp_app_max_bytes`."},
+        502: {"description": "The MCP server refused or failed the read (an unknown resource, a timeout)."},
+    },
+)
+async def read_mcp_app_resource(chat_id: uuid.UUID, body: McpAppResourceReadIn, user: CurrentUser, svc: Service) -> dict[str, Any]:
+    """An MCP App view's `resources/read`, relayed by the web UI to the view's own server (never
+    another, and chatd never fetches the URI itself) as the chat's owner. Answers the MCP
+    `ReadResourceResult` (wire JSON: `contents`). 404 when the chat is not the caller's or does not
+    use the server; 403 when no tool of the server has a view (it has no app); 413 when the contents are over `mcp_app_max_bytes`; 502 when the server refuses
+    or fails the read (an unknown resource, a timeout); 503 when it cannot be reached."""
+    return await svc.read_mcp_app_resource(user, chat_id, body.server_id, body.uri)
 
 
 @router.post("/chats/{chat_id}/mcp-apps/tools-call", tags=["mcp"], responses=errors(403, 404, 503))

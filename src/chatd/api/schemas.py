@@ -560,6 +560,14 @@ class McpAppFrameOut(_Out):
     url: str = Field(description="The view's document, for an iframe's `src`: carries a short-lived ticket (`mcp_app_ticket_ttl`), no bearer token.")
 
 
+class McpAppResourceReadIn(_In):
+    server_id: uuid.UUID = Field(description="The view's MCP server; the read goes to it alone.")
+    uri: str = Field(
+        min_length=1, max_length=2048, pattern=r"^[A-Za-z][A-Za-z0-9+.-]*:\S*$",
+        description="The resource, as the server names it (any scheme the server serves; chatd never fetches it itself).",
+    )
+
+
 class McpAppToolCallIn(_In):
     server_id: uuid.UUID = Field(description="The view's MCP server; only its tools are callable.")
     name: str = Field(min_length=1, max_length=256, description="The tool's name on that server (not the model's `<slug>__<tool>`).")

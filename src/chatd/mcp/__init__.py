@@ -14,6 +14,7 @@ from chatd.mcp.client import (
     call_app_tool,
     connect_all,
     list_tools_check,
+    read_app_resource,
     read_app_view,
     system_prompt_section,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "call_app_tool",
     "connect_all",
     "list_tools_check",
+    "read_app_resource",
     "read_app_view",
     "redact_url",
     "system_prompt_section",

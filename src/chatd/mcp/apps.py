@@ -119,6 +119,19 @@ def content_security_policy(ui: dict[str, Any]) -> str:
     )
 
 
+def check_size(result: types.ReadResourceResult, uri: str, max_bytes: int) -> None:
+    """A resources/read answer an app asked for is relayed whole or not at all: raises
+    AppResourceError when its contents (text as UTF-8, blobs decoded) pass `max_bytes`."""
+    size = 0
+    for content in result.contents:
+        if isinstance(content, types.TextResourceContents):
+            size += len(content.text.encode())
+        else:
+            size += len(content.blob) * 3 // 4
+    if size > max_bytes:
+        raise AppResourceError(f"the resource {uri} is {size} bytes, over the mcp_app_max_bytes limit of {max_bytes}")
+
+
 def view_from(result: types.ReadResourceResult, uri: str, max_bytes: int) -> AppView:
     """The view in a resources/read answer: HTML (`text` or base64 `blob`) up to `max_bytes`."""
     for content in result.contents:

@@ -648,6 +648,42 @@ async def read_app_view(
     return view
 
 
+async def read_app_resource(
+    config: McpServerConfig,
+    token: OAuthToken | None,
+    uri: str,
+    *,
+    max_bytes: int,
+    call_timeout: float,
+    pool: McpPool | None,
+    identity: tuple[uuid.UUID, uuid.UUID],
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    stdio_connect_timeout: float = DEFAULT_STDIO_CONNECT_TIMEOUT,
+) -> dict[str, Any]:
+    """A view's resources/read, sent to the view's own server only (as the chat's owner; chatd
+    never fetches the URI itself). Returns the ReadResourceResult as the view expects it (wire
+    JSON `contents`); raises AppToolRefused when no tool of the server has a view (it has no app to
+    read for), AppResourceError when the contents are over `max_bytes`, McpCallError when the
+    server refuses or fails the read."""
+
+    async def use(server: ServerConnection) -> dict[str, Any]:
+        # Only a server with a view has apps to read for: others' resources stay out of reach.
+        if not any(apps.resource_uri(t) for t in server.listing.tools):
+            raise AppToolRefused(f"MCP server {config.slug} has no app")
+        result = await server.read_resource(uri, timeout=config.call_timeout_for(call_timeout))
+        apps.check_size(result, uri, max_bytes)
+        # The contents only: the 2026-07-28 envelope (resultType, ttlMs, cacheScope, the server's
+        # _meta) is the connection's business, not the view's.
+        dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        return {"contents": dumped["contents"]}
+
+    outcome: dict[str, Any] = await _with_server(
+        config, token, use, pool=pool, identity=identity,
+        connect_timeout=connect_timeout, stdio_connect_timeout=stdio_connect_timeout,
+    )
+    return outcome
+
+
 async def call_app_tool(
     config: McpServerConfig,
     token: OAuthToken | None,

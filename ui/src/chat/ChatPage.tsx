@@ -9,6 +9,7 @@ import type { RouteProps } from "../shell/router";
 import { PendingActions } from "./Actions";
 import { chatCache, useChatCache } from "./chats";
 import { Composer } from "./Composer";
+import { chatDraftKey } from "./drafts";
 import { defaultModel, useConfig } from "./config";
 import { Messages, textOf } from "./Messages";
 import { ModelPicker, ServerPicker } from "./Pickers";
@@ -292,7 +293,7 @@ export function ChatPage({ params }: RouteProps) {
         busy={busy}
         awaitingAnswer={status === "requires_action"}
         queued={s.queue.length}
-        draftKey={`chatd:draft:${id}`}
+        draftKey={chatDraftKey(id)}
         disabled={!!chat?.archived}
         disabledReason="This chat is archived."
         onSend={send}

@@ -7,6 +7,7 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import { describe } from "../api/client";
 import { uploadFile } from "../api/chats";
 import type { BusyBehavior, FilePart, InputPart } from "../api/types";
+import { onDraftOffered } from "./drafts";
 
 interface Props {
   busy: boolean;
@@ -77,6 +78,14 @@ export function Composer({ busy, awaitingAnswer, queued = 0, draftKey, disabled,
   const [sending, setSending] = useState(false);
   const fileInput = useRef<HTMLInputElement>(null);
   const box = useRef<HTMLTextAreaElement>(null);
+  // Text offered by an MCP App of this chat (ui/message): added to what is typed, never sent.
+  useEffect(() => {
+    if (!draftKey) return;
+    return onDraftOffered(draftKey, (offered) => {
+      setText((t) => (t.trim() ? `${t}\n\n${offered}` : offered));
+      box.current?.focus();
+    });
+  }, [draftKey]);
 
   const canSend = !disabled && !sending && uploading === 0 && (text.trim() !== "" || files.length > 0);
 

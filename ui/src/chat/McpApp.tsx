@@ -6,25 +6,21 @@
 // page's DOM, storage or token, nor call the API as the user. (A srcdoc frame would inherit this
 // page's CSP, whose `script-src 'self'` forbids the inline scripts views are made of.)
 //
-// The bridge: JSON-RPC 2.0 over postMessage, accepted only from this iframe's window. Supported:
-// ui/initialize (host context: the tool, theme, locale), ping, tools/call (relayed to the view's
-// own server through the API, which checks the chat, the server and the tool's visibility),
-// ui/request-display-mode (inline only), size-changed and log notifications. Anything else is
-// answered with "method not found". After the view's `initialized` notification it gets the tool's
-// input and result.
+// The bridge (mcpAppBridge.ts): JSON-RPC 2.0 over postMessage, accepted only from this iframe's
+// window; every request is answered (a result or an error, -32601 for what chatd does not offer).
+// tools/call and resources/read go to the view's own server through chatd's API; a link the view
+// asks to open is shown here and opens in a new tab only on the person's click; a message the view
+// sends is put in the chat's message box for the person to send.
 
 import { createContext } from "preact";
 import { useContext, useEffect, useRef, useState } from "preact/hooks";
 import { post } from "../api/client";
 import type { McpAppLink, ToolCallPart, ToolResultPart } from "../api/types";
+import { chatDraftKey, offerDraft } from "./drafts";
+import { MAX_HEIGHT, createBridge } from "./mcpAppBridge";
 
 /** The chat whose messages are shown: an app's requests are checked against it. */
 export const ChatIdContext = createContext<string | null>(null);
-
-const PROTOCOL_VERSION = "2026-01-26";
-const MAX_HEIGHT = 600;
-
-interface RpcMessage { jsonrpc?: string; id?: string | number; method?: string; params?: Record<string, unknown> }
 
 /** The tool result as the view expects it (a CallToolResult), rebuilt from the stored result. */
 function callToolResult(result: ToolResultPart): Record<string, unknown> {
@@ -60,79 +56,71 @@ export function McpApp({ app, call, result }: { app: McpAppLink; call: ToolCallP
     return () => { gone = true; };
   }, [chatId, app.server_id, app.resource_uri]);
 
+  // A link the view asked to open, waiting for the person's click (one at a time).
+  const [link, setLink] = useState<{ url: string; answer: (opened: boolean) => void } | null>(null);
+
   useEffect(() => {
     if (!url || !chatId) return;
-    const send = (msg: Record<string, unknown>) => frame.current?.contentWindow?.postMessage({ jsonrpc: "2.0", ...msg }, "*");
-    const reply = (id: string | number, res: unknown) => send({ id, result: res });
-    const fail = (id: string | number, code: number, message: string) => send({ id, error: { code, message } });
-
-    async function onRequest(id: string | number, method: string, params: Record<string, unknown>) {
-      switch (method) {
-        case "ui/initialize":
-          return reply(id, {
-            protocolVersion: PROTOCOL_VERSION,
-            hostInfo: { name: "chatd", version: "1" },
-            hostCapabilities: { serverTools: {}, logging: {} },
-            hostContext: {
-              toolInfo: { id: latest.current.result.tool_call_id, tool: { name: app.tool, inputSchema: { type: "object" } } },
-              theme: matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light",
-              displayMode: "inline",
-              availableDisplayModes: ["inline"],
-              containerDimensions: { maxHeight: MAX_HEIGHT },
-              locale: navigator.language,
-              timeZone: Intl.DateTimeFormat().resolvedOptions().timeZone,
-              platform: "web",
-            },
-          });
-        case "ping":
-          return reply(id, {});
-        case "ui/request-display-mode":
-          return reply(id, { mode: "inline" });
-        case "tools/call": {
-          const name = params.name;
-          if (typeof name !== "string") return fail(id, -32602, "tools/call needs a tool name");
-          try {
-            const res = await post<unknown>(`/chats/${chatId}/mcp-apps/tools-call`, {
-              server_id: app.server_id, name, arguments: (params.arguments as Record<string, unknown> | undefined) ?? {},
-            });
-            return reply(id, res);
-          } catch (e) {
-            return fail(id, -32000, e instanceof Error ? e.message : String(e));
-          }
-        }
-        default:
-          return fail(id, -32601, `chatd does not support ${method} from an MCP App`);
-      }
-    }
-
-    function onNotification(method: string, params: Record<string, unknown>) {
-      if (method === "ui/notifications/initialized") {
-        const { call: c, result: r } = latest.current;
-        send({ method: "ui/notifications/tool-input", params: { arguments: c?.args ?? {} } });
-        send({ method: "ui/notifications/tool-result", params: callToolResult(r) });
-      } else if (method === "ui/notifications/size-changed") {
-        const h = Number(params.height);
-        if (Number.isFinite(h) && h > 0) setHeight(Math.min(Math.ceil(h), MAX_HEIGHT));
-      }
-    }
-
-    function onMessage(ev: MessageEvent) {
+    let asked: ((opened: boolean) => void) | null = null;
+    const onMessage = createBridge(
+      {
+        hostContext: () => ({
+          toolInfo: { id: latest.current.result.tool_call_id, tool: { name: app.tool, inputSchema: { type: "object" } } },
+          theme: matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light",
+          displayMode: "inline",
+          availableDisplayModes: ["inline"],
+          containerDimensions: { maxHeight: MAX_HEIGHT },
+          locale: navigator.language,
+          timeZone: Intl.DateTimeFormat().resolvedOptions().timeZone,
+          platform: "web",
+        }),
+        toolInput: () => latest.current.call?.args ?? {},
+        toolResult: () => callToolResult(latest.current.result),
+        callTool: (name, args) => post<unknown>(`/chats/${chatId}/mcp-apps/tools-call`, { server_id: app.server_id, name, arguments: args }),
+        readResource: (uri) => post<unknown>(`/chats/${chatId}/mcp-apps/resources-read`, { server_id: app.server_id, uri }),
+        confirmLink: (target) => new Promise<boolean>((resolve) => {
+          asked = (opened) => { asked = null; setLink(null); resolve(opened); };
+          setLink({ url: target, answer: asked });
+        }),
+        draftMessage: (text) => offerDraft(chatDraftKey(chatId), text),
+        resize: setHeight,
+      },
+      (msg) => frame.current?.contentWindow?.postMessage(msg, "*"),
+    );
+    function listener(ev: MessageEvent) {
       // Only this frame's window speaks for this view; other frames and windows are ignored.
       if (!frame.current || ev.source !== frame.current.contentWindow) return;
-      const msg = ev.data as RpcMessage;
-      if (!msg || typeof msg !== "object" || msg.jsonrpc !== "2.0" || typeof msg.method !== "string") return;
-      const params = msg.params && typeof msg.params === "object" ? msg.params : {};
-      if (msg.id !== undefined && msg.id !== null) void onRequest(msg.id, msg.method, params);
-      else onNotification(msg.method, params);
+      void onMessage(ev.data);
     }
-    window.addEventListener("message", onMessage);
-    return () => window.removeEventListener("message", onMessage);
+    window.addEventListener("message", listener);
+    return () => {
+      window.removeEventListener("message", listener);
+      asked?.(false);
+    };
   }, [url, chatId, app.server_id, app.tool]);
 
   if (error) return <p class="error">The tool's app could not be shown: {error}</p>;
   if (!url) return <p class="muted">Loading the tool's app…</p>;
   return (
-    <iframe
+    <>
+      {link && (
+        <div class="mcp-app-link" role="group" aria-label="A link from the app">
+          <p>The app asks to open <code class="mcp-app-url">{link.url}</code></p>
+          <button
+            type="button"
+            class="small"
+            onClick={() => {
+              // Opened from the person's own click, in a new tab that cannot reach this page.
+              window.open(link.url, "_blank", "noopener,noreferrer");
+              link.answer(true);
+            }}
+          >
+            Open link
+          </button>{" "}
+          <button type="button" class="small" onClick={() => link.answer(false)}>Cancel</button>
+        </div>
+      )}
+      <iframe
       ref={frame}
       class="mcp-app"
       title={`App of ${app.tool}`}
@@ -140,6 +128,7 @@ export function McpApp({ app, call, result }: { app: McpAppLink; call: ToolCallP
       sandbox="allow-scripts"
       referrerpolicy="no-referrer"
       style={{ height: `${height}px` }}
-    />
+      />
+    </>
   );
 }
