@@ -239,7 +239,7 @@ async def test_a_busy_stream_rechecks_its_token_as_often_as_an_idle_one() -> Non
         checks += 1
         return False
 
-    got = [i async for i in while_authorized(busy(), revoked, 0.1)]
+    got = [i async for i in while_authorized(busy(), revoked, 0.1, asyncio.Event())]
     assert checks == 1
     assert 0 < len(got) < 1_000  # ended at the first check (~0.1 s), not when the events ran out
 

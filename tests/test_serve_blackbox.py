@@ -214,3 +214,34 @@ def test_serve_on_a_taken_port_says_so_in_one_line_and_how_to_pick_another(tmp_p
     assert "--port" in lines[0] and "CHATD_PORT" in lines[0], lines
     # Nothing was set up on the way: the port is checked first.
     assert not (data_dir / "admin-token").exists()
+
+
+@pytest.mark.timeout(300)
+def test_a_stop_ends_open_streams_cleanly_and_the_process_exits(db_url: str, tmp_path: Path) -> None:
+    # uvicorn's shutdown waits for every connection to close: an open stream (a browser tab on a
+    # chat) kept a stopped chatd alive until the tab closed, and the tab on the dying process.
+    database_url = None if db_url.startswith("sqlite") else db_url
+    with chatd_serve(tmp_path / "data", database_url, free_port(), tmp_path / "serve.log") as served:
+        base = served.wait_for(LISTENING).group(1)
+        token = served.wait_for(LOGIN).group(2)
+        opened = threading.Event()
+        ended: queue.Queue[BaseException | None] = queue.Queue()
+
+        def follow() -> None:
+            try:
+                headers = {"Authorization": f"Bearer {token}"}
+                with httpx.stream("GET", f"{base}/api/v1/chats/watch", headers=headers, timeout=STOP_TIMEOUT) as r:
+                    assert r.status_code == 200
+                    opened.set()
+                    for _ in r.iter_raw():
+                        pass
+                ended.put(None)
+            except BaseException as exc:  # reported to the test thread
+                ended.put(exc)
+
+        threading.Thread(target=follow, name="watch", daemon=True).start()
+        assert opened.wait(START_TIMEOUT)
+        code, stdout = served.stop()
+        assert code == 0, (stdout, served.log())
+        # The stream ended as a response ends (its last chunk sent), not cut off by a cancel.
+        assert ended.get(timeout=STOP_TIMEOUT) is None

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from chatd import logs
@@ -61,6 +62,9 @@ class App:
     push: PushService
     # Built last: its turns use every part above (`turn_deps`).
     workers: Workers | None = None
+    # Set when the process stops: open streams end, so clients reconnect to a live replica
+    # instead of holding the stopping one open (uvicorn waits for every connection to close).
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def close(self) -> None:
         await self.config.close()

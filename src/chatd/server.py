@@ -59,6 +59,10 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+# Seconds requests still running at a stop get to finish before they are cancelled.
+SHUTDOWN_GRACE_S = 10
+
+
 async def serve_without_signals(server: uvicorn.Server, sockets: list[socket.socket]) -> None:
     """What `uvicorn.Server.serve` does, through its public `startup`, `main_loop` and `shutdown`,
     without `serve`'s signal capture: uvicorn would take SIGINT/SIGTERM for itself and raise them
@@ -152,6 +156,9 @@ async def _run(settings: Settings, sock: socket.socket, *, api: bool, process: W
                 uvicorn.Config(
                     asgi, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), lifespan="off",
                     timeout_keep_alive=settings.http_keep_alive,
+                    # A request still running this long after the stop is cancelled (streams end
+                    # at once through `app.closing`): a stop must not wait on a client.
+                    timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
                     # Our root handler formats and redacts uvicorn's records too (chatd.logs).
                     log_config=None,
                 )
@@ -185,6 +192,8 @@ async def _run(settings: Settings, sock: socket.socket, *, api: bool, process: W
 
             tg.create_task(announce(), name="announce")
             await stop.wait()
+            # Open streams end first: uvicorn's shutdown waits for every connection to close.
+            app.closing.set()
             server.should_exit = True
     finally:
         await app.close()

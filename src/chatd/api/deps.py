@@ -3,6 +3,7 @@ authenticated user."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Protocol
 
 from fastapi import Depends, Request, WebSocket
@@ -31,6 +32,11 @@ class AppState(Protocol):
     def push(self) -> PushService: ...
 
     @property
+    def closing(self) -> asyncio.Event:
+        """Set when the process stops: long-lived streams end then."""
+        ...
+
+    @property
     def internal_token(self) -> str:
         """The bearer token replicas use with each other (the part relay)."""
         ...
@@ -48,6 +54,10 @@ def get_service(request: Request) -> ChatService:
 
 def get_push(request: Request) -> PushService:
     return app_state(request).push
+
+
+def get_closing(request: Request) -> asyncio.Event:
+    return app_state(request).closing
 
 
 def get_settings(request: Request) -> Settings:
@@ -90,3 +100,4 @@ BearerToken = Annotated[str, Depends(bearer_token)]
 Service = Annotated[ChatService, Depends(get_service)]
 Push = Annotated[PushService, Depends(get_push)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
+Closing = Annotated[asyncio.Event, Depends(get_closing)]

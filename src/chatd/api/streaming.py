@@ -12,7 +12,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Header, Query, WebSocket, WebSocketDisconnect
 from sse_starlette.sse import EventSourceResponse
 
-from chatd.api.deps import AppSettings, BearerToken, CurrentUser, Service, app_state
+from chatd.api.deps import AppSettings, BearerToken, Closing, CurrentUser, Service, app_state
 from chatd.api.schemas import MAX_INT64, ChatOut, event_json
 from chatd.domain.events import MessageEvent, StreamEvent
 from chatd.errors import ChatdError, InvalidInput, NotFound
@@ -21,13 +21,18 @@ router = APIRouter(prefix="/api/v1")
 T = TypeVar("T")
 
 
-async def while_authorized(events: AsyncIterator[T], authorized: Callable[[], Awaitable[bool]], every: float) -> AsyncIterator[T]:
-    """`events` until they end or, checked every `every` seconds, `authorized()` says no: a token
-    revoked (or its user removed) must not keep a stream it opened, which can run for days. The
-    check runs on a clock, not on quiet: a busy stream is checked as often as an idle one."""
+async def while_authorized(
+    events: AsyncIterator[T], authorized: Callable[[], Awaitable[bool]], every: float, closing: asyncio.Event
+) -> AsyncIterator[T]:
+    """`events` until they end, the process stops (`closing`: the client reconnects to a live
+    replica; uvicorn would wait for the stream forever) or, checked every `every` seconds,
+    `authorized()` says no: a token revoked (or its user removed) must not keep a stream it
+    opened, which can run for days. The check runs on a clock, not on quiet: a busy stream is
+    checked as often as an idle one."""
     loop = asyncio.get_running_loop()
     it = aiter(events)
-    pending: asyncio.Future[T] | None = None
+    pending: asyncio.Future[Any] | None = None
+    stopping: asyncio.Future[Any] = asyncio.ensure_future(closing.wait())
     check_at = loop.time() + every
     try:
         while True:
@@ -37,7 +42,9 @@ async def while_authorized(events: AsyncIterator[T], authorized: Callable[[], Aw
                 check_at = loop.time() + every
             if pending is None:
                 pending = asyncio.ensure_future(anext(it))
-            done, _ = await asyncio.wait({pending}, timeout=max(0.0, check_at - loop.time()))
+            done, _ = await asyncio.wait({pending, stopping}, timeout=max(0.0, check_at - loop.time()), return_when=asyncio.FIRST_COMPLETED)
+            if stopping in done:
+                return
             if not done:
                 continue
             try:
@@ -47,6 +54,7 @@ async def while_authorized(events: AsyncIterator[T], authorized: Callable[[], Aw
             pending = None
             yield item
     finally:
+        stopping.cancel()
         if pending is not None and not pending.done():
             pending.cancel()
             with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
@@ -86,6 +94,7 @@ async def stream(
     token: BearerToken,
     svc: Service,
     settings: AppSettings,
+    closing: Closing,
     after_id: Annotated[int | None, Query(ge=0, le=MAX_INT64)] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventSourceResponse:
@@ -97,7 +106,7 @@ async def stream(
 
     async def gen() -> AsyncIterator[dict[str, Any]]:
         async with stream as events:
-            async for cursor, data in while_authorized(_framed(events, start), authorized, settings.sse_keepalive):
+            async for cursor, data in while_authorized(_framed(events, start), authorized, settings.sse_keepalive, closing):
                 yield {"event": data["type"], "id": str(cursor), "data": json.dumps(data)}
 
     return EventSourceResponse(gen(), ping=int(max(1, settings.sse_keepalive)), headers={"X-Accel-Buffering": "no"})
@@ -145,9 +154,9 @@ async def stream_ws(websocket: WebSocket, chat_id: str, after_id: str = "0") -> 
         return not revoked
 
     async def send_events() -> None:
-        every = app_state(websocket).settings.sse_keepalive
+        state = app_state(websocket)
         async with stream as events:
-            async for at, data in while_authorized(_framed(events, cursor), authorized, every):
+            async for at, data in while_authorized(_framed(events, cursor), authorized, state.settings.sse_keepalive, state.closing):
                 await websocket.send_json({"id": at, "event": data})
         if revoked:
             await websocket.close(code=4401, reason="token revoked")
@@ -190,7 +199,7 @@ def _ws_token(ws: WebSocket) -> tuple[str | None, str | None]:
     response_class=EventSourceResponse,
     responses={200: {"content": {"text/event-stream": {}}, "description": "`{kind, chat}` for the caller's chats."}},
 )
-async def watch(user: CurrentUser, token: BearerToken, svc: Service, settings: AppSettings) -> EventSourceResponse:
+async def watch(user: CurrentUser, token: BearerToken, svc: Service, settings: AppSettings, closing: Closing) -> EventSourceResponse:
     """Notifications are hints: when some may have been lost (the pubsub reconnected, or this
     watch fell behind) the watch re-reads the caller's chats changed since its last sync and
     reports each difference, like the chat stream's resync (`streams/watch.py`)."""
@@ -204,7 +213,7 @@ async def watch(user: CurrentUser, token: BearerToken, svc: Service, settings: A
 
     async def gen() -> AsyncIterator[dict[str, Any]]:
         try:
-            async for change in while_authorized(changes, authorized, settings.sse_keepalive):
+            async for change in while_authorized(changes, authorized, settings.sse_keepalive, closing):
                 data = {"kind": change.kind, "chat": ChatOut.of(change.chat).model_dump(mode="json", by_alias=True)}
                 yield {"event": change.kind, "data": json.dumps(data)}
         finally:
