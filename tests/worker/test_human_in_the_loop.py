@@ -122,6 +122,8 @@ async def test_declining_a_question_tells_the_model(rig: Rig, client: httpx.Asyn
     await rig.run()
     [result] = await results(rig, chat["id"])
     assert result.is_error and result.result["decision"] == "decline"
+    [sent] = tool_messages(rig.llm.requests[-1].body)
+    assert json.loads(sent["content"]) == {"error": f'{result.result["error"]} {{"decision": "decline"}}'}
 
 
 async def test_answers_that_do_not_fit_the_action_are_refused_and_change_nothing(rig: Rig, client: httpx.AsyncClient) -> None:
@@ -196,6 +198,8 @@ async def test_a_denied_call_never_runs_and_the_model_reads_why(rig: Rig, client
     await rig.run()
     assert gated.runs == []
     assert [(r.result, r.is_error) for r in await results(rig, chat["id"])] == [({"error": DENIED_TEXT}, True)]
+    # The model reads the error once, not a JSON text of it inside another `error`.
+    assert [json.loads(m["content"]) for m in tool_messages(rig.llm.requests[-1].body)] == [{"error": DENIED_TEXT}]
 
 
 async def test_approving_with_edited_arguments_runs_those_and_tells_the_model(rig: Rig, client: httpx.AsyncClient, gated: Counter) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Collection, Mapping, Sequence
@@ -166,12 +167,25 @@ def tool_return(
             for a in result["attachments"]
         ]
         content = [described, *binaries] if binaries else described
+    if part.is_error:
+        content = _error_text(result)
     return pm.ToolReturnPart(
         part.tool_name,
         content,
         sanitize_tool_call_id(part.tool_call_id) if sanitize else part.tool_call_id,
         outcome="failed" if part.is_error else "success",
     )
+
+
+def _error_text(result: Any) -> Any:
+    """A failed result as the model gets it: pydantic-ai wraps a failed return in `{"error": …}`
+    itself (or uses the provider's own error flag), so chatd's `{"error": text}` goes in as its
+    text; anything else the result says follows the text as JSON. Without this the model read
+    `{"error": "{\"error\": …}"}`, every quote escaped."""
+    if isinstance(result, dict) and isinstance(result.get("error"), str):
+        rest = {k: v for k, v in result.items() if k != "error"}
+        return result["error"] + (f" {json.dumps(rest, ensure_ascii=False, default=str)}" if rest else "")
+    return result
 
 
 def repair(messages: list[pm.ModelMessage], *, awaiting: Collection[str] = ()) -> list[pm.ModelMessage]:
