@@ -480,6 +480,10 @@ async def test_unless_read_only_asks_before_a_destructive_mcp_tool_and_not_befor
     assert (action["kind"], action["tool_name"], action["server"], action["args"]) == ("tool_approval", "notes__delete_note", "notes", {"key": "a"})
     assert [r.tool_call_id for r in await results(rig, chat["id"])] == ["r1"]
 
+    # Edited arguments the tool's input schema refuses are a 400, and the approval stays open.
+    bad = await answer(client, rig, chat["id"], action["id"], decision="approve", args={"nokey": 1})
+    assert bad.status_code == 400 and "input schema" in bad.json()["message"], bad.text
+    assert [a["id"] for a in (await chat_of(client, rig, chat["id"]))["pending_actions"]] == [action["id"]]
     assert (await answer(client, rig, chat["id"], action["id"], decision="approve", args={"key": "b"})).status_code == 200
     await rig.run()
     assert state.deleted == ["b"]

@@ -187,6 +187,8 @@ def check_answer(action: PendingAction, answer: Answer) -> None:
         raise InvalidInput("always_allow goes with approving a tool call.")
     if answer.args is not None and not (action.kind is ActionKind.TOOL_APPROVAL and answer.decision is Decision.APPROVE):
         raise InvalidInput("Edited args go with approving a tool call.")
+    if answer.args is not None and action.schema is not None:
+        check_against_schema(answer.args, action.schema, "The edited arguments do not match the tool's input schema")
     if answer.decision is not Decision.ACCEPT:
         if answer.content is not None or answer.result is not None:
             raise InvalidInput("content and result go with the decision accept.")
@@ -206,7 +208,7 @@ def check_answer(action: PendingAction, answer: Answer) -> None:
             check_against_schema(answer.content, action.schema)
 
 
-def check_against_schema(value: Any, schema: dict[str, Any]) -> None:
+def check_against_schema(value: Any, schema: dict[str, Any], what: str = "The answer does not match the requested form") -> None:
     from jsonschema import exceptions as schema_errors  # type: ignore[import-untyped]
     from jsonschema import validators
 
@@ -217,7 +219,7 @@ def check_against_schema(value: Any, schema: dict[str, Any]) -> None:
         return  # the requester's schema is broken: nothing to hold the answer to
     if errors:
         where = "/".join(str(p) for p in errors[0].absolute_path) or "(root)"
-        raise InvalidInput(f"The answer does not match the requested form: {where}: {errors[0].message}")
+        raise InvalidInput(f"{what}: {where}: {errors[0].message}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,9 @@ class ApprovalGate(ToolWrapper):
         self.server = server
 
     def action_for(self, args: dict[str, Any]) -> ActionRequest:
-        return ActionRequest(ActionKind.TOOL_APPROVAL, message=f"Run {self.tool.name}?", server=self.server)
+        # The tool's input schema: edited arguments are held to it when answered (a 400 then,
+        # with the approval still open), not refused by the tool after the model was told.
+        return ActionRequest(ActionKind.TOOL_APPROVAL, message=f"Run {self.tool.name}?", server=self.server, schema=self.tool.parameters)
 
 
 def gate_tools(tools: Sequence[Tool], chat: Chat, settings: Settings) -> list[Tool]:
