@@ -271,3 +271,37 @@ async def test_chats_carry_their_queue_length_and_the_watch_reports_its_changes(
         [promoted] = await read_sse(watch, 1)
         assert promoted["chat"]["queued_count"] == 0
     assert (await client.get(f"/api/v1/chats/{cid}", headers=h)).json()["queued_count"] == 0
+
+
+async def test_chats_tell_steering_messages_from_queued_ones(client: httpx.AsyncClient, people: People, chatd: App) -> None:
+    """The chat list's badge says "1 queued" or "1 steering": `steering_count` counts the queued
+    messages sent with `steer` (`queued_count` counts them all), on every read, on the watch, and
+    after the running turn takes the steered message."""
+    from chatd.store import turns as turn_store
+
+    h = people.alice.headers
+    cid = (await client.post("/api/v1/chats", headers=h, json={"content": "hello"})).json()["id"]
+    me = uuid.uuid4()
+    (held,) = await turn_store.acquire_chats(chatd.db, chatd.clock.now(), me, 1)
+    assert str(held.id) == cid
+
+    def counts(chat: dict[str, Any]) -> tuple[int, int]:
+        return chat["queued_count"], chat["steering_count"]
+
+    async with client.stream("GET", "/api/v1/chats/watch", headers=h) as watch:
+        steered = await client.post(f"/api/v1/chats/{cid}/messages", headers=h, json={"content": "s", "busy_behavior": "steer"})
+        assert steered.json()["queued_message"]["steer"] is True and counts(steered.json()["chat"]) == (1, 1)
+        [event] = await read_sse(watch, 1)
+        assert (event["kind"], counts(event["chat"])) == ("queue_change", (1, 1))
+        queued = await client.post(f"/api/v1/chats/{cid}/messages", headers=h, json={"content": "q", "busy_behavior": "queue"})
+        assert counts(queued.json()["chat"]) == (2, 1)
+        [event] = await read_sse(watch, 1)
+        assert (event["kind"], counts(event["chat"])) == ("queue_change", (2, 1))
+        assert counts((await client.get(f"/api/v1/chats/{cid}", headers=h)).json()) == (2, 1)
+        assert [counts(c) for c in (await client.get("/api/v1/chats", headers=h)).json() if c["id"] == cid] == [(2, 1)]
+
+    # The turn takes the steered message at its next tool boundary; the queued one still waits.
+    taken, _ = await turn_store.take_steered(chatd.db, chatd.clock.now(), uuid.UUID(cid), me, held.generation)
+    assert len(taken) == 1
+    assert counts((await client.get(f"/api/v1/chats/{cid}", headers=h)).json()) == (1, 0)
+    assert [counts(c) for c in (await client.get("/api/v1/chats", headers=h)).json() if c["id"] == cid] == [(1, 0)]

@@ -88,8 +88,9 @@ async def test_two_openai_compatible_providers_each_with_models_and_a_409_while_
         r = await client.post("/api/v1/model-configs", headers=a, json=body)
         assert r.status_code == 400 and words in r.json()["message"], r.text
     members_view = (await client.get("/api/v1/model-configs", headers=people.alice.headers)).json()
-    assert {(m["display_name"], m["provider_name"]) for m in members_view} == {
-        ("Llama on Ollama", "ollama"), ("Llama on vLLM", "vllm"), ("qwen", "ollama"),
+    # The display name too: what a model picker shows (the name is the admin's handle).
+    assert {(m["display_name"], m["provider_name"], m["provider_display_name"]) for m in members_view} == {
+        ("Llama on Ollama", "ollama", "ollama"), ("Llama on vLLM", "vllm", "vLLM on gpu1"), ("qwen", "ollama", "ollama"),
     }
 
     # In use: 409, with a message; moved to the other provider, it can go.

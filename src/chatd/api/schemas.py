@@ -314,6 +314,7 @@ class ModelConfigOut(_Out):
     provider_id: uuid.UUID
     provider: str = Field(description="The provider's kind.")
     provider_name: str = Field(description="The provider's name.")
+    provider_display_name: str = Field(description="The provider's display name (what a model picker shows).")
     model: str
     display_name: str
     context_limit: int
@@ -329,7 +330,8 @@ class ModelConfigOut(_Out):
     def of(cls, m: ModelConfigRecord) -> ModelConfigOut:
         o, p = m.options, m.pricing
         return cls(
-            id=m.id, provider_id=m.provider_id, provider=m.provider, provider_name=m.provider_name, model=m.model, display_name=m.display_name, context_limit=m.context_limit,
+            id=m.id, provider_id=m.provider_id, provider=m.provider, provider_name=m.provider_name,
+            provider_display_name=m.provider_display_name, model=m.model, display_name=m.display_name, context_limit=m.context_limit,
             compression_threshold=m.compression_threshold, is_default=m.is_default, enabled=m.enabled,
             options=ModelOptionsIn(max_output_tokens=o.max_output_tokens, temperature=o.temperature, reasoning_effort=o.reasoning_effort, web_search=o.web_search, images=o.images),
             pricing=PricingIn(input=p.input, output=p.output, cache_read=p.cache_read, cache_write=p.cache_write, reasoning=p.reasoning),
@@ -657,7 +659,10 @@ class ChatOut(_Out):
     root_chat_id: uuid.UUID | None
     mcp_server_ids: list[uuid.UUID]
     archived: bool
-    queued_count: int = Field(description="Messages waiting in the chat's queue (sent while it was busy).")
+    queued_count: int = Field(description="Messages waiting in the chat's queue (sent while it was busy), steering ones included.")
+    steering_count: int = Field(
+        description="Of `queued_count`, the messages sent with `steer` to join the running turn at its next tool boundary."
+    )
     created_at: datetime
     updated_at: datetime
     pending_actions: list[PendingActionOut] = Field(description="What the chat waits for while `requires_action`; empty otherwise.")
@@ -670,7 +675,7 @@ class ChatOut(_Out):
             id=c.id, owner_id=c.owner_id, title=c.title, status=c.status, last_error=c.last_error,
             last_model_config_id=c.last_model_config_id, workspace_id=c.workspace_id, parent_chat_id=c.parent_chat_id,
             root_chat_id=c.root_chat_id or c.id, mcp_server_ids=c.mcp_server_ids, archived=c.archived,
-            queued_count=c.queued_count, created_at=c.created_at, updated_at=c.updated_at,
+            queued_count=c.queued_count, steering_count=c.steering_count, created_at=c.created_at, updated_at=c.updated_at,
             pending_actions=[PendingActionOut.of(a) for a in c.pending_actions],
             client_tools=[ClientToolOut(name=t.name, description=t.description, input_schema=t.input_schema) for t in c.client_tools],
             allowed_tools=list(c.allowed_tools),

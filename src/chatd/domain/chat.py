@@ -348,8 +348,9 @@ class Chat:
     updated_at: datetime
     # The turn generation (the fence of worker writes): see the rules above.
     generation: int = 0
-    # Messages waiting in the chat's queue.
+    # Messages waiting in the chat's queue, and how many of them steer the running turn.
     queued_count: int = 0
+    steering_count: int = 0
     # The trace of the latest turn (when tracing is on): for admins, never in the public chat.
     trace_id: str | None = None
     # Tools the owner approved for the rest of this chat ("always allow"; human in the loop).

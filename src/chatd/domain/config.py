@@ -78,7 +78,7 @@ class Pricing:
 class ModelConfigRecord:
     id: uuid.UUID
     provider_id: uuid.UUID
-    # The provider's kind and name, as read with the config.
+    # The provider's kind, name and display name, as read with the config.
     provider: str
     provider_name: str
     model: str
@@ -91,6 +91,7 @@ class ModelConfigRecord:
     pricing: Pricing
     created_at: datetime
     updated_at: datetime
+    provider_display_name: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ from chatd.store import machine
 from chatd.store.actions import with_actions
 from chatd.store.database import Database
 from chatd.store.machine import insert_messages, lock_chat
-from chatd.store.rows import chat_from_row, message_from_row, queued_from_row
+from chatd.store.rows import CHAT_COLUMNS, chat_from_row, message_from_row, queued_from_row
 from chatd.store.tables import chats, messages, model_configs, queued_messages
 from chatd.store.usage import check_spend
 
@@ -180,7 +180,7 @@ async def create_chat(
         )
         new.append(NewMessage(Role.USER, content, Visibility.BOTH, created_by=owner_id, model_config_id=model_config_id))
         inserted = await insert_messages(conn, chat_id, new, now)
-        row = (await conn.execute(select(chats).where(chats.c.id == chat_id))).one()
+        row = (await conn.execute(select(*CHAT_COLUMNS).where(chats.c.id == chat_id))).one()
         return CreatedChat(chat_from_row(row), inserted)
 
 
@@ -313,7 +313,7 @@ async def set_archived(db: Database, now: datetime, chat_id: uuid.UUID, archived
                 child = await lock_chat(db, conn, row.id)
                 if child.status is ChatStatus.REQUIRES_ACTION:
                     settled.append(await machine.execute(conn, child, plan_archive(child.status), now))
-        rows = (await conn.execute(update(chats).where(tree).values(archived=archived, updated_at=now).returning(*chats.c))).all()
+        rows = (await conn.execute(update(chats).where(tree).values(archived=archived, updated_at=now).returning(*CHAT_COLUMNS))).all()
         return ArchiveResult([chat_from_row(r) for r in rows], settled)
 
 
@@ -355,7 +355,7 @@ async def update_title(db: Database, now: datetime, chat_id: uuid.UUID, title: s
 
 
 async def get_chat_in(conn: AsyncConnection, chat_id: uuid.UUID) -> Chat:
-    row = (await conn.execute(select(chats).where(chats.c.id == chat_id))).first()
+    row = (await conn.execute(select(*CHAT_COLUMNS).where(chats.c.id == chat_id))).first()
     if row is None:
         raise NotFound("Chat not found.")
     return chat_from_row(row)
@@ -393,7 +393,7 @@ async def list_chats(
 ) -> list[Chat]:
     """Newest first (by `updated_at`, then id). `before` is the (updated_at, id) of the last chat of
     the previous page: keyset paging, so rows added meanwhile never shift a page."""
-    q = select(chats).where(chats.c.owner_id == owner_id)
+    q = select(*CHAT_COLUMNS).where(chats.c.owner_id == owner_id)
     if title_contains:
         # autoescape: a `%` or `_` typed by the person is searched for, not a wildcard.
         q = q.where(chats.c.title.icontains(title_contains, autoescape=True))
@@ -413,7 +413,7 @@ async def chats_updated_since(db: Database, owner_id: uuid.UUID, since: datetime
     """The owner's chats (archived ones too) changed at or after `since`, oldest change first:
     what a chat watch re-reads after its notifications may have been lost."""
     q = (
-        select(chats)
+        select(*CHAT_COLUMNS)
         .where(and_(chats.c.owner_id == owner_id, chats.c.updated_at >= since))
         .order_by(chats.c.updated_at, chats.c.id)
         .limit(limit)

@@ -37,7 +37,13 @@ from chatd.domain.chat import (
 from chatd.domain.parts import ToolResultPart, parts_from_json, parts_to_json
 from chatd.errors import NotFound
 from chatd.store.database import Database
-from chatd.store.rows import action_from_row, chat_from_row, message_from_row, queued_from_row
+from chatd.store.rows import (
+    CHAT_COLUMNS,
+    action_from_row,
+    chat_from_row,
+    message_from_row,
+    queued_from_row,
+)
 from chatd.store.tables import chats, messages, pending_actions, queued_messages
 
 # Leaving `running` (or being made pending again) always clears the worker's lease.
@@ -72,7 +78,7 @@ async def set_chat(conn: AsyncConnection, chat_id: uuid.UUID, now: datetime | No
         values["updated_at"] = now
     if any(isinstance(v, ClauseElement) for v in values.values()):
         count = select(func.count()).select_from(queued_messages).where(queued_messages.c.chat_id == chat_id).scalar_subquery()
-        built = update(chats).where(chats.c.id == chat_id).values(queued_count=count, **values).returning(*chats.c)
+        built = update(chats).where(chats.c.id == chat_id).values(queued_count=count, **values).returning(*CHAT_COLUMNS)
         return chat_from_row((await conn.execute(built)).one())
     # Plain values (a turn's end, most transitions): a statement built once per set of columns.
     keys = tuple(sorted(values))
@@ -82,7 +88,7 @@ async def set_chat(conn: AsyncConnection, chat_id: uuid.UUID, now: datetime | No
             update(chats)
             .where(chats.c.id == bindparam("p_chat_id"))
             .values(queued_count=_QUEUE_LENGTH.scalar_subquery(), **{k: bindparam(f"p_{k}", type_=chats.c[k].type) for k in keys})
-            .returning(*chats.c)
+            .returning(*CHAT_COLUMNS)
         )
     params = {f"p_{k}": v for k, v in values.items()}
     params["p_chat_id"] = chat_id

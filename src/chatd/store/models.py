@@ -37,6 +37,8 @@ def _model(r: Any) -> ModelConfigRecord:
         provider_id=r.provider_id,
         provider=r.kind,
         provider_name=r.provider_name,
+        # Providers from before display names (0018) may have none: their name stands in.
+        provider_display_name=r.provider_display_name or r.provider_name,
         model=r.model,
         display_name=r.display_name,
         context_limit=r.context_limit,
@@ -50,10 +52,13 @@ def _model(r: Any) -> ModelConfigRecord:
     )
 
 
-# A model config with its provider's kind and name (the API shows both).
-_MODELS = select(model_configs, providers.c.provider.label("kind"), providers.c.name.label("provider_name")).join(
-    providers, providers.c.id == model_configs.c.provider_id
-)
+# A model config with its provider's kind, name and display name (the API shows them).
+_MODELS = select(
+    model_configs,
+    providers.c.provider.label("kind"),
+    providers.c.name.label("provider_name"),
+    providers.c.display_name.label("provider_display_name"),
+).join(providers, providers.c.id == model_configs.c.provider_id)
 
 
 async def list_providers(db: Database, box: SecretBox) -> list[ProviderRecord]:

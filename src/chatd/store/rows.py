@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
-from sqlalchemy import Row
+from sqlalchemy import Integer, Row, literal_column
 
 from chatd.domain.actions import ActionKind, ActionState, ClientTool, Decision, PendingAction
 from chatd.domain.chat import Chat, ChatStatus, Message, QueuedMessage, Role, Usage, Visibility
 from chatd.domain.parts import parts_from_json
+from chatd.store.tables import chats
+
+# How many of the chat's queued messages steer its running turn, read with the chat (`queued_count`
+# counts them all): what the chat list's badge tells apart. Written out because it also goes into
+# UPDATE … RETURNING, where SQLAlchemy renders SQLite's columns unqualified (`chat_id = id` inside
+# the subquery would then compare with the queued message's own id). Indexed by `chat_id`.
+STEERING_COUNT: Final = literal_column(
+    "(SELECT count(*) FROM queued_messages AS steering WHERE steering.chat_id = chats.id AND steering.steer)", Integer
+).label("steering_count")
+# Every chat read that reaches a client selects (or returns) these.
+CHAT_COLUMNS: Final = (*chats.c, STEERING_COUNT)
 
 
 def chat_from_row(r: Row[Any]) -> Chat:
@@ -32,6 +43,8 @@ def chat_from_row(r: Row[Any]) -> Chat:
         updated_at=r.updated_at,
         generation=r.generation,
         queued_count=r.queued_count,
+        # A chat locked for a change (`select(chats)`) is read without it: 0 until it is written.
+        steering_count=r._mapping.get("steering_count", 0),
         trace_id=r.trace_id,
         allowed_tools=list(r.allowed_tools or []),
         client_tools=[client_tool_from_json(t) for t in (r.client_tools or [])],

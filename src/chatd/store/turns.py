@@ -37,7 +37,7 @@ from chatd.store import machine
 from chatd.store.actions import finish_actions, insert_actions, resumable_actions
 from chatd.store.database import Database
 from chatd.store.machine import insert_messages, lock_chat
-from chatd.store.rows import chat_from_row, message_from_row
+from chatd.store.rows import CHAT_COLUMNS, chat_from_row, message_from_row
 from chatd.store.tables import chats, messages
 from chatd.store.tool_calls import forget_started
 from chatd.store.usage import check_spend
@@ -93,7 +93,7 @@ async def acquire_chats(db: Database, now: datetime, worker_id: uuid.UUID, limit
                 .values(
                     **machine.transition_values(acquire), worker_id=worker_id, started_at=now, heartbeat_at=now, updated_at=now
                 )
-                .returning(*chats.c)
+                .returning(*CHAT_COLUMNS)
             )
         ).all()
     return sorted((chat_from_row(r) for r in rows), key=lambda c: (c.started_at or now, str(c.id)))
@@ -139,7 +139,7 @@ async def release_chats(db: Database, now: datetime, leases: Leases, worker_id: 
     values = machine.transition_values(plan_release(ChatStatus.RUNNING))
     async with db.write() as conn:
         rows = (
-            await conn.execute(update(chats).where(_leased(leases, worker_id)).values(updated_at=now, **values).returning(*chats.c))
+            await conn.execute(update(chats).where(_leased(leases, worker_id)).values(updated_at=now, **values).returning(*CHAT_COLUMNS))
         ).all()
     return [chat_from_row(r) for r in rows]
 

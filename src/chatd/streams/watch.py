@@ -42,10 +42,11 @@ class _Seen:
     title: str
     archived: bool
     queued_count: int
+    steering_count: int
 
     @classmethod
     def of(cls, chat: Chat) -> _Seen:
-        return cls(chat.status.value, chat.title, chat.archived, chat.queued_count)
+        return cls(chat.status.value, chat.title, chat.archived, chat.queued_count, chat.steering_count)
 
 
 def resync_kind(chat: Chat, seen: _Seen | None, since: datetime) -> str | None:
