@@ -38,6 +38,9 @@ def test_first_run_an_admin_sets_up_a_provider_and_model_in_the_ui_then_chats(pa
     # No model yet: the admin's first screen is the setup.
     expect(page.get_by_role("heading", name="Set up chatd")).to_be_visible()
     page.get_by_label("Provider kind").select_option(label="OpenAI-compatible (Ollama, vLLM, llama.cpp, …)")
+    # The provider's name is optional (empty, it is named after its kind); here it is given.
+    expect(page.get_by_label("Name", exact=True)).to_have_attribute("placeholder", "openai-compatible")
+    page.get_by_label("Name", exact=True).fill("local-llm")
     # A wrong address first: the test says why in words and nothing is saved.
     page.get_by_label("Base URL").fill("http://127.0.0.1:9/v1")
     page.get_by_role("button", name="Test connection").click()
@@ -66,6 +69,7 @@ def test_first_run_an_admin_sets_up_a_provider_and_model_in_the_ui_then_chats(pa
     assert configs["fake-large"]["is_default"] is True and configs["fake-large"]["context_limit"] == 64000
     [provider] = fresh.ok("GET", "/providers")
     assert provider["base_url"] == model.openai_base_url and provider["api_key_set"] is True
+    assert (provider["name"], provider["provider"]) == ("local-llm", "openai-compatible")
 
 
 def test_a_member_on_an_unconfigured_server_is_told_to_ask_an_admin(page: Page, tmp_path: Path, model: FakeLLMServer) -> None:
@@ -165,6 +169,9 @@ def test_an_admin_disables_a_user_whose_token_stops_working_at_once_and_enables_
     expect(row.get_by_role("cell", name="active")).to_be_visible()
     # An admin cannot lock themself out: no such button on their own row.
     expect(page.get_by_role("row").filter(has_text="admin").get_by_role("button", name=re.compile("^Disable"))).to_have_count(0)
+    # The row's buttons say what they do; the user's name is only in their accessible names.
+    expect(row.get_by_role("button", name="Disable dora")).to_have_text("Disable")
+    expect(row.get_by_role("button", name="Tokens of dora")).to_have_text("Tokens")
     page.once("dialog", lambda d: d.accept())
     row.get_by_role("button", name="Disable dora").click()
     expect(row.get_by_text("disabled", exact=True)).to_be_visible()
@@ -231,7 +238,13 @@ def test_mcp_servers_show_their_status_to_the_admin_and_a_member_sees_which_is_u
         # The check is recorded: the card says the server fails, when, and why (admins only).
         expect(card.get_by_text("failing", exact=True)).to_be_visible(timeout=30_000)
         expect(card.get_by_role("note")).to_contain_text("Last error")
+        # The test's error is shown once (the recorded last error says when; the alert says what).
+        expect(card.get_by_role("alert")).to_contain_text("cannot connect")
+        expect(card.get_by_text(re.compile("cannot connect"))).to_have_count(1)
+        # Opened again, without a test: the card says why itself, once.
+        page.reload()
         expect(card.get_by_role("note")).to_contain_text("cannot connect")
+        expect(card.get_by_text(re.compile("cannot connect"))).to_have_count(1)
         ok_card = page.get_by_role("listitem", name="Test tools")
         ok_card.get_by_role("button", name="Test Test tools").click()
         expect(ok_card.get_by_text("connected", exact=True)).to_be_visible(timeout=30_000)
@@ -251,3 +264,59 @@ def test_mcp_servers_show_their_status_to_the_admin_and_a_member_sees_which_is_u
     finally:
         for s in (working, down):
             chatd.ok("DELETE", f"/mcp-servers/{s['id']}")
+
+
+def test_provider_and_model_rows_show_verbs_the_form_marks_what_it_needs_and_the_picker_shows_display_names(page: Page, chatd: Chatd) -> None:
+    provider = chatd.ok("POST", "/providers", json={
+        "provider": "openai-compatible", "name": "second-box", "display_name": "Second box", "api_key": "k",
+        "base_url": chatd.model.openai_base_url,
+    })
+    config = chatd.ok("POST", "/model-configs", json={
+        "provider_id": provider["id"], "model": "scripted-1", "display_name": "Model on the second box", "context_limit": 100_000,
+    })
+    try:
+        sign_in(page, chatd)
+        # A table row's buttons say what they do; whose they are is in their accessible names only.
+        page.get_by_role("link", name="Providers").click()
+        row = page.get_by_role("row").filter(has_text="second-box")
+        for name, text in (("Models of second-box", "Models"), ("Edit second-box", "Edit"), ("Delete second-box", "Delete")):
+            expect(row.get_by_role("button", name=name, exact=True)).to_have_text(text)
+
+        # Base URL is marked required exactly when the kind needs one, and its hint agrees.
+        page.get_by_role("button", name="Add provider").click()
+        form = page.get_by_role("form", name="New provider")
+        url = form.get_by_label("Base URL")
+        marked = form.locator(".admin-field").filter(has=page.get_by_label("Base URL")).locator(".admin-required")
+        expect(url).to_have_js_property("required", True)
+        expect(marked).to_have_count(1)
+        expect(url).to_have_accessible_description(re.compile("usually ending in /v1"))
+        form.get_by_label("Provider kind").select_option(label="OpenAI")
+        expect(url).to_have_js_property("required", False)
+        expect(marked).to_have_count(0)
+        expect(url).to_have_accessible_description("Empty uses the provider's public API.")
+        form.get_by_role("button", name="Cancel").click()
+
+        page.get_by_role("link", name="Models").click()
+        row = page.get_by_role("row").filter(has_text="Model on the second box")
+        for name, text in (("Make default: Model on the second box", "Make default"), ("Edit Model on the second box", "Edit"),
+                           ("Delete Model on the second box", "Delete")):
+            expect(row.get_by_role("button", name=name, exact=True)).to_have_text(text)
+
+        # With several providers the picker names each model's provider as people know it.
+        page.get_by_role("link", name="New chat").click()
+        picker = page.get_by_label("Model", exact=True)
+        expect(picker.get_by_role("option", name="Model on the second box · Second box", exact=True)).to_have_count(1)
+        expect(picker.get_by_role("option", name=re.compile(r"^Scripted model · Scripted\b"))).to_have_count(1)
+        expect(picker.get_by_role("option", name=re.compile("second-box"))).to_have_count(0)
+
+        # At phone width a wide table scrolls in its box; the page stays as wide as the screen (the
+        # table's visually hidden "Actions" header made it 550 px wide at 390).
+        page.set_viewport_size({"width": 390, "height": 844})
+        for link in ("Providers", "Models"):
+            page.goto(f"{chatd.base}/#/admin/{link.lower()}")
+            expect(page.get_by_role("heading", name=link, level=1)).to_be_visible()
+            expect(page.get_by_role("row").nth(1)).to_be_visible()
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    finally:
+        chatd.ok("DELETE", f"/model-configs/{config['id']}")
+        chatd.ok("DELETE", f"/providers/{provider['id']}")

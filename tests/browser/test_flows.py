@@ -154,6 +154,9 @@ def test_a_steered_message_shows_as_steering_not_in_the_queue(page: Page, chatd:
     expect(page.get_by_role("region", name=re.compile("Queued"))).to_have_count(0)
     # Stop says what runs after it without calling a steering message queued.
     expect(page.get_by_role("button", name="Stop (1 more message will run next)")).to_be_visible()
+    # So does the chat list (its badge counted it queued: queued_count counts steering ones too).
+    listed = page.get_by_role("list", name="Chats").locator("a[aria-current=page]")
+    expect(listed.locator(".badge")).to_have_text(["running", "1 steering"])
     # A queued one is listed apart from it.
     page.get_by_role("radio", name="Queue").check()
     send(page, "and then dogs")
@@ -161,6 +164,7 @@ def test_a_steered_message_shows_as_steering_not_in_the_queue(page: Page, chatd:
     expect(queue.get_by_role("listitem")).to_have_count(1)
     expect(queue.get_by_text("mention cats too")).to_have_count(0)
     expect(steering.get_by_role("listitem")).to_have_count(1)
+    expect(listed.locator(".badge")).to_have_text(["running", "1 queued", "1 steering"])
 
 
 def test_a_page_opened_mid_answer_shows_the_answer_from_its_first_token(page: Page, chatd: Chatd) -> None:

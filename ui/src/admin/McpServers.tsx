@@ -50,7 +50,7 @@ export function McpServers() {
                 <span class="admin-tag">{AVAILABILITY.find((a) => a.value === s.availability)?.label}</span>
                 <HealthTag status={s.status} />
               </div>
-              <HealthDetail status={s.status} />
+              <HealthDetail status={s.status} shown={failedCheck(checks[s.id])} />
               <p class="muted">{s.transport === "stdio" ? [s.command, ...(s.args ?? [])].join(" ") : s.url}{s.description ? ` — ${s.description}` : ""}</p>
               <div class="admin-actions">
                 <button type="button" class="small" disabled={checks[s.id] === "testing"} onClick={() => test(s)} aria-label={`Test ${s.display_name}`}>Test</button>
@@ -97,11 +97,19 @@ function HealthTag({ status }: { status: McpServerStatus | undefined }) {
   return <span class={"admin-tag " + h.cls} title={status.checked_at ? `as of ${when(status.checked_at)}` : undefined}>{h.label}</span>;
 }
 
-function HealthDetail({ status }: { status: McpServerStatus | undefined }) {
+/** The error a failed Test shows on the card (in an alert below), if any. */
+function failedCheck(check: McpCheck | "testing" | undefined): string | undefined {
+  return check && check !== "testing" && !check.ok ? check.error?.message : undefined;
+}
+
+/** `shown`: the error a Test just showed. The check recorded it as the server's last error too (cut
+ * to the status's length): the card then says when, and leaves the words to the alert. */
+function HealthDetail({ status, shown }: { status: McpServerStatus | undefined; shown?: string }) {
   if (!status || (status.state !== "failing" && status.state !== "unauthorized")) return null;
+  const repeated = !!status.reason && !!shown && shown.startsWith(status.reason);
   return (
     <p class="admin-health" role="note">
-      Last error {when(status.last_error_at)}{status.reason ? `: ${status.reason}` : ""}
+      Last error {when(status.last_error_at)}{status.reason && !repeated ? `: ${status.reason}` : ""}
       {status.last_connected_at ? <span class="muted"> (last connected {when(status.last_connected_at)})</span> : null}
     </p>
   );

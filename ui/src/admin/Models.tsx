@@ -42,14 +42,13 @@ export function Models() {
                   </td>
                   <td><div class="admin-actions">
                     {!m.is_default && (
-                      <button type="button" class="small" onClick={() => row.run(async () => { await admin.updateModelConfig(m.id, { is_default: true }); list.reload(); })}>
-                        Make {m.display_name} the default
-                      </button>
+                      <button type="button" class="small" aria-label={`Make default: ${m.display_name}`}
+                        onClick={() => row.run(async () => { await admin.updateModelConfig(m.id, { is_default: true }); list.reload(); })}>Make default</button>
                     )}
-                    <button type="button" class="small" onClick={() => setEditing(m)}>Edit {m.display_name}</button>
-                    <button type="button" class="small danger" onClick={() => {
+                    <button type="button" class="small" aria-label={`Edit ${m.display_name}`} onClick={() => setEditing(m)}>Edit</button>
+                    <button type="button" class="small danger" aria-label={`Delete ${m.display_name}`} onClick={() => {
                       if (confirm(`Delete the model ${m.display_name}? Chats using it fall back to the default.`)) void row.run(async () => { await admin.deleteModelConfig(m.id); list.reload(); });
-                    }}>Delete {m.display_name}</button>
+                    }}>Delete</button>
                     </div>
                   </td>
                 </tr>

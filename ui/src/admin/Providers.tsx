@@ -29,13 +29,13 @@ export function Providers() {
                   <td>{p.api_key_set ? "set" : <span class="muted">none</span>}</td>
                   <td>{p.enabled ? "yes" : "no"}</td>
                   <td><div class="admin-actions">
-                    <button type="button" class="small" onClick={() => row.run(async () => setModels({ id: p.id, check: await admin.providerModels(p.id) }))}>
-                      Models of {p.name}
-                    </button>
-                    <button type="button" class="small" onClick={() => setEditing(p)}>Edit {p.name}</button>
-                    <button type="button" class="small danger" onClick={() => {
+                    {/* The row says whose: its name is in the buttons' accessible names only. */}
+                    <button type="button" class="small" aria-label={`Models of ${p.name}`}
+                      onClick={() => row.run(async () => setModels({ id: p.id, check: await admin.providerModels(p.id) }))}>Models</button>
+                    <button type="button" class="small" aria-label={`Edit ${p.name}`} onClick={() => setEditing(p)}>Edit</button>
+                    <button type="button" class="small danger" aria-label={`Delete ${p.name}`} onClick={() => {
                       if (confirm(`Delete the provider ${p.name}?`)) void row.run(async () => { await admin.deleteProvider(p.id); list.reload(); });
-                    }}>Delete {p.name}</button>
+                    }}>Delete</button>
                     </div>
                   </td>
                 </tr>
@@ -110,7 +110,7 @@ export function ProviderForm({ provider, others, onDone }: { provider: Provider 
         <TextField label="Name" value={name} onInput={setName} placeholder={defaultName}
           hint="Unique: letters, digits, '.', '_' or '-' (e.g. ollama, vllm). Tells providers of one kind apart." />
         <TextField label="Display name" value={display} onInput={setDisplay} placeholder={name.trim() || defaultName} />
-        <TextField label="Base URL" value={baseUrl} onInput={setBaseUrl} required={kind === "openai-compatible"} hint="Empty uses the provider's public API." />
+        <TextField label="Base URL" value={baseUrl} onInput={setBaseUrl} required={admin.needsBaseUrl(kind)} hint={admin.baseUrlHint(kind)} />
         <TextField label="API key" type="password" value={apiKey} onInput={setApiKey} autoComplete="new-password"
           hint={provider?.api_key_set ? "A key is saved; leave empty to keep it." : "Stored encrypted; never shown again."} />
       </div>

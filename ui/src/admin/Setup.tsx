@@ -13,7 +13,9 @@ interface Chosen { model: string; label: string; context: string }
 
 export function Setup() {
   const existing = useLoad(() => admin.listModelConfigs());
+  const saved = useLoad(() => admin.listProviders());
   const [kind, setKind] = useState<ProviderKind>("openai-compatible");
+  const [name, setName] = useState("");
   const [baseUrl, setBaseUrl] = useState(admin.PROVIDER_KINDS[0].baseUrl);
   const [apiKey, setApiKey] = useState("");
   const [check, setCheck] = useState<ProviderCheck | null>(null);
@@ -24,6 +26,10 @@ export function Setup() {
   const testing = useAction();
   const saving = useAction();
   const kindInfo = admin.PROVIDER_KINDS.find((k) => k.kind === kind)!;
+  // What an empty name becomes: the name of the provider set up before at this kind and URL (see
+  // finish), else the kind, numbered when a provider already has that name.
+  const again = (saved.data ?? []).find((p) => p.provider === kind && (p.base_url ?? null) === (baseUrl.trim() || null));
+  const defaultName = again?.name ?? admin.freeProviderName(kind, saved.data ?? []);
 
   const changeKind = (k: ProviderKind) => {
     setKind(k);
@@ -52,12 +58,14 @@ export function Setup() {
     }
     const providers = await admin.listProviders();
     const url = baseUrl.trim() || null;
+    const named = name.trim();
     const body = { base_url: url, ...(apiKey.trim() ? { api_key: apiKey.trim() } : {}) };
-    // The same kind at the same URL is the provider set up before; another URL is another provider.
-    const saved = providers.find((p) => p.provider === kind && (p.base_url ?? null) === url);
-    const provider = saved
-      ? await admin.updateProvider(saved.id, { ...body, enabled: true })
-      : await admin.createProvider({ provider: kind, name: admin.freeProviderName(kind, providers), ...body, enabled: true });
+    // The same kind at the same URL is the provider set up before (renamed when a name is typed);
+    // another URL is another provider.
+    const before = providers.find((p) => p.provider === kind && (p.base_url ?? null) === url);
+    const provider = before
+      ? await admin.updateProvider(before.id, { ...body, ...(named ? { name: named } : {}), enabled: true })
+      : await admin.createProvider({ provider: kind, name: named || admin.freeProviderName(kind, providers), ...body, enabled: true });
     const configs = await admin.listModelConfigs();
     for (const c of chosen) {
       const isDefault = c.model === defaultModel;
@@ -84,9 +92,11 @@ export function Setup() {
         <div class="admin-grid">
           <Select label="Provider kind" value={kind} onChange={changeKind}
             options={admin.PROVIDER_KINDS.map((k) => ({ value: k.kind, label: k.label }))} />
-          <TextField label="Base URL" value={baseUrl} onInput={setBaseUrl} required={kind === "openai-compatible"}
-            placeholder={kind === "openai-compatible" ? "http://localhost:11434/v1" : "leave empty for the provider's own API"}
-            hint={kind === "openai-compatible" ? "Usually ends in /v1." : "Empty uses the provider's public API."} />
+          <TextField label="Name" value={name} onInput={setName} placeholder={defaultName}
+            hint={`Optional: ${again ? "keeps " : ""}${defaultName} if empty. Letters, digits, '.', '_' or '-' (e.g. ollama).`} />
+          <TextField label="Base URL" value={baseUrl} onInput={setBaseUrl} required={admin.needsBaseUrl(kind)}
+            placeholder={admin.needsBaseUrl(kind) ? "http://localhost:11434/v1" : "leave empty for the provider's own API"}
+            hint={admin.baseUrlHint(kind)} />
           <TextField label="API key" type="password" value={apiKey} onInput={setApiKey} required={kindInfo.needsKey}
             autoComplete="new-password" hint={kindInfo.needsKey ? "Stored encrypted; never shown again." : "Optional for local servers."} />
         </div>
@@ -149,7 +159,7 @@ export function Setup() {
         <p class="muted">
           {chosen.length === 0
             ? "Choose at least one model."
-            : `The ${kind} provider and ${chosen.length} model${chosen.length === 1 ? "" : "s"} will be saved; ${defaultModel} is the default.`}
+            : `The provider ${name.trim().toLowerCase() || defaultName} (${kind}) and ${chosen.length} model${chosen.length === 1 ? "" : "s"} will be saved; ${defaultModel} is the default.`}
         </p>
         <div class="admin-actions">
           <button type="button" class="primary" disabled={chosen.length === 0 || saving.busy} onClick={finish}>

@@ -58,7 +58,7 @@ function SpendRow({ row, reload }: { row: UserSpend; reload: () => void }) {
           {row.limit_scope === "user" && <span class="muted"> (own)</span>}
         </td>
         <td>{row.period}, until {new Date(row.period_end).toLocaleDateString()}</td>
-        <td><button type="button" class="small" aria-expanded={open} onClick={() => setOpen(!open)}>Limit for {name}</button></td>
+        <td><button type="button" class="small" aria-expanded={open} aria-label={`Limit for ${name}`} onClick={() => setOpen(!open)}>Limit</button></td>
       </tr>
       {open && (
         <tr>

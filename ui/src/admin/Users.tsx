@@ -52,14 +52,14 @@ export function Users() {
                     <td>{u.disabled ? <span class="badge status-error" title={u.disabled_at ? `Disabled ${new Date(u.disabled_at).toLocaleString()}` : undefined}>disabled</span> : "active"}</td>
                     <td class="admin-row-actions">
                       {u.id !== me.id && (
-                        <button type="button" class={u.disabled ? "small" : "small danger"} disabled={toggling.busy} onClick={() => {
+                        <button type="button" class={u.disabled ? "small" : "small danger"} disabled={toggling.busy}
+                          aria-label={`${u.disabled ? "Enable" : "Disable"} ${u.username}`} onClick={() => {
                           if (!u.disabled && !confirm(`Disable ${u.username}? Their tokens stop working at once; their chats are kept.`)) return;
                           void toggling.run(async () => { await admin.setUserDisabled(u.id, !u.disabled); list.reload(); });
-                        }}>{u.disabled ? `Enable ${u.username}` : `Disable ${u.username}`}</button>
+                        }}>{u.disabled ? "Enable" : "Disable"}</button>
                       )}
-                      <button type="button" class="small" aria-expanded={open === u.id} onClick={() => setOpen(open === u.id ? null : u.id)}>
-                        Tokens of {u.username}
-                      </button>
+                      <button type="button" class="small" aria-expanded={open === u.id} aria-label={`Tokens of ${u.username}`}
+                        onClick={() => setOpen(open === u.id ? null : u.id)}>Tokens</button>
                     </td>
                   </tr>
                   {open === u.id && (
@@ -93,10 +93,10 @@ function Tokens({ user }: { user: User }) {
             <li key={t.id} class="admin-actions">
               <span>{t.name}</span>
               <span class="muted">created {new Date(t.created_at).toLocaleString()} · {t.last_used_at ? `last used ${new Date(t.last_used_at).toLocaleString()}` : "never used"}</span>
-              <button type="button" class="small danger" onClick={() => {
+              <button type="button" class="small danger" aria-label={`Revoke ${t.name}`} onClick={() => {
                 const own = user.id === me.id ? " You may be signed in with it." : "";
                 if (confirm(`Revoke the token ${t.name} of ${user.username}?${own}`)) void act.run(async () => { await admin.revokeToken(t.id); list.reload(); });
-              }}>Revoke {t.name}</button>
+              }}>Revoke</button>
             </li>
           ))}
         </ul>

@@ -41,6 +41,16 @@ export const updateModelConfig = (id: string, body: ModelConfigIn) => patch<Mode
 export const deleteModelConfig = (id: string) => del(`/model-configs/${id}`);
 
 /** A provider name not taken yet: the kind, else the kind with a number ("openai-compatible-2"). */
+/** The server refuses an OpenAI-compatible provider without a base URL; the others default to the
+ * provider's public API. The form's marking and hint say the same. */
+export function needsBaseUrl(kind: ProviderKind): boolean {
+  return kind === "openai-compatible";
+}
+
+export function baseUrlHint(kind: ProviderKind): string {
+  return needsBaseUrl(kind) ? "Needed: the server's OpenAI-compatible API, usually ending in /v1." : "Empty uses the provider's public API.";
+}
+
 export function freeProviderName(kind: ProviderKind, providers: Provider[]): string {
   const taken = new Set(providers.map((p) => p.name));
   if (!taken.has(kind)) return kind;

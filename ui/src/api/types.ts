@@ -31,6 +31,8 @@ export interface Chat {
   updated_at: string;
   // Added by the API when it knows them; the UI degrades without them.
   queued_count?: number;
+  /** Of `queued_count`, the messages sent to steer the running answer. */
+  steering_count?: number;
   pending_actions?: PendingAction[];
   allowed_tools?: string[];
 }
@@ -86,7 +88,7 @@ export interface SendResult { queued: boolean; message: Message | null; queued_m
 
 /** `provider` is the kind of the provider the model runs on; `provider_name` its (unique) name. */
 export interface ModelConfig {
-  id: string; provider_id: string; provider: string; provider_name: string; model: string; display_name: string; context_limit: number;
+  id: string; provider_id: string; provider: string; provider_name: string; provider_display_name?: string; model: string; display_name: string; context_limit: number;
   compression_threshold: number; is_default: boolean; enabled: boolean;
   options: Record<string, unknown>; pricing: Record<string, number | null>;
   created_at: string; updated_at: string;

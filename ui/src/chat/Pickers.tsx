@@ -6,19 +6,23 @@ import { describe } from "../api/client";
 import { getMcpToken, startMcpOAuth } from "../api/chats";
 import type { McpServer, ModelConfig } from "../api/types";
 
+/** A model's option in the picker. Which provider it runs on matters once there are several
+ * (Ollama and vLLM both serving "llama3"): the option then names it, as people know it (its
+ * display name; the name is the admin's handle). */
+export function modelLabel(m: ModelConfig, severalProviders: boolean): string {
+  const provider = m.provider_display_name || m.provider_name;
+  return `${m.display_name || m.model}${severalProviders && provider ? ` · ${provider}` : ""}${m.is_default ? " (default)" : ""}`;
+}
+
 export function ModelPicker({ models, value, onChange, id = "model" }: { models: ModelConfig[]; value: string | null; onChange: (id: string) => void; id?: string }) {
   if (models.length === 0) return null;
-  // Which provider a model runs on matters once there are several (Ollama and vLLM both serving
-  // "llama3"): each option then names it.
   const several = new Set(models.map((m) => m.provider_id)).size > 1;
   return (
     <span class="picker">
       <label for={id}>Model</label>
       <select id={id} value={value ?? ""} onChange={(e) => onChange((e.target as HTMLSelectElement).value)}>
         {models.map((m) => (
-          <option key={m.id} value={m.id}>
-            {m.display_name || m.model}{several && m.provider_name ? ` · ${m.provider_name}` : ""}{m.is_default ? " (default)" : ""}
-          </option>
+          <option key={m.id} value={m.id}>{modelLabel(m, several)}</option>
         ))}
       </select>
     </span>

@@ -10,11 +10,19 @@ export function StatusBadge({ status }: { status: ChatStatus }) {
   return <span class={`badge status-${status}`} title={`Status: ${status}`}>{LABEL[status] ?? status}</span>;
 }
 
+/** What waits in the chat's queue, in words: `queued_count` counts steering messages too, and a
+ * steering message joins the running answer rather than waiting for it to end. */
+export function queueBadges(chat: Pick<Chat, "queued_count" | "steering_count">): string[] {
+  const steering = Math.max(0, chat.steering_count ?? 0);
+  const queued = Math.max(0, (chat.queued_count ?? 0) - steering);
+  return [...(queued ? [`${queued} queued`] : []), ...(steering ? [`${steering} steering`] : [])];
+}
+
 export function ChatBadges({ chat }: { chat: Chat }) {
   return (
     <span class="badges">
       <StatusBadge status={chat.status} />
-      {!!chat.queued_count && <span class="badge">{chat.queued_count} queued</span>}
+      {queueBadges(chat).map((b) => <span key={b} class="badge">{b}</span>)}
     </span>
   );
 }
