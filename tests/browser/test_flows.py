@@ -117,8 +117,9 @@ def test_messages_sent_while_an_answer_runs_are_queued_deleted_and_sent_after_st
     expect(queue.get_by_role("listitem")).to_have_count(1)
     send(page, "changed my mind")
     expect(queue.get_by_role("listitem")).to_have_count(2)
-    # The chat list shows the queue too, live (the watch's queue_change).
-    chats = page.get_by_role("list", name="Chats")
+    # The chat list shows the queue too, live (the watch's queue_change), on this chat's entry
+    # (another test's chat may be listed with a queue of its own).
+    chats = page.get_by_role("list", name="Chats").locator("a[aria-current=page]")
     expect(chats.get_by_text("2 queued")).to_be_visible()
     # Stop says what happens to the queue: its head runs next, at once.
     expect(page.get_by_role("button", name="Stop (2 more messages will run next)")).to_be_visible()
