@@ -8,9 +8,10 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from chatd.bootstrap import App
-from chatd.domain.chat import ChatStatus, Role
+from chatd.domain.chat import ChatStatus, NewMessage, Role
 from chatd.domain.events import MessageEvent, MessagePartEvent, StatusEvent, StreamEvent
 from chatd.domain.parts import TextPart
+from chatd.store.machine import insert_messages
 from chatd.streams.hub import StreamHub
 from tests.conftest import People
 
@@ -58,3 +59,27 @@ async def test_parts_captured_before_their_step_was_persisted_are_not_sent(chatd
         evs = await take(events, 3)
     assert kinds(evs) == ["StatusEvent", "MessageEvent", "MessagePartEvent"]
     assert isinstance(evs[2], MessagePartEvent) and evs[2].part == TextPart(text="next step")
+
+
+async def test_parts_queued_before_the_read_that_finds_their_message_are_not_sent(chatd: App, people: People) -> None:
+    """Parts published once the subscriber registered wait in its queue while the snapshot reads
+    the messages. A step persisted before that read is among the messages read, so its queued
+    parts, sent after them, would show it twice: `chatd chat` printed a short answer twice, whose
+    deltas, still being merged, were published when the worker dropped the step's parts."""
+    hub = StreamHub(chatd.db, chatd.pubsub, coalesce_window=60)
+    chat = await chatd.service.create_chat(people.alice.user, content=[TextPart(text="hi")])
+    hub.start_buffering(chat.id)
+    hub.publish_part(chat.id, Role.ASSISTANT, TextPart(text="The answer"))  # waits to be merged
+    async with hub.subscribe(chat.id) as events:
+        hub.publish_part(chat.id, Role.ASSISTANT, TextPart(text=" is 42."))
+        # The worker persists the step: its parts are dropped (the waiting ones published first),
+        # then the message is committed; the snapshot's read comes after.
+        hub.clear_parts(chat.id)
+        async with chatd.db.write() as conn:
+            await insert_messages(conn, chat.id, [NewMessage(Role.ASSISTANT, [TextPart(text="The answer is 42.")])], chatd.clock.now())
+        hub.publish_part(chat.id, Role.ASSISTANT, TextPart(text="Next step"))
+        hub.flush_parts(chat.id)
+        evs = await take(events, 4)
+    assert kinds(evs) == ["StatusEvent", "MessageEvent", "MessageEvent", "MessagePartEvent"]
+    assert isinstance(evs[2], MessageEvent) and evs[2].message.content == [TextPart(text="The answer is 42.")]
+    assert isinstance(evs[3], MessagePartEvent) and evs[3].part == TextPart(text="Next step")

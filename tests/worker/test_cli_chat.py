@@ -7,14 +7,21 @@ import asyncio
 import contextlib
 import os
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import pytest
 from rich.console import Console
 
 from chatd.client import ChatView
 from chatd.domain.chat import ChatStatus, Role
 from chatd.domain.parts import TextPart
+from chatd.store import turns
+from chatd.streams import hub as hub_module
+from chatd.streams.hub import StreamHub
+from chatd.worker.sink import StoreSink
 from tests.conftest import serve_http
 from tests.fakes.llm_server import Fault, Reply, ToolCall
 from tests.fakes.turn_doubles import echo_tool
@@ -99,6 +106,66 @@ async def test_chat_command_renders_the_turn_live_until_waiting(rig: Rig) -> Non
     (chat,) = chats
     assert f"chat {chat.id}: Find x" in err
     assert (await rig.get(chat.id)).status is ChatStatus.WAITING
+
+
+@pytest.mark.parametrize("streamed", ["before_it_subscribes", "after_it_subscribes"])
+async def test_an_answer_persisted_while_the_command_connects_shows_once(rig: Rig, monkeypatch: pytest.MonkeyPatch, streamed: str) -> None:
+    """Found by hand: a new chat's answer was printed twice, once. The command reads the history,
+    then opens the stream, whose snapshot captures the parts in flight (later ones reach its
+    queue) and then reads the messages. When the answer's step was committed before that read,
+    the snapshot sent the persisted answer and then its parts again: captured ones when the
+    commit came before the worker dropped them, queued ones always (their generation was not
+    checked). Forced here: the answer streams before (or after) the stream subscribes, the read
+    waits for the commit, and the worker goes on after its commit only once the read is done."""
+    rig.llm.script(Reply(text="The answer is 42."))
+    subscribed, answered, committed, read = asyncio.Event(), asyncio.Event(), asyncio.Event(), asyncio.Event()
+    real_subscribe, real_read = StreamHub.subscribe, hub_module.read_snapshot
+    real_publish, real_step, real_persist = StoreSink.publish_part, StoreSink.persist_step, turns.persist_step
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self: StreamHub, chat_id: uuid.UUID, after_id: int = 0) -> AsyncIterator[Any]:
+        if streamed == "before_it_subscribes":
+            await asyncio.wait_for(answered.wait(), 10)
+        async with real_subscribe(self, chat_id, after_id) as events:
+            subscribed.set()  # the parts in flight are captured; later ones reach the queue
+            yield events
+
+    async def read_snapshot(db: Any, chat_id: uuid.UUID, after_id: int) -> Any:
+        await asyncio.wait_for(committed.wait(), 10)
+        try:
+            return await real_read(db, chat_id, after_id)
+        finally:
+            read.set()
+
+    async def publish_part(self: StoreSink, *args: Any) -> None:
+        if streamed == "after_it_subscribes":
+            await asyncio.wait_for(subscribed.wait(), 10)
+        await real_publish(self, *args)
+
+    async def step(self: StoreSink, *args: Any, **kw: Any) -> None:
+        self.hub.flush_parts(self.chat_id)  # the whole answer is out (not waiting to be merged)
+        answered.set()
+        await asyncio.wait_for(subscribed.wait(), 10)
+        await real_step(self, *args, **kw)
+
+    async def persist_step(*args: Any, **kw: Any) -> Any:
+        written = await real_persist(*args, **kw)
+        committed.set()
+        # The worker goes on after its commit once the snapshot is read (a busy event loop, or a
+        # slow return of the connection to its pool, may well hold it that long).
+        await asyncio.wait_for(read.wait(), 10)
+        return written
+
+    monkeypatch.setattr(StreamHub, "subscribe", subscribe)
+    monkeypatch.setattr(hub_module, "read_snapshot", read_snapshot)
+    monkeypatch.setattr(StoreSink, "publish_part", publish_part)
+    monkeypatch.setattr(StoreSink, "persist_step", step)
+    monkeypatch.setattr(turns, "persist_step", persist_step)
+    async with running(rig) as url:
+        code, out, err = await finish(await chatd_chat("what is 6 x 7?", "--url", url, token=rig.people.alice.token))
+    assert code == 0, (out, err)
+    assert read.is_set()
+    assert [line for line in out.splitlines() if line] == ["you › what is 6 x 7?", "The answer is 42."]
 
 
 async def test_chat_command_exits_1_with_the_error_of_a_failed_turn(rig: Rig) -> None:

@@ -6,12 +6,13 @@ says it lost."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 from sqlalchemy import ColumnElement, Select, and_, bindparam, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatd.domain.actions import NewAction, PendingAction
 from chatd.domain.chat import (
@@ -167,6 +168,7 @@ async def persist_step(
     actions: Sequence[NewAction] = (),
     resolves: Sequence[uuid.UUID] = (),
     peek_steered: bool = False,
+    before_commit: Callable[[], None] | None = None,
 ) -> StepWritten:
     """Write one step's messages in one transaction, only under the turn's generation. A chat
     interrupted to `waiting` still takes its partial answer; an edited, promoted or re-acquired
@@ -177,29 +179,43 @@ async def persist_step(
     chat goes `requires_action`, released (`plan_request_actions`); if the chat was interrupted
     meanwhile they get "cancelled" results instead. `resolves`: answered actions whose results
     are among `new` (a resumed turn); they are done. `peek_steered`: also say whether
-    `take_steered` would find anything now (`StepWritten.steered`), under the same lease check."""
+    `take_steered` would find anything now (`StepWritten.steered`), under the same lease check.
+    `before_commit`: called once the step is written, before its commit can be seen (the
+    worker drops the step's streamed parts there: a stream's snapshot that reads the messages
+    must not also find their parts, which it would between the commit and a later drop)."""
     async with db.write() as conn:
         chat = await lock_chat(db, conn, chat_id)
         if not worker_owns(chat.status, chat.generation, chat.worker_id, mine=generation, me=worker_id, kind=WriteKind.STEP):
             raise LostOwnership("The chat is no longer owned by this turn.")
-        inserted = await insert_messages(conn, chat_id, new, now)
-        if ends_tool_calls:
-            # The step's tool calls have results now (and earlier orphans are behind this point).
-            await forget_started(conn, chat_id)
-        if resolves:
-            await finish_actions(conn, chat_id, resolves, now)
-        if not actions:
-            if not peek_steered:
-                return StepWritten(inserted)
-            leased = worker_owns(chat.status, chat.generation, chat.worker_id, mine=generation, me=worker_id, kind=WriteKind.LEASE)
-            return StepWritten(inserted, steered=leased and await machine.has_steered(conn, chat_id))
-        stored = await insert_actions(conn, chat, actions, now)
-        t = plan_request_actions(chat.status)
-        if t is None:
-            applied = await machine.execute(conn, chat, Transition(actions=ActionsFate.CANCEL), now)
-            return StepWritten([*inserted, *applied.results], chat=applied.chat)
-        chat = (await machine.execute(conn, chat, t, now)).chat
-        return StepWritten(inserted, stored, chat)
+        written = await _write_step(conn, now, chat, new, ends_tool_calls, actions, resolves, peek_steered, generation, worker_id)
+        if before_commit is not None:
+            before_commit()
+        return written
+
+
+async def _write_step(
+    conn: AsyncConnection, now: datetime, chat: Chat, new: Sequence[NewMessage], ends_tool_calls: bool,
+    actions: Sequence[NewAction], resolves: Sequence[uuid.UUID], peek_steered: bool, generation: int, worker_id: uuid.UUID,
+) -> StepWritten:
+    chat_id = chat.id
+    inserted = await insert_messages(conn, chat_id, new, now)
+    if ends_tool_calls:
+        # The step's tool calls have results now (and earlier orphans are behind this point).
+        await forget_started(conn, chat_id)
+    if resolves:
+        await finish_actions(conn, chat_id, resolves, now)
+    if not actions:
+        if not peek_steered:
+            return StepWritten(inserted)
+        leased = worker_owns(chat.status, chat.generation, chat.worker_id, mine=generation, me=worker_id, kind=WriteKind.LEASE)
+        return StepWritten(inserted, steered=leased and await machine.has_steered(conn, chat_id))
+    stored = await insert_actions(conn, chat, actions, now)
+    t = plan_request_actions(chat.status)
+    if t is None:
+        applied = await machine.execute(conn, chat, Transition(actions=ActionsFate.CANCEL), now)
+        return StepWritten([*inserted, *applied.results], chat=applied.chat)
+    chat = (await machine.execute(conn, chat, t, now)).chat
+    return StepWritten(inserted, stored, chat)
 
 
 async def take_steered(

@@ -41,7 +41,14 @@ from chatd.streams.mirror import RelayMirror
 from chatd.streams.notes import Notification
 from chatd.streams.parts import PartLog, PartOptions, RateLimitedWarning
 from chatd.streams.relay import RelayClient, RelayItem
-from chatd.streams.subscribers import MessageCache, NoteArrival, Snapshot, Subscriber, read_snapshot
+from chatd.streams.subscribers import (
+    MessageCache,
+    NoteArrival,
+    PartArrival,
+    Snapshot,
+    Subscriber,
+    read_snapshot,
+)
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +147,10 @@ class StreamHub:
             st.parts.flush()
 
     def _fanout(self, chat_id: uuid.UUID, st: _ChatState, ev: MessagePartEvent) -> None:
+        arrival = PartArrival(st.parts.generation, ev)
         for sub in st.subscribers:
             try:
-                sub.queue.put_nowait(ev)
+                sub.queue.put_nowait(arrival)
             except asyncio.QueueFull:
                 metrics.STREAM_DROPPED.inc()
                 self._slow_warning.warn("chat %s: slow subscriber, dropping a message part", chat_id)
@@ -282,11 +290,14 @@ class StreamHub:
         parts_generation: int,
     ) -> AsyncIterator[StreamEvent]:
         snap = await read_snapshot(self.db, chat_id, after_id)
-        if st.parts.generation != parts_generation:
-            # The buffer was emptied since the parts were captured: their step is persisted (it
-            # is among the messages read, or its message event is in the queue) or was retried.
-            # Sent after those messages they would show the step twice; the parts that followed
-            # are in the subscriber's queue.
+        # Parts of an earlier generation than the one the read ended in belong to a step that is
+        # persisted (it is among the messages read, or its message event is in the queue) or was
+        # retried: sent after those messages they would show the step twice. That holds for the
+        # parts captured and for those that reached the queue before the read ended (a step's
+        # last deltas, merged, are published when its parts are dropped). The worker drops a
+        # step's parts before its commit, so a read that finds the message finds them gone.
+        current = st.parts.generation
+        if current != parts_generation:
             parts = []
         if snap.chat.status is ChatStatus.RUNNING:
             self._want_relay(chat_id, st, snap.chat.worker_id)
@@ -301,6 +312,7 @@ class StreamHub:
                 sub.resync = False
                 metrics.STREAM_RESYNCS.inc()
                 snap = await read_snapshot(self.db, chat_id, last_id)
+                current = st.parts.generation
                 last_id, last_status, last_version = _position(last_id, snap)
                 for ev in snap.events([], queue_if_empty=True):
                     if isinstance(ev, ActionRequiredEvent):
@@ -320,8 +332,9 @@ class StreamHub:
             if get not in done or get.cancelled():
                 continue
             item = get.result()
-            if isinstance(item, MessagePartEvent):
-                yield item
+            if isinstance(item, PartArrival):
+                if item.generation >= current:
+                    yield item.event
                 continue
             # In `rank` order (the outbox's): messages, status, resolved and requested actions,
             # the queue, then what `Announced` changes carry.

@@ -33,7 +33,16 @@ class NoteArrival:
     note: Notification
 
 
-Delivery = MessagePartEvent | NoteArrival
+@dataclass(frozen=True, slots=True)
+class PartArrival:
+    """A part as published, with the generation of the chat's part buffer then (`PartLog`): a
+    snapshot read after that generation ended has the part's step as a message, or never will."""
+
+    generation: int
+    event: MessagePartEvent
+
+
+Delivery = PartArrival | NoteArrival
 
 
 @dataclass(eq=False)

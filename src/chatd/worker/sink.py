@@ -56,12 +56,14 @@ class StoreSink:
             written = await turns.persist_step(
                 self.db, self.clock.now(), self.chat_id, self.worker_id, self.generation, new, ends_tool_calls=ends_tool_calls,
                 actions=actions or (), resolves=resolves or (), peek_steered=peek_steered,
+                # The parts of this step are a message now; a late subscriber must not get both.
+                # Dropped before the commit: a snapshot whose read finds the message then cannot
+                # find the parts still there (a `chatd chat` connecting then printed an answer twice).
+                before_commit=lambda: self.hub.clear_parts(self.chat_id),
             )
         except LostOwnership as exc:
             raise Interrupted(str(exc)) from exc
         self._steered_waiting = written.steered
-        # The parts of this step are a message now; a late subscriber must not get both.
-        self.hub.clear_parts(self.chat_id)
         # With actions, the status (`requires_action`) follows when the turn settles.
         await self.outbox.publish(
             [*MessagesAdded.of(self.chat_id, written.messages), *([ActionsRequested(self.chat_id)] if written.actions else [])]
