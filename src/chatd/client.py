@@ -11,7 +11,7 @@ import asyncio
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,11 +150,13 @@ class ChatdClient:
 
     # --- the stream ----------------------------------------------------------------------------
 
-    async def events(self, chat_id: str, after_id: int = 0) -> AsyncIterator[SseEvent]:
+    async def events(self, chat_id: str, after_id: int = 0, *, resumed: Callable[[], None] | None = None) -> AsyncIterator[SseEvent]:
         """The chat's events, resuming after a dropped connection from the last cursor seen
-        (`Last-Event-ID`); the server then sends a fresh snapshot from there."""
+        (`Last-Event-ID`); the server then sends a fresh snapshot from there, whose parts repeat
+        the step in flight from its start: `resumed` is called before it."""
         cursor = str(after_id)
         failures = 0
+        connected = False
         while True:
             try:
                 async with self._http.stream(
@@ -163,6 +165,9 @@ class ChatdClient:
                     if r.status_code >= 400:
                         await r.aread()
                         _raise_for(r)
+                    if connected and resumed is not None:
+                        resumed()
+                    connected = True
                     async for ev in _parse_sse(r.aiter_lines()):
                         failures = 0
                         if ev.id is not None:
@@ -192,7 +197,7 @@ class ChatdClient:
         for message in await self.messages(chat_id, after_id):
             last = max(last, message["id"])
             view.message(message)
-        async for ev in self.events(chat_id, last):
+        async for ev in self.events(chat_id, last, resumed=view.resumed):
             data = ev.data
             if data.get("type") == "message":
                 message = data["message"]
@@ -294,6 +299,9 @@ class ChatView:
         self.reasoning = reasoning
         self._open: str | None = None  # the kind of the unfinished line: "text" | "reasoning"
         self._streamed = {"text": "", "reasoning": ""}
+        # After a reconnect: how much of `_streamed` the new snapshot's parts have repeated so far
+        # (None: not repeating, or done).
+        self._replayed: dict[str, int | None] = {"text": None, "reasoning": None}
         self._shown_calls: set[str] = set()
         self._shown_results: set[str] = set()
         self._shown_actions: set[str] = set()
@@ -325,6 +333,7 @@ class ChatView:
         elif kind == "retry":
             # The partial step is thrown away and asked again.
             self._streamed = {"text": "", "reasoning": ""}
+            self._replayed = {"text": None, "reasoning": None}
             self._line(f"[yellow]↻ retry {data.get('attempt')} in {int(data.get('delay_ms', 0)) / 1000:g}s: {escape(str(data.get('error', '')))}[/yellow]")
         elif kind == "error":
             self._line(f"[red]✗ {escape(str(data.get('message', '')))}[/red]")
@@ -333,6 +342,11 @@ class ChatView:
             self._action(data.get("action") or {})
         elif kind == "queue_update" and data.get("queued_messages"):
             self._line(f"[dim]{len(data['queued_messages'])} message(s) queued[/dim]")
+
+    def resumed(self) -> None:
+        """The stream reconnected: its snapshot sends the parts of the step in flight from the
+        start again (after the messages persisted meanwhile): what was shown of them is skipped."""
+        self._replayed = {"text": 0, "reasoning": 0}
 
     def message(self, message: dict[str, Any]) -> None:
         role = message.get("role")
@@ -350,11 +364,24 @@ class ChatView:
             if kind == "reasoning" and not self.reasoning:
                 return
             text = part.get("text", "")
+            replayed = self._replayed[kind]
+            if live and replayed is not None:
+                rest = self._streamed[kind][replayed:]
+                if text and rest.startswith(text):
+                    self._replayed[kind] = replayed + len(text)
+                    return
+                self._replayed[kind] = None
+                if text.startswith(rest):
+                    text = text[len(rest) :]  # what follows the part already shown
+                if not text:
+                    return
             if live:
                 self._streamed[kind] += text
                 self._inline(kind, text)
             elif self._streamed[kind].startswith(text) and text:
                 self._streamed[kind] = self._streamed[kind][len(text) :]
+                if replayed is not None:
+                    self._replayed[kind] = max(0, replayed - len(text))
             else:
                 self._inline(kind, text)
         elif kind == "tool-call":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sys
 import uuid
@@ -12,10 +13,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 from rich.console import Console
 
-from chatd.client import ChatView
+from chatd.client import ChatdClient, ChatView
 from chatd.domain.chat import ChatStatus, Role
 from chatd.domain.parts import TextPart
 from chatd.store import turns
@@ -223,3 +225,55 @@ def test_streamed_text_is_not_shown_again_when_its_message_arrives() -> None:
     view.event({"type": "retry", "attempt": 1, "delay_ms": 2000, "error": "overloaded"})
     view.finished({"status": "waiting"})
     assert console.export_text().splitlines() == ["Hello. ", '⏺ echo({"x": 1})', "More", "Unseen.", "↻ retry 1 in 2s: overloaded"]
+
+
+async def test_a_stream_resumed_mid_answer_shows_the_answer_once() -> None:
+    """A dropped stream is resumed from its cursor; the new snapshot sends the parts of the step
+    in flight from its start again. The view printed them a second time, and then, its streamed
+    text no longer matching, the persisted answer whole a third time."""
+    chat = "c0ffee00-0000-4000-8000-000000000000"
+    streams: list[str | None] = []
+
+    def sse(*events: dict[str, Any]) -> bytes:
+        return b"".join(f"event: {e['type']}\nid: 1\ndata: {json.dumps(e)}\n\n".encode() for e in events)
+
+    def part(text: str) -> dict[str, Any]:
+        return {"type": "message_part", "role": "assistant", "part": {"type": "text", "text": text}}
+
+    def handle(request: httpx2.Request) -> httpx2.Response:
+        path = request.url.path
+        if path.endswith("/stream"):
+            streams.append(request.headers.get("last-event-id"))
+            running = {"type": "status", "status": "running"}
+            if len(streams) == 1:  # the connection drops after "Hel", "lo"
+                body = sse(running, part("Hel"), part("lo"))
+            else:  # the snapshot: the step in flight from its start, then live
+                answer = {"id": 2, "role": "assistant", "content": [{"type": "text", "text": "Hello world"}]}
+                body = sse(running, part("Hello"), part(" world"), {"type": "message", "message": answer}, {"type": "status", "status": "waiting"})
+            return httpx2.Response(200, content=body, headers={"content-type": "text/event-stream"})
+        if path.endswith("/messages"):
+            first = [{"id": 1, "role": "user", "content": [{"type": "text", "text": "hi"}]}]
+            return httpx2.Response(200, json={"messages": first if request.url.params.get("after_id") == "0" else []})
+        return httpx2.Response(200, json={"id": chat, "status": "waiting"})
+
+    console = Console(record=True, width=200, color_system=None)
+    async with ChatdClient("http://chatd.test", "t", transport=httpx2.MockTransport(handle)) as client:
+        await asyncio.wait_for(client.follow(chat, ChatView(console)), 10)
+    assert streams == ["1", "1"]  # after the history read first
+    assert console.export_text().splitlines() == ["you › hi", "Hello world"]
+
+
+def test_a_resumed_stream_shows_the_next_step_when_the_shown_one_was_persisted_meanwhile() -> None:
+    console = Console(record=True, width=200, color_system=None)
+    view = ChatView(console)
+    part = {"type": "message_part", "role": "assistant"}
+    view.event({**part, "part": {"type": "text", "text": "Hel"}})
+    view.event({**part, "part": {"type": "text", "text": "lo. "}})
+    view.resumed()
+    # The snapshot: the step shown was persisted meanwhile; the next one is under way.
+    view.message({"id": 2, "role": "assistant", "content": [{"type": "text", "text": "Hello. "}]})
+    view.event({**part, "part": {"type": "text", "text": "Next"}})
+    view.event({**part, "part": {"type": "text", "text": " one."}})
+    view.message({"id": 3, "role": "assistant", "content": [{"type": "text", "text": "Next one."}]})
+    view.finished({"status": "waiting"})
+    assert console.export_text().splitlines() == ["Hello. ", "Next one."]
