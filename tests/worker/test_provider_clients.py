@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from typing import Any
+
+import pytest
 
 from chatd.domain.chat import ChatStatus
+from chatd.loop.quickgen import QUICK_SDK_RETRIES
 from chatd.providers import ProviderClients, ProviderConfig
 from chatd.providers.clients import _tls_for
 from chatd.store import models as model_store
@@ -116,3 +120,34 @@ def test_a_plain_http_provider_loads_no_ca_bundle_and_fails_closed_on_tls() -> N
     assert (plain.verify_mode, plain.check_hostname) == (ssl.CERT_REQUIRED, True)
     assert _tls_for("https://api.openai.com/v1") is _tls_for(None)
     assert _tls_for(None).verify_mode is ssl.CERT_REQUIRED
+
+
+async def test_turns_send_through_the_shared_sdk_client_which_retries_nothing_and_titles_keep_the_sdk_retries(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pydantic-ai copies the SDK client for a request whose settings carry `max_retries` (the SDKs
+    # take it per client): the shared client retries nothing itself, so a turn sends no setting and
+    # makes no copy; a title asks for the SDK's default retries, through a copy.
+    import openai
+
+    copies: list[int] = []
+    real = openai.AsyncOpenAI.with_options
+
+    def spy(self: openai.AsyncOpenAI, **kw: Any) -> openai.AsyncOpenAI:
+        copies.append(kw["max_retries"])
+        return real(self, **kw)
+
+    monkeypatch.setattr(openai.AsyncOpenAI, "with_options", spy)
+    rig.app.settings.generate_titles = True
+    rig.llm.script(Reply(text="one"))
+    rig.llm.script_side(Reply(text="A title"))
+    chat = await rig.chat("first")
+    await rig.run()
+    for _ in range(200):
+        if (await rig.get(chat.id)).title == "A title":
+            break
+        await asyncio.sleep(0.01)
+    assert (await rig.get(chat.id)).title == "A title"
+    assert copies == [QUICK_SDK_RETRIES]
+    entry = next(iter(clients_of(rig)._current.values()))
+    assert entry.provider.client.max_retries == 0

@@ -17,12 +17,14 @@ from chatd.loop.prompts import (
     PUSH_SYSTEM_PROMPT,
     TITLE_SYSTEM_PROMPT,
 )
-from chatd.providers.models import ResolvedModel
+from chatd.providers.models import ResolvedModel, sdk_retries
 
 log = logging.getLogger(__name__)
 
 QUICK_TIMEOUT_S = 30.0
 QUICK_MAX_TOKENS = 256
+# Side calls keep the SDKs' own default retries (the turn's client makes none: the loop retries).
+QUICK_SDK_RETRIES = 2
 PUSH_MAX_CHARS = 160
 _WS = re.compile(r"\s+")
 # Models often answer `Title: "Foo"` (or `**Chat title:** Foo`, `# Foo`) although the prompt asks
@@ -57,6 +59,8 @@ async def _quick(model: ResolvedModel | Model, system: str, user: str, timeout_s
         if "temperature" in model.settings:
             settings["temperature"] = model.settings["temperature"]
     assert isinstance(target, Model)
+    if sdk_retries(target) == 0:
+        settings["max_retries"] = QUICK_SDK_RETRIES
     async with asyncio.timeout(timeout_s):
         response = await model_request(
             target,

@@ -70,6 +70,13 @@ def model_settings(spec: ModelSpec) -> ModelSettings:
     return settings
 
 
+def sdk_retries(model: Model) -> int | None:
+    """How often the model's SDK client retries a request itself (the OpenAI and Anthropic SDKs
+    count per client), or None when the client does not say (Google)."""
+    retries = getattr(getattr(model, "client", None), "max_retries", None)
+    return retries if isinstance(retries, int) else None
+
+
 def native_tools(provider: ProviderConfig, spec: ModelSpec) -> tuple[AbstractNativeTool, ...]:
     if not spec.web_search:
         return ()
@@ -110,11 +117,16 @@ def resolve_model(
     one is built with its own SDK client (tests, one-off calls)."""
     if model is None:
         model = build_model(provider, spec.model, build_provider(provider, http_client))
+    settings = model_settings(spec)
+    if sdk_retries(model) == settings.get("max_retries"):
+        # The client already makes no retries: the setting would only make pydantic-ai copy the
+        # client for every request (see `wire._no_sdk_retries`).
+        del settings["max_retries"]
     return ResolvedModel(
         model=model,
         spec=spec,
         provider_kind=provider.kind,
-        settings=model_settings(spec),
+        settings=settings,
         native_tools=native_tools(provider, spec),
     )
 
