@@ -228,3 +228,29 @@ async def test_other_users_chats_are_not_found(chatd: App, people: People) -> No
     ):
         with pytest.raises(NotFound):
             await call
+
+
+async def test_a_step_of_several_messages_is_stored_in_order_in_one_statement(chatd: App, people: People) -> None:
+    from sqlalchemy import event
+
+    chat = await chatd.service.create_chat(people.alice.user, content=text("one"))
+    gen = await make_running(chatd, chat.id)
+    step = [turns.NewMessage(Role.ASSISTANT, text("calls"))] + [turns.NewMessage(Role.TOOL, text(f"result {i}")) for i in range(5)]
+    inserts: list[str] = []
+
+    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.startswith("INSERT INTO messages"):
+            inserts.append(statement)
+
+    event.listen(chatd.db.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        written = await turns.persist_step(chatd.db, chatd.clock.now(), chat.id, WORKER, gen, step)
+    finally:
+        event.remove(chatd.db.engine.sync_engine, "before_cursor_execute", seen)
+    assert len(inserts) == 1
+    assert [m.content for m in written.messages] == [m.content for m in step]
+    ids = [m.id for m in written.messages]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    stored = [m for m in await chat_store.all_messages(chatd.db, chat.id) if m.id in set(ids)]
+    assert [(m.id, m.content) for m in stored] == [(m.id, m.content) for m in written.messages]
+

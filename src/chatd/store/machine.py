@@ -154,6 +154,7 @@ _OPEN_ACTIONS: Final = (
     .order_by(pending_actions.c.created_at, pending_actions.c.tool_call_id)
 )
 _INSERT_MESSAGE: Final = insert(messages).returning(*messages.c)
+_INSERT_MESSAGES_IN_ORDER: Final = insert(messages).returning(*messages.c, sort_by_parameter_order=True)
 _QUEUE_LENGTH: Final = select(func.count()).select_from(queued_messages).where(queued_messages.c.chat_id == bindparam("p_chat_id"))
 # `set_chat`'s UPDATE for each set of columns it was given plain values for.
 _SET_CHAT: dict[tuple[str, ...], ReturningUpdate[Any]] = {}
@@ -209,30 +210,47 @@ async def settle_actions(
 async def insert_messages(
     conn: AsyncConnection, chat_id: uuid.UUID, new: Sequence[NewMessage], now: datetime
 ) -> list[Message]:
-    out: list[Message] = []
-    for m in new:
-        u = m.usage
-        values = {
-            "chat_id": chat_id,
-            "role": m.role.value,
-            "content": parts_to_json(m.content),
-            "visibility": m.visibility.value,
-            "created_by": m.created_by,
-            "model_config_id": m.model_config_id,
-            "input_tokens": u.input_tokens if u else None,
-            "output_tokens": u.output_tokens if u else None,
-            "total_tokens": u.total_tokens if u else None,
-            "reasoning_tokens": u.reasoning_tokens if u else None,
-            "cache_creation_tokens": u.cache_creation_tokens if u else None,
-            "cache_read_tokens": u.cache_read_tokens if u else None,
-            "context_limit": m.context_limit,
-            "total_cost_micros": m.total_cost_micros,
-            "runtime_ms": m.runtime_ms,
-            "compressed": m.compressed,
-            "created_at": now,
-        }
-        out.append(message_from_row((await conn.execute(_INSERT_MESSAGE, values)).one()))
-    return out
+    """Insert `new` in order (ids ascending) and return them as stored. Several rows (a step's
+    answer and its tool results) go in one multi-row `INSERT … RETURNING` (SQLAlchemy's
+    insertmanyvalues): one statement per step, not one per row."""
+    if not new:
+        return []
+    params = [_message_values(chat_id, m, now) for m in new]
+    if len(params) == 1:
+        return [message_from_row((await conn.execute(_INSERT_MESSAGE, params[0])).one())]
+    if conn.dialect.name == "postgresql":
+        # SQLAlchemy's ordered form (`INSERT … SELECT … ORDER BY` a sentinel): rows and ids in
+        # parameter order.
+        rows = (await conn.execute(_INSERT_MESSAGES_IN_ORDER, params)).all()
+    else:
+        # SQLAlchemy does not promise SQLite's RETURNING order (asked to, it sends one row per
+        # statement). The rows of one `VALUES` list go in in its order under the write lock, each
+        # taking the next id, so the parameter order is the id order.
+        rows = sorted((await conn.execute(_INSERT_MESSAGE, params)).all(), key=lambda r: r.id)
+    return [message_from_row(r) for r in rows]
+
+
+def _message_values(chat_id: uuid.UUID, m: NewMessage, now: datetime) -> dict[str, Any]:
+    u = m.usage
+    return {
+        "chat_id": chat_id,
+        "role": m.role.value,
+        "content": parts_to_json(m.content),
+        "visibility": m.visibility.value,
+        "created_by": m.created_by,
+        "model_config_id": m.model_config_id,
+        "input_tokens": u.input_tokens if u else None,
+        "output_tokens": u.output_tokens if u else None,
+        "total_tokens": u.total_tokens if u else None,
+        "reasoning_tokens": u.reasoning_tokens if u else None,
+        "cache_creation_tokens": u.cache_creation_tokens if u else None,
+        "cache_read_tokens": u.cache_read_tokens if u else None,
+        "context_limit": m.context_limit,
+        "total_cost_micros": m.total_cost_micros,
+        "runtime_ms": m.runtime_ms,
+        "compressed": m.compressed,
+        "created_at": now,
+    }
 
 
 # --- the queue ---------------------------------------------------------------------------------
