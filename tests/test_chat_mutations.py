@@ -254,3 +254,17 @@ async def test_a_step_of_several_messages_is_stored_in_order_in_one_statement(ch
     stored = [m for m in await chat_store.all_messages(chatd.db, chat.id) if m.id in set(ids)]
     assert [(m.id, m.content) for m in stored] == [(m.id, m.content) for m in written.messages]
 
+
+async def test_a_step_peeks_for_steered_messages_only_behind_a_queue(chatd: App, people: People) -> None:
+    chat = await chatd.service.create_chat(people.alice.user, content=text("one"))
+    gen = await make_running(chatd, chat.id)
+    step = [turns.NewMessage(Role.ASSISTANT, text("answer"))]
+    now = chatd.clock.now()
+    assert not (await turns.persist_step(chatd.db, now, chat.id, WORKER, gen, step, peek_steered=True)).steered
+    await chatd.service.send_message(people.alice.user, chat.id, content=text("queued"))
+    assert not (await turns.persist_step(chatd.db, now, chat.id, WORKER, gen, step, peek_steered=True)).steered
+    await chatd.service.send_message(people.alice.user, chat.id, content=text("steer"), busy_behavior=BusyBehavior.STEER)
+    assert (await turns.persist_step(chatd.db, now, chat.id, WORKER, gen, step, peek_steered=True)).steered
+    moved, queue = await turns.take_steered(chatd.db, now, chat.id, WORKER, gen)
+    assert [m.content for m in moved] == [text("steer")] and [q.content for q in queue] == [text("queued")]
+    assert not (await turns.persist_step(chatd.db, now, chat.id, WORKER, gen, step, peek_steered=True)).steered

@@ -208,7 +208,9 @@ async def _write_step(
         if not peek_steered:
             return StepWritten(inserted)
         leased = worker_owns(chat.status, chat.generation, chat.worker_id, mine=generation, me=worker_id, kind=WriteKind.LEASE)
-        return StepWritten(inserted, steered=leased and await machine.has_steered(conn, chat_id))
+        # The locked row's queue count is exact (every change to the queue recounts it under the
+        # same lock): an empty queue needs no look for steered messages.
+        return StepWritten(inserted, steered=leased and chat.queued_count > 0 and await machine.has_steered(conn, chat_id))
     stored = await insert_actions(conn, chat, actions, now)
     t = plan_request_actions(chat.status)
     if t is None:
