@@ -98,6 +98,16 @@ async def test_stall_then_success(llm: FakeLLMServer, sink: RecordingSink, sleep
     assert [d.kind for _, _, d in sink.retries] == ["stall"]
 
 
+async def test_an_answer_streaming_for_longer_than_the_stall_timeout_is_no_stall(llm: FakeLLMServer, wire: str, sink: RecordingSink, sleep: RecordedSleep) -> None:
+    # Frames 0.08 s apart under a 0.6 s stall timeout, ~1.5 s in all: the deadline moves with the
+    # stream (the frames that publish nothing, such as a stream's last few, count as silence).
+    llm.script(Reply(text="a steady answer, word after word", chunk_chars=2, frame_delay=0.08))
+    outcome = await run_turn(model_for(llm, wire), [user("hi")], [], options(sleep, stall_timeout=0.6), sink)
+    assert outcome.reason == "completed"
+    assert sink.retries == []
+    assert sink.steps[0].assistant_parts == [TextPart(text="a steady answer, word after word")]
+
+
 async def test_attempts_are_capped(llm: FakeLLMServer, wire: str, sink: RecordingSink, sleep: RecordedSleep) -> None:
     llm.script(*[Reply(fault=Fault.status(503)) for _ in range(3)])
     with pytest.raises(RetriesExhausted) as err:
