@@ -49,20 +49,23 @@ class Database:
         self.url = async_url(url)
         self.dialect = make_url(self.url).get_backend_name()
         kwargs: dict[str, Any] = {"echo": echo}
+        # Every connection the pool opens is kept (opened when first needed, none beyond the
+        # pool): an "overflow" connection is closed when it is returned, and with 100 turns
+        # starting together nearly every turn opened one (on PostgreSQL a new server process and
+        # its start-up, on SQLite a thread and the pragmas) only to close it again.
+        kwargs["max_overflow"] = 0
         if self.is_sqlite:
             # A busy writer makes others wait (in their own thread) rather than fail at once.
             kwargs["connect_args"] = {"timeout": 60, "isolation_level": None}
             # Writers queue on `_writer` below, so connections are held by readers and the one
             # writer; a larger pool keeps hundreds of concurrent turns from timing out on it.
-            kwargs["pool_size"] = 20
-            kwargs["max_overflow"] = 40
+            kwargs["pool_size"] = 60
             kwargs["pool_timeout"] = 120
         else:
-            kwargs["pool_size"] = pool_size
-            kwargs["max_overflow"] = pool_size * 2
+            kwargs["pool_size"] = pool_size * 3
             kwargs["pool_pre_ping"] = True
         # Connections the pool opens at most (what this replica can take of max_connections).
-        self.capacity: int = kwargs["pool_size"] + kwargs["max_overflow"]
+        self.capacity: int = kwargs["pool_size"]
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         self._writer: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
         self._lock_queries: dict[Table, Select[Any]] = {}
