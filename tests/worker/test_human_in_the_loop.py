@@ -629,3 +629,23 @@ async def test_a_replica_that_dies_while_a_form_waits_leaves_no_question_and_the
     assert (await action_store.get_action(rig.app.db, uuid.UUID(action["id"]))).state.value == "cancelled"
     assert state.calls == [] and await results(rig, chat["id"]) == [] and len(rig.llm.requests) == 2
     assert (await answer(client, rig, chat["id"], action["id"], decision="accept", content={"name": "late"})).status_code == 409
+
+
+@pytest.mark.parametrize("era", ["2026-07-28", "2025-11-25"])
+async def test_interrupting_a_call_that_waits_on_a_form_closes_the_form_at_once(
+    rig: Rig, client: httpx.AsyncClient, notes_server: tuple[str, ServerState], legacy_notes_server: tuple[str, ServerState], era: str
+) -> None:
+    # The question was asked from the connection's own task: an interrupt ended the turn, but the
+    # question stayed pending (and the server's call open) until the elicitation timeout.
+    url, state = notes_server if era == "2026-07-28" else legacy_notes_server
+    chat, action = await elicited(rig, client, url, ToolCall("r1", "notes__register", {}))
+    r = await client.post(f"/api/v1/chats/{chat['id']}/interrupt", headers=auth(rig))
+    assert r.status_code == 200, r.text
+    await rig.workers.drain()
+    async with asyncio.timeout(20):
+        while (await action_store.get_action(rig.app.db, uuid.UUID(action["id"]))).state.value == "pending":  # noqa: ASYNC110 - polls the store
+            await asyncio.sleep(0.05)
+    body = await chat_of(client, rig, chat["id"])
+    assert body["status"] == ChatStatus.WAITING.value and body["pending_actions"] == []
+    assert (await answer(client, rig, chat["id"], action["id"], decision="accept", content={"name": "late"})).status_code == 409
+    assert "register" not in state.calls or era == "2025-11-25"

@@ -504,6 +504,12 @@ class ServerConnection:
             log.warning("asking for MCP server %s's elicitation failed", self.config.slug, exc_info=True)
             return types.ElicitResult(action="cancel")
         finally:
+            if not waiting.done():
+                # This task was cancelled (the turn was interrupted and cancelled the call's
+                # scope): the question ends with it, now, not at the elicitation timeout. Not
+                # awaited: a cancelled scope would cancel that wait too; the asker's own cleanup
+                # (the question marked cancelled) runs in its task.
+                waiting.cancel()
             if scope is not None:
                 scope.deadline = anyio.current_time() + request.timeout
         if answer.decision is Decision.ACCEPT:
