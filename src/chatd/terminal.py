@@ -12,6 +12,13 @@ this chat) or edited JSON arguments; then the answer resumes the chat and its st
 again. A client-side tool is the chat's client's to answer: the session says so and goes back to
 the prompt.
 
+An MCP server's form (an `elicitation`) comes while the chat is still running: its tool call waits
+for the answer. The session asks it as soon as the stream announces it (`action_required`, also
+sent on connect): one prompt per field of the form, or Done / decline / cancel for a page to open.
+Meanwhile typed lines answer the form, not the chat. When the stream says the form ended
+elsewhere (`action_resolved`: answered in the web UI, timed out) or the turn ends, the prompt
+ends and typed lines are chat messages again.
+
 Input is read on a thread of its own, so typing never waits for the stream and the stream never
 waits for typing; lines reach the event loop through a queue."""
 
@@ -41,15 +48,69 @@ HELP = (
 )
 
 
+FORM_HELP = (
+    "Type each field's value and press Enter (an empty line keeps the value in brackets). "
+    "/decline or /cancel to not answer, /interrupt (or Ctrl-C) stops the turn, /quit leaves."
+)
+
+
+class LiveForms:
+    """The forms a running chat's stream announces (`action_required` of kind `elicitation`) and
+    the ends of actions (`action_resolved`): the session asks the former as they come and stops
+    asking one when its end comes. Fed by the view, from the task following the stream."""
+
+    def __init__(self) -> None:
+        self.arrived = asyncio.Event()
+        self._waiting: list[dict[str, Any]] = []
+        self._seen: set[str] = set()
+        self._ends: dict[str, asyncio.Future[str]] = {}
+
+    def saw(self, data: dict[str, Any]) -> None:
+        kind = data.get("type")
+        if kind == "action_required":
+            action = data.get("action") or {}
+            action_id = str(action.get("id"))
+            # Announced again on every (re)connect while it waits: asked once.
+            if action.get("kind") == "elicitation" and action_id not in self._seen:
+                self._seen.add(action_id)
+                self._waiting.append(action)
+                self.arrived.set()
+        elif kind == "action_resolved":
+            end = self.end_of(str(data.get("action_id")))
+            if not end.done():
+                end.set_result(str(data.get("decision") or ""))
+
+    def end_of(self, action_id: str) -> asyncio.Future[str]:
+        """Done with the decision once the stream says the action no longer waits."""
+        if action_id not in self._ends:
+            self._ends[action_id] = asyncio.get_running_loop().create_future()
+        return self._ends[action_id]
+
+    def next(self) -> dict[str, Any] | None:
+        """The oldest announced form that has not ended, if any."""
+        while self._waiting:
+            action = self._waiting.pop(0)
+            if not self.end_of(str(action.get("id"))).done():
+                return action
+        self.arrived.clear()
+        return None
+
+
 class MarkdownView(ChatView):
     """ChatView with the assistant's text rendered as markdown: redrawn live as it streams on a
     terminal; printed once per paragraph run elsewhere (a pipe cannot be redrawn)."""
 
-    def __init__(self, console: Console, *, reasoning: bool = True) -> None:
+    def __init__(self, console: Console, *, reasoning: bool = True, forms: LiveForms | None = None) -> None:
         super().__init__(console, reasoning=reasoning)
         self._live: Live | None = None
         self._markdown = ""
         self.last_id = 0  # the newest message shown
+        self.forms = forms
+
+    def event(self, data: dict[str, Any]) -> None:
+        super().event(data)
+        if self.forms is not None:
+            self.forms.saw(data)
 
     def message(self, message: dict[str, Any]) -> None:
         self.last_id = max(self.last_id, int(message.get("id") or 0))
@@ -109,6 +170,8 @@ class Session:
         self.interrupts = asyncio.Event()
         # The newest message shown: a resumed turn is followed from there.
         self.last_id = 0
+        self.forms = LiveForms()
+        self._form_interrupted = False  # the form being asked ends with the turn stopped here
 
     # --- input -------------------------------------------------------------------------------
 
@@ -143,6 +206,10 @@ class Session:
                 except EOFError:
                     return
 
+        # GNU readline does not echo the end of an empty line after a prompt it did not print
+        # (ours are printed through the console): the next output would land on the prompt's line.
+        newline_lost = readline is not None and "libedit" not in (readline.__doc__ or "")
+
         def read() -> None:
             source = read_lines()
             while True:
@@ -150,6 +217,8 @@ class Session:
                     line: str | None = next(source)
                 except (StopIteration, OSError):
                     line = None
+                if line == "" and newline_lost:
+                    loop.call_soon_threadsafe(self.console.print)
                 if line is not None and readline is not None and self.history_file is not None and line.strip():
                     with contextlib.suppress(OSError):
                         self.history_file.parent.mkdir(parents=True, exist_ok=True)
@@ -256,7 +325,9 @@ class Session:
         A line sent while the stream was ending may start a turn of its own: then follow again,
         from the last message shown. Returns "quit" when the user left during the turn."""
         assert self.chat_id is not None
-        view = MarkdownView(self.console, reasoning=self.reasoning)
+        # A stream announces the forms waiting when it opens: none is carried over from before.
+        self.forms = LiveForms()
+        view = MarkdownView(self.console, reasoning=self.reasoning, forms=self.forms)
         while True:
             outcome, sent, chat = await self._follow_once(self.chat_id, view, after)
             self.last_id = max(self.last_id, view.last_id)
@@ -285,6 +356,11 @@ class Session:
             if action.get("kind") == "client_tool":
                 self.console.print("[dim]the chat's client answers this; a message you type is queued behind it[/dim]")
                 return "prompt"
+            if action.get("kind") == "elicitation":
+                if await self._fill_in(self.chat_id, action, None) == "quit":
+                    return "quit"
+                chat = await self.client.get_chat(self.chat_id)
+                continue
             while True:
                 self.console.print(f"[dim]{escape(_how_to_answer(action))}[/dim]")
                 if self.interactive:
@@ -312,10 +388,18 @@ class Session:
         sent = False
         try:
             while not follow.done():
+                if (action := self.forms.next()) is not None:
+                    # A running call waits for this form: typed lines answer it until it ends.
+                    if await self._fill_in(chat_id, action, follow) == "quit":
+                        self.console.print(f"[dim]chat {escape(chat_id)} goes on on the server[/dim]")
+                        return "quit", sent, None
+                    continue
                 get = asyncio.ensure_future(self.lines.get())
                 stop = asyncio.ensure_future(self.interrupts.wait())
-                await asyncio.wait({follow, get, stop}, return_when=asyncio.FIRST_COMPLETED)
+                asked = asyncio.ensure_future(self.forms.arrived.wait())
+                await asyncio.wait({follow, get, stop, asked}, return_when=asyncio.FIRST_COMPLETED)
                 stop.cancel()
+                asked.cancel()
                 if stop.done() and not stop.cancelled():
                     self.interrupts.clear()
                     await self._interrupt(chat_id)
@@ -355,6 +439,157 @@ class Session:
                 with contextlib.suppress(asyncio.CancelledError, ClientError):
                     await follow
         return "done", sent, chat
+
+    # --- an MCP server's form, asked while its call waits ------------------------------------
+
+    async def _fill_in(self, chat_id: str, action: dict[str, Any], follow: asyncio.Future[Any] | None) -> str:
+        """Ask for a form's answer (field by field, or Done / decline / cancel for a page) and
+        send it. Ends early when the action ends elsewhere or the followed turn ends. Returns
+        "answered", "ended" or "quit"."""
+        end = self.forms.end_of(str(action["id"]))
+        self._form_interrupted = False
+        schema = action.get("schema")
+        fields = form_fields(schema) if isinstance(schema, dict) else []
+        who = action.get("server") or "an MCP server"
+        if fields:
+            self.console.print(f"[dim]{escape(who)} asks you to fill in a form. {escape(FORM_HELP)}[/dim]")
+        elif action.get("url"):
+            self.console.print(f"[dim]{escape(who)} asks you to open this page:[/dim]")
+            self.console.print(f"  {escape(str(action['url']))}", soft_wrap=True, highlight=False)
+            self.console.print("[dim]type done when you are done there, or /decline, /cancel[/dim]")
+        else:
+            self.console.print(f"[dim]{escape(who)} asks you to confirm: done, /decline or /cancel[/dim]")
+        before: dict[str, Any] = {}
+        while True:
+            try:
+                body = await (self._fill_fields(chat_id, fields, before, end, follow) if fields else self._confirm(chat_id, end, follow))
+            except FormClosed as closed:
+                if closed.why == "ended":
+                    self._form_ended(end)
+                return closed.why
+            try:
+                await self.client.request("POST", f"/api/v1/chats/{chat_id}/actions/{action['id']}", json=body)
+            except ClientError as exc:
+                self.console.print(f"[red]error:[/red] {escape(exc.message)}")
+                if exc.status == 409:
+                    self.console.print("[dim]the form was answered elsewhere; back to the chat[/dim]")
+                    return "ended"
+                if end.done() or (follow is not None and follow.done()):
+                    self._form_ended(end)
+                    return "ended"
+                # Refused (a 400 says how the form was misread) or not delivered: asked again,
+                # what was typed being what Enter keeps.
+                before = dict(body.get("content") or {})
+                continue
+            said = {"accept": "sent", "decline": "declined", "cancel": "cancelled"}.get(body["decision"], "sent")
+            self.console.print(f"[dim]{said}[/dim]")
+            return "answered"
+
+    def _form_ended(self, end: asyncio.Future[str]) -> None:
+        if self._form_interrupted:
+            said = "the form is closed with the turn"
+        elif end.done():
+            said = {
+                "accept": "the form was answered elsewhere",
+                "decline": "the form was declined elsewhere",
+                "cancel": "the form was cancelled (elsewhere, or nobody answered in time)",
+            }.get(end.result(), "the form was closed elsewhere")
+        else:
+            said = "the turn ended; the form is closed"
+        self.console.print(f"[dim]{said}; back to the chat[/dim]")
+
+    async def _fill_fields(
+        self, chat_id: str, fields: list[FormField], before: dict[str, Any], end: asyncio.Future[str], follow: asyncio.Future[Any] | None
+    ) -> dict[str, Any]:
+        """One prompt per field; the answer's body. FormClosed when the form ends unanswered."""
+        content: dict[str, Any] = {}
+        for field in fields:
+            keep = before.get(field.key, field.default)
+            self.console.print(f"[dim]{escape(field.hint(keep))}[/dim]", highlight=False)
+            while True:
+                shown = f" [{_shown(keep)}]" if keep is not None else ""
+                text = (await self._form_line(chat_id, f"{field.label}{shown} ›", end, follow)).strip()
+                command = await self._form_command(chat_id, text)
+                if isinstance(command, dict):
+                    return command
+                if command:
+                    continue
+                try:
+                    value = field.parse(text, keep)
+                except ValueError as exc:
+                    self.console.print(f"[red]{escape(str(exc))}[/red]")
+                    continue
+                if value is not None:
+                    content[field.key] = value
+                break
+        return {"decision": "accept", "content": content}
+
+    async def _confirm(self, chat_id: str, end: asyncio.Future[str], follow: asyncio.Future[Any] | None) -> dict[str, Any]:
+        """A page to open (or a form without fields): done accepts."""
+        while True:
+            text = (await self._form_line(chat_id, "done? ›", end, follow)).strip()
+            word = text.lower()
+            if word in ("done", "d", "y", "yes", "ok"):
+                return {"decision": "accept"}
+            if word in ("decline", "cancel"):
+                return {"decision": word}
+            command = await self._form_command(chat_id, text)
+            if isinstance(command, dict):
+                return command
+            if not command:
+                self.console.print("[red]done, /decline or /cancel[/red]")
+
+    async def _form_command(self, chat_id: str, text: str) -> dict[str, Any] | bool:
+        """A command typed at a form's prompt: an answer (/decline, /cancel), True when done with
+        here (/help, /interrupt), False when the line is no command. FormClosed for /quit."""
+        if text in ("/decline", "/cancel"):
+            return {"decision": text[1:]}
+        if text in ("/quit", "/exit"):
+            raise FormClosed("quit")
+        if text == "/help":
+            self.console.print(f"[dim]{escape(FORM_HELP)}[/dim]")
+            return True
+        if text == "/interrupt":
+            self._form_interrupted = True
+            await self._interrupt(chat_id)  # the turn's end closes the form
+            return True
+        return False
+
+    async def _form_line(self, chat_id: str, prompt: str, end: asyncio.Future[str], follow: asyncio.Future[Any] | None) -> str:
+        """The next line typed for a form. FormClosed("ended") when the action ended elsewhere
+        or the turn ended first, FormClosed("quit") on Ctrl-D. Ctrl-C interrupts the turn (whose
+        end then closes the form)."""
+        prompted = self.interactive
+        if prompted:
+            self.console.print(f"[bold]{escape(prompt)}[/bold] ", end="")
+        get = asyncio.ensure_future(self.lines.get())
+        try:
+            while True:
+                stop = asyncio.ensure_future(self.interrupts.wait())
+                waits: set[asyncio.Future[Any]] = {get, stop, end}
+                if follow is not None:
+                    waits.add(follow)
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                stop.cancel()
+                if end.done() or (follow is not None and follow.done()):
+                    if prompted:
+                        self.console.print()
+                    raise FormClosed("ended")  # a line typed meanwhile was meant for the form: dropped
+                if get.done():
+                    line = get.result()
+                    if line is None:
+                        raise FormClosed("quit")
+                    return line
+                if stop.done() and not stop.cancelled():
+                    self.interrupts.clear()
+                    if prompted:
+                        self.console.print()
+                        prompted = False
+                    self._form_interrupted = True
+                    await self._interrupt(chat_id)
+        finally:
+            if not get.done():
+                get.cancel()
 
     async def _interrupt(self, chat_id: str) -> None:
         try:
@@ -411,3 +646,137 @@ def _is_json(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# --- forms (an MCP server's elicitation) ------------------------------------------------------
+
+
+class FormClosed(Exception):
+    """A form's prompt ended unanswered: `why` is "ended" (elsewhere, or the turn ended) or "quit"."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+_YES = ("y", "yes", "true", "1")
+_NO = ("n", "no", "false", "0")
+
+
+class FormField:
+    """One property of a form's schema (a flat object of strings, numbers, integers, booleans
+    and enums), as a prompt: what to show and how a typed line becomes its value."""
+
+    def __init__(self, key: str, prop: dict[str, Any], required: bool) -> None:
+        self.key = key
+        self.prop = prop
+        self.required = required
+        self.label = str(prop.get("title") or key)
+        self.default = prop.get("default")
+        kind = prop.get("type")
+        self.type = kind if isinstance(kind, str) else "string"
+        # Choices: `enum` (labels in `enumNames`), or `oneOf`/`anyOf` of `{const, title}`.
+        self.choices: list[tuple[Any, str]] = []
+        if isinstance(prop.get("enum"), list):
+            names: list[Any] = prop["enumNames"] if isinstance(prop.get("enumNames"), list) else []
+            self.choices = [(v, str(names[i]) if i < len(names) else _shown(v)) for i, v in enumerate(prop["enum"])]
+        else:
+            for option in prop.get("oneOf") or prop.get("anyOf") or []:
+                if isinstance(option, dict) and "const" in option:
+                    self.choices.append((option["const"], str(option.get("title") or _shown(option["const"]))))
+
+    def hint(self, keep: Any) -> str:
+        """One line above the prompt: description, what to type, whether it may stay empty."""
+        said = [str(self.prop["description"])] if self.prop.get("description") else []
+        if self.choices:
+            said.append("one of " + "  ".join(f"{i}) {label}" for i, (_, label) in enumerate(self.choices, 1)) + " (a number or the value)")
+        elif self.type == "boolean":
+            said.append("y or n")
+        elif self.type == "integer":
+            said.append("a whole number" + _bounds(self.prop, "minimum", "maximum"))
+        elif self.type == "number":
+            said.append("a number" + _bounds(self.prop, "minimum", "maximum"))
+        else:
+            said.append("text" + _bounds(self.prop, "minLength", "maxLength", " characters"))
+        if keep is not None:
+            said.append(f"Enter keeps {_shown(keep)}")
+        elif self.required:
+            said.append("required")
+        else:
+            said.append("optional: Enter leaves it out")
+        return f"{self.label}: " + "; ".join(said)
+
+    def parse(self, text: str, keep: Any) -> Any:
+        """The field's value for a typed line: `keep` for an empty one, None to leave the field
+        out; ValueError (said to the user) when the line is no value of the field."""
+        if not text:
+            if keep is not None:
+                return keep
+            if self.required:
+                raise ValueError(f"{self.label} is required")
+            return None
+        if self.choices:
+            if text.isdigit() and 1 <= int(text) <= len(self.choices):
+                return self.choices[int(text) - 1][0]
+            for value, label in self.choices:
+                if text in (_shown(value), label) or text.lower() in (_shown(value).lower(), label.lower()):
+                    return value
+            raise ValueError(f"{self.label}: one of " + ", ".join(label for _, label in self.choices))
+        if self.type == "boolean":
+            if text.lower() in _YES:
+                return True
+            if text.lower() in _NO:
+                return False
+            raise ValueError(f"{self.label}: y or n")
+        if self.type in ("integer", "number"):
+            number: int | float
+            try:
+                number = int(text)
+            except ValueError:
+                if self.type == "integer":
+                    raise ValueError(f"{self.label}: a whole number") from None
+                try:
+                    number = float(text)
+                except ValueError:
+                    raise ValueError(f"{self.label}: a number") from None
+                if number != number or number in (float("inf"), float("-inf")):
+                    raise ValueError(f"{self.label}: a number") from None
+            _check_bounds(self.label, number, self.prop.get("minimum"), self.prop.get("maximum"), "")
+            return number
+        if self.type != "string":
+            return json.loads(text) if _is_json(text) else text  # beyond a flat form: JSON, else text
+        _check_bounds(self.label, len(text), self.prop.get("minLength"), self.prop.get("maxLength"), " characters")
+        return text
+
+
+def form_fields(schema: dict[str, Any]) -> list[FormField]:
+    """The fields of a form's schema, in the schema's order."""
+    properties = schema.get("properties")
+    if not isinstance(properties, dict):
+        return []
+    required = set(schema.get("required") or [])
+    return [FormField(str(key), prop if isinstance(prop, dict) else {}, key in required) for key, prop in properties.items()]
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _bounds(prop: dict[str, Any], low: str, high: str, unit: str = "") -> str:
+    lo, hi = prop.get(low), prop.get(high)
+    if lo is not None and hi is not None:
+        return f" from {lo} to {hi}{unit}"
+    if lo is not None:
+        return f", at least {lo}{unit}"
+    if hi is not None:
+        return f", at most {hi}{unit}"
+    return ""
+
+
+def _check_bounds(label: str, value: float, low: Any, high: Any, unit: str) -> None:
+    if isinstance(low, int | float) and value < low:
+        raise ValueError(f"{label}: at least {low}{unit}")
+    if isinstance(high, int | float) and value > high:
+        raise ValueError(f"{label}: at most {high}{unit}")
