@@ -84,7 +84,8 @@ class Chatd:
 
 
 @contextlib.contextmanager
-def run_chatd(tmp: Path, model: FakeLLMServer, database_url: str | None) -> Iterator[Chatd]:
+def run_chatd(tmp: Path, model: FakeLLMServer, database_url: str | None, settings: dict[str, str] | None = None) -> Iterator[Chatd]:
+    """`settings`: CHATD_* variables of this server (a short wait a test must see run out)."""
     port = free_port()
     args = [sys.executable, "-m", "chatd.cli", "serve", "--data-dir", str(tmp / "data"), "--host", "127.0.0.1", "--port", str(port)]
     if database_url:
@@ -92,6 +93,7 @@ def run_chatd(tmp: Path, model: FakeLLMServer, database_url: str | None) -> Iter
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHATD_")}
     # Workers poll quickly so a test never waits on the acquire interval.
     env.update(CHATD_LOG_LEVEL="warning", PYTHONUNBUFFERED="1", CHATD_ACQUIRE_INTERVAL="0.2")
+    env.update(settings or {})
     stderr = tmp / "chatd.log"
     with stderr.open("w") as err:
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=Path(__file__).parents[2])

@@ -129,7 +129,7 @@ def test_an_admin_sets_a_servers_approval_policy_in_its_form(page: Page, chatd: 
     form.get_by_label("Transport").select_option(label="stdio (a local command)")
     form.get_by_label("Command", exact=True).fill(sys.executable)
     form.get_by_label("Arguments (one per line)").fill(str(MCP_SERVER_SCRIPT))
-    form.get_by_label("Approval before a tool runs").select_option(label="Unless the tool only reads (readOnlyHint)")
+    form.get_by_label("Approval before a tool runs").select_option(label="Unless read-only")
     form.get_by_label("Approval per tool").fill("echo=never\ndelete_note=always")
     form.get_by_role("button", name="Add and test").click()
     expect(page.get_by_role("status").filter(has_text="Careful tools works")).to_be_visible(timeout=30_000)

@@ -23,6 +23,16 @@ describe("chat state", () => {
     expect(reduce(s, { type: "status", chat_id: "c", status: "pending" }).actions).toEqual([]);
   });
 
+  it("marks a running call's form cancelled without the person's answer as not answered in time", () => {
+    const form: PendingAction = { ...question, id: "e1", kind: "elicitation", tool_call_id: "f1", tool_name: "s__register", server: "s" };
+    let s = reduce(emptyChat, { type: "status", chat_id: "c", status: "running" });
+    s = reduce(s, { type: "action_required", chat_id: "c", action: form });
+    expect(reduce(s, { type: "action_resolved", chat_id: "c", action_id: "e1", decision: "cancel" }).unanswered).toEqual(["f1"]);
+    // Cancelled (or declined, or answered) on this page: the person did answer.
+    expect(reduce(s, { type: "action_resolved", chat_id: "c", action_id: "e1", decision: "cancel", mine: true }).unanswered).toEqual([]);
+    expect(reduce(s, { type: "action_resolved", chat_id: "c", action_id: "e1", decision: "accept" }).unanswered).toEqual([]);
+  });
+
   it("joins text deltas and a tool call's argument deltas", () => {
     let live = mergePart([], { type: "text", text: "Hel" });
     live = mergePart(live, { type: "text", text: "lo" });

@@ -15,10 +15,12 @@ const AVAILABILITY: { value: Availability; label: string }[] = [
 ];
 
 const APPROVAL: { value: Approval; label: string }[] = [
-  { value: "never", label: "Never: tools run when the model calls them" },
-  { value: "unless_read_only", label: "Unless the tool only reads (readOnlyHint)" },
-  { value: "always", label: "Always ask the chat's owner" },
+  { value: "never", label: "Never" },
+  { value: "unless_read_only", label: "Unless read-only" },
+  { value: "always", label: "Always" },
 ];
+// The choices stay short (a select is cut at its column's width); what each means is said under it.
+const APPROVAL_HINT = "Never: tools run when the model calls them. Unless read-only: the chat's owner approves each call of a tool not marked readOnlyHint. Always: the owner approves every call.";
 
 export function McpServers() {
   const list = useLoad(() => admin.listMcpServers());
@@ -280,7 +282,7 @@ function ServerForm({ server, onDone }: { server: AdminMcpServer | null; onDone:
           <TextField label="Only these tools (allow list)" value={allow} onInput={setAllow} hint="Tool names, comma-separated; empty allows all." />
           <TextField label="Never these tools (deny list)" value={deny} onInput={setDeny} hint="Tool names, comma-separated." />
           <Select label="Availability" value={availability} onChange={setAvailability} options={AVAILABILITY} />
-          <Select label="Approval before a tool runs" value={approval} onChange={setApproval} options={APPROVAL} />
+          <Select label="Approval before a tool runs" value={approval} onChange={setApproval} options={APPROVAL} hint={APPROVAL_HINT} />
           <TextField label="Approval per tool" multiline rows={2} value={overrides} onInput={setOverrides}
             hint="One tool=never|always|unless_read_only per line (the tool's name on the server); wins over the setting above." />
           <TextField label="Connect timeout (seconds)" type="number" value={connectTimeout} onInput={setConnectTimeout}

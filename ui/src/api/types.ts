@@ -120,6 +120,6 @@ export type StreamEvent =
   | { type: "retry"; chat_id: string; attempt: number; delay_ms: number; error: string; retrying_at: string }
   | { type: "error"; chat_id: string; message: string; detail?: Record<string, unknown> }
   | { type: "action_required"; chat_id: string; action: PendingAction }
-  | { type: "action_resolved"; chat_id: string; action_id: string; decision: string };
+  | { type: "action_resolved"; chat_id: string; action_id: string; decision: string; /** The UI's own: answered on this page. */ mine?: boolean };
 
 export interface WatchEvent { kind: string; chat: Chat }

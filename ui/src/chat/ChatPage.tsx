@@ -35,6 +35,9 @@ export function ChatPage({ params }: RouteProps) {
   const started = useRef(new Map<string, number>());
   const bottom = useRef<HTMLDivElement>(null);
   const follow = useRef(true);
+  const chatEl = useRef<HTMLDivElement>(null);
+  // The newest waiting card is out of view and the person scrolled up: offer a jump to it.
+  const [jump, setJump] = useState(false);
 
   // The chat row (title, status, last_error); the watch keeps it current afterwards.
   useEffect(() => {
@@ -89,19 +92,85 @@ export function ChatPage({ params }: RouteProps) {
     api.listMessages(id).then((page) => setS((prev) => withHistory(prev, page.messages, page.queued_messages))).catch(() => undefined);
   }, [s.needsReload, id]);
 
-  // Keep the newest message in view while it streams, unless the user scrolled up.
+  // Keep the newest message in view while it streams, unless the user scrolled up. The composer
+  // sticks to the bottom over the end of the chat: scroll to the very end (what ends the chat then
+  // sits just above the composer), never an element's own end (that lands behind the composer).
   useEffect(() => {
-    if (follow.current) bottom.current?.scrollIntoView({ block: "end" });
+    if (!follow.current) return;
+    const main = document.getElementById("main");
+    if (main) main.scrollTop = main.scrollHeight;
+    else bottom.current?.scrollIntoView({ block: "end" });
   }, [s.messages.length, s.live, s.queue.length]);
+
+  /** The newest waiting card, when it is not wholly in view between the header and the composer. */
+  const hiddenCard = (): { card: HTMLElement; by: number } | null => {
+    const root = chatEl.current;
+    const card = root?.querySelector<HTMLElement>(".actions > .action:last-child");
+    const composer = root?.querySelector<HTMLElement>(".composer");
+    const header = root?.querySelector<HTMLElement>(".chat-header");
+    if (!card || !composer) return null;
+    const r = card.getBoundingClientRect();
+    const top = (header?.getBoundingClientRect().bottom ?? 0) + 8;
+    const bottomEdge = composer.getBoundingClientRect().top - 8;
+    // Its end above the composer, but never its start under the header (a card taller than the gap).
+    if (r.bottom > bottomEdge) return { card, by: Math.min(r.bottom - bottomEdge, r.top - top) };
+    if (r.top < top) return { card, by: r.top - top };
+    return null;
+  };
+  const revealCard = () => {
+    const hidden = hiddenCard();
+    const main = document.getElementById("main");
+    if (hidden && main) main.scrollTop += hidden.by;
+    setJump(false);
+  };
+  // An action arrives, or the composer grows for it (its note, its choices): the newest card is
+  // scrolled into view above the composer, unless the person scrolled up to read (then a button
+  // offers the jump instead of pulling the page from under them).
+  const newestAction = s.actions.length ? s.actions[s.actions.length - 1].id : null;
+  useEffect(() => {
+    if (!newestAction) {
+      setJump(false);
+      return;
+    }
+    const check = () => {
+      if (!hiddenCard()) setJump(false);
+      else if (follow.current) revealCard();
+      else setJump(true);
+    };
+    check();
+    // The composer grows for the wait, and what comes before the card can still change (the call's
+    // card, a notice): each time, the card is checked again.
+    const seen = new ResizeObserver(() => check());
+    const composer = chatEl.current?.querySelector(".composer");
+    if (composer) seen.observe(composer);
+    if (chatEl.current) seen.observe(chatEl.current);
+    return () => seen.disconnect();
+  }, [newestAction]);
   useEffect(() => {
     const main = document.getElementById("main");
     if (!main) return;
-    const on = () => { follow.current = main.scrollHeight - main.scrollTop - main.clientHeight < 80; };
+    // Following stops when the person scrolls up, and resumes at the bottom. Not "far from the
+    // bottom" alone: a scroll event comes a frame late, when a card may have grown the chat already.
+    let last = main.scrollTop;
+    const on = () => {
+      const top = main.scrollTop;
+      const atBottom = main.scrollHeight - top - main.clientHeight < 80;
+      follow.current = atBottom || (follow.current && top >= last - 2);
+      last = top;
+      if (!hiddenCard()) setJump(false);
+    };
     main.addEventListener("scroll", on, { passive: true });
     return () => main.removeEventListener("scroll", on);
   }, []);
 
   const status = s.status ?? chat?.status ?? null;
+  // The list learns of a running call's form only from this stream: tell it (its badge says so).
+  const actionIds = s.actions.map((a) => a.id).join(" ");
+  useEffect(() => {
+    const c = chatCache.get(id);
+    if (!c || s.status === null) return;
+    if ((c.pending_actions ?? []).map((a) => a.id).join(" ") !== actionIds) chatCache.put({ ...c, pending_actions: s.actions });
+  }, [actionIds, s.status, id]);
   // A chat waiting for an answer takes messages as a busy one does (queued by default).
   const busy = status === "running" || status === "pending" || status === "requires_action";
   const lastError = chat?.last_error ?? s.error;
@@ -136,7 +205,7 @@ export function ChatPage({ params }: RouteProps) {
     const c = await api.answerAction(id, action.id, answer);
     chatCache.put(c);
     // The stream confirms with `action_resolved`; drop the card now so it cannot be sent twice.
-    setS((prev) => reduce(prev, { type: "action_resolved", chat_id: id, action_id: action.id, decision: answer.decision }));
+    setS((prev) => reduce(prev, { type: "action_resolved", chat_id: id, action_id: action.id, decision: answer.decision, mine: true }));
   };
 
   const saveEdit = async (messageId: number, text: string) => {
@@ -197,13 +266,13 @@ export function ChatPage({ params }: RouteProps) {
   const steering = s.queue.filter((q) => q.steer);
   const queued = s.queue.filter((q) => !q.steer);
   return (
-    <div class="chat">
+    <div class="chat" ref={chatEl}>
       <header class="chat-header">
         <div class="chat-heading">
           {chat?.parent_chat_id && <a class="parent" href={`#/chats/${chat.parent_chat_id}`}>← Parent chat</a>}
           <h1>{chat?.title || "New chat"}</h1>
           <span aria-live="polite" class="chat-status">
-            {status && <StatusBadge status={status} />}
+            {status && <StatusBadge status={status} pending={s.actions.length} />}
             {connection === "lost" && <span class="badge">reconnecting…</span>}
           </span>
         </div>
@@ -229,6 +298,7 @@ export function ChatPage({ params }: RouteProps) {
         live={s.live}
         running={status === "running"}
         awaiting={new Set(s.actions.map((a) => a.tool_call_id))}
+        unanswered={new Set(s.unanswered)}
         durations={durations.current}
         onEdit={(m) => { setEditing(m.id); setEditText(textOf(m.content)); setConfirmEdit(null); }}
         editing={editing}
@@ -298,6 +368,7 @@ export function ChatPage({ params }: RouteProps) {
         disabledReason="This chat is archived."
         onSend={send}
         onStop={() => act(async () => chatCache.put(await api.interrupt(id)))}
+        onJump={jump ? revealCard : undefined}
       />
     </div>
   );

@@ -22,6 +22,8 @@ interface Props {
   onSend: (content: InputPart[], behavior: BusyBehavior) => Promise<void>;
   onStop?: () => void;
   placeholder?: string;
+  /** A waiting card is out of view (the person scrolled up): a button above the box jumps to it. */
+  onJump?: () => void;
 }
 
 const BEHAVIORS: { value: BusyBehavior; label: string; hint: string }[] = [
@@ -55,7 +57,7 @@ function saveDraft(key: string | undefined, text: string): void {
   }
 }
 
-export function Composer({ busy, awaitingAnswer, queued = 0, draftKey, disabled, disabledReason, onSend, onStop, placeholder }: Props) {
+export function Composer({ busy, awaitingAnswer, queued = 0, draftKey, disabled, disabledReason, onSend, onStop, placeholder, onJump }: Props) {
   const [text, setTextState] = useState(() => loadDraft(draftKey));
   const keyRef = useRef(draftKey);
   // Another chat: its own draft.
@@ -137,6 +139,7 @@ export function Composer({ busy, awaitingAnswer, queued = 0, draftKey, disabled,
         void send();
       }}
     >
+      {onJump && <button type="button" class="jump-to-action" onClick={onJump}>Waiting for you ↓</button>}
       {awaitingAnswer && (
         <p class="composer-note" role="note">
           The agent waits for your answer above. A message sent here is queued until then, unless you cancel the question.

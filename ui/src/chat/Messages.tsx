@@ -39,10 +39,11 @@ interface PartsProps {
   durations?: Map<string, number>;
   live: boolean;
   awaiting?: Set<string>;
+  unanswered?: Set<string>;
 }
 
 /** An assistant message's parts in order; tool calls as cards with their results. */
-export function Parts({ parts, results, progress, durations, live, awaiting }: PartsProps) {
+export function Parts({ parts, results, progress, durations, live, awaiting, unanswered }: PartsProps) {
   return (
     <>
       {parts.map((p, i) => {
@@ -59,7 +60,7 @@ export function Parts({ parts, results, progress, durations, live, awaiting }: P
           case "tool-call": {
             const r = results.get(p.tool_call_id) ?? null;
             const d = durations?.get(p.tool_call_id) ?? (r as { duration_ms?: number } | null)?.duration_ms ?? null;
-            return <ToolCard key={p.tool_call_id} call={p} result={r} progress={progress?.get(p.tool_call_id)} durationMs={d} live={live} awaiting={awaiting?.has(p.tool_call_id)} />;
+            return <ToolCard key={p.tool_call_id} call={p} result={r} progress={progress?.get(p.tool_call_id)} durationMs={d} live={live} awaiting={awaiting?.has(p.tool_call_id)} unanswered={unanswered?.has(p.tool_call_id)} />;
           }
           case "file":
             return <FileView key={i} fileId={p.file_id} mediaType={p.media_type} name={p.name} />;
@@ -90,9 +91,11 @@ interface Props {
   canEdit: boolean;
   /** Tool calls waiting for an answer (the chat's pending actions). */
   awaiting?: Set<string>;
+  /** Tool calls whose MCP form nobody answered in time. */
+  unanswered?: Set<string>;
 }
 
-export function Messages({ messages, live, running, durations, onEdit, editing, renderEditor, canEdit, awaiting }: Props) {
+export function Messages({ messages, live, running, durations, onEdit, editing, renderEditor, canEdit, awaiting, unanswered }: Props) {
   const results = new Map<string, ToolResultPart>();
   const calls = new Set<string>();
   for (const m of messages) {
@@ -141,12 +144,12 @@ export function Messages({ messages, live, running, durations, onEdit, editing, 
             {(t.replies.length > 0 || (last && live.length > 0)) && (
               <div class="msg assistant" aria-label="Answer">
                 {t.replies.filter((m) => m.role === "assistant").map((m) => (
-                  <Parts key={m.id} parts={m.content} results={results} durations={durations} live={false} awaiting={awaiting} />
+                  <Parts key={m.id} parts={m.content} results={results} durations={durations} live={false} awaiting={awaiting} unanswered={unanswered} />
                 ))}
                 {orphanResults.map((r) => <ToolCard key={r.tool_call_id} call={null} result={r} live={false} />)}
                 {last && live.length > 0 && (
                   <div class="live" aria-busy={running}>
-                    <Parts parts={live.filter((p) => p.type !== "tool-result" && p.type !== "tool-progress")} results={results} progress={progress} durations={durations} live={running} />
+                    <Parts parts={live.filter((p) => p.type !== "tool-result" && p.type !== "tool-progress")} results={results} progress={progress} durations={durations} live={running} awaiting={awaiting} unanswered={unanswered} />
                   </div>
                 )}
                 {t.replies.length > 0 && <TotalsLine t={totals(t.replies)} label="Tokens and cost of this answer" stopped={stoppedAnswer(t.replies, last && running)} />}

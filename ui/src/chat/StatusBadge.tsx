@@ -5,8 +5,17 @@ const LABEL: Record<ChatStatus, string> = {
   pending: "pending", running: "running", waiting: "idle", error: "error", requires_action: "requires action",
 };
 
+/** A running call that waits on the person (an MCP server's form): the chat is `running`, but
+ * what it waits for is them, as in `requires_action`. */
+export function waitsOnUser(status: ChatStatus | null | undefined, pending: number): boolean {
+  return status === "running" && pending > 0;
+}
+
 /** The chat's status in words (colour is only a second cue); the API's value stays in the title. */
-export function StatusBadge({ status }: { status: ChatStatus }) {
+export function StatusBadge({ status, pending = 0 }: { status: ChatStatus; pending?: number }) {
+  if (waitsOnUser(status, pending)) {
+    return <span class="badge status-requires_action" title="Status: running (a tool's form waits for you)">waiting for you</span>;
+  }
   return <span class={`badge status-${status}`} title={`Status: ${status}`}>{LABEL[status] ?? status}</span>;
 }
 
@@ -21,7 +30,7 @@ export function queueBadges(chat: Pick<Chat, "queued_count" | "steering_count">)
 export function ChatBadges({ chat }: { chat: Chat }) {
   return (
     <span class="badges">
-      <StatusBadge status={chat.status} />
+      <StatusBadge status={chat.status} pending={chat.pending_actions?.length ?? 0} />
       {queueBadges(chat).map((b) => <span key={b} class="badge">{b}</span>)}
     </span>
   );

@@ -14,8 +14,11 @@ interface Props {
   durationMs?: number | null;
   /** The turn is still running (a call without a result is then in progress, else it never ended). */
   live: boolean;
-  /** The call waits for the user's (or the client's) answer: the chat is `requires_action`. */
+  /** The call waits for the user's (or the client's) answer: the chat is `requires_action`, or a
+   * running call waits on an MCP server's form. */
   awaiting?: boolean;
+  /** The call's MCP form was cancelled by the server's timeout: nobody answered it. */
+  unanswered?: boolean;
 }
 
 function argsText(call: ToolCallPart | null): string {
@@ -96,10 +99,11 @@ function childChatId(call: ToolCallPart | null, result: ToolResultPart | null): 
   return a && typeof a.chat_id === "string" ? a.chat_id : null;
 }
 
-export function ToolCard({ call, result, progress, durationMs, live, awaiting }: Props) {
+export function ToolCard({ call, result, progress, durationMs, live, awaiting, unanswered }: Props) {
   const name = call?.tool_name ?? result?.tool_name ?? "tool";
   const { server, tool } = splitToolName(name);
-  const state = result ? (result.is_error ? "failed" : "done") : awaiting ? "waiting for you" : live ? "running" : "no result";
+  const state = result ? (result.is_error ? "failed" : unanswered ? "not answered in time" : "done")
+    : awaiting ? "waiting for your answer" : unanswered ? "not answered in time" : live ? "running" : "no result";
   const child = childChatId(call, result);
   const args = argsText(call);
   return (
@@ -121,6 +125,7 @@ export function ToolCard({ call, result, progress, durationMs, live, awaiting }:
           {progress.message ?? "Working"} {progress.total ? `${Math.round((progress.progress / progress.total) * 100)}%` : ""}
         </p>
       )}
+      {unanswered && <p class="muted tool-unanswered">Nobody answered the server's form in time: it was cancelled.</p>}
       {result?.app && <McpApp app={result.app} call={call} result={result} />}
       {result && result.is_error && <p class="error">Error: {errorText(result.result)}</p>}
       {result && !result.is_error && (

@@ -21,10 +21,12 @@ export interface ChatState {
   needsReload: boolean;
   /** What the chat waits for while `requires_action` (announced by `action_required`). */
   actions: PendingAction[];
+  /** Tool calls whose MCP form was cancelled without the person's answer (the server's wait ran out). */
+  unanswered: string[];
 }
 
 export const emptyChat: ChatState = {
-  status: null, messages: [], live: [], queue: [], notices: [], retry: null, error: null, needsReload: false, actions: [],
+  status: null, messages: [], live: [], queue: [], notices: [], retry: null, error: null, needsReload: false, actions: [], unanswered: [],
 };
 
 /** Appends one streamed part to the parts in flight: text and reasoning deltas join the previous
@@ -82,8 +84,16 @@ export function reduce(s: ChatState, ev: StreamEvent): ChatState {
     case "action_required":
       if (s.actions.some((a) => a.id === ev.action.id)) return s;
       return { ...s, actions: [...s.actions, ev.action] };
-    case "action_resolved":
-      return { ...s, actions: s.actions.filter((a) => a.id !== ev.action_id) };
+    case "action_resolved": {
+      const gone = s.actions.find((a) => a.id === ev.action_id);
+      const actions = s.actions.filter((a) => a.id !== ev.action_id);
+      // An MCP form cancelled by nobody on this page: the server stopped waiting for an answer.
+      // (An answer given here resolves the card at once, with `mine`.)
+      if (gone && gone.kind === "elicitation" && ev.decision === "cancel" && !ev.mine && s.status === "running") {
+        return { ...s, actions, unanswered: [...s.unanswered, gone.tool_call_id] };
+      }
+      return { ...s, actions };
+    }
     case "message_part":
       if (ev.part.type === "notice") return { ...s, notices: [...s.notices, ev.part] };
       return { ...s, live: mergePart(s.live, ev.part) };
