@@ -150,6 +150,7 @@ MATRIX: dict[tuple[str, str], Rule] = {
     # covers the successes against a real server).
     ("POST", "/api/v1/chats/{chat_id}/mcp-apps/frames"): Rule("owner", 404, lambda w: {"json": {"server_id": w.ids["server_id"], "resource_uri": "ui://x/view"}}),
     ("POST", "/api/v1/chats/{chat_id}/mcp-apps/tools-call"): Rule("owner", 404, lambda w: {"json": {"server_id": w.ids["server_id"], "name": "echo"}}),
+    ("POST", "/api/v1/chats/{chat_id}/mcp-apps/resources-read"): Rule("owner", 404, lambda w: {"json": {"server_id": w.ids["server_id"], "uri": "ui://x/view"}}),
     ("POST", "/api/v1/chats/{chat_id}/archive"): Rule("owner", 204),
     ("POST", "/api/v1/chats/{chat_id}/unarchive"): Rule("owner", 204),
     ("DELETE", "/api/v1/chats/{chat_id}/queue/{queued_id}"): Rule("owner", 204),

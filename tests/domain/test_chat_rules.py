@@ -140,10 +140,12 @@ class ChatRules(RuleBasedStateMachine):
         mid = next(self.ids)
         self.accepted.add(mid)
         if plan.kind is SendKind.HISTORY:
+            # As send_message does: the plan first (open actions get their results), then the message.
+            self.apply(plan.transition)
             c.history.append(("user", mid))
             c.version += 1
-        else:
-            c.queue.append((mid, plan.steer))
+            return
+        c.queue.append((mid, plan.steer))
         self.apply(plan.transition)
 
     @precondition(lambda self: any(kind == "user" for kind, _ in self.chat.history))

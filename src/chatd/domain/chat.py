@@ -130,7 +130,9 @@ def plan_send(status: ChatStatus, backlog: int, behavior: BusyBehavior, max_queu
     from chatd.errors import ChatBusy, QueueFull
 
     if not should_queue(status, backlog):
-        return SendPlan(SendKind.HISTORY, _TO_PENDING)
+        # Answered actions whose results no turn saved (their resumed turn was interrupted before
+        # it wrote them) get "cancelled" results first: nothing may come between calls and results.
+        return SendPlan(SendKind.HISTORY, replace(_TO_PENDING, actions=ActionsFate.CANCEL))
     if behavior is BusyBehavior.REJECT:
         raise ChatBusy("The chat is busy; try again when it is waiting.", {"status": status.value})
     if backlog >= max_queued:
@@ -148,7 +150,8 @@ def plan_send(status: ChatStatus, backlog: int, behavior: BusyBehavior, max_queu
     if not status.busy:
         # Idle with a backlog (e.g. its worker vanished after an interrupt): nobody else will
         # promote it, so promote the head now and keep FIFO order.
-        return SendPlan(SendKind.QUEUE, replace(_TO_PENDING, promote=True), steer=steer)
+        # Open actions first, as when a message goes straight into the history (above).
+        return SendPlan(SendKind.QUEUE, replace(_TO_PENDING, promote=True, actions=ActionsFate.CANCEL), steer=steer)
     return SendPlan(SendKind.QUEUE, NOTHING, steer=steer)
 
 

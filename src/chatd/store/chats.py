@@ -209,11 +209,15 @@ async def send_message(
         plan = plan_send(chat.status, await machine.queue_length(conn, chat_id), busy_behavior, max_queued)
 
         if plan.kind is SendKind.HISTORY:
+            # The transition first: the results it gives open actions precede the message.
+            applied = await machine.execute(conn, chat, plan.transition, now, **changes)
             inserted = await insert_messages(
                 conn, chat_id, [NewMessage(Role.USER, content, created_by=sender_id, model_config_id=model_id)], now
             )
-            chat, _ = await machine.apply(conn, chat, plan.transition, now, **changes)
-            return SendResult(chat, queued=False, message=inserted[0], status_changed=True, inserted=inserted)
+            return SendResult(
+                applied.chat, queued=False, message=inserted[0], status_changed=True, inserted=[*applied.results, *inserted],
+                cancelled=applied.cancelled,
+            )
 
         qrow = (
             await conn.execute(
