@@ -151,3 +151,20 @@ async def test_a_replica_runs_at_most_its_cap_of_turns_and_takes_more_as_slots_f
 def test_the_default_cap_is_derived_from_the_connection_pool(rig: Rig) -> None:
     assert rig.app.settings.max_running_turns == 0
     assert rig.workers.turn_cap == 10 * rig.app.db.capacity > 0
+
+
+async def test_a_loop_cancelled_as_it_is_woken_stops(rig: Rig) -> None:
+    # Python 3.11's wait_for returned the wake-up and swallowed a cancel that came with it: the
+    # acquire loop ran another round and waited its whole interval before stopping.
+    wake = asyncio.Event()
+    rounds: list[int] = []
+
+    async def step() -> None:
+        rounds.append(1)
+
+    loop = asyncio.create_task(rig.workers._every(30, step, wake=wake))
+    await asyncio.sleep(0.05)
+    wake.set()
+    loop.cancel()
+    done, _ = await asyncio.wait({loop}, timeout=5)
+    assert done and loop.cancelled() and len(rounds) == 1

@@ -87,8 +87,11 @@ class PostgresPubSub:
 
     async def _supervise(self) -> None:
         while not self._closed:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._lost.wait(), self._probe_interval)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that arrives
+            # with the event (worker/pool.py's acquire loop hit it).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._probe_interval):
+                    await self._lost.wait()
             try:
                 assert self._listen is not None
                 if self._lost.is_set() or self._listen.is_closed():

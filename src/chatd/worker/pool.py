@@ -98,8 +98,12 @@ class Workers:
             if wake is None:
                 await asyncio.sleep(interval)
                 continue
+            # Not asyncio.wait_for: on Python 3.11 it returns the wake-up instead of raising when
+            # the task is cancelled just as the event is set, and the loop ran on (a stop then
+            # waited a whole acquire_interval; CI saw it).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), interval)
+                async with asyncio.timeout(interval):
+                    await wake.wait()
             wake.clear()
 
     @property
