@@ -12,9 +12,10 @@ this chat) or edited JSON arguments; then the answer resumes the chat and its st
 again. A client-side tool is the chat's client's to answer: the session says so and goes back to
 the prompt.
 
-An MCP server's form (an `elicitation`) comes while the chat is still running: its tool call waits
-for the answer. The session asks it as soon as the stream announces it (`action_required`, also
-sent on connect): one prompt per field of the form, or Done / decline / cancel for a page to open.
+An MCP server's form (an `elicitation`) is asked field by field, or Done / decline / cancel for a
+page to open. A 2026-07-28 server's form stops the chat like any other action. A 2025-11-25
+server's comes while the chat is still running (its tool call waits for the answer): the session
+asks it as soon as the stream announces it (`action_required`, also sent on connect).
 Meanwhile typed lines answer the form, not the chat. When the stream says the form ended
 elsewhere (`action_resolved`: answered in the web UI, timed out) or the turn ends, the prompt
 ends and typed lines are chat messages again.
@@ -357,7 +358,26 @@ class Session:
                 self.console.print("[dim]the chat's client answers this; a message you type is queued behind it[/dim]")
                 return "prompt"
             if action.get("kind") == "elicitation":
-                if await self._fill_in(self.chat_id, action, None) == "quit":
+                # A stopped chat's stream still says when the form is answered elsewhere (the
+                # web UI) or times out: the prompt ends then instead of at the next Enter.
+                connected = asyncio.Event()
+                watcher = asyncio.ensure_future(self._watch_ends(self.chat_id, connected))
+                try:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(5):
+                            await connected.wait()
+                    # Answered elsewhere before the stream was open: nothing to ask.
+                    waiting = {str(a.get("id")) for a in (await self.client.get_chat(self.chat_id)).get("pending_actions") or []}
+                    if str(action["id"]) in waiting:
+                        filled = await self._fill_in(self.chat_id, action, None)
+                    else:
+                        self.console.print("[dim]the form was answered elsewhere; back to the chat[/dim]")
+                        filled = "ended"
+                finally:
+                    watcher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await watcher
+                if filled == "quit":
                     return "quit"
                 chat = await self.client.get_chat(self.chat_id)
                 continue
@@ -389,6 +409,10 @@ class Session:
         try:
             while not follow.done():
                 if (action := self.forms.next()) is not None:
+                    if (await self.client.get_chat(chat_id)).get("status") == "requires_action":
+                        # The form stopped the chat (a 2026-07-28 server's, stored with its step
+                        # in the transaction that set the status): asked once the follow ends.
+                        continue
                     # A running call waits for this form: typed lines answer it until it ends.
                     if await self._fill_in(chat_id, action, follow) == "quit":
                         self.console.print(f"[dim]chat {escape(chat_id)} goes on on the server[/dim]")
@@ -441,6 +465,14 @@ class Session:
         return "done", sent, chat
 
     # --- an MCP server's form, asked while its call waits ------------------------------------
+
+    async def _watch_ends(self, chat_id: str, connected: asyncio.Event) -> None:
+        """Feed the ends of actions (`action_resolved`) from the chat's stream to the forms."""
+        with contextlib.suppress(Exception):
+            async for ev in self.client.events(chat_id, self.last_id):
+                connected.set()  # the snapshot's first event: later ends will be seen
+                if ev.data.get("type") == "action_resolved":
+                    self.forms.saw(ev.data)
 
     async def _fill_in(self, chat_id: str, action: dict[str, Any], follow: asyncio.Future[Any] | None) -> str:
         """Ask for a form's answer (field by field, or Done / decline / cancel for a page) and

@@ -1,7 +1,8 @@
 """A chat that waits for its person: the newest waiting card is scrolled into view above the
 composer (or, for a person who scrolled up to read, a button jumps to it), a running call that
-waits on an MCP server's form says so in the header, the chat list and its tool card, a form the
-server stopped waiting for says nobody answered, and the approval choice fits its field."""
+waits on an MCP server's form (a 2025-11-25 server asks inside the call) says so in the header,
+the chat list and its tool card, a form the server stopped waiting for says nobody answered, and
+the approval choice fits its field."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 from tests.browser.conftest import MCP_SERVER_SCRIPT, Chatd, run_chatd, sign_in
 from tests.browser.test_flows import send, status
 from tests.fakes.llm_server import FakeLLMServer
+from tests.mcp.mcp_test_servers import ServerState, SessionCounter, build_server, serve
 
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
@@ -45,6 +47,20 @@ def card_in_view(page: Page) -> None:
     page.wait_for_function(CARD_IN_VIEW, timeout=5_000)
 
 
+@pytest.fixture(scope="module")
+def legacy_forms() -> Iterator[str]:
+    """The test MCP server over HTTP, speaking 2025-11-25 only: its forms are asked inside the
+    call that waits (a 2026-07-28 server's stop the chat instead; see test_actions.py)."""
+    with serve(SessionCounter(build_server(ServerState()).streamable_http_app(), legacy_only=True)) as running:
+        yield running.url
+
+
+def http_server(chatd: Chatd, slug: str, url: str) -> dict[str, Any]:
+    return dict(chatd.ok("POST", "/mcp-servers", json={
+        "slug": slug, "display_name": f"{slug} tools", "url": url, "enabled": True, "availability": "default_off",
+    }))  # fmt: skip
+
+
 def server(chatd: Chatd, slug: str, **more: Any) -> dict[str, Any]:
     return dict(chatd.ok("POST", "/mcp-servers", json={
         "slug": slug, "display_name": f"{slug} tools", "transport": "stdio", "command": sys.executable,
@@ -53,9 +69,9 @@ def server(chatd: Chatd, slug: str, **more: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def servers(chatd: Chatd) -> Iterator[None]:
+def servers(chatd: Chatd, legacy_forms: str) -> Iterator[None]:
     """`waitgate`: every call waits for approval; `waitform`: its `register` tool asks for a form."""
-    made = [server(chatd, "waitgate", approval="always"), server(chatd, "waitform")]
+    made = [server(chatd, "waitgate", approval="always"), http_server(chatd, "waitform", legacy_forms)]
     yield
     for s in made:
         chatd.ok("DELETE", f"/mcp-servers/{s['id']}")
@@ -136,11 +152,11 @@ def test_a_person_who_scrolled_up_is_offered_a_jump_to_the_waiting_card(page: Pa
 
 
 @pytest.fixture(scope="module")
-def impatient(tmp_path_factory: pytest.TempPathFactory, model: FakeLLMServer) -> Iterator[Chatd]:
+def impatient(tmp_path_factory: pytest.TempPathFactory, model: FakeLLMServer, legacy_forms: str) -> Iterator[Chatd]:
     """A server that waits 3 s for an answer to an MCP server's form, with the form server on."""
     with run_chatd(tmp_path_factory.mktemp("chatd-impatient"), model, None, {"CHATD_MCP_ELICITATION_TIMEOUT": "3"}) as s:
         s.configure_model()
-        server(s, "waitform")
+        http_server(s, "waitform", legacy_forms)
         yield s
 
 

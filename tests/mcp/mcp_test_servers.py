@@ -49,6 +49,15 @@ def ask_contact() -> Elicit[Contact]:
     return Elicit("Who is registering?", Contact)
 
 
+class Confirmation(BaseModel):
+    confirm: bool
+
+
+def ask_confirmation(contact: Annotated[Contact, Resolve(ask_contact)]) -> Elicit[Confirmation]:
+    """`enrol`'s second question, which needs the first one's answer (a second round)."""
+    return Elicit(f"Enrol {contact.name} in {contact.team}?", Confirmation)
+
+
 @dataclass
 class ServerState:
     """What the test server saw; written from the server's thread, read by the test."""
@@ -101,6 +110,17 @@ def build_server(
         if isinstance(contact, AcceptedElicitation):
             return f"registered {contact.data.name} in {contact.data.team}"
         return f"not registered: {contact.action}"
+
+    @srv.tool()
+    def enrol(
+        contact: Annotated[Contact, Resolve(ask_contact)],
+        confirmation: Annotated[ElicitationResult[Confirmation], Resolve(ask_confirmation)],
+    ) -> str:
+        """Enrol the user: asks for a name, then to confirm (two questions, one after the other)."""
+        state.calls.append("enrol")
+        if isinstance(confirmation, AcceptedElicitation) and confirmation.data.confirm:
+            return f"enrolled {contact.name} in {contact.team}"
+        return f"not enrolled: {confirmation.action if not isinstance(confirmation, AcceptedElicitation) else 'unconfirmed'}"
 
     @srv.tool()
     async def connect_account(ctx: Context) -> str:

@@ -507,39 +507,59 @@ async def test_a_per_tool_override_wins_over_the_servers_policy(
     assert r.status_code == 400
 
 
-# --- MCP elicitation: a running call asks the user -------------------------------------------------
+# --- MCP elicitation: a server asks the user ----------------------------------------------------
+#
+# A 2026-07-28 server's question ends its call: the chat waits in `requires_action` holding no
+# worker, and the answer is sent with the call made again (durable: any replica, any restart).
+# A 2025-11-25 server asks inside the open call: the chat stays `running` while it waits.
 
 
-async def elicited(rig: Rig, client: httpx.AsyncClient, url: str, call: ToolCall) -> tuple[dict[str, Any], dict[str, Any]]:
+async def elicited(
+    rig: Rig, client: httpx.AsyncClient, url: str, call: ToolCall, *, status: ChatStatus = ChatStatus.REQUIRES_ACTION,
+    workers: Workers | None = None, then: Reply | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Start a chat whose turn calls `call` on the notes server and wait until the call asks."""
     r = await client.post("/api/v1/mcp-servers", headers=auth(rig, "admin"), json={"slug": "notes", "display_name": "Notes", "url": url})
-    rig.llm.script(Reply(tool_calls=[call]), Reply(text="Done."))
+    rig.llm.script(Reply(tool_calls=[call]), then or Reply(text="Done."))
     chat = await create(client, rig, "go", mcp_server_ids=[r.json()["id"]])
-    await rig.workers.acquire_once()
+    await (workers or rig.workers).acquire_once()
     async with asyncio.timeout(20):
         while not (body := await chat_of(client, rig, chat["id"]))["pending_actions"]:  # noqa: ASYNC110 - polls the API as a client does
             await asyncio.sleep(0.05)
-    assert body["status"] == ChatStatus.RUNNING.value
+    if status is ChatStatus.REQUIRES_ACTION:
+        await (workers or rig.workers).drain()  # the turn ended with the question
+        body = await chat_of(client, rig, chat["id"])
+    assert body["status"] == status.value
     return chat, body["pending_actions"][0]
 
 
-async def test_an_mcp_servers_form_is_answered_by_the_user_while_the_call_waits(
+async def test_an_mcp_servers_form_ends_the_call_and_the_answer_calls_again(
     rig: Rig, client: httpx.AsyncClient, notes_server: tuple[str, ServerState]
 ) -> None:
-    url, _state = notes_server
+    url, state = notes_server
     chat, action = await elicited(rig, client, url, ToolCall("r1", "notes__register", {}))
     assert (action["kind"], action["server"], action["message"]) == ("elicitation", "notes", "Who is registering?")
     assert action["schema"]["properties"]["name"]["type"] == "string" and action["schema"]["required"] == ["name"]
-    # An answer that does not fit the form is refused, and the call keeps waiting.
+    assert action["deadline"] is not None and "resume" not in action and "request_state" not in json.dumps(action)
+    # The tool's body has not run: the server asked before it.
+    assert state.calls == [] and await results(rig, chat["id"]) == []
+    # An answer that does not fit the form is refused, and the question stays open.
     bad = await answer(client, rig, chat["id"], action["id"], decision="accept", content={"team": "x"})
     assert bad.status_code == 400, bad.text
     ok = await answer(client, rig, chat["id"], action["id"], decision="accept", content={"name": "Ada"})
     assert ok.status_code == 200, ok.text
-    await rig.workers.drain()
+    assert ok.json()["status"] == ChatStatus.PENDING.value
+    await rig.run()
     [result] = await results(rig, chat["id"])
+    # The form's default (team) was filled in by chatd, as SEP-1034 asks of the client.
     assert "registered Ada in platform" in json.dumps(result.result) and not result.is_error
-    assert (await chat_of(client, rig, chat["id"]))["status"] == ChatStatus.WAITING.value
+    assert state.calls == ["register"]
+    body = await chat_of(client, rig, chat["id"])
+    assert body["status"] == ChatStatus.WAITING.value and body["pending_actions"] == []
     assert (await answer(client, rig, chat["id"], action["id"], decision="decline")).status_code == 409
+    # The model read the call's result once, right after its call.
+    sent = tool_messages(rig.llm.requests[-1].body)
+    assert len(sent) == 1 and "registered Ada" in json.dumps(sent[0])
 
 
 @pytest.mark.parametrize("decision", ["decline", "cancel"])
@@ -549,9 +569,63 @@ async def test_declining_an_mcp_servers_form_is_the_servers_answer(
     url, _state = notes_server
     chat, action = await elicited(rig, client, url, ToolCall("r1", "notes__register", {}))
     assert (await answer(client, rig, chat["id"], action["id"], decision=decision)).status_code == 200
-    await rig.workers.drain()
+    await rig.run()
     [result] = await results(rig, chat["id"])
     assert f"not registered: {decision}" in json.dumps(result.result)
+
+
+async def test_a_server_that_asks_again_gets_a_second_form_then_runs_once(
+    rig: Rig, client: httpx.AsyncClient, notes_server: tuple[str, ServerState]
+) -> None:
+    url, state = notes_server
+    chat, first = await elicited(rig, client, url, ToolCall("e1", "notes__enrol", {}))
+    assert first["message"] == "Who is registering?"
+    assert (await answer(client, rig, chat["id"], first["id"], decision="accept", content={"name": "Lin", "team": "db"})).status_code == 200
+    await rig.run()
+    # The call made again with the first answer brought the server's next question.
+    body = await chat_of(client, rig, chat["id"])
+    assert body["status"] == ChatStatus.REQUIRES_ACTION.value
+    [second] = body["pending_actions"]
+    assert second["id"] != first["id"] and second["tool_call_id"] == "e1" and second["message"] == "Enrol Lin in db?"
+    assert state.calls == [] and await results(rig, chat["id"]) == []
+    assert (await answer(client, rig, chat["id"], second["id"], decision="accept", content={"confirm": True})).status_code == 200
+    await rig.run()
+    [result] = await results(rig, chat["id"])
+    assert "enrolled Lin in db" in json.dumps(result.result)
+    assert state.calls == ["enrol"] and len(rig.llm.requests) == 2
+
+
+async def test_a_form_survives_its_replica_and_the_answer_is_run_by_another(
+    rig: Rig, client: httpx.AsyncClient, notes_server: tuple[str, ServerState]
+) -> None:
+    url, state = notes_server
+    first = rig.new_workers()
+    chat, action = await elicited(rig, client, url, ToolCall("r1", "notes__register", {}), workers=first)
+    await first.shutdown()  # the replica that asked is gone; the question is in the database
+    assert (await answer(client, rig, chat["id"], action["id"], decision="accept", content={"name": "Ada", "team": "ops"})).status_code == 200
+    other = rig.new_workers()
+    await rig.run(other)
+    [result] = await results(rig, chat["id"])
+    assert "registered Ada in ops" in json.dumps(result.result)
+    assert state.calls == ["register"]
+    assert (await chat_of(client, rig, chat["id"]))["status"] == ChatStatus.WAITING.value
+    await other.shutdown()
+
+
+async def test_an_unanswered_form_times_out_as_the_servers_cancel(
+    rig: Rig, client: httpx.AsyncClient, notes_server: tuple[str, ServerState]
+) -> None:
+    url, _state = notes_server
+    chat, action = await elicited(rig, client, url, ToolCall("r1", "notes__register", {}))
+    rig.app.clock.advance(rig.app.settings.mcp_elicitation_timeout + 1)  # type: ignore[attr-defined]
+    [expired] = await rig.workers.expire_actions_once()
+    assert expired.status is ChatStatus.PENDING
+    await rig.run()
+    [result] = await results(rig, chat["id"])
+    assert "not registered: cancel" in json.dumps(result.result)
+    stored = await action_store.get_action(rig.app.db, uuid.UUID(action["id"]))
+    assert (stored.state.value, stored.decision) == ("done", Decision.TIMEOUT)
+    assert (await answer(client, rig, chat["id"], action["id"], decision="accept", content={"name": "late"})).status_code == 409
 
 
 @pytest.fixture
@@ -563,20 +637,24 @@ def legacy_notes_server() -> Iterator[tuple[str, ServerState]]:
         yield running.url, state
 
 
-async def test_a_2025_session_asks_mid_call_too(rig: Rig, client: httpx.AsyncClient, legacy_notes_server: tuple[str, ServerState]) -> None:
+async def test_a_2025_session_asks_mid_call(rig: Rig, client: httpx.AsyncClient, legacy_notes_server: tuple[str, ServerState]) -> None:
     url, _state = legacy_notes_server
-    chat, action = await elicited(rig, client, url, ToolCall("r1", "notes__register", {}))
+    chat, action = await elicited(rig, client, url, ToolCall("r1", "notes__register", {}), status=ChatStatus.RUNNING)
+    assert (action["kind"], action["message"]) == ("elicitation", "Who is registering?")
+    bad = await answer(client, rig, chat["id"], action["id"], decision="accept", content={"team": "x"})
+    assert bad.status_code == 400, bad.text
     assert (await answer(client, rig, chat["id"], action["id"], decision="accept", content={"name": "Lin", "team": "db"})).status_code == 200
     await rig.workers.drain()
     [result] = await results(rig, chat["id"])
     assert "registered Lin in db" in json.dumps(result.result)
+    assert (await chat_of(client, rig, chat["id"]))["status"] == ChatStatus.WAITING.value
 
 
 async def test_a_url_elicitation_shows_the_url_and_takes_the_users_accept(
     rig: Rig, client: httpx.AsyncClient, legacy_notes_server: tuple[str, ServerState]
 ) -> None:
     url, _state = legacy_notes_server
-    chat, action = await elicited(rig, client, url, ToolCall("c1", "notes__connect_account", {}))
+    chat, action = await elicited(rig, client, url, ToolCall("c1", "notes__connect_account", {}), status=ChatStatus.RUNNING)
     assert (action["url"], action["message"], action["schema"]) == ("https://accounts.example/connect", "Sign in to the account service", None)
     assert (await answer(client, rig, chat["id"], action["id"], decision="accept")).status_code == 200
     await rig.workers.drain()
@@ -584,36 +662,33 @@ async def test_a_url_elicitation_shows_the_url_and_takes_the_users_accept(
     assert "connect: accept" in json.dumps(result.result)
 
 
-async def test_an_unanswered_elicitation_is_cancelled_after_its_timeout(
-    rig: Rig, client: httpx.AsyncClient, notes_server: tuple[str, ServerState]
+async def test_an_unanswered_elicitation_in_a_2025_session_is_cancelled_after_its_timeout(
+    rig: Rig, client: httpx.AsyncClient, legacy_notes_server: tuple[str, ServerState]
 ) -> None:
     rig.app.settings.mcp_elicitation_timeout = 0.5
-    url, _state = notes_server
-    chat, action = await elicited(rig, client, url, ToolCall("r1", "notes__register", {}))
+    url, _state = legacy_notes_server
+    chat, action = await elicited(rig, client, url, ToolCall("r1", "notes__register", {}), status=ChatStatus.RUNNING)
     await rig.workers.drain()
     [result] = await results(rig, chat["id"])
     assert "not registered: cancel" in json.dumps(result.result)
     assert (await answer(client, rig, chat["id"], action["id"], decision="accept", content={"name": "late"})).status_code == 409
 
 
-async def test_a_replica_that_dies_while_a_form_waits_leaves_no_question_and_the_call_is_not_rerun(
-    rig: Rig, client: httpx.AsyncClient, notes_server: tuple[str, ServerState], monkeypatch: pytest.MonkeyPatch
+async def test_a_replica_that_dies_while_a_2025_form_waits_leaves_no_question_and_the_call_is_not_rerun(
+    rig: Rig, client: httpx.AsyncClient, legacy_notes_server: tuple[str, ServerState], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url, state = notes_server
+    # A 2025-11-25 server's question lives in the open call, which dies with its replica.
+    url, state = legacy_notes_server
     dying = rig.new_workers()
 
     async def died_first(*_args: Any) -> Any:
         raise asyncio.CancelledError  # the process is gone before it writes the question's end
 
     monkeypatch.setattr(action_store, "end_in_flight", died_first)
-    r = await client.post("/api/v1/mcp-servers", headers=auth(rig, "admin"), json={"slug": "notes", "display_name": "Notes", "url": url})
-    rig.llm.script(Reply(tool_calls=[ToolCall("r1", "notes__register", {})]), Reply(text="It did not go through."))
-    chat = await create(client, rig, "go", mcp_server_ids=[r.json()["id"]])
-    await dying.acquire_once()
-    async with asyncio.timeout(20):
-        while not (body := await chat_of(client, rig, chat["id"]))["pending_actions"]:  # noqa: ASYNC110 - polls the API as a client does
-            await asyncio.sleep(0.05)
-    [action] = body["pending_actions"]
+    chat, action = await elicited(
+        rig, client, url, ToolCall("r1", "notes__register", {}), status=ChatStatus.RUNNING, workers=dying,
+        then=Reply(text="It did not go through."),
+    )
     await dying.shutdown()
     monkeypatch.undo()
     # Still open in the database: the dead replica never said otherwise.
@@ -638,7 +713,8 @@ async def test_interrupting_a_call_that_waits_on_a_form_closes_the_form_at_once(
     # The question was asked from the connection's own task: an interrupt ended the turn, but the
     # question stayed pending (and the server's call open) until the elicitation timeout.
     url, state = notes_server if era == "2026-07-28" else legacy_notes_server
-    chat, action = await elicited(rig, client, url, ToolCall("r1", "notes__register", {}))
+    status = ChatStatus.REQUIRES_ACTION if era == "2026-07-28" else ChatStatus.RUNNING
+    chat, action = await elicited(rig, client, url, ToolCall("r1", "notes__register", {}), status=status)
     r = await client.post(f"/api/v1/chats/{chat['id']}/interrupt", headers=auth(rig))
     assert r.status_code == 200, r.text
     await rig.workers.drain()
@@ -649,3 +725,8 @@ async def test_interrupting_a_call_that_waits_on_a_form_closes_the_form_at_once(
     assert body["status"] == ChatStatus.WAITING.value and body["pending_actions"] == []
     assert (await answer(client, rig, chat["id"], action["id"], decision="accept", content={"name": "late"})).status_code == 409
     assert "register" not in state.calls or era == "2025-11-25"
+    if era == "2026-07-28":
+        # The call ended when it asked: the interrupt gives it its result (the model must not
+        # find a call without one).
+        [result] = await results(rig, chat["id"])
+        assert CANCELLED_BY_USER_TEXT in json.dumps(result.result) and result.is_error

@@ -17,7 +17,7 @@ from chatd.push_service import PushService
 from chatd.store import push as push_store
 from tests.fakes.llm_server import Fault, Reply, ToolCall
 from tests.fakes.push_service import FakePushService
-from tests.mcp.mcp_test_servers import ServerState, build_server, serve
+from tests.mcp.mcp_test_servers import ServerState, SessionCounter, build_server, serve
 from tests.worker.conftest import Gate, Rig
 
 
@@ -199,10 +199,11 @@ async def test_a_chat_that_starts_waiting_for_its_user_pushes_what_it_waits_for(
 
 
 async def test_an_mcp_servers_question_during_a_call_pushes_it_while_the_chat_runs(rig: Rig, push: FakePushService) -> None:
-    # The chat stays `running` while the call waits: no turn end would tell the user.
+    # A 2025-11-25 server asks inside the call: the chat stays `running` while the call waits, so
+    # no turn end would tell the user.
     sub = await _subscribe(rig, push)
     rig.app.settings.mcp_elicitation_timeout = 3.0  # then the call is cancelled and the turn ends
-    with serve(build_server(ServerState()).streamable_http_app()) as server:
+    with serve(SessionCounter(build_server(ServerState()).streamable_http_app(), legacy_only=True)) as server:
         config = await rig.app.service.create_mcp_server(rig.people.admin.user, {"slug": "notes", "display_name": "Notes", "url": server.url, "enabled": True})
         rig.llm.script(Reply(tool_calls=[ToolCall("r1", "notes__register", {})]), Reply(text="Done."))
         chat = await rig.chat("sign me up", title="Signup", mcp_server_ids=[config.id])
@@ -215,3 +216,18 @@ async def test_an_mcp_servers_question_during_a_call_pushes_it_while_the_chat_ru
             {"title": "Signup", "body": "Waiting for you: Who is registering?", "icon": "/favicon.ico", "data": {"url": f"/#chat={chat.id}"}}
         ]
         await rig.workers.drain()
+
+
+async def test_a_2026_servers_form_stops_the_chat_and_pushes_once(rig: Rig, push: FakePushService) -> None:
+    sub = await _subscribe(rig, push)
+    with serve(build_server(ServerState()).streamable_http_app()) as server:
+        config = await rig.app.service.create_mcp_server(rig.people.admin.user, {"slug": "notes", "display_name": "Notes", "url": server.url, "enabled": True})
+        rig.llm.script(Reply(tool_calls=[ToolCall("r1", "notes__register", {})]), Reply(text="Done."))
+        chat = await rig.chat("sign me up", title="Signup", mcp_server_ids=[config.id])
+        await rig.run()
+        async with asyncio.timeout(20):
+            while not push.received_by(sub):  # noqa: ASYNC110 - waits for the push service to get it
+                await asyncio.sleep(0.05)
+        assert (await rig.get(chat.id)).status is ChatStatus.REQUIRES_ACTION
+        await asyncio.sleep(0.2)  # a second notification would have come by now
+        assert [d.payload["body"] for d in push.received_by(sub)] == ["Waiting for you: Who is registering?"]

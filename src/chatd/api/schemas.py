@@ -612,7 +612,7 @@ class PendingActionOut(_Out):
     schema_: dict[str, Any] | None = Field(alias="schema", serialization_alias="schema", description="JSON Schema the answer's content must match.")
     url: str | None
     options: list[str] | None = Field(description="Suggested answers of a question (free text is allowed too).")
-    deadline: datetime | None = Field(description="When the model gets a timeout result instead (client tools).")
+    deadline: datetime | None = Field(description="When the model gets a timeout result instead (client tools; an MCP server's form that ended its call, whose server is told `cancel`).")
     created_at: datetime
 
     model_config = ConfigDict(populate_by_name=True)

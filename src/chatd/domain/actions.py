@@ -93,6 +93,11 @@ class ActionRequest:
     timeout_s: float | None = None
     # The MCP server's slug, for MCP tools.
     server: str | None = None
+    # What the asking tool needs to carry on once answered (a 2026-07-28 server's `requestState`
+    # and the key of its input request): stored with the action, never shown to anyone. Such a
+    # question is durable: the call ended when it asked, and the resumed turn calls again with
+    # the answer. Without it an elicitation is asked inside a running call (see `in_call`).
+    resume: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,12 +142,38 @@ class PendingAction:
     decision: Decision | None = None
     answer: dict[str, Any] = field(default_factory=dict)
     resolved_at: datetime | None = None
+    resume: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def in_call(self) -> bool:
+        """Asked by a call that is still running and waits for the answer (an MCP server's form
+        on a 2025-11-25 session, or one a 2026-07-28 server asks with several others at once):
+        the chat stays `running`, the answer goes into that call, and the call's own result
+        answers the model. Every other action waits in `requires_action` with its call ended."""
+        return self.kind is ActionKind.ELICITATION and self.resume is None
 
     @property
     def approved_args(self) -> dict[str, Any]:
         """The arguments an approved call runs with (edited by the user, or the model's)."""
         edited = self.answer.get("args")
         return edited if isinstance(edited, dict) else self.args
+
+
+@dataclass(frozen=True, slots=True)
+class Resumption:
+    """An answered durable question handed back to the tool call that asked it (the resumed
+    turn calls the tool again with this in its context)."""
+
+    # What the tool stored when it asked (`ActionRequest.resume`).
+    state: dict[str, Any]
+    decision: Decision
+    content: Any = None
+    schema: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, action: PendingAction) -> Resumption:
+        assert action.resume is not None and action.decision is not None
+        return cls(action.resume, action.decision, action.answer.get("content"), action.schema)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +268,10 @@ def result_for(action: PendingAction) -> ResultOf:
     d, kind = action.decision, action.kind
     if kind is ActionKind.TOOL_APPROVAL and d is Decision.APPROVE:
         return ResultOf(run=True, args=action.approved_args)
+    if action.resume is not None:
+        # A durable question of a tool: every answer (a timeout too) goes back to the tool,
+        # which decides what it means (an MCP server reads decline and cancel itself).
+        return ResultOf(run=True, args=action.args)
     if d is Decision.DENY:
         return ResultOf({"error": DENIED_TEXT}, is_error=True)
     if d is Decision.TIMEOUT:
@@ -283,6 +318,7 @@ __all__ = [
     "NewAction",
     "PendingAction",
     "ResultOf",
+    "Resumption",
     "check_answer",
     "needs_approval",
     "result_for",

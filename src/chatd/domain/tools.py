@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from chatd.domain.actions import ActionRequest, Answer
+from chatd.domain.actions import ActionRequest, Answer, Resumption
 from chatd.domain.parts import McpAppLink, Part
 
 
@@ -20,6 +20,10 @@ class ToolResult:
     files: list[Part] = field(default_factory=list)
     # An MCP tool's view (MCP Apps): shown by the UI with the result; the model never sees it.
     app: McpAppLink | None = None
+    # The call has not finished: it asks a person first (`ActionRequest.resume` says how it
+    # carries on) and the turn waits in `requires_action`; `result` is unused. Only when the
+    # context allowed it (`ToolContext.suspend`).
+    ask: ActionRequest | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +36,11 @@ class ToolContext:
     # Asks the chat's user while the call runs (an MCP server's elicitation) and waits, bounded,
     # for the answer; None when nobody can be asked.
     ask: Callable[[ActionRequest], Awaitable[Answer]] | None = None
+    # The call may end by asking (`ToolResult.ask`) instead of waiting in `ask`: the turn can
+    # stop for the answer and call again (`resume`) when it comes, on any replica.
+    suspend: bool = False
+    # The answer to the question this call asked before (a resumed turn's call).
+    resume: Resumption | None = None
 
 
 class Tool(Protocol):

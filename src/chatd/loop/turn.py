@@ -19,7 +19,7 @@ from pydantic_ai.settings import ModelSettings
 from pydantic_ai.tools import ToolDefinition
 
 from chatd import metrics, tracing
-from chatd.domain.actions import NewAction, PendingAction, result_for
+from chatd.domain.actions import NewAction, PendingAction, Resumption, result_for
 from chatd.domain.actions import edited as action_edited
 from chatd.domain.chat import Role, Usage
 from chatd.domain.parts import Part, ToolCallPart, ToolResultPart, text_of
@@ -229,7 +229,8 @@ class _Turn:
 
     async def _steps(self, history: list[pm.ModelMessage]) -> TurnOutcome:
         if self.options.resume:
-            await self._resume(history, list(self.options.resume))
+            if not await self._resume(history, list(self.options.resume)):
+                return self.outcome("requires_action")
         elif _answered(history):
             # The answer was saved but the turn could not settle (the database went away between
             # the step's commit and finish_turn, or the commit's reply was lost), so the chat came
@@ -316,26 +317,38 @@ class _Turn:
 
     # ------------------------------------------------------------------------- resuming
 
-    async def _resume(self, history: list[pm.ModelMessage], actions: list[PendingAction]) -> None:
+    async def _resume(self, history: list[pm.ModelMessage], actions: list[PendingAction]) -> bool:
         """Turn the answers the chat waited for into the calls' results (running approved tools,
-        at most once through the journal) and persist them, before the model is called."""
+        at most once through the journal) and persist them, before the model is called. False when
+        a call asked again: the turn waits for that answer instead."""
         state = self.resuming = _ResumeState(actions)
+        asks: dict[str, NewAction] = {}
 
         async def one(action: PendingAction) -> None:
-            state.results[action.tool_call_id] = await self._answer(action)
+            done = await self._answer(action)
+            if isinstance(done, NewAction):
+                asks[action.tool_call_id] = done
+            else:
+                state.results[action.tool_call_id] = done
 
         async with asyncio.TaskGroup() as group:
             for action in actions:
                 group.create_task(one(action), name=f"resume:{action.tool_name}:{action.tool_call_id}")
-        results = [state.results[a.tool_call_id] for a in actions]
+        results = [state.results[a.tool_call_id] for a in actions if a.tool_call_id in state.results]
         for result in results:
             await self.sink.publish_part(Role.TOOL, result)
         # From here the results belong to the sink: an interrupt must not persist them again.
         self.resuming = None
-        await _uncancellable(self.sink.persist_step(self._resumed_step(results, actions)))
+        # A call that was called again with its answer may ask again (a server's next form):
+        # the step waits for that answer as any step with actions does.
+        new = [asks[a.tool_call_id] for a in actions if a.tool_call_id in asks]
+        await _uncancellable(self.sink.persist_step(self._resumed_step(results, actions, new)))
+        if new:
+            return False
         _append_results(history, await self._returns(results))
+        return True
 
-    async def _answer(self, action: PendingAction) -> ToolResultPart:
+    async def _answer(self, action: PendingAction) -> ToolResultPart | NewAction:
         outcome = result_for(action)
         if not outcome.run:
             return ToolResultPart(
@@ -343,19 +356,20 @@ class _Turn:
             )
         call = pm.ToolCallPart(action.tool_name, outcome.args, action.tool_call_id)
         started = time.monotonic()
-        result = await self._execute(call, ask=False)
-        assert isinstance(result, ToolResultPart)
+        result = await self._execute(call, ask=False, resume=Resumption.of(action) if action.resume is not None else None)
+        if isinstance(result, NewAction):
+            return result
         result = result.model_copy(update={"duration_ms": round((time.monotonic() - started) * 1000)})
         if action_edited(action):
             # The model's call shows the arguments it proposed; it must learn what actually ran.
             result = result.model_copy(update={"result": {"edited_args": outcome.args, "result": result.result}})
         return result
 
-    def _resumed_step(self, results: list[ToolResultPart], actions: list[PendingAction]) -> Step:
+    def _resumed_step(self, results: list[ToolResultPart], actions: list[PendingAction], asks: list[NewAction] | None = None) -> Step:
         return Step(
             index=self.steps, assistant_parts=[], tool_results=results, usage=Usage(), cost_micros=None, context_tokens=0,
             context_limit=self.model.spec.context_limit, runtime_ms=0, model_name=None, provider_name=None,
-            finish_reason=None, resolves=[a.id for a in actions],
+            finish_reason=None, resolves=[a.id for a in actions], actions=asks or [],
         )  # fmt: skip
 
     # ------------------------------------------------------------------------- interruption
@@ -543,7 +557,7 @@ class _Turn:
             await self.sink.publish_part(Role.TOOL, result)
         return ordered, [asks[c.tool_call_id] for c in calls if c.tool_call_id in asks]
 
-    async def _execute(self, call: pm.ToolCallPart, *, ask: bool = True) -> ToolResultPart | NewAction:
+    async def _execute(self, call: pm.ToolCallPart, *, ask: bool = True, resume: Resumption | None = None) -> ToolResultPart | NewAction:
         def error(message: str) -> ToolResultPart:
             return ToolResultPart(
                 tool_call_id=call.tool_call_id, tool_name=call.tool_name, result={"error": message}, is_error=True
@@ -566,6 +580,9 @@ class _Turn:
             tool_call_id=call.tool_call_id,
             emit=self._emit,
             ask=(lambda request: asker(call.tool_call_id, call.tool_name, args, request)) if asker is not None else None,
+            # Any turn can stop for an answer and be resumed from its persisted step.
+            suspend=True,
+            resume=resume,
         )
         lock = self._lock_for(tool, args)
         attrs = tracing.tool_attributes(
@@ -576,6 +593,9 @@ class _Turn:
                 tracing.set_content(span, "gen_ai.tool.call.arguments", args)
                 async with lock if lock is not None else contextlib.nullcontext():
                     result: ToolResult = await tool.call(args, ctx)
+                if result.ask is not None:
+                    # The call ended by asking a person: its answer resumes it (`_answer`).
+                    return NewAction(call.tool_call_id, call.tool_name, args, result.ask)
                 outputs = self.options.tool_outputs
                 if outputs is not None and not getattr(tool, "keeps_output", False):
                     result = await outputs.spill(call.tool_name, result)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import inspect
 import json
 import logging
@@ -20,12 +21,13 @@ from jsonschema import validators as jsonschema_validators
 from jsonschema.protocols import Validator  # type: ignore[import-untyped]
 
 from chatd import metrics
+from chatd.domain.actions import Answer
 from chatd.domain.mcp import McpAuthType, McpServerConfig
 from chatd.domain.parts import McpAppLink, ToolProgressPart
 from chatd.domain.tools import Tool, ToolContext, ToolResult
 from chatd.mcp import apps
 from chatd.mcp.config import OAuthToken, connection_headers, redact_url
-from chatd.mcp.connection import ServerConnection
+from chatd.mcp.connection import InputAsked, ServerConnection, answer_responses
 from chatd.mcp.errors import McpAuthError, McpCallError, McpConnectError, McpError, McpSessionLost
 from chatd.mcp.naming import SEPARATOR, ToolNamer
 from chatd.mcp.pool import Lease, McpPool
@@ -174,23 +176,35 @@ class McpTool:
 
         started = time.monotonic()
         timeout = self.server.config.call_timeout_for(self._owner.call_timeout)
+        responses, request_state = (None, None)
+        if ctx.resume is not None:
+            # The answer to the question this call asked before: sent with the call made again.
+            r = ctx.resume
+            responses, request_state = answer_responses(r.state, Answer(r.decision, content=r.content), r.schema)
+
+        async def call() -> types.CallToolResult | InputAsked:
+            return await self.server.call_or_ask(
+                self.original_name, args, call_timeout=timeout, on_progress=on_progress, elicit=ctx.ask,
+                suspend=ctx.suspend, input_responses=responses, request_state=request_state,
+            )  # fmt: skip
+
         try:
             if not self.server.alive:
                 # It died while the turn held it (a stdio process exited, the server restarted):
                 # nothing was sent yet, so a fresh connection can take the call.
                 await self._owner.reconnect(self.server)
             try:
-                result = await self.server.call(self.original_name, args, call_timeout=timeout, on_progress=on_progress, elicit=ctx.ask)
+                result = await call()
             except McpSessionLost:
                 # The server answered 404 to the session: it did not run the call. New session, once.
                 if await self._owner.reconnect(self.server) is None:
                     raise
-                result = await self.server.call(self.original_name, args, call_timeout=timeout, on_progress=on_progress, elicit=ctx.ask)
+                result = await call()
             except McpCallError:
                 # A token revoked or expired mid-chat: refresh it once, reconnect, call again.
                 if not await self._owner.reauthorize(self.server):
                     raise
-                result = await self.server.call(self.original_name, args, call_timeout=timeout, on_progress=on_progress, elicit=ctx.ask)
+                result = await call()
         except McpCallError as exc:
             text = f"The MCP tool call failed: {exc.message}"
             server = self.server
@@ -204,6 +218,11 @@ class McpTool:
             return ToolResult(result=text, is_error=True)
         finally:
             metrics.MCP_CALL_SECONDS.labels(self.server.config.slug).observe(time.monotonic() - started)
+        if isinstance(result, InputAsked):
+            # The server asks the user before it goes on: the call is over and the turn waits
+            # for the answer (`ToolResult.ask`), then calls again with it.
+            ask = dataclasses.replace(result.request, resume=result.resume_state(), timeout_s=self._owner.elicitation_timeout)
+            return ToolResult(None, ask=ask)
         converted = await convert_result(
             result,
             tool_name=self._name,
@@ -249,8 +268,11 @@ class McpConnections:
         stdio_connect_timeout: float = DEFAULT_STDIO_CONNECT_TIMEOUT,
         identity: tuple[uuid.UUID, uuid.UUID] | None = None,
         pool: McpPool | None = None,
+        elicitation_timeout: float | None = None,
     ) -> None:
         self._identity = identity
+        # How long a server's question that ended its call (2026-07-28) waits for its answer.
+        self.elicitation_timeout = elicitation_timeout
         self._stdio_connect_timeout = stdio_connect_timeout
         self.store_file = store_file
         self._reauthorize = reauthorize
@@ -440,6 +462,7 @@ async def connect_all(
     reauthorize: Reauthorize | None = None,
     identity: tuple[uuid.UUID, uuid.UUID] | None = None,
     pool: McpPool | None = None,
+    elicitation_timeout: float | None = None,
 ) -> tuple[list[Tool], McpConnections]:
     """Lease a connection to every enabled server concurrently and return (tools, close).
 
@@ -459,6 +482,7 @@ async def connect_all(
         stdio_connect_timeout=stdio_connect_timeout,
         identity=identity,
         pool=pool,
+        elicitation_timeout=elicitation_timeout,
     )
     wanted: list[McpServerConfig] = []
     seen_slugs: set[str] = set()

@@ -78,6 +78,12 @@ class _CallRequest:
     unprocessed: bool = False
     # Who answers the server's elicitations during this call (its chat's user).
     elicit: ElicitFn | None = None
+    # A 2026-07-28 server's question may end the call (`InputAsked`) instead of being asked
+    # inside it: the caller stores it and calls again with the answer (`input_responses`,
+    # `request_state`), on any replica, after any restart.
+    suspend: bool = False
+    input_responses: types.InputResponses | None = None
+    request_state: str | None = None
 
 
 # The call a task serves: the SDK posts a request in a task that carries the sending call's
@@ -85,6 +91,70 @@ class _CallRequest:
 # `input_required` is answered inside the call's own task, so the elicitation it brings belongs
 # to that call.
 _serving: contextvars.ContextVar[_CallRequest | None] = contextvars.ContextVar("mcp_call_served", default=None)
+
+
+@dataclass(frozen=True)
+class InputAsked:
+    """A 2026-07-28 server's `input_required` answered by ending the call: one form (or page) to
+    put to the chat's user, and what the call needs to be sent again with the answer."""
+
+    request: ActionRequest
+    # The key of the server's input request, which the answer is sent under.
+    key: str
+    # The server's opaque `requestState`, echoed byte for byte with the answer.
+    request_state: str | None
+
+    def resume_state(self) -> dict[str, Any]:
+        return {"key": self.key, "request_state": self.request_state}
+
+
+def answer_responses(state: dict[str, Any], answer: Answer, schema: dict[str, Any] | None) -> tuple[types.InputResponses, str | None]:
+    """The `inputResponses` and `requestState` that carry a stored question's answer back to
+    the server that asked it (`InputAsked.resume_state`)."""
+    return {str(state["key"]): elicit_result(answer, schema)}, state.get("request_state")
+
+
+def elicit_result(answer: Answer, schema: dict[str, Any] | None) -> types.ElicitResult:
+    """The user's answer as the server reads it (a timeout is the server's `cancel`)."""
+    if answer.decision is Decision.ACCEPT:
+        if schema is None:
+            return types.ElicitResult(action="accept")
+        content = answer.content if isinstance(answer.content, dict) else {}
+        return types.ElicitResult(action="accept", content=with_defaults(content, schema))
+    return types.ElicitResult(action="decline" if answer.decision is Decision.DECLINE else "cancel")
+
+
+def ask_of(params: types.ElicitRequestParams, slug: str) -> ActionRequest:
+    if isinstance(params, types.ElicitRequestURLParams):
+        return ActionRequest(ActionKind.ELICITATION, message=params.message, url=params.url, server=slug)
+    return ActionRequest(ActionKind.ELICITATION, message=params.message, schema=dict(params.requested_schema), server=slug)
+
+
+class _Asked(Exception):
+    """Raised through the SDK's call to end it with the server's question (`InputAsked`)."""
+
+    def __init__(self, asked: InputAsked) -> None:
+        super().__init__("input required")
+        self.asked = asked
+
+
+class _Client(Client):
+    """The SDK's client, except that a 2026-07-28 `input_required` with one form (or page) for a
+    call that may end by asking (`_CallRequest.suspend`) ends the call instead of being answered
+    inside it: a person's answer can take hours, and the question must outlive this process.
+    Anything else (several questions at once, sampling, roots) the SDK answers in the call."""
+
+    slug = ""
+
+    async def _drive_input_required(self, first: Any, retry: Any) -> Any:
+        served = _serving.get()
+        if isinstance(first, types.InputRequiredResult) and served is not None and served.suspend:
+            requests = first.input_requests or {}
+            if len(requests) == 1:
+                [(key, request)] = requests.items()
+                if isinstance(request, types.ElicitRequest):
+                    raise _Asked(InputAsked(ask_of(request.params, self.slug), key, first.request_state))
+        return await super()._drive_input_required(first, retry)
 
 
 @dataclass
@@ -251,6 +321,29 @@ class ServerConnection:
         )
         return result
 
+    async def call_or_ask(
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        *,
+        call_timeout: float,
+        on_progress: ProgressFn | None = None,
+        elicit: ElicitFn | None = None,
+        suspend: bool = False,
+        input_responses: types.InputResponses | None = None,
+        request_state: str | None = None,
+    ) -> types.CallToolResult | InputAsked:
+        """`call`, except that with `suspend` a 2026-07-28 server's question may come back as
+        `InputAsked` (the call is over); `input_responses` and `request_state` send a stored
+        question's answer with the call made again."""
+        result: types.CallToolResult | InputAsked = await self._submit(
+            _CallRequest(
+                name, arguments, call_timeout, on_progress, asyncio.get_running_loop().create_future(), elicit=elicit,
+                suspend=suspend, input_responses=input_responses, request_state=request_state,
+            )
+        )  # fmt: skip
+        return result
+
     async def read_resource(self, uri: str, *, timeout: float) -> types.ReadResourceResult:
         """resources/read (an MCP App's view), through the owner task like a call."""
         result: types.ReadResourceResult = await self._submit(
@@ -354,7 +447,7 @@ class ServerConnection:
             transport = streamable_http_client(cfg.url, http_client=http)
         else:
             raise McpConnectError(f"unsupported transport {cfg.transport!r}")
-        client = Client(
+        client = _Client(
             _watch_end(transport, self._transport_ended),
             mode="auto",
             cache=None,  # tool lists must be re-read on list_changed, never served stale
@@ -365,6 +458,7 @@ class ServerConnection:
             # MCP Apps: tools may name a ui:// view, which the web UI shows (mcp/apps.py).
             extensions=[advertise(apps.EXTENSION_ID, apps.CAPABILITY)],
         )
+        client.slug = cfg.slug
         await stack.enter_async_context(client)
         self.protocol_version = client.protocol_version
         self.instructions = client.instructions
@@ -444,8 +538,11 @@ class ServerConnection:
                     served = _serving.set(request)
                     try:
                         result = await client.call_tool(
-                            request.name, request.arguments, progress_callback=on_progress
-                        )
+                            request.name, request.arguments, progress_callback=on_progress,
+                            input_responses=request.input_responses, request_state=request.request_state,
+                        )  # fmt: skip
+                    except _Asked as asked:
+                        result = asked.asked
                     finally:
                         _serving.reset(served)
             if request.future.done():
@@ -481,11 +578,7 @@ class ServerConnection:
             request = calls[0] if len(calls) == 1 else None
         if request is None or request.elicit is None:
             return types.ElicitResult(action="decline")
-        if isinstance(params, types.ElicitRequestURLParams):
-            ask = ActionRequest(ActionKind.ELICITATION, message=params.message, url=params.url, server=self.config.slug)
-        else:
-            schema = dict(params.requested_schema)
-            ask = ActionRequest(ActionKind.ELICITATION, message=params.message, schema=schema, server=self.config.slug)
+        ask = ask_of(params, self.config.slug)
         scope = request.scope
         if scope is not None:
             # A person is being asked: the call's silence timeout does not run meanwhile.
@@ -512,12 +605,7 @@ class ServerConnection:
                 waiting.cancel()
             if scope is not None:
                 scope.deadline = anyio.current_time() + request.timeout
-        if answer.decision is Decision.ACCEPT:
-            if ask.schema is None:
-                return types.ElicitResult(action="accept")
-            content = answer.content if isinstance(answer.content, dict) else {}
-            return types.ElicitResult(action="accept", content=with_defaults(content, ask.schema))
-        return types.ElicitResult(action="decline" if answer.decision is Decision.DECLINE else "cancel")
+        return elicit_result(answer, ask.schema)
 
     async def _on_message(self, message: IncomingMessage) -> None:
         if isinstance(message, types.ToolListChangedNotification):

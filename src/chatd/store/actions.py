@@ -64,7 +64,7 @@ async def insert_actions(conn: AsyncConnection, chat: Chat, new: Sequence[NewAct
                     id=uuid.uuid4(), chat_id=chat.id, kind=r.kind.value, state=ActionState.PENDING.value,
                     tool_call_id=a.tool_call_id, tool_name=a.tool_name, server=r.server, args=a.args,
                     message=r.message, schema=r.schema, url=r.url, options=r.options, deadline=deadline,
-                    created_at=now,
+                    created_at=now, resume=r.resume,
                 )
                 .returning(*pending_actions.c)
             )
@@ -90,10 +90,10 @@ async def finish_actions(conn: AsyncConnection, chat_id: uuid.UUID, ids: Sequenc
 
 async def resumable_actions(db: Database, now: datetime, found: Sequence[PendingAction]) -> list[PendingAction]:
     """Of a chat's open actions (read as a turn starts), the answered ones the resumed turn turns
-    into results before it calls the model. Elicitations are asked during a call and answered into
-    it: one still open when a turn starts was left by a turn that died, and is cancelled here (its
-    call is the journal's to answer; the user's late answer gets a conflict)."""
-    stale = [a.id for a in found if a.kind is ActionKind.ELICITATION]
+    into results before it calls the model. An elicitation asked inside a running call
+    (`PendingAction.in_call`) still open when a turn starts was left by a turn that died, and is
+    cancelled here (its call is the journal's to answer; the user's late answer gets a conflict)."""
+    stale = [a.id for a in found if a.in_call]
     if stale:
         async with db.write() as conn:
             await conn.execute(
@@ -101,7 +101,7 @@ async def resumable_actions(db: Database, now: datetime, found: Sequence[Pending
                 .where(and_(pending_actions.c.id.in_(stale), pending_actions.c.state.in_(machine.OPEN_STATES)))
                 .values(state=ActionState.CANCELLED.value, decision=Decision.CANCEL.value, resolved_at=now)
             )
-    return [a for a in found if a.state is ActionState.ANSWERED and a.kind is not ActionKind.ELICITATION]
+    return [a for a in found if a.state is ActionState.ANSWERED and not a.in_call]
 
 
 async def ask_in_flight(
@@ -159,8 +159,8 @@ async def answer_action(
         if row is None:
             raise NotFound("Action not found.")
         action = action_from_row(row)
-        # An elicitation is answered into the call that is waiting for it, while the chat runs.
-        waits = ChatStatus.RUNNING if action.kind is ActionKind.ELICITATION else ChatStatus.REQUIRES_ACTION
+        # An elicitation asked inside a call is answered into that call, while the chat runs.
+        waits = ChatStatus.RUNNING if action.in_call else ChatStatus.REQUIRES_ACTION
         if action.state is not ActionState.PENDING or chat.status is not waits:
             raise ActionResolved(
                 "This action was already resolved.",

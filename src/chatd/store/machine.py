@@ -20,7 +20,6 @@ from sqlalchemy.sql.elements import ClauseElement
 from chatd.domain.actions import (
     CANCELLED_AFTER_ANSWER_TEXT,
     CANCELLED_BY_USER_TEXT,
-    ActionKind,
     ActionState,
     Decision,
     PendingAction,
@@ -185,8 +184,8 @@ async def settle_actions(
         .values(state=ActionState.CANCELLED.value, decision=Decision.CANCEL.value, resolved_at=now)
     )
     cancelled = [replace(a, state=ActionState.CANCELLED, decision=Decision.CANCEL, resolved_at=now) for a in found]
-    # An elicitation is asked during a call: the call's own result (or the fence) answers it.
-    found = [a for a in found if a.kind is not ActionKind.ELICITATION]
+    # An elicitation asked inside a running call: the call's own result (or the fence) answers it.
+    found = [a for a in found if not a.in_call]
     if fate is ActionsFate.DROP or not found:
         return cancelled, []
     new = [

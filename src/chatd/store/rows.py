@@ -74,6 +74,7 @@ def action_from_row(r: Row[Any]) -> PendingAction:
         decision=Decision(r.decision) if r.decision else None,
         answer=dict(r.answer or {}),
         resolved_at=r.resolved_at,
+        resume=dict(r.resume) if r.resume is not None else None,
     )
 
 

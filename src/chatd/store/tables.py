@@ -457,6 +457,8 @@ pending_actions = Table(
     Column("answered_by", Uuid, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("resolved_at", UTCDateTime, nullable=True),
+    # How the asking tool carries on once answered (`ActionRequest.resume`): never returned.
+    Column("resume", Json, nullable=True),
     CheckConstraint("state in ('pending', 'answered', 'done', 'cancelled')", name="state"),
 )
 Index("ix_pending_actions_chat_state", pending_actions.c.chat_id, pending_actions.c.state)

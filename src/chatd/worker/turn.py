@@ -264,6 +264,7 @@ class ChatTurn:
                     stdio_connect_timeout=d.settings.mcp_stdio_connect_timeout,
                     reauthorize=self._reauthorize if d.reauthorize is not None else None,
                     identity=(chat.owner_id, chat.id), pool=d.mcp_pool,
+                    elicitation_timeout=d.settings.mcp_elicitation_timeout,
                 )
                 tracing.set_attributes(span, {"chatd.mcp.connected": [c.config.slug for c in conns.servers], "chatd.mcp.tools": len(tools)})
             for config in disabled:
