@@ -123,6 +123,17 @@ def build_server(
         return f"not enrolled: {confirmation.action if not isinstance(confirmation, AcceptedElicitation) else 'unconfirmed'}"
 
     @srv.tool()
+    def open_page(ctx: Context) -> str | types.InputRequiredResult:
+        """Asks the user to open a page, the 2026-07-28 way: the tool returns `input_required`
+        itself and reads the answer (and its own echoed state) from the call made again."""
+        answer = (ctx.input_responses or {}).get("page")
+        if not isinstance(answer, types.ElicitResult):
+            page = types.ElicitRequestURLParams(message="Sign in to the account service", url="https://accounts.example/connect", elicitation_id="e-2")
+            return types.InputRequiredResult(input_requests={"page": types.ElicitRequest(params=page)}, request_state="page-1")
+        state.calls.append("open_page")
+        return f"page: {answer.action} ({ctx.request_state})"
+
+    @srv.tool()
     async def connect_account(ctx: Context) -> str:
         """Asks the user to open a page (URL elicitation; 2025-11-25 sessions only)."""
         state.calls.append("connect_account")

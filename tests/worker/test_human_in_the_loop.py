@@ -574,6 +574,21 @@ async def test_declining_an_mcp_servers_form_is_the_servers_answer(
     assert f"not registered: {decision}" in json.dumps(result.result)
 
 
+async def test_a_2026_page_to_open_is_stored_and_the_servers_state_comes_back_with_the_answer(
+    rig: Rig, client: httpx.AsyncClient, notes_server: tuple[str, ServerState]
+) -> None:
+    url, state = notes_server
+    chat, action = await elicited(rig, client, url, ToolCall("p1", "notes__open_page", {}))
+    assert (action["url"], action["message"], action["schema"]) == ("https://accounts.example/connect", "Sign in to the account service", None)
+    assert "page-1" not in json.dumps(await chat_of(client, rig, chat["id"]))  # the server's state is never shown
+    assert (await answer(client, rig, chat["id"], action["id"], decision="accept")).status_code == 200
+    await rig.run()
+    [result] = await results(rig, chat["id"])
+    # The server got the answer under its own key and its requestState back byte for byte.
+    assert "page: accept (page-1)" in json.dumps(result.result)
+    assert state.calls == ["open_page"]
+
+
 async def test_a_server_that_asks_again_gets_a_second_form_then_runs_once(
     rig: Rig, client: httpx.AsyncClient, notes_server: tuple[str, ServerState]
 ) -> None:
