@@ -524,7 +524,8 @@ class Session:
             said = {
                 "accept": "the form was answered elsewhere",
                 "decline": "the form was declined elsewhere",
-                "cancel": "the form was cancelled (elsewhere, or nobody answered in time)",
+                "cancel": "the form was cancelled elsewhere",
+                "timeout": "nobody answered the form in time",
             }.get(end.result(), "the form was closed elsewhere")
         else:
             said = "the turn ended; the form is closed"

@@ -685,7 +685,10 @@ async def test_an_unanswered_elicitation_in_a_2025_session_is_cancelled_after_it
     chat, action = await elicited(rig, client, url, ToolCall("r1", "notes__register", {}), status=ChatStatus.RUNNING)
     await rig.workers.drain()
     [result] = await results(rig, chat["id"])
+    # The server was told `cancel` (MCP has no other word for it); the action records why.
     assert "not registered: cancel" in json.dumps(result.result)
+    ended = await action_store.get_action(rig.app.db, uuid.UUID(action["id"]))
+    assert (ended.state.value, ended.decision) == ("cancelled", Decision.TIMEOUT)
     assert (await answer(client, rig, chat["id"], action["id"], decision="accept", content={"name": "late"})).status_code == 409
 
 

@@ -124,15 +124,16 @@ async def get_action(db: Database, action_id: uuid.UUID) -> PendingAction:
     return action_from_row(row)
 
 
-async def end_in_flight(db: Database, now: datetime, action_id: uuid.UUID) -> PendingAction:
-    """The call that asked is done with the answer (done), or stopped waiting for it (cancelled)."""
+async def end_in_flight(db: Database, now: datetime, action_id: uuid.UUID, unanswered: Decision = Decision.CANCEL) -> PendingAction:
+    """The call that asked is done with the answer (done), or stopped waiting for it (cancelled,
+    recorded with `unanswered`: `timeout` when nobody answered in time)."""
     async with db.write() as conn:
         row = (await conn.execute(select(pending_actions).where(pending_actions.c.id == action_id))).one()
         action = action_from_row(row)
         if action.state is ActionState.ANSWERED:
             action = replace(action, state=ActionState.DONE)
         elif action.state is ActionState.PENDING:
-            action = replace(action, state=ActionState.CANCELLED, decision=Decision.CANCEL, resolved_at=now)
+            action = replace(action, state=ActionState.CANCELLED, decision=unanswered, resolved_at=now)
         else:
             return action
         await conn.execute(

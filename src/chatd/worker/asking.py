@@ -57,6 +57,9 @@ class InFlightAsker:
         if action is None:
             return Answer(Decision.CANCEL)  # the chat is no longer this turn's: nobody to ask
         changed = asyncio.Event()
+        # Nobody answered in time: the server is told `cancel` (what MCP has), but the action
+        # records `timeout`, so a reloaded page says nobody answered rather than "cancelled".
+        unanswered = Decision.CANCEL
         # Subscribed before the first read: an answer between the read and the wait is not missed.
         unsubscribe = await self.pubsub.subscribe(chat_channel(self.chat_id), lambda _p: changed.set())
         try:
@@ -78,6 +81,7 @@ class InFlightAsker:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     log.info("chat %s: nobody answered the elicitation of %s in %gs", self.chat_id, tool_name, self.timeout)
+                    unanswered = Decision.TIMEOUT
                     return Answer(Decision.CANCEL)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(min(remaining, RECHECK_SECONDS)):
@@ -85,9 +89,9 @@ class InFlightAsker:
         finally:
             # Written even when the turn is being cancelled: a question left pending would wait
             # for an answer nobody reads.
-            ended = await asyncio.shield(action_store.end_in_flight(self.db, self.clock.now(), action.id))
+            ended = await asyncio.shield(action_store.end_in_flight(self.db, self.clock.now(), action.id, unanswered))
             if ended.state is ActionState.CANCELLED:
                 with contextlib.suppress(Exception):
-                    await self.outbox.publish(ActionsResolved.of(self.chat_id, [ended], Decision.CANCEL))
+                    await self.outbox.publish(ActionsResolved.of(self.chat_id, [ended]))
             with contextlib.suppress(Exception):
                 await unsubscribe()
