@@ -59,7 +59,7 @@ PUSH_KEYS = {
 #           another member gets 404, as for a token that does not exist
 Access = Literal["member", "admin", "owner", "self", "mine"]
 
-# Path parameters whose values are integers; every other one is a UUID.
+# Path parameters whose values are integers; `tool_name` is a name; every other one is a UUID.
 INT_PARAMS = {"message_id", "queued_id"}
 
 
@@ -159,6 +159,9 @@ MATRIX: dict[tuple[str, str], Rule] = {
     # told the action no longer waits (409), which shows the request got past authorisation.
     ("POST", "/api/v1/chats/{chat_id}/actions/{action_id}"): Rule("owner", 409, _json({"decision": "accept", "content": "yes"})),
     ("GET", "/api/v1/chats/{chat_id}/stream"): Rule("owner", 200, stream=True),
+    ("GET", "/api/v1/chats/{chat_id}/actions"): Rule("owner", 200),
+    # The world's chat allows `docs__search` (an approval with always_allow; the row is enough).
+    ("DELETE", "/api/v1/chats/{chat_id}/allowed-tools/{tool_name}"): Rule("owner", 200),
     # files and usage
     ("POST", "/api/v1/files"): Rule("member", 201, _upload()),
     ("GET", "/api/v1/files/{file_id}"): Rule("owner", 200),
@@ -268,6 +271,7 @@ async def make_world(client: httpx.AsyncClient, people: People) -> World:
         owner_chat = await machine.lock_chat(_APP.db, conn, uuid.UUID(chat["id"]))
         request = ActionRequest(ActionKind.QUESTION, message="Go on?", options=["yes", "no"])
         (action,) = await insert_actions(conn, owner_chat, [NewAction("q1", "ask_user_question", {}, request)], _APP.clock.now())
+        await machine.set_chat(conn, owner_chat.id, None, allowed_tools=["docs__search"])
     workspace = await workspace_store.create_workspace(
         _APP.db, _APP.clock.now(), owner_id=people.alice.user.id, name="ws", provisioner="local", directory="/nonexistent"
     )
@@ -285,6 +289,7 @@ async def make_world(client: httpx.AsyncClient, people: People) -> World:
             "token_id": spare["id"],
             "template_id": template["id"],
             "action_id": str(action.id),
+            "tool_name": "docs__search",
         }
     )
 

@@ -16,7 +16,7 @@ from typing import Any
 from cryptography.fernet import InvalidToken
 from sqlalchemy import text
 
-from chatd.domain.actions import Answer, ClientTool
+from chatd.domain.actions import Answer, ClientTool, PendingAction
 from chatd.domain.changes import (
     ActionsResolved,
     Change,
@@ -822,6 +822,17 @@ class ChatService:
             ActionsResolved(chat_id, ((str(res.action.id), answer.decision.value),)),
         ])
         return await action_store.chat_with_actions(self.db, res.chat)
+
+    async def list_actions(self, actor: User, chat_id: uuid.UUID) -> list[PendingAction]:
+        """The chat's actions, answered or not (the owner's alone)."""
+        await self.get_chat(actor, chat_id)
+        return await action_store.list_actions(self.db, chat_id)
+
+    async def revoke_allowed_tool(self, actor: User, chat_id: uuid.UUID, tool_name: str) -> Chat:
+        """The owner takes back "always allow this tool in this chat": its calls ask again."""
+        await self.get_chat(actor, chat_id)
+        chat = await chat_store.revoke_allowed_tool(self.db, chat_id, tool_name)
+        return await action_store.chat_with_actions(self.db, chat)
 
     async def list_messages(self, actor: User, chat_id: uuid.UUID, after_id: int) -> tuple[list[Message], list[QueuedMessage]]:
         await self.get_chat(actor, chat_id)

@@ -223,6 +223,66 @@ async def test_always_allow_runs_the_tool_unasked_for_the_rest_of_the_chat(rig: 
     assert (await chat_of(client, rig, chat["id"]))["status"] == ChatStatus.WAITING.value
 
 
+async def test_the_owner_revokes_an_always_allowed_tool_and_its_next_call_asks_again(
+    rig: Rig, client: httpx.AsyncClient, gated: Counter
+) -> None:
+    chat, action = await wait_for_approval(rig, client, {"x": 1})
+    rig.llm.script(Reply(text="Done."))
+    r = await answer(client, rig, chat["id"], action["id"], decision="approve", always_allow=True)
+    assert r.json()["allowed_tools"] == ["execute"]
+    await rig.run()
+    before = await chat_of(client, rig, chat["id"])
+    path = f"/api/v1/chats/{chat['id']}/allowed-tools/execute"
+    # Only the owner: anyone else is told the chat does not exist, and nothing changes.
+    for who in ("bob", "admin"):
+        r = await client.delete(path, headers=auth(rig, who))
+        assert (r.status_code, r.json()["code"]) == (404, "not_found")
+    assert (await chat_of(client, rig, chat["id"]))["allowed_tools"] == ["execute"]
+    r = await client.delete(path, headers=auth(rig))
+    assert r.status_code == 200, r.text
+    after = r.json()
+    assert after["allowed_tools"] == [] and after["updated_at"] == before["updated_at"]
+    assert await chat_of(client, rig, chat["id"]) == after
+    # Gone: a second revoke (or a tool never allowed) is a 404 that says so; a name that is no
+    # tool name is a 400.
+    r = await client.delete(path, headers=auth(rig))
+    assert (r.status_code, r.json()["code"]) == (404, "not_found") and "execute" in r.json()["message"]
+    r = await client.delete(f"/api/v1/chats/{chat['id']}/allowed-tools/no%20such%20tool", headers=auth(rig))
+    assert (r.status_code, r.json()["code"]) == (400, "invalid_input"), r.text
+    # The next call of the tool asks again.
+    rig.llm.script(Reply(tool_calls=[ToolCall("e2", "execute", {"x": 2})]))
+    r = await client.post(f"/api/v1/chats/{chat['id']}/messages", json={"content": "again"}, headers=auth(rig))
+    assert r.status_code == 200, r.text
+    await rig.run()
+    body = await chat_of(client, rig, chat["id"])
+    assert body["status"] == ChatStatus.REQUIRES_ACTION.value and gated.runs == [{"x": 1}]
+    assert [(a["tool_name"], a["args"]) for a in body["pending_actions"]] == [("execute", {"x": 2})]
+
+
+async def test_the_chats_actions_say_how_each_call_was_answered(rig: Rig, client: httpx.AsyncClient, gated: Counter) -> None:
+    chat, first = await wait_for_approval(rig, client, {"x": 1})
+    rig.llm.script(Reply(tool_calls=[ToolCall("e2", "execute", {"x": 2})]), Reply(text="Done."))
+    assert (await answer(client, rig, chat["id"], first["id"], decision="approve", args={"x": 5})).status_code == 200
+    await rig.run()
+    [second] = (await chat_of(client, rig, chat["id"]))["pending_actions"]
+    assert (await answer(client, rig, chat["id"], second["id"], decision="deny")).status_code == 200
+    await rig.run()
+    r = await client.get(f"/api/v1/chats/{chat['id']}/actions", headers=auth(rig))
+    assert r.status_code == 200, r.text
+    listed = [(a["tool_call_id"], a["kind"], a["state"], a["decision"], a["args"], a["edited_args"]) for a in r.json()]
+    assert listed == [
+        ("e1", "tool_approval", "done", "approve", {"x": 1}, {"x": 5}),
+        ("e2", "tool_approval", "done", "deny", {"x": 2}, None),
+    ]
+    assert all(a["resolved_at"] is not None for a in r.json())
+    # Paged like every list; anyone but the owner gets the chat's 404.
+    r = await client.get(f"/api/v1/chats/{chat['id']}/actions?limit=1", headers=auth(rig))
+    assert [a["tool_call_id"] for a in r.json()] == ["e1"]
+    r = await client.get(f"/api/v1/chats/{chat['id']}/actions?limit=1&before={r.headers['x-next-cursor']}", headers=auth(rig))
+    assert [a["tool_call_id"] for a in r.json()] == ["e2"] and "x-next-cursor" not in r.headers
+    assert (await client.get(f"/api/v1/chats/{chat['id']}/actions", headers=auth(rig, "bob"))).status_code == 404
+
+
 async def test_two_racing_answers_one_wins_and_the_tool_runs_once(rig: Rig, client: httpx.AsyncClient, gated: Counter) -> None:
     chat, action = await wait_for_approval(rig, client, {"x": 1})
     barrier = asyncio.Barrier(2)
@@ -687,8 +747,8 @@ async def test_an_unanswered_elicitation_in_a_2025_session_is_cancelled_after_it
     [result] = await results(rig, chat["id"])
     # The server was told `cancel` (MCP has no other word for it); the action records why.
     assert "not registered: cancel" in json.dumps(result.result)
-    ended = await action_store.get_action(rig.app.db, uuid.UUID(action["id"]))
-    assert (ended.state.value, ended.decision) == ("cancelled", Decision.TIMEOUT)
+    r = await client.get(f"/api/v1/chats/{chat['id']}/actions", headers=auth(rig))
+    assert [(a["id"], a["state"], a["decision"]) for a in r.json()] == [(action["id"], "cancelled", "timeout")]
     assert (await answer(client, rig, chat["id"], action["id"], decision="accept", content={"name": "late"})).status_code == 409
 
 

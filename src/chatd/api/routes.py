@@ -32,6 +32,7 @@ from chatd.api.schemas import (
     MAX_INT64,
     ActionAnswerIn,
     ApiTokenOut,
+    ChatActionOut,
     ChatDebugOut,
     ChatIn,
     ChatOut,
@@ -92,6 +93,8 @@ router = APIRouter(prefix="/api/v1")
 # Message and queued-message ids are 64-bit; a larger number is a 400 here, not a driver overflow.
 MessageId = Annotated[int, Path(ge=1, le=MAX_INT64)]
 QueuedId = Annotated[int, Path(ge=1, le=MAX_INT64)]
+# A tool as chats name it: `slug__tool` for MCP tools (MCP tool names are at most 128 characters).
+ToolName = Annotated[str, Path(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.\-]+$")]
 AfterId = Annotated[int, Query(ge=0, le=MAX_INT64, description="Only messages with a larger id.")]
 
 ALLOWED_UPLOADS = {"image/png", "image/jpeg", "image/gif", "image/webp", "text/plain", "application/pdf"}
@@ -631,6 +634,25 @@ async def answer_action(chat_id: uuid.UUID, action_id: uuid.UUID, body: ActionAn
         decision=Decision(body.decision), args=body.args, content=body.content, result=body.result, always_allow=body.always_allow
     )
     return ChatOut.of(await svc.answer_action(user, chat_id, action_id, answer))
+
+
+@router.get("/chats/{chat_id}/actions", tags=["chats"], responses=PAGED)
+async def list_actions(
+    request: Request, response: Response, chat_id: uuid.UUID, user: CurrentUser, svc: Service, limit: Limit = 100, before: Before = None
+) -> list[ChatActionOut]:
+    """Every action of the chat, oldest first, with what became of it: how each call that asked
+    was answered (`decision`, `edited_args`), also after the wait is over."""
+    key = lambda a: (time_key(a.created_at), str(a.id))  # noqa: E731
+    rows, nxt = page(await svc.list_actions(user, chat_id), key, limit, decode_cursor(before, (str, str)))
+    set_next(request, response, nxt)
+    return [ChatActionOut.of_any(a) for a in rows]
+
+
+@router.delete("/chats/{chat_id}/allowed-tools/{tool_name}", tags=["chats"])
+async def revoke_allowed_tool(chat_id: uuid.UUID, tool_name: ToolName, user: CurrentUser, svc: Service) -> ChatOut:
+    """Take back "always allow" (an approval's `always_allow`): the tool's calls in this chat ask
+    for approval again, from the next turn on. 404 when the tool is not in `allowed_tools`."""
+    return ChatOut.of(await svc.revoke_allowed_tool(user, chat_id, tool_name))
 
 
 @router.delete("/chats/{chat_id}/queue/{queued_id}", status_code=204, tags=["chats"])

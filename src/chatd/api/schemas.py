@@ -9,6 +9,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
 from chatd.domain.actions import ActionKind, ApprovalPolicy, PendingAction
+from chatd.domain.actions import edited as action_edited
 from chatd.domain.chat import BusyBehavior, Chat, ChatStatus, Message, QueuedMessage, UserRole
 from chatd.domain.config import ApiToken, ModelConfigRecord, ProviderRecord, User
 from chatd.domain.mcp import (
@@ -622,6 +623,32 @@ class PendingActionOut(_Out):
         return cls(
             id=a.id, kind=a.kind, tool_call_id=a.tool_call_id, tool_name=a.tool_name, server=a.server, args=a.args,
             message=a.message, schema_=a.schema, url=a.url, options=a.options, deadline=a.deadline, created_at=a.created_at,
+        )
+
+
+class ChatActionOut(PendingActionOut):
+    """One of a chat's actions, whatever became of it (`GET /chats/{id}/actions`)."""
+
+    state: Literal["pending", "answered", "done", "cancelled"] = Field(
+        description="`pending`: waits for its answer; `answered`: the next turn turns it into the call's result; "
+        "`done`: the result is in the history; `cancelled`: the wait ended without an answer (the chat moved on, "
+        "or nobody answered an MCP server's form in time)."
+    )
+    decision: Literal["approve", "deny", "accept", "decline", "cancel", "timeout"] | None = Field(
+        description="The answer; `timeout`: nobody answered in time (a client tool's deadline, an MCP form's wait); "
+        "`cancel` also when the chat moved on before an answer. `null` while pending."
+    )
+    edited_args: dict[str, Any] | None = Field(
+        description="An approved call's arguments when the person changed them: what ran instead of `args`."
+    )
+    resolved_at: datetime | None
+
+    @classmethod
+    def of_any(cls, a: PendingAction) -> ChatActionOut:
+        base = PendingActionOut.of(a).model_dump(by_alias=False)
+        return cls(
+            **base, state=a.state.value, decision=a.decision.value if a.decision else None,
+            edited_args=a.answer["args"] if action_edited(a) else None, resolved_at=a.resolved_at,
         )
 
 

@@ -124,6 +124,20 @@ async def get_action(db: Database, action_id: uuid.UUID) -> PendingAction:
     return action_from_row(row)
 
 
+async def list_actions(db: Database, chat_id: uuid.UUID) -> list[PendingAction]:
+    """Every action of the chat, whatever became of it, oldest first: how each call that asked
+    was answered (denied, edited, nobody answered in time) stays readable after the wait."""
+    async with db.read() as conn:
+        rows = (
+            await conn.execute(
+                select(pending_actions)
+                .where(pending_actions.c.chat_id == chat_id)
+                .order_by(pending_actions.c.created_at, pending_actions.c.id)
+            )
+        ).all()
+    return [action_from_row(r) for r in rows]
+
+
 async def end_in_flight(db: Database, now: datetime, action_id: uuid.UUID, unanswered: Decision = Decision.CANCEL) -> PendingAction:
     """The call that asked is done with the answer (done), or stopped waiting for it (cancelled,
     recorded with `unanswered`: `timeout` when nobody answered in time)."""

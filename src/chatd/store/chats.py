@@ -349,6 +349,18 @@ async def promote_queued(db: Database, now: datetime, chat_id: uuid.UUID, queued
         )
 
 
+async def revoke_allowed_tool(db: Database, chat_id: uuid.UUID, tool_name: str) -> Chat:
+    """Take back an "always allow" of the chat's owner: the tool asks again from the next turn
+    on (a turn reads the list when it starts). Under the row lock, so an approval with
+    `always_allow` racing with it is either before (and removed) or after (and kept)."""
+    async with db.write() as conn:
+        chat = await lock_chat(db, conn, chat_id)
+        if tool_name not in chat.allowed_tools:
+            raise NotFound(f"The tool {tool_name!r} is not allowed in this chat.", {"allowed_tools": list(chat.allowed_tools)})
+        # `updated_at` does not move: a setting is not activity (lists and acquire order by it).
+        return await machine.set_chat(conn, chat_id, None, allowed_tools=[t for t in chat.allowed_tools if t != tool_name])
+
+
 async def update_title(db: Database, now: datetime, chat_id: uuid.UUID, title: str) -> Chat:
     async with db.write() as conn:
         await lock_chat(db, conn, chat_id)
