@@ -461,8 +461,9 @@ class ChatService:
     async def _record_check(self, config: McpServerConfig, check: McpToolsCheck) -> None:
         """A check is an attempt like a turn's: it updates the server's status, except when one
         user's OAuth grant was refused, which says nothing about the server."""
+        tool_count: int | None = None
         if check.error is None:
-            health, reason = McpHealth.CONNECTED, None
+            health, reason, tool_count = McpHealth.CONNECTED, None, len(check.tools)
             # Turns that skipped it after a failure need not wait out their retry interval.
             await self.outbox.publish([McpServerReachable(config.id)])
         elif isinstance(check.error, McpAuthError):
@@ -471,7 +472,7 @@ class ChatService:
             health, reason = McpHealth.UNAUTHORIZED, check.error.message
         else:
             health, reason = McpHealth.FAILING, check.error.message
-        await mcp_store.record_status(self.db, self.clock.now(), config.id, health, reason)
+        await mcp_store.record_status(self.db, self.clock.now(), config.id, health, reason, tool_count=tool_count)
 
     async def check_mcp_tools(self, actor: User, server_id: uuid.UUID) -> McpToolsCheck:
         """Connect now, as the caller (their OAuth2 token, refreshed when due and after a 401).

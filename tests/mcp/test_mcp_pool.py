@@ -447,6 +447,8 @@ async def test_a_server_that_comes_back_is_used_after_the_interval(clock: Clock)
         await asyncio.sleep(0)
         assert [h.state for _, h in health.seen] == [McpHealth.FAILING, McpHealth.CONNECTED]
         assert health.seen[0][1].reason == errors[0]
+        # The connect reports how many tools it listed (the admin page shows it after a reload).
+        assert health.seen[1][1].tool_count == len([n for n in names if n.startswith("later__")])
     finally:
         await pool.close()
 

@@ -37,11 +37,31 @@ async def test_a_new_server_is_unknown_and_a_check_records_connected(client: htt
     created = await create(client, people, slug="py", url=py_server.url)
     assert created["status"] == {
         "state": "unknown", "reason": None, "last_error_at": None, "last_connected_at": None, "checked_at": None,
-        "needs_authorization": False,
+        "tool_count": None, "needs_authorization": False,
     }
-    assert (await client.get(f"/api/v1/mcp-servers/{created['id']}/tools", headers=people.admin.headers)).json()["ok"]
+    check = (await client.get(f"/api/v1/mcp-servers/{created['id']}/tools", headers=people.admin.headers)).json()
+    assert check["ok"] and len(check["tools"]) > 1
     seen = await status(client, people.admin.headers, created["id"])
     assert seen["state"] == "connected" and seen["last_connected_at"] is not None and seen["last_error_at"] is None
+    # What the check found stays readable after it (a reloaded page): the number of tools too.
+    assert seen["tool_count"] == len(check["tools"])
+    assert (await status(client, people.alice.headers, created["id"]))["tool_count"] == len(check["tools"])
+
+
+async def test_the_tool_count_follows_the_allow_list_and_outlives_a_failure(
+    chatd: App, client: httpx.AsyncClient, people: People, py_server: PyServer
+) -> None:
+    created = await create(client, people, slug="few", url=py_server.url)
+    sid = created["id"]
+    r = await client.get(f"/api/v1/mcp-servers/{sid}/tools", headers=people.admin.headers)
+    first = r.json()["tools"][0]["name"].split("__")[-1]
+    await client.patch(f"/api/v1/mcp-servers/{sid}", headers=people.admin.headers, json={"tool_allow_list": [first]})
+    await client.get(f"/api/v1/mcp-servers/{sid}/tools", headers=people.admin.headers)
+    assert (await status(client, people.admin.headers, sid))["tool_count"] == 1
+    # A failure keeps the count of the last success, as it keeps the time of it.
+    await mcp_store.record_status(chatd.db, chatd.clock.now(), uuid.UUID(sid), McpHealth.FAILING, "down")
+    failing = await status(client, people.admin.headers, sid)
+    assert (failing["state"], failing["tool_count"]) == ("failing", 1)
 
 
 async def test_a_failing_server_shows_why_to_admins_and_only_that_it_fails_to_members(client: httpx.AsyncClient, people: People) -> None:

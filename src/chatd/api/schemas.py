@@ -506,6 +506,10 @@ class McpServerStatusOut(_Out):
     last_error_at: datetime | None
     last_connected_at: datetime | None
     checked_at: datetime | None = Field(description="When the state was last recorded.")
+    tool_count: int | None = Field(
+        description="How many tools (after the server's allow/deny lists) the last successful connect or check listed; "
+        "`null` until one did."
+    )
     needs_authorization: bool = Field(
         description="For the caller: an OAuth2 server they have not connected yet (`POST /mcp-servers/{id}/oauth/start`)."
     )
@@ -515,11 +519,11 @@ class McpServerStatusOut(_Out):
         h = view.health
         if h is None:
             return cls(state="unknown", reason=None, last_error_at=None, last_connected_at=None, checked_at=None,
-                       needs_authorization=view.needs_authorization)
+                       tool_count=None, needs_authorization=view.needs_authorization)
         return cls(
             state=h.state.value, reason=h.reason if admin and h.state is not McpHealth.CONNECTED else None,
             last_error_at=h.last_error_at, last_connected_at=h.last_connected_at, checked_at=h.updated_at,
-            needs_authorization=view.needs_authorization,
+            tool_count=h.tool_count, needs_authorization=view.needs_authorization,
         )
 
 

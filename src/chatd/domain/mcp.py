@@ -134,6 +134,8 @@ class McpServerStatus:
     last_error_at: datetime | None
     last_connected_at: datetime | None
     updated_at: datetime
+    # Tools the last successful connect listed (after the allow/deny lists); None: not known.
+    tool_count: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

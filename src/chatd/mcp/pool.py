@@ -76,6 +76,8 @@ class ServerHealth:
 
     state: McpHealth
     reason: str | None = None
+    # Connected: how many tools it lists (after the allow/deny lists).
+    tool_count: int | None = None
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -164,7 +166,7 @@ class McpPool:
         self._entries: dict[PoolKey, _Entry] = {}
         self._retired: set[_Entry] = set()
         self._failures: dict[tuple[uuid.UUID, str], _Failure] = {}
-        self._health: dict[uuid.UUID, McpHealth] = {}
+        self._health: dict[uuid.UUID, tuple[McpHealth, int | None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
@@ -273,7 +275,7 @@ class McpPool:
         entry.connecting = None
         entry.last_used = self._now()
         self._failures.pop(failure_key, None)
-        self._report(config, ServerHealth(McpHealth.CONNECTED))
+        self._report(config, ServerHealth(McpHealth.CONNECTED, tool_count=len(entry.conn.listing.tools)))
 
     async def _wait_connected(self, entry: _Entry) -> None:
         task = entry.connecting
@@ -452,9 +454,10 @@ class McpPool:
     def _report(self, config: McpServerConfig, health: ServerHealth) -> None:
         # Only changes are reported (and a failure's reason, which may change between attempts):
         # a status row is written per change, not per turn.
-        if self._health.get(config.id) is health.state is McpHealth.CONNECTED:
+        # A connect that lists another number of tools is a change too (the admin page shows it).
+        if self._health.get(config.id) == (health.state, health.tool_count) and health.state is McpHealth.CONNECTED:
             return
-        self._health[config.id] = health.state
+        self._health[config.id] = (health.state, health.tool_count)
         if self._on_health is None:
             return
 

@@ -249,15 +249,17 @@ MAX_REASON_CHARS = 1000
 
 
 async def record_status(
-    db: Database, now: datetime, server_id: uuid.UUID, state: McpHealth, reason: str | None = None
+    db: Database, now: datetime, server_id: uuid.UUID, state: McpHealth, reason: str | None = None, *, tool_count: int | None = None
 ) -> None:
-    """Upsert the server's health: a failure keeps the last connect time, a connect the last
-    error (so a page can say "failing since …, last worked at …"). A server deleted meanwhile is
-    not an error: there is nothing to report on."""
+    """Upsert the server's health: a failure keeps the last connect time and tool count, a
+    connect the last error (so a page can say "failing since …, last worked at …"). A server
+    deleted meanwhile is not an error: there is nothing to report on."""
     ok = state is McpHealth.CONNECTED
     values: dict[str, Any] = {"state": state.value, "updated_at": now}
     if ok:
         values["last_connected_at"] = now
+        if tool_count is not None:
+            values["tool_count"] = tool_count
     else:
         values["reason"] = (reason or "")[:MAX_REASON_CHARS] or None
         values["last_error_at"] = now
@@ -282,7 +284,7 @@ async def statuses(db: Database, ids: list[uuid.UUID] | None = None) -> dict[uui
     return {
         r.server_id: McpServerStatus(
             server_id=r.server_id, state=McpHealth(r.state), reason=r.reason, last_error_at=r.last_error_at,
-            last_connected_at=r.last_connected_at, updated_at=r.updated_at,
+            last_connected_at=r.last_connected_at, updated_at=r.updated_at, tool_count=r.tool_count,
         )
         for r in rows
     }

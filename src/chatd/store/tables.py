@@ -260,6 +260,8 @@ mcp_server_status = Table(
     Column("last_error_at", UTCDateTime, nullable=True),
     Column("last_connected_at", UTCDateTime, nullable=True),
     Column("updated_at", UTCDateTime, nullable=False),
+    # How many tools (after the allow/deny lists) the last successful connect listed.
+    Column("tool_count", Integer, nullable=True),
 )
 
 mcp_user_tokens = Table(

@@ -57,7 +57,7 @@ class McpSessions:
 
     async def _record_health(self, config: McpServerConfig, health: ServerHealth) -> None:
         """A server's health changed here: every replica's status pages read it from the database."""
-        await mcp_store.record_status(self.db, self.clock.now(), config.id, health.state, health.reason)
+        await mcp_store.record_status(self.db, self.clock.now(), config.id, health.state, health.reason, tool_count=health.tool_count)
 
     def _on_hint(self, _payload: dict[str, Any]) -> None:
         self._changed.set()
