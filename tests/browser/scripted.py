@@ -3,6 +3,7 @@
     TOKENS n          answer `tok0 … tok{n-1}`, one token per stream frame
     SLOW ms           wait this long before each stream frame (a slow model: time to queue, stop)
     TOOL name {json}  call the tool `name` with these arguments, then answer `The tool said: …`
+                      (several TOOL lines: several calls in one step)
     FAIL              the provider answers 400 (not retried) the first time: the turn fails;
                       the same message again (a retry) is answered `recovered: <the message>`
     FLAKY             the provider answers 503 once, then the answer comes (a retry is shown)
@@ -73,8 +74,11 @@ class ScriptedModel:
         for line in text.splitlines():
             word, _, arg = line.strip().partition(" ")
             if word == "TOOL":
-                name, _, raw = arg.partition(" ")
-                return Reply(tool_calls=[ToolCall("call_1", name, json.loads(raw or "{}"))]), delay
+                # Every TOOL line is a call of the same step (several approvals at once).
+                calls = [line.strip().partition(" ")[2] for line in text.splitlines() if line.strip().startswith("TOOL ")]
+                return Reply(tool_calls=[
+                    ToolCall(f"call_{i}", c.partition(" ")[0], json.loads(c.partition(" ")[2] or "{}")) for i, c in enumerate(calls, 1)
+                ]), delay
             if word == "FAIL":
                 if text in self.failed:
                     return Reply(text=f"recovered: {text}"), delay

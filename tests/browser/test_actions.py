@@ -56,7 +56,7 @@ def test_while_a_question_waits_the_composer_keeps_the_draft_and_says_how_long_i
     expect(page.get_by_role("note").filter(has_text="The agent waits for your answer above")).to_be_visible()
     expect(page.get_by_role("group", name="While the agent waits for you")).to_be_visible()
     expect(page.get_by_role("radio", name="Steer")).to_have_count(0)
-    expect(page.get_by_role("button", name="Cancel the question")).to_be_visible()
+    expect(page.get_by_role("button", name="Cancel the pending question")).to_be_visible()
     # What the person types is kept: across a reload and a visit to another page.
     box = page.get_by_label("Message", exact=True)
     box.fill("a note for later")
@@ -101,13 +101,30 @@ def test_a_tool_call_is_approved_with_edited_arguments(page: Page, chatd: Chatd,
     expect(page.get_by_text(re.compile(r"The tool said: .*from the person"))).to_be_visible()
     tool = page.get_by_role("article", name="Tool echo on gated")
     expect(tool.get_by_text("done")).to_be_visible()
+    # The card shows what ran, and says it was edited (the model's own stay a click away).
+    for _ in range(2):
+        expect(tool.get_by_text("Arguments (edited by you before approving)")).to_be_visible()
+        expect(tool.locator("pre").first).to_contain_text('"text": "from the person"')
+        tool.get_by_text("The model's arguments").click()
+        expect(tool.get_by_text('"text": "from the model"')).to_be_visible()
+        page.reload()
+        tool = page.get_by_role("article", name="Tool echo on gated")
 
 
 def test_a_denied_tool_call_never_runs(page: Page, chatd: Chatd, gated: dict[str, Any]) -> None:
     gated_chat(page, chatd, 'TOOL gated__echo {"text": "not this"}')
     page.get_by_role("article", name="Approve echo", exact=True).get_by_role("button", name="Deny").click()
     expect(page.get_by_text(re.compile(r"The tool said: .*Denied by the user"))).to_be_visible()
-    expect(page.get_by_role("article", name="Tool echo on gated").get_by_text("failed")).to_be_visible()
+    tool = page.get_by_role("article", name="Tool echo on gated")
+    # Denied is no failure, and the time spent waiting for the person is no run time.
+    expect(tool.get_by_text("denied", exact=True)).to_be_visible()
+    expect(tool.get_by_text("You denied this call: it did not run.")).to_be_visible()
+    expect(tool.get_by_text("failed")).to_have_count(0)
+    expect(tool.get_by_text(re.compile(r"^\d+(\.\d)? (ms|s)$"))).to_have_count(0)
+    page.reload()
+    tool = page.get_by_role("article", name="Tool echo on gated")
+    expect(tool.get_by_text("denied", exact=True)).to_be_visible()
+    expect(tool.get_by_text(re.compile(r"^\d+(\.\d)? (ms|s)$"))).to_have_count(0)
 
 
 def test_bad_edited_arguments_are_refused_on_the_page(page: Page, chatd: Chatd, gated: dict[str, Any]) -> None:

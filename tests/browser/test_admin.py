@@ -247,7 +247,7 @@ def test_mcp_servers_show_their_status_to_the_admin_and_a_member_sees_which_is_u
         expect(card.get_by_text(re.compile("cannot connect"))).to_have_count(1)
         ok_card = page.get_by_role("listitem", name="Test tools")
         ok_card.get_by_role("button", name="Test Test tools").click()
-        expect(ok_card.get_by_text("connected", exact=True)).to_be_visible(timeout=30_000)
+        expect(ok_card.get_by_text(re.compile(r"^connected, \d+ tools?$"))).to_be_visible(timeout=30_000)
 
         # A member choosing servers for a chat sees that one is not reachable now, but not why.
         member = browser.new_page()

@@ -105,7 +105,7 @@ def test_an_approval_is_scrolled_into_view_above_the_grown_composer(sized: Page,
     card = page.get_by_role("article", name="Approve echo", exact=True)
     expect(card).to_be_visible()
     # The composer grew for the wait (its note, its choices), and the card still shows whole above it.
-    expect(page.get_by_role("note").filter(has_text="The agent waits for your answer above")).to_be_visible()
+    expect(page.get_by_role("note").filter(has_text="The agent waits for your approval above")).to_be_visible()
     card_in_view(page)
     shot(page, f"approval-in-view-{page.viewport_size['width'] if page.viewport_size else 0}")
     card.get_by_role("button", name="Approve").click()
@@ -148,7 +148,7 @@ def test_a_person_who_scrolled_up_is_offered_a_jump_to_the_waiting_card(page: Pa
     card_in_view(page)
     expect(jump).to_have_count(0)
     card.get_by_role("button", name="Deny").click()
-    expect(page.get_by_role("article", name="Tool echo on waitgate").get_by_text("failed")).to_be_visible()
+    expect(page.get_by_role("article", name="Tool echo on waitgate").get_by_text("denied")).to_be_visible()
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +169,11 @@ def test_a_form_nobody_answered_in_time_says_so_on_its_tool_card(page: Page, imp
     expect(tool.get_by_text("Nobody answered the server's form in time")).to_be_visible()
     expect(tool.get_by_text("done", exact=True)).to_have_count(0)
     shot(page, "form-not-answered")
+    # After a reload the card reads the recorded decision (timeout), not "cancelled".
+    page.reload()
+    tool = page.get_by_role("article", name="Tool register on waitform")
+    expect(tool.get_by_text("not answered in time")).to_be_visible()
+    expect(tool.get_by_text("Nobody answered the server's form in time")).to_be_visible()
 
 
 # The selected choice's text fits inside its select (a select cuts what does not fit).

@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
-import type { Message, PendingAction } from "../src/api/types";
+import type { ChatAction, Message, PendingAction } from "../src/api/types";
 import { waitedFor } from "../src/chat/Actions";
-import { emptyChat, mergePart, reduce, splitToolName, turns, withHistory } from "../src/chat/state";
+import { pendingWords } from "../src/chat/Composer";
+import { callState, editedArgs, emptyChat, mergePart, reduce, splitToolName, turns, withHistory, withOutcomes } from "../src/chat/state";
 
 const msg = (id: number, role: Message["role"], text: string): Message => ({
   id, chat_id: "c", role, content: [{ type: "text", text }], created_at: "", model_config_id: null, usage: null,
@@ -23,14 +24,59 @@ describe("chat state", () => {
     expect(reduce(s, { type: "status", chat_id: "c", status: "pending" }).actions).toEqual([]);
   });
 
-  it("marks a running call's form cancelled without the person's answer as not answered in time", () => {
+  it("remembers how each call was answered, live and from the chat's actions after a reload", () => {
     const form: PendingAction = { ...question, id: "e1", kind: "elicitation", tool_call_id: "f1", tool_name: "s__register", server: "s" };
     let s = reduce(emptyChat, { type: "status", chat_id: "c", status: "running" });
     s = reduce(s, { type: "action_required", chat_id: "c", action: form });
-    expect(reduce(s, { type: "action_resolved", chat_id: "c", action_id: "e1", decision: "cancel" }).unanswered).toEqual(["f1"]);
-    // Cancelled (or declined, or answered) on this page: the person did answer.
-    expect(reduce(s, { type: "action_resolved", chat_id: "c", action_id: "e1", decision: "cancel", mine: true }).unanswered).toEqual([]);
-    expect(reduce(s, { type: "action_resolved", chat_id: "c", action_id: "e1", decision: "accept" }).unanswered).toEqual([]);
+    const live = reduce(s, { type: "action_resolved", chat_id: "c", action_id: "e1", decision: "timeout" });
+    expect(live.outcomes).toEqual({ f1: { kind: "elicitation", decision: "timeout", editedArgs: null } });
+    expect(callState(null, live.outcomes.f1, { live: true }).label).toBe("not answered in time");
+    // After a reload the stream has no event: the recorded decision says the same.
+    const listed: ChatAction = { ...form, state: "cancelled", decision: "timeout", edited_args: null, resolved_at: "" };
+    const reloaded = withOutcomes(emptyChat, [listed]);
+    expect(callState({ result: { text: "not registered: cancel" } }, reloaded.outcomes.f1)).toEqual({
+      label: "not answered in time", ran: true, note: "Nobody answered the server's form in time: it was cancelled.",
+    });
+    // A cancel is a cancel, not a timeout.
+    const cancelled = reduce(s, { type: "action_resolved", chat_id: "c", action_id: "e1", decision: "cancel" });
+    expect(callState({ result: { text: "x" } }, cancelled.outcomes.f1).label).toBe("done");
+  });
+
+  it("reads a denied, declined, cancelled or timed-out call as that, with no run time, never as failed", () => {
+    const denied = { tool_call_id: "e1", tool_name: "execute", result: { error: "Denied by the user: the tool call was not run." }, is_error: true };
+    expect(callState(denied, { kind: "tool_approval", decision: "deny" })).toEqual({ label: "denied", ran: false, note: "You denied this call: it did not run." });
+    expect(callState(null, { kind: "tool_approval", decision: "deny" }).label).toBe("denied");
+    expect(callState({ is_error: true, result: { error: "x" } }, { kind: "tool_approval", decision: "cancel" }).label).toBe("cancelled");
+    expect(callState({ is_error: true, result: { error: "x" } }, { kind: "client_tool", decision: "timeout" }).label).toBe("timed out");
+    expect(callState({ is_error: true, result: { error: "x" } }, { kind: "client_tool", decision: "decline" }).label).toBe("declined");
+    // Without the chat's actions (an older server), a result that names its decision still reads right.
+    expect(callState({ is_error: true, result: { error: "The user declined to answer.", decision: "decline" } }, null).label).toBe("declined");
+    // A real failure is still one; an approved call that ran is done.
+    expect(callState({ is_error: true, result: { error: "boom" } }, null)).toEqual({ label: "failed", ran: true, note: null });
+    expect(callState({ result: { ran: 1 } }, { kind: "tool_approval", decision: "approve" }).label).toBe("done");
+    expect(callState(null, null, { awaiting: true }).label).toBe("waiting for your answer");
+  });
+
+  it("shows the arguments an edited approval ran with", () => {
+    const ran = { result: { edited_args: { x: 2 }, result: { ran: { x: 2 } } } };
+    expect(editedArgs(ran, null)).toEqual({ x: 2 });
+    // Approved here with edits, before its result arrives.
+    expect(editedArgs(null, { kind: "tool_approval", decision: "approve", editedArgs: { x: 3 } })).toEqual({ x: 3 });
+    expect(editedArgs({ result: { ran: 1 } }, { kind: "tool_approval", decision: "approve", editedArgs: null })).toBeNull();
+    let s = reduce(emptyChat, { type: "status", chat_id: "c", status: "requires_action" });
+    s = reduce(s, { type: "action_required", chat_id: "c", action: { ...question, kind: "tool_approval", tool_call_id: "e1", tool_name: "execute" } });
+    s = reduce(s, { type: "action_resolved", chat_id: "c", action_id: "a1", decision: "approve", mine: true, edited_args: { x: 3 } });
+    expect(editedArgs(null, s.outcomes.e1)).toEqual({ x: 3 });
+  });
+
+  it("names what the composer's cancel button cancels", () => {
+    const approval = (id: string): PendingAction => ({ ...question, id, kind: "tool_approval", tool_name: "s__echo" });
+    expect(pendingWords([approval("1")]).cancel).toBe("Cancel the pending approval");
+    expect(pendingWords([approval("1"), approval("2")]).cancel).toBe("Cancel all 2 pending approvals");
+    expect(pendingWords([question]).cancel).toBe("Cancel the pending question");
+    expect(pendingWords([question, approval("2")]).cancel).toBe("Cancel all 2 pending requests");
+    expect(pendingWords([{ ...question, kind: "client_tool" }]).answer).toBe("client");
+    expect(pendingWords([approval("1")]).cancelAndSend).toBe("Cancel the pending approval and send");
   });
 
   it("joins text deltas and a tool call's argument deltas", () => {

@@ -96,7 +96,10 @@ function when(iso: string | null): string {
 function HealthTag({ status }: { status: McpServerStatus | undefined }) {
   if (!status) return null;
   const h = HEALTH[status.state];
-  return <span class={"admin-tag " + h.cls} title={status.checked_at ? `as of ${when(status.checked_at)}` : undefined}>{h.label}</span>;
+  // The count the last connect or check found: it stays after a reload, as the state does.
+  const n = status.state === "connected" ? status.tool_count : null;
+  const label = n != null ? `${h.label}, ${n} tool${n === 1 ? "" : "s"}` : h.label;
+  return <span class={"admin-tag " + h.cls} title={status.checked_at ? `as of ${when(status.checked_at)}` : undefined}>{label}</span>;
 }
 
 /** The error a failed Test shows on the card (in an alert below), if any. */

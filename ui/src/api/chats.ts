@@ -2,7 +2,7 @@
 
 import { API, authHeaders, del, get, getAll, getPage, post, put, request } from "./client";
 import type {
-  ActionAnswer, BusyBehavior, Chat, ChatPage, FileRef, InputPart, McpServer, McpToken, MessagesPage, ModelConfig,
+  ActionAnswer, BusyBehavior, Chat, ChatAction, ChatPage, FileRef, InputPart, McpServer, McpToken, MessagesPage, ModelConfig,
   QueuedMessage, SendResult, UsageStatus, User,
 } from "./types";
 
@@ -37,6 +37,10 @@ export const archive = (id: string, archived: boolean) => post<void>(`/chats/${i
 export const deleteQueued = (id: string, q: number) => del(`/chats/${id}/queue/${q}`);
 export const promoteQueued = (id: string, q: number) => post<{ message: QueuedMessage }>(`/chats/${id}/queue/${q}/promote`);
 export const answerAction = (id: string, actionId: string, answer: ActionAnswer) => post<Chat>(`/chats/${id}/actions/${actionId}`, answer);
+/** Every action of the chat with its decision: how each call that asked was answered. */
+export const listActions = (id: string) => getAll<ChatAction>(`/chats/${id}/actions`);
+/** Take back "always allow" for one tool: its calls ask again. */
+export const revokeAllowedTool = (id: string, tool: string) => del<Chat>(`/chats/${id}/allowed-tools/${encodeURIComponent(tool)}`);
 
 export function uploadFile(file: File): Promise<FileRef> {
   const form = new FormData();

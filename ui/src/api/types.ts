@@ -13,6 +13,12 @@ export interface PendingAction {
   url: string | null; options: string[] | null; deadline: string | null; created_at: string;
 }
 export type Decision = "approve" | "deny" | "accept" | "decline" | "cancel";
+/** One of a chat's actions with what became of it (`GET /chats/{id}/actions`). `timeout`: nobody
+ * answered in time (a client tool's deadline, an MCP server's form). */
+export interface ChatAction extends PendingAction {
+  state: "pending" | "answered" | "done" | "cancelled"; decision: Decision | "timeout" | null;
+  edited_args: Record<string, unknown> | null; resolved_at: string | null;
+}
 export interface ActionAnswer { decision: Decision; args?: Record<string, unknown>; content?: unknown; result?: unknown; always_allow?: boolean }
 
 export interface Chat {
@@ -51,6 +57,8 @@ export interface McpAppLink { server_id: string; resource_uri: string; tool: str
 export interface ToolResultPart {
   type: "tool-result"; tool_call_id: string; tool_name: string; result?: unknown; is_error?: boolean; provider_executed?: boolean;
   app?: McpAppLink | null;
+  /** How long the tool ran (null: it did not run, or from before this was kept). */
+  duration_ms?: number | null;
 }
 export interface FilePart { type: "file"; file_id: string; media_type: string; name?: string | null }
 export interface SourcePart { type: "source"; url: string; title?: string | null }
@@ -99,6 +107,8 @@ export type Availability = "force_on" | "default_on" | "default_off";
 export interface McpServerStatus {
   state: "unknown" | "connected" | "failing" | "unauthorized"; reason: string | null;
   last_error_at: string | null; last_connected_at: string | null; checked_at: string | null; needs_authorization: boolean;
+  /** Tools the last successful connect or check listed (after the allow/deny lists). */
+  tool_count?: number | null;
 }
 export interface McpServer {
   id: string; slug: string; display_name: string; description: string; auth_type: string;
@@ -120,6 +130,10 @@ export type StreamEvent =
   | { type: "retry"; chat_id: string; attempt: number; delay_ms: number; error: string; retrying_at: string }
   | { type: "error"; chat_id: string; message: string; detail?: Record<string, unknown> }
   | { type: "action_required"; chat_id: string; action: PendingAction }
-  | { type: "action_resolved"; chat_id: string; action_id: string; decision: string; /** The UI's own: answered on this page. */ mine?: boolean };
+  | {
+    type: "action_resolved"; chat_id: string; action_id: string; decision: string;
+    /** The UI's own: answered on this page (with the edited arguments it approved, if any). */
+    mine?: boolean; edited_args?: Record<string, unknown> | null;
+  };
 
 export interface WatchEvent { kind: string; chat: Chat }

@@ -13,7 +13,7 @@ import { chatDraftKey } from "./drafts";
 import { defaultModel, useConfig } from "./config";
 import { Messages, textOf } from "./Messages";
 import { ModelPicker, ServerPicker } from "./Pickers";
-import { emptyChat, formatCost, reconnected, reduce, totals, withHistory, type ChatState } from "./state";
+import { emptyChat, formatCost, reconnected, reduce, splitToolName, totals, withHistory, withOutcomes, type ChatState } from "./state";
 import { StatusBadge } from "./StatusBadge";
 import { ChatIdContext } from "./McpApp";
 
@@ -59,6 +59,9 @@ export function ChatPage({ params }: RouteProps) {
       onOpen: (again) => {
         setConnection("live");
         if (again) setS(reconnected);
+        // How earlier calls were answered (denied, edited, not answered in time): the history
+        // holds only their results.
+        api.listActions(id).then((list) => { if (!ctl.signal.aborted) setS((prev) => withOutcomes(prev, list)); }).catch(() => undefined);
       },
       onDisconnect: () => setConnection("lost"),
       onFatal: (status) => setLoadError(status === 404 ? "This chat does not exist, or it is not yours." : `The chat's stream was refused (${status}).`),
@@ -205,7 +208,7 @@ export function ChatPage({ params }: RouteProps) {
     const c = await api.answerAction(id, action.id, answer);
     chatCache.put(c);
     // The stream confirms with `action_resolved`; drop the card now so it cannot be sent twice.
-    setS((prev) => reduce(prev, { type: "action_resolved", chat_id: id, action_id: action.id, decision: answer.decision, mine: true }));
+    setS((prev) => reduce(prev, { type: "action_resolved", chat_id: id, action_id: action.id, decision: answer.decision, mine: true, edited_args: answer.args ?? null }));
   };
 
   const saveEdit = async (messageId: number, text: string) => {
@@ -292,13 +295,31 @@ export function ChatPage({ params }: RouteProps) {
         </div>
       </header>
       {chat?.archived && <p class="notice notice-info">This chat is archived. Unarchive it to continue.</p>}
+      {chat && (chat.allowed_tools?.length ?? 0) > 0 && (
+        <details class="allowed-tools">
+          <summary>Always allowed in this chat ({chat.allowed_tools!.length})</summary>
+          <p class="muted">These tools run without asking for your approval. Revoke one to be asked again from the next step on.</p>
+          <ul aria-label="Always allowed tools">
+            {chat.allowed_tools!.map((name) => {
+              const { server, tool } = splitToolName(name);
+              return (
+                <li key={name}>
+                  <code>{tool}</code>{server && <span class="muted"> on {server}</span>}
+                  <button type="button" class="small" aria-label={`Revoke always allow for ${tool}`}
+                    onClick={() => act(async () => chatCache.put(await api.revokeAllowedTool(id, name)))}>Revoke</button>
+                </li>
+              );
+            })}
+          </ul>
+        </details>
+      )}
       <ChatIdContext.Provider value={id}>
       <Messages
         messages={s.messages}
         live={s.live}
         running={status === "running"}
         awaiting={new Set(s.actions.map((a) => a.tool_call_id))}
-        unanswered={new Set(s.unanswered)}
+        outcomes={s.outcomes}
         durations={durations.current}
         onEdit={(m) => { setEditing(m.id); setEditText(textOf(m.content)); setConfirmEdit(null); }}
         editing={editing}
@@ -362,6 +383,7 @@ export function ChatPage({ params }: RouteProps) {
       <Composer
         busy={busy}
         awaitingAnswer={status === "requires_action"}
+        pending={status === "requires_action" ? s.actions : []}
         queued={s.queue.length}
         draftKey={chatDraftKey(id)}
         disabled={!!chat?.archived}

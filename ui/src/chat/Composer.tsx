@@ -6,13 +6,15 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import { describe } from "../api/client";
 import { uploadFile } from "../api/chats";
-import type { BusyBehavior, FilePart, InputPart } from "../api/types";
+import type { ActionKind, BusyBehavior, FilePart, InputPart, PendingAction } from "../api/types";
 import { onDraftOffered } from "./drafts";
 
 interface Props {
   busy: boolean;
   /** The chat waits for the person's answer to a pending action (shown above the composer). */
   awaitingAnswer?: boolean;
+  /** What it waits for (`requires_action`): the cancel button and the note name it. */
+  pending?: PendingAction[];
   /** Messages queued (or steering) behind the running answer: they run when it ends or is stopped. */
   queued?: number;
   /** Where the draft is kept (one per chat); none: the draft lives only as long as the page. */
@@ -31,12 +33,33 @@ const BEHAVIORS: { value: BusyBehavior; label: string; hint: string }[] = [
   { value: "steer", label: "Steer", hint: "add to the running answer" },
   { value: "interrupt", label: "Interrupt", hint: "stop the answer and send" },
 ];
+const NOUNS: Record<ActionKind, [string, string]> = {
+  tool_approval: ["approval", "approvals"],
+  question: ["question", "questions"],
+  elicitation: ["form", "forms"],
+  client_tool: ["client tool call", "client tool calls"],
+};
+
+/** What the chat waits for, in words: "the approval", "all 3 pending approvals", "all 2 pending
+ * requests" (kinds mixed). Stopping the wait cancels every one of them, never one alone. */
+export function pendingWords(pending: PendingAction[]): { what: string; cancel: string; cancelAndSend: string; answer: string } {
+  const kinds = new Set(pending.map((a) => a.kind));
+  if (!pending.length) return { what: "what is pending", cancel: "Cancel what is pending", cancelAndSend: "Cancel what is pending and send", answer: "answer" };
+  const [one, many] = kinds.size === 1 ? NOUNS[pending[0].kind] : ["request", "requests"];
+  const what = pending.length > 1 ? `all ${pending.length} pending ${many}` : `the pending ${one}`;
+  const answer = kinds.size === 1 && pending[0].kind === "tool_approval" ? "approval" : kinds.size === 1 && pending[0].kind === "client_tool" ? "client" : "answer";
+  return { what, cancel: `Cancel ${what}`, cancelAndSend: `Cancel ${what} and send`, answer };
+}
+
 // Waiting for an answer no turn runs: a steer has nothing to join (the server queues it), and
-// interrupting cancels the question.
-const WHILE_ASKED: { value: BusyBehavior; label: string; hint: string }[] = [
-  { value: "queue", label: "Queue", hint: "send after the question is answered" },
-  { value: "interrupt", label: "Cancel the question and send", hint: "the agent is told the question was cancelled" },
-];
+// interrupting cancels what is pending.
+function whileAsked(pending: PendingAction[]): { value: BusyBehavior; label: string; hint: string }[] {
+  const words = pendingWords(pending);
+  return [
+    { value: "queue", label: "Queue", hint: "send when the wait is over" },
+    { value: "interrupt", label: words.cancelAndSend, hint: "each call is told it was cancelled; the message runs next" },
+  ];
+}
 
 function loadDraft(key: string | undefined): string {
   if (!key) return "";
@@ -57,7 +80,7 @@ function saveDraft(key: string | undefined, text: string): void {
   }
 }
 
-export function Composer({ busy, awaitingAnswer, queued = 0, draftKey, disabled, disabledReason, onSend, onStop, placeholder, onJump }: Props) {
+export function Composer({ busy, awaitingAnswer, pending = [], queued = 0, draftKey, disabled, disabledReason, onSend, onStop, placeholder, onJump }: Props) {
   const [text, setTextState] = useState(() => loadDraft(draftKey));
   const keyRef = useRef(draftKey);
   // Another chat: its own draft.
@@ -142,13 +165,16 @@ export function Composer({ busy, awaitingAnswer, queued = 0, draftKey, disabled,
       {onJump && <button type="button" class="jump-to-action" onClick={onJump}>Waiting for you ↓</button>}
       {awaitingAnswer && (
         <p class="composer-note" role="note">
-          The agent waits for your answer above. A message sent here is queued until then, unless you cancel the question.
+          {pendingWords(pending).answer === "client"
+            ? "The agent waits for the chat's client above."
+            : `The agent waits for your ${pendingWords(pending).answer} above.`}{" "}
+          A message sent here is queued until then, unless you cancel {pendingWords(pending).what}.
         </p>
       )}
       {busy && (
         <fieldset class="behavior">
           <legend>{awaitingAnswer ? "While the agent waits for you" : "While the answer runs"}</legend>
-          {(awaitingAnswer ? WHILE_ASKED : BEHAVIORS).map((b) => (
+          {(awaitingAnswer ? whileAsked(pending) : BEHAVIORS).map((b) => (
             <label key={b.value} title={b.hint}>
               <input type="radio" name="behavior" value={b.value} checked={behavior === b.value || (awaitingAnswer && behavior === "steer" && b.value === "queue")} onChange={() => setBehavior(b.value)} />
               {b.label}
@@ -189,7 +215,10 @@ export function Composer({ busy, awaitingAnswer, queued = 0, draftKey, disabled,
             {uploading ? "Uploading…" : "Attach"}
           </button>
           {busy && onStop && awaitingAnswer && (
-            <button type="button" class="danger" onClick={onStop} title="The agent is told the question was cancelled; queued messages run next.">Cancel the question</button>
+            <button type="button" class="danger" onClick={onStop}
+              title={`Each call is told it was cancelled${queued ? "; queued messages run next" : ""}. To answer one alone, use its card above.`}>
+              {pendingWords(pending).cancel}
+            </button>
           )}
           {busy && onStop && !awaitingAnswer && (
             <button type="button" class="danger" onClick={onStop} title={queued ? "Waiting messages (queued or steering) are kept: the first one runs as soon as the answer stops." : undefined}>

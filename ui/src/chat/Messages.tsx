@@ -3,7 +3,7 @@
 import type { Message, Part, ToolCallPart, ToolProgressPart, ToolResultPart } from "../api/types";
 import { FileView } from "./FileView";
 import { Markdown } from "./Markdown";
-import { formatCost, totals, turns, type Totals } from "./state";
+import { formatCost, totals, turns, type Outcome, type Totals } from "./state";
 import { ToolCard } from "./ToolCard";
 
 export function textOf(parts: Part[]): string {
@@ -39,11 +39,11 @@ interface PartsProps {
   durations?: Map<string, number>;
   live: boolean;
   awaiting?: Set<string>;
-  unanswered?: Set<string>;
+  outcomes?: Record<string, Outcome>;
 }
 
 /** An assistant message's parts in order; tool calls as cards with their results. */
-export function Parts({ parts, results, progress, durations, live, awaiting, unanswered }: PartsProps) {
+export function Parts({ parts, results, progress, durations, live, awaiting, outcomes }: PartsProps) {
   return (
     <>
       {parts.map((p, i) => {
@@ -59,8 +59,11 @@ export function Parts({ parts, results, progress, durations, live, awaiting, una
             );
           case "tool-call": {
             const r = results.get(p.tool_call_id) ?? null;
-            const d = durations?.get(p.tool_call_id) ?? (r as { duration_ms?: number } | null)?.duration_ms ?? null;
-            return <ToolCard key={p.tool_call_id} call={p} result={r} progress={progress?.get(p.tool_call_id)} durationMs={d} live={live} awaiting={awaiting?.has(p.tool_call_id)} unanswered={unanswered?.has(p.tool_call_id)} />;
+            const outcome = outcomes?.[p.tool_call_id];
+            // The server's own measure first: one taken on this page from the call to its result
+            // would count the time the call waited for its person.
+            const d = r?.duration_ms ?? (outcome ? null : durations?.get(p.tool_call_id)) ?? null;
+            return <ToolCard key={p.tool_call_id} call={p} result={r} progress={progress?.get(p.tool_call_id)} durationMs={d} live={live} awaiting={awaiting?.has(p.tool_call_id)} outcome={outcome} />;
           }
           case "file":
             return <FileView key={i} fileId={p.file_id} mediaType={p.media_type} name={p.name} />;
@@ -91,11 +94,11 @@ interface Props {
   canEdit: boolean;
   /** Tool calls waiting for an answer (the chat's pending actions). */
   awaiting?: Set<string>;
-  /** Tool calls whose MCP form nobody answered in time. */
-  unanswered?: Set<string>;
+  /** How each call that asked was answered (denied, edited, nobody answered in time, ...). */
+  outcomes?: Record<string, Outcome>;
 }
 
-export function Messages({ messages, live, running, durations, onEdit, editing, renderEditor, canEdit, awaiting, unanswered }: Props) {
+export function Messages({ messages, live, running, durations, onEdit, editing, renderEditor, canEdit, awaiting, outcomes }: Props) {
   const results = new Map<string, ToolResultPart>();
   const calls = new Set<string>();
   for (const m of messages) {
@@ -144,12 +147,12 @@ export function Messages({ messages, live, running, durations, onEdit, editing, 
             {(t.replies.length > 0 || (last && live.length > 0)) && (
               <div class="msg assistant" aria-label="Answer">
                 {t.replies.filter((m) => m.role === "assistant").map((m) => (
-                  <Parts key={m.id} parts={m.content} results={results} durations={durations} live={false} awaiting={awaiting} unanswered={unanswered} />
+                  <Parts key={m.id} parts={m.content} results={results} durations={durations} live={false} awaiting={awaiting} outcomes={outcomes} />
                 ))}
                 {orphanResults.map((r) => <ToolCard key={r.tool_call_id} call={null} result={r} live={false} />)}
                 {last && live.length > 0 && (
                   <div class="live" aria-busy={running}>
-                    <Parts parts={live.filter((p) => p.type !== "tool-result" && p.type !== "tool-progress")} results={results} progress={progress} durations={durations} live={running} awaiting={awaiting} unanswered={unanswered} />
+                    <Parts parts={live.filter((p) => p.type !== "tool-result" && p.type !== "tool-progress")} results={results} progress={progress} durations={durations} live={running} awaiting={awaiting} outcomes={outcomes} />
                   </div>
                 )}
                 {t.replies.length > 0 && <TotalsLine t={totals(t.replies)} label="Tokens and cost of this answer" stopped={stoppedAnswer(t.replies, last && running)} />}

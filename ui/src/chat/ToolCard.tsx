@@ -5,7 +5,7 @@ import type { ToolCallPart, ToolProgressPart, ToolResultPart } from "../api/type
 import { FileView } from "./FileView";
 import { Markdown } from "./Markdown";
 import { McpApp } from "./McpApp";
-import { splitToolName } from "./state";
+import { callState, editedArgs, splitToolName, type Outcome } from "./state";
 
 interface Props {
   call: ToolCallPart | null;
@@ -17,11 +17,12 @@ interface Props {
   /** The call waits for the user's (or the client's) answer: the chat is `requires_action`, or a
    * running call waits on an MCP server's form. */
   awaiting?: boolean;
-  /** The call's MCP form was cancelled by the server's timeout: nobody answered it. */
-  unanswered?: boolean;
+  /** How the call's action was answered (denied, edited arguments, a form nobody answered, ...). */
+  outcome?: Outcome | null;
 }
 
-function argsText(call: ToolCallPart | null): string {
+function argsText(call: ToolCallPart | null, edited: Record<string, unknown> | null): string {
+  if (edited) return JSON.stringify(edited, null, 2);
   if (!call) return "";
   if (call.args_delta != null && (!call.args || Object.keys(call.args).length === 0)) return call.args_delta;
   return JSON.stringify(call.args ?? {}, null, 2);
@@ -99,25 +100,35 @@ function childChatId(call: ToolCallPart | null, result: ToolResultPart | null): 
   return a && typeof a.chat_id === "string" ? a.chat_id : null;
 }
 
-export function ToolCard({ call, result, progress, durationMs, live, awaiting, unanswered }: Props) {
+export function ToolCard({ call, result, progress, durationMs, live, awaiting, outcome }: Props) {
   const name = call?.tool_name ?? result?.tool_name ?? "tool";
   const { server, tool } = splitToolName(name);
-  const state = result ? (result.is_error ? "failed" : unanswered ? "not answered in time" : "done")
-    : awaiting ? "waiting for your answer" : unanswered ? "not answered in time" : live ? "running" : "no result";
+  const { label: state, ran, note } = callState(result, outcome, { awaiting, live });
   const child = childChatId(call, result);
-  const args = argsText(call);
+  const edited = editedArgs(result, outcome);
+  const args = argsText(call, edited);
+  // An edited call's result carries what ran ({edited_args, result}): the tool's own output is inside.
+  const output = edited && result?.result && typeof result.result === "object" && "edited_args" in (result.result as object)
+    ? (result.result as { result?: unknown }).result : result?.result;
+  const cls = state.replaceAll(" ", "-");
   return (
-    <article class={`tool-card tool-${state.replaceAll(" ", "-")}`} aria-label={`Tool ${tool}${server ? ` on ${server}` : ""}`}>
+    <article class={`tool-card tool-${cls}`} aria-label={`Tool ${tool}${server ? ` on ${server}` : ""}`}>
       <header>
         <span class="tool-name">{tool}</span>
         {server && <span class="tool-server">on {server}</span>}
-        <span class={`badge tool-state-${state.replaceAll(" ", "-")}`}>{state}</span>
-        {durationMs != null && <span class="muted">{durationMs < 1000 ? `${durationMs} ms` : `${(durationMs / 1000).toFixed(1)} s`}</span>}
+        <span class={`badge tool-state-${cls}`}>{state}</span>
+        {ran && durationMs != null && <span class="muted">{durationMs < 1000 ? `${durationMs} ms` : `${(durationMs / 1000).toFixed(1)} s`}</span>}
       </header>
       {args && args !== "{}" && (
-        <details>
-          <summary>Arguments</summary>
+        <details open={!!edited}>
+          <summary>{edited ? "Arguments (edited by you before approving)" : "Arguments"}</summary>
           <pre class="json">{args}</pre>
+          {edited && call && (
+            <details class="tool-original-args">
+              <summary>The model's arguments</summary>
+              <pre class="json">{argsText(call, null)}</pre>
+            </details>
+          )}
         </details>
       )}
       {progress && !result && (
@@ -125,13 +136,13 @@ export function ToolCard({ call, result, progress, durationMs, live, awaiting, u
           {progress.message ?? "Working"} {progress.total ? `${Math.round((progress.progress / progress.total) * 100)}%` : ""}
         </p>
       )}
-      {unanswered && <p class="muted tool-unanswered">Nobody answered the server's form in time: it was cancelled.</p>}
+      {note && <p class="muted tool-note">{note}</p>}
       {result?.app && <McpApp app={result.app} call={call} result={result} />}
-      {result && result.is_error && <p class="error">Error: {errorText(result.result)}</p>}
-      {result && !result.is_error && (
-        <details open={openByDefault(result.result)}>
+      {result && ran && result.is_error && <p class="error">Error: {errorText(output)}</p>}
+      {result && ran && !result.is_error && (
+        <details open={openByDefault(output)}>
           <summary>Result</summary>
-          <ResultBody result={result.result} />
+          <ResultBody result={output} />
         </details>
       )}
       {child && <p><a href={`#/chats/${child}`}>Open the sub-agent's chat</a></p>}

@@ -2,7 +2,10 @@
 // (status, buffered parts, messages after the cursor, queue) and its live events go through the
 // same reducer, so a reload, a reconnect and a live turn all end in the same state.
 
-import type { ChatStatus, Message, NoticePart, Part, PendingAction, QueuedMessage, StreamEvent } from "../api/types";
+import type { ActionKind, ChatAction, ChatStatus, Message, NoticePart, Part, PendingAction, QueuedMessage, StreamEvent } from "../api/types";
+
+/** How a call that asked was answered (its action's decision), by tool call id. */
+export interface Outcome { kind: ActionKind; decision: string; editedArgs?: Record<string, unknown> | null }
 
 export interface Retry { attempt: number; error: string; retryingAt: string }
 
@@ -21,12 +24,13 @@ export interface ChatState {
   needsReload: boolean;
   /** What the chat waits for while `requires_action` (announced by `action_required`). */
   actions: PendingAction[];
-  /** Tool calls whose MCP form was cancelled without the person's answer (the server's wait ran out). */
-  unanswered: string[];
+  /** How each call that asked was answered, by tool call id: from the chat's actions
+   * (`GET /chats/{id}/actions`, after a reload) and from `action_resolved` as it happens. */
+  outcomes: Record<string, Outcome>;
 }
 
 export const emptyChat: ChatState = {
-  status: null, messages: [], live: [], queue: [], notices: [], retry: null, error: null, needsReload: false, actions: [], unanswered: [],
+  status: null, messages: [], live: [], queue: [], notices: [], retry: null, error: null, needsReload: false, actions: [], outcomes: {},
 };
 
 /** Appends one streamed part to the parts in flight: text and reasoning deltas join the previous
@@ -87,12 +91,9 @@ export function reduce(s: ChatState, ev: StreamEvent): ChatState {
     case "action_resolved": {
       const gone = s.actions.find((a) => a.id === ev.action_id);
       const actions = s.actions.filter((a) => a.id !== ev.action_id);
-      // An MCP form cancelled by nobody on this page: the server stopped waiting for an answer.
-      // (An answer given here resolves the card at once, with `mine`.)
-      if (gone && gone.kind === "elicitation" && ev.decision === "cancel" && !ev.mine && s.status === "running") {
-        return { ...s, actions, unanswered: [...s.unanswered, gone.tool_call_id] };
-      }
-      return { ...s, actions };
+      if (!gone) return { ...s, actions };
+      const outcome: Outcome = { kind: gone.kind, decision: ev.decision, editedArgs: ev.edited_args ?? null };
+      return { ...s, actions, outcomes: { ...s.outcomes, [gone.tool_call_id]: outcome } };
     }
     case "message_part":
       if (ev.part.type === "notice") return { ...s, notices: [...s.notices, ev.part] };
@@ -118,6 +119,78 @@ export function reduce(s: ChatState, ev: StreamEvent): ChatState {
     default:
       return s;
   }
+}
+
+/** The chat's actions as the API lists them: each resolved one's decision (and edited arguments)
+ * for its call's card. What this page saw happen live is kept over an older read. */
+export function withOutcomes(s: ChatState, actions: ChatAction[]): ChatState {
+  const outcomes: Record<string, Outcome> = {};
+  for (const a of actions) {
+    if (a.decision) outcomes[a.tool_call_id] = { kind: a.kind, decision: a.decision, editedArgs: a.edited_args };
+  }
+  return { ...s, outcomes: { ...outcomes, ...s.outcomes } };
+}
+
+export interface CallState {
+  /** The card's badge: done, failed, denied, declined, cancelled, timed out, ... */
+  label: string;
+  /** The tool ran (a duration means something). A denied or unanswered call did not. */
+  ran: boolean;
+  /** What happened, in words, when it is not the tool's own result. */
+  note: string | null;
+}
+
+const NOT_RUN: Record<string, Record<string, [string, string]>> = {
+  tool_approval: {
+    deny: ["denied", "You denied this call: it did not run."],
+    cancel: ["cancelled", "Cancelled before it was approved (the chat moved on): it did not run."],
+  },
+  question: {
+    decline: ["declined", "You declined to answer."],
+    cancel: ["cancelled", "The question was cancelled without an answer."],
+  },
+  client_tool: {
+    decline: ["declined", "The client declined to run it."],
+    cancel: ["cancelled", "Cancelled before the client answered: it did not run."],
+    timeout: ["timed out", "The client did not answer before the deadline."],
+  },
+};
+
+/** What a tool call's card says about it: its result, or how the person answered instead. */
+export function callState(
+  result: { is_error?: boolean; result?: unknown } | null,
+  outcome: Outcome | null | undefined,
+  opts: { awaiting?: boolean; live?: boolean } = {},
+): CallState {
+  // Answers that are not a run (denied, declined, ...): never a failure, never a run time.
+  // Without the action (an older server), a result that says its decision is read the same way.
+  const said = result?.result && typeof result.result === "object" ? (result.result as { decision?: unknown }).decision : undefined;
+  const kind = outcome?.kind ?? (typeof said === "string" ? "question" : undefined);
+  const decision = outcome?.decision ?? (typeof said === "string" ? said : undefined);
+  const notRun = kind && decision ? NOT_RUN[kind]?.[decision] : undefined;
+  if (notRun && (result || !opts.awaiting)) return { label: notRun[0], ran: false, note: notRun[1] };
+  if (outcome?.kind === "elicitation" && outcome.decision === "timeout") {
+    const note = "Nobody answered the server's form in time: it was cancelled.";
+    if (!result) return { label: "not answered in time", ran: false, note };
+    return { label: result.is_error ? "failed" : "not answered in time", ran: true, note };
+  }
+  if (result) {
+    const note = outcome?.kind === "elicitation" && (outcome.decision === "decline" || outcome.decision === "cancel")
+      ? `You ${outcome.decision === "decline" ? "declined" : "cancelled"} the server's form.` : null;
+    return { label: result.is_error ? "failed" : "done", ran: true, note };
+  }
+  if (opts.awaiting) return { label: "waiting for your answer", ran: false, note: null };
+  return { label: opts.live ? "running" : "no result", ran: false, note: null };
+}
+
+/** The arguments a call ran with when the person edited them before approving, else null. */
+export function editedArgs(result: { result?: unknown } | null, outcome: Outcome | null | undefined): Record<string, unknown> | null {
+  const r = result?.result;
+  if (r && typeof r === "object" && !Array.isArray(r) && "edited_args" in r) {
+    const e = (r as { edited_args?: unknown }).edited_args;
+    if (e && typeof e === "object" && !Array.isArray(e)) return e as Record<string, unknown>;
+  }
+  return outcome?.decision === "approve" && outcome.editedArgs ? outcome.editedArgs : null;
 }
 
 /** A (re)connection: the server re-sends the status, the buffered parts and the queue. */
