@@ -97,7 +97,7 @@ def test_the_composers_buttons_sit_in_a_row_while_the_chat_waits(browser: Browse
         buttons: list[list[Any]] = page.evaluate(BUTTONS)
         assert [b[0] for b in buttons] == ["Attach", "Cancel all 2 pending approvals", "Send"]
         width = page.viewport_size["width"] if page.viewport_size else 0
-        assert all(0 <= b[3] and b[4] <= width for b in buttons), buttons
+        assert all(b[3] >= 0 and b[4] <= width for b in buttons), buttons
         if size == "desktop":
             # One row beside the box, not a column.
             assert len({round(b[1]) for b in buttons}) == 1, buttons
