@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -173,6 +174,7 @@ class Session:
         self.last_id = 0
         self.forms = LiveForms()
         self._form_interrupted = False  # the form being asked ends with the turn stopped here
+        self._readline: Any = None  # the line editor reading the terminal, if any
 
     # --- input -------------------------------------------------------------------------------
 
@@ -184,6 +186,7 @@ class Session:
             if readline is not None and self.history_file is not None:
                 with contextlib.suppress(OSError):
                     readline.read_history_file(self.history_file)
+        self._readline = readline
 
         def lines_from_fd() -> Iterator[str]:
             # Not sys.stdin: a daemon thread blocked on its buffer lock aborts the interpreter at
@@ -606,7 +609,7 @@ class Session:
                 stop.cancel()
                 if end.done() or (follow is not None and follow.done()):
                     if prompted:
-                        self.console.print()
+                        self._drop_typed()
                     raise FormClosed("ended")  # a line typed meanwhile was meant for the form: dropped
                 if get.done():
                     line = get.result()
@@ -624,6 +627,18 @@ class Session:
             if not get.done():
                 get.cancel()
 
+    def _drop_typed(self) -> None:
+        """A form's prompt ended under the person's fingers (answered elsewhere, or closed with
+        the turn): what they had half typed for it leaves the line editor, so it cannot become the
+        start of their next chat message, and the screen, so the prompt line is clean again."""
+        if self._readline is not None and self._readline.get_line_buffer():
+            _clear_line_buffer(self._readline)
+        if self.console.is_terminal:
+            self.console.file.write("\r\x1b[2K")  # back to the line's start, the line erased
+            self.console.file.flush()
+        else:
+            self.console.print()
+
     async def _interrupt(self, chat_id: str) -> None:
         try:
             await self.client.request("POST", f"/api/v1/chats/{chat_id}/interrupt")
@@ -631,6 +646,17 @@ class Session:
             self.console.print(f"[red]error:[/red] {escape(exc.message)}")
             return
         self.console.print("[dim]interrupted[/dim]")
+
+
+def _clear_line_buffer(readline: Any) -> None:
+    """Empty GNU readline's line (its Python module has no call for that). The reader thread is
+    blocked in `input()` waiting for a key, so the buffer is not being edited meanwhile; the next
+    key it reads edits an empty line. libedit or an unknown library: left as it is."""
+    with contextlib.suppress(OSError, AttributeError, ValueError):
+        lib = ctypes.CDLL(readline.__file__)  # its symbols and those of the libreadline it links
+        lib.rl_replace_line(b"", 0)
+        ctypes.c_int.in_dll(lib, "rl_point").value = 0
+        lib.rl_on_new_line()  # the cursor is at the start of a fresh line now (erased below)
 
 
 def _how_to_answer(action: dict[str, Any]) -> str:

@@ -6,9 +6,14 @@ default "platform")."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import pty
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -224,3 +229,95 @@ def test_form_fields_parse_booleans_enums_and_numbers() -> None:
     for field, text in ((size, "1.5"), (ratio, "2"), (ratio, "nan"), (notify, "maybe"), (tier, "3"), (size, "")):
         with pytest.raises(ValueError):
             field.parse(text, None)
+
+
+# --- in a terminal (a pty: readline edits the line) ------------------------------------------------
+
+
+class Terminal:
+    """`chatd chat` on a pseudo-terminal: keys go in as typed, the screen's bytes come out."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, master: int) -> None:
+        self.proc, self.master, self.screen = proc, master, ""
+
+    @classmethod
+    async def start(cls, url: str, token: str, data_dir: str) -> Terminal:
+        master, slave = pty.openpty()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHATD_")}
+        env.update({"COLUMNS": "200", "LINES": "50", "NO_COLOR": "1", "TERM": "xterm", "CHATD_TOKEN": token, "CHATD_DATA_DIR": data_dir})
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "chatd.cli", "chat", "--url", url, stdin=slave, stdout=slave, stderr=slave, env=env,
+        )  # fmt: skip
+        os.close(slave)
+        return cls(proc, master)
+
+    def keys(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    async def until(self, marker: str, timeout: float = 30) -> str:
+        """The screen's bytes up to and with `marker` (as text)."""
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(timeout):
+            while marker not in self.screen:
+                ready = asyncio.Event()
+                loop.add_reader(self.master, ready.set)
+                try:
+                    await ready.wait()
+                finally:
+                    loop.remove_reader(self.master)
+                try:
+                    self.screen += os.read(self.master, 65536).decode(errors="replace")
+                except OSError as exc:
+                    raise AssertionError(f"the terminal closed before {marker!r}: {self.screen!r}") from exc
+        return self.screen
+
+    async def close(self) -> int:
+        with contextlib.suppress(OSError):
+            self.keys("\x04")  # Ctrl-D at the prompt: leave
+        try:
+            async with asyncio.timeout(30):
+                return await self.proc.wait()
+        finally:
+            os.close(self.master)
+
+
+@pytest.mark.parametrize("ends", ["answered elsewhere", "with the turn"])
+async def test_half_typed_text_at_a_form_that_ends_leaves_the_line_and_the_next_message(
+    rig: Rig, notes_server: tuple[str, Any], tmp_path: Path, ends: str
+) -> None:
+    # Interrupted, the turn ends without asking the model again.
+    after = [Reply(text="Moving on.")] if ends == "answered elsewhere" else []
+    rig.llm.script(Reply(tool_calls=[ToolCall("r1", "notes__register", {})]), *after, Reply(text="Got your note."))
+    async with running(rig) as url:
+        await add_notes(url, rig, notes_server[0])
+        term = await Terminal.start(url, rig.people.alice.token, str(tmp_path))
+        try:
+            await term.until("you ›")
+            term.keys("register me\r")
+            await term.until("Name ›")
+            (chat,) = await rig.app.service.list_chats(rig.people.alice.user, archived=None)
+            action_id = await wait_for_form(url, rig, chat.id)
+            term.keys("Half-typ")  # no Enter: the person is still typing the name
+            await term.until("Half-typ")
+            async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {rig.people.alice.token}"}) as http:
+                if ends == "answered elsewhere":
+                    body = {"decision": "accept", "content": {"name": "Lin"}}
+                    r = await http.post(f"/api/v1/chats/{chat.id}/actions/{action_id}", json=body)
+                else:
+                    r = await http.post(f"/api/v1/chats/{chat.id}/interrupt")
+                assert r.status_code == 200, r.text
+            screen = await term.until("back to the chat")
+            # The half-typed line was erased where it stood before anything else was said.
+            typed_at = screen.rindex("Half-typ")
+            assert "\r\x1b[2K" in screen[typed_at:screen.index("back to the chat")], repr(screen[typed_at:])
+            if ends == "answered elsewhere":
+                await term.until("Moving on.")
+            await term.until("you ›", timeout=30)
+            await asyncio.sleep(0)  # noqa: ASYNC110 - nothing to wait on: the next keys go to the prompt
+            term.keys("a note\r")
+            await term.until("Got your note.")
+        finally:
+            code = await term.close()
+    assert code == 0, term.screen
+    # The next message is what was typed for it, without the form's half-typed text.
+    assert await user_texts(rig, chat.id) == [[TextPart(text="register me")], [TextPart(text="a note")]]
