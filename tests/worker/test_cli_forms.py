@@ -313,7 +313,6 @@ async def test_half_typed_text_at_a_form_that_ends_leaves_the_line_and_the_next_
             if ends == "answered elsewhere":
                 await term.until("Moving on.")
             await term.until("you ›", timeout=30)
-            await asyncio.sleep(0)  # noqa: ASYNC110 - nothing to wait on: the next keys go to the prompt
             term.keys("a note\r")
             await term.until("Got your note.")
         finally:
