@@ -298,7 +298,7 @@ export function ChatPage({ params }: RouteProps) {
       {chat && (chat.allowed_tools?.length ?? 0) > 0 && (
         <details class="allowed-tools">
           <summary>Always allowed in this chat ({chat.allowed_tools!.length})</summary>
-          <p class="muted">These tools run without asking for your approval. Revoke one to be asked again from the next step on.</p>
+          <p class="muted">These tools run without asking for your approval. Revoke one to be asked again the next time the agent calls it.</p>
           <ul aria-label="Always allowed tools">
             {chat.allowed_tools!.map((name) => {
               const { server, tool } = splitToolName(name);
