@@ -57,6 +57,15 @@ describe("chat state", () => {
     expect(callState(null, null, { awaiting: true }).label).toBe("waiting for your answer");
   });
 
+  it("records an answer announced after the status change that ended the wait", () => {
+    let s = reduce(emptyChat, { type: "status", chat_id: "c", status: "requires_action" });
+    s = reduce(s, { type: "action_required", chat_id: "c", action: { ...question, kind: "tool_approval", tool_call_id: "e1", tool_name: "execute" } });
+    // The stream says the chat is pending (the last answer) before it says how it was answered.
+    s = reduce(s, { type: "status", chat_id: "c", status: "pending" });
+    s = reduce(s, { type: "action_resolved", chat_id: "c", action_id: "a1", decision: "deny" });
+    expect(callState({ is_error: true, result: { error: "x" } }, s.outcomes.e1).label).toBe("denied");
+  });
+
   it("shows the arguments an edited approval ran with", () => {
     const ran = { result: { edited_args: { x: 2 }, result: { ran: { x: 2 } } } };
     expect(editedArgs(ran, null)).toEqual({ x: 2 });

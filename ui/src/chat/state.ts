@@ -27,10 +27,13 @@ export interface ChatState {
   /** How each call that asked was answered, by tool call id: from the chat's actions
    * (`GET /chats/{id}/actions`, after a reload) and from `action_resolved` as it happens. */
   outcomes: Record<string, Outcome>;
+  /** Every action this page was shown, by id: its end may be announced after the status change
+   * that already took it off `actions` (the chat resumed), and its call's card still needs it. */
+  asked: Record<string, { kind: ActionKind; tool_call_id: string }>;
 }
 
 export const emptyChat: ChatState = {
-  status: null, messages: [], live: [], queue: [], notices: [], retry: null, error: null, needsReload: false, actions: [], outcomes: {},
+  status: null, messages: [], live: [], queue: [], notices: [], retry: null, error: null, needsReload: false, actions: [], outcomes: {}, asked: {},
 };
 
 /** Appends one streamed part to the parts in flight: text and reasoning deltas join the previous
@@ -85,11 +88,13 @@ export function reduce(s: ChatState, ev: StreamEvent): ChatState {
         actions: ev.status === "requires_action" || ev.status === "running" ? s.actions : [],
       };
     }
-    case "action_required":
+    case "action_required": {
       if (s.actions.some((a) => a.id === ev.action.id)) return s;
-      return { ...s, actions: [...s.actions, ev.action] };
+      const asked = { ...s.asked, [ev.action.id]: { kind: ev.action.kind, tool_call_id: ev.action.tool_call_id } };
+      return { ...s, actions: [...s.actions, ev.action], asked };
+    }
     case "action_resolved": {
-      const gone = s.actions.find((a) => a.id === ev.action_id);
+      const gone = s.actions.find((a) => a.id === ev.action_id) ?? s.asked[ev.action_id];
       const actions = s.actions.filter((a) => a.id !== ev.action_id);
       if (!gone) return { ...s, actions };
       const outcome: Outcome = { kind: gone.kind, decision: ev.decision, editedArgs: ev.edited_args ?? null };
