@@ -148,7 +148,7 @@ def test_a_person_who_scrolled_up_is_offered_a_jump_to_the_waiting_card(page: Pa
     card_in_view(page)
     expect(jump).to_have_count(0)
     card.get_by_role("button", name="Deny").click()
-    expect(page.get_by_role("article", name="Tool echo on waitgate").get_by_text("denied")).to_be_visible()
+    expect(page.get_by_role("article", name="Tool echo on waitgate").get_by_text("denied", exact=True)).to_be_visible()
 
 
 @pytest.fixture(scope="module")
