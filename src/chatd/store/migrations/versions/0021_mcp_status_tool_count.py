@@ -1,7 +1,7 @@
 """mcp_server_status.tool_count: how many tools the server offered at its last successful connect
 
 Revision ID: 0021_mcp_status_tool_count
-Revises: 0019_mcp_server_status
+Revises: 0020_durable_elicitation
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0021_mcp_status_tool_count"
-down_revision = "0019_mcp_server_status"
+down_revision = "0020_durable_elicitation"
 branch_labels = None
 depends_on = None
 
