@@ -263,6 +263,8 @@ async def test_the_chats_actions_say_how_each_call_was_answered(rig: Rig, client
     chat, first = await wait_for_approval(rig, client, {"x": 1})
     rig.llm.script(Reply(tool_calls=[ToolCall("e2", "execute", {"x": 2})]), Reply(text="Done."))
     assert (await answer(client, rig, chat["id"], first["id"], decision="approve", args={"x": 5})).status_code == 200
+    # The test's clock stands still unless moved: the second action is asked later, as it would be.
+    rig.app.clock.advance(1)  # type: ignore[attr-defined]
     await rig.run()
     [second] = (await chat_of(client, rig, chat["id"]))["pending_actions"]
     assert (await answer(client, rig, chat["id"], second["id"], decision="deny")).status_code == 200
