@@ -316,9 +316,9 @@ class ServerConnection:
         on_progress: ProgressFn | None = None,
         elicit: ElicitFn | None = None,
     ) -> types.CallToolResult:
-        result: types.CallToolResult = await self._submit(
-            _CallRequest(name, arguments, call_timeout, on_progress, asyncio.get_running_loop().create_future(), elicit=elicit)
-        )
+        result = await self.call_or_ask(name, arguments, call_timeout=call_timeout, on_progress=on_progress, elicit=elicit)
+        # Without `suspend` a server's question is asked inside the call: it always ends in a result.
+        assert isinstance(result, types.CallToolResult)
         return result
 
     async def call_or_ask(
