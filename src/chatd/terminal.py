@@ -349,6 +349,10 @@ class Session:
         """Ask for each pending action; once the chat resumes, follow its turn (which may stop
         for answers again). Returns "quit" when the user left."""
         outcome = await self._answer(chat)
+        if outcome == "quit" and self.chat_id is not None:
+            # Leaving is fine (the wait is kept on the server), but say how to come back to it.
+            cid = escape(self.chat_id)
+            self.console.print(f"[dim]chat {cid} still waits for your answer: chatd chat --chat {cid} asks again[/dim]")
         if outcome != "answered":
             return outcome
         return await self._follow(self.last_id)

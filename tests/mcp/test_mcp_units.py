@@ -298,3 +298,5 @@ def test_an_accepted_form_gets_the_schemas_defaults_for_the_fields_it_leaves_out
     }
     assert with_defaults({"name": "Ada"}, schema) == {"name": "Ada", "age": 30}
     assert with_defaults({}, {"type": "object"}) == {}
+    # Keys the form did not ask for are not passed on to the server.
+    assert with_defaults({"name": "Ada", "extra": "y"}, schema) == {"name": "Ada", "age": 30}

@@ -619,6 +619,8 @@ async def test_an_mcp_servers_form_ends_the_call_and_the_answer_calls_again(
     body = await chat_of(client, rig, chat["id"])
     assert body["status"] == ChatStatus.WAITING.value and body["pending_actions"] == []
     assert (await answer(client, rig, chat["id"], action["id"], decision="decline")).status_code == 409
+    # The server's requestState is not kept once it cannot be sent back any more.
+    assert (await action_store.get_action(rig.app.db, uuid.UUID(action["id"]))).resume is None
     # The model read the call's result once, right after its call.
     sent = tool_messages(rig.llm.requests[-1].body)
     assert len(sent) == 1 and "registered Ada" in json.dumps(sent[0])

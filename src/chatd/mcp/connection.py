@@ -170,9 +170,10 @@ class ListedTools:
 
 def with_defaults(content: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
     """An accepted form's content with the schema's defaults for the fields it leaves out
-    (SEP-1034: the client applies them; a person sends a pre-filled form as it is)."""
-    out = dict(content)
+    (SEP-1034: the client applies them; a person sends a pre-filled form as it is), and only
+    the fields the form asked for: a client's extra keys are not the server's to receive."""
     properties = schema.get("properties")
+    out = {k: v for k, v in content.items() if k in properties} if isinstance(properties, dict) else dict(content)
     if isinstance(properties, dict):
         for name, prop in properties.items():
             if name not in out and isinstance(prop, dict) and "default" in prop:

@@ -84,7 +84,8 @@ async def finish_actions(conn: AsyncConnection, chat_id: uuid.UUID, ids: Sequenc
                 pending_actions.c.state == ActionState.ANSWERED.value,
             )
         )
-        .values(state=ActionState.DONE.value)
+        # A server's requestState is kept only while it may still be sent back.
+        .values(state=ActionState.DONE.value, resume=None)
     )
 
 

@@ -181,7 +181,7 @@ async def settle_actions(
     await conn.execute(
         update(pending_actions)
         .where(pending_actions.c.id.in_([a.id for a in found]))
-        .values(state=ActionState.CANCELLED.value, decision=Decision.CANCEL.value, resolved_at=now)
+        .values(state=ActionState.CANCELLED.value, decision=Decision.CANCEL.value, resolved_at=now, resume=None)
     )
     cancelled = [replace(a, state=ActionState.CANCELLED, decision=Decision.CANCEL, resolved_at=now) for a in found]
     # An elicitation asked inside a running call: the call's own result (or the fence) answers it.
