@@ -812,3 +812,57 @@ async def test_interrupting_a_call_that_waits_on_a_form_closes_the_form_at_once(
         # find a call without one).
         [result] = await results(rig, chat["id"])
         assert CANCELLED_BY_USER_TEXT in json.dumps(result.result) and result.is_error
+
+
+# --- every kind of wait survives a restart --------------------------------------------------------
+
+RESTART_CALLS = {
+    "elicitation": ToolCall("r1", "notes__register", {}),
+    "tool_approval": ToolCall("d1", "notes__delete_note", {"key": "old"}),
+    "client_tool": ToolCall("c1", "open_file", {"path": "a.py"}),
+}
+RESTART_ANSWERS = {
+    "elicitation": Answer(Decision.ACCEPT, content={"name": "Ada"}),
+    "tool_approval": Answer(Decision.APPROVE),
+    "client_tool": Answer(Decision.ACCEPT, result={"lines": 12}),
+}
+RESTART_RESULTS = {"elicitation": "registered Ada in platform", "tool_approval": "deleted old", "client_tool": '"lines":12'}
+
+
+@pytest.mark.parametrize("kind", list(RESTART_CALLS))
+async def test_each_kind_of_wait_is_answered_on_a_new_service_after_a_restart(
+    rig: Rig, client: httpx.AsyncClient, db_url: str, notes_server: tuple[str, ServerState], kind: str
+) -> None:
+    # An MCP server's form, a destructive MCP tool's approval and an IDE's client tool: the
+    # process that asked is gone; a new one (its own service, MCP pool and workers on the same
+    # database) takes the answer and runs what it resumes, once.
+    url, state = notes_server
+    server_id = await add_notes_server(
+        client, rig, url, approval="unless_read_only" if kind == "tool_approval" else "never", tool_allow_list=["register", "delete_note"]
+    )
+    rig.llm.script(Reply(tool_calls=[RESTART_CALLS[kind]]))
+    chat = await create(client, rig, "go", mcp_server_ids=[server_id], client_tools=CLIENT_TOOLS)
+    await rig.run()
+    body = await chat_of(client, rig, chat["id"])
+    [action] = body["pending_actions"]
+    assert (body["status"], action["kind"]) == (ChatStatus.REQUIRES_ACTION.value, kind)
+    await rig.workers.shutdown()
+
+    settings = Settings(data_dir=rig.app.settings.data_dir, database_url=db_url, run_workers=False, secret_key="", generate_titles=False)
+    app = await build(settings, clock=rig.app.clock)
+    try:
+        got = await app.service.answer_action(rig.people.alice.user, uuid.UUID(chat["id"]), uuid.UUID(action["id"]), RESTART_ANSWERS[kind])
+        assert got.status is ChatStatus.PENDING
+        rig.llm.script(Reply(text="Done."))
+        workers = Workers(turn_deps(app), worker_id=uuid.uuid4())
+        try:
+            await workers.acquire_once()
+            await workers.drain()
+        finally:
+            await workers.shutdown()
+    finally:
+        await app.close()
+    assert (await chat_of(client, rig, chat["id"]))["status"] == ChatStatus.WAITING.value
+    [sent] = tool_messages(rig.llm.requests[1].body)
+    assert RESTART_RESULTS[kind] in sent["content"]
+    assert state.calls == {"elicitation": ["register"], "tool_approval": ["delete_note"], "client_tool": []}[kind]
