@@ -25,10 +25,10 @@ def test_a_question_is_answered_with_a_suggested_answer(page: Page, chatd: Chatd
     new_chat(page, ask("Which colour?", "red", "blue"))
     card = page.get_by_role("article", name="Question", exact=True)
     expect(card.get_by_text("Which colour?")).to_be_visible()
-    expect(status(page).get_by_text("requires action")).to_be_visible()
+    expect(status(page).get_by_text("waiting for you")).to_be_visible()
     expect(page.get_by_role("article", name="Tool ask_user_question").get_by_text("waiting for you")).to_be_visible()
     # The chat list says it waits too.
-    expect(page.get_by_role("list", name="Chats").get_by_text("requires action").first).to_be_visible()
+    expect(page.get_by_role("list", name="Chats").get_by_text("waiting for you").first).to_be_visible()
     card.get_by_role("button", name="blue").click()
     expect(page.get_by_text('The tool said: {"answer":"blue"}')).to_be_visible()
     expect(status(page).get_by_text("idle")).to_be_visible()
@@ -133,7 +133,7 @@ def test_bad_edited_arguments_are_refused_on_the_page(page: Page, chatd: Chatd, 
     card.get_by_label("Arguments").fill("[1, 2]")
     card.get_by_role("button", name="Approve").click()
     expect(card.get_by_role("alert")).to_have_text("The arguments must be a JSON object.")
-    expect(status(page).get_by_text("requires action")).to_be_visible()
+    expect(status(page).get_by_text("waiting for you")).to_be_visible()
 
 
 def test_an_admin_sets_a_servers_approval_policy_in_its_form(page: Page, chatd: Chatd) -> None:

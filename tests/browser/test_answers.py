@@ -39,7 +39,7 @@ def test_each_card_answers_its_own_call_and_the_composer_cancels_all_that_is_pen
     # Only that call was answered: the other still waits, and the button now names one approval.
     expect(cards).to_have_count(1)
     expect(cards.first.get_by_label("Arguments")).to_have_value(re.compile('"text": "two"'))
-    expect(status(page).get_by_text("requires action")).to_be_visible()
+    expect(status(page).get_by_text("waiting for you")).to_be_visible()
     expect(page.get_by_role("button", name="Cancel the pending approval")).to_be_visible()
     cards.first.get_by_role("button", name="Approve").click()
     expect(page.get_by_text(re.compile(r"The tool said: .*two"))).to_be_visible()

@@ -2,7 +2,25 @@ import { describe, expect, it } from "vitest";
 import { baseUrlHint, needsBaseUrl } from "../src/api/admin";
 import type { ModelConfig } from "../src/api/types";
 import { modelLabel } from "../src/chat/Pickers";
-import { queueBadges } from "../src/chat/StatusBadge";
+import { queueBadges, statusLabel } from "../src/chat/StatusBadge";
+
+describe("the status badge", () => {
+  it("says a chat that stopped for its person waits for them, not the API's requires_action", () => {
+    expect(statusLabel("requires_action", ["tool_approval"])).toBe("waiting for you");
+    expect(statusLabel("requires_action", ["elicitation", "client_tool"])).toBe("waiting for you");
+    expect(statusLabel("requires_action", [])).toBe("waiting for you");
+  });
+
+  it("says a chat that only waits for its client's tool waits for the client", () => {
+    expect(statusLabel("requires_action", ["client_tool", "client_tool"])).toBe("waiting for the client");
+  });
+
+  it("reads a running call's form as waiting for the person, and idle as idle", () => {
+    expect(statusLabel("running", ["elicitation"])).toBe("waiting for you");
+    expect(statusLabel("running")).toBe("running");
+    expect(statusLabel("waiting")).toBe("idle");
+  });
+});
 
 describe("the chat list's queue badges", () => {
   it("tell steering messages from queued ones (queued_count counts both)", () => {

@@ -275,7 +275,7 @@ export function ChatPage({ params }: RouteProps) {
           {chat?.parent_chat_id && <a class="parent" href={`#/chats/${chat.parent_chat_id}`}>← Parent chat</a>}
           <h1>{chat?.title || "New chat"}</h1>
           <span aria-live="polite" class="chat-status">
-            {status && <StatusBadge status={status} pending={s.actions.length} />}
+            {status && <StatusBadge status={status} kinds={s.actions.map((a) => a.kind)} />}
             {connection === "lost" && <span class="badge">reconnecting…</span>}
           </span>
         </div>

@@ -1,8 +1,9 @@
-import type { Chat, ChatStatus } from "../api/types";
+import type { ActionKind, Chat, ChatStatus } from "../api/types";
 
 // "waiting" (the API's word: waiting for the person) read as "still working" to new users: show "idle".
+// `requires_action` is the API's word for a chat that waits for its person (or its client).
 const LABEL: Record<ChatStatus, string> = {
-  pending: "pending", running: "running", waiting: "idle", error: "error", requires_action: "requires action",
+  pending: "pending", running: "running", waiting: "idle", error: "error", requires_action: "waiting for you",
 };
 
 /** A running call that waits on the person (an MCP server's form): the chat is `running`, but
@@ -11,12 +12,20 @@ export function waitsOnUser(status: ChatStatus | null | undefined, pending: numb
   return status === "running" && pending > 0;
 }
 
+/** The status in words: what the chat waits for is its person, unless all it waits for is the
+ * result of a tool its client (an IDE, a script) runs. */
+export function statusLabel(status: ChatStatus, kinds: ActionKind[] = []): string {
+  if (waitsOnUser(status, kinds.length)) return "waiting for you";
+  if (status === "requires_action" && kinds.length > 0 && kinds.every((k) => k === "client_tool")) return "waiting for the client";
+  return LABEL[status] ?? status;
+}
+
 /** The chat's status in words (colour is only a second cue); the API's value stays in the title. */
-export function StatusBadge({ status, pending = 0 }: { status: ChatStatus; pending?: number }) {
-  if (waitsOnUser(status, pending)) {
-    return <span class="badge status-requires_action" title="Status: running (a tool's form waits for you)">waiting for you</span>;
+export function StatusBadge({ status, kinds = [] }: { status: ChatStatus; kinds?: ActionKind[] }) {
+  if (waitsOnUser(status, kinds.length)) {
+    return <span class="badge status-requires_action" title="Status: running (a tool's form waits for you)">{statusLabel(status, kinds)}</span>;
   }
-  return <span class={`badge status-${status}`} title={`Status: ${status}`}>{LABEL[status] ?? status}</span>;
+  return <span class={`badge status-${status}`} title={`Status: ${status}`}>{statusLabel(status, kinds)}</span>;
 }
 
 /** What waits in the chat's queue, in words: `queued_count` counts steering messages too, and a
@@ -30,7 +39,7 @@ export function queueBadges(chat: Pick<Chat, "queued_count" | "steering_count">)
 export function ChatBadges({ chat }: { chat: Chat }) {
   return (
     <span class="badges">
-      <StatusBadge status={chat.status} pending={chat.pending_actions?.length ?? 0} />
+      <StatusBadge status={chat.status} kinds={(chat.pending_actions ?? []).map((a) => a.kind)} />
       {queueBadges(chat).map((b) => <span key={b} class="badge">{b}</span>)}
     </span>
   );
