@@ -219,7 +219,7 @@ class ChatdClient:
 # A chat's status as people read it, the same words as the web UI's badges (ui/src/chat/StatusBadge.tsx):
 # the API's `waiting` means the chat waits for its person, which read as "still working"; `idle`
 # says it is done. The API's values stay as they are (`--json` prints them).
-STATUS_WORDS = {"pending": "pending", "running": "running", "waiting": "idle", "error": "error", "requires_action": "requires action"}
+STATUS_WORDS = {"pending": "pending", "running": "running", "waiting": "idle", "error": "error", "requires_action": "waiting for you"}
 
 
 def is_uuid(value: str) -> bool:
