@@ -227,7 +227,9 @@ export function ChatPage({ params }: RouteProps) {
   };
 
   const retry = () => act(async () => {
-    const lastUser = [...s.messages].reverse().find((m) => m.role === "user");
+    const newestUser = (messages: Message[]) => [...messages].reverse().find((m) => m.role === "user");
+    // The page may not hold the message yet (the status can arrive before it): ask the API.
+    const lastUser = newestUser(s.messages) ?? newestUser((await api.listMessages(id)).messages);
     if (!lastUser) throw new Error("There is no message to retry.");
     const out = await api.editMessage(id, lastUser.id, lastUser.content.filter((p) => p.type === "text" || p.type === "file") as InputPart[]);
     chatCache.put(out.chat);
