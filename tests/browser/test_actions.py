@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import MCP_SERVER_SCRIPT, Chatd, sign_in
-from tests.browser.test_flows import new_chat, status
+from tests.browser.test_flows import new_chat, send, status
 
 
 def ask(question: str, *options: str) -> str:
@@ -125,6 +125,45 @@ def test_a_denied_tool_call_never_runs(page: Page, chatd: Chatd, gated: dict[str
     tool = page.get_by_role("article", name="Tool echo on gated")
     expect(tool.get_by_text("denied", exact=True)).to_be_visible()
     expect(tool.get_by_text(re.compile(r"^\d+(\.\d)? (ms|s)$"))).to_have_count(0)
+
+
+def test_each_call_keeps_its_own_result_and_decision_when_the_model_reuses_call_ids(page: Page, chatd: Chatd, gated: dict[str, Any]) -> None:
+    # The scripted model names its call `call_1` in every step, as some OpenAI-compatible backends
+    # do. QA saw an earlier card show a later call's result, and one denial make every earlier
+    # `call_1` card read "denied" after a reload although those calls ran.
+    gated_chat(page, chatd, 'TOOL gated__echo {"text": "first"}')
+    asked = page.get_by_role("article", name="Approve echo", exact=True)
+    asked.get_by_label("Always allow echo in this chat").check()
+    asked.get_by_role("button", name="Approve").click()
+    expect(page.get_by_text(re.compile(r"The tool said: .*first"))).to_be_visible()
+    # The second call runs unasked (always allowed).
+    send(page, 'TOOL gated__echo {"text": "second"}')
+    expect(page.get_by_text(re.compile(r"The tool said: .*second"))).to_be_visible()
+    tools = page.get_by_role("article", name="Tool echo on gated")
+    expect(tools).to_have_count(2)
+    expect(tools.nth(0).locator("details").last).to_contain_text("first")
+    expect(tools.nth(0).locator("details").last).not_to_contain_text("second")
+    expect(tools.nth(1).locator("details").last).to_contain_text("second")
+    # Asked again, and denied: only that call reads "denied", live and after a reload.
+    page.get_by_text(re.compile(r"Always allowed in this chat")).click()
+    page.get_by_role("button", name="Revoke always allow for echo").click()
+    expect(page.get_by_role("list", name="Always allowed tools")).to_have_count(0)
+    send(page, 'TOOL gated__echo {"text": "third"}')
+    expect(tools.nth(2).get_by_text("waiting for your answer")).to_be_visible()
+    for earlier in (tools.nth(0), tools.nth(1)):
+        expect(earlier.get_by_text("done", exact=True)).to_be_visible()
+    page.get_by_role("article", name="Approve echo", exact=True).get_by_role("button", name="Deny").click()
+    expect(page.get_by_text(re.compile(r"The tool said: .*Denied by the user"))).to_be_visible()
+    for reloaded in (False, True):
+        if reloaded:
+            page.reload()
+        tools = page.get_by_role("article", name="Tool echo on gated")
+        expect(tools).to_have_count(3)
+        expect(tools.nth(2).get_by_text("denied", exact=True)).to_be_visible()
+        for i, text in enumerate(("first", "second")):
+            expect(tools.nth(i).get_by_text("done", exact=True)).to_be_visible()
+            expect(tools.nth(i).locator("details").last).to_contain_text(text)
+        expect(tools.nth(0).locator("details").last).not_to_contain_text("second")
 
 
 def test_bad_edited_arguments_are_refused_on_the_page(page: Page, chatd: Chatd, gated: dict[str, Any]) -> None:

@@ -2,12 +2,17 @@ import { describe, expect, it } from "vitest";
 import type { ChatAction, Message, PendingAction } from "../src/api/types";
 import { waitedFor } from "../src/chat/Actions";
 import { pendingWords } from "../src/chat/Composer";
-import { callState, editedArgs, emptyChat, mergePart, reduce, splitToolName, turns, withHistory, withOutcomes } from "../src/chat/state";
+import { callCards, callState, cardKey, editedArgs, emptyChat, mergePart, reduce, splitToolName, turns, withHistory, withOutcomes, type ChatState } from "../src/chat/state";
 
 const msg = (id: number, role: Message["role"], text: string): Message => ({
   id, chat_id: "c", role, content: [{ type: "text", text }], created_at: "", model_config_id: null, usage: null,
   context_limit: null, total_cost_micros: null, runtime_ms: null,
 });
+
+/** The outcome the card of call `id` shows (a chat with that one call). */
+const onCall = (s: ChatState, id: string) => callCards(
+  [{ ...msg(1, "assistant", ""), content: [{ type: "tool-call", tool_call_id: id, tool_name: "t" }] }], [], [], s.outcomes,
+).outcomes.get(cardKey(1, id));
 
 const question: PendingAction = {
   id: "a1", kind: "question", tool_call_id: "q1", tool_name: "ask_user_question", server: null, args: {},
@@ -29,17 +34,18 @@ describe("chat state", () => {
     let s = reduce(emptyChat, { type: "status", chat_id: "c", status: "running" });
     s = reduce(s, { type: "action_required", chat_id: "c", action: form });
     const live = reduce(s, { type: "action_resolved", chat_id: "c", action_id: "e1", decision: "timeout" });
-    expect(live.outcomes).toEqual({ f1: { kind: "elicitation", decision: "timeout", editedArgs: null } });
-    expect(callState(null, live.outcomes.f1, { live: true }).label).toBe("not answered in time");
+    expect(live.outcomes).toEqual({ e1: { kind: "elicitation", decision: "timeout", editedArgs: null, tool_call_id: "f1", created_at: "" } });
+    expect(onCall(live, "f1")).toEqual({ kind: "elicitation", decision: "timeout", editedArgs: null });
+    expect(callState(null, onCall(live, "f1"), { live: true }).label).toBe("not answered in time");
     // After a reload the stream has no event: the recorded decision says the same.
     const listed: ChatAction = { ...form, state: "cancelled", decision: "timeout", edited_args: null, resolved_at: "" };
     const reloaded = withOutcomes(emptyChat, [listed]);
-    expect(callState({ result: { text: "not registered: cancel" } }, reloaded.outcomes.f1)).toEqual({
+    expect(callState({ result: { text: "not registered: cancel" } }, onCall(reloaded, "f1"))).toEqual({
       label: "not answered in time", ran: true, note: "Nobody answered the server's form in time: it was cancelled.",
     });
     // A cancel is a cancel, not a timeout.
     const cancelled = reduce(s, { type: "action_resolved", chat_id: "c", action_id: "e1", decision: "cancel" });
-    expect(callState({ result: { text: "x" } }, cancelled.outcomes.f1).label).toBe("done");
+    expect(callState({ result: { text: "x" } }, onCall(cancelled, "f1")).label).toBe("done");
   });
 
   it("reads a denied, declined, cancelled or timed-out call as that, with no run time, never as failed", () => {
@@ -63,7 +69,7 @@ describe("chat state", () => {
     // The stream says the chat is pending (the last answer) before it says how it was answered.
     s = reduce(s, { type: "status", chat_id: "c", status: "pending" });
     s = reduce(s, { type: "action_resolved", chat_id: "c", action_id: "a1", decision: "deny" });
-    expect(callState({ is_error: true, result: { error: "x" } }, s.outcomes.e1).label).toBe("denied");
+    expect(callState({ is_error: true, result: { error: "x" } }, onCall(s, "e1")).label).toBe("denied");
   });
 
   it("shows the arguments an edited approval ran with", () => {
@@ -75,7 +81,7 @@ describe("chat state", () => {
     let s = reduce(emptyChat, { type: "status", chat_id: "c", status: "requires_action" });
     s = reduce(s, { type: "action_required", chat_id: "c", action: { ...question, kind: "tool_approval", tool_call_id: "e1", tool_name: "execute" } });
     s = reduce(s, { type: "action_resolved", chat_id: "c", action_id: "a1", decision: "approve", mine: true, edited_args: { x: 3 } });
-    expect(editedArgs(null, s.outcomes.e1)).toEqual({ x: 3 });
+    expect(editedArgs(null, onCall(s, "e1"))).toEqual({ x: 3 });
   });
 
   it("names what the composer's cancel button cancels", () => {

@@ -31,8 +31,13 @@ export function ChatPage({ params }: RouteProps) {
   const [actionError, setActionError] = useState<string | null>(null);
   const [modelId, setModelId] = useState<string | null>(null);
   const [serverIds, setServerIds] = useState<string[] | null>(null);
-  const durations = useRef(new Map<string, number>());
+  // Run times measured here, per call id, oldest first (ids can repeat across steps: `callCards`
+  // gives each to its call's card); a call's start, while it runs; the newest message id when each
+  // id's last run time was taken (a call part sent again before a new step is no new call).
+  const durations = useRef(new Map<string, number[]>());
   const started = useRef(new Map<string, number>());
+  const measuredAt = useRef(new Map<string, number>());
+  const newestMessage = useRef(0);
   const bottom = useRef<HTMLDivElement>(null);
   const follow = useRef(true);
   const chatEl = useRef<HTMLDivElement>(null);
@@ -48,6 +53,8 @@ export function ChatPage({ params }: RouteProps) {
     setLoadError(null);
     durations.current = new Map();
     started.current = new Map();
+    measuredAt.current = new Map();
+    newestMessage.current = 0;
     api.getChat(id).then((c) => chatCache.put(c)).catch((e) => setLoadError(describe(e)));
   }, [id]);
 
@@ -72,11 +79,17 @@ export function ChatPage({ params }: RouteProps) {
         } catch {
           return;
         }
+        if (ev.type === "message") newestMessage.current = Math.max(newestMessage.current, ev.message.id);
         if (ev.type === "message_part") {
           const p = ev.part;
-          if (p.type === "tool-call" && p.args_delta == null && !started.current.has(p.tool_call_id)) started.current.set(p.tool_call_id, performance.now());
-          if (p.type === "tool-result" && started.current.has(p.tool_call_id) && !durations.current.has(p.tool_call_id)) {
-            durations.current.set(p.tool_call_id, Math.round(performance.now() - started.current.get(p.tool_call_id)!));
+          const id = p.type === "tool-call" || p.type === "tool-result" ? p.tool_call_id : "";
+          if (p.type === "tool-call" && p.args_delta == null && !started.current.has(id) && measuredAt.current.get(id) !== newestMessage.current) {
+            started.current.set(id, performance.now());
+          }
+          if (p.type === "tool-result" && started.current.has(id)) {
+            durations.current.set(id, [...(durations.current.get(id) ?? []), Math.round(performance.now() - started.current.get(id)!)]);
+            started.current.delete(id);
+            measuredAt.current.set(id, newestMessage.current);
           }
         }
         if (ev.type === "status") {
@@ -320,7 +333,7 @@ export function ChatPage({ params }: RouteProps) {
         messages={s.messages}
         live={s.live}
         running={status === "running"}
-        awaiting={new Set(s.actions.map((a) => a.tool_call_id))}
+        waiting={s.actions}
         outcomes={s.outcomes}
         durations={durations.current}
         onEdit={(m) => { setEditing(m.id); setEditText(textOf(m.content)); setConfirmEdit(null); }}

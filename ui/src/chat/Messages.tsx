@@ -1,9 +1,9 @@
 // The history as turns (a user message and its answer) plus the parts streaming right now.
 
-import type { Message, Part, ToolCallPart, ToolProgressPart, ToolResultPart } from "../api/types";
+import type { Message, Part, ToolProgressPart, ToolResultPart } from "../api/types";
 import { FileView } from "./FileView";
 import { Markdown } from "./Markdown";
-import { formatCost, totals, turns, type Outcome, type Totals } from "./state";
+import { callCards, cardKey, formatCost, totals, turns, type CallCards, type RecordedOutcome, type Totals } from "./state";
 import { ToolCard } from "./ToolCard";
 
 export function textOf(parts: Part[]): string {
@@ -34,16 +34,15 @@ function stoppedAnswer(replies: Message[], running: boolean): boolean {
 
 interface PartsProps {
   parts: Part[];
-  results: Map<string, ToolResultPart>;
+  /** The message that holds the parts (`live`: the step streaming now): with a call's id, its card. */
+  owner: number | "live";
+  cards: CallCards;
   progress?: Map<string, ToolProgressPart>;
-  durations?: Map<string, number>;
   live: boolean;
-  awaiting?: Set<string>;
-  outcomes?: Record<string, Outcome>;
 }
 
 /** An assistant message's parts in order; tool calls as cards with their results. */
-export function Parts({ parts, results, progress, durations, live, awaiting, outcomes }: PartsProps) {
+export function Parts({ parts, owner, cards, progress, live }: PartsProps) {
   return (
     <>
       {parts.map((p, i) => {
@@ -58,12 +57,13 @@ export function Parts({ parts, results, progress, durations, live, awaiting, out
               </details>
             );
           case "tool-call": {
-            const r = results.get(p.tool_call_id) ?? null;
-            const outcome = outcomes?.[p.tool_call_id];
+            const key = cardKey(owner, p.tool_call_id);
+            const r = cards.results.get(key) ?? null;
+            const outcome = cards.outcomes.get(key);
             // The server's own measure first: one taken on this page from the call to its result
             // would count the time the call waited for its person.
-            const d = r?.duration_ms ?? (outcome ? null : durations?.get(p.tool_call_id)) ?? null;
-            return <ToolCard key={p.tool_call_id} call={p} result={r} progress={progress?.get(p.tool_call_id)} durationMs={d} live={live} awaiting={awaiting?.has(p.tool_call_id)} outcome={outcome} />;
+            const d = r?.duration_ms ?? (outcome ? null : cards.durations.get(key)) ?? null;
+            return <ToolCard key={p.tool_call_id} call={p} result={r} progress={progress?.get(p.tool_call_id)} durationMs={d} live={live} awaiting={cards.awaiting.has(key)} outcome={outcome} />;
           }
           case "file":
             return <FileView key={i} fileId={p.file_id} mediaType={p.media_type} name={p.name} />;
@@ -87,32 +87,24 @@ interface Props {
   messages: Message[];
   live: Part[];
   running: boolean;
-  durations: Map<string, number>;
+  /** Run times measured on this page, per tool call id (oldest first): see `callCards`. */
+  durations: Map<string, number[]>;
   onEdit: (m: Message) => void;
   editing: number | null;
   renderEditor: (m: Message) => preact.ComponentChildren;
   canEdit: boolean;
-  /** Tool calls waiting for an answer (the chat's pending actions). */
-  awaiting?: Set<string>;
-  /** How each call that asked was answered (denied, edited, nobody answered in time, ...). */
-  outcomes?: Record<string, Outcome>;
+  /** What the chat waits for (its pending actions): their calls' cards say so. */
+  waiting?: { tool_call_id: string }[];
+  /** How each action was answered (denied, edited, nobody answered in time, ...), by action id. */
+  outcomes?: Record<string, RecordedOutcome>;
 }
 
-export function Messages({ messages, live, running, durations, onEdit, editing, renderEditor, canEdit, awaiting, outcomes }: Props) {
-  const results = new Map<string, ToolResultPart>();
-  const calls = new Set<string>();
-  for (const m of messages) {
-    for (const p of m.content) {
-      if (p.type === "tool-result") results.set(p.tool_call_id, p);
-      if (p.type === "tool-call") calls.add(p.tool_call_id);
-    }
-  }
+export function Messages({ messages, live, running, durations, onEdit, editing, renderEditor, canEdit, waiting = [], outcomes = {} }: Props) {
+  // Each call's card by message and call id: call ids repeat across steps with some providers.
+  const cards = callCards(messages, live, waiting, outcomes, durations);
   const progress = new Map<string, ToolProgressPart>();
-  const liveCalls: ToolCallPart[] = [];
   for (const p of live) {
-    if (p.type === "tool-result") results.set(p.tool_call_id, p);
     if (p.type === "tool-progress") progress.set(p.tool_call_id, p);
-    if (p.type === "tool-call") liveCalls.push(p);
   }
   const ts = turns(messages);
   const lastIndex = ts.length - 1;
@@ -120,7 +112,7 @@ export function Messages({ messages, live, running, durations, onEdit, editing, 
     <ol class="messages" aria-label="Messages">
       {ts.map((t, i) => {
         const orphanResults = t.replies.flatMap((m) =>
-          m.content.filter((p): p is ToolResultPart => p.type === "tool-result" && !calls.has(p.tool_call_id)),
+          m.content.filter((p): p is ToolResultPart => p.type === "tool-result" && cards.orphans.has(p)),
         );
         const last = i === lastIndex;
         return (
@@ -147,12 +139,12 @@ export function Messages({ messages, live, running, durations, onEdit, editing, 
             {(t.replies.length > 0 || (last && live.length > 0)) && (
               <div class="msg assistant" aria-label="Answer">
                 {t.replies.filter((m) => m.role === "assistant").map((m) => (
-                  <Parts key={m.id} parts={m.content} results={results} durations={durations} live={false} awaiting={awaiting} outcomes={outcomes} />
+                  <Parts key={m.id} parts={m.content} owner={m.id} cards={cards} live={false} />
                 ))}
                 {orphanResults.map((r) => <ToolCard key={r.tool_call_id} call={null} result={r} live={false} />)}
                 {last && live.length > 0 && (
                   <div class="live" aria-busy={running}>
-                    <Parts parts={live.filter((p) => p.type !== "tool-result" && p.type !== "tool-progress")} results={results} progress={progress} durations={durations} live={running} awaiting={awaiting} outcomes={outcomes} />
+                    <Parts parts={live.filter((p) => p.type !== "tool-result" && p.type !== "tool-progress")} owner="live" cards={cards} progress={progress} live={running} />
                   </div>
                 )}
                 {t.replies.length > 0 && <TotalsLine t={totals(t.replies)} label="Tokens and cost of this answer" stopped={stoppedAnswer(t.replies, last && running)} />}

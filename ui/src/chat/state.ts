@@ -2,10 +2,15 @@
 // (status, buffered parts, messages after the cursor, queue) and its live events go through the
 // same reducer, so a reload, a reconnect and a live turn all end in the same state.
 
-import type { ActionKind, ChatAction, ChatStatus, Message, NoticePart, Part, PendingAction, QueuedMessage, StreamEvent } from "../api/types";
+import type { ActionKind, ChatAction, ChatStatus, Message, NoticePart, Part, PendingAction, QueuedMessage, StreamEvent, ToolResultPart } from "../api/types";
 
-/** How a call that asked was answered (its action's decision), by tool call id. */
+/** How a call that asked was answered (its action's decision). */
 export interface Outcome { kind: ActionKind; decision: string; editedArgs?: Record<string, unknown> | null }
+
+/** An action's outcome as recorded, by action id: the call it belongs to is found at render time
+ * (`callCards`), from its tool call id and when it was asked — some providers reuse call ids across
+ * steps (`call_1` every step), so the id alone does not say which call's card it is. */
+export interface RecordedOutcome extends Outcome { tool_call_id: string; created_at: string }
 
 export interface Retry { attempt: number; error: string; retryingAt: string }
 
@@ -24,12 +29,12 @@ export interface ChatState {
   needsReload: boolean;
   /** What the chat waits for while `requires_action` (announced by `action_required`). */
   actions: PendingAction[];
-  /** How each call that asked was answered, by tool call id: from the chat's actions
-   * (`GET /chats/{id}/actions`, after a reload) and from `action_resolved` as it happens. */
-  outcomes: Record<string, Outcome>;
+  /** How each action was answered, by action id: from the chat's actions (`GET /chats/{id}/actions`,
+   * after a reload) and from `action_resolved` as it happens. `callCards` puts them on cards. */
+  outcomes: Record<string, RecordedOutcome>;
   /** Every action this page was shown, by id: its end may be announced after the status change
    * that already took it off `actions` (the chat resumed), and its call's card still needs it. */
-  asked: Record<string, { kind: ActionKind; tool_call_id: string }>;
+  asked: Record<string, { kind: ActionKind; tool_call_id: string; created_at: string }>;
 }
 
 export const emptyChat: ChatState = {
@@ -90,15 +95,18 @@ export function reduce(s: ChatState, ev: StreamEvent): ChatState {
     }
     case "action_required": {
       if (s.actions.some((a) => a.id === ev.action.id)) return s;
-      const asked = { ...s.asked, [ev.action.id]: { kind: ev.action.kind, tool_call_id: ev.action.tool_call_id } };
+      const { kind, tool_call_id, created_at } = ev.action;
+      const asked = { ...s.asked, [ev.action.id]: { kind, tool_call_id, created_at } };
       return { ...s, actions: [...s.actions, ev.action], asked };
     }
     case "action_resolved": {
       const gone = s.actions.find((a) => a.id === ev.action_id) ?? s.asked[ev.action_id];
       const actions = s.actions.filter((a) => a.id !== ev.action_id);
       if (!gone) return { ...s, actions };
-      const outcome: Outcome = { kind: gone.kind, decision: ev.decision, editedArgs: ev.edited_args ?? null };
-      return { ...s, actions, outcomes: { ...s.outcomes, [gone.tool_call_id]: outcome } };
+      const outcome: RecordedOutcome = {
+        kind: gone.kind, decision: ev.decision, editedArgs: ev.edited_args ?? null, tool_call_id: gone.tool_call_id, created_at: gone.created_at,
+      };
+      return { ...s, actions, outcomes: { ...s.outcomes, [ev.action_id]: outcome } };
     }
     case "message_part":
       if (ev.part.type === "notice") return { ...s, notices: [...s.notices, ev.part] };
@@ -129,11 +137,94 @@ export function reduce(s: ChatState, ev: StreamEvent): ChatState {
 /** The chat's actions as the API lists them: each resolved one's decision (and edited arguments)
  * for its call's card. What this page saw happen live is kept over an older read. */
 export function withOutcomes(s: ChatState, actions: ChatAction[]): ChatState {
-  const outcomes: Record<string, Outcome> = {};
+  const outcomes: Record<string, RecordedOutcome> = {};
   for (const a of actions) {
-    if (a.decision) outcomes[a.tool_call_id] = { kind: a.kind, decision: a.decision, editedArgs: a.edited_args };
+    if (a.decision) {
+      outcomes[a.id] = { kind: a.kind, decision: a.decision, editedArgs: a.edited_args, tool_call_id: a.tool_call_id, created_at: a.created_at };
+    }
   }
   return { ...s, outcomes: { ...outcomes, ...s.outcomes } };
+}
+
+/** A call's card: the message that holds the call (`live`: the step streaming now) and its id. */
+export function cardKey(owner: number | "live", toolCallId: string): string {
+  return `${owner}:${toolCallId}`;
+}
+
+/** An API time (`2026-11-30T11:01:06.123456Z`, fraction optional) in microseconds, NaN if none. */
+export function micros(at: string | null | undefined): number {
+  const m = /^(.*T\d\d:\d\d:\d\d)(?:\.(\d+))?(.*)$/.exec(at ?? "");
+  if (!m) return NaN;
+  return Date.parse(m[1] + m[3]) * 1000 + Number((m[2] ?? "").padEnd(6, "0").slice(0, 6));
+}
+
+/** What each call's card shows, by card key (`cardKey`). */
+export interface CallCards {
+  results: Map<string, ToolResultPart>;
+  /** Results with no call before them (their call is not in the history). */
+  orphans: Set<ToolResultPart>;
+  awaiting: Set<string>;
+  outcomes: Map<string, Outcome>;
+  durations: Map<string, number>;
+}
+
+/** Puts results, waits, outcomes and measured durations on the right call's card. Call ids are not
+ * unique in a chat (some providers reuse `call_1` every step), so each belongs to one occurrence:
+ * - a result to the newest call with its id before it (messages by id, then the parts in flight);
+ * - a wait (a pending action) to the newest call with its id;
+ * - an outcome to the newest call with its id whose message is no newer than the action (an action
+ *   is written with its step; one asked again while the call runs is later), else the newest call;
+ *   of several outcomes on one card, the newest action's;
+ * - durations measured on the page (per id, oldest first) to the newest calls with a result. */
+export function callCards(
+  messages: Message[],
+  live: Part[],
+  waiting: { tool_call_id: string }[],
+  outcomes: Record<string, RecordedOutcome>,
+  measured: Map<string, number[]> = new Map(),
+): CallCards {
+  const calls = new Map<string, { key: string; at: number }[]>();
+  const results = new Map<string, ToolResultPart>();
+  const orphans = new Set<ToolResultPart>();
+  const walk = (owner: number | "live", at: number, parts: Part[]) => {
+    for (const p of parts) {
+      if (p.type === "tool-call") {
+        const list = calls.get(p.tool_call_id) ?? [];
+        const key = cardKey(owner, p.tool_call_id);
+        if (list[list.length - 1]?.key !== key) list.push({ key, at });
+        calls.set(p.tool_call_id, list);
+      } else if (p.type === "tool-result") {
+        const list = calls.get(p.tool_call_id);
+        if (list) results.set(list[list.length - 1].key, p);
+        else orphans.add(p);
+      }
+    }
+  };
+  for (const m of [...messages].sort((a, b) => a.id - b.id)) walk(m.id, micros(m.created_at), m.content);
+  // The step streaming now is newer than any action asked so far.
+  walk("live", Infinity, live);
+  const newest = (id: string) => calls.get(id)?.at(-1)?.key;
+  const awaiting = new Set<string>();
+  for (const a of waiting) {
+    const key = newest(a.tool_call_id);
+    if (key) awaiting.add(key);
+  }
+  const byCard = new Map<string, { outcome: Outcome; at: number }>();
+  for (const o of Object.values(outcomes)) {
+    const list = calls.get(o.tool_call_id);
+    if (!list) continue;
+    const at = micros(o.created_at);
+    const key = [...list].reverse().find((c) => c.at <= at)?.key ?? list[list.length - 1].key;
+    const had = byCard.get(key);
+    // The newest action wins; of two at the same time (or without times), the one recorded last.
+    if (!had || !(had.at > at)) byCard.set(key, { outcome: { kind: o.kind, decision: o.decision, editedArgs: o.editedArgs }, at });
+  }
+  const durations = new Map<string, number>();
+  for (const [id, times] of measured) {
+    const done = (calls.get(id) ?? []).filter((c) => results.has(c.key));
+    for (let i = 1; i <= Math.min(times.length, done.length); i++) durations.set(done[done.length - i].key, times[times.length - i]);
+  }
+  return { results, orphans, awaiting, outcomes: new Map([...byCard].map(([k, v]) => [k, v.outcome])), durations };
 }
 
 export interface CallState {
