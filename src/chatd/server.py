@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import importlib
 import logging
 import signal
@@ -33,6 +34,26 @@ def preload() -> None:
             importlib.import_module(name)
         except ImportError:
             log.warning("could not preload %s", name, exc_info=True)
+
+
+# Objects allocated between two young collections (CPython's default is 700). A streamed token
+# allocates dozens (chunk dicts, parts, events); at the default, 100 streaming chats ran ~60 young
+# collections a second, each promoting the turn's short-lived objects towards the old generation.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def settle_heap() -> None:
+    """Once the process has imported what it serves with: move everything alive into the
+    collector's permanent generation, and collect the young generation less often.
+
+    The modules, the SDKs' types, the app and its caches live as long as the process, but a full
+    collection walked all of them again (200,000+ objects, ~0.2 s of CPU each, several a minute
+    under load: 9% of the daemon's CPU at 100 streaming chats). Frozen, they are never walked;
+    they were never going to be freed either. Nothing else changes: reference counting frees as
+    before, and cycles made after this point are collected as before."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -185,10 +206,12 @@ async def _run(settings: Settings, sock: socket.socket, *, api: bool, process: W
                     await loop.sock_sendall(process.control, b"ready\n")
                     if settings.run_workers:
                         await asyncio.to_thread(preload)
+                    settle_heap()
                     return
                 announce_start(settings, api=api, database=app.db.dialect, created=created, token=token)
                 if settings.run_workers:
                     await asyncio.to_thread(preload)
+                settle_heap()
 
             tg.create_task(announce(), name="announce")
             await stop.wait()
