@@ -7,12 +7,13 @@ import asyncio
 import ssl
 from typing import Any
 
+import httpx2
 import pytest
 
 from chatd.domain.chat import ChatStatus
 from chatd.loop.quickgen import QUICK_SDK_RETRIES
 from chatd.providers import ProviderClients, ProviderConfig
-from chatd.providers.clients import _tls_for
+from chatd.providers.clients import ShardedTransport, _tls_for
 from chatd.store import models as model_store
 from tests.fakes.llm_server import Reply
 from tests.worker.conftest import Rig
@@ -151,3 +152,47 @@ async def test_turns_send_through_the_shared_sdk_client_which_retries_nothing_an
     assert copies == [QUICK_SDK_RETRIES]
     entry = next(iter(clients_of(rig)._current.values()))
     assert entry.provider.client.max_retries == 0
+
+
+class _CountingPool(httpx2.AsyncBaseTransport):
+    def __init__(self) -> None:
+        self.requests = 0
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        self.requests += 1
+        return httpx2.Response(200, stream=httpx2.ByteStream(b"data"))
+
+
+async def test_a_provider_client_spreads_concurrent_requests_over_its_pools_and_keeps_a_lone_turn_on_one() -> None:
+    transport = ShardedTransport(verify=_tls_for("http://127.0.0.1:9/v1"), limits=httpx2.Limits(max_connections=5), shards=3)
+    # The limit is split between the pools, larger shares first: together they allow exactly 5.
+    assert [pool._pool._max_connections for pool in transport._pools] == [2, 2, 1]
+    pools = [_CountingPool() for _ in range(3)]
+    transport._pools = pools  # type: ignore[assignment]
+    request = httpx2.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+    for _ in range(3):  # one request after another: always the first pool (its kept-alive connection)
+        await (await transport.handle_async_request(request)).aclose()
+    assert [p.requests for p in pools] == [3, 0, 0]
+    open_ = [await transport.handle_async_request(request) for _ in range(4)]
+    assert [p.requests for p in pools] == [5, 1, 1]  # the fewest in flight, the first on a tie
+    await open_[1].aclose()
+    await open_[1].aclose()  # closed twice: counted once
+    await transport.handle_async_request(request)
+    assert [p.requests for p in pools] == [5, 2, 1]
+    for response in open_:
+        await response.aclose()
+
+
+async def test_a_provider_client_still_goes_through_the_environments_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost")
+    clients = ProviderClients(max_connections=4)
+    try:
+        lease = await clients.lease(ProviderConfig("openai", "sk-x", None))
+        client = clients._current[ProviderConfig("openai", "sk-x", None)].client
+        proxied = client._transport_for_url(httpx2.URL("https://api.openai.com/v1/chat/completions"))
+        assert isinstance(proxied, httpx2.AsyncHTTPTransport) and type(proxied._pool).__name__ == "AsyncHTTPProxy"
+        assert isinstance(client._transport_for_url(httpx2.URL("https://localhost/v1")), ShardedTransport)
+        await lease.release()
+    finally:
+        await clients.close()
