@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.util import await_
 
 from chatd import metrics
 from chatd.errors import DatabaseUnavailable, InvalidInput
@@ -188,10 +189,17 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: SyncConnection) -> None:
-        if conn.get_execution_options().get(_IMMEDIATE):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        else:
-            conn.exec_driver_sql("BEGIN")
+        sql = "BEGIN IMMEDIATE" if conn.get_execution_options().get(_IMMEDIATE) else "BEGIN"
+        # Straight to aiosqlite, one trip to its thread: through SQLAlchemy a statement takes
+        # three (cursor, execute, close) plus its execution machinery, and every transaction
+        # begins here (7% of the CPU of 100 streaming chats on SQLite). Errors are raised as
+        # SQLAlchemy would have wrapped them.
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        try:
+            await_(driver.execute(sql))
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
 
 
 __all__ = ["Database", "async_url", "sqlite3"]
