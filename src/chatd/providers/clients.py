@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpcore2
 import httpx2
 from httpx2._utils import get_environment_proxies
 from pydantic_ai.models import Model, get_user_agent
@@ -23,6 +24,7 @@ from pydantic_ai.providers import Provider
 
 from chatd.providers.config import ProviderConfig
 from chatd.providers.models import build_model, build_provider, check_provider
+from chatd.providers.network import AsyncioBackend
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,13 @@ class ShardedTransport(httpx2.AsyncBaseTransport):
             if keep is not None and cap is not None:
                 keep = min(keep, cap)
             shard_limits = httpx2.Limits(max_connections=cap, max_keepalive_connections=keep, keepalive_expiry=limits.keepalive_expiry)
-            self._pools.append(httpx2.AsyncHTTPTransport(verify=verify, limits=shard_limits))
+            pool = httpx2.AsyncHTTPTransport(verify=verify, limits=shard_limits)
+            # The pool httpx2 builds for these limits, on asyncio's streams (`network.py`).
+            pool._pool = httpcore2.AsyncConnectionPool(
+                ssl_context=verify, max_connections=cap, max_keepalive_connections=keep,
+                keepalive_expiry=limits.keepalive_expiry, network_backend=AsyncioBackend(),
+            )
+            self._pools.append(pool)
         self._busy = [0] * shards
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
