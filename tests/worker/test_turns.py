@@ -4,6 +4,7 @@ server, persisted on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,7 @@ from chatd.domain.config import UsageLimit
 from chatd.domain.events import ErrorEvent, MessageEvent, MessagePartEvent, RetryEvent, StatusEvent
 from chatd.domain.parts import TextPart, ToolCallPart, ToolResultPart
 from chatd.errors import UsageLimitExceeded
+from chatd.pubsub.base import chat_channel
 from chatd.store import usage as usage_store
 from tests.fakes.llm_server import Fault, Reply, TokenUsage, ToolCall
 from tests.fakes.turn_doubles import HeldSleep, echo_tool
@@ -303,8 +305,8 @@ async def test_a_finished_turn_does_not_re_read_its_chat_on_its_own_status(rig: 
         await asyncio.sleep(0)
     monkeypatch.undo()
     assert (await rig.get(chat.id)).status is ChatStatus.WAITING
-    # The one read at the start (an interrupt between acquire and subscribe), none after.
-    assert reads == [chat.id]
+    # None: the check for an interrupt between acquire and subscribe is the turn's first read.
+    assert reads == []
 
 
 async def test_a_tool_boundary_without_steered_messages_takes_no_second_transaction(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -360,3 +362,25 @@ async def test_the_step_transaction_sees_steered_messages_only_while_the_turn_ho
     # Interrupted: the step is still ours to write, the steered message is not ours to take.
     assert await step() is False
     assert await turn_store.take_steered(rig.app.db, now, chat.id, me, gen) == ([], [])
+
+
+async def test_an_interrupt_between_the_acquire_and_the_workers_subscription_stops_the_turn_before_the_model(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig.llm.script(Reply(text="never asked"))
+    chat = await rig.chat("hi")
+    pubsub = rig.workers.deps.pubsub
+    subscribe = pubsub.subscribe
+
+    async def interrupted_first(channel: str, callback: Any) -> Any:
+        if channel == chat_channel(chat.id):
+            # The notification goes out before anyone listens: only the database tells.
+            await rig.app.service.interrupt(rig.people.alice.user, chat.id)
+        return await subscribe(channel, callback)
+
+    monkeypatch.setattr(pubsub, "subscribe", interrupted_first)
+    assert [t.chat.id for t in await rig.workers.acquire_once()] == [chat.id]
+    await rig.workers.drain()
+    assert rig.llm.requests == []
+    assert (await rig.get(chat.id)).status is ChatStatus.WAITING
+    assert Role.ASSISTANT not in {m.role for m in await rig.messages(chat.id)}

@@ -317,14 +317,27 @@ async def prompt_messages(db: Database, chat_id: uuid.UUID) -> list[Message]:
         return [message_from_row(r) for r in (await conn.execute(_PROMPT_WINDOW, {"p_chat_id": chat_id})).all()]
 
 
-async def turn_inputs(db: Database, now: datetime, chat_id: uuid.UUID) -> tuple[list[Message], list[PendingAction]]:
-    """What a turn reads of its chat before calling the model, in one read transaction: the
-    prompt window (`prompt_messages`) and the answered actions a resumed turn turns into results
-    (`store.actions.resumable_actions`, which writes only to drop a dead turn's question)."""
+_CHAT_ROW: Final = select(*CHAT_COLUMNS).where(chats.c.id == bindparam("p_chat_id"))
+
+
+@dataclass(frozen=True)
+class TurnInputs:
+    # The chat's row (without its pending actions) as this read found it, None if it is gone: the
+    # worker, subscribed to the chat's changes before it, checks here that its lease still holds.
+    chat: Chat | None
+    prompt: list[Message]
+    answered: list[PendingAction]
+
+
+async def turn_inputs(db: Database, now: datetime, chat_id: uuid.UUID) -> TurnInputs:
+    """What a turn reads of its chat before calling the model, in one read transaction: the chat,
+    the prompt window (`prompt_messages`) and the answered actions a resumed turn turns into
+    results (`store.actions.resumable_actions`, which writes only to drop a dead turn's question)."""
     async with db.read() as conn:
+        row = (await conn.execute(_CHAT_ROW, {"p_chat_id": chat_id})).first()
         rows = [message_from_row(r) for r in (await conn.execute(_PROMPT_WINDOW, {"p_chat_id": chat_id})).all()]
         found = await machine.open_actions(conn, chat_id)
-    return rows, await resumable_actions(db, now, found)
+    return TurnInputs(None if row is None else chat_from_row(row), rows, await resumable_actions(db, now, found))
 
 
 async def has_model_turns(db: Database, chat_id: uuid.UUID) -> tuple[int, bool]:
@@ -348,6 +361,7 @@ __all__ = [
     "NewMessage",
     "StepWritten",
     "TurnEnd",
+    "TurnInputs",
     "acquire_chats",
     "finish_turn",
     "has_model_turns",

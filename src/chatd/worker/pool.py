@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -212,6 +213,7 @@ class Workers:
         # Buffer before `running` is published: a subscriber who sees it never misses parts.
         d.hub.start_buffering(chat.id)
         turn = ChatTurn(d, chat, self.worker_id)
+        turn.holds = functools.partial(self._holds, turn=turn)
         old = self.running.get(chat.id)
         if old is not None:
             # Our own older turn of this chat has not ended yet: its generation is stale, so its
@@ -234,10 +236,8 @@ class Workers:
         logs.replica_var.set(str(self.worker_id))
         try:
             running.unsubscribe = await d.pubsub.subscribe(chat_channel(chat.id), lambda p: self._on_chat_note(turn, p))
-            # An interrupt or edit that landed between the acquire and the subscription.
-            current = await chat_store.get_chat(d.db, chat.id)
-            if not self._holds(current, turn):
-                turn.control.interrupt()
+            # An interrupt or edit that landed between the acquire and the subscription is seen by
+            # the turn's first read of the chat (`turn.holds`), not by a read of its own here.
             await d.outbox.publish(
                 [StatusChanged(chat.id, chat.owner_id, ChatStatus.RUNNING, chat.generation, worker_id=self.worker_id)]
             )

@@ -154,6 +154,8 @@ class ChatTurn:
         self._lease: ProviderLease | None = None
         # The turn's root span (non-recording when tracing is off).
         self._span: tracing.Span = tracing.NO_SPAN
+        # Whether the chat, as the turn's first read finds it, is still this turn's (set by the pool).
+        self.holds: Callable[[Chat], bool] | None = None
 
     async def run(self) -> None:
         chat = self.chat
@@ -273,12 +275,17 @@ class ChatTurn:
 
         mcp_task = asyncio.create_task(mcp(), name=f"mcp-{chat.id}")
         try:
-            model, (rows, answered), owner, _ = await asyncio.gather(
+            model, inputs, owner, _ = await asyncio.gather(
                 self._resolve_model(),
                 turns.turn_inputs(d.db, d.clock.now(), chat.id),
                 d.config.user(chat.owner_id),
                 self._record_trace(),
             )
+            rows, answered = inputs.prompt, inputs.answered
+            if self.holds is not None and (inputs.chat is None or not self.holds(inputs.chat)):
+                # An interrupt or edit that landed between the acquire and the worker's subscription
+                # to the chat's changes (this is the first read after it): stop before the model.
+                self.control.interrupt()
             ctx = self.ctx = TurnContext(chat, owner, model, self.worker_id)
             self._maybe_title(ctx)
             sections: list[str] = []
