@@ -17,7 +17,8 @@ Every row is its own process. For each N it runs, against the same scripted serv
 - `before` (with `--baseline-src DIR`): the same chatd run with DIR (another checkout's `src`)
   first on the import path, to measure a change side by side in one run.
 
-Each measured run follows one unmeasured chat in the same process (imports, first connection).
+Each measured run follows one unmeasured chat in the same process (imports, first connection), then
+settles the heap as `chatd serve` does after its preload (`chatd.server.settle_heap`, if the tree has it).
 Columns: wall time (first acquire to the last chat settled) and its ratio to `bare` in the same
 run; CPU of the measuring process over the run (the scripted server and PostgreSQL's backends are
 not counted) per streamed event (N x events per chat); `fixed ms/turn`: CPU per turn of a second
