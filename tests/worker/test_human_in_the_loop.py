@@ -312,6 +312,24 @@ async def test_two_racing_answers_one_wins_and_the_tool_runs_once(rig: Rig, clie
 # --- the wait survives restarts and ends with the chat's other moves ---------------------------------
 
 
+async def answer_on_a_new_service(rig: Rig, db_url: str, chat_id: str, action_id: str, given: Answer) -> None:
+    """A fresh process (its own service, hub, MCP pool and worker pool on the same database) takes
+    the answer and runs the turn it resumes."""
+    settings = Settings(data_dir=rig.app.settings.data_dir, database_url=db_url, run_workers=False, secret_key="", generate_titles=False)
+    app = await build(settings, clock=rig.app.clock)
+    try:
+        got = await app.service.answer_action(rig.people.alice.user, uuid.UUID(chat_id), uuid.UUID(action_id), given)
+        assert got.status is ChatStatus.PENDING
+        workers = Workers(turn_deps(app), worker_id=uuid.uuid4())
+        try:
+            await workers.acquire_once()
+            await workers.drain()
+        finally:
+            await workers.shutdown()
+    finally:
+        await app.close()
+
+
 async def test_a_restart_between_question_and_answer_resumes_on_a_new_service(
     rig: Rig, client: httpx.AsyncClient, db_url: str, tmp_path: Path
 ) -> None:
@@ -321,22 +339,8 @@ async def test_a_restart_between_question_and_answer_resumes_on_a_new_service(
     [action] = (await chat_of(client, rig, chat["id"]))["pending_actions"]
     await rig.workers.shutdown()
 
-    # A fresh process: its own service, hub and worker pool on the same database.
-    settings = Settings(data_dir=rig.app.settings.data_dir, database_url=db_url, run_workers=False, secret_key="", generate_titles=False)
-    settings.secret_key = ""
-    app = await build(settings, clock=rig.app.clock)
-    try:
-        got = await app.service.answer_action(rig.people.alice.user, uuid.UUID(chat["id"]), uuid.UUID(action["id"]), Answer(Decision.ACCEPT, content="red"))
-        assert got.status is ChatStatus.PENDING
-        rig.llm.script(Reply(text="Red."))
-        workers = Workers(turn_deps(app), worker_id=uuid.uuid4())
-        try:
-            await workers.acquire_once()
-            await workers.drain()
-        finally:
-            await workers.shutdown()
-    finally:
-        await app.close()
+    rig.llm.script(Reply(text="Red."))
+    await answer_on_a_new_service(rig, db_url, chat["id"], action["id"], Answer(Decision.ACCEPT, content="red"))
     assert (await chat_of(client, rig, chat["id"]))["status"] == ChatStatus.WAITING.value
     assert json.loads(tool_messages(rig.llm.requests[1].body)[0]["content"]) == {"answer": "red"}
 
@@ -848,20 +852,8 @@ async def test_each_kind_of_wait_is_answered_on_a_new_service_after_a_restart(
     assert (body["status"], action["kind"]) == (ChatStatus.REQUIRES_ACTION.value, kind)
     await rig.workers.shutdown()
 
-    settings = Settings(data_dir=rig.app.settings.data_dir, database_url=db_url, run_workers=False, secret_key="", generate_titles=False)
-    app = await build(settings, clock=rig.app.clock)
-    try:
-        got = await app.service.answer_action(rig.people.alice.user, uuid.UUID(chat["id"]), uuid.UUID(action["id"]), RESTART_ANSWERS[kind])
-        assert got.status is ChatStatus.PENDING
-        rig.llm.script(Reply(text="Done."))
-        workers = Workers(turn_deps(app), worker_id=uuid.uuid4())
-        try:
-            await workers.acquire_once()
-            await workers.drain()
-        finally:
-            await workers.shutdown()
-    finally:
-        await app.close()
+    rig.llm.script(Reply(text="Done."))
+    await answer_on_a_new_service(rig, db_url, chat["id"], action["id"], RESTART_ANSWERS[kind])
     assert (await chat_of(client, rig, chat["id"]))["status"] == ChatStatus.WAITING.value
     [sent] = tool_messages(rig.llm.requests[1].body)
     assert RESTART_RESULTS[kind] in sent["content"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 import httpcore2
@@ -108,6 +108,25 @@ class AsyncioStream(AsyncNetworkStream):
         return None
 
 
+async def _opened(
+    opening: Coroutine[Any, Any, tuple[asyncio.StreamReader, asyncio.StreamWriter]],
+    timeout: float | None,
+    socket_options: Iterable[SOCKET_OPTION] | None,
+) -> AsyncNetworkStream:
+    """A connection being opened, bounded by `timeout`, its errors as httpcore names them."""
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await opening
+    except TimeoutError as exc:
+        raise httpcore2.ConnectTimeout(exc) from exc
+    except OSError as exc:
+        raise httpcore2.ConnectError(exc) from exc
+    sock = writer.get_extra_info("socket")
+    for option in socket_options or ():
+        sock.setsockopt(*option)
+    return AsyncioStream(reader, writer)
+
+
 class AsyncioBackend(AsyncNetworkBackend):
     async def connect_tcp(
         self,
@@ -117,35 +136,15 @@ class AsyncioBackend(AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[SOCKET_OPTION] | None = None,
     ) -> AsyncNetworkStream:
-        try:
-            async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(
-                    host, port, local_addr=(local_address, 0) if local_address else None,
-                    happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY,
-                )
-        except TimeoutError as exc:
-            raise httpcore2.ConnectTimeout(exc) from exc
-        except OSError as exc:
-            raise httpcore2.ConnectError(exc) from exc
-        sock = writer.get_extra_info("socket")
-        for option in socket_options or ():
-            sock.setsockopt(*option)
-        return AsyncioStream(reader, writer)
+        opening = asyncio.open_connection(
+            host, port, local_addr=(local_address, 0) if local_address else None, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY,
+        )  # fmt: skip
+        return await _opened(opening, timeout, socket_options)
 
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[SOCKET_OPTION] | None = None
     ) -> AsyncNetworkStream:
-        try:
-            async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_unix_connection(path)
-        except TimeoutError as exc:
-            raise httpcore2.ConnectTimeout(exc) from exc
-        except OSError as exc:
-            raise httpcore2.ConnectError(exc) from exc
-        sock = writer.get_extra_info("socket")
-        for option in socket_options or ():
-            sock.setsockopt(*option)
-        return AsyncioStream(reader, writer)
+        return await _opened(asyncio.open_unix_connection(path), timeout, socket_options)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
