@@ -48,6 +48,14 @@ describe("chat state", () => {
     expect(callState({ result: { text: "x" } }, onCall(cancelled, "f1")).label).toBe("done");
   });
 
+  it("reads a call answered while its step's other questions wait as approved or answered, not as 'no result'", () => {
+    expect(callState(null, { kind: "tool_approval", decision: "approve" })).toMatchObject({ label: "approved", ran: false });
+    expect(callState(null, { kind: "elicitation", decision: "accept" })).toMatchObject({ label: "answered", ran: false });
+    // Once its result is there it is done like any call.
+    expect(callState({ result: "ok" }, { kind: "tool_approval", decision: "approve" }).label).toBe("done");
+    expect(callState(null, null).label).toBe("no result");
+  });
+
   it("reads a denied, declined, cancelled or timed-out call as that, with no run time, never as failed", () => {
     const denied = { tool_call_id: "e1", tool_name: "execute", result: { error: "Denied by the user: the tool call was not run." }, is_error: true };
     expect(callState(denied, { kind: "tool_approval", decision: "deny" })).toEqual({ label: "denied", ran: false, note: "You denied this call: it did not run." });

@@ -53,6 +53,11 @@ function ActionCard({ action, onAnswer }: { action: PendingAction; onAnswer: Pro
     <article class={`action action-${action.kind}`} aria-label={label(action)}>
       {body}
       <Waited since={action.created_at} />
+      {action.deadline && action.kind === "elicitation" && (
+        <p class="muted action-deadline">
+          Answer by {new Date(action.deadline).toLocaleTimeString()}: after that the server is told nobody answered.
+        </p>
+      )}
       {error && <p class="error" role="alert">{error}</p>}
     </article>
   );

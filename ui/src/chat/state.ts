@@ -276,6 +276,13 @@ export function callState(
     return { label: result.is_error ? "failed" : "done", ran: true, note };
   }
   if (opts.awaiting) return { label: "waiting for your answer", ran: false, note: null };
+  // Answered, but the step waits for its other questions: the call goes on once all are answered.
+  if (outcome?.decision === "approve") {
+    return { label: "approved", ran: false, note: "It runs once every question of this step is answered." };
+  }
+  if (outcome?.decision === "accept" && outcome.kind === "elicitation") {
+    return { label: "answered", ran: false, note: "The server gets your answer once every question of this step is answered." };
+  }
   return { label: opts.live ? "running" : "no result", ran: false, note: null };
 }
 
