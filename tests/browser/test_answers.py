@@ -48,6 +48,20 @@ def test_each_card_answers_its_own_call_and_the_composer_cancels_all_that_is_pen
     expect(tools.nth(1).get_by_text("done", exact=True)).to_be_visible()
 
 
+def test_an_approved_call_says_so_while_the_other_approval_of_its_step_waits(page: Page, chatd: Chatd, approvals: None) -> None:
+    chat_with(page, chatd, "askfirst", TWO_CALLS)
+    cards = page.get_by_role("article", name="Approve echo", exact=True)
+    expect(cards).to_have_count(2)
+    cards.first.get_by_role("button", name="Approve").click()
+    expect(cards).to_have_count(1)
+    tools = page.get_by_role("article", name="Tool echo on askfirst")
+    expect(tools.nth(0).get_by_text("approved", exact=True)).to_be_visible()
+    expect(tools.nth(0).get_by_text("no result")).to_have_count(0)
+    cards.first.get_by_role("button", name="Approve").click()
+    expect(page.get_by_text(re.compile(r"The tool said: .*two"))).to_be_visible()
+    expect(tools.get_by_text("done", exact=True)).to_have_count(2)
+
+
 def test_the_composer_cancels_every_pending_approval(page: Page, chatd: Chatd, approvals: None) -> None:
     chat_with(page, chatd, "askfirst", TWO_CALLS)
     expect(page.get_by_role("article", name="Approve echo", exact=True)).to_have_count(2)
