@@ -368,7 +368,7 @@ class Session:
                 # A stopped chat's stream still says when the form is answered elsewhere (the
                 # web UI) or times out: the prompt ends then instead of at the next Enter.
                 connected = asyncio.Event()
-                watcher = asyncio.ensure_future(self._watch_ends(self.chat_id, connected))
+                watcher = asyncio.create_task(self._watch_ends(self.chat_id, connected), name=f"form-ends:{self.chat_id}")
                 try:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(5):
@@ -475,11 +475,14 @@ class Session:
 
     async def _watch_ends(self, chat_id: str, connected: asyncio.Event) -> None:
         """Feed the ends of actions (`action_resolved`) from the chat's stream to the forms."""
-        with contextlib.suppress(Exception):
-            async for ev in self.client.events(chat_id, self.last_id):
-                connected.set()  # the snapshot's first event: later ends will be seen
-                if ev.data.get("type") == "action_resolved":
-                    self.forms.saw(ev.data)
+        try:
+            with contextlib.suppress(Exception):
+                async for ev in self.client.events(chat_id, self.last_id):
+                    connected.set()  # the snapshot's first event: later ends will be seen
+                    if ev.data.get("type") == "action_resolved":
+                        self.forms.saw(ev.data)
+        finally:
+            connected.set()  # no stream (refused, gone): the form is asked all the same
 
     async def _fill_in(self, chat_id: str, action: dict[str, Any], follow: asyncio.Future[Any] | None) -> str:
         """Ask for a form's answer (field by field, or Done / decline / cancel for a page) and

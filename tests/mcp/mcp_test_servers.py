@@ -112,6 +112,12 @@ def build_server(
         return f"not registered: {contact.action}"
 
     @srv.tool()
+    def register_as(role: str, contact: Annotated[Contact, Resolve(ask_contact)]) -> str:
+        """Register the user in a role: the role from the call, the name from a form."""
+        state.calls.append("register_as")
+        return f"registered {contact.name} as {role}"
+
+    @srv.tool()
     def enrol(
         contact: Annotated[Contact, Resolve(ask_contact)],
         confirmation: Annotated[ElicitationResult[Confirmation], Resolve(ask_confirmation)],

@@ -858,3 +858,26 @@ async def test_each_kind_of_wait_is_answered_on_a_new_service_after_a_restart(
     [sent] = tool_messages(rig.llm.requests[1].body)
     assert RESTART_RESULTS[kind] in sent["content"]
     assert state.calls == {"elicitation": ["register"], "tool_approval": ["delete_note"], "client_tool": []}[kind]
+
+
+async def test_edited_arguments_approved_before_a_servers_form_are_what_the_model_learns_ran(
+    rig: Rig, client: httpx.AsyncClient, notes_server: tuple[str, ServerState]
+) -> None:
+    url, state = notes_server
+    server_id = await add_notes_server(client, rig, url, approval="always", tool_allow_list=["register_as"])
+    rig.llm.script(Reply(tool_calls=[ToolCall("g1", "notes__register_as", {"role": "guest"})]), Reply(text="Done."))
+    chat = await create(client, rig, "go", mcp_server_ids=[server_id])
+    await rig.run()
+    [approval] = (await chat_of(client, rig, chat["id"]))["pending_actions"]
+    assert approval["kind"] == "tool_approval"
+    assert (await answer(client, rig, chat["id"], approval["id"], decision="approve", args={"role": "admin"})).status_code == 200
+    await rig.run()
+    # The approved call (with the edited arguments) asked its server's form.
+    [form] = (await chat_of(client, rig, chat["id"]))["pending_actions"]
+    assert (form["kind"], form["args"]) == ("elicitation", {"role": "admin"})
+    assert "chatd_edited_args" not in json.dumps(form)
+    assert (await answer(client, rig, chat["id"], form["id"], decision="accept", content={"name": "Ada"})).status_code == 200
+    await rig.run()
+    [sent] = tool_messages(rig.llm.requests[-1].body)
+    assert json.loads(sent["content"]) == {"edited_args": {"role": "admin"}, "result": "registered Ada as admin"}
+    assert state.calls == ["register_as"]

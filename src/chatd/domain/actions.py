@@ -97,7 +97,7 @@ class ActionRequest:
     # and the key of its input request): stored with the action, never shown to anyone. Such a
     # question is durable: the call ended when it asked, and the resumed turn calls again with
     # the answer. Without it an elicitation is asked inside a running call (see `in_call`).
-    resume: dict[str, Any] | None = None
+    resume: dict[str, Any] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,8 +164,8 @@ class Resumption:
     """An answered durable question handed back to the tool call that asked it (the resumed
     turn calls the tool again with this in its context)."""
 
-    # What the tool stored when it asked (`ActionRequest.resume`).
-    state: dict[str, Any]
+    # What the tool stored when it asked (`ActionRequest.resume`): a server's requestState.
+    state: dict[str, Any] = field(repr=False)
     decision: Decision
     content: Any = None
     schema: dict[str, Any] | None = None

@@ -92,6 +92,11 @@ def describe(decision: RetryDecision) -> str:
     return f"{head}{status}: {detail}" if detail else f"{head}{status}"
 
 
+# The key under which a call's edited arguments ride along with the questions it asks after its
+# approval (`ActionRequest.resume`; the tool that asked ignores keys it did not write).
+EDITED_ARGS = "chatd_edited_args"
+
+
 async def run_turn(
     model: ResolvedModel,
     prompt: Sequence[PromptMessage],
@@ -356,13 +361,19 @@ class _Turn:
             )
         call = pm.ToolCallPart(action.tool_name, outcome.args, action.tool_call_id)
         started = time.monotonic()
+        # Arguments the person edited before approving, kept through the questions the call asks
+        # after (a server's form): the model must learn what ran when the call finally does.
+        edited = outcome.args if action_edited(action) else (action.resume or {}).get(EDITED_ARGS)
         result = await self._execute(call, ask=False, resume=Resumption.of(action) if action.resume is not None else None)
         if isinstance(result, NewAction):
-            return result
+            if edited is None:
+                return result
+            request = dataclasses.replace(result.request, resume={**(result.request.resume or {}), EDITED_ARGS: edited})
+            return dataclasses.replace(result, request=request)
         result = result.model_copy(update={"duration_ms": round((time.monotonic() - started) * 1000)})
-        if action_edited(action):
+        if edited is not None:
             # The model's call shows the arguments it proposed; it must learn what actually ran.
-            result = result.model_copy(update={"result": {"edited_args": outcome.args, "result": result.result}})
+            result = result.model_copy(update={"result": {"edited_args": edited, "result": result.result}})
         return result
 
     def _resumed_step(self, results: list[ToolResultPart], actions: list[PendingAction], asks: list[NewAction] | None = None) -> Step:

@@ -101,8 +101,8 @@ class InputAsked:
     request: ActionRequest
     # The key of the server's input request, which the answer is sent under.
     key: str
-    # The server's opaque `requestState`, echoed byte for byte with the answer.
-    request_state: str | None
+    # The server's opaque `requestState`, echoed byte for byte with the answer (never logged).
+    request_state: str | None = field(repr=False)
 
     def resume_state(self) -> dict[str, Any]:
         return {"key": self.key, "request_state": self.request_state}

@@ -18,8 +18,11 @@ depends_on = None
 
 
 def upgrade() -> None:
-    # A plain nullable ADD COLUMN on both dialects (no table rebuild): replicas of the previous
-    # version neither read nor write it, and their elicitations (asked inside a call) have none.
+    # A plain nullable ADD COLUMN on both dialects (no table rebuild). Rolling upgrades: safe for
+    # the schema, but a replica of the previous version takes every MCP form for one asked
+    # inside a running call: a chat waiting on a 2026-07-28 server's form that it resumes has
+    # the form cancelled, and an answer sent through it is refused. Where such forms may be
+    # waiting, stop, migrate, start (docs/deployment.md, "Upgrades").
     op.add_column("pending_actions", sa.Column("resume", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=True))
 
 
