@@ -176,3 +176,17 @@ async def test_an_unknown_uuid_path_is_a_404_and_a_malformed_one_a_400(client: h
     h = people.alice.headers
     assert (await client.get(f"/api/v1/chats/{uuid.uuid4()}", headers=h)).status_code == 404
     assert_400(await client.get("/api/v1/chats/not-a-uuid", headers=h))
+
+
+async def test_a_token_expiry_given_as_a_number_is_refused(client: httpx.AsyncClient, people: People) -> None:
+    # The schema says an RFC 3339 string; a number was read as Unix seconds and stored (fuzzing).
+    r = await client.post(
+        "/api/v1/mcp-servers", headers=people.admin.headers,
+        json={"slug": "own", "display_name": "Own", "url": "https://mcp.example/mcp", "auth_type": "oauth2"},
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
+    path = f"/api/v1/mcp-servers/{r.json()['id']}/token"
+    assert_400(await client.put(path, headers=people.alice.headers, json={"access_token": "t", "expires_at": 0}))
+    assert_400(await client.put(path, headers=people.alice.headers, json={"access_token": "t", "expires_at": "1700000000"}))
+    ok = await client.put(path, headers=people.alice.headers, json={"access_token": "t", "expires_at": "2030-01-01T00:00:00Z"})
+    assert ok.status_code == 200 and ok.json()["expires_at"].startswith("2030-01-01"), ok.text

@@ -16,6 +16,8 @@ from tests.browser.conftest import Chatd, sign_in
 
 def new_chat(page: Page, text: str) -> None:
     page.get_by_role("link", name="New chat").click()
+    # As a person does: type once the new chat's page is there (the last chat's box may still be).
+    expect(page.get_by_role("heading", level=1)).to_have_text("New chat")
     send(page, text)
     expect(page.get_by_role("heading", level=1)).not_to_have_text("New chat")
 

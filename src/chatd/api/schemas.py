@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
 from chatd.domain.actions import ActionKind, ApprovalPolicy, PendingAction
 from chatd.domain.actions import edited as action_edited
@@ -36,6 +36,23 @@ Int = Annotated[int, Strict()]
 Bool = Annotated[bool, Strict()]
 # A JSON number (an integer is one too); never a boolean.
 Float = Annotated[float, Strict()]
+
+
+def _date_time_string(v: Any) -> Any:
+    """Only what the schema's `date-time` says: lax pydantic also read a number (or a string of
+    digits) as Unix seconds."""
+    if isinstance(v, str):
+        try:
+            datetime.fromisoformat(v)
+        except ValueError:
+            raise ValueError("an RFC 3339 date-time, such as 2030-01-01T00:00:00Z") from None
+        return v
+    if v is not None and not isinstance(v, datetime):
+        raise ValueError("an RFC 3339 date-time string, such as 2030-01-01T00:00:00Z")
+    return v
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_date_time_string)]
 Price = Annotated[int, Strict(), Field(ge=0, le=MAX_PRICE)]
 
 
@@ -531,7 +548,7 @@ class McpTokenIn(_In):
     access_token: str = Field(min_length=1, max_length=16384)
     refresh_token: str | None = Field(default=None, max_length=16384)
     token_type: str = Field(default="Bearer", max_length=32)
-    expires_at: datetime | None = None
+    expires_at: Timestamp | None = None
 
 
 class McpTokenOut(_Out):
