@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from pydantic_ai import messages as pm
 from pydantic_ai._parts_manager import ModelResponsePartsManager
+from pydantic_ai._special_tokens import _TOKEN_START_LENGTH, StreamRestorer, _StreamedTextRestorer
 from pydantic_ai.messages import INVALID_JSON_KEY
 from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.settings import ModelSettings
@@ -140,8 +141,31 @@ class EventPipeline:
             if type(event) is pm.PartStartEvent:
                 for flushed in restorer.flush_text():
                     self._emit_restored(flushed, out)
-            event = restorer.restore(event)
+                event = restorer.restore(event)
+            elif not self._plain_text(restorer, event):
+                event = restorer.restore(event)
         self._emit_restored(event, out)
+
+    @staticmethod
+    def _plain_text(restorer: StreamRestorer, event: pm.ModelResponseStreamEvent) -> bool:
+        """Whether `event` is a text delta the restorer would pass on unchanged, its state updated as
+        `restore` updates it. A joiner is a zero-width (non-ASCII) character and only a joiner is
+        ever held, so ASCII text behind nothing held goes out as it is: `restore` copied the event
+        and its delta for every token (~4% of the CPU at 100 chats). Checked against `restore` by
+        tests/providers/test_stream_pipeline.py."""
+        if type(event) is not pm.PartDeltaEvent:
+            return False
+        delta = event.delta
+        if type(delta) is not pm.TextPartDelta:
+            return False
+        text = delta.content_delta
+        if not text.isascii():
+            return False
+        state = restorer.restorers.get(event.index)
+        if type(state) is not _StreamedTextRestorer or state.held:
+            return False
+        state.previous = (state.previous + text)[-_TOKEN_START_LENGTH:]
+        return True
 
     def end(self, out: Published) -> None:
         """The mapping's events are over: what is still held, then the last part's end."""
