@@ -95,6 +95,29 @@ async def test_the_asyncio_backend_times_out_a_silent_stream_and_refuses_like_an
     assert results["asyncio"][1][:2] == ("error", httpcore2.ConnectError)
 
 
+async def test_a_read_timeout_bounds_each_wait_not_the_whole_stream() -> None:
+    """A stream slower overall than the read timeout, each gap within it, reads to the end; on a
+    kept-alive connection a later request's shorter timeout is the one kept (the asyncio
+    backend's timer was set for the longer one)."""
+    results: dict[str, list[Any]] = {}
+    for backend in BACKENDS:
+        async with FakeLLMServer() as server:
+            server.script(
+                Reply(text="fine"),
+                Reply(text="then silence", fault=Fault.stall(after=1)),
+                Reply(text="slow but steady " * 3, frame_delay=0.1),
+            )
+            async with _pool(backend) as pool:
+                url = f"{server.openai_base_url}/chat/completions"
+                fine = await _outcome(pool, url, read_timeout=60)
+                # Generous: a timer left at the previous request's 60 s would not fire within it.
+                stalled = await asyncio.wait_for(_outcome(pool, url, read_timeout=0.3), 20)
+                slow = await _outcome(pool, url, read_timeout=0.35)
+        results[backend] = [fine[:2], stalled[:2], slow[:2]]
+    assert results["asyncio"] == results["anyio"]
+    assert results["asyncio"] == [("ok", 200), ("error", httpcore2.ReadTimeout), ("ok", 200)]
+
+
 # ------------------------------------------------------------------------------- TLS, closes
 
 
