@@ -1,4 +1,4 @@
-"""Load test of a running deployment, over its public HTTP API only (README: "Load test").
+"""Load test of a running deployment, over its public HTTP API only (docs/performance.md: "Load test of a deployment").
 
     uv run --frozen python -m bench.llm --port 9100 --mcp-port 9101 &      # a scripted model
     uv run --frozen python -m bench.load --url http://127.0.0.1:8080 --token-file DATA/admin-token \\
