@@ -15,6 +15,7 @@ from pydantic_ai.settings import ModelSettings, ThinkingLevel
 from chatd.errors import InvalidInput
 from chatd.providers.config import ModelSpec, ProviderConfig
 from chatd.providers.registry import PROVIDERS, UnknownProvider, provider_spec
+from chatd.providers.tool_schemas import prepare_tools_once
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,9 @@ def build_provider(provider: ProviderConfig, http_client: httpx2.AsyncClient | N
 
 
 def build_model(provider: ProviderConfig, model_name: str, sdk: Provider[Any]) -> Model:
-    """A pydantic-ai model called `model_name` through the SDK client `sdk` built for `provider`."""
-    return provider_spec(provider.kind).wire.build_model(model_name, sdk)
+    """A pydantic-ai model called `model_name` through the SDK client `sdk` built for `provider`,
+    its tool definitions prepared once each (`tool_schemas`)."""
+    return prepare_tools_once(provider_spec(provider.kind).wire.build_model(model_name, sdk))
 
 
 def resolve_model(
