@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -381,6 +382,17 @@ async def get_chat(db: Database, chat_id: uuid.UUID) -> Chat:
     """The chat, with its pending actions when it waits for answers."""
     async with db.read() as conn:
         return (await with_actions(conn, [await get_chat_in(conn, chat_id)]))[0]
+
+
+async def get_chats(db: Database, chat_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Chat]:
+    """The chats among `chat_ids` that exist, with their pending actions as `get_chat` has them:
+    one read for many (a chat watch's hints that arrived together)."""
+    wanted = list(dict.fromkeys(chat_ids))
+    if not wanted:
+        return {}
+    async with db.read() as conn:
+        rows = (await conn.execute(select(*CHAT_COLUMNS).where(chats.c.id.in_(wanted)))).all()
+        return {c.id: c for c in await with_actions(conn, [chat_from_row(r) for r in rows])}
 
 
 async def queue_in(conn: AsyncConnection, chat_id: uuid.UUID) -> list[QueuedMessage]:

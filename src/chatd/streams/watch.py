@@ -18,7 +18,6 @@ from typing import Any
 
 from chatd.domain.chat import Chat
 from chatd.domain.clock import Clock
-from chatd.errors import NotFound
 from chatd.pubsub.base import PubSub, owner_channel
 from chatd.store import chats as chat_store
 from chatd.store.database import Database
@@ -89,24 +88,40 @@ async def watch_owner(db: Database, pubsub: PubSub, clock: Clock, owner_id: uuid
     async def changes() -> AsyncIterator[ChatChange]:
         nonlocal lost, since
         while True:
-            payload = await queue.get()
-            if payload.get("reconnected") or lost:
-                lost = False
-                mark = clock.now()
-                for chat in await chat_store.chats_updated_since(db, owner_id, since):
-                    kind = resync_kind(chat, seen.get(chat.id), since)
-                    if kind is not None:
-                        yield report(kind, chat)
-                since = mark - RESYNC_MARGIN
-            hint = read_owner_hint(payload)
-            if hint is None:
-                continue  # the reconnect notice, or a payload of some other kind
-            kind, chat_id = hint
-            try:
-                chat = await chat_store.get_chat(db, chat_id)
-            except NotFound:
-                continue
-            if chat.owner_id == owner_id:
+            # Every payload that waits is handled now: their hints are re-read together, in one
+            # database read instead of one per hint (a busy user's chats change many at a time).
+            payloads = [await queue.get()]
+            while not queue.empty():
+                payloads.append(queue.get_nowait())
+            hints: list[tuple[str, uuid.UUID]] = []
+            for payload in payloads:
+                if payload.get("reconnected") or lost:
+                    # The hints before it were read before the resync, as one at a time.
+                    async for change in read(hints):
+                        yield change
+                    hints = []
+                    lost = False
+                    mark = clock.now()
+                    for chat in await chat_store.chats_updated_since(db, owner_id, since):
+                        kind = resync_kind(chat, seen.get(chat.id), since)
+                        if kind is not None:
+                            yield report(kind, chat)
+                    since = mark - RESYNC_MARGIN
+                hint = read_owner_hint(payload)
+                if hint is not None:  # else the reconnect notice, or a payload of some other kind
+                    hints.append(hint)
+            async for change in read(hints):
+                yield change
+
+    async def read(hints: list[tuple[str, uuid.UUID]]) -> AsyncIterator[ChatChange]:
+        """Each hint in its order, with its chat as one read finds it (a chat hinted twice is
+        reported twice, as its reads one after the other would); gone or not the owner's: none."""
+        if not hints:
+            return
+        found = await chat_store.get_chats(db, (chat_id for _, chat_id in hints))
+        for kind, chat_id in hints:
+            chat = found.get(chat_id)
+            if chat is not None and chat.owner_id == owner_id:
                 yield report(kind, chat)
 
     try:
