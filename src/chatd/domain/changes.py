@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
 
@@ -54,6 +54,8 @@ class OnStream(_Change):
     # The order in which a subscriber reads the changes of one notification: changes of one chat
     # join one notification only while their ranks rise.
     rank: ClassVar[int]
+    # Fields that stay on this replica (never in a notification's payload, `streams/notes.py`).
+    local: ClassVar[frozenset[str]] = frozenset()
     chat_id: uuid.UUID
 
 
@@ -68,19 +70,34 @@ class Announced(OnStream):
 
 @dataclass(frozen=True, slots=True)
 class MessagesAdded(OnStream):
-    """Messages with ids above `after_id` are new in the chat's history."""
+    """Messages with ids above `after_id` are new in the chat's history.
+
+    `written`, when given, is what the committing transaction wrote, under the chat's lock: the
+    messages a stream shows above `shown_before` as of that commit are its visible ones. The
+    replica that wrote them answers its own subscribers with them instead of reading them back
+    (`StreamHub.notify`); neither field leaves the replica (`local`)."""
 
     tag = "a"
     rank = 0
+    local = frozenset({"written", "shown_before"})
 
     chat_id: uuid.UUID
     after_id: int
+    written: tuple[Message, ...] = field(default=(), compare=False, repr=False)
+    shown_before: int = field(default=0, compare=False)
 
     @classmethod
-    def of(cls, chat_id: uuid.UUID, messages: Iterable[Message]) -> list[MessagesAdded]:
-        """None (an empty list) when there are no messages: nothing to announce."""
-        ids = [m.id for m in messages]
-        return [cls(chat_id, min(ids) - 1)] if ids else []
+    def of(cls, chat_id: uuid.UUID, messages: Iterable[Message], *, shown_before: int | None = None) -> list[MessagesAdded]:
+        """None (an empty list) when there are no messages: nothing to announce. `shown_before`:
+        `messages` are all the transaction wrote, and the newest message a stream shows below
+        them is this one (`StepWritten.shown_before`)."""
+        msgs = tuple(messages)
+        if not msgs:
+            return []
+        after_id = min(m.id for m in msgs) - 1
+        if shown_before is None:
+            return [cls(chat_id, after_id)]
+        return [cls(chat_id, after_id, msgs, shown_before)]
 
 
 @dataclass(frozen=True, slots=True)

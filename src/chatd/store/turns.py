@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -154,6 +154,11 @@ class StepWritten:
     # Whether steered messages may wait for `take_steered`: False only when `peek_steered` looked
     # in the step's own transaction and found none (the boundary then needs no second one).
     steered: bool = True
+    # With `shown_before`: the id of the chat's newest visible message below the step's (0 when
+    # none), read under the step's lock, so the visible messages above it are `messages` (the
+    # visible ones) as of this commit: what this replica's streams are answered with
+    # (`MessagesAdded.written`).
+    shown_before: int | None = None
 
 
 async def persist_step(
@@ -168,6 +173,7 @@ async def persist_step(
     actions: Sequence[NewAction] = (),
     resolves: Sequence[uuid.UUID] = (),
     peek_steered: bool = False,
+    shown_before: bool = False,
     before_commit: Callable[[], None] | None = None,
 ) -> StepWritten:
     """Write one step's messages in one transaction, only under the turn's generation. A chat
@@ -180,6 +186,7 @@ async def persist_step(
     meanwhile they get "cancelled" results instead. `resolves`: answered actions whose results
     are among `new` (a resumed turn); they are done. `peek_steered`: also say whether
     `take_steered` would find anything now (`StepWritten.steered`), under the same lease check.
+    `shown_before`: also read `StepWritten.shown_before` (for a chat with subscribers here).
     `before_commit`: called once the step is written, before its commit can be seen (the
     worker drops the step's streamed parts there: a stream's snapshot that reads the messages
     must not also find their parts, which it would between the commit and a later drop)."""
@@ -188,6 +195,12 @@ async def persist_step(
         if not worker_owns(chat.status, chat.generation, chat.worker_id, mine=generation, me=worker_id, kind=WriteKind.STEP):
             raise LostOwnership("The chat is no longer owned by this turn.")
         written = await _write_step(conn, now, chat, new, ends_tool_calls, actions, resolves, peek_steered, generation, worker_id)
+        if shown_before and written.messages:
+            # Every message of the chat is written under its row lock, which this transaction
+            # holds: none can appear between this one and the step's.
+            below = min(m.id for m in written.messages)
+            newest = (await conn.execute(_SHOWN_BELOW, {"p_chat_id": chat_id, "p_below": below})).scalar()
+            written = replace(written, shown_before=int(newest or 0))
         if before_commit is not None:
             before_commit()
         return written
@@ -318,6 +331,15 @@ async def prompt_messages(db: Database, chat_id: uuid.UUID) -> list[Message]:
 
 
 _CHAT_ROW: Final = select(*CHAT_COLUMNS).where(chats.c.id == bindparam("p_chat_id"))
+# The chat's newest message a stream shows (`chats.visible_messages`) below an id.
+_SHOWN_BELOW: Final = select(func.max(messages.c.id)).where(
+    and_(
+        messages.c.chat_id == bindparam("p_chat_id"),
+        messages.c.id < bindparam("p_below"),
+        messages.c.deleted.is_(False),
+        messages.c.visibility.in_([Visibility.USER.value, Visibility.BOTH.value]),
+    )
+)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from chatd.domain.changes import (
     QueueChanged,
     StatusChanged,
 )
-from chatd.domain.chat import ChatStatus, Role, status_version
+from chatd.domain.chat import ChatStatus, Message, Role, Visibility, status_version
 from chatd.domain.events import (
     ActionRequiredEvent,
     MessageEvent,
@@ -51,6 +51,11 @@ from chatd.streams.subscribers import (
 )
 
 log = logging.getLogger(__name__)
+
+# What a stream shows of the history (`chat_store.visible_messages`).
+_VISIBLE = frozenset({Visibility.USER, Visibility.BOTH})
+# Announced writes kept for their notifications' arrival (`StreamHub._remember`).
+_WRITTEN_KEPT = 1024
 
 
 @dataclass(eq=False)
@@ -96,6 +101,9 @@ class StreamHub:
         self._pubsub_lock = asyncio.Lock()
         # Database checks behind relay decisions (see `_check_relay`); each ends on its own.
         self._checks: set[asyncio.Task[None]] = set()
+        # Messages this replica wrote and announced, until their notification comes back here
+        # (`notify`, `_on_note`): by (chat, `MessagesAdded.after_id`), oldest first.
+        self._written: dict[tuple[uuid.UUID, int], tuple[int, list[Message]]] = {}
 
     def _state(self, chat_id: uuid.UUID) -> _ChatState:
         st = self._chats.get(chat_id)
@@ -214,7 +222,26 @@ class StreamHub:
         """The chat channel's transport; only `streams/outbox.py` publishes (tests inject notes)."""
         # Parts waiting to be merged were streamed before this change: they go first.
         self.flush_parts(chat_id)
+        st = self._chats.get(chat_id)
+        if st is not None and st.subscribers:
+            for change in note.changes:
+                if isinstance(change, MessagesAdded) and change.written:
+                    self._remember(chat_id, change)
         await self.pubsub.publish(chat_channel(chat_id), note.to_payload())
+
+    def has_subscribers(self, chat_id: uuid.UUID) -> bool:
+        st = self._chats.get(chat_id)
+        return st is not None and bool(st.subscribers)
+
+    def _remember(self, chat_id: uuid.UUID, change: MessagesAdded) -> None:
+        """Keep what a transaction of this replica wrote for the arrival of its notification:
+        this replica's subscribers then get the messages without reading them back. Only the
+        visible ones, as a stream's read has them. Bounded: a notification that never comes back
+        (the pubsub was down) costs its subscribers a database read, as any would."""
+        shown = sorted((m for m in change.written if m.visibility in _VISIBLE), key=lambda m: m.id)
+        self._written[(chat_id, change.after_id)] = (change.shown_before, shown)
+        while len(self._written) > _WRITTEN_KEPT:
+            del self._written[next(iter(self._written))]
 
     # --- subscriber side -------------------------------------------------------------------
 
@@ -237,6 +264,12 @@ class StreamHub:
                 sub.lost()
             return
         note = Notification.from_payload(payload)
+        if self._written:
+            for change in note.changes:
+                if isinstance(change, MessagesAdded):
+                    written = self._written.pop((chat_id, change.after_id), None)
+                    if written is not None:
+                        st.cache.prime(st.notes_seen, *written)
         status = note.status
         if status is not None and status.status is ChatStatus.RUNNING and status.worker_id is not None:
             self._want_relay(chat_id, st, status.worker_id)

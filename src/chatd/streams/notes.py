@@ -51,7 +51,7 @@ class Notification:
         return next((c for c in self.changes if isinstance(c, StatusChanged)), None)
 
     def to_payload(self) -> dict[str, Any]:
-        return {"c": [[c.tag, _adapter(type(c)).dump_python(c, mode="json")] for c in self.changes]}
+        return {"c": [[c.tag, _adapter(type(c)).dump_python(c, mode="json", exclude=set(c.local) or None)] for c in self.changes]}
 
     @classmethod
     def from_payload(cls, d: dict[str, Any]) -> Notification:

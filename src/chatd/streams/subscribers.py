@@ -106,6 +106,15 @@ class MessageCache:
     after_id: int = 0
     messages: list[Message] = field(default_factory=list)
 
+    def prime(self, seq: int, after_id: int, messages: list[Message]) -> None:
+        """Answer arrival `seq` with `messages`: every visible message of the chat above
+        `after_id` as of the commit that arrival announces (the replica wrote them itself; see
+        `MessagesAdded.written`). A message committed later comes with a later arrival, which
+        reads. Never replaces an answer to a later arrival; a read under way that answers an
+        earlier one replaces this when it ends, and arrival `seq` then reads again."""
+        if seq > self.seq and len(messages) <= self.size:
+            self.messages, self.after_id, self.seq = messages, after_id, seq
+
     async def messages_after(
         self, db: Database, chat_id: uuid.UUID, last_id: int, seq: int, arrivals: Callable[[], int]
     ) -> list[Message]:

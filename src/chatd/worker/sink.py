@@ -56,6 +56,8 @@ class StoreSink:
             written = await turns.persist_step(
                 self.db, self.clock.now(), self.chat_id, self.worker_id, self.generation, new, ends_tool_calls=ends_tool_calls,
                 actions=actions or (), resolves=resolves or (), peek_steered=peek_steered,
+                # Streams of this chat here are answered with the step's messages, not a read.
+                shown_before=self.hub.has_subscribers(self.chat_id),
                 # The parts of this step are a message now; a late subscriber must not get both.
                 # Dropped before the commit: a snapshot whose read finds the message then cannot
                 # find the parts still there (a `chatd chat` connecting then printed an answer twice).
@@ -66,7 +68,10 @@ class StoreSink:
         self._steered_waiting = written.steered
         # With actions, the status (`requires_action`) follows when the turn settles.
         await self.outbox.publish(
-            [*MessagesAdded.of(self.chat_id, written.messages), *([ActionsRequested(self.chat_id)] if written.actions else [])]
+            [
+                *MessagesAdded.of(self.chat_id, written.messages, shown_before=written.shown_before),
+                *([ActionsRequested(self.chat_id)] if written.actions else []),
+            ]
         )
 
     async def persist_step(self, step: Step) -> None:
