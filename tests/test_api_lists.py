@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from chatd.api.paging import encode_cursor
-from chatd.api.streaming import while_authorized
+from chatd.api.streaming import guarded, while_authorized
 from chatd.bootstrap import App, build
 from chatd.domain.clock import ManualClock
 from chatd.settings import Settings
@@ -242,6 +242,60 @@ async def test_a_busy_stream_rechecks_its_token_as_often_as_an_idle_one() -> Non
     got = [i async for i in while_authorized(busy(), revoked, 0.1, asyncio.Event())]
     assert checks == 1
     assert 0 < len(got) < 1_000  # ended at the first check (~0.1 s), not when the events ran out
+
+
+class Stoppable:
+    """Events every 5 ms until `stop()`, which ends them at their next read (as a chat stream's)."""
+
+    def __init__(self) -> None:
+        self.stopped = asyncio.Event()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    async def events(self) -> AsyncIterator[int]:
+        for i in range(10_000):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopped.wait(), 0.005)
+            if self.stopped.is_set():
+                return
+            yield i
+
+
+async def test_a_guarded_stream_ends_at_its_first_failed_check_however_busy() -> None:
+    checks = 0
+
+    async def revoked() -> bool:
+        nonlocal checks
+        checks += 1
+        return checks < 3
+
+    src = Stoppable()
+    async with asyncio.timeout(10):
+        got = [i async for i in guarded(src.events(), src.stop, revoked, 0.1, asyncio.Event())]
+    assert checks == 3 and src.stopped.is_set()
+    assert 0 < len(got) < 1_000  # ended at the third check (~0.3 s), not when the events ran out
+
+
+async def test_a_guarded_stream_ends_when_the_process_stops_and_fails_with_its_check() -> None:
+    closing = asyncio.Event()
+
+    async def allowed() -> bool:
+        return True
+
+    src = Stoppable()
+    asyncio.get_running_loop().call_later(0.05, closing.set)
+    async with asyncio.timeout(10):
+        assert len([i async for i in guarded(src.events(), src.stop, allowed, 60, closing)]) < 1_000
+
+    async def broken() -> bool:
+        raise RuntimeError("the database is gone")
+
+    src = Stoppable()
+    with pytest.raises(RuntimeError):
+        async with asyncio.timeout(10):
+            async for _ in guarded(src.events(), src.stop, broken, 0.05, asyncio.Event()):
+                pass
 
 
 async def test_metrics_need_an_admin_token_by_default(client: httpx.AsyncClient, people: People) -> None:

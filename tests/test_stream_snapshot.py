@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import pytest
+
 from chatd.bootstrap import App
 from chatd.domain.chat import ChatStatus, NewMessage, Role
 from chatd.domain.events import MessageEvent, MessagePartEvent, StatusEvent, StreamEvent
@@ -83,3 +85,23 @@ async def test_parts_queued_before_the_read_that_finds_their_message_are_not_sen
     assert kinds(evs) == ["StatusEvent", "MessageEvent", "MessageEvent", "MessagePartEvent"]
     assert isinstance(evs[2], MessageEvent) and evs[2].message.content == [TextPart(text="The answer is 42.")]
     assert isinstance(evs[3], MessagePartEvent) and evs[3].part == TextPart(text="Next step")
+
+
+async def test_stopping_a_subscribers_events_ends_them_at_their_next_read(chatd: App, people: People) -> None:
+    """What a chat stream's guard does when its token is revoked or the process stops: the reader
+    waiting for the next event returns, with nothing more, and the subscriber is gone."""
+    hub = StreamHub(chatd.db, chatd.pubsub)
+    chat = await chatd.service.create_chat(people.alice.user, content=[TextPart(text="hi")])
+    hub.start_buffering(chat.id)
+    async with hub.subscribe(chat.id) as events:
+        await take(events, 2)  # status, the user message
+        waiting = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(0)
+        events.stop()
+        with pytest.raises(StopAsyncIteration):
+            async with asyncio.timeout(10):
+                await waiting
+        hub.publish_part(chat.id, Role.ASSISTANT, TextPart(text="late"))
+        with pytest.raises(StopAsyncIteration):
+            await anext(events)
+    assert not hub.has_subscribers(chat.id)

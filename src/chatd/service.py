@@ -51,7 +51,6 @@ from chatd.domain.config import (
     UsageStatus,
     User,
 )
-from chatd.domain.events import StreamEvent
 from chatd.domain.mcp import (
     McpAuthType,
     McpAvailability,
@@ -109,7 +108,7 @@ from chatd.store import workspaces as workspace_store
 from chatd.store.database import Database
 from chatd.store.secrets import SecretBox
 from chatd.store.stats import DatabaseStats, database_stats
-from chatd.streams.hub import StreamHub
+from chatd.streams.hub import ChatEvents, StreamHub
 from chatd.streams.outbox import Outbox
 from chatd.streams.relay import encode
 from chatd.streams.watch import ChatChange, watch_owner
@@ -659,10 +658,11 @@ class ChatService:
 
     async def open_stream(
         self, actor: User, chat_id: uuid.UUID, after_id: int
-    ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
+    ) -> AbstractAsyncContextManager[ChatEvents]:
         """The caller's chat stream, to be entered: subscribed first, then the snapshot (status,
-        parts in flight, messages after `after_id`, queue), then live events. Raises NotFound
-        here, before anything is subscribed, for a chat that is not the caller's."""
+        parts in flight, messages after `after_id`, queue), then live events (ended from another
+        task by `stop()`). Raises NotFound here, before anything is subscribed, for a chat that is
+        not the caller's."""
         await self.get_chat(actor, chat_id)
         return self.hub.subscribe(chat_id, after_id)
 

@@ -61,6 +61,47 @@ async def while_authorized(
                 await pending
 
 
+async def guarded(
+    events: AsyncIterator[T], stop: Callable[[], None], authorized: Callable[[], Awaitable[bool]], every: float, closing: asyncio.Event
+) -> AsyncIterator[T]:
+    """`while_authorized` for events that can be ended from another task (`stop`: a chat
+    stream's subscriber, woken by it): one guard task per stream re-checks `authorized()` every
+    `every` seconds and waits for `closing`, and the events pass straight through (no task per
+    event). Events that arrive while a check is under way (a database read) still pass; the
+    stream ends once it fails."""
+    ended = False
+    failure: Exception | None = None
+
+    async def guard() -> None:
+        nonlocal ended, failure
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(every):
+                        await closing.wait()
+                except TimeoutError:
+                    if await authorized():
+                        continue
+                break
+        except Exception as exc:  # the check failed: the stream fails with it, as it would inline
+            failure = exc
+        ended = True
+        stop()
+
+    task = asyncio.create_task(guard(), name="stream-guard")
+    try:
+        async for item in events:
+            if ended:
+                break
+            yield item
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if failure is not None:
+        raise failure
+
+
 def _cursor(after_id: int | None, last_event_id: str | None) -> int:
     if last_event_id:
         try:
@@ -106,7 +147,7 @@ async def stream(
 
     async def gen() -> AsyncIterator[dict[str, Any]]:
         async with stream as events:
-            async for cursor, data in while_authorized(_framed(events, start), authorized, settings.sse_keepalive, closing):
+            async for cursor, data in guarded(_framed(events, start), events.stop, authorized, settings.sse_keepalive, closing):
                 yield {"event": data["type"], "id": str(cursor), "data": json.dumps(data)}
 
     return EventSourceResponse(gen(), ping=int(max(1, settings.sse_keepalive)), headers={"X-Accel-Buffering": "no"})
@@ -156,7 +197,7 @@ async def stream_ws(websocket: WebSocket, chat_id: str, after_id: str = "0") -> 
     async def send_events() -> None:
         state = app_state(websocket)
         async with stream as events:
-            async for at, data in while_authorized(_framed(events, cursor), authorized, state.settings.sse_keepalive, state.closing):
+            async for at, data in guarded(_framed(events, cursor), events.stop, authorized, state.settings.sse_keepalive, state.closing):
                 await websocket.send_json({"id": at, "event": data})
         if revoked:
             await websocket.close(code=4401, reason="token revoked")

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,9 +157,7 @@ class StreamHub:
     def _fanout(self, chat_id: uuid.UUID, st: _ChatState, ev: MessagePartEvent) -> None:
         arrival = PartArrival(st.parts.generation, ev)
         for sub in st.subscribers:
-            try:
-                sub.queue.put_nowait(arrival)
-            except asyncio.QueueFull:
+            if not sub.put(arrival):
                 metrics.STREAM_DROPPED.inc()
                 self._slow_warning.warn("chat %s: slow subscriber, dropping a message part", chat_id)
 
@@ -277,9 +275,7 @@ class StreamHub:
             self._check_relay(chat_id, st)
         arrival = NoteArrival(st.notes_seen, note)
         for sub in st.subscribers:
-            try:
-                sub.queue.put_nowait(arrival)
-            except asyncio.QueueFull:
+            if not sub.put(arrival):
                 # Never lose a durable change: re-sync from the database on the next read.
                 sub.lost()
 
@@ -290,20 +286,20 @@ class StreamHub:
             self._chats.pop(chat_id, None)
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, chat_id: uuid.UUID, after_id: int = 0) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+    async def subscribe(self, chat_id: uuid.UUID, after_id: int = 0) -> AsyncIterator[ChatEvents]:
         """Subscribe first, then snapshot: status, buffered parts, messages after `after_id`, queue.
 
         Nothing published after this call starts is missed, and no message is sent twice.
         """
         st = self._state(chat_id)
-        sub = Subscriber(asyncio.Queue(self.subscriber_queue))
+        sub = Subscriber(self.subscriber_queue)
         st.subscribers.add(sub)
         metrics.STREAM_SUBSCRIBERS.inc()
         try:
             await self._ensure_channel(chat_id, st)
-            # Captured after registering: later parts reach sub.queue, earlier ones are here.
+            # Captured after registering: later parts reach the subscriber, earlier ones are here.
             parts = st.parts.snapshot()
-            yield self._events(chat_id, st, sub, after_id, parts, st.parts.generation)
+            yield ChatEvents(self._events(chat_id, st, sub, after_id, parts, st.parts.generation), sub)
         finally:
             metrics.STREAM_SUBSCRIBERS.dec()
             st.subscribers.discard(sub)
@@ -321,7 +317,7 @@ class StreamHub:
         after_id: int,
         parts: list[MessagePartEvent],
         parts_generation: int,
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         snap = await read_snapshot(self.db, chat_id, after_id)
         # Parts of an earlier generation than the one the read ended in belong to a step that is
         # persisted (it is among the messages read, or its message event is in the queue) or was
@@ -341,6 +337,8 @@ class StreamHub:
             yield ev
 
         while True:
+            if sub.stopped:
+                return
             if sub.resync:
                 sub.resync = False
                 metrics.STREAM_RESYNCS.inc()
@@ -353,18 +351,9 @@ class StreamHub:
                             continue
                         shown.add(ev.action.id)
                     yield ev
-            get = asyncio.ensure_future(sub.queue.get())
-            wake = asyncio.ensure_future(sub.wake.wait())
-            try:
-                done, _ = await asyncio.wait({get, wake}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for t in (get, wake):
-                    if not t.done():
-                        t.cancel()
-            sub.wake.clear()
-            if get not in done or get.cancelled():
-                continue
-            item = get.result()
+            item = await sub.next()
+            if item is None:
+                continue  # stopped, or a re-sync is due
             if isinstance(item, PartArrival):
                 if item.generation >= current:
                     yield item.event
@@ -417,6 +406,30 @@ class StreamHub:
                 yield ActionRequiredEvent(chat_id=chat_id, action=a)
 
 
+class ChatEvents:
+    """A subscriber's events (`StreamHub.subscribe`). `stop()`, from any task, ends them at their
+    next read: a reader that must also end on a clock (a token re-checked, shutdown) needs no
+    task per event to wait for both."""
+
+    __slots__ = ("_events", "_sub")
+
+    def __init__(self, events: AsyncGenerator[StreamEvent, None], sub: Subscriber) -> None:
+        self._events = events
+        self._sub = sub
+
+    def __aiter__(self) -> ChatEvents:
+        return self
+
+    def __anext__(self) -> Awaitable[StreamEvent]:
+        return self._events.__anext__()
+
+    def stop(self) -> None:
+        self._sub.stop()
+
+    async def aclose(self) -> None:
+        await self._events.aclose()
+
+
 def _position(last_id: int, snap: Snapshot) -> tuple[int, ChatStatus, tuple[int, int]]:
     """Where a subscriber stands once it has a snapshot: the newest message it has, the status
     it showed and that status's version (to drop older status notifications)."""
@@ -424,4 +437,4 @@ def _position(last_id: int, snap: Snapshot) -> tuple[int, ChatStatus, tuple[int,
     return max(last_id, newest), snap.chat.status, status_version(snap.chat.status, snap.chat.generation)
 
 
-__all__ = ["Notification", "StreamHub"]
+__all__ = ["ChatEvents", "Notification", "StreamHub"]

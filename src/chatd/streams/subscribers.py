@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -47,15 +48,51 @@ Delivery = PartArrival | NoteArrival
 
 @dataclass(eq=False)
 class Subscriber:
-    queue: asyncio.Queue[Delivery]
+    """A subscriber's deliveries, at most `capacity` waiting, and its reader's one wake-up: a
+    delivery, a re-sync due or the end of the stream wakes it (no task or future per delivery)."""
+
+    capacity: int
+    items: deque[Delivery] = field(default_factory=deque)
     # Set when a notification could not be queued: the next read re-syncs from the database.
     resync: bool = False
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set when the stream is to end (`stop`): its reader returns at its next read.
+    stopped: bool = False
+    _waiter: asyncio.Future[None] | None = None
+
+    def put(self, item: Delivery) -> bool:
+        """Queue a delivery; False (and nothing queued) when `capacity` are waiting."""
+        if len(self.items) >= self.capacity:
+            return False
+        self.items.append(item)
+        self._wake()
+        return True
 
     def lost(self) -> None:
         """Something durable may have been missed: re-read the chat before anything else."""
         self.resync = True
-        self.wake.set()
+        self._wake()
+
+    def stop(self) -> None:
+        self.stopped = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def next(self) -> Delivery | None:
+        """The next delivery, waiting for one; None, without waiting, once the stream is stopped,
+        or when a re-sync is due and nothing waits."""
+        while not self.items or self.stopped:
+            if self.resync or self.stopped:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self.items.popleft()
 
 
 @dataclass(frozen=True, slots=True)
