@@ -265,14 +265,15 @@ def tree(root: int) -> list[int]:
     return found
 
 
-def tree_cpu(root: int) -> float:
-    """CPU seconds of the tree: the live processes' own, and what the root's children that ended
-    used (cutime, cstime)."""
-    total = 0.0
+def tree_cpu(root: int) -> tuple[float, float]:
+    """User and system CPU seconds of the tree: the live processes' own, and what the root's
+    children that ended used (cutime, cstime)."""
+    user = system = 0
     for pid in tree(root):
         if (fields := _stat(pid)) is not None:
-            total += int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if pid == root else 0)
-    return total / TICK
+            user += int(fields[11]) + (int(fields[13]) if pid == root else 0)
+            system += int(fields[12]) + (int(fields[14]) if pid == root else 0)
+    return user / TICK, system / TICK
 
 
 def tree_peak_rss_mb(root: int) -> float:
@@ -346,7 +347,7 @@ class Row:
     rss_mb: float
     fixed_cpu: float | None = None  # CPU of the N one-token chats
     pg_cpu: float | None = None
-    idle_ms_per_s: float | None = None
+    idle_ms_per_s: tuple[float, float | None] | None = None  # the server's, its backends'
     calls: str = "-"  # the request log's verdict (served rows)
     notes: list[str] = field(default_factory=list)
 
@@ -357,26 +358,52 @@ class Run:
 
     wall: float
     cpu: float
+    system_cpu: float  # of `cpu`, in the kernel (sockets, epoll, ...)
     failed: int
     pg_cpu: float | None
 
 
-async def measured(pid: int, backends: Backends | None, run: Callable[[], Awaitable[int]]) -> Run:
-    cpu0 = tree_cpu(pid)
-    start = time.perf_counter()
+@contextlib.asynccontextmanager
+async def profiled(pid: int, out: Path | None) -> Any:
+    """py-spy (`--gil`, raw collapsed stacks) on the server while the block runs, if asked
+    (`--profile DIR`; run with `uv run --with py-spy`). It slows the server: figures of a profiled
+    run are not comparable."""
+    if out is None:
+        yield
+        return
+    spy = await asyncio.create_subprocess_exec(
+        "py-spy", "record", "--gil", "--format", "raw", "--rate", "100", "-o", str(out), "-p", str(pid),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    await asyncio.sleep(1)  # attaching takes a moment; nothing runs yet
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        await asyncio.wait_for(spy.wait(), 30)
+
+
+async def measured(pid: int, backends: Backends | None, run: Callable[[], Awaitable[int]], profile: Path | None = None) -> Run:
     async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(profiled(pid, profile))
+        user0, system0 = tree_cpu(pid)
+        start = time.perf_counter()
         if backends is not None:
             await stack.enter_async_context(backends.measure())
         failed = await run()
         wall = time.perf_counter() - start
-        cpu = tree_cpu(pid) - cpu0
-    return Run(wall, cpu, failed, backends.cpu if backends is not None else None)
+        user, system = tree_cpu(pid)
+    return Run(wall, user - user0 + system - system0, system - system0, failed, backends.cpu if backends is not None else None)
 
 
-async def idle(pid: int, backends: Backends | None, seconds: float = 5.0) -> float:
+async def idle(pid: int, backends: Backends | None, seconds: float = 5.0) -> tuple[float, float | None]:
     """The server's and its backends' CPU per second, in ms, while nothing happens."""
     run = await measured(pid, backends, lambda: asyncio.sleep(seconds, result=0))
-    return (run.cpu + (run.pg_cpu or 0.0)) / run.wall * 1000
+    return run.cpu / run.wall * 1000, None if run.pg_cpu is None else run.pg_cpu / run.wall * 1000
+
+
+def _profile(a: argparse.Namespace, phase: str) -> Path | None:
+    return Path(a.profile) / f"{a.one}-{a.n}-{phase}.txt" if a.profile else None
 
 
 def free_port() -> int:
@@ -520,13 +547,13 @@ async def run_chatd_served(db: str, workers: int, n: int, a: argparse.Namespace)
                             raise SystemExit(f"the warm-up chat failed:\n{tail(data / 'serve.log')}")
                         llm.reset()
                         mcp.reset()
-                        run = await measured(proc.pid, backends, lambda: _chatd_chats(api, watch, n, GO, mcp_id, a.timeout))
+                        run = await measured(proc.pid, backends, lambda: _chatd_chats(api, watch, n, GO, mcp_id, a.timeout), _profile(a, "run"))
                         calls = check_calls(llm.ask("log"), n, a.k, script.tool)
                         if (tool_calls := mcp.ask("calls")) != n * (a.k - 1):
                             calls = f"{calls}; MCP echo calls {tool_calls}, expected {n * (a.k - 1)}".removeprefix("ok; ")
                         fixed = None
                         if not a.no_fixed:
-                            fixed = await measured(proc.pid, backends, lambda: _chatd_chats(api, watch, n, FIXED, mcp_id, a.timeout))
+                            fixed = await measured(proc.pid, backends, lambda: _chatd_chats(api, watch, n, FIXED, mcp_id, a.timeout), _profile(a, "fixed"))
                         idle_ms = await idle(proc.pid, backends)
                     finally:
                         watching.cancel()
@@ -538,7 +565,7 @@ async def run_chatd_served(db: str, workers: int, n: int, a: argparse.Namespace)
                 await turns._pg_admin(a.database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     return Row(
         system, db, n, run.wall, run.cpu, n * script.events(), run.failed, rss, fixed.cpu if fixed else None, run.pg_cpu, idle_ms, calls,
-        notes=[f"{fixed.failed} one-token chats failed"] if fixed and fixed.failed else [],
+        notes=[f"system CPU {run.system_cpu / run.cpu:.0%}"] + ([f"{fixed.failed} one-token chats failed"] if fixed and fixed.failed else []),
     )
 
 
@@ -605,17 +632,17 @@ async def run_langgraph_server(n: int, a: argparse.Namespace) -> Row:
                     followed[text] = await _langgraph_runs(api, n, text)
                     return 0
 
-                run = await measured(proc.pid, None, lambda: runs(GO))
+                run = await measured(proc.pid, None, lambda: runs(GO), _profile(a, "run"))
                 failed = await _langgraph_failed(api, followed[GO][0], n)
                 calls = check_calls(llm.ask("log"), n, a.k, script.tool)
                 fixed = None
                 if not a.no_fixed:
-                    fixed = await measured(proc.pid, None, lambda: runs(FIXED))
+                    fixed = await measured(proc.pid, None, lambda: runs(FIXED), _profile(a, "fixed"))
                     if fixed_failed := await _langgraph_failed(api, followed[FIXED][0], n):
                         notes.append(f"{fixed_failed} one-token runs failed")
                 idle_ms = await idle(proc.pid, None)
             rss = tree_peak_rss_mb(proc.pid)
-    notes.append(f"{followed[GO][1] / n:.0f} stream chunks per run")
+    notes += [f"system CPU {run.system_cpu / run.cpu:.0%}", f"{followed[GO][1] / n:.0f} stream chunks per run"]
     return Row("langgraph server", "memory", n, run.wall, run.cpu, n * script.events(), failed, rss, fixed.cpu if fixed else None, None, idle_ms, calls, notes)
 
 
@@ -650,6 +677,8 @@ def _served_row(system: str, n: int, a: argparse.Namespace) -> Row | None:
            "--text-chars", str(a.text_chars), "--database-url", a.database_url, "--timeout", str(a.timeout)]
     if a.no_fixed:
         cmd.append("--no-fixed")
+    if a.profile:
+        cmd += ["--profile", a.profile]
     out = subprocess.run(cmd, check=False, stdout=subprocess.PIPE, text=True)
     if out.returncode != 0:
         print(f"  {system} N={n} failed (exit {out.returncode})", file=sys.stderr)
@@ -674,7 +703,7 @@ async def _one(system: str, n: int, a: argparse.Namespace) -> Row:
     return await run_chatd_served(db, int(workers or 1), n, a)
 
 
-HEADER = ("| system | db | N | wall s | ratio | CPU µs/event | fixed ms/turn | PG µs/event | idle ms/s | peak RSS MB | failed | calls |\n"
+HEADER = ("| system | db | N | wall s | ratio | CPU µs/event | fixed ms/turn | PG µs/event | idle ms/s (server + PG) | peak RSS MB | failed | calls |\n"
           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 
 
@@ -687,7 +716,7 @@ def markdown(r: Row, bare: Row | None) -> str:
         r.system, r.db, str(r.n), f"{r.wall:.2f}", opt(r.wall / bare.wall if bare else None, ".2f"), opt(per_event, ".0f"),
         opt(r.fixed_cpu / r.n * 1000 if r.fixed_cpu is not None else None, ".1f"),
         opt(r.pg_cpu / r.events * 1e6 if r.pg_cpu is not None and r.events else None, ".0f"),
-        opt(r.idle_ms_per_s, ".0f"), f"{r.rss_mb:.0f}", str(r.failed), r.calls,
+        "-" if r.idle_ms_per_s is None else " + ".join(opt(x, ".0f") for x in r.idle_ms_per_s if x is not None), f"{r.rss_mb:.0f}", str(r.failed), r.calls,
     ]
     return "| " + " | ".join(cells) + " |"
 
@@ -702,8 +731,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-fixed", action="store_true", help="skip the one-token runs (fixed CPU per turn)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds a chat may take")
     p.add_argument("--database-url", default=os.environ.get("CHATD_BENCH_DATABASE_URL", turns.DEFAULT_PG))
+    p.add_argument("--profile", metavar="DIR", help="py-spy each served run into DIR/<system>-<N>-<run|fixed>.txt (needs `--with py-spy`)")
     p.add_argument("--one", choices=["served-sqlite", "served-postgres", "served-postgres-w2", "langgraph-server"], help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.profile:
+        Path(a.profile).mkdir(parents=True, exist_ok=True)
     if a.one:
         print(json.dumps(asdict(asyncio.run(_one(a.one, int(a.n), a)))), flush=True)
         return
