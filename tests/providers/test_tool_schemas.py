@@ -87,11 +87,37 @@ def test_a_definition_changed_in_place_is_prepared_again() -> None:
     assert again.function_tools[0] != first
 
 
-def test_the_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tool_schemas, "LIMIT", 5)
+def test_definitions_built_anew_each_turn_are_prepared_once(monkeypatch: pytest.MonkeyPatch) -> None:
     model = _model("openai", "gpt-4o-mini", "https://api.openai.com/v1")
-    tools = _tools()
+    calls: list[str] = []
+    real = tool_schemas.customize_tool_def
+
+    def counting(transformer: Any, tool: ToolDefinition) -> ToolDefinition:
+        calls.append(tool.name)
+        return real(transformer, tool)
+
+    monkeypatch.setattr(tool_schemas, "customize_tool_def", counting)
+    model.customize_request_parameters(ModelRequestParameters(function_tools=_tools()))
+    assert len(calls) == 12
+    # The next turn's definitions: equal, but new objects.
+    again = ModelRequestParameters(function_tools=_tools())
+    assert model.customize_request_parameters(again) == _reference(model, again)
+    assert len(calls) == 12
+    changed = _tools()
+    changed[0].description = "another description"
+    model.customize_request_parameters(ModelRequestParameters(function_tools=changed))
+    assert calls[12:] == [changed[0].name]
+
+
+def test_the_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tool_schemas, "LIMIT", 2)
+    monkeypatch.setattr(tool_schemas, "VARIANTS", 2)
+    model = _model("openai", "gpt-4o-mini", "https://api.openai.com/v1")
+    tools = _tools()  # four names, three variants each (strict None, True, False)
     params = ModelRequestParameters(function_tools=tools)
     assert model.customize_request_parameters(params) == _reference(model, params)
     prepared = model.customize_request_parameters.__self__  # type: ignore[attr-defined]
-    assert len(prepared._entries) == 5
+    assert len(prepared._entries) == 2
+    assert all(len(variants) == 2 for variants in prepared._entries.values())
+    # Still right when what it kept is not what is asked for.
+    assert model.customize_request_parameters(params) == _reference(model, params)
