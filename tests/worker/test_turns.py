@@ -265,6 +265,53 @@ async def test_title_is_generated_after_the_first_turn(rig: Rig) -> None:
     assert (await rig.get(chat.id)).title == "Plan a trip to Lisbon"
 
 
+async def test_a_title_is_generated_when_the_answer_is_written_before_the_title_task_reads(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The title task runs beside the turn; a fast model's answer may be written before the task
+    reads the chat. It must still see the chat as it was when the turn began (this raced in the
+    browser tests: a page kept its provisional title for good)."""
+    from chatd.store import turns as turn_store
+
+    real = turn_store.has_model_turns
+
+    async def after_the_answer(db: Any, chat_id: Any, *args: Any) -> tuple[int, bool]:
+        for _ in range(500):
+            if any(m.role is Role.ASSISTANT for m in await rig.messages(chat_id)):
+                break
+            await asyncio.sleep(0.01)
+        return await real(db, chat_id, *args)
+
+    monkeypatch.setattr(turn_store, "has_model_turns", after_the_answer)
+    rig.app.settings.generate_titles = True
+    rig.llm.script(Reply(text="Sure."))
+    rig.llm.script_side(Reply(text='"Plan a trip to Lisbon"'))
+    chat = await rig.chat("can you help me plan a trip to lisbon next month")
+    await rig.run()
+    for _ in range(500):
+        if (await rig.get(chat.id)).title == "Plan a trip to Lisbon":
+            break
+        await asyncio.sleep(0.01)
+    assert (await rig.get(chat.id)).title == "Plan a trip to Lisbon"
+
+
+async def test_a_later_turn_makes_no_title_request(rig: Rig) -> None:
+    rig.app.settings.generate_titles = True
+    rig.llm.script(Reply(text="Sure."), Reply(text="Again."))
+    rig.llm.script_side(Reply(text='"Lisbon trip"'), Reply(text='"A second title"'))
+    chat = await rig.chat("can you help me plan a trip to lisbon next month")
+    await rig.run()
+    for _ in range(500):
+        if (await rig.get(chat.id)).title == "Lisbon trip":
+            break
+        await asyncio.sleep(0.01)
+    await rig.app.service.send_message(rig.people.alice.user, chat.id, content=[TextPart(text="and porto?")])
+    await rig.run()
+    await asyncio.sleep(0.3)  # a title task the second turn wrongly started would have asked by now
+    assert (await rig.get(chat.id)).title == "Lisbon trip"
+    assert len([r for r in rig.llm.requests if not r.body.get("stream")]) == 1
+
+
 async def test_hidden_system_rows_and_custom_prompt_reach_the_model(rig: Rig) -> None:
     from chatd.store import users as user_store
 

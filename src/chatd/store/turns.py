@@ -320,14 +320,9 @@ def _prompt_window() -> Select[Any]:
 
 # Built once: a statement memoizes its cache key (building and keying it each time cost about as
 # much CPU as running it).
+# The prompt window: model-visible, not deleted; original system rows always; everything after the
+# newest compaction summary, and the summary itself.
 _PROMPT_WINDOW: Final = _prompt_window()
-
-
-async def prompt_messages(db: Database, chat_id: uuid.UUID) -> list[Message]:
-    """The prompt window: model-visible, not deleted; original system rows always; everything
-    after the newest compaction summary, and the summary itself."""
-    async with db.read() as conn:
-        return [message_from_row(r) for r in (await conn.execute(_PROMPT_WINDOW, {"p_chat_id": chat_id})).all()]
 
 
 _CHAT_ROW: Final = select(*CHAT_COLUMNS).where(chats.c.id == bindparam("p_chat_id"))
@@ -353,7 +348,7 @@ class TurnInputs:
 
 async def turn_inputs(db: Database, now: datetime, chat_id: uuid.UUID) -> TurnInputs:
     """What a turn reads of its chat before calling the model, in one read transaction: the chat,
-    the prompt window (`prompt_messages`) and the answered actions a resumed turn turns into
+    the prompt window (`_PROMPT_WINDOW`) and the answered actions a resumed turn turns into
     results (`store.actions.resumable_actions`, which writes only to drop a dead turn's question)."""
     async with db.read() as conn:
         row = (await conn.execute(_CHAT_ROW, {"p_chat_id": chat_id})).first()
@@ -362,13 +357,14 @@ async def turn_inputs(db: Database, now: datetime, chat_id: uuid.UUID) -> TurnIn
     return TurnInputs(None if row is None else chat_from_row(row), rows, await resumable_actions(db, now, found))
 
 
-async def has_model_turns(db: Database, chat_id: uuid.UUID) -> tuple[int, bool]:
-    """(visible user messages, whether any assistant/tool message exists) — the title condition."""
+async def has_model_turns(db: Database, chat_id: uuid.UUID, up_to: int) -> tuple[int, bool]:
+    """(user messages, whether any assistant/tool message exists) among the chat's messages up to
+    id `up_to`, not deleted — the title condition, as it stood when a turn began."""
     async with db.read() as conn:
         rows = (
             await conn.execute(
                 select(messages.c.role, func.count())
-                .where(and_(messages.c.chat_id == chat_id, messages.c.deleted.is_(False)))
+                .where(and_(messages.c.chat_id == chat_id, messages.c.id <= up_to, messages.c.deleted.is_(False)))
                 .group_by(messages.c.role)
             )
         ).all()
@@ -389,7 +385,6 @@ __all__ = [
     "has_model_turns",
     "heartbeat_many",
     "persist_step",
-    "prompt_messages",
     "recover_stale",
     "release_chats",
     "take_steered",

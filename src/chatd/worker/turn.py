@@ -23,7 +23,7 @@ from chatd.domain.changes import (
     TurnFailed,
     status_changes,
 )
-from chatd.domain.chat import Chat, ChatStatus, Role
+from chatd.domain.chat import Chat, ChatStatus, Message, Role
 from chatd.domain.clock import Clock
 from chatd.domain.config import User
 from chatd.domain.mcp import McpServerConfig
@@ -287,7 +287,7 @@ class ChatTurn:
                 # to the chat's changes (this is the first read after it): stop before the model.
                 self.control.interrupt()
             ctx = self.ctx = TurnContext(chat, owner, model, self.worker_id)
-            self._maybe_title(ctx)
+            self._maybe_title(ctx, rows)
             sections: list[str] = []
             tools: list[Tool] = []
             if chat.parent_chat_id is not None:
@@ -429,29 +429,38 @@ class ChatTurn:
 
     # --- title -----------------------------------------------------------------------------
 
-    def _maybe_title(self, ctx: TurnContext) -> None:
+    def _maybe_title(self, ctx: TurnContext, prompt: list[Message]) -> None:
+        """Starts the title of a chat's first turn beside it. Whether this is the first turn is
+        decided from what the turn read before calling the model: the title task runs concurrently,
+        and a fast model's answer, written before the task's own read, used to make every later
+        check see a chat that already had its answer (and keep its provisional title for good)."""
         if not self.deps.settings.generate_titles:
             return
+        users = [m for m in prompt if m.role is Role.USER]
+        if len(users) != 1 or any(m.role in (Role.ASSISTANT, Role.TOOL) for m in prompt):
+            return
+        first = text_of(users[0].content).strip()
+        if not first or (self.chat.title and self.chat.title != fallback_title(first)):
+            return
+        # Messages the window leaves out (model-hidden rows, a summary's history) still count, up
+        # to the newest one this turn read: what the turn itself writes comes after it.
+        up_to = max(m.id for m in prompt)
         # The title may outlive the turn: it holds the provider client on its own.
-        task = asyncio.create_task(self._title(ctx, ctx.model.lease.retain()), name=f"title-{self.chat.id}")
+        task = asyncio.create_task(self._title(ctx, first, up_to, ctx.model.lease.retain()), name=f"title-{self.chat.id}")
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 
-    async def _title(self, ctx: TurnContext, lease: ProviderLease) -> None:
+    async def _title(self, ctx: TurnContext, first: str, up_to: int, lease: ProviderLease) -> None:
         try:
-            await self._make_title(ctx)
+            await self._make_title(ctx, first, up_to)
         finally:
             await lease.release()
 
-    async def _make_title(self, ctx: TurnContext) -> None:
+    async def _make_title(self, ctx: TurnContext, first: str, up_to: int) -> None:
         d, chat = self.deps, self.chat
         try:
-            users, has_answers = await turns.has_model_turns(d.db, chat.id)
+            users, has_answers = await turns.has_model_turns(d.db, chat.id, up_to)
             if users != 1 or has_answers:
-                return
-            rows = await turns.prompt_messages(d.db, chat.id)
-            first = next((text_of(m.content) for m in rows if m.role is Role.USER), "").strip()
-            if not first or (chat.title and chat.title != fallback_title(first)):
                 return
             title = await generate_title(ctx.model.quick(), first)
             if not title:
