@@ -437,15 +437,22 @@ async def list_chats(
         return await with_actions(conn, [chat_from_row(r) for r in (await conn.execute(q)).all()])
 
 
-async def chats_updated_since(db: Database, owner_id: uuid.UUID, since: datetime, limit: int = 1000) -> list[Chat]:
-    """The owner's chats (archived ones too) changed at or after `since`, oldest change first:
-    what a chat watch re-reads after its notifications may have been lost."""
-    q = (
-        select(*CHAT_COLUMNS)
-        .where(and_(chats.c.owner_id == owner_id, chats.c.updated_at >= since))
-        .order_by(chats.c.updated_at, chats.c.id)
-        .limit(limit)
-    )
+async def chats_updated_since(
+    db: Database, owner_id: uuid.UUID, since: datetime, *, after: Chat | None = None, limit: int = 1000
+) -> list[Chat]:
+    """The owner's chats (archived ones too) changed at or after `since`, oldest change first, at
+    most `limit` of them: what a chat watch re-reads after its notifications may have been lost.
+    The next page starts `after` the last chat of this one (keyset on `(updated_at, id)`)."""
+    where = and_(chats.c.owner_id == owner_id, chats.c.updated_at >= since)
+    if after is not None:
+        where = and_(
+            where,
+            or_(
+                chats.c.updated_at > after.updated_at,
+                and_(chats.c.updated_at == after.updated_at, chats.c.id > after.id),
+            ),
+        )
+    q = select(*CHAT_COLUMNS).where(where).order_by(chats.c.updated_at, chats.c.id).limit(limit)
     async with db.read() as conn:
         return await with_actions(conn, [chat_from_row(r) for r in (await conn.execute(q)).all()])
 

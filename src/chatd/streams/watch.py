@@ -27,6 +27,9 @@ from chatd.streams.outbox import read_owner_hint
 # differ a little, and an event sent twice costs a client one re-render, a lost one a stale list.
 RESYNC_MARGIN = timedelta(seconds=5)
 QUEUE = 256
+# Chats a re-sync reads at a time; it reads pages until a short one (a busy owner may have more
+# changed chats than one page, and the newest changes are the ones a client lacks).
+RESYNC_PAGE = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,10 +105,16 @@ async def watch_owner(db: Database, pubsub: PubSub, clock: Clock, owner_id: uuid
                     hints = []
                     lost = False
                     mark = clock.now()
-                    for chat in await chat_store.chats_updated_since(db, owner_id, since):
-                        kind = resync_kind(chat, seen.get(chat.id), since)
-                        if kind is not None:
-                            yield report(kind, chat)
+                    after: Chat | None = None
+                    while True:
+                        page = await chat_store.chats_updated_since(db, owner_id, since, after=after, limit=RESYNC_PAGE)
+                        for chat in page:
+                            kind = resync_kind(chat, seen.get(chat.id), since)
+                            if kind is not None:
+                                yield report(kind, chat)
+                        if len(page) < RESYNC_PAGE:
+                            break
+                        after = page[-1]
                     since = mark - RESYNC_MARGIN
                 hint = read_owner_hint(payload)
                 if hint is not None:  # else the reconnect notice, or a payload of some other kind
