@@ -212,6 +212,10 @@ def page(context: BrowserContext, request: pytest.FixtureRequest) -> Iterator[Pa
     assert not errors, errors
 
 
+# A chat page's heading before its chat is there: the new-chat page's, or a chat's while it is read.
+CHAT_NOT_THERE = re.compile(r"^(New chat|Loading…)$")
+
+
 def sign_in(page: Page, server: Chatd, token: str | None = None) -> None:
     """Open the sign-in link `chatd serve` prints (or the same link with another user's token)."""
     page.goto(f"{server.base}/#token={token or server.admin_token}")

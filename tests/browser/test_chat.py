@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import Chatd, sign_in
+from tests.browser.conftest import CHAT_NOT_THERE, Chatd, sign_in
 
 
 def new_chat(page: Page, text: str) -> None:
@@ -12,7 +12,7 @@ def new_chat(page: Page, text: str) -> None:
     box = page.get_by_label("Message", exact=True)
     box.fill(text)
     box.press("Enter")
-    expect(page.get_by_role("heading", level=1)).not_to_have_text("New chat", timeout=15_000)
+    expect(page.get_by_role("heading", level=1)).not_to_have_text(CHAT_NOT_THERE, timeout=15_000)
 
 
 def test_the_printed_link_signs_the_admin_in_and_sign_out_returns_to_the_form(page: Page, chatd: Chatd) -> None:
@@ -54,6 +54,24 @@ def test_a_markdown_answer_streams_in_rendered_and_no_html_from_the_model_runs(p
     # The javascript: link is shown as its text, not as a link.
     expect(answer.get_by_text("click")).to_be_visible()
     expect(answer.get_by_role("link", name="click")).to_have_count(0)
+
+
+def test_a_reloaded_chat_never_reads_as_a_new_chat(page: Page, chatd: Chatd) -> None:
+    """While a reloaded chat is read, its heading is not the new-chat page's ("New chat" flashed)."""
+    sign_in(page, chatd)
+    new_chat(page, "remember the milk")
+    expect(page.get_by_text("answer to: remember the milk")).to_be_visible()
+    page.add_init_script(
+        """window.__headings = [];
+        new MutationObserver(() => {
+          const h = document.querySelector("h1");
+          if (h) window.__headings.push(h.textContent);
+        }).observe(document, { subtree: true, childList: true, characterData: true });"""
+    )
+    page.reload()
+    expect(page.get_by_role("heading", level=1)).to_have_text("About remember the milk")
+    seen = page.evaluate("window.__headings")
+    assert seen and "New chat" not in seen, seen
 
 
 def test_the_history_is_there_after_a_reload(page: Page, chatd: Chatd) -> None:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import Chatd, sign_in
+from tests.browser.conftest import CHAT_NOT_THERE, Chatd, sign_in
 
 
 def new_chat(page: Page, text: str) -> None:
@@ -19,7 +19,7 @@ def new_chat(page: Page, text: str) -> None:
     # As a person does: type once the new chat's page is there (the last chat's box may still be).
     expect(page.get_by_role("heading", level=1)).to_have_text("New chat")
     send(page, text)
-    expect(page.get_by_role("heading", level=1)).not_to_have_text("New chat")
+    expect(page.get_by_role("heading", level=1)).not_to_have_text(CHAT_NOT_THERE)
 
 
 def send(page: Page, text: str) -> None:
@@ -293,7 +293,7 @@ def test_an_attached_file_is_sent_with_the_message_and_shown_in_it(page: Page, c
     chooser.value.set_files(str(notes))
     expect(page.get_by_role("list", name="Attached files").get_by_text("notes.txt")).to_be_visible()
     send(page, "what is in the file?")
-    expect(page.get_by_role("heading", level=1)).not_to_have_text("New chat")
+    expect(page.get_by_role("heading", level=1)).not_to_have_text(CHAT_NOT_THERE)
     user = page.get_by_label("You")
     expect(user.get_by_role("link", name="notes.txt")).to_be_visible()
     expect(page.get_by_text("answer to: what is in the file?")).to_be_visible()

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from tests.browser.conftest import MCP_SERVER_SCRIPT, Chatd, run_chatd, sign_in
+from tests.browser.conftest import CHAT_NOT_THERE, MCP_SERVER_SCRIPT, Chatd, run_chatd, sign_in
 from tests.browser.test_flows import send, status
 from tests.fakes.llm_server import FakeLLMServer
 from tests.mcp.mcp_test_servers import ServerState, SessionCounter, build_server, serve
@@ -96,7 +96,7 @@ def chat_with(page: Page, chatd: Chatd, slug: str, text: str) -> None:
     page.get_by_text(re.compile(r"Tools: \d+ of \d+ servers")).click()
     page.get_by_role("checkbox", name=f"{slug} tools").check()
     send(page, text)
-    expect(page.get_by_role("heading", level=1)).not_to_have_text("New chat")
+    expect(page.get_by_role("heading", level=1)).not_to_have_text(CHAT_NOT_THERE)
 
 
 def test_an_approval_is_scrolled_into_view_above_the_grown_composer(sized: Page, chatd: Chatd, servers: None) -> None:

@@ -181,12 +181,15 @@ export function ChatPage({ params }: RouteProps) {
 
   const status = s.status ?? chat?.status ?? null;
   // The list learns of a running call's form only from this stream: tell it (its badge says so).
+  // Again whenever the cached copy changes: a watch event read before the form was asked (a title
+  // generated beside the turn) replaces the copy without it.
   const actionIds = s.actions.map((a) => a.id).join(" ");
+  const cachedActionIds = (chat?.pending_actions ?? []).map((a) => a.id).join(" ");
   useEffect(() => {
     const c = chatCache.get(id);
     if (!c || s.status === null) return;
-    if ((c.pending_actions ?? []).map((a) => a.id).join(" ") !== actionIds) chatCache.put({ ...c, pending_actions: s.actions });
-  }, [actionIds, s.status, id]);
+    if (cachedActionIds !== actionIds) chatCache.put({ ...c, pending_actions: s.actions });
+  }, [actionIds, cachedActionIds, s.status, id]);
   // A chat waiting for an answer takes messages as a busy one does (queued by default).
   const busy = status === "running" || status === "pending" || status === "requires_action";
   const lastError = chat?.last_error ?? s.error;
@@ -288,7 +291,8 @@ export function ChatPage({ params }: RouteProps) {
       <header class="chat-header">
         <div class="chat-heading">
           {chat?.parent_chat_id && <a class="parent" href={`#/chats/${chat.parent_chat_id}`}>← Parent chat</a>}
-          <h1>{chat?.title || "New chat"}</h1>
+          {/* Until the chat is read its title is unknown: not "New chat", which a reload flashed. */}
+          <h1 aria-busy={!chat}>{chat ? chat.title || "New chat" : "Loading…"}</h1>
           <span aria-live="polite" class="chat-status">
             {status && <StatusBadge status={status} kinds={s.actions.map((a) => a.kind)} />}
             {connection === "lost" && <span class="badge">reconnecting…</span>}
