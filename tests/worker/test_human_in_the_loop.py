@@ -745,6 +745,46 @@ async def test_a_url_elicitation_shows_the_url_and_takes_the_users_accept(
     assert "connect: accept" in json.dumps(result.result)
 
 
+async def test_the_owners_chat_lists_hear_when_a_running_call_asks_and_when_it_is_answered(
+    rig: Rig, client: httpx.AsyncClient, legacy_notes_server: tuple[str, ServerState]
+) -> None:
+    """A call's question leaves the chat `running`: the watch (the chat lists) must still be told
+    that it now waits for its user, and again once it no longer does."""
+    from chatd.streams.watch import ChatChange, watch_owner
+
+    url, _state = legacy_notes_server
+    seen: list[ChatChange] = []
+    arrived = asyncio.Event()
+    async with watch_owner(rig.app.db, rig.app.pubsub, rig.app.clock, rig.people.alice.user.id) as changes:
+
+        async def follow() -> None:
+            async for change in changes:  # read as they come, as a page's list does
+                seen.append(change)
+                arrived.set()
+
+        follower = asyncio.create_task(follow())
+
+        async def until(test: Any) -> ChatChange:
+            async with asyncio.timeout(10):
+                while True:
+                    found = [c for c in seen if str(c.chat.id) == chat["id"] and test(c)]
+                    if found:
+                        return found[-1]
+                    arrived.clear()
+                    await arrived.wait()
+
+        try:
+            chat, action = await elicited(rig, client, url, ToolCall("c1", "notes__connect_account", {}), status=ChatStatus.RUNNING)
+            asked = await until(lambda c: [str(a.id) for a in c.chat.pending_actions] == [action["id"]])
+            assert asked.kind == "status_change" and asked.chat.status is ChatStatus.RUNNING
+            seen.clear()
+            assert (await answer(client, rig, chat["id"], action["id"], decision="accept")).status_code == 200
+            await until(lambda c: not c.chat.pending_actions)
+        finally:
+            follower.cancel()
+    await rig.workers.drain()
+
+
 async def test_an_unanswered_elicitation_in_a_2025_session_is_cancelled_after_its_timeout(
     rig: Rig, client: httpx.AsyncClient, legacy_notes_server: tuple[str, ServerState]
 ) -> None:

@@ -233,6 +233,16 @@ class TitleChanged(_Watched):
 
 
 @dataclass(frozen=True, slots=True)
+class WaitChanged(_Watched):
+    """A running call's question to the chat's user was asked or ended. The chat stays `running`,
+    but its lists show from its `pending_actions` whether it waits for its user."""
+
+    watch = "status_change"
+    chat_id: uuid.UUID
+    owner_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
 class WorkAvailable(_Change):
     """A chat became pending: wake the workers of every replica."""
 
@@ -261,6 +271,7 @@ Change = (
     | ChatCreated
     | ChatArchived
     | TitleChanged
+    | WaitChanged
     | WorkAvailable
     | ConfigChanged
     | McpServerReachable

@@ -25,7 +25,7 @@ from chatd.domain.actions import (
     NewAction,
     PendingAction,
 )
-from chatd.domain.changes import ActionsRequested, ActionsResolved
+from chatd.domain.changes import ActionsRequested, ActionsResolved, Change, WaitChanged
 from chatd.domain.clock import Clock
 from chatd.pubsub.base import PubSub, chat_channel
 from chatd.store import actions as action_store
@@ -48,6 +48,9 @@ class InFlightAsker:
     worker_id: uuid.UUID
     generation: int
     timeout: float
+    # The chat's owner: their chat lists (`/chats/watch`) hear when the chat starts and stops
+    # waiting for them, which its status (`running` throughout) does not tell.
+    owner_id: uuid.UUID
     # Told once the question is stored (web push: the chat stays `running`, no turn end says so).
     on_asked: Sequence[Callable[[PendingAction], Awaitable[None]]] = field(default=())
 
@@ -63,7 +66,7 @@ class InFlightAsker:
         # Subscribed before the first read: an answer between the read and the wait is not missed.
         unsubscribe = await self.pubsub.subscribe(chat_channel(self.chat_id), lambda _p: changed.set())
         try:
-            await self.outbox.publish([ActionsRequested(self.chat_id)])
+            await self.outbox.publish([ActionsRequested(self.chat_id), WaitChanged(self.chat_id, self.owner_id)])
             for hook in self.on_asked:
                 try:
                     await hook(action)
@@ -90,8 +93,10 @@ class InFlightAsker:
             # Written even when the turn is being cancelled: a question left pending would wait
             # for an answer nobody reads.
             ended = await asyncio.shield(action_store.end_in_flight(self.db, self.clock.now(), action.id, unanswered))
+            ends: list[Change] = [WaitChanged(self.chat_id, self.owner_id)]
             if ended.state is ActionState.CANCELLED:
-                with contextlib.suppress(Exception):
-                    await self.outbox.publish(ActionsResolved.of(self.chat_id, [ended]))
+                ends[:0] = ActionsResolved.of(self.chat_id, [ended])
+            with contextlib.suppress(Exception):
+                await self.outbox.publish(ends)
             with contextlib.suppress(Exception):
                 await unsubscribe()

@@ -334,6 +334,7 @@ class ChatTurn:
                     self.worker_id,
                     chat.generation,
                     d.settings.mcp_elicitation_timeout,
+                    chat.owner_id,
                     on_asked=[functools.partial(hook, ctx) for hook in d.ask_hooks],
                 ),
             )

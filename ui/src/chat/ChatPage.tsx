@@ -180,9 +180,9 @@ export function ChatPage({ params }: RouteProps) {
   }, []);
 
   const status = s.status ?? chat?.status ?? null;
-  // The list learns of a running call's form only from this stream: tell it (its badge says so).
-  // Again whenever the cached copy changes: a watch event read before the form was asked (a title
-  // generated beside the turn) replaces the copy without it.
+  // This stream is the live truth of the open chat's questions: give them to the list (its badge
+  // says so), again whenever the cached copy changes: a watch event read before a running call's
+  // form was asked (a title generated beside the turn) replaces the copy without it.
   const actionIds = s.actions.map((a) => a.id).join(" ");
   const cachedActionIds = (chat?.pending_actions ?? []).map((a) => a.id).join(" ");
   useEffect(() => {
