@@ -85,6 +85,14 @@ class Rig:
     async def get(self, chat_id: uuid.UUID) -> Chat:
         return await chat_store.get_chat(self.app.db, chat_id)
 
+    async def titled(self, chat_id: uuid.UUID, title: str) -> None:
+        """Wait (5 s at most) for the chat's title, which a task beside the turn writes."""
+        for _ in range(500):
+            if (await self.get(chat_id)).title == title:
+                return
+            await asyncio.sleep(0.01)
+        assert (await self.get(chat_id)).title == title
+
     async def messages(self, chat_id: uuid.UUID) -> list[Message]:
         return await chat_store.all_messages(self.app.db, chat_id)
 

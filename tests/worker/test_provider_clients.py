@@ -144,11 +144,7 @@ async def test_turns_send_through_the_shared_sdk_client_which_retries_nothing_an
     rig.llm.script_side(Reply(text="A title"))
     chat = await rig.chat("first")
     await rig.run()
-    for _ in range(200):
-        if (await rig.get(chat.id)).title == "A title":
-            break
-        await asyncio.sleep(0.01)
-    assert (await rig.get(chat.id)).title == "A title"
+    await rig.titled(chat.id, "A title")
     assert copies == [QUICK_SDK_RETRIES]
     entry = next(iter(clients_of(rig)._current.values()))
     assert entry.provider.client.max_retries == 0

@@ -258,11 +258,7 @@ async def test_title_is_generated_after_the_first_turn(rig: Rig) -> None:
     rig.llm.script_side(Reply(text='"Plan a trip to Lisbon"'))
     chat = await rig.chat("can you help me plan a trip to lisbon next month")
     await rig.run()
-    for _ in range(200):
-        if (await rig.get(chat.id)).title == "Plan a trip to Lisbon":
-            break
-        await asyncio.sleep(0.01)
-    assert (await rig.get(chat.id)).title == "Plan a trip to Lisbon"
+    await rig.titled(chat.id, "Plan a trip to Lisbon")
 
 
 async def test_a_title_is_generated_when_the_answer_is_written_before_the_title_task_reads(
@@ -288,11 +284,7 @@ async def test_a_title_is_generated_when_the_answer_is_written_before_the_title_
     rig.llm.script_side(Reply(text='"Plan a trip to Lisbon"'))
     chat = await rig.chat("can you help me plan a trip to lisbon next month")
     await rig.run()
-    for _ in range(500):
-        if (await rig.get(chat.id)).title == "Plan a trip to Lisbon":
-            break
-        await asyncio.sleep(0.01)
-    assert (await rig.get(chat.id)).title == "Plan a trip to Lisbon"
+    await rig.titled(chat.id, "Plan a trip to Lisbon")
 
 
 async def test_a_later_turn_makes_no_title_request(rig: Rig) -> None:
@@ -301,10 +293,7 @@ async def test_a_later_turn_makes_no_title_request(rig: Rig) -> None:
     rig.llm.script_side(Reply(text='"Lisbon trip"'), Reply(text='"A second title"'))
     chat = await rig.chat("can you help me plan a trip to lisbon next month")
     await rig.run()
-    for _ in range(500):
-        if (await rig.get(chat.id)).title == "Lisbon trip":
-            break
-        await asyncio.sleep(0.01)
+    await rig.titled(chat.id, "Lisbon trip")
     await rig.app.service.send_message(rig.people.alice.user, chat.id, content=[TextPart(text="and porto?")])
     await rig.run()
     await asyncio.sleep(0.3)  # a title task the second turn wrongly started would have asked by now
