@@ -131,6 +131,29 @@ def test_a_form_arriving_while_the_person_watches_is_shown_and_the_chat_says_it_
     expect(row.get_by_text("waiting for you")).to_have_count(0)
 
 
+def test_another_tab_lists_a_running_calls_form_as_waiting_for_you(page: Page, browser: Browser, chatd: Chatd, servers: None) -> None:
+    """The chat stays `running` while its call waits on a form: a tab where the chat is not open
+    learns from the watch alone that it waits for its person, and that it no longer does."""
+    ctx = browser.new_context(viewport=DESKTOP)
+    try:
+        other = ctx.new_page()
+        sign_in(other, chatd)  # open before the chat exists: what it shows comes from the watch
+        expect(other.get_by_role("heading", level=1)).to_have_text("New chat")
+        chat_with(page, chatd, "waitform", "TOOL waitform__register {}")
+        card = page.get_by_role("article", name="Input for waitform", exact=True)
+        expect(card.get_by_text("Who is registering?")).to_be_visible()
+        chat_id = page.url.rsplit("/", 1)[-1]
+        row = other.get_by_role("list", name="Chats").locator(f'a[href="#/chats/{chat_id}"]')
+        expect(row.get_by_text("waiting for you")).to_be_visible()
+        card.get_by_label("Name *").fill("Grace")
+        card.get_by_role("button", name="Send").click()
+        expect(page.get_by_text(re.compile(r"The tool said: .*registered Grace"))).to_be_visible()
+        expect(row.get_by_text("waiting for you")).to_have_count(0)
+        expect(row.get_by_text("idle")).to_be_visible()
+    finally:
+        ctx.close()
+
+
 def test_a_person_who_scrolled_up_is_offered_a_jump_to_the_waiting_card(page: Page, chatd: Chatd, servers: None) -> None:
     # The slow model leaves time to scroll up before the approval arrives.
     chat_with(page, chatd, "waitgate", "SLOW 1200\n\n" + FILLER + '\n\nTOOL waitgate__echo {"text": "later"}')
